@@ -1,0 +1,108 @@
+"""`AttnCalculator`: an ASE calculator for mlip-attn model files.
+
+Results: ``energy``/``free_energy`` (eV), ``energies`` (N,) eV, ``forces`` (N,3) eV/Å, ``stress``
+(Voigt-6 ``[xx, yy, zz, yz, xz, xy]``, eV/Å³, periodic cells only). Total charge and spin come
+from ``atoms.info["charge"]`` and ``atoms.info["spin"]`` (default 0). With several model files
+(a committee) the results are means and ``energy_var``/``forces_comm`` are added.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from ..data import AtomicData, Batch, LabelKeys
+from ..models import Potential, load_model
+
+_INPUT_KEYS = LabelKeys(charge="charge", spin="spin")
+
+
+class RangeWarning(UserWarning):
+    """A structure larger than the global attention's reach r_max."""
+
+
+class AttnCalculator(Calculator):
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model, device: str = "cpu", default_dtype: str = "float32",
+                 range_check: str = "warn", **kwargs):
+        """``model``: path, `Potential`, or a list of either (committee).
+        ``range_check``: "warn" or "raise" when a structure exceeds a global model's r_max."""
+        super().__init__(**kwargs)
+        if range_check not in ("warn", "raise"):
+            raise ValueError("range_check must be 'warn' or 'raise'")
+        dtype = getattr(torch, default_dtype)
+        models = model if isinstance(model, (list, tuple)) else [model]
+        self.models: list[Potential] = []
+        for m in models:
+            if isinstance(m, (str, Path)):
+                m = load_model(m, device=device, dtype=dtype)
+            else:
+                m = m.to(device=device, dtype=dtype).eval()
+            self.models.append(m)
+        first = self.models[0]
+        for m in self.models[1:]:
+            if m.elements != first.elements or m.cutoff != first.cutoff:
+                raise ValueError("committee models must share elements and cutoff")
+        self.device, self.dtype, self.range_check = torch.device(device), dtype, range_check
+        self.cutoff = max(m.cutoff for m in self.models)
+        self.r_max = max(m.r_max for m in self.models)
+        self.elements = set(first.elements)
+
+    def check_state(self, atoms, tol=1e-15):
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None:
+            for key in ("charge", "spin"):
+                if atoms.info.get(key, 0) != self.atoms.info.get(key, 0):
+                    changes.append("info")
+                    break
+        return changes
+
+    def _input(self, atoms) -> Batch:
+        unknown = sorted(set(atoms.numbers.tolist()) - self.elements)
+        if unknown:
+            from ase.data import chemical_symbols
+            names = [chemical_symbols[z] for z in unknown]
+            known = [chemical_symbols[z] for z in sorted(self.elements)]
+            raise ValueError(f"elements {names} are unknown to this model (it knows {known})")
+        data = AtomicData.from_atoms(atoms, _INPUT_KEYS, name="atoms")
+        if self.r_max > 0:
+            self._check_range(data)
+        return Batch.collate([data.with_graph(self.cutoff)]).to(self.device, self.dtype)
+
+    def _check_range(self, data: AtomicData) -> None:
+        if data.is_periodic:
+            raise ValueError("this model has global attention (r_max = "
+                             f"{self.r_max:g} Å), which does not support periodic cells yet; "
+                             "use a local model for periodic systems")
+        centred = data.positions - data.positions.mean(dim=0)
+        extent = 2.0 * float(centred.norm(dim=1).max())
+        if extent > self.r_max:
+            msg = (f"structure extent {extent:.2f} Å exceeds the model's global reach r_max = "
+                   f"{self.r_max:g} Å; predictions may depend on orientation")
+            if self.range_check == "raise":
+                raise ValueError(msg)
+            warnings.warn(msg, RangeWarning, stacklevel=3)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        batch = self._input(self.atoms)
+        periodic = bool(self.atoms.pbc.any())
+        outs = [m.predict(batch, compute_forces=True, compute_stress=periodic) for m in self.models]
+        energies = np.array([float(o["energy"][0]) for o in outs])
+        forces = np.stack([o["forces"].detach().cpu().double().numpy() for o in outs])
+        self.results["energy"] = float(energies.mean())
+        self.results["free_energy"] = self.results["energy"]
+        self.results["energies"] = np.mean(
+            [o["energies"].detach().cpu().double().numpy() for o in outs], axis=0)
+        self.results["forces"] = forces.mean(axis=0)
+        if periodic:
+            stress = np.mean([o["stress"][0].detach().cpu().double().numpy() for o in outs], axis=0)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        if len(self.models) > 1:
+            self.results["energy_var"] = float(energies.var())
+            self.results["forces_comm"] = forces

@@ -1,0 +1,108 @@
+"""The ``mlip-attn`` command line. Thin: every command calls a library function."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _fit(args, extra):
+    from .training import fit, load_config
+    path = extra.pop(0) if extra and not extra[0].startswith("--") else None
+    config = load_config(path, extra)
+    fit(config, resume=args.resume)
+
+
+def _eval(args, extra):
+    from .data import LabelKeys, read_structures
+    from .models import load_model
+    from .training.evaluate import evaluate
+    from .training.trainer import format_errors
+    model = load_model(args.model, dtype=args.dtype)
+    structures = [d.with_graph(model.cutoff) for d in read_structures(args.data, LabelKeys())]
+    unknown = {z for d in structures for z in d.numbers.tolist()} - set(model.elements)
+    if unknown:
+        raise ValueError(f"{args.data}: elements {sorted(unknown)} are unknown to {args.model} "
+                         f"(it knows {model.elements})")
+    metrics = evaluate(model, structures, args.batch_size)
+    print(f"{args.data}: {len(structures)} structures")
+    print(format_errors(metrics))
+
+
+def _demo(args, extra):
+    from .demo import run_demo
+    run_demo(args.out, quick=args.quick)
+
+
+def _bench(args, extra):
+    from .benchmark import run_bench
+    run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats)
+
+
+def _data(args, extra):
+    from .qm import generate
+    report = generate(args.system, n=args.n, out=args.out, method=args.method,
+                      workers=args.workers, seed=args.seed)
+    print(report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlip-attn", description="ML interatomic potentials with "
+                                "global attention: train, evaluate, benchmark.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="train a model from a YAML config",
+                       description="Train a model. Any config key can be overridden: "
+                                   "--training.epochs 50 --model.attention null")
+    f.usage = "mlip-attn fit [config.yaml] [--resume] [--section.key value ...]"
+    f.add_argument("--resume", action="store_true", help="continue the run in the output directory")
+    f.set_defaults(func=_fit, allow_extra=True)
+
+    e = sub.add_parser("eval", help="errors of a model on a labelled data file")
+    e.add_argument("model")
+    e.add_argument("data")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    e.set_defaults(func=_eval)
+
+    d = sub.add_parser("demo", help="generate xTB cumulene data, train, evaluate, run MD")
+    d.add_argument("--out", default="demo_run", help="run directory (writes OUT/model.pt)")
+    d.add_argument("--quick", action="store_true", help="a smaller demo (about a minute)")
+    d.set_defaults(func=_demo)
+
+    b = sub.add_parser("bench", help="throughput and peak memory of the models")
+    b.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    b.add_argument("--models", nargs="+", default=["painn", "egnn"])
+    b.add_argument("--repeats", type=int, default=5)
+    b.set_defaults(func=_bench)
+
+    g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)")
+    g.add_argument("system", choices=["cumulene", "sn2", "charge-transfer", "nacl"])
+    g.add_argument("--n", type=int, default=200)
+    g.add_argument("--out", required=True)
+    g.add_argument("--method", default="gfn2-xtb", choices=["gfn2-xtb", "pyscf-b3lyp"])
+    g.add_argument("--workers", type=int, default=1)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "allow_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .training import FitError
+    try:
+        args.func(args, extra)
+    except (ValueError, FitError) as exc:  # ConfigError, DataFileError, ModelFileError, ...:
+        print(f"mlip-attn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last completed epoch is in the checkpoint (use --resume)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Neighbour lists with vesin, in the package's edge convention.
+
+``edge_index = (i, j)`` with ``r_ij = positions[j] -
+positions[i] + shifts``; messages flow from ``j`` (neighbour) to ``i`` (receiver) and are summed
+at ``i``. Both directions of every pair are listed (a full list).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from vesin import NeighborList
+
+
+def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Full neighbour list within ``cutoff`` (Å).
+
+    Args:
+        positions: (N, 3) Å.  cell: (3, 3) Å, rows are lattice vectors.  pbc: (3,) bool.
+    Returns:
+        edge_index (2, E) int64 sorted by receiver ``i``; shifts (E, 3) Å (Cartesian), so that
+        ``r_ij = positions[j] - positions[i] + shifts``. Works for cells smaller than twice
+        the cutoff (several images of one neighbour are listed separately).
+    """
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    pbc = np.asarray(pbc, dtype=bool)
+    cell = np.asarray(cell, dtype=np.float64)
+    if len(positions) == 0:
+        return np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3))
+    if pbc.any():
+        if abs(np.linalg.det(cell)) < 1e-9:
+            raise ValueError("periodic structure has a degenerate (zero-volume) cell")
+        box = cell
+    else:
+        box = np.zeros((3, 3))
+    nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=False)
+    i, j, s = nl.compute(points=positions, box=box, periodic=pbc.tolist(), quantities="ijS")
+    i = i.astype(np.int64)
+    j = j.astype(np.int64)
+    shifts = s.astype(np.float64) @ cell if pbc.any() else np.zeros((len(i), 3))
+    order = np.lexsort((j, i))
+    return np.stack([i[order], j[order]]), shifts[order]
+
+
+def edge_vectors(positions: torch.Tensor, edge_index: torch.Tensor, shifts: torch.Tensor
+                 ) -> torch.Tensor:
+    """r_ij (E, 3) Å for ``edge_index = (i, j)``."""
+    return positions[edge_index[1]] - positions[edge_index[0]] + shifts

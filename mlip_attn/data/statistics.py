@@ -1,0 +1,84 @@
+"""Dataset statistics: per-element reference energies (E0) and the per-atom energy scale."""
+from __future__ import annotations
+
+import numpy as np
+
+from .atomic_data import AtomicData
+
+
+def elements_of(structures: list[AtomicData]) -> list[int]:
+    """Sorted atomic numbers present in ``structures``."""
+    return sorted({int(z) for d in structures for z in d.numbers.unique().tolist()})
+
+
+def isolated_atom_energies(structures: list[AtomicData]) -> dict[int, float]:
+    """E0 from single-atom structures (``config_type=IsolatedAtom`` in MACE files)."""
+    return {int(d.numbers[0]): float(d.energy) for d in structures
+            if d.num_atoms == 1 and d.energy is not None and not d.is_periodic}
+
+
+def least_squares_e0(structures: list[AtomicData], elements: list[int]) -> dict[int, float]:
+    """E0 per element (eV) minimising Σ_b (E_b − Σ_Z n_bZ E0_Z)² over labelled structures.
+
+    Elements that cannot be separated (always appearing in a fixed ratio) get the minimum-norm
+    solution, which is still a valid reference.
+    """
+    labelled = [d for d in structures if d.energy is not None]
+    if not labelled:
+        raise ValueError("no structure has an energy label: cannot fit reference energies")
+    index = {z: k for k, z in enumerate(elements)}
+    counts = np.zeros((len(labelled), len(elements)))
+    for b, d in enumerate(labelled):
+        for z in d.numbers.tolist():
+            counts[b, index[z]] += 1
+    energies = np.array([d.energy for d in labelled])
+    e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return {z: float(e0[k]) for z, k in index.items()}
+
+
+def reference_energies(structures: list[AtomicData], elements: list[int], method) -> dict[int, float]:
+    """E0 per element: ``"least_squares"``, ``"isolated"`` (isolated atoms in the data),
+    ``"zero"``, or an explicit ``{Z or symbol: eV}`` dict."""
+    if isinstance(method, dict):
+        from ase.data import atomic_numbers
+        e0 = {(z if isinstance(z, int) else atomic_numbers[z]): float(v) for z, v in method.items()}
+        missing = [z for z in elements if z not in e0]
+        if missing:
+            raise ValueError(f"explicit E0s miss elements {missing}")
+        return e0
+    if method == "zero":
+        return {z: 0.0 for z in elements}
+    if method == "isolated":
+        e0 = isolated_atom_energies(structures)
+        missing = [z for z in elements if z not in e0]
+        if missing:
+            raise ValueError(f"E0s 'isolated' needs an isolated-atom structure for elements {missing}")
+        return e0
+    if method == "least_squares":
+        return least_squares_e0(structures, elements)
+    raise ValueError(f"unknown E0 method {method!r}")
+
+
+def energy_scale(structures: list[AtomicData], e0: dict[int, float]) -> float:
+    """Per-atom energy scale (eV): RMS of forces if present, else std of per-atom residual energy."""
+    forces = [d.forces for d in structures if d.forces is not None]
+    if forces:
+        rms = float(np.sqrt(np.mean(np.concatenate([f.numpy().ravel() for f in forces]) ** 2)))
+        if rms > 1e-6:
+            return rms
+    residual = [(d.energy - sum(e0[int(z)] for z in d.numbers.tolist())) / d.num_atoms
+                for d in structures if d.energy is not None]
+    std = float(np.std(residual)) if len(residual) > 1 else 0.0
+    return std if std > 1e-6 else 1.0
+
+
+def split_indices(n: int, fractions: tuple[float, float, float], seed: int
+                  ) -> tuple[list[int], list[int], list[int]]:
+    """Shuffle ``range(n)`` with ``seed`` and cut into train/valid/test by ``fractions``."""
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    n_valid = int(round(fractions[1] * n))
+    n_test = int(round(fractions[2] * n))
+    n_train = n - n_valid - n_test
+    return perm[:n_train], perm[n_train:n_train + n_valid], perm[n_train + n_valid:]

@@ -1,0 +1,107 @@
+"""`Potential`: embedding + backbone (+ global blocks) + per-element readout, conservative forces.
+
+The forward takes tensors and returns a dict of tensors with no data-dependent Python control
+flow, so it compiles with ``torch.jit.script`` for C++ (LAMMPS).
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from ..nn import ElementIndex, mlp
+
+
+class Potential(nn.Module):
+    __jit_ignored_attributes__ = ["model_config"]
+    """Energy model. Per-atom energy E_i = scale[Z_i] · readout(s_i) + shift[Z_i] (eV).
+
+    Args:
+        backbone: maps (species, positions, batch, edge_index, r_ij, charge, spin, num_graphs)
+            to scalar features (N, F).
+        elements: atomic numbers the model knows, in table order.
+        width: F.  cutoff: the local cutoff (Å) the neighbour list must use.
+        shift/scale: initial per-element energy shift (eV, usually E0) and scale (eV).
+        r_max: reach of the global blocks in Å (0 for a local model).
+    """
+
+    def __init__(self, backbone: nn.Module, elements: List[int], width: int, cutoff: float,
+                 shift: List[float] | None = None, scale: List[float] | None = None,
+                 r_max: float = 0.0):
+        super().__init__()
+        n = len(elements)
+        self.elements: List[int] = list(elements)
+        self.cutoff = float(cutoff)
+        self.r_max = float(r_max)
+        self.model_config: dict = {}  # set by build_model; saved in the model file
+        self.species_of = ElementIndex(elements)
+        self.backbone = backbone
+        self.readout = mlp([width, width // 2, 1])
+        self.shift = nn.Parameter(torch.tensor(shift if shift is not None else [0.0] * n,
+                                               dtype=torch.get_default_dtype()))
+        self.scale = nn.Parameter(torch.tensor(scale if scale is not None else [1.0] * n,
+                                               dtype=torch.get_default_dtype()))
+
+    def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
+                        edge_index: torch.Tensor, shifts: torch.Tensor, charge: torch.Tensor,
+                        spin: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies (N,) eV. Shapes as in `Batch`; ``numbers`` must be known elements."""
+        species = self.species_of(numbers)
+        vectors = positions[edge_index[1]] - positions[edge_index[0]] + shifts
+        features = self.backbone(species, positions, batch, edge_index, vectors, charge, spin,
+                                 charge.shape[0])
+        return self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
+
+    def forward(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
+                edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,
+                charge: torch.Tensor, spin: torch.Tensor, compute_forces: bool = True,
+                compute_stress: bool = False) -> Dict[str, torch.Tensor]:
+        """Energy (B,) eV, atomic energies (N,) eV, forces (N,3) eV/Å = -dE/dr, and
+        stress (B,3,3) eV/Å³ = (1/V) dE/dε (ASE sign) when asked for.
+
+        ``cell`` (B,3,3) is used for the stress volume only. In training mode the graph is
+        kept so that a force loss can be back-propagated.
+        """
+        num_graphs = charge.shape[0]
+        strain = torch.zeros((num_graphs, 3, 3), dtype=positions.dtype, device=positions.device)
+        if compute_forces or compute_stress:
+            positions = positions.detach().requires_grad_(True)
+        leaf_positions = positions
+        if compute_stress:
+            strain.requires_grad_(True)
+            # apply a symmetric displacement ε to atoms and periodic shifts: r -> r (1 + ε)
+            sym = 0.5 * (strain + strain.transpose(1, 2))
+            positions = positions + torch.bmm(positions[:, None, :], sym[batch]).squeeze(1)
+            shifts = shifts + torch.bmm(shifts[:, None, :], sym[batch[edge_index[0]]]).squeeze(1)
+        atomic = self.atomic_energies(positions, numbers, batch, edge_index, shifts, charge, spin)
+        energy = torch.zeros(num_graphs, dtype=atomic.dtype, device=atomic.device)
+        energy = energy.index_add(0, batch, atomic)
+        out: Dict[str, torch.Tensor] = {"energy": energy, "energies": atomic}
+        if compute_forces or compute_stress:
+            inputs: List[torch.Tensor] = [leaf_positions]
+            if compute_stress:
+                inputs.append(strain)
+            grads = torch.autograd.grad([energy.sum()], inputs, create_graph=self.training,
+                                        allow_unused=True)
+            g_pos = grads[0]
+            if g_pos is None:
+                g_pos = torch.zeros_like(leaf_positions)
+            out["forces"] = -g_pos
+            if compute_stress:
+                g_strain = grads[1]
+                if g_strain is None:
+                    g_strain = torch.zeros_like(strain)
+                volume = torch.abs(torch.linalg.det(cell))
+                out["stress"] = g_strain / volume[:, None, None]
+        if not self.training:  # inference: hand back plain values, not autograd graphs
+            for key in list(out.keys()):
+                out[key] = out[key].detach()
+        return out
+
+    @torch.jit.ignore
+    def predict(self, batch, compute_forces: bool = True, compute_stress: bool = False
+                ) -> Dict[str, torch.Tensor]:
+        """Run on a `mlip_attn.data.Batch` (already on the model's device and dtype)."""
+        return self(batch.positions, batch.numbers, batch.batch, batch.edge_index, batch.shifts,
+                    batch.cell, batch.charge, batch.spin, compute_forces, compute_stress)

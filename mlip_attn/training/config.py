@@ -1,0 +1,196 @@
+"""Training configuration: defaults, ``--key value`` overrides, validation naming the key.
+
+The YAML has four sections, ``model``, ``data``, ``training`` and ``output``; keys mirror
+constructor arguments. `load_config` returns a fully resolved dict or raises `ConfigError`
+before any work is done.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import yaml
+
+from ..models.builder import MODEL_DEFAULTS
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 needs ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key path and what is allowed."""
+
+
+DEFAULTS = {
+    "model": dict(MODEL_DEFAULTS),
+    "data": {
+        "train": None,             # path to extxyz / HDF5 / ASE db
+        "valid": 0.1,              # path, or fraction of `train`
+        "test": 0.1,               # path, fraction of `train`, or null
+        "split_seed": 0,
+        "e0s": "least_squares",    # least_squares | isolated | zero | {element: eV}
+        "keys": {},                # label keys, see mlip_attn.data.LabelKeys
+    },
+    "training": {
+        "epochs": 100,
+        "batch_size": 8,
+        "lr": 1.0e-3,
+        "weight_decay": 0.0,
+        "energy_weight": 1.0,      # on (per-atom energy error)^2, eV^2
+        "forces_weight": 10.0,     # on force component error^2, (eV/Å)^2
+        "stress_weight": 0.0,      # on stress component error^2, (eV/Å^3)^2
+        "warmup_epochs": 0.0,      # linear LR warm-up, may be fractional
+        "scheduler": "plateau",    # plateau | cosine | exponential | constant
+        "lr_min": 1.0e-6,          # floor (plateau) / end value (cosine, exponential)
+        "plateau_factor": 0.5,
+        "plateau_patience": 5,
+        "grad_clip": 10.0,         # max gradient norm, null = off
+        "ema_decay": 0.99,         # null = no EMA
+        "early_stopping": None,    # epochs without validation improvement before stopping
+        "dtype": "float32",        # float32 | float64
+        "seed": 0,
+        "device": "cpu",
+        "progress": True,
+    },
+    "output": "runs/model",
+}
+
+CHOICES = {
+    ("training", "scheduler"): ("plateau", "cosine", "exponential", "constant"),
+    ("training", "dtype"): ("float32", "float64"),
+}
+POSITIVE = {("training", "epochs"), ("training", "batch_size"), ("training", "lr")}
+NON_NEGATIVE = {("training", k) for k in ("weight_decay", "energy_weight", "forces_weight",
+                                          "stress_weight", "warmup_epochs", "lr_min")}
+
+
+def _merge(base: dict, override: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        where = f"{path}{key}"
+        free_form = path.startswith(("model.", "data.keys."))  # checked by their own validators
+        if key not in base and not free_form:
+            raise ConfigError(f"{where}: unknown key; allowed: {sorted(base)}")
+        if isinstance(base.get(key), dict) and isinstance(value, dict) and key != "attention":
+            out[key] = _merge(base[key], value, where + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """``["--training.epochs", "5", "--model.attention", "null"]`` -> nested dict (YAML values)."""
+    out: dict = {}
+    it = iter(args)
+    for flag in it:
+        if not flag.startswith("--"):
+            raise ConfigError(f"override {flag!r}: expected --section.key value")
+        key = flag[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+        else:
+            try:
+                raw = next(it)
+            except StopIteration:
+                raise ConfigError(f"override --{key}: missing value") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml_load(raw)
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | dict | None = None) -> dict:
+    """Read YAML ``path`` (or start from defaults), apply overrides, validate."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            raw = yaml_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the config must be a mapping with sections "
+                              f"model, data, training, output")
+    cfg = _merge(DEFAULTS, raw)
+    if overrides:
+        cfg = _merge(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict) -> None:
+    """Raise `ConfigError` naming the first invalid key."""
+    from ..models.builder import resolve_model_config
+    for (section, key), allowed in CHOICES.items():
+        if cfg[section][key] not in allowed:
+            raise ConfigError(f"{section}.{key}: {cfg[section][key]!r} is not one of {list(allowed)}")
+    for section, key in POSITIVE:
+        value = cfg[section][key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{section}.{key}: must be a positive number, got {value!r}")
+    for section, key in NON_NEGATIVE:
+        value = cfg[section][key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{section}.{key}: must be a number >= 0, got {value!r}")
+    if not isinstance(cfg["training"]["epochs"], int):
+        raise ConfigError(f"training.epochs: must be an integer, got {cfg['training']['epochs']!r}")
+    if not isinstance(cfg["training"]["batch_size"], int):
+        raise ConfigError(f"training.batch_size: must be an integer, got {cfg['training']['batch_size']!r}")
+    ema = cfg["training"]["ema_decay"]
+    if ema is not None and not (isinstance(ema, (int, float)) and 0 < ema < 1):
+        raise ConfigError(f"training.ema_decay: must be null or in (0, 1), got {ema!r}")
+    clip = cfg["training"]["grad_clip"]
+    if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
+        raise ConfigError(f"training.grad_clip: must be null or > 0, got {clip!r}")
+    es = cfg["training"]["early_stopping"]
+    if es is not None and not (isinstance(es, int) and es > 0):
+        raise ConfigError(f"training.early_stopping: must be null or a positive integer, got {es!r}")
+    data = cfg["data"]
+    if not data["train"] or not isinstance(data["train"], str):
+        raise ConfigError("data.train: path to the training data file is required")
+    for key in ("valid", "test"):
+        value = data[key]
+        if value is None or isinstance(value, str):
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+            raise ConfigError(f"data.{key}: must be a path, a fraction in [0, 1) or null, got {value!r}")
+    fractions = sum(v for v in (data["valid"], data["test"]) if isinstance(v, (int, float)))
+    if fractions >= 1:
+        raise ConfigError(f"data.valid + data.test: fractions sum to {fractions}, leaving no training data")
+    if data["valid"] is None or data["valid"] == 0:
+        raise ConfigError("data.valid: a validation set (path or fraction > 0) is needed to pick "
+                          "the best model")
+    e0s = data["e0s"]
+    if not isinstance(e0s, dict) and e0s not in ("least_squares", "isolated", "zero"):
+        raise ConfigError(f"data.e0s: {e0s!r} is not one of ['least_squares', 'isolated', 'zero'] "
+                          f"or a mapping element -> eV")
+    from ..data.labels import LabelKeys
+    allowed_keys = set(LabelKeys.__dataclass_fields__)
+    bad = set(data["keys"]) - allowed_keys
+    if bad:
+        raise ConfigError(f"data.keys: unknown label kinds {sorted(bad)}; allowed: {sorted(allowed_keys)}")
+    if not isinstance(cfg["output"], str) or not cfg["output"]:
+        raise ConfigError("output: must be a directory path")
+    model = dict(cfg["model"])
+    model.setdefault("elements", None)
+    model["elements"] = model["elements"] or ["H"]  # the real list comes from the data
+    try:
+        resolve_model_config(model)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,54 @@
+"""Turn the ``data:`` section of a config into train/valid/test structures with graphs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data import AtomicData, DataFileError, LabelKeys, read_structures
+from ..data.statistics import elements_of, split_indices
+
+
+@dataclass
+class Datasets:
+    train: list[AtomicData]
+    valid: list[AtomicData]
+    test: list[AtomicData]
+    elements: list[int]
+
+
+def _subset(structures, indices):
+    return [structures[i] for i in indices]
+
+
+def load_datasets(data_cfg: dict, cutoff: float, elements: list[int] | None = None,
+                  require: tuple[str, ...] = ("energy", "forces")) -> Datasets:
+    """Read files, split fractions by ``split_seed``, check labels and elements, build graphs."""
+    keys = LabelKeys(**data_cfg.get("keys", {}))
+    full = read_structures(data_cfg["train"], keys)
+    fractions = [data_cfg[k] if isinstance(data_cfg[k], float) else 0.0 for k in ("valid", "test")]
+    train_idx, valid_idx, test_idx = split_indices(
+        len(full), (1.0 - sum(fractions), fractions[0], fractions[1]), data_cfg["split_seed"])
+    train = _subset(full, train_idx)
+    valid = (read_structures(data_cfg["valid"], keys) if isinstance(data_cfg["valid"], str)
+             else _subset(full, valid_idx))
+    test = (read_structures(data_cfg["test"], keys) if isinstance(data_cfg["test"], str)
+            else _subset(full, test_idx))
+    if not train:
+        raise DataFileError(f"{data_cfg['train']}: no structures left for training after the split")
+    if not valid:
+        raise DataFileError("data.valid: the validation set is empty (more data or a larger fraction)")
+    data_elements = elements_of(train)
+    elements = elements or data_elements
+    for name, structures in (("train", train), ("valid", valid), ("test", test)):
+        for d in structures:
+            unknown = sorted(set(d.numbers.tolist()) - set(elements))
+            if unknown:
+                raise DataFileError(f"{d.name}: elements {unknown} are not among the model's "
+                                    f"elements {elements} (data.{name})")
+            for label in require:
+                if getattr(d, label) is None:
+                    key = getattr(keys, label)
+                    raise DataFileError(
+                        f"{d.name}: missing label '{key}' ({label}); set data.keys.{label} to the "
+                        f"key your file uses, or training.{label}_weight: 0")
+    with_graphs = lambda items: [d.with_graph(cutoff) for d in items]
+    return Datasets(with_graphs(train), with_graphs(valid), with_graphs(test), elements)

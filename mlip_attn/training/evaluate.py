@@ -1,0 +1,40 @@
+"""Evaluate a potential on labelled structures: MAE/RMSE of energy, forces, stress."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from ..data import AtomicData, Batch
+from .loss import ErrorMetrics
+
+
+def batches(structures: list[AtomicData], batch_size: int, order: list[int] | None = None
+            ) -> Iterator[Batch]:
+    order = order if order is not None else list(range(len(structures)))
+    for k in range(0, len(order), batch_size):
+        yield Batch.collate([structures[i] for i in order[k:k + batch_size]])
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def evaluate(model, structures: list[AtomicData], batch_size: int = 16,
+             metrics: ErrorMetrics | None = None) -> dict[str, float]:
+    """Errors of ``model`` (eval mode) on graph-carrying ``structures``; see `ErrorMetrics`."""
+    metrics = metrics or ErrorMetrics()
+    dtype, device = model_dtype(model), model_device(model)
+    was_training = model.training
+    model.eval()
+    for batch in batches(structures, batch_size):
+        batch = batch.to(device, dtype)
+        stress = batch.stress is not None and bool(batch.pbc.any())
+        pred = model.predict(batch, compute_forces=batch.forces is not None, compute_stress=stress)
+        metrics.update(pred, batch)
+    model.train(was_training)
+    return metrics.result()

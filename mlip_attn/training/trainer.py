@@ -1,0 +1,280 @@
+"""`fit(config)`: train a potential, checkpointing every epoch so no progress is lost.
+
+Run directory (``output``)::
+
+    config.yaml       the resolved config            checkpoint.pt   resume state (every epoch)
+    model.pt          best-on-validation model       metrics.csv     one row per epoch
+    tensorboard/      TensorBoard event files
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..data.statistics import energy_scale, reference_energies
+from ..models import build_model, save_model
+from ..models.model_file import atomic_save
+from . import distributed
+from .datasets import load_datasets
+from .ema import ExponentialMovingAverage
+from ..data import Batch
+from .evaluate import evaluate
+from .loss import ErrorMetrics, loss_terms
+from .schedule import LRSchedule
+
+CHECKPOINT_FORMAT = "mlip-attn-checkpoint"
+
+
+class FitError(RuntimeError):
+    """Training cannot start (existing run, missing checkpoint, mismatched resume)."""
+
+
+@dataclass
+class FitResult:
+    output: Path
+    model_path: Path
+    epochs_run: int
+    best_epoch: int
+    valid: dict
+    test: dict
+    seconds: float
+
+
+def _weights(tcfg: dict) -> dict:
+    return {"energy": tcfg["energy_weight"], "forces": tcfg["forces_weight"],
+            "stress": tcfg["stress_weight"]}
+
+
+def _valid_loss(metrics: dict, weights: dict) -> float:
+    total = 0.0
+    for name, key in (("energy", "energy_per_atom_rmse"), ("forces", "forces_rmse"),
+                      ("stress", "stress_rmse")):
+        if weights[name] > 0 and key in metrics:
+            total += weights[name] * metrics[key] ** 2
+    return total
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FitError(f"{path}: the checkpoint is truncated or corrupt ({type(exc).__name__}: "
+                       f"{str(exc)[:200]}); it was left untouched") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise FitError(f"{path}: not an mlip-attn training checkpoint")
+    return state
+
+
+def _swap_weights(model, state: dict) -> dict:
+    """Load ``state`` into ``model`` and return the weights it replaced."""
+    old = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    return old
+
+
+def fit(config: dict, resume: bool = False, log=print) -> FitResult:
+    """Train per ``config`` (validated by `load_config`). See the module docstring for outputs."""
+    t_start = time.perf_counter()
+    tcfg = config["training"]
+    rank, world = distributed.init_distributed(tcfg["device"])
+    is_main = rank == 0
+    out = Path(config["output"])
+    ckpt_path = out / "checkpoint.pt"
+    checkpoint = None
+    if resume:
+        if not ckpt_path.exists():
+            raise FitError(f"--resume: no checkpoint at {ckpt_path}")
+        checkpoint = _load_checkpoint(ckpt_path)
+        saved = checkpoint["config"]
+        for section in ("model", "data"):
+            if saved[section] != config[section]:
+                raise FitError(f"--resume: the config's '{section}' section differs from the one "
+                               f"the run in {out} was started with; resume with the same config")
+    elif ckpt_path.exists() or (out / "model.pt").exists():
+        raise FitError(f"{out} already holds a training run; pass --resume to continue it or "
+                       f"choose another output directory (nothing was overwritten)")
+
+    dtype = getattr(torch, tcfg["dtype"])
+    device = torch.device(tcfg["device"])
+    torch.manual_seed(tcfg["seed"])
+    weights = _weights(tcfg)
+    required = tuple(k for k, w in weights.items() if w > 0)
+    elements = None
+    if config["model"].get("elements"):
+        from ..models.builder import element_numbers
+        elements = element_numbers(config["model"]["elements"])
+    data = load_datasets(config["data"], float(config["model"]["cutoff"]), elements, required)
+    if weights["stress"] > 0 and not all(d.is_periodic for d in data.train):
+        raise FitError("training.stress_weight > 0 needs periodic structures with stress labels")
+
+    if checkpoint is None:
+        e0 = reference_energies(data.train, data.elements, config["data"]["e0s"])
+        scale = energy_scale(data.train, e0)
+        model_cfg = {**config["model"], "elements": data.elements,
+                     "shift": [e0[z] for z in data.elements], "scale": [scale] * len(data.elements)}
+    else:
+        model_cfg = {**config["model"], "elements": checkpoint["elements"]}
+    model = build_model(model_cfg).to(device=device, dtype=dtype)
+    distributed.broadcast_parameters(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    steps_per_epoch = max(1, math.ceil(len(data.train) / tcfg["batch_size"]) // world)
+    schedule = LRSchedule(tcfg["lr"], tcfg["scheduler"], tcfg["epochs"], steps_per_epoch,
+                          tcfg["warmup_epochs"], tcfg["lr_min"], tcfg["plateau_factor"],
+                          tcfg["plateau_patience"])
+    ema = ExponentialMovingAverage(model, tcfg["ema_decay"]) if tcfg["ema_decay"] else None
+    start_epoch, step, best_loss, best_epoch, bad_epochs = 0, 0, math.inf, -1, 0
+    best_state = None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        start_epoch, step = checkpoint["epoch"] + 1, checkpoint["step"]
+        best_loss, best_epoch = checkpoint["best_loss"], checkpoint["best_epoch"]
+        bad_epochs, best_state = checkpoint["bad_epochs"], checkpoint["best_state"]
+        if is_main:
+            log(f"resuming {out} after epoch {checkpoint['epoch'] + 1}")
+
+    writer = None
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tensorboard"))
+        log(f"training {model_cfg['backbone']} ({sum(p.numel() for p in model.parameters()):,} "
+            f"parameters) on {len(data.train)} structures, validating on {len(data.valid)}"
+            f"{f', {world} processes' if world > 1 else ''}")
+
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, tcfg["epochs"]):
+        model.train()
+        order = torch.randperm(len(data.train),
+                               generator=torch.Generator().manual_seed(tcfg["seed"] * 100_003 + epoch))
+        all_batches = [order[k:k + tcfg["batch_size"]].tolist()
+                       for k in range(0, len(order), tcfg["batch_size"])]
+        mine = all_batches[rank:steps_per_epoch * world:world]
+        progress = _progress(mine, epoch, tcfg, is_main)
+        train_metrics = ErrorMetrics()
+        loss_sum = 0.0
+        for indices in progress:
+            batch = Batch.collate([data.train[i] for i in indices]).to(device, dtype)
+            lr = schedule.lr_at(step, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            pred = model.predict(batch, compute_forces=weights["forces"] > 0,
+                                 compute_stress=weights["stress"] > 0)
+            loss = loss_terms(pred, batch, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            distributed.average_gradients(model)
+            if tcfg["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            step += 1
+            loss_sum += float(loss.detach())
+            train_metrics.update(pred, batch)
+            if hasattr(progress, "set_postfix"):
+                progress.set_postfix(loss=f"{float(loss.detach()):.4g}", lr=f"{lr:.2e}")
+        train_vec = distributed.sum_across_ranks(train_metrics.as_vector())
+        train_metrics.load_vector(train_vec)
+
+        # validation with the EMA weights, each rank its share, summed
+        live = _swap_weights(model, ema.shadow) if ema is not None else None
+        valid_metrics = ErrorMetrics()
+        evaluate(model, data.valid[rank::world], tcfg["batch_size"], valid_metrics)
+        valid_metrics.load_vector(distributed.sum_across_ranks(valid_metrics.as_vector()))
+        valid = valid_metrics.result()
+        valid_loss = _valid_loss(valid, weights)
+        improved = valid_loss < best_loss
+        if improved:
+            best_loss, best_epoch, bad_epochs = valid_loss, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if is_main:
+                save_model(model, out / "model.pt", {"best_epoch": epoch + 1, "valid": valid})
+        else:
+            bad_epochs += 1
+        if live is not None:
+            model.load_state_dict(live)
+        schedule.end_of_epoch(valid_loss)
+
+        if is_main:
+            row = {"epoch": epoch + 1, "lr": schedule.lr_at(step, epoch),
+                   "train_loss": loss_sum / max(len(mine), 1), "valid_loss": valid_loss,
+                   **{f"train_{k}": v for k, v in train_metrics.result().items()},
+                   **{f"valid_{k}": v for k, v in valid.items()},
+                   "seconds": time.perf_counter() - t_start}
+            _append_csv(out / "metrics.csv", row)
+            for k, v in row.items():
+                if k != "epoch":
+                    writer.add_scalar(k.replace("_", "/", 1), v, epoch + 1)
+            writer.flush()
+            log(_epoch_line(row, improved))
+            atomic_save({
+                "format": CHECKPOINT_FORMAT, "config": config, "elements": data.elements,
+                "epoch": epoch, "step": step, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                "best_state": best_state}, ckpt_path)
+        distributed.barrier()
+        if tcfg["early_stopping"] and bad_epochs >= tcfg["early_stopping"]:
+            if is_main:
+                log(f"early stopping: no validation improvement for {bad_epochs} epochs")
+            break
+
+    model.load_state_dict(best_state)
+    test = evaluate(model, data.test, tcfg["batch_size"]) if data.test else {}
+    valid = evaluate(model, data.valid, tcfg["batch_size"])
+    if is_main:
+        save_model(model, out / "model.pt", {"best_epoch": best_epoch + 1, "valid": valid, "test": test})
+        writer.close()
+        if test:
+            log("test: " + format_errors(test))
+    distributed.barrier()
+    return FitResult(out, out / "model.pt", epoch + 1, best_epoch + 1, valid, test,
+                     time.perf_counter() - t_start)
+
+
+def _progress(items, epoch, tcfg, is_main):
+    if not (tcfg["progress"] and is_main):
+        return items
+    from tqdm.auto import tqdm
+    return tqdm(items, desc=f"epoch {epoch + 1}/{tcfg['epochs']}", leave=False, unit="batch")
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def format_errors(m: dict) -> str:
+    """One line of errors in meV units: E per structure and per atom, F, stress."""
+    parts = []
+    if "energy_mae" in m:
+        parts.append(f"E MAE {1e3 * m['energy_mae']:.2f} meV ({1e3 * m['energy_per_atom_mae']:.2f} "
+                     f"meV/atom) RMSE {1e3 * m['energy_rmse']:.2f} meV")
+    if "forces_mae" in m:
+        parts.append(f"F MAE {1e3 * m['forces_mae']:.1f} RMSE {1e3 * m['forces_rmse']:.1f} meV/Å")
+    if "stress_mae" in m:
+        parts.append(f"S MAE {1e3 * m['stress_mae']:.3f} meV/Å³")
+    return " | ".join(parts)
+
+
+def _epoch_line(row: dict, improved: bool) -> str:
+    valid = {k[len("valid_"):]: v for k, v in row.items() if k.startswith("valid_") and k != "valid_loss"}
+    return (f"epoch {row['epoch']:4d}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4g}  "
+            f"valid {format_errors(valid)}{'  *' if improved else ''}")

@@ -1,0 +1,93 @@
+"""Shared fixtures: small labelled data sets (ASE's EMT), models with non-trivial weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mlip_attn import build_model
+from mlip_attn.data import AtomicData, Batch
+
+# every model family the package builds; tests parametrise over these
+MODEL_CONFIGS = {
+    "painn": {"backbone": "painn"},
+    "egnn": {"backbone": "egnn"},
+}
+try:  # EFA is added to the matrix when the module is present
+    import mlip_attn.attention.efa  # noqa: F401
+    MODEL_CONFIGS["painn-efa"] = {"backbone": "painn",
+                                  "attention": {"type": "efa", "r_max": 12.0, "vectors": True}}
+    MODEL_CONFIGS["egnn-efa"] = {"backbone": "egnn", "attention": {"type": "efa", "r_max": 12.0}}
+except ImportError:
+    pass
+
+
+def make_model(name: str, elements=(1, 6, 8), width: int = 16, layers: int = 2, cutoff: float = 4.0,
+               dtype=torch.float64, seed: int = 0):
+    """A small model whose zero-initialised branches are randomised, so every path is tested."""
+    torch.manual_seed(seed)
+    model = build_model({**MODEL_CONFIGS[name], "elements": list(elements), "width": width,
+                         "layers": layers, "cutoff": cutoff})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return model.to(dtype).eval()
+
+
+def random_molecule(n_atoms: int = 8, seed: int = 0, numbers=(1, 6, 8), spread: float = 2.2):
+    """Random isolated C/H/O cluster with no pair closer than 0.8 Å."""
+    from ase import Atoms
+    rng = np.random.default_rng(seed)
+    pos = []
+    while len(pos) < n_atoms:
+        p = rng.normal(scale=spread, size=3)
+        if all(np.linalg.norm(p - q) > 0.8 for q in pos):
+            pos.append(p)
+    return Atoms(numbers=rng.choice(numbers, n_atoms), positions=np.array(pos))
+
+
+def random_crystal(seed: int = 0):
+    """A small periodic C/H/O cell (cell smaller than twice a 4 Å cutoff)."""
+    from ase import Atoms
+    rng = np.random.default_rng(seed)
+    cell = np.diag([4.0, 4.5, 5.0]) + rng.uniform(-0.3, 0.3, (3, 3))
+    frac = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5], [0.25, 0.25, 0.25]])
+    frac = frac + rng.uniform(-0.04, 0.04, frac.shape)
+    return Atoms(numbers=rng.choice([1, 6, 8], len(frac)), scaled_positions=frac, cell=cell, pbc=True)
+
+
+def to_batch(atoms_list, cutoff: float, dtype=torch.float64) -> Batch:
+    return Batch.collate([AtomicData.from_atoms(a).with_graph(cutoff) for a in atoms_list]).to(dtype=dtype)
+
+
+def predict(model, atoms_list, stress: bool = False):
+    return model.predict(to_batch(atoms_list, model.cutoff), compute_forces=True, compute_stress=stress)
+
+
+def emt_frames(n: int, seed: int = 0, kind: str = "molecule"):
+    """Labelled frames (REF_* keys) from ASE's EMT: C/H/O clusters or periodic Cu cells."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    frames = []
+    for k in range(n):
+        if kind == "molecule":
+            atoms = random_molecule(6, seed=seed * 1000 + k, spread=1.3)
+        else:
+            atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+            atoms.rattle(0.08, seed=seed * 1000 + k)
+        atoms.calc = EMT()
+        atoms.info["REF_energy"] = atoms.get_potential_energy()
+        atoms.arrays["REF_forces"] = atoms.get_forces()
+        if atoms.pbc.any():
+            atoms.info["REF_stress"] = atoms.get_stress()
+        atoms.calc = None
+        frames.append(atoms)
+    return frames
+
+
+@pytest.fixture
+def emt_xyz(tmp_path):
+    import ase.io
+    path = tmp_path / "emt.xyz"
+    ase.io.write(path, emt_frames(40), format="extxyz")
+    return path

@@ -1,0 +1,101 @@
+"""`AttnCalculator`: results and units, stress for periodic cells only, charge from info,
+bad input, committees, and energy conservation in short NVE runs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+
+from mlip_attn import AttnCalculator, save_model
+
+from conftest import MODEL_CONFIGS, make_model, predict, random_crystal, random_molecule
+
+MODELS = sorted(MODEL_CONFIGS)
+
+
+def test_results_match_the_model_and_path_or_object(tmp_path):
+    model = make_model("painn")
+    path = tmp_path / "model.pt"
+    save_model(model, path)
+    atoms = random_molecule(7, seed=1)
+    ref = predict(model, [atoms])
+    for calc in (AttnCalculator(path, default_dtype="float64"),
+                 AttnCalculator(model, default_dtype="float64")):
+        atoms.calc = calc
+        assert isinstance(atoms.get_potential_energy(), float)
+        assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"]), abs=1e-10)
+        assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
+        np.testing.assert_allclose(atoms.get_forces(), ref["forces"].numpy(), atol=1e-10)
+        np.testing.assert_allclose(atoms.get_potential_energies().sum(), atoms.get_potential_energy())
+        with pytest.raises(PropertyNotImplementedError):
+            atoms.get_stress()
+
+
+def test_stress_voigt_for_periodic_cells():
+    model = make_model("painn")
+    atoms = random_crystal(seed=2)
+    atoms.calc = AttnCalculator(model, default_dtype="float64")
+    stress = atoms.get_stress()
+    full = predict(model, [atoms], stress=True)["stress"][0].numpy()
+    assert stress.shape == (6,)
+    np.testing.assert_allclose(stress, [full[0, 0], full[1, 1], full[2, 2], full[1, 2], full[0, 2],
+                                        full[0, 1]], atol=1e-12)
+
+
+def test_charge_change_in_info_is_noticed():
+    atoms = random_molecule(6, seed=3)
+    atoms.calc = AttnCalculator(make_model("painn"), default_dtype="float64")
+    neutral = atoms.get_potential_energy()
+    atoms.info["charge"] = 1
+    assert atoms.get_potential_energy() != neutral
+
+
+def test_unknown_element_and_bad_positions_are_named():
+    atoms = random_molecule(4, seed=4)
+    atoms.numbers[0] = 26
+    atoms.calc = AttnCalculator(make_model("painn"))
+    with pytest.raises(ValueError, match=r"\['Fe'\] are unknown"):
+        atoms.get_potential_energy()
+    atoms = random_molecule(4, seed=4)
+    atoms.positions[1] = atoms.positions[0]
+    atoms.calc = AttnCalculator(make_model("painn"))
+    with pytest.raises(ValueError, match="overlap"):
+        atoms.get_potential_energy()
+    atoms.positions[1, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        atoms.get_potential_energy()
+
+
+def test_committee_mean_and_variance():
+    models = [make_model("painn", seed=s) for s in (0, 1)]
+    atoms = random_molecule(5, seed=5)
+    atoms.calc = AttnCalculator(models, default_dtype="float64")
+    energies = [float(predict(m, [atoms])["energy"]) for m in models]
+    assert atoms.get_potential_energy() == pytest.approx(np.mean(energies))
+    assert atoms.calc.results["energy_var"] == pytest.approx(np.var(energies))
+    assert atoms.calc.results["forces_comm"].shape == (2, 5, 3)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_nve_energy_drift_is_small(name):
+    """200 steps of 0.5 fs velocity Verlet at 300 K: total energy stays within 2 meV/atom."""
+    torch.manual_seed(0)
+    model = make_model(name)
+    with torch.no_grad():  # a gentler surface than the randomised test model
+        for p in model.parameters():
+            p.mul_(0.5)
+    atoms = random_molecule(8, seed=6, spread=1.5)
+    atoms.calc = AttnCalculator(model, default_dtype="float64")
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    energies = []
+    dyn.attach(lambda: energies.append(atoms.get_total_energy()), interval=1)
+    dyn.run(200)
+    drift = (max(energies) - min(energies)) / len(atoms)
+    assert drift < 2e-3, f"total energy varied by {drift * 1e3:.3f} meV/atom"
+    kinetic = atoms.get_kinetic_energy()
+    assert kinetic > 0  # atoms moved: the check is not vacuous
