@@ -79,8 +79,7 @@ class AttnCalculator(Calculator):
             raise ValueError("this model has global attention (r_max = "
                              f"{self.r_max:g} Å), which does not support periodic cells yet; "
                              "use a local model for periodic systems")
-        centred = data.positions - data.positions.mean(dim=0)
-        extent = 2.0 * float(centred.norm(dim=1).max())
+        extent = data.extent
         if extent > self.r_max:
             msg = (f"structure extent {extent:.2f} Å exceeds the model's global reach r_max = "
                    f"{self.r_max:g} Å; predictions may depend on orientation")

@@ -47,6 +47,12 @@ class AtomicData:
     def is_periodic(self) -> bool:
         return bool(self.pbc.any())
 
+    @property
+    def extent(self) -> float:
+        """Upper bound (Å) on the largest interatomic distance: 2 × max distance from the centroid."""
+        centred = self.positions - self.positions.mean(dim=0)
+        return 2.0 * float(centred.norm(dim=1).max())
+
     def validate(self) -> "AtomicData":
         """Raise `StructureError` naming the problem for input no model can evaluate."""
         where = f" in {self.name}" if self.name else ""

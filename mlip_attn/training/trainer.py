@@ -111,6 +111,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         from ..models.builder import element_numbers
         elements = element_numbers(config["model"]["elements"])
     data = load_datasets(config["data"], float(config["model"]["cutoff"]), elements, required)
+    _check_global_reach(config["model"], data, log if is_main else (lambda s: None))
     if weights["stress"] > 0 and not all(d.is_periodic for d in data.train):
         raise FitError("training.stress_weight > 0 needs periodic structures with stress labels")
 
@@ -243,6 +244,24 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
     distributed.barrier()
     return FitResult(out, out / "model.pt", epoch + 1, best_epoch + 1, valid, test,
                      time.perf_counter() - t_start)
+
+
+def _check_global_reach(model_cfg: dict, data, log) -> None:
+    """A global model refuses periodic data and warns about structures larger than r_max."""
+    attention = model_cfg.get("attention")
+    if not attention:
+        return
+    structures = data.train + data.valid + data.test
+    periodic = [d.name for d in structures if d.is_periodic]
+    if periodic:
+        raise FitError(f"{periodic[0]}: periodic structure, but model.attention "
+                       f"({attention['type']}) supports isolated structures only")
+    r_max = float(attention["r_max"])
+    extents = [d.extent for d in structures]
+    too_big = sum(e > r_max for e in extents)
+    if too_big:
+        log(f"warning: {too_big} structures are larger than model.attention.r_max = {r_max:g} Å "
+            f"(largest extent {max(extents):.1f} Å); raise r_max to cover them")
 
 
 def _progress(items, epoch, tcfg, is_main):
