@@ -30,7 +30,7 @@ class AtomicData:
     cell: torch.Tensor                 # (3, 3) Å, rows are lattice vectors (zeros if isolated)
     pbc: torch.Tensor                  # (3,) bool
     charge: float = 0.0                # total charge, e
-    spin: float = 0.0                  # total spin multiplicity - 1 (number of unpaired electrons)
+    spin: float = 0.0                  # spin multiplicity 2S+1 as given in the data (0 = not given)
     energy: Optional[float] = None     # eV
     forces: Optional[torch.Tensor] = None   # (N, 3) eV/Å
     stress: Optional[torch.Tensor] = None   # (3, 3) eV/Å³

@@ -1,0 +1,407 @@
+"""Euclidean fast attention (EFA): linear-cost global attention with rotary
+position encodings on a Lebedev grid (Frank, Chmiela, Müller, Unke,
+arXiv:2412.08541). Written from the maths in ``specs/efa.md``; no code from the
+authors' JAX/e3x implementation is used. (The authors declare a patent
+application on the method.)
+
+Maths in one line: for grid direction u_j (weight λ_j, Σλ = 1) rotate channel
+pair k of q_m and k_n by θ = ω_k (u_j · r), then
+
+    y_m = 1/√D Σ_j λ_j q̃_{m,j}ᵀ S_{j,b(m)},   S_{j,b} = Σ_{n ∈ b} k̃_{n,j} v_nᵀ
+
+which equals (up to quadrature error) the O(N²) kernel form
+
+    y_m = 1/√D Σ_n Σ_k sinc(ω_k r_mn) ⟨q_m^(k), k_n^(k)⟩ v_n .
+
+Memory strategy (see ``_segment_attention``): the rotated queries and keys are
+flattened to (N, P) with P = G·C·D_qk (C = 1, or 4 with ℓ = 1 channels); atoms
+are scattered into a zero-padded (B, N_max, P) layout, S = K̃ᵀV is one batched
+matmul giving (B, P, D_v), and Y = Q̃ S another. Peak memory is
+O(B·N_max·P + B·P·D_v) — O(N·G·D_qk) for batches of similar-sized structures —
+and an (N, G, D_qk, D_v) tensor is never formed. For a single structure
+(num_graphs == 1) the padding copy is skipped.
+
+Units: positions and r_max in Å, frequencies ω in 1/Å, b_max dimensionless
+(radians).
+"""
+
+import math
+from typing import Dict, Final, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "EuclideanFastAttention",
+    "lebedev_grid",
+    "lebedev_points",
+    "b_max_for_grid",
+    "measure_b_max",
+    "structure_extent",
+    "B_MAX_TABLE",
+]
+
+# Lebedev point count -> scipy.integrate.lebedev_rule order (precision degree).
+_LEBEDEV_ORDERS: Dict[int, int] = {
+    6: 3, 14: 5, 26: 7, 38: 9, 50: 11, 74: 13, 86: 15, 110: 17, 146: 19,
+    170: 21, 194: 23, 230: 25, 266: 27, 302: 29, 350: 31, 434: 35, 590: 41,
+    770: 47, 974: 53, 1202: 59, 1454: 65, 1730: 71, 2030: 77, 2354: 83,
+    2702: 89, 3074: 95, 3470: 101, 3890: 107, 4334: 113, 4802: 119,
+    5294: 125, 5810: 131,
+}
+
+# b_max / π from specs/efa.md (largest ω_max·r_max with quadrature error of the
+# invariant integrand exp(i b u·r̂) below 1e-5). ``measure_b_max`` reproduces it.
+B_MAX_TABLE: Dict[int, float] = {
+    50: 1.27, 86: 2.2, 110: 2.64, 146: 3.17, 194: 4.13,
+    302: 5.72, 434: 7.36, 590: 9.03, 974: 12.47,
+}
+
+
+def lebedev_points() -> Tuple[int, ...]:
+    """Supported Lebedev grid sizes (number of points)."""
+    return tuple(sorted(_LEBEDEV_ORDERS))
+
+
+def _lebedev_numpy(points: int) -> Tuple[np.ndarray, np.ndarray]:
+    if points not in _LEBEDEV_ORDERS:
+        raise ValueError(
+            f"no Lebedev grid with {points} points; supported: {lebedev_points()}"
+        )
+    from scipy.integrate import lebedev_rule  # SciPy >= 1.15
+
+    x, w = lebedev_rule(_LEBEDEV_ORDERS[points])
+    x = np.ascontiguousarray(x.T, dtype=np.float64)  # (G, 3)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    w = np.asarray(w, dtype=np.float64)
+    return x, w / w.sum()
+
+
+def lebedev_grid(points: int, dtype: torch.dtype = torch.float64) -> Tuple[Tensor, Tensor]:
+    """Lebedev grid on the unit sphere.
+
+    Returns ``directions`` (G, 3), unit vectors, and ``weights`` (G,) with
+    Σ weights = 1 (so Σ_j λ_j f(u_j) ≈ the sphere *average* of f).
+    """
+    x, w = _lebedev_numpy(points)
+    return torch.tensor(x, dtype=dtype), torch.tensor(w, dtype=dtype)
+
+
+def b_max_for_grid(points: int, vectors: bool = False) -> float:
+    """Default reach b_max (radians) of a G-point grid: the efa.md table value,
+    minus 0.1π when ℓ = 1 channels are used (``vectors=True``)."""
+    if points not in B_MAX_TABLE:
+        raise ValueError(
+            f"no tabulated b_max for a {points}-point grid; supported: "
+            f"{sorted(B_MAX_TABLE)} (or pass b_max explicitly, see measure_b_max)"
+        )
+    b = B_MAX_TABLE[points] * math.pi
+    return b - 0.1 * math.pi if vectors else b
+
+
+def measure_b_max(
+    points: int,
+    tol: float = 1e-5,
+    n_dirs: int = 500,
+    step: float = 0.01 * math.pi,
+    seed: int = 0,
+) -> float:
+    """Numerically measure the reach of a Lebedev grid (radians).
+
+    Scans b upward in steps of ``step`` and returns the last b before the
+    quadrature Σ_j λ_j exp(i b u_j·r̂) first deviates from the exact sphere
+    average sinc(b) = sin(b)/b by more than ``tol`` for any of ``n_dirs``
+    random unit directions r̂. The imaginary part vanishes exactly (Lebedev
+    grids contain u and −u); the grids have octahedral symmetry, so r̂ is
+    folded into the fundamental domain |x| ≥ |y| ≥ |z| for denser coverage.
+    """
+    x, w = _lebedev_numpy(points)
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(n_dirs, 3))
+    d = -np.sort(-np.abs(d / np.linalg.norm(d, axis=1, keepdims=True)), axis=1)
+    proj = d @ x.T  # (R, G)
+    # cos/sin(b·proj) advanced by the angle-addition recursion (cheaper than cos)
+    c_step, s_step = np.cos(step * proj), np.sin(step * proj)
+    cos_b, sin_b = c_step.copy(), s_step.copy()
+    b, last = step, 0.0
+    while b < 1e3:
+        err = np.abs((cos_b * w).sum(axis=1) - math.sin(b) / b).max()
+        if err > tol:
+            return last
+        last = b
+        cos_b, sin_b = cos_b * c_step - sin_b * s_step, sin_b * c_step + cos_b * s_step
+        b += step
+    return last
+
+
+def structure_extent(positions: Tensor, batch: Tensor, num_graphs: int) -> float:
+    """Conservative O(N) bound (Å) on the largest intra-structure distance.
+
+    Returns max over structures of 2 × (largest distance of an atom from its
+    structure's centroid). This is ≥ the true largest pair distance and at most
+    twice it (exact for two atoms, or pairs symmetric about the centroid).
+    """
+    centred = _centre(positions, batch, num_graphs)
+    if centred.numel() == 0:
+        return 0.0
+    return 2.0 * float(torch.linalg.vector_norm(centred, dim=-1).max())
+
+
+def _centre(positions: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    """Subtract the per-structure centroid (segment mean via index_add)."""
+    sums = positions.new_zeros((num_graphs, 3)).index_add_(0, batch, positions)
+    counts = positions.new_zeros((num_graphs,)).index_add_(
+        0, batch, torch.ones_like(positions[:, 0])
+    )
+    centroid = sums / counts.clamp(min=1.0).unsqueeze(-1)
+    return positions - centroid[batch]
+
+
+def _rank_in_segment(batch: Tensor, counts: Tensor) -> Tensor:
+    """Position of each atom inside its structure (0..count-1); any order of batch."""
+    n = batch.shape[0]
+    ptr = torch.cumsum(counts, 0) - counts
+    sorted_batch, order = torch.sort(batch, stable=True)
+    rank_sorted = torch.arange(n, device=batch.device) - ptr[sorted_batch]
+    return torch.empty_like(batch).index_put_((order,), rank_sorted)
+
+
+def _segment_attention(q: Tensor, k: Tensor, val: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    """Y_m = q_m · Σ_{n in b(m)} k_n ⊗ val_n for flat q, k (N, P) and val (N, Dv).
+
+    Padded batched matmul: memory O(B·N_max·(P + Dv) + B·P·Dv), never N·P·Dv.
+    """
+    if num_graphs == 1:
+        return q @ (k.transpose(0, 1) @ val)
+    counts = torch.bincount(batch, minlength=num_graphs)
+    n_max = int(counts.max())
+    rank = _rank_in_segment(batch, counts)
+    idx = (batch, rank)
+    qp = q.new_zeros((num_graphs, n_max, q.shape[1])).index_put(idx, q)
+    kp = k.new_zeros((num_graphs, n_max, k.shape[1])).index_put(idx, k)
+    vp = val.new_zeros((num_graphs, n_max, val.shape[1])).index_put(idx, val)
+    s = torch.bmm(kp.transpose(1, 2), vp)  # (B, P, Dv)
+    return torch.bmm(qp, s)[batch, rank]
+
+
+def _rotate(x: Tensor, phase: Tensor) -> Tensor:
+    """ERoPE: rotate channel pairs (2k, 2k+1) of x (N, C, d_qk) by the complex
+    phases (N, G, K) (unit modulus, optionally times a quadrature weight);
+    returns the rotated features flattened to (N, G·C·d_qk). The same angle
+    acts on all C components (scalar + xyz). A pair (a, b) is the complex
+    number a + ib, so the rotation is one complex multiply (cheaper than the
+    real cos/sin form, forward and backward)."""
+    n, c, d = x.shape
+    z = torch.view_as_complex(x.reshape(n, 1, c, d // 2, 2).contiguous())  # (N, 1, C, K)
+    return torch.view_as_real(z * phase.unsqueeze(2)).reshape(n, -1)
+
+
+def _sinc_sq(x2: Tensor) -> Tensor:
+    """sin(x)/x as a function of x² ≥ 0, smooth (finite gradients) at 0."""
+    small = x2 < 1e-4
+    x = torch.sqrt(torch.where(small, torch.ones_like(x2), x2))
+    series = 1.0 - x2 / 6.0 + x2 * x2 / 120.0 - x2 * x2 * x2 / 5040.0
+    return torch.where(small, series, torch.sin(x) / x)
+
+
+class EuclideanFastAttention(nn.Module):
+    """EFA branch for an invariant (EGNN, ``vectors=False``) or ℓ = 0/1
+    (PaiNN, ``vectors=True``) host network.
+
+    Args:
+        width: feature width F of the host network.
+        r_max: largest distance (Å) expected between two atoms of one
+            structure; ω_k = linspace(0, b_max, D_qk/2) / r_max.
+        grid: Lebedev grid size G (see ``lebedev_points()``).
+        d_qk: query/key channels (even; K = d_qk/2 rotary frequencies).
+        d_v: value channels (per scalar / per vector part).
+        vectors: also use and return ℓ = 1 (vector) channels.
+        b_max: reach in radians; default ``b_max_for_grid(grid, vectors)``.
+        feature_map: Ψ on scalar queries/keys: "identity", "silu" or "gelu".
+            Vector queries/keys/values are linear in ``v`` (no nonlinearity).
+
+    ``forward`` returns the branch output ``(ds, dv)`` = MLP(Dense(EFA(x)) + x)
+    whose last layers are zero-initialised: a fresh block returns zeros. The
+    host adds/gates it. ``attend`` gives the raw attention output.
+
+    Grid directions/weights and frequencies are float64 buffers, cast to the
+    input dtype in forward, so ``.double()`` keeps the grid exact (rotation
+    symmetry to ~1e-12). Note ``.float()``/``.to(float32)`` rounds them to
+    float32 like any buffer; a later ``.double()`` then only gives ~1e-7
+    symmetry, so convert a float32 model by rebuilding it, not by ``.double()``.
+
+    Normalisation: 1/√D with D = C·d_qk (C = 4 with vectors). The value has
+    d_v scalar channels (+ 3·d_v for the vector channels).
+    """
+
+    vectors: Final[bool]  # Final: TorchScript drops the unused branch
+    d_qk: int
+    d_v: int
+    n_comp: int
+    r_max: float
+    b_max: float
+
+    def __init__(
+        self,
+        width: int,
+        r_max: float,
+        grid: int = 50,
+        d_qk: int = 16,
+        d_v: int = 32,
+        vectors: bool = False,
+        b_max: Optional[float] = None,
+        feature_map: str = "identity",
+    ) -> None:
+        super().__init__()
+        if d_qk % 2:
+            raise ValueError(f"d_qk must be even, got {d_qk}")
+        if r_max <= 0:
+            raise ValueError(f"r_max must be positive, got {r_max}")
+        maps = {"identity": nn.Identity, "silu": nn.SiLU, "gelu": nn.GELU}
+        if feature_map not in maps:
+            raise ValueError(f"feature_map must be one of {sorted(maps)}, got {feature_map!r}")
+        self.width = int(width)
+        self.r_max = float(r_max)
+        self.grid = int(grid)
+        self.d_qk = int(d_qk)
+        self.d_v = int(d_v)
+        self.vectors = bool(vectors)
+        self.n_comp = 4 if vectors else 1  # scalar + 3 Cartesian components
+        self.b_max = float(b_max) if b_max is not None else b_max_for_grid(grid, vectors)
+        self.feature_map = feature_map
+
+        dirs, weights = lebedev_grid(grid, torch.float64)
+        omega = torch.linspace(0.0, self.b_max, d_qk // 2, dtype=torch.float64) / self.r_max
+        # derived from the config, so not saved: loading a float32 model into float64 keeps
+        # the grid at full precision
+        self.register_buffer("directions", dirs, persistent=False)  # (G, 3)
+        self.register_buffer("weights", weights, persistent=False)  # (G,), sums to 1
+        self.register_buffer("omega", omega, persistent=False)  # (K,), 1/Å
+
+        # attention projections
+        self.psi = maps[feature_map]()
+        self.proj_s = nn.Linear(width, 2 * d_qk + d_v)  # q, k, val from scalars
+        self.proj_v: Optional[nn.Linear] = (
+            nn.Linear(width, 2 * d_qk + d_v, bias=False) if vectors else None
+        )
+        # branch: MLP(Dense(EFA(x)) + x), last layers zero-initialised
+        self.out_s = nn.Linear(d_v, width)
+        self.mlp_hidden = nn.Linear(width, width)
+        self.mlp_out = nn.Linear(width, width)
+        nn.init.zeros_(self.mlp_out.weight)
+        nn.init.zeros_(self.mlp_out.bias)
+        self.out_v: Optional[nn.Linear] = nn.Linear(d_v, width, bias=False) if vectors else None
+        self.vec_lin: Optional[nn.Linear] = nn.Linear(width, width, bias=False) if vectors else None
+        self.vec_gate: Optional[nn.Linear] = nn.Linear(width, width) if vectors else None
+        if self.vec_gate is not None:
+            nn.init.zeros_(self.vec_gate.weight)
+            nn.init.zeros_(self.vec_gate.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"width={self.width}, r_max={self.r_max}, grid={self.grid}, d_qk={self.d_qk}, "
+            f"d_v={self.d_v}, vectors={self.vectors}, b_max={self.b_max / math.pi:.3f}π, "
+            f"feature_map={self.feature_map!r}"
+        )
+
+    @torch.jit.export
+    def check_extent(self, positions: Tensor, batch: Tensor, num_graphs: int) -> float:
+        """Conservative bound (Å) on the largest intra-structure distance,
+        2 × max distance from the centroid; compare with ``self.r_max``."""
+        return structure_extent(positions, batch, num_graphs)
+
+    def _project(self, s: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """q, k (N, C, d_qk) and val (N, d_v·C) with C = 1 (scalars) or 4
+        (scalar + xyz of the ℓ = 1 channels)."""
+        d_qk, d_v = self.d_qk, self.d_v
+        h = self.proj_s(s)
+        q = self.psi(h[:, :d_qk]).unsqueeze(1)
+        k = self.psi(h[:, d_qk : 2 * d_qk]).unsqueeze(1)
+        val = h[:, 2 * d_qk :]
+        if self.vectors:
+            hv = self.proj_v(v)  # (N, 3, 2 d_qk + d_v), linear over features: equivariant
+            q = torch.cat([q, hv[:, :, :d_qk]], dim=1)
+            k = torch.cat([k, hv[:, :, d_qk : 2 * d_qk]], dim=1)
+            val = torch.cat([val, hv[:, :, 2 * d_qk :].reshape(hv.shape[0], 3 * d_v)], dim=1)
+        return q, k, val
+
+    def _split(self, y: Tensor) -> Tuple[Tensor, Tensor]:
+        y_s = y[:, : self.d_v]
+        if self.vectors:
+            y_v = y[:, self.d_v :].reshape(y.shape[0], 3, self.d_v)
+        else:
+            y_v = y.new_zeros((y.shape[0], 3, 0))
+        return y_s, y_v
+
+    def attend(
+        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int
+    ) -> Tuple[Tensor, Tensor]:
+        """Raw EFA output via the Lebedev factorisation, O(N·G·d_qk·d_v) time.
+
+        s (N, F), v (N, 3, F) (ignored unless vectors), positions (N, 3) Å,
+        batch (N,) int64 in [0, num_graphs). Returns y_s (N, d_v) and
+        y_v (N, 3, d_v) (shape (N, 3, 0) when vectors=False).
+        """
+        q, k, val = self._project(s, v)
+        dtype = s.dtype
+        dirs = self.directions.to(dtype)
+        lam = self.weights.to(dtype)
+        omega = self.omega.to(dtype)
+        x = _centre(positions, batch, num_graphs) @ dirs.transpose(0, 1)  # (N, G)
+        theta = x.unsqueeze(-1) * omega  # (N, G, K)
+        phase = torch.complex(torch.cos(theta), torch.sin(theta))
+        q_rot = _rotate(q, phase * lam.view(1, -1, 1))  # quadrature weights folded into q
+        k_rot = _rotate(k, phase)
+        y = _segment_attention(q_rot, k_rot, val, batch, num_graphs)
+        return self._split(y / math.sqrt(self.n_comp * self.d_qk))
+
+    def attend_exact(
+        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int
+    ) -> Tuple[Tensor, Tensor]:
+        """O(N²) reference for ``attend``: y_m = 1/√D Σ_n Σ_k sinc(ω_k r_mn)
+        ⟨q_m^(k), k_n^(k)⟩ val_n over n in m's structure (n = m included),
+        D = C·d_qk. Same signature and return as ``attend``."""
+        q, k, val = self._project(s, v)
+        n = q.shape[0]
+        kk = self.d_qk // 2
+        omega = self.omega.to(s.dtype)
+        # ⟨q_m^(k), k_n^(k)⟩ summed over the channel pair and the C components
+        qk = torch.einsum("mcki,ncki->mnk", q.reshape(n, -1, kk, 2), k.reshape(n, -1, kk, 2))
+        diff = positions.unsqueeze(1) - positions.unsqueeze(0)
+        r2 = (diff * diff).sum(-1)  # (N, N)
+        kernel = _sinc_sq(r2.unsqueeze(-1) * omega * omega)  # (N, N, K)
+        same = (batch.unsqueeze(1) == batch.unsqueeze(0)).to(s.dtype)
+        att = (kernel * qk).sum(-1) * same
+        return self._split(att @ val / math.sqrt(self.n_comp * self.d_qk))
+
+    def _branch(self, y_s: Tensor, y_v: Tensor, s: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
+        """MLP(Dense(y) + x): scalars by a 2-layer SiLU MLP, vectors by a
+        linear map gated by scalars; last layers zero-initialised."""
+        h_s = self.out_s(y_s) + s
+        hidden = torch.nn.functional.silu(self.mlp_hidden(h_s))
+        ds = self.mlp_out(hidden)
+        if self.vectors:
+            h_v = self.out_v(y_v) + v
+            dv = self.vec_lin(h_v) * self.vec_gate(hidden).unsqueeze(1)
+        else:
+            dv = torch.zeros_like(v)
+        return ds, dv
+
+    def exact_pairwise(
+        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int
+    ) -> Tuple[Tensor, Tensor]:
+        """Same as ``forward`` but with the O(N²) sinc kernel (test reference)."""
+        y_s, y_v = self.attend_exact(s, v, positions, batch, num_graphs)
+        return self._branch(y_s, y_v, s, v)
+
+    def forward(
+        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int
+    ) -> Tuple[Tensor, Tensor]:
+        """Branch output (ds (N, F), dv (N, 3, F)) for scalar features s (N, F),
+        vector features v (N, 3, F) (may be (N, 3, 0) when vectors=False),
+        positions (N, 3) in Å, batch (N,) int64, num_graphs B. dv is
+        ``zeros_like(v)`` when vectors=False."""
+        y_s, y_v = self.attend(s, v, positions, batch, num_graphs)
+        return self._branch(y_s, y_v, s, v)
+
