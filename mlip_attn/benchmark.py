@@ -1,11 +1,14 @@
 """``mlip-attn bench``: throughput and peak memory of energy + forces, and of neighbour lists.
 
-Systems are periodic boxes of random C/H/O atoms at 0.1 atoms/Å³ (liquid-like density, minimum
-distance 0.9 Å). Each (model, size) point runs in a fresh subprocess so that its peak resident
-memory (ru_maxrss) is its own. Times are medians of ``repeats`` calls after one warm-up.
+Systems are boxes of random C/H/O atoms at 0.1 atoms/Å³ (liquid-like density, no pair closer
+than ~0.9 Å): periodic for local models, the same box as an isolated cluster for models with
+global attention (which refuse periodic cells). Each (model, size) point runs in a fresh
+subprocess, so its peak resident memory (ru_maxrss) is its own and an out-of-memory failure
+only ends that point. Times are medians of ``repeats`` calls after one warm-up, float32.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import resource
 import statistics
@@ -15,9 +18,21 @@ import numpy as np
 
 DENSITY = 0.1  # atoms / Å^3
 
+# name -> model config (width/layers/cutoff are filled in); "neighbour-list" times vesin alone
+MODELS = {
+    "painn": {"backbone": "painn"},
+    "egnn": {"backbone": "egnn"},
+    "painn-efa": {"backbone": "painn", "attention": {"type": "efa", "grid": 50, "d_qk": 16,
+                                                     "d_v": 32}},
+    "painn-efa-l1": {"backbone": "painn", "attention": {"type": "efa", "grid": 50, "d_qk": 16,
+                                                        "d_v": 32, "vectors": True}},
+    "painn-dense": {"backbone": "painn", "attention": {"type": "transformer", "heads": 4,
+                                                       "bias": "none"}},
+}
 
-def random_box(n_atoms: int, seed: int = 0, density: float = DENSITY):
-    """A periodic cubic box of ``n_atoms`` random C/H/O atoms (no pair closer than ~0.9 Å)."""
+
+def random_box(n_atoms: int, seed: int = 0, density: float = DENSITY, periodic: bool = True):
+    """A cubic box of ``n_atoms`` random C/H/O atoms (no pair closer than ~0.9 Å)."""
     from ase import Atoms
     rng = np.random.default_rng(seed)
     length = (n_atoms / density) ** (1 / 3)
@@ -27,15 +42,24 @@ def random_box(n_atoms: int, seed: int = 0, density: float = DENSITY):
     idx = np.stack(np.unravel_index(cells, (grid,) * 3), axis=1)
     positions = (idx + 0.5 + rng.uniform(-0.2, 0.2, (n_atoms, 3))) * spacing
     numbers = rng.choice([1, 6, 8], size=n_atoms, p=[0.5, 0.3, 0.2])
-    return Atoms(numbers=numbers, positions=positions, cell=[length] * 3, pbc=True)
+    return Atoms(numbers=numbers, positions=positions, cell=[length] * 3 if periodic else None,
+                 pbc=periodic)
+
+
+def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float) -> dict:
+    cfg = {**MODELS[kind], "elements": [1, 6, 8], "width": width, "layers": layers,
+           "cutoff": cutoff}
+    if cfg.get("attention", {}).get("type") == "efa":
+        cfg["attention"] = {**cfg["attention"], "r_max": r_max}
+    return cfg
 
 
 def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cutoff: float, queue):
     import torch
-    torch.set_num_threads(torch.get_num_threads())
     from .data import AtomicData, Batch
     from .data.neighbours import neighbour_list
-    atoms = random_box(n_atoms)
+    periodic = kind in ("neighbour-list", "painn", "egnn")
+    atoms = random_box(n_atoms, periodic=periodic)
     data = AtomicData.from_atoms(atoms)
     times = []
     if kind == "neighbour-list":
@@ -46,14 +70,12 @@ def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cut
         edges = 0
     else:
         from .models import build_model
-        model = build_model({"backbone": kind, "elements": [1, 6, 8], "width": width,
-                             "layers": layers, "cutoff": cutoff}).eval()
+        model = build_model(model_config(kind, width, layers, cutoff, data.extent + 1.0)).eval()
         batch = Batch.collate([data.with_graph(cutoff)]).to(dtype=torch.float32)
         edges = batch.edge_index.shape[1]
         for _ in range(repeats + 1):
             t = time.perf_counter()
-            out = model.predict(batch, compute_forces=True)
-            out["forces"].sum().item()
+            model.predict(batch, compute_forces=True)
             times.append(time.perf_counter() - t)
     queue.put({"median_s": statistics.median(times[1:]), "edges": edges,
                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
@@ -69,26 +91,47 @@ def measure(kind: str, n_atoms: int, repeats: int = 5, width: int = 128, layers:
     proc.join()
     if proc.exitcode != 0:
         return {"median_s": float("nan"), "edges": 0, "peak_mb": float("nan"),
-                "error": f"exit code {proc.exitcode} (out of memory?)"}
+                "error": f"failed (exit code {proc.exitcode}; out of memory?)"}
     return queue.get()
 
 
+def loglog_slope(sizes: list[int], seconds: list[float]) -> float:
+    """Least-squares slope of log(time) against log(atoms) over the finite points."""
+    pts = [(math.log(n), math.log(s)) for n, s in zip(sizes, seconds) if math.isfinite(s)]
+    if len(pts) < 2:
+        return float("nan")
+    x, y = np.array(pts).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
 def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int = 5,
-              width: int = 128, layers: int = 3, cutoff: float = 5.0) -> list[dict]:
-    """Print and return a table of throughput (atom·steps/s) and peak memory per point."""
+              width: int = 128, layers: int = 3, cutoff: float = 5.0,
+              neighbour_list: bool = True) -> list[dict]:
+    """Print and return a table of throughput (atom·steps/s) and peak memory per point, and
+    the log-log slope of time against atoms per model."""
     import torch
     print(f"energy + forces, float32, width {width}, {layers} layers, cutoff {cutoff} Å, "
-          f"random C/H/O boxes at {DENSITY} atoms/Å³, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {repeats}")
-    print(f"{'model':<16}{'atoms':>8}{'pairs':>10}{'ms/step':>12}{'atom·steps/s':>15}{'peak MB':>10}")
+          f"random C/H/O at {DENSITY} atoms/Å³ (periodic for local models, isolated for "
+          f"global ones), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"median of {repeats}")
+    print(f"{'model':<15}{'atoms':>8}{'pairs':>11}{'ms/step':>12}{'atom·steps/s':>15}{'peak MB':>10}")
     rows = []
-    for kind in ["neighbour-list", *models]:
+    for kind in (["neighbour-list"] if neighbour_list else []) + list(models):
+        if kind != "neighbour-list" and kind not in MODELS:
+            raise ValueError(f"unknown benchmark model {kind!r}; choose from {sorted(MODELS)}")
+        failed = False
         for n in sizes:
-            r = measure(kind, n, repeats, width, layers, cutoff)
+            r = (measure(kind, n, repeats, width, layers, cutoff) if not failed else
+                 {"median_s": float("nan"), "edges": 0, "peak_mb": float("nan"),
+                  "error": "skipped (a smaller size already failed)"})
+            failed = failed or "error" in r
             r.update(model=kind, atoms=n)
             rows.append(r)
             pairs = f"{r['edges']:,}" if r["edges"] else "-"
-            print(f"{kind:<16}{n:>8}{pairs:>10}{1e3 * r['median_s']:>12.2f}"
+            print(f"{kind:<15}{n:>8}{pairs:>11}{1e3 * r['median_s']:>12.2f}"
                   f"{n / r['median_s']:>15,.0f}{r['peak_mb']:>10.0f}"
                   f"{'  ' + r['error'] if 'error' in r else ''}", flush=True)
+        own = [r for r in rows if r["model"] == kind]
+        slope = loglog_slope([r["atoms"] for r in own], [r["median_s"] for r in own])
+        print(f"{'':<15}log-log slope of time vs atoms: {slope:.2f}", flush=True)
     return rows

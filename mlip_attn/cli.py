@@ -35,7 +35,8 @@ def _demo(args, extra):
 
 def _bench(args, extra):
     from .benchmark import run_bench
-    run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats)
+    run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats, width=args.width,
+              layers=args.layers, cutoff=args.cutoff)
 
 
 def _data(args, extra):
@@ -71,8 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="throughput and peak memory of the models")
     b.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
-    b.add_argument("--models", nargs="+", default=["painn", "egnn"])
+    b.add_argument("--models", nargs="+", default=["painn", "egnn"],
+                   help="painn egnn painn-efa painn-efa-l1 painn-dense")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--width", type=int, default=128)
+    b.add_argument("--layers", type=int, default=3)
+    b.add_argument("--cutoff", type=float, default=5.0)
     b.set_defaults(func=_bench)
 
     g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)")
