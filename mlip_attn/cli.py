@@ -39,6 +39,17 @@ def _bench(args, extra):
               layers=args.layers, cutoff=args.cutoff)
 
 
+def _benchmark(args, extra):
+    from .analysis.longrange import run_longrange
+    systems = list(SYSTEMS_LONGRANGE) if args.system == "all" else [args.system]
+    for system in systems:
+        run_longrange(system, out=args.out, epochs=args.epochs, base_width=args.width, n=args.n,
+                      variants=args.variants, workers=args.workers, seed=args.seed)
+
+
+SYSTEMS_LONGRANGE = ("cumulene", "sn2", "charge-transfer", "nacl")
+
+
 def _data(args, extra):
     from .qm import generate
     report = generate(args.system, n=args.n, out=args.out, method=args.method,
@@ -79,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--layers", type=int, default=3)
     b.add_argument("--cutoff", type=float, default=5.0)
     b.set_defaults(func=_bench)
+
+    lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")
+    lr.add_argument("suite", choices=["longrange"])
+    lr.add_argument("--system", default="cumulene", choices=[*SYSTEMS_LONGRANGE, "all"])
+    lr.add_argument("--out", default="longrange")
+    lr.add_argument("--epochs", type=int, default=60)
+    lr.add_argument("--width", type=int, default=32, help="width of efa-l1; others are matched")
+    lr.add_argument("--n", type=int, default=None, help="structures (default per system)")
+    lr.add_argument("--variants", nargs="+", default=None,
+                    choices=["local", "efa-l0", "efa-l1", "transformer"])
+    lr.add_argument("--workers", type=int, default=1)
+    lr.add_argument("--seed", type=int, default=0)
+    lr.set_defaults(func=_benchmark)
 
     g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)")
     g.add_argument("system", choices=["cumulene", "sn2", "charge-transfer", "nacl"])

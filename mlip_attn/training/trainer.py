@@ -256,6 +256,8 @@ def _check_global_reach(model_cfg: dict, data, log) -> None:
     if periodic:
         raise FitError(f"{periodic[0]}: periodic structure, but model.attention "
                        f"({attention['type']}) supports isolated structures only")
+    if "r_max" not in attention:
+        return
     r_max = float(attention["r_max"])
     extents = [d.extent for d in structures]
     too_big = sum(e > r_max for e in extents)
