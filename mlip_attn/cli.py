@@ -50,6 +50,14 @@ def _benchmark(args, extra):
 SYSTEMS_LONGRANGE = ("cumulene", "sn2", "charge-transfer", "nacl")
 
 
+def _import_openqdc(args, extra):
+    from .data.openqdc import openqdc_to_file
+    n = openqdc_to_file(args.path, args.out, energy_method=args.energy_method,
+                        energy_unit=args.energy_unit, distance_unit=args.distance_unit,
+                        force_unit=args.force_unit)
+    print(f"wrote {n} structures to {args.out}")
+
+
 def _data(args, extra):
     from .qm import generate
     report = generate(args.system, n=args.n, out=args.out, method=args.method,
@@ -112,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=1)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_data)
+    o = sub.add_parser("import-openqdc", help="convert a data set openQDC preprocessed on disk")
+    o.add_argument("path", help="<openqdc cache>/<dataset name> (or its preprocessed/ folder)")
+    o.add_argument("--out", required=True, help=".xyz or .h5 file to write")
+    o.add_argument("--energy-method", default=0, help="column index or method name")
+    o.add_argument("--energy-unit", default=None, help="e.g. hartree, ev, kcal/mol (if not known)")
+    o.add_argument("--distance-unit", default=None, help="ang or bohr (if not known)")
+    o.add_argument("--force-unit", default=None, help="e.g. hartree/bohr, ev/ang (if not known)")
+    o.set_defaults(func=_import_openqdc)
     return p
 
 
