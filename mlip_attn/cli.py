@@ -50,6 +50,23 @@ def _benchmark(args, extra):
 SYSTEMS_LONGRANGE = ("cumulene", "sn2", "charge-transfer", "nacl")
 
 
+def _analyze(args, extra):
+    from pathlib import Path
+    import ase.io
+    from .analysis.attention import learned_exponents, plot_attention_vs_distance, plot_exponents
+    from .data import AtomicData
+    from .models import load_model
+    model = load_model(args.model, dtype="float64")
+    structures = [AtomicData.from_atoms(a) for a in ase.io.read(args.data, ":")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_attention_vs_distance(model, structures, out / "attention_vs_distance.png")
+    print(f"wrote {out / 'attention_vs_distance.png'}")
+    if learned_exponents(model):
+        plot_exponents(model, out / "exponents.png")
+        print(f"wrote {out / 'exponents.png'}")
+
+
 def _import_openqdc(args, extra):
     from .data.openqdc import openqdc_to_file
     n = openqdc_to_file(args.path, args.out, energy_method=args.energy_method,
@@ -120,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=1)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_data)
+    an = sub.add_parser("analyze", help="plots of what a model attends to")
+    an.add_argument("what", choices=["attention"])
+    an.add_argument("model")
+    an.add_argument("data", help="structures (extxyz or any ASE-readable file)")
+    an.add_argument("--out", default="analysis", help="folder for the PNGs")
+    an.set_defaults(func=_analyze)
+
     o = sub.add_parser("import-openqdc", help="convert a data set openQDC preprocessed on disk")
     o.add_argument("path", help="<openqdc cache>/<dataset name> (or its preprocessed/ folder)")
     o.add_argument("--out", required=True, help=".xyz or .h5 file to write")

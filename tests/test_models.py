@@ -118,7 +118,8 @@ def test_save_load_round_trip(name, tmp_path):
     assert torch.equal(a["energy"], b["energy"]) and torch.equal(a["forces"], b["forces"])
     assert loaded.metadata["note"] == "test"
     assert loaded.metadata["elements"] == [1, 6, 8]
-    assert loaded.metadata["global"] == ("efa" in name)
+    assert loaded.metadata["global"] == ("efa" in name or "transformer" in name)
+    assert loaded.metadata["conservative"] and loaded.metadata["invariant"]
 
 
 @pytest.mark.parametrize("name", MODELS)

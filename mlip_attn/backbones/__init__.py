@@ -1,5 +1,6 @@
-"""Local message-passing backbones."""
+"""Backbones: local message passing (PaiNN, EGNN) and the graph-free transformer."""
 from .egnn import EGNN
 from .painn import PaiNN
+from .transformer import TransformerBackbone, random_rotation
 
-__all__ = ["EGNN", "PaiNN"]
+__all__ = ["EGNN", "PaiNN", "TransformerBackbone", "random_rotation"]

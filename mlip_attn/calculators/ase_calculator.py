@@ -52,6 +52,14 @@ class AttnCalculator(Calculator):
         self.cutoff = max(m.cutoff for m in self.models)
         self.r_max = max(m.r_max for m in self.models)
         self.elements = set(first.elements)
+        from ..models.builder import is_global
+        self.is_global = any(is_global(m.model_config) for m in self.models)
+        if not all(getattr(m, "conservative", True) for m in self.models):
+            warnings.warn("this model predicts forces with a direct head: they are not -dE/dr, "
+                          "so MD does not conserve energy", UserWarning, stacklevel=2)
+        if not all(getattr(m, "invariant", True) for m in self.models):
+            warnings.warn("this model embeds raw coordinates: its predictions depend on the "
+                          "orientation of the structure", UserWarning, stacklevel=2)
 
     def check_state(self, atoms, tol=1e-15):
         changes = super().check_state(atoms, tol)
@@ -70,17 +78,16 @@ class AttnCalculator(Calculator):
             known = [chemical_symbols[z] for z in sorted(self.elements)]
             raise ValueError(f"elements {names} are unknown to this model (it knows {known})")
         data = AtomicData.from_atoms(atoms, _INPUT_KEYS, name="atoms")
-        if self.r_max > 0:
+        if self.is_global:
             self._check_range(data)
         return Batch.collate([data.with_graph(self.cutoff)]).to(self.device, self.dtype)
 
     def _check_range(self, data: AtomicData) -> None:
         if data.is_periodic:
-            raise ValueError("this model has global attention (r_max = "
-                             f"{self.r_max:g} Å), which does not support periodic cells yet; "
-                             "use a local model for periodic systems")
+            raise ValueError("this model has global attention, which does not support periodic "
+                             "cells yet; use a local model for periodic systems")
         extent = data.extent
-        if extent > self.r_max:
+        if self.r_max > 0 and extent > self.r_max:
             msg = (f"structure extent {extent:.2f} Å exceeds the model's global reach r_max = "
                    f"{self.r_max:g} Å; predictions may depend on orientation")
             if self.range_check == "raise":

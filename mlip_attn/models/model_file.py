@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from .builder import build_model
+from .builder import build_model, is_global
 from .potential import Potential
 
 FORMAT = "mlip-attn-model"
@@ -36,13 +36,14 @@ def model_metadata(model: Potential, extra: dict | None = None) -> dict:
         "elements": list(model.elements),
         "cutoff": model.cutoff,
         "r_max": model.r_max,
-        "global": model.r_max > 0,
+        "global": is_global(cfg),
         "attention": (cfg.get("attention") or {}).get("type"),
         "backbone": cfg.get("backbone"),
         "layers": cfg.get("layers"),
         "dtype": str(model.shift.dtype).replace("torch.", ""),
         "units": dict(UNITS),
-        "conservative": True,
+        "conservative": bool(getattr(model, "conservative", True)),
+        "invariant": bool(getattr(model, "invariant", True)),
         "mlip_attn_version": __version__,
         **(extra or {}),
     }

@@ -5,7 +5,7 @@ flow, so it compiles with ``torch.jit.script`` for C++ (LAMMPS).
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -24,11 +24,16 @@ class Potential(nn.Module):
         width: F.  cutoff: the local cutoff (Å) the neighbour list must use.
         shift/scale: initial per-element energy shift (eV, usually E0) and scale (eV).
         r_max: reach of the global blocks in Å (0 for a local model).
+        direct_forces: forces from a per-atom 3-vector head on the features instead of −dE/dr
+            (NOT conservative; graph-free transformer option). Stress stays dE/dε.
+
+    Flags: ``conservative`` (False with direct forces) and ``invariant`` (set to False by the
+    builder for models that see raw coordinates) describe the model for metadata and warnings.
     """
 
     def __init__(self, backbone: nn.Module, elements: List[int], width: int, cutoff: float,
                  shift: List[float] | None = None, scale: List[float] | None = None,
-                 r_max: float = 0.0):
+                 r_max: float = 0.0, direct_forces: bool = False):
         super().__init__()
         n = len(elements)
         self.elements: List[int] = list(elements)
@@ -42,16 +47,29 @@ class Potential(nn.Module):
                                                dtype=torch.get_default_dtype()))
         self.scale = nn.Parameter(torch.tensor(scale if scale is not None else [1.0] * n,
                                                dtype=torch.get_default_dtype()))
+        self.direct_forces = bool(direct_forces)
+        self.conservative = not self.direct_forces
+        self.invariant = True
+        self.force_head = mlp([width, width, 3]) if self.direct_forces else nn.Identity()
 
     def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                         edge_index: torch.Tensor, shifts: torch.Tensor, charge: torch.Tensor,
                         spin: torch.Tensor) -> torch.Tensor:
         """Per-atom energies (N,) eV. Shapes as in `Batch`; ``numbers`` must be known elements."""
+        return self.energies_and_features(positions, numbers, batch, edge_index, shifts, charge,
+                                          spin)[0]
+
+    def energies_and_features(self, positions: torch.Tensor, numbers: torch.Tensor,
+                              batch: torch.Tensor, edge_index: torch.Tensor, shifts: torch.Tensor,
+                              charge: torch.Tensor, spin: torch.Tensor
+                              ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-atom energies (N,) eV and the backbone's features (N, F)."""
         species = self.species_of(numbers)
         vectors = positions[edge_index[1]] - positions[edge_index[0]] + shifts
         features = self.backbone(species, positions, batch, edge_index, vectors, charge, spin,
                                  charge.shape[0])
-        return self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
+        atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
+        return atomic, features
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                 edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,
@@ -65,7 +83,8 @@ class Potential(nn.Module):
         """
         num_graphs = charge.shape[0]
         strain = torch.zeros((num_graphs, 3, 3), dtype=positions.dtype, device=positions.device)
-        if compute_forces or compute_stress:
+        gradient_forces = compute_forces and not self.direct_forces
+        if gradient_forces or compute_stress:
             positions = positions.detach().requires_grad_(True)
         leaf_positions = positions
         if compute_stress:
@@ -74,11 +93,14 @@ class Potential(nn.Module):
             sym = 0.5 * (strain + strain.transpose(1, 2))
             positions = positions + torch.bmm(positions[:, None, :], sym[batch]).squeeze(1)
             shifts = shifts + torch.bmm(shifts[:, None, :], sym[batch[edge_index[0]]]).squeeze(1)
-        atomic = self.atomic_energies(positions, numbers, batch, edge_index, shifts, charge, spin)
+        atomic, features = self.energies_and_features(positions, numbers, batch, edge_index,
+                                                      shifts, charge, spin)
         energy = torch.zeros(num_graphs, dtype=atomic.dtype, device=atomic.device)
         energy = energy.index_add(0, batch, atomic)
         out: Dict[str, torch.Tensor] = {"energy": energy, "energies": atomic}
-        if compute_forces or compute_stress:
+        if compute_forces and self.direct_forces:
+            out["forces"] = self.force_head(features)
+        if gradient_forces or compute_stress:
             inputs: List[torch.Tensor] = [leaf_positions]
             if compute_stress:
                 inputs.append(strain)
@@ -87,7 +109,8 @@ class Potential(nn.Module):
             g_pos = grads[0]
             if g_pos is None:
                 g_pos = torch.zeros_like(leaf_positions)
-            out["forces"] = -g_pos
+            if gradient_forces:
+                out["forces"] = -g_pos
             if compute_stress:
                 g_strain = grads[1]
                 if g_strain is None:

@@ -24,6 +24,7 @@ from ..models.model_file import atomic_save
 from . import distributed
 from .datasets import load_datasets
 from .ema import ExponentialMovingAverage
+from ..backbones.transformer import random_rotation
 from ..data import Batch
 from .evaluate import evaluate
 from .loss import ErrorMetrics, loss_terms
@@ -156,6 +157,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
 
     epoch = start_epoch - 1
     for epoch in range(start_epoch, tcfg["epochs"]):
+        rotations = torch.Generator().manual_seed(tcfg["seed"] * 100_003 + epoch + 1)
         model.train()
         order = torch.randperm(len(data.train),
                                generator=torch.Generator().manual_seed(tcfg["seed"] * 100_003 + epoch))
@@ -167,6 +169,8 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         loss_sum = 0.0
         for indices in progress:
             batch = Batch.collate([data.train[i] for i in indices]).to(device, dtype)
+            if not model.invariant:  # coordinate embeddings: learn orientations by augmentation
+                batch = random_rotation(batch, rotations)
             lr = schedule.lr_at(step, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -248,14 +252,15 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
 
 def _check_global_reach(model_cfg: dict, data, log) -> None:
     """A global model refuses periodic data and warns about structures larger than r_max."""
-    attention = model_cfg.get("attention")
-    if not attention:
+    from ..models.builder import is_global
+    if not is_global(model_cfg):
         return
     structures = data.train + data.valid + data.test
     periodic = [d.name for d in structures if d.is_periodic]
     if periodic:
-        raise FitError(f"{periodic[0]}: periodic structure, but model.attention "
-                       f"({attention['type']}) supports isolated structures only")
+        raise FitError(f"{periodic[0]}: periodic structure, but global attention supports "
+                       f"isolated structures only")
+    attention = model_cfg.get("attention") or {}
     if "r_max" not in attention:
         return
     r_max = float(attention["r_max"])

@@ -1,0 +1,7 @@
+"""Long-range diagnostics and plots (attention against distance, learned exponents)."""
+from .attention import (attention_maps, attention_modules, attention_vs_distance,
+                        exponent_histogram, learned_exponents, plot_attention_vs_distance,
+                        plot_exponents)
+
+__all__ = ["attention_maps", "attention_modules", "attention_vs_distance", "exponent_histogram",
+           "learned_exponents", "plot_attention_vs_distance", "plot_exponents"]
