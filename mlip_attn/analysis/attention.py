@@ -99,7 +99,7 @@ def attention_vs_distance(model, structures, bins: int = 30, r_max: float | None
     """
     from scipy.spatial.distance import pdist
     structures = list(structures)
-    dists = [pdist(_positions(s)) for s in structures if len(s) > 1]
+    dists = [pdist(_positions(s)) for s in structures if len(_positions(s)) > 1]
     if not dists:
         raise ValueError("attention against distance needs structures with at least two atoms")
     r_lo = min(float(d.min()) for d in dists)

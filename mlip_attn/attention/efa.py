@@ -294,10 +294,15 @@ class EuclideanFastAttention(nn.Module):
         self.out_v: Optional[nn.Linear] = nn.Linear(d_v, width, bias=False) if vectors else None
         self.vec_lin: Optional[nn.Linear] = nn.Linear(width, width, bias=False) if vectors else None
         self.vec_gate: Optional[nn.Linear] = nn.Linear(width, width) if vectors else None
+        # invariants <W y_v, W' v>: orientation information reaches the scalars (and the
+        # energy) in the same layer; without them the ℓ = 1 output only becomes visible to a
+        # later layer's update
+        self.vec_dot: Optional[nn.Linear] = nn.Linear(width, width, bias=False) if vectors else None
         if self.vec_gate is not None:
             nn.init.zeros_(self.vec_gate.weight)
             nn.init.zeros_(self.vec_gate.bias)
 
+    @torch.jit.ignore
     def extra_repr(self) -> str:
         return (
             f"width={self.width}, r_max={self.r_max}, grid={self.grid}, d_qk={self.d_qk}, "
@@ -379,10 +384,13 @@ class EuclideanFastAttention(nn.Module):
         """MLP(Dense(y) + x): scalars by a 2-layer SiLU MLP, vectors by a
         linear map gated by scalars; last layers zero-initialised."""
         h_s = self.out_s(y_s) + s
+        h_v = v
+        if self.vectors:
+            h_v = self.out_v(y_v) + v
+            h_s = h_s + (h_v * self.vec_dot(h_v)).sum(dim=1)  # rotation-invariant couplings
         hidden = torch.nn.functional.silu(self.mlp_hidden(h_s))
         ds = self.mlp_out(hidden)
         if self.vectors:
-            h_v = self.out_v(y_v) + v
             dv = self.vec_lin(h_v) * self.vec_gate(hidden).unsqueeze(1)
         else:
             dv = torch.zeros_like(v)

@@ -144,6 +144,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         bad_epochs, best_state = checkpoint["bad_epochs"], checkpoint["best_state"]
         if is_main:
             log(f"resuming {out} after epoch {checkpoint['epoch'] + 1}")
+            _truncate_csv(out / "metrics.csv", checkpoint["epoch"] + 1)
 
     writer = None
     if is_main:
@@ -276,6 +277,16 @@ def _progress(items, epoch, tcfg, is_main):
         return items
     from tqdm.auto import tqdm
     return tqdm(items, desc=f"epoch {epoch + 1}/{tcfg['epochs']}", leave=False, unit="batch")
+
+
+def _truncate_csv(path: Path, last_epoch: int) -> None:
+    """Drop log rows of epochs after ``last_epoch`` (run after the checkpoint, then lost)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [r for r in lines[1:] if int(r.split(",", 1)[0]) <= last_epoch]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
 
 
 def _append_csv(path: Path, row: dict) -> None:
