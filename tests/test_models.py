@@ -189,3 +189,15 @@ def test_bad_model_files(tmp_path):
 def test_build_model_errors_name_the_key(config, key):
     with pytest.raises(ValueError, match=key):
         build_model(config)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_energy_is_continuous_when_a_pair_crosses_the_cutoff(name):
+    """Two atoms pulled apart across the cutoff: no jump in energy (a smooth envelope)."""
+    from ase import Atoms
+    model = make_model(name, cutoff=4.0)
+    energies = []
+    for d in (4.0 - 1e-7, 4.0 + 1e-7):
+        atoms = Atoms("CO", positions=[[0, 0, 0], [d, 0, 0]])
+        energies.append(float(predict(model, [atoms])["energy"]))
+    assert abs(energies[0] - energies[1]) < 1e-8, energies

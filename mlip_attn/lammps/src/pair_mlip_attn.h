@@ -1,0 +1,58 @@
+/* -*- c++ -*- ----------------------------------------------------------
+   pair_style mlip_attn: mlip-attn machine-learning potentials (TorchScript export) in LAMMPS.
+   Built as a LAMMPS plugin by `mlip-attn build-lammps` (mlip_attn.lammps.build_plugin).
+------------------------------------------------------------------------- */
+
+#ifndef LMP_PAIR_MLIP_ATTN_H
+#define LMP_PAIR_MLIP_ATTN_H
+
+#include "pair.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mlip_attn {
+class TorchModel;
+}
+
+namespace LAMMPS_NS {
+
+class PairMLIPAttn : public Pair {
+ public:
+  PairMLIPAttn(class LAMMPS *);
+  ~PairMLIPAttn() override;
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+
+ protected:
+  void allocate();
+  void build_graph();
+
+  std::unique_ptr<mlip_attn::TorchModel> model;
+  std::string model_path;
+  std::vector<int> model_elements;    // atomic numbers the model knows
+  double cutoff;                      // model cutoff (Å)
+  int layers;                         // message-passing layers
+  bool global_model;                  // global attention: one MPI rank, non-periodic box
+  double charge, spin;                // total charge / spin of the system
+  int threads;                        // torch threads (0 = torch's default)
+  std::vector<int> type2z;            // LAMMPS type -> atomic number
+  bool warned_vatom;
+
+  // graph buffers, reused between steps
+  std::vector<int> tag2local;         // atom ID -> local index (-1 if not local)
+  std::vector<int> node_of;           // atom index -> node (-1: not in the graph)
+  std::vector<int> node_atom;         // node -> atom index it came from
+  std::vector<int> frontier, next_frontier;
+  std::vector<double> positions, shifts, forces, atomic;
+  std::vector<int64_t> numbers, edge_i, edge_j, edges;
+};
+
+}    // namespace LAMMPS_NS
+
+#endif

