@@ -6,7 +6,7 @@
    (same width, layers and cutoff; EFA with vector channels).
 3. Test-set errors, and the rigid torsion barrier of a C8 chain (ends ~10 Å apart, beyond the
    local model's receptive field of layers × cutoff) from xTB and from each model.
-4. 0.5 ps of NVE molecular dynamics with `AttnCalculator`: the total-energy drift.
+4. 0.3 ps of NVE molecular dynamics with `AttnCalculator`: the total-energy drift.
 
 Writes ``OUT/cumulene.xyz``, ``OUT/<model>/`` run directories and ``OUT/model.pt`` (the
 attention model when there is one, else the local one). Re-running resumes every step.
@@ -64,8 +64,8 @@ def run_demo(out: str | Path = "demo_run", quick: bool = False, log=print) -> di
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n_per_length = 24 if quick else 40
-    epochs = 25 if quick else 60
+    n_per_length = 20 if quick else 30
+    epochs = 20 if quick else 40
 
     log(f"[1/4] cumulene data: {len(TRAIN_LENGTHS)} chain lengths x {n_per_length} structures, "
         f"GFN2-xTB (tblite)")
@@ -122,7 +122,7 @@ def run_demo(out: str | Path = "demo_run", quick: bool = False, log=print) -> di
     dyn = VelocityVerlet(md_atoms, timestep=0.5 * units.fs)
     energies = []
     dyn.attach(lambda: energies.append(md_atoms.get_total_energy()), interval=5)
-    steps = 400 if quick else 1000
+    steps = 300 if quick else 600
     dyn.run(steps)
     energies = np.array(energies)
     drift = float(abs(energies[-1] - energies[0]) / len(md_atoms))

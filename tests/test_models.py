@@ -128,10 +128,11 @@ def test_torchscript_export_matches_eager(name):
     scripted = torch.jit.script(model)
     b = to_batch([random_molecule(7, seed=9), random_molecule(4, seed=10)], model.cutoff)
     eager = model.predict(b)
-    out = scripted(b.positions, b.numbers, b.batch, b.edge_index, b.shifts, b.cell, b.charge,
-                   b.spin, True, False)
-    assert rel(out["energy"], eager["energy"]) < 1e-12
-    assert rel(out["forces"], eager["forces"]) < 1e-12
+    for _ in range(3):  # TorchScript's profiling executor re-optimises after the first calls
+        out = scripted(b.positions, b.numbers, b.batch, b.edge_index, b.shifts, b.cell, b.charge,
+                       b.spin, True, False)
+        assert rel(out["energy"], eager["energy"]) < 1e-12
+        assert rel(out["forces"], eager["forces"]) < 1e-12
 
 
 def test_fresh_global_model_equals_local_model():

@@ -185,16 +185,19 @@ def _segment_attention(q: Tensor, k: Tensor, val: Tensor, batch: Tensor, num_gra
     return torch.bmm(qp, s)[batch, rank]
 
 
-def _rotate(x: Tensor, phase: Tensor) -> Tensor:
-    """ERoPE: rotate channel pairs (2k, 2k+1) of x (N, C, d_qk) by the complex
-    phases (N, G, K) (unit modulus, optionally times a quadrature weight);
-    returns the rotated features flattened to (N, G·C·d_qk). The same angle
-    acts on all C components (scalar + xyz). A pair (a, b) is the complex
-    number a + ib, so the rotation is one complex multiply (cheaper than the
-    real cos/sin form, forward and backward)."""
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """ERoPE: rotate channel pairs (a, b) = (2k, 2k+1) of x (N, C, d_qk) by the
+    angles whose cos and sin (N, G, K) are given (optionally times a quadrature
+    weight): (a cos − b sin, a sin + b cos). Returns the rotated features
+    flattened to (N, G·C·d_qk). The same angle acts on all C components
+    (scalar + xyz). Real arithmetic on purpose: with complex tensors, models
+    compiled by TorchScript's profiling executor returned wrong forces from
+    the second call on."""
     n, c, d = x.shape
-    z = torch.view_as_complex(x.reshape(n, 1, c, d // 2, 2).contiguous())  # (N, 1, C, K)
-    return torch.view_as_real(z * phase.unsqueeze(2)).reshape(n, -1)
+    pairs = x.reshape(n, 1, c, d // 2, 2)
+    a, b = pairs[..., 0], pairs[..., 1]  # (N, 1, C, K)
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (N, G, 1, K)
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).reshape(n, -1)
 
 
 def _sinc_sq(x2: Tensor) -> Tensor:
@@ -355,9 +358,10 @@ class EuclideanFastAttention(nn.Module):
         omega = self.omega.to(dtype)
         x = _centre(positions, batch, num_graphs) @ dirs.transpose(0, 1)  # (N, G)
         theta = x.unsqueeze(-1) * omega  # (N, G, K)
-        phase = torch.complex(torch.cos(theta), torch.sin(theta))
-        q_rot = _rotate(q, phase * lam.view(1, -1, 1))  # quadrature weights folded into q
-        k_rot = _rotate(k, phase)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        lam = lam.view(1, -1, 1)
+        q_rot = _rotate(q, cos * lam, sin * lam)  # quadrature weights folded into q
+        k_rot = _rotate(k, cos, sin)
         y = _segment_attention(q_rot, k_rot, val, batch, num_graphs)
         return self._split(y / math.sqrt(self.n_comp * self.d_qk))
 
