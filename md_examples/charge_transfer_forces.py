@@ -21,6 +21,17 @@ from mlip_attn.qm import charge_transfer_ground_state, make_calculator
 POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
 
 
+def model_paths(args) -> dict:
+    """The local and attention model files (default: the shipped potentials)."""
+    paths = {"local": Path(args.local or POTENTIALS / "charge-transfer-local.pt"),
+             "efa": Path(args.efa or POTENTIALS / "charge-transfer-efa.pt")}
+    for name, path in paths.items():
+        if not path.exists():
+            raise SystemExit(f"{path}: no such model file; train one with `mlip-attn benchmark "
+                             f"longrange --system charge-transfer` and pass it with --{name}")
+    return paths
+
+
 def pair():
     """C10H3⁺ (xTB-optimised) and the same geometry with the extra proton removed (H–C10–H),
     so every other atom sits at exactly the same position in both."""
@@ -42,14 +53,17 @@ def forces(atoms, calc, charge):
 
 
 def main():
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--local", help="local model file (default potentials/charge-transfer-local.pt)")
+    p.add_argument("--efa", help="attention model file (default potentials/charge-transfer-efa.pt)")
+    models = model_paths(p.parse_args())
     neutral, cation, first_c = pair()
     n = len(neutral)
     dist = np.linalg.norm(neutral.positions - neutral.positions[first_c], axis=1)
     delta = {"GFN2-xTB": forces(cation, lambda q: make_calculator(charge=q), 1)[:n]
              - forces(neutral, lambda q: make_calculator(charge=q), 0)}
-    for variant in ("local", "efa"):
-        calc = AttnCalculator(POTENTIALS / f"charge-transfer-{variant}.pt")
+    for variant, model in models.items():
+        calc = AttnCalculator(model)
         delta[variant] = forces(cation, lambda q: calc, 1)[:n] - forces(neutral, lambda q: calc, 0)
     order = np.argsort(dist)
     print(f"{'atom':>5}{'dist Å':>8}" + "".join(f"{k + ' |ΔF|':>16}" for k in delta))

@@ -25,6 +25,17 @@ from mlip_attn.qm import cumulene_ground_state, torsion_angle
 POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
 
 
+def model_paths(args) -> dict:
+    """The local and attention model files (default: the shipped potentials)."""
+    paths = {"local": Path(args.local or POTENTIALS / "cumulene-local.pt"),
+             "efa": Path(args.efa or POTENTIALS / "cumulene-efa.pt")}
+    for name, path in paths.items():
+        if not path.exists():
+            raise SystemExit(f"{path}: no such model file; train one with `mlip-attn benchmark "
+                             f"longrange --system cumulene` and pass it with --{name}")
+    return paths
+
+
 def run(model: Path, carbons: int, steps: int, seed: int = 0) -> np.ndarray:
     atoms = cumulene_ground_state(carbons)
     atoms.calc = AttnCalculator(model)
@@ -42,10 +53,11 @@ def main():
     p.add_argument("--steps", type=int, default=4000, help="0.5 fs steps (default 2 ps)")
     p.add_argument("--carbons", type=int, default=9)
     p.add_argument("--out", default="cumulene_torsion_md.png")
+    p.add_argument("--local", help="local model file (default potentials/cumulene-local.pt)")
+    p.add_argument("--efa", help="attention model file (default potentials/cumulene-efa.pt)")
     args = p.parse_args()
     results = {}
-    for variant in ("local", "efa"):
-        model = POTENTIALS / f"cumulene-{variant}.pt"
+    for variant, model in model_paths(args).items():
         results[variant] = run(model, args.carbons, args.steps)
         a = results[variant]
         print(f"{variant:>6}: torsion mean {a.mean():5.1f}°, std {a.std():5.1f}°, "

@@ -22,6 +22,17 @@ from mlip_attn import AttnCalculator
 POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
 
 
+def model_paths(args) -> dict:
+    """The local and attention model files (default: the shipped potentials)."""
+    paths = {"local": Path(args.local or POTENTIALS / "sn2-local.pt"),
+             "efa": Path(args.efa or POTENTIALS / "sn2-efa.pt")}
+    for name, path in paths.items():
+        if not path.exists():
+            raise SystemExit(f"{path}: no such model file; train one with `mlip-attn benchmark "
+                             f"longrange --system sn2` and pass it with --{name}")
+    return paths
+
+
 def start_geometry(distance: float = 7.0) -> Atoms:
     """Cl⁻ on the C–Cl axis behind the carbon (backside attack), CH3Cl near its equilibrium."""
     h = 1.09
@@ -48,13 +59,16 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=2000, help="0.5 fs steps (default 1 ps)")
     p.add_argument("--out", default="sn2_approach_md.png")
+    p.add_argument("--local", help="local model file (default potentials/sn2-local.pt)")
+    p.add_argument("--efa", help="attention model file (default potentials/sn2-efa.pt)")
     args = p.parse_args()
+    models = model_paths(args)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for variant in ("local", "efa"):
-        d = run(POTENTIALS / f"sn2-{variant}.pt", args.steps)
+    for variant, model in models.items():
+        d = run(model, args.steps)
         t = np.arange(len(d)) * 10 * 0.5 / 1000
         ax.plot(t, d, label=variant)
         print(f"{variant:>6}: C···Cl⁻ {d[0]:.2f} Å at t = 0 → {d[-1]:.2f} Å at "
