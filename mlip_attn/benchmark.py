@@ -1,8 +1,9 @@
 """``mlip-attn bench``: throughput and peak memory of energy + forces, and of neighbour lists.
 
 Systems are boxes of random C/H/O atoms at 0.1 atoms/Å³ (liquid-like density, no pair closer
-than ~0.9 Å): periodic for local models, the same box as an isolated cluster for models with
-global attention (which refuse periodic cells). Each (model, size) point runs in a fresh
+than ~0.9 Å): periodic when only local models are compared, otherwise the same box as an
+isolated cluster for every model (global attention refuses periodic cells), so all rows of one
+table see the same structures. Each (model, size) point runs in a fresh
 subprocess, so its peak resident memory (ru_maxrss) is its own and an out-of-memory failure
 only ends that point. Times are medians of ``repeats`` calls after one warm-up, float32.
 """
@@ -54,11 +55,11 @@ def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float
     return cfg
 
 
-def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cutoff: float, queue):
+def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cutoff: float,
+             periodic: bool, queue):
     import torch
     from .data import AtomicData, Batch
     from .data.neighbours import neighbour_list
-    periodic = kind in ("neighbour-list", "painn", "egnn")
     atoms = random_box(n_atoms, periodic=periodic)
     data = AtomicData.from_atoms(atoms)
     times = []
@@ -82,11 +83,12 @@ def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cut
 
 
 def measure(kind: str, n_atoms: int, repeats: int = 5, width: int = 128, layers: int = 3,
-            cutoff: float = 5.0) -> dict:
+            cutoff: float = 5.0, periodic: bool = True) -> dict:
     """Median seconds and peak RSS (MB, whole process) for one point, in a fresh process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(kind, n_atoms, repeats, width, layers, cutoff, queue))
+    proc = ctx.Process(target=_measure, args=(kind, n_atoms, repeats, width, layers, cutoff,
+                                                   periodic, queue))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
@@ -110,10 +112,10 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
     """Print and return a table of throughput (atom·steps/s) and peak memory per point, and
     the log-log slope of time against atoms per model."""
     import torch
+    periodic = all("attention" not in MODELS.get(m, {}) for m in models)
     print(f"energy + forces, float32, width {width}, {layers} layers, cutoff {cutoff} Å, "
-          f"random C/H/O at {DENSITY} atoms/Å³ (periodic for local models, isolated for "
-          f"global ones), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"median of {repeats}")
+          f"random C/H/O at {DENSITY} atoms/Å³ ({'periodic box' if periodic else 'isolated box'}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {repeats}")
     print(f"{'model':<15}{'atoms':>8}{'pairs':>11}{'ms/step':>12}{'atom·steps/s':>15}{'peak MB':>10}")
     rows = []
     for kind in (["neighbour-list"] if neighbour_list else []) + list(models):
@@ -121,7 +123,7 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
             raise ValueError(f"unknown benchmark model {kind!r}; choose from {sorted(MODELS)}")
         failed = False
         for n in sizes:
-            r = (measure(kind, n, repeats, width, layers, cutoff) if not failed else
+            r = (measure(kind, n, repeats, width, layers, cutoff, periodic) if not failed else
                  {"median_s": float("nan"), "edges": 0, "peak_mb": float("nan"),
                   "error": "skipped (a smaller size already failed)"})
             failed = failed or "error" in r

@@ -34,6 +34,10 @@ def _demo(args, extra):
 
 
 def _bench(args, extra):
+    if args.lammps:
+        from .lammps.bench import run_lammps_bench
+        run_lammps_bench(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000))
+        return
     from .benchmark import run_bench
     run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats, width=args.width,
               layers=args.layers, cutoff=args.cutoff)
@@ -128,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)
     b.add_argument("--cutoff", type=float, default=5.0)
+    b.add_argument("--lammps", action="store_true", help="ms/step in LAMMPS vs ASE vs the bare "
+                   "model call (PaiNN on fcc Cu, 1,000 and 10,000 atoms)")
     b.set_defaults(func=_bench)
 
     lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")

@@ -84,16 +84,11 @@ class LammpsModel(nn.Module):
                 (-g_pos).detach().to(torch.float64), virial.detach())
 
 
-LOCAL_BACKBONES = ("painn", "egnn")
-
-
 def is_global(model: Potential, stored: dict | None = None) -> bool:
     """Whether an atom's energy can depend on atoms beyond layers × cutoff (global attention,
     graph-free transformer): such models run on one MPI rank in a non-periodic box."""
-    cfg = model.model_config or {}
-    return bool(model.r_max > 0 or cfg.get("attention") is not None
-                or cfg.get("backbone", "painn") not in LOCAL_BACKBONES
-                or (stored or {}).get("global", False))
+    from ..models.builder import is_global as config_is_global
+    return bool(config_is_global(model.model_config or {}) or (stored or {}).get("global", False))
 
 
 def lammps_metadata(model: Potential, stored: dict | None = None) -> dict:

@@ -11,7 +11,7 @@ from .potential import Potential
 
 BACKBONES = {"painn": PaiNN, "egnn": EGNN, "transformer": TransformerBackbone}
 MODEL_DEFAULTS = {"backbone": "painn", "cutoff": 5.0, "width": 128, "layers": 3, "num_basis": 20,
-                  "attention": None}
+                  "attention": None, "targets": []}
 ATTENTION_TYPES = ("efa", "transformer")
 # keys of the graph-free transformer backbone (`backbone: transformer` only), with defaults
 TRANSFORMER_DEFAULTS = {"heads": 4, "bias": "power_law_negative", "fixed": False, "exponent": None,
@@ -42,7 +42,7 @@ def element_numbers(elements) -> list[int]:
 def resolve_model_config(model_config: dict) -> dict:
     """Defaults filled in, elements as sorted atomic numbers; errors name the key."""
     cfg = {**MODEL_DEFAULTS, **copy.deepcopy(model_config)}
-    unknown = set(cfg) - set(MODEL_DEFAULTS) - set(TRANSFORMER_DEFAULTS) - {"elements", "shift", "scale"}
+    unknown = set(cfg) - set(MODEL_DEFAULTS) - set(TRANSFORMER_DEFAULTS) - {"elements", "shift", "scale", "target_mean", "target_std"}
     if unknown:
         raise ValueError(f"model: unknown keys {sorted(unknown)}; allowed: "
                          f"{sorted(set(MODEL_DEFAULTS) | set(TRANSFORMER_DEFAULTS) | {'elements'})}")
@@ -163,9 +163,13 @@ def build_model(model_config: dict) -> Potential:
     # r_max: the reach of EFA; transformer attention has none (every pair of a structure)
     att = cfg["attention"]
     r_max = float(att["r_max"]) if att and att["type"] == "efa" else 0.0
+    targets = cfg["targets"] or []
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ValueError(f"model.targets: a list of per-structure target names, got {targets!r}")
     model = Potential(backbone, cfg["elements"], cfg["width"], cfg["cutoff"],
                       shift=cfg.get("shift"), scale=cfg.get("scale"), r_max=r_max,
-                      direct_forces=bool(cfg.get("direct_forces", False)))
+                      direct_forces=bool(cfg.get("direct_forces", False)), targets=targets,
+                      target_mean=cfg.pop("target_mean", None), target_std=cfg.pop("target_std", None))
     model.invariant = not cfg.get("coordinate_embedding", False)
     cfg.pop("shift", None)
     cfg.pop("scale", None)  # live in the weights from now on

@@ -26,6 +26,9 @@ class Potential(nn.Module):
         r_max: reach of the global blocks in Å (0 for a local model).
         direct_forces: forces from a per-atom 3-vector head on the features instead of −dE/dr
             (NOT conservative; graph-free transformer option). Stress stays dE/dε.
+        targets: names of extra per-structure scalar targets (e.g. HOMO, LUMO): predicted as
+            mean + std · (structure mean of a per-atom MLP), returned as ``targets`` (B, T) in
+            the targets' own units; ``target_mean``/``target_std`` initialise the affine map.
 
     Flags: ``conservative`` (False with direct forces) and ``invariant`` (set to False by the
     builder for models that see raw coordinates) describe the model for metadata and warnings.
@@ -33,7 +36,9 @@ class Potential(nn.Module):
 
     def __init__(self, backbone: nn.Module, elements: List[int], width: int, cutoff: float,
                  shift: List[float] | None = None, scale: List[float] | None = None,
-                 r_max: float = 0.0, direct_forces: bool = False):
+                 r_max: float = 0.0, direct_forces: bool = False,
+                 targets: List[str] | None = None, target_mean: List[float] | None = None,
+                 target_std: List[float] | None = None):
         super().__init__()
         n = len(elements)
         self.elements: List[int] = list(elements)
@@ -51,6 +56,14 @@ class Potential(nn.Module):
         self.conservative = not self.direct_forces
         self.invariant = True
         self.force_head = mlp([width, width, 3]) if self.direct_forces else nn.Identity()
+        self.target_names: List[str] = list(targets or [])
+        self.num_targets = len(self.target_names)
+        t = self.num_targets
+        self.target_head = mlp([width, width // 2, t]) if t else nn.Identity()
+        self.register_buffer("target_mean", torch.tensor(target_mean or [0.0] * t,
+                                                         dtype=torch.get_default_dtype()))
+        self.register_buffer("target_std", torch.tensor(target_std or [1.0] * t,
+                                                        dtype=torch.get_default_dtype()))
 
     def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                         edge_index: torch.Tensor, shifts: torch.Tensor, charge: torch.Tensor,
@@ -100,6 +113,8 @@ class Potential(nn.Module):
         out: Dict[str, torch.Tensor] = {"energy": energy, "energies": atomic}
         if compute_forces and self.direct_forces:
             out["forces"] = self.force_head(features)
+        if self.num_targets > 0:
+            out["targets"] = self.structure_targets(features, batch, num_graphs)
         if gradient_forces or compute_stress:
             inputs: List[torch.Tensor] = [leaf_positions]
             if compute_stress:
@@ -121,6 +136,14 @@ class Potential(nn.Module):
             for key in list(out.keys()):
                 out[key] = out[key].detach()
         return out
+
+    def structure_targets(self, features: torch.Tensor, batch: torch.Tensor, num_graphs: int
+                          ) -> torch.Tensor:
+        """Per-structure targets (B, T) in their units: affine map of a per-atom head's mean."""
+        per_atom = self.target_head(features)                              # (N, T)
+        sums = per_atom.new_zeros((num_graphs, self.num_targets)).index_add(0, batch, per_atom)
+        counts = torch.bincount(batch, minlength=num_graphs).to(per_atom.dtype)
+        return self.target_mean + self.target_std * sums / counts[:, None]
 
     @torch.jit.ignore
     def predict(self, batch, compute_forces: bool = True, compute_stress: bool = False

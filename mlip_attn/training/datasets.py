@@ -20,17 +20,20 @@ def _subset(structures, indices):
 
 
 def load_datasets(data_cfg: dict, cutoff: float, elements: list[int] | None = None,
-                  require: tuple[str, ...] = ("energy", "forces")) -> Datasets:
-    """Read files, split fractions by ``split_seed``, check labels and elements, build graphs."""
+                  require: tuple[str, ...] = ("energy", "forces"), targets: tuple[str, ...] = ()
+                  ) -> Datasets:
+    """Read files, split fractions by ``split_seed``, check labels and elements, build graphs.
+    ``targets``: per-structure scalars read from ``atoms.info`` that every structure must have."""
     keys = LabelKeys(**data_cfg.get("keys", {}))
-    full = read_structures(data_cfg["train"], keys)
+    read = lambda path: read_structures(path, keys, targets)
+    full = read(data_cfg["train"])
     fractions = [data_cfg[k] if isinstance(data_cfg[k], float) else 0.0 for k in ("valid", "test")]
     train_idx, valid_idx, test_idx = split_indices(
         len(full), (1.0 - sum(fractions), fractions[0], fractions[1]), data_cfg["split_seed"])
     train = _subset(full, train_idx)
-    valid = (read_structures(data_cfg["valid"], keys) if isinstance(data_cfg["valid"], str)
+    valid = (read(data_cfg["valid"]) if isinstance(data_cfg["valid"], str)
              else _subset(full, valid_idx))
-    test = (read_structures(data_cfg["test"], keys) if isinstance(data_cfg["test"], str)
+    test = (read(data_cfg["test"]) if isinstance(data_cfg["test"], str)
             else _subset(full, test_idx))
     if not train:
         raise DataFileError(f"{data_cfg['train']}: no structures left for training after the split")
@@ -44,6 +47,10 @@ def load_datasets(data_cfg: dict, cutoff: float, elements: list[int] | None = No
             if unknown:
                 raise DataFileError(f"{d.name}: elements {unknown} are not among the model's "
                                     f"elements {elements} (data.{name})")
+            missing = [t for t in targets if t not in d.targets]
+            if missing:
+                raise DataFileError(f"{d.name}: missing target {missing[0]!r} in atoms.info "
+                                    f"(model.targets lists {list(targets)})")
             for label in require:
                 if getattr(d, label) is None:
                     key = getattr(keys, label)

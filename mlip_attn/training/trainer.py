@@ -53,8 +53,21 @@ def _weights(tcfg: dict) -> dict:
             "stress": tcfg["stress_weight"]}
 
 
+def _target_statistics(structures, names: tuple[str, ...]) -> dict:
+    """Initial affine map of the target heads: mean and std of each target on the train set."""
+    if not names:
+        return {}
+    values = torch.tensor([[d.targets[n] for n in names] for d in structures], dtype=torch.float64)
+    std = values.std(dim=0) if len(structures) > 1 else torch.ones(len(names))
+    return {"target_mean": values.mean(dim=0).tolist(),
+            "target_std": torch.where(std > 1e-12, std, torch.ones_like(std)).tolist()}
+
+
 def _valid_loss(metrics: dict, weights: dict) -> float:
     total = 0.0
+    for k, name in enumerate(weights.get("target_names", [])):
+        std = float(weights["target_std"][k])
+        total += weights["targets"] * (metrics[f"target_{name}_rmse"] / std) ** 2
     for name, key in (("energy", "energy_per_atom_rmse"), ("forces", "forces_rmse"),
                       ("stress", "stress_rmse")):
         if weights[name] > 0 and key in metrics:
@@ -111,7 +124,9 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
     if config["model"].get("elements"):
         from ..models.builder import element_numbers
         elements = element_numbers(config["model"]["elements"])
-    data = load_datasets(config["data"], float(config["model"]["cutoff"]), elements, required)
+    target_names = tuple(config["model"].get("targets") or ())
+    data = load_datasets(config["data"], float(config["model"]["cutoff"]), elements, required,
+                         target_names)
     _check_global_reach(config["model"], data, log if is_main else (lambda s: None))
     if weights["stress"] > 0 and not all(d.is_periodic for d in data.train):
         raise FitError("training.stress_weight > 0 needs periodic structures with stress labels")
@@ -120,11 +135,15 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         e0 = reference_energies(data.train, data.elements, config["data"]["e0s"])
         scale = energy_scale(data.train, e0)
         model_cfg = {**config["model"], "elements": data.elements,
-                     "shift": [e0[z] for z in data.elements], "scale": [scale] * len(data.elements)}
+                     "shift": [e0[z] for z in data.elements], "scale": [scale] * len(data.elements),
+                     **_target_statistics(data.train, target_names)}
     else:
         model_cfg = {**config["model"], "elements": checkpoint["elements"]}
     model = build_model(model_cfg).to(device=device, dtype=dtype)
     distributed.broadcast_parameters(model)
+    if target_names:
+        weights.update(targets=tcfg["targets_weight"], target_names=list(target_names),
+                       target_std=model.target_std)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     steps_per_epoch = max(1, math.ceil(len(data.train) / tcfg["batch_size"]) // world)
     schedule = LRSchedule(tcfg["lr"], tcfg["scheduler"], tcfg["epochs"], steps_per_epoch,
@@ -166,7 +185,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
                        for k in range(0, len(order), tcfg["batch_size"])]
         mine = all_batches[rank:steps_per_epoch * world:world]
         progress = _progress(mine, epoch, tcfg, is_main)
-        train_metrics = ErrorMetrics()
+        train_metrics = ErrorMetrics(target_names)
         loss_sum = 0.0
         for indices in progress:
             batch = Batch.collate([data.train[i] for i in indices]).to(device, dtype)
@@ -196,7 +215,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
 
         # validation with the EMA weights, each rank its share, summed
         live = _swap_weights(model, ema.shadow) if ema is not None else None
-        valid_metrics = ErrorMetrics()
+        valid_metrics = ErrorMetrics(target_names)
         evaluate(model, data.valid[rank::world], tcfg["batch_size"], valid_metrics)
         valid_metrics.load_vector(distributed.sum_across_ranks(valid_metrics.as_vector()))
         valid = valid_metrics.result()
@@ -308,6 +327,9 @@ def format_errors(m: dict) -> str:
         parts.append(f"F MAE {1e3 * m['forces_mae']:.1f} RMSE {1e3 * m['forces_rmse']:.1f} meV/Å")
     if "stress_mae" in m:
         parts.append(f"S MAE {1e3 * m['stress_mae']:.3f} meV/Å³")
+    for key in m:
+        if key.startswith("target_") and key.endswith("_mae"):
+            parts.append(f"{key[len('target_'):-len('_mae')]} MAE {m[key]:.4g}")
     return " | ".join(parts)
 
 
