@@ -11,25 +11,13 @@ Prints a table by distance from the protonated end and writes charge_transfer_fo
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 from mlip_attn import AttnCalculator
 from mlip_attn.qm import charge_transfer_ground_state, make_calculator
 
-POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
-
-
-def model_paths(args) -> dict:
-    """The local and attention model files (default: the shipped potentials)."""
-    paths = {"local": Path(args.local or POTENTIALS / "charge-transfer-local.pt"),
-             "efa": Path(args.efa or POTENTIALS / "charge-transfer-efa.pt")}
-    for name, path in paths.items():
-        if not path.exists():
-            raise SystemExit(f"{path}: no such model file; train one with `mlip-attn benchmark "
-                             f"longrange --system charge-transfer` and pass it with --{name}")
-    return paths
+from example_models import add_model_arguments, model_paths  # noqa: E402
 
 
 def pair():
@@ -54,9 +42,8 @@ def forces(atoms, calc, charge):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--local", help="local model file (default potentials/charge-transfer-local.pt)")
-    p.add_argument("--efa", help="attention model file (default potentials/charge-transfer-efa.pt)")
-    models = model_paths(p.parse_args())
+    add_model_arguments(p, "charge-transfer")
+    models = model_paths(p.parse_args(), "charge-transfer")
     neutral, cation, first_c = pair()
     n = len(neutral)
     dist = np.linalg.norm(neutral.positions - neutral.positions[first_c], axis=1)

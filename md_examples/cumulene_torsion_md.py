@@ -12,7 +12,6 @@ Prints the torsion distribution per model and writes cumulene_torsion_md.png.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from ase import units
@@ -22,18 +21,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from mlip_attn import AttnCalculator
 from mlip_attn.qm import cumulene_ground_state, torsion_angle
 
-POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
-
-
-def model_paths(args) -> dict:
-    """The local and attention model files (default: the shipped potentials)."""
-    paths = {"local": Path(args.local or POTENTIALS / "cumulene-local.pt"),
-             "efa": Path(args.efa or POTENTIALS / "cumulene-efa.pt")}
-    for name, path in paths.items():
-        if not path.exists():
-            raise SystemExit(f"{path}: no such model file; train one with `mlip-attn benchmark "
-                             f"longrange --system cumulene` and pass it with --{name}")
-    return paths
+from example_models import add_model_arguments, model_paths  # noqa: E402
 
 
 def run(model: Path, carbons: int, steps: int, seed: int = 0) -> np.ndarray:
@@ -53,11 +41,10 @@ def main():
     p.add_argument("--steps", type=int, default=4000, help="0.5 fs steps (default 2 ps)")
     p.add_argument("--carbons", type=int, default=9)
     p.add_argument("--out", default="cumulene_torsion_md.png")
-    p.add_argument("--local", help="local model file (default potentials/cumulene-local.pt)")
-    p.add_argument("--efa", help="attention model file (default potentials/cumulene-efa.pt)")
+    add_model_arguments(p, "cumulene")
     args = p.parse_args()
     results = {}
-    for variant, model in model_paths(args).items():
+    for variant, model in model_paths(args, "cumulene").items():
         results[variant] = run(model, args.carbons, args.steps)
         a = results[variant]
         print(f"{variant:>6}: torsion mean {a.mean():5.1f}°, std {a.std():5.1f}°, "

@@ -11,7 +11,6 @@ Prints the C···Cl⁻ distance over time per model and writes sn2_approach_md.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
@@ -19,18 +18,7 @@ from ase.md.verlet import VelocityVerlet
 
 from mlip_attn import AttnCalculator
 
-POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
-
-
-def model_paths(args) -> dict:
-    """The local and attention model files (default: the shipped potentials)."""
-    paths = {"local": Path(args.local or POTENTIALS / "sn2-local.pt"),
-             "efa": Path(args.efa or POTENTIALS / "sn2-efa.pt")}
-    for name, path in paths.items():
-        if not path.exists():
-            raise SystemExit(f"{path}: no such model file; train one with `mlip-attn benchmark "
-                             f"longrange --system sn2` and pass it with --{name}")
-    return paths
+from example_models import add_model_arguments, model_paths  # noqa: E402
 
 
 def start_geometry(distance: float = 7.0) -> Atoms:
@@ -59,10 +47,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=2000, help="0.5 fs steps (default 1 ps)")
     p.add_argument("--out", default="sn2_approach_md.png")
-    p.add_argument("--local", help="local model file (default potentials/sn2-local.pt)")
-    p.add_argument("--efa", help="attention model file (default potentials/sn2-efa.pt)")
+    add_model_arguments(p, "sn2")
     args = p.parse_args()
-    models = model_paths(args)
+    models = model_paths(args, "sn2")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -183,12 +183,17 @@ def plot_attention_vs_distance(model, structures, out_png, bins: int = 20,
     ax.set_yscale("log")
     ax.set_xlabel("distance r_ij (Å)")
     ax.set_ylabel("mean attention weight" + (" × (n−1)" if relative else ""))
+    return _save(fig, ax, out_png)
+
+
+def _save(fig, ax, out_png) -> Path:
+    """Legend, tight layout, write ``out_png`` (folders created) and close the figure."""
     ax.legend(fontsize=7)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return out_png
 
 
@@ -202,10 +207,4 @@ def plot_exponents(model, out_png, bins: int = 24) -> Path:
             label=[f"layer {k}" for k in range(len(hist["exponents"]))])
     ax.set_xlabel("learned exponent p_h")
     ax.set_ylabel("heads")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
+    return _save(fig, ax, out_png)

@@ -1,0 +1,22 @@
+"""Shared by the MD examples: the local and attention model files to compare."""
+from __future__ import annotations
+
+from pathlib import Path
+
+POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
+
+
+def add_model_arguments(parser, system: str) -> None:
+    parser.add_argument("--local", help=f"local model file (default potentials/{system}-local.pt)")
+    parser.add_argument("--efa", help=f"attention model file (default potentials/{system}-efa.pt)")
+
+
+def model_paths(args, system: str) -> dict[str, Path]:
+    """{"local": path, "efa": path}; exits with a clear message when a file is missing."""
+    paths = {"local": Path(args.local or POTENTIALS / f"{system}-local.pt"),
+             "efa": Path(args.efa or POTENTIALS / f"{system}-efa.pt")}
+    for name, path in paths.items():
+        if not path.exists():
+            raise SystemExit(f"{path}: no such model file; train one with `mlip-attn benchmark "
+                             f"longrange --system {system}` and pass it with --{name}")
+    return paths
