@@ -33,13 +33,11 @@ def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cut
         box = cell
     else:
         box = np.zeros((3, 3))
-    nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=False)
+    # vesin sorts the pairs by (i, j) itself, cheaper than sorting afterwards
+    nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
     i, j, s = nl.compute(points=positions, box=box, periodic=pbc.tolist(), quantities="ijS")
-    i = i.astype(np.int64)
-    j = j.astype(np.int64)
     shifts = s.astype(np.float64) @ cell if pbc.any() else np.zeros((len(i), 3))
-    order = np.lexsort((j, i))
-    return np.stack([i[order], j[order]]), shifts[order]
+    return np.stack([i, j]).astype(np.int64), shifts
 
 
 def edge_vectors(positions: torch.Tensor, edge_index: torch.Tensor, shifts: torch.Tensor
