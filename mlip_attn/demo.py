@@ -99,8 +99,9 @@ def run_demo(out: str | Path = "demo_run", quick: bool = False, log=print) -> di
         }
         config = load_config(None, overrides)
         resume = (run_dir / "checkpoint.pt").exists()
-        result = fit(config, resume=resume, log=lambda s: None if s.startswith("epoch") and
-                     not s.endswith("0") else log("      " + s))
+        # per-epoch lines stay in the progress bar and metrics.csv; the summary lines are shown
+        result = fit(config, resume=resume,
+                     log=lambda s: None if s.startswith("epoch") else log("      " + s))
         calc = AttnCalculator(run_dir / "model.pt", range_check="raise")
         profile = []
         for atoms in scan:

@@ -181,20 +181,19 @@ def _norm_unit(unit) -> str:
     return text.replace("/particle", "")   # pre-release openQDC wrote "eV/particle"
 
 
-def _energy_factor(unit, where: str) -> float:
+def _unit_factor(table: dict, kind: str, unit, where: str) -> float:
     key = _norm_unit(unit)
-    if key not in ENERGY_UNITS:
-        raise OpenQDCError(f"{where}: unknown energy unit '{unit}' "
-                           f"(known: {sorted(set(ENERGY_UNITS))})")
-    return ENERGY_UNITS[key]
+    if key not in table:
+        raise OpenQDCError(f"{where}: unknown {kind} unit '{unit}' (known: {sorted(set(table))})")
+    return table[key]
+
+
+def _energy_factor(unit, where: str) -> float:
+    return _unit_factor(ENERGY_UNITS, "energy", unit, where)
 
 
 def _distance_factor(unit, where: str) -> float:
-    key = _norm_unit(unit)
-    if key not in DISTANCE_UNITS:
-        raise OpenQDCError(f"{where}: unknown distance unit '{unit}' "
-                           f"(known: {sorted(set(DISTANCE_UNITS))})")
-    return DISTANCE_UNITS[key]
+    return _unit_factor(DISTANCE_UNITS, "distance", unit, where)
 
 
 def _force_factor(unit, where: str) -> float:
