@@ -71,7 +71,8 @@ def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cut
         edges = 0
     else:
         from .models import build_model
-        model = build_model(model_config(kind, width, layers, cutoff, data.extent + 1.0)).eval()
+        model = build_model(model_config(kind, width, layers, cutoff, data.extent + 1.0))
+        model = model.eval().requires_grad_(False)  # inference, as in AttnCalculator
         batch = Batch.collate([data.with_graph(cutoff)]).to(dtype=torch.float32)
         edges = batch.edge_index.shape[1]
         for _ in range(repeats + 1):

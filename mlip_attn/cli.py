@@ -38,6 +38,12 @@ def _bench(args, extra):
         from .lammps.bench import run_lammps_bench
         run_lammps_bench(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000))
         return
+    if args.peers:
+        from .peers import run_peers
+        run_peers(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (100, 1000),
+                  repeats=args.repeats if args.repeats != 5 else 7, width=args.width,
+                  layers=args.layers, cutoff=args.cutoff)
+        return
     from .benchmark import run_bench
     run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats, width=args.width,
               layers=args.layers, cutoff=args.cutoff)
@@ -134,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cutoff", type=float, default=5.0)
     b.add_argument("--lammps", action="store_true", help="ms/step in LAMMPS vs ASE vs the bare "
                    "model call (PaiNN on fcc Cu, 1,000 and 10,000 atoms)")
+    b.add_argument("--peers", action="store_true", help="side by side in one process with "
+                   "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
     b.set_defaults(func=_bench)
 
     lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")
@@ -144,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--width", type=int, default=32, help="width of efa-l1; others are matched")
     lr.add_argument("--n", type=int, default=None, help="structures (default per system)")
     lr.add_argument("--variants", nargs="+", default=None,
-                    choices=["local", "efa-l0", "efa-l1", "transformer"])
+                    choices=["local", "efa-l0", "efa-l1", "efa-l2", "transformer"])
     lr.add_argument("--workers", type=int, default=1)
     lr.add_argument("--seed", type=int, default=0)
     lr.set_defaults(func=_benchmark)

@@ -21,6 +21,8 @@ MODEL_CONFIGS = {
 # well inside r_max (test structures here span < 12 Å); tests/test_efa.py covers the range limit.
 MODEL_CONFIGS["painn-efa"] = {"backbone": "painn",
                               "attention": {"type": "efa", "r_max": 40.0, "vectors": True}}
+MODEL_CONFIGS["painn-efa-l2"] = {"backbone": "painn", "attention": {
+    "type": "efa", "r_max": 40.0, "vectors": True, "tensors": True}}
 MODEL_CONFIGS["egnn-efa"] = {"backbone": "egnn", "attention": {"type": "efa", "r_max": 40.0}}
 
 

@@ -31,3 +31,25 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     assert (tmp_path / "model.pt").exists()
     assert "NVE" in text and "barrier" in text
+
+
+def test_peers_benchmark_runs_ours_and_skips_missing_peers():
+    """`mlip-attn bench --peers` times every model interleaved; a missing peer is reported."""
+    import importlib.util
+    from mlip_attn.peers import format_table, run_peers
+    lines = []
+    rows = run_peers(sizes=(20,), models=("painn", "painn-ase", "egnn", "schnetpack-painn"),
+                     repeats=1, width=8, layers=1, num_basis=4, memory=False, log=lines.append)
+    names = {r["model"] for r in rows}
+    assert {"painn", "painn-ase", "egnn"} <= names
+    assert all(r["median_s"] > 0 and r["pairs"] > 0 for r in rows)
+    if importlib.util.find_spec("schnetpack") is None:
+        assert any("not installed" in line for line in lines)
+    assert any("AttnCalculator adds" in line for line in lines)
+    # the ratio column: their time / ours
+    fake = [{"model": "painn", "atoms": 10, "pairs": 5, "parameters": 1, "median_s": 0.5,
+             "memory": None},
+            {"model": "schnetpack-painn", "atoms": 10, "pairs": 5, "parameters": 1,
+             "median_s": 2.0, "memory": {"call_peak_mb": 3.0}}]
+    table = format_table(fake)
+    assert "| 4.00× |" in table and "| 1.00× | 3 |" in table

@@ -172,3 +172,28 @@ def test_bad_files_give_clear_errors_and_stay_intact(tmp_path):
     not_hdf5.write_text("hello")
     with pytest.raises(ValueError, match="HDF5"):
         read_structures(not_hdf5)
+
+
+def test_verlet_list_equals_a_fresh_neighbour_list_along_a_trajectory():
+    """Reused pairs (skin) give exactly the fresh list's pairs, and searches happen rarely."""
+    from ase.build import bulk
+    from mlip_attn.data.neighbours import VerletList, neighbour_list
+    rng = np.random.default_rng(0)
+    for atoms in (bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2),
+                  random_molecule(30, seed=2, spread=4.0)):
+        verlet = VerletList(skin=1.0)
+        for step in range(40):
+            atoms.positions += rng.normal(0.0, 0.02, atoms.positions.shape)
+            ref_edges, ref_shifts = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, 3.0)
+            edges, shifts = verlet(atoms.positions, atoms.cell.array, atoms.pbc, 3.0)
+            assert (np.diff(edges[0]) >= 0).all()  # still sorted by receiver
+            key = lambda e, s: np.lexsort((*np.round(s, 6).T, e[1], e[0]))  # noqa: E731
+            a, b = key(edges, shifts), key(ref_edges, ref_shifts)
+            np.testing.assert_array_equal(edges[:, a], ref_edges[:, b])
+            np.testing.assert_allclose(shifts[a], ref_shifts[b], atol=1e-12)
+        assert 1 < verlet.builds < 20, verlet.builds
+        # a changed cell forces a new search
+        before = verlet.builds
+        atoms.set_cell(atoms.cell.array * 1.01 if atoms.pbc.any() else np.eye(3), scale_atoms=False)
+        verlet(atoms.positions, atoms.cell.array, atoms.pbc, 3.0)
+        assert verlet.builds == before + 1

@@ -6,7 +6,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 import torch
 
 from mlip_attn.attention.efa import (
@@ -343,3 +345,44 @@ def test_memory_is_linear_not_n_g_dqk_dv():
     growth = int(res.stdout.strip().splitlines()[-1])
     forbidden = 20000 * 50 * 16 * 32 * 8
     assert growth < forbidden / 4, f"peak RSS grew by {growth / 1e6:.0f} MB"
+
+
+# ---------------------------------------------------------------- rank-2 channels
+
+
+def test_tensor_channels_match_exact_and_rotate_as_rank_two():
+    blk = make_block(True, tensors=True)
+    pos, batch = make_structures([6, 9, 4], extent=R_MAX)
+    s, v = make_features(len(batch), True)
+    fast, exact = blk.attend(s, v, pos, batch, 3), blk.attend_exact(s, v, pos, batch, 3)
+    assert fast[1].shape == (len(batch), 12, blk.d_v)
+    assert rel_err(fast[1], exact[1]) < 1e-6
+    rot = torch.tensor(Rotation.random(random_state=3).as_matrix(), dtype=F64)
+    turned = blk.attend(s, torch.einsum("ab,nbf->naf", rot, v), pos @ rot.T, batch, 3)[1]
+    y_t = fast[1][:, 3:].reshape(-1, 3, 3, blk.d_v)
+    expected = torch.einsum("ab,nbcf,dc->nadf", rot, y_t, rot)
+    assert rel_err(turned[:, 3:].reshape(-1, 3, 3, blk.d_v), expected) < 1e-6
+    out, ref = blk(s, v, pos, batch, 3), blk.exact_pairwise(s, v, pos, batch, 3)
+    assert rel_err(out[0], ref[0]) < 1e-6 and rel_err(out[1], ref[1]) < 1e-6
+
+
+def test_tensor_channels_see_the_twist_between_two_distant_ch2_groups():
+    """Two CH2 groups 9 Å apart (beyond a 4 Å cutoff and 2 layers): the symmetric H pair
+    cancels in vector sums, so only the rank-2 channels tell a planar from a twisted pair."""
+    from ase import Atoms
+    from conftest import make_model, predict
+
+    def pair(twist_deg):
+        c, s = np.cos(np.radians(twist_deg)), np.sin(np.radians(twist_deg))
+        h = [[-0.55, 0.93, 0.0], [-0.55, -0.93, 0.0]]
+        far = [[9.55, 0.93 * c, 0.93 * s], [9.55, -0.93 * c, -0.93 * s]]
+        return Atoms("CH2CH2", positions=[[0, 0, 0], *h, [9.0, 0, 0], *far])
+
+    def twist_effect(name):
+        model = make_model(name, elements=(1, 6), width=16, layers=2, cutoff=4.0)
+        e = [float(predict(model, [pair(t)])["energy"]) for t in (0.0, 45.0, 90.0)]
+        return max(e) - min(e)
+
+    local = twist_effect("painn")
+    assert local < 1e-10  # nothing reaches across 9 Å
+    assert twist_effect("painn-efa-l2") > 1e3 * max(local, 1e-12)

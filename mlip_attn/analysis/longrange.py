@@ -7,6 +7,7 @@ every variant, and parameter counts matched within ±5% by adjusting the width. 
     local       PaiNN
     efa-l0      PaiNN + EFA on scalars
     efa-l1      PaiNN + EFA on scalars and vectors
+    efa-l2      efa-l1 + rank-2 tensor channels (outer products of vectors)
     transformer PaiNN + softmax attention with a learned negative power-law bias
 
 Writes ``OUT/<system>/results.json``, a table on stdout, one run directory per variant and the
@@ -27,6 +28,8 @@ VARIANTS = {
     "local": None,
     "efa-l0": {"type": "efa", "grid": 50, "d_qk": 16, "d_v": 16, "vectors": False},
     "efa-l1": {"type": "efa", "grid": 50, "d_qk": 16, "d_v": 16, "vectors": True},
+    "efa-l2": {"type": "efa", "grid": 50, "d_qk": 16, "d_v": 16, "vectors": True,
+               "tensors": True},
     "transformer": {"type": "transformer", "heads": 4, "bias": "power_law_negative"},
 }
 

@@ -220,6 +220,12 @@ class EuclideanFastAttention(nn.Module):
         d_qk: query/key channels (even; K = d_qk/2 rotary frequencies).
         d_v: value channels (per scalar / per vector part).
         vectors: also use and return ℓ = 1 (vector) channels.
+        tensors: also attend over rank-2 Cartesian values T_j = (A v_j) ⊗ (B v_j) (ℓ = 0, 1, 2
+            parts; needs ``vectors``) and feed the invariants c_iᵀ Y_i d_i (c = C v_i,
+            d = D v_i, Y_i = Σ_j K_ij T_j) to the scalars. A symmetric pair of atoms (the two
+            H of a CH2 end) has opposite in-plane vectors that cancel in any sum of vectors
+            but not in their outer products, so these channels carry the plane's orientation
+            across the structure; the energy gets (v_i · v_j)²-like terms (a cos² torsion).
         b_max: reach in radians; default ``b_max_for_grid(grid, vectors)``.
         feature_map: Ψ on scalar queries/keys: "identity", "silu" or "gelu".
             Vector queries/keys/values are linear in ``v`` (no nonlinearity).
@@ -239,6 +245,7 @@ class EuclideanFastAttention(nn.Module):
     """
 
     vectors: Final[bool]  # Final: TorchScript drops the unused branch
+    tensors: Final[bool]
     d_qk: int
     d_v: int
     n_comp: int
@@ -255,8 +262,12 @@ class EuclideanFastAttention(nn.Module):
         vectors: bool = False,
         b_max: Optional[float] = None,
         feature_map: str = "identity",
+        tensors: bool = False,
     ) -> None:
         super().__init__()
+        if tensors and not vectors:
+            raise ValueError("tensors: rank-2 channels are built from vector features; "
+                             "set vectors: true as well")
         if d_qk % 2:
             raise ValueError(f"d_qk must be even, got {d_qk}")
         if r_max <= 0:
@@ -270,6 +281,7 @@ class EuclideanFastAttention(nn.Module):
         self.d_qk = int(d_qk)
         self.d_v = int(d_v)
         self.vectors = bool(vectors)
+        self.tensors = bool(tensors)
         self.n_comp = 4 if vectors else 1  # scalar + 3 Cartesian components
         self.b_max = float(b_max) if b_max is not None else b_max_for_grid(grid, vectors)
         self.feature_map = feature_map
@@ -304,12 +316,16 @@ class EuclideanFastAttention(nn.Module):
         if self.vec_gate is not None:
             nn.init.zeros_(self.vec_gate.weight)
             nn.init.zeros_(self.vec_gate.bias)
+        # rank-2 values (A v) ⊗ (B v) and the contraction (C v)ᵀ Y (D v), d_v channels each
+        self.proj_t: Optional[nn.Linear] = (
+            nn.Linear(width, 4 * d_v, bias=False) if tensors else None)
+        self.out_t: Optional[nn.Linear] = nn.Linear(d_v, width, bias=False) if tensors else None
 
     @torch.jit.ignore
     def extra_repr(self) -> str:
         return (
             f"width={self.width}, r_max={self.r_max}, grid={self.grid}, d_qk={self.d_qk}, "
-            f"d_v={self.d_v}, vectors={self.vectors}, b_max={self.b_max / math.pi:.3f}π, "
+            f"d_v={self.d_v}, vectors={self.vectors}, tensors={self.tensors}, b_max={self.b_max / math.pi:.3f}π, "
             f"feature_map={self.feature_map!r}"
         )
 
@@ -332,12 +348,22 @@ class EuclideanFastAttention(nn.Module):
             q = torch.cat([q, hv[:, :, :d_qk]], dim=1)
             k = torch.cat([k, hv[:, :, d_qk : 2 * d_qk]], dim=1)
             val = torch.cat([val, hv[:, :, 2 * d_qk :].reshape(hv.shape[0], 3 * d_v)], dim=1)
+        if self.tensors:
+            ht = self.proj_t(v)  # (N, 3, 4 d_v)
+            outer = ht[:, :, None, :d_v] * ht[:, None, :, d_v : 2 * d_v]  # (N, 3, 3, d_v)
+            val = torch.cat([val, outer.reshape(ht.shape[0], 9 * d_v)], dim=1)
         return q, k, val
 
     def _split(self, y: Tensor) -> Tuple[Tensor, Tensor]:
-        y_s = y[:, : self.d_v]
+        """y_s (N, d_v) and y_v: (N, 3, d_v), or (N, 12, d_v) with the rank-2 channels
+        (3 vector rows, then the 3×3 tensor rows), or (N, 3, 0) without vectors."""
+        d_v = self.d_v
+        y_s = y[:, :d_v]
         if self.vectors:
-            y_v = y[:, self.d_v :].reshape(y.shape[0], 3, self.d_v)
+            y_v = y[:, d_v : 4 * d_v].reshape(y.shape[0], 3, d_v)
+            if self.tensors:
+                y_t = y[:, 4 * d_v :].reshape(y.shape[0], 9, d_v)
+                y_v = torch.cat([y_v, y_t], dim=1)
         else:
             y_v = y.new_zeros((y.shape[0], 3, 0))
         return y_s, y_v
@@ -349,7 +375,7 @@ class EuclideanFastAttention(nn.Module):
 
         s (N, F), v (N, 3, F) (ignored unless vectors), positions (N, 3) Å,
         batch (N,) int64 in [0, num_graphs). Returns y_s (N, d_v) and
-        y_v (N, 3, d_v) (shape (N, 3, 0) when vectors=False).
+        y_v (N, 3, d_v) ((N, 12, d_v) with tensors; (N, 3, 0) when vectors=False).
         """
         q, k, val = self._project(s, v)
         dtype = s.dtype
@@ -389,6 +415,13 @@ class EuclideanFastAttention(nn.Module):
         linear map gated by scalars; last layers zero-initialised."""
         h_s = self.out_s(y_s) + s
         h_v = v
+        if self.tensors:
+            d_v = self.d_v
+            y_t = y_v[:, 3:].reshape(y_v.shape[0], 3, 3, d_v)
+            cd = self.proj_t(v)[:, :, 2 * d_v :]  # (N, 3, 2 d_v): c, d
+            t_inv = (cd[:, :, None, :d_v] * y_t * cd[:, None, :, d_v:]).sum(dim=(1, 2))
+            h_s = h_s + self.out_t(t_inv)  # c_iᵀ Y_i d_i: rotation invariant
+            y_v = y_v[:, :3]
         if self.vectors:
             h_v = self.out_v(y_v) + v
             h_s = h_s + (h_v * self.vec_dot(h_v)).sum(dim=1)  # rotation-invariant couplings

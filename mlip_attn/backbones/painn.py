@@ -8,20 +8,25 @@ from torch import nn
 
 from ..nn import CosineCutoff, SincRadialBasis, mlp
 from ..nn.global_block import NoGlobalBlock
+from ..nn.painn_message import message_reference, painn_message
 
 
 class PaiNNLayer(nn.Module):
     """One PaiNN interaction (message + update), plus an optional global block in parallel.
 
     s (N, F) scalars, v (N, 3, F) vectors. Edge inputs are computed once per forward:
-    ``radial`` (E, n_basis) = basis(r), ``envelope`` (E,) = cutoff(r), ``unit`` (E, 3) =
-    r_ij / |r_ij|. The filter is Linear(basis) · envelope, so a message vanishes smoothly at the
-    cutoff (the linear layer's bias would otherwise make the energy jump there).
+    ``rho`` (E, n_basis + 1) = [basis(r) · cutoff(r), cutoff(r)] and ``unit`` (E, 3) =
+    r_ij / |r_ij|. The filter is (Linear(basis) · cutoff), evaluated as one matmul of ``rho``
+    with [weight | bias], so a message vanishes smoothly at the cutoff and no (E, 3F) product
+    with the envelope is formed. ``first`` marks the layer that sees v = 0, whose vector
+    message therefore has no v_j term (skipped, not computed as zeros).
     """
 
-    def __init__(self, width: int, num_basis: int, global_block: nn.Module | None = None):
+    def __init__(self, width: int, num_basis: int, global_block: nn.Module | None = None,
+                 first: bool = False):
         super().__init__()
         self.width = width
+        self.first = first
         self.message_scalar = mlp([width, width, 3 * width])
         self.message_radial = nn.Linear(num_basis, 3 * width)
         self.update_uv = nn.Linear(width, 2 * width, bias=False)
@@ -30,17 +35,20 @@ class PaiNNLayer(nn.Module):
         self.global_block = global_block if global_block is not None else NoGlobalBlock()
 
     def forward(self, s: torch.Tensor, v: torch.Tensor, edge_index: torch.Tensor,
-                radial: torch.Tensor, envelope: torch.Tensor, unit: torch.Tensor,
-                positions: torch.Tensor,
+                rho: torch.Tensor, unit: torch.Tensor, positions: torch.Tensor,
                 batch: torch.Tensor, num_graphs: int) -> Tuple[torch.Tensor, torch.Tensor]:
         F = self.width
         i, j = edge_index[0], edge_index[1]
-        # message: filter the neighbour's features by the radial function
-        x = self.message_scalar(s)[j] * (self.message_radial(radial) * envelope[:, None])  # (E, 3F)
-        ds_e, dv_v, dv_r = torch.split(x, F, dim=1)
-        dv_e = v[j] * dv_v[:, None, :] + unit[:, :, None] * dv_r[:, None, :]  # (E, 3, F)
-        s_msg = s + torch.zeros_like(s).index_add_(0, i, ds_e)
-        v_msg = v + torch.zeros_like(v).index_add_(0, i, dv_e)
+        # message: filter the neighbour's features by the radial function, sum over neighbours
+        radial = self.message_radial
+        weight = torch.cat([radial.weight, radial.bias[:, None]], dim=1)       # (3F, K)
+        phi = self.message_scalar(s)                                          # (N, 3F)
+        if torch.jit.is_scripting():
+            ds, dv = message_reference(phi, v, rho, unit, weight, i, j, self.first)
+        else:
+            ds, dv = self._chunked_message(phi, v, rho, unit, weight, i, j)
+        s_msg = s + ds
+        v_msg = v + dv
         # update: mix channels, couple scalars and vector norms
         uv = self.update_uv(v_msg)                                           # (N, 3, 2F)
         u, w = torch.split(uv, F, dim=2)
@@ -53,6 +61,13 @@ class PaiNNLayer(nn.Module):
             ds_g, dv_g = self.global_block(s, v, positions, batch, num_graphs)
             return s_local + ds_g, v_local + dv_g
         return s_local, v_local
+
+    @torch.jit.unused
+    def _chunked_message(self, phi: torch.Tensor, v: torch.Tensor, rho: torch.Tensor,
+                         unit: torch.Tensor, weight: torch.Tensor, i: torch.Tensor,
+                         j: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Eager path: same maths, edge chunks, no stored edge tensors (see painn_message)."""
+        return painn_message(phi, v, rho, unit, weight, i, j, self.first)
 
 
 class PaiNN(nn.Module):
@@ -71,18 +86,19 @@ class PaiNN(nn.Module):
         self.embedding = AtomEmbedding(num_elements, width)
         self.basis = SincRadialBasis(num_basis, cutoff)
         self.cutoff_fn = CosineCutoff(cutoff)
-        self.layers = nn.ModuleList([PaiNNLayer(width, num_basis, g) for g in global_blocks])
+        self.layers = nn.ModuleList([PaiNNLayer(width, num_basis, g, first=k == 0)
+                                     for k, g in enumerate(global_blocks)])
 
     def forward(self, species: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor,
                 edge_index: torch.Tensor, vectors: torch.Tensor, charge: torch.Tensor,
                 spin: torch.Tensor, num_graphs: int) -> torch.Tensor:
         """``vectors`` (E, 3) = r_ij in Å. Returns scalar features (N, F)."""
         r = torch.linalg.norm(vectors, dim=1)
-        radial = self.basis(r)
-        envelope = self.cutoff_fn(r)
+        envelope = self.cutoff_fn(r)[:, None]
+        rho = torch.cat([self.basis(r) * envelope, envelope], dim=1)       # (E, n_basis + 1)
         unit = vectors / r[:, None]
         s = self.embedding(species, batch, charge, spin)
         v = s.new_zeros((s.shape[0], 3, self.width))
         for layer in self.layers:
-            s, v = layer(s, v, edge_index, radial, envelope, unit, positions, batch, num_graphs)
+            s, v = layer(s, v, edge_index, rho, unit, positions, batch, num_graphs)
         return s

@@ -16,6 +16,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..data import AtomicData, Batch, LabelKeys
+from ..data.neighbours import VerletList
 from ..models import Potential, load_model
 
 _INPUT_KEYS = LabelKeys(charge="charge", spin="spin")
@@ -29,9 +30,12 @@ class AttnCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model, device: str = "cpu", default_dtype: str = "float32",
-                 range_check: str = "warn", **kwargs):
+                 range_check: str = "warn", skin: float = 1.0, **kwargs):
         """``model``: path, `Potential`, or a list of either (committee).
-        ``range_check``: "warn" or "raise" when a structure exceeds a global model's r_max."""
+        ``range_check``: "warn" or "raise" when a structure exceeds a global model's r_max.
+        ``skin`` (Å): the neighbour list holds pairs within cutoff + skin and is searched again
+        only after an atom has moved more than skin / 2 (results are the same; 0 searches
+        every call)."""
         super().__init__(**kwargs)
         if range_check not in ("warn", "raise"):
             raise ValueError("range_check must be 'warn' or 'raise'")
@@ -40,7 +44,8 @@ class AttnCalculator(Calculator):
         self.models: list[Potential] = []
         for m in models:
             if isinstance(m, (str, Path)):
-                m = load_model(m, device=device, dtype=dtype)
+                # inference only: frozen weights let the backward skip their gradients
+                m = load_model(m, device=device, dtype=dtype).requires_grad_(False)
             else:
                 m = m.to(device=device, dtype=dtype).eval()
             self.models.append(m)
@@ -49,6 +54,7 @@ class AttnCalculator(Calculator):
             if m.elements != first.elements or m.cutoff != first.cutoff:
                 raise ValueError("committee models must share elements and cutoff")
         self.device, self.dtype, self.range_check = torch.device(device), dtype, range_check
+        self.neighbours = VerletList(skin)
         self.cutoff = max(m.cutoff for m in self.models)
         self.r_max = max(m.r_max for m in self.models)
         self.elements = set(first.elements)
@@ -80,7 +86,8 @@ class AttnCalculator(Calculator):
         data = AtomicData.from_atoms(atoms, _INPUT_KEYS, name="atoms")
         if self.is_global:
             self._check_range(data)
-        return Batch.collate([data.with_graph(self.cutoff)]).to(self.device, self.dtype)
+        return Batch.collate([data.with_graph(self.cutoff, self.neighbours)]).to(self.device,
+                                                                             self.dtype)
 
     def _check_range(self, data: AtomicData) -> None:
         if data.is_periodic:

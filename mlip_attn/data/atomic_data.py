@@ -73,11 +73,12 @@ class AtomicData:
                 raise StructureError(f"non-finite {label} label{where}")
         return self
 
-    def with_graph(self, cutoff: float) -> "AtomicData":
-        """Return a copy with ``edge_index``/``shifts`` for ``cutoff`` Å (vesin); checks overlaps."""
+    def with_graph(self, cutoff: float, neighbours=neighbour_list) -> "AtomicData":
+        """Return a copy with ``edge_index``/``shifts`` for ``cutoff`` Å; checks overlaps.
+        ``neighbours``: `neighbour_list` (vesin) or a `VerletList` reused across MD steps."""
         self.validate()
-        edge_index, shifts = neighbour_list(self.positions.numpy(), self.cell.numpy(),
-                                            self.pbc.numpy(), cutoff)
+        edge_index, shifts = neighbours(self.positions.numpy(), self.cell.numpy(),
+                                        self.pbc.numpy(), cutoff)
         edge_index = torch.from_numpy(edge_index)
         shifts = torch.from_numpy(shifts)
         if edge_index.shape[1]:

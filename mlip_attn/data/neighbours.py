@@ -40,6 +40,40 @@ def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cut
     return np.stack([i, j]).astype(np.int64), shifts
 
 
+class VerletList:
+    """A neighbour list with a skin, for MD: pairs within ``cutoff + skin`` are found once and
+    reused, filtered to the cutoff, until some atom has moved more than ``skin / 2`` since
+    they were found (or the cell, periodicity or atom count changed). Until then no pair can
+    have come within the cutoff unseen, so the result has a fresh `neighbour_list`'s pairs
+    (sorted by receiver; the order within one receiver may differ). Call it like
+    `neighbour_list`.
+    """
+
+    def __init__(self, skin: float = 1.0):
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        self.skin = float(skin)
+        self.builds = 0           # how many times the pairs were searched (for tests/benchmarks)
+        self._key = None
+
+    def __call__(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64)
+        pbc = np.asarray(pbc, dtype=bool)
+        key = (len(positions), float(cutoff), cell.tobytes(), pbc.tobytes())
+        if (key != self._key or len(positions) == 0 or np.max(
+                np.abs(positions - self._anchor).sum(axis=1)) > self.skin / 2):
+            # |Δr|_1 >= |Δr|_2: a cheap, conservative displacement test
+            self._edges, self._shifts = neighbour_list(positions, cell, pbc, cutoff + self.skin)
+            self._anchor, self._key = positions.copy(), key
+            self.builds += 1
+        i, j = self._edges
+        d = positions[j] - positions[i] + self._shifts
+        keep = np.einsum("ij,ij->i", d, d) < cutoff * cutoff
+        return self._edges[:, keep], self._shifts[keep]
+
+
 def edge_vectors(positions: torch.Tensor, edge_index: torch.Tensor, shifts: torch.Tensor
                  ) -> torch.Tensor:
     """r_ij (E, 3) Å for ``edge_index = (i, j)``."""

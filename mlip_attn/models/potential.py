@@ -78,7 +78,8 @@ class Potential(nn.Module):
                               ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Per-atom energies (N,) eV and the backbone's features (N, F)."""
         species = self.species_of(numbers)
-        vectors = positions[edge_index[1]] - positions[edge_index[0]] + shifts
+        vectors = (torch.index_select(positions, 0, edge_index[1])
+                   - torch.index_select(positions, 0, edge_index[0]) + shifts)
         features = self.backbone(species, positions, batch, edge_index, vectors, charge, spin,
                                  charge.shape[0])
         atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
