@@ -138,3 +138,65 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
         slope = loglog_slope([r["atoms"] for r in own], [r["median_s"] for r in own])
         print(f"{'':<15}log-log slope of time vs atoms: {slope:.2f}", flush=True)
     return rows
+
+
+def _training_step_times(kind: str, n_structures: int, atoms: int, batch_size: int, steps: int,
+                         width: int, layers: int, cutoff: float, queue) -> None:
+    import torch
+    from .data import AtomicData, Batch
+    from .models import build_model
+    from .training.loss import loss_terms
+    torch.manual_seed(0)
+    frames = []
+    for k in range(n_structures):  # labels are random: the cost does not depend on them
+        data = AtomicData.from_atoms(random_box(atoms, seed=k, periodic=False)).with_graph(cutoff)
+        data.energy = float(torch.randn(()))
+        data.forces = torch.randn(atoms, 3, dtype=torch.float64)
+        frames.append(data)
+    batches = [Batch.collate(frames[k:k + batch_size]).to(dtype=torch.float32)
+               for k in range(0, n_structures, batch_size)]
+    model = build_model(model_config(kind, width, layers, cutoff, 2 * frames[0].extent + 1.0))
+    model.train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    weights = {"energy": 1.0, "forces": 10.0, "stress": 0.0}
+    times = []
+    for step in range(steps + 1):
+        batch = batches[step % len(batches)]
+        t = time.perf_counter()
+        loss = loss_terms(model.predict(batch, compute_forces=True), batch, weights)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        times.append(time.perf_counter() - t)
+    queue.put({"median_s": statistics.median(times[1:]),
+               "edges": sum(b.edge_index.shape[1] for b in batches) / len(batches),
+               "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def run_training_bench(models=("painn", "egnn"), atoms: int = 30, batch_size: int = 16,
+                       steps: int = 10, width: int = 128, layers: int = 3, cutoff: float = 5.0,
+                       log=print) -> list[dict]:
+    """Training throughput (structures/s) of energy + force training steps (forward, forces
+    with create_graph, loss, backward, AdamW step), float32, each model in a fresh process
+    (peak RSS is its own). Structures: isolated random C/H/O clusters of ``atoms`` atoms."""
+    import torch
+    log(f"training steps: batch {batch_size} × {atoms}-atom C/H/O clusters, float32, width "
+        f"{width}, {layers} layers, cutoff {cutoff} Å, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; median of {steps} steps")
+    log(f"{'model':<15}{'pairs/batch':>12}{'ms/step':>10}{'structures/s':>14}{'peak MB':>10}")
+    rows = []
+    ctx = mp.get_context("spawn")
+    for kind in models:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_training_step_times, args=(
+            kind, 4 * batch_size, atoms, batch_size, steps, width, layers, cutoff, queue))
+        proc.start()
+        proc.join()
+        if proc.exitcode != 0:
+            log(f"{kind:<15}failed (exit code {proc.exitcode})")
+            continue
+        r = {"model": kind, **queue.get()}
+        rows.append(r)
+        log(f"{kind:<15}{r['edges']:>12,.0f}{1e3 * r['median_s']:>10.1f}"
+            f"{batch_size / r['median_s']:>14.1f}{r['peak_mb']:>10.0f}")
+    return rows

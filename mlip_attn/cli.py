@@ -38,6 +38,11 @@ def _bench(args, extra):
         from .lammps.bench import run_lammps_bench
         run_lammps_bench(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000))
         return
+    if args.training:
+        from .benchmark import run_training_bench
+        run_training_bench(models=args.models, width=args.width, layers=args.layers,
+                           cutoff=args.cutoff)
+        return
     if args.peers:
         from .peers import run_peers
         run_peers(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (100, 1000),
@@ -142,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "model call (PaiNN on fcc Cu, 1,000 and 10,000 atoms)")
     b.add_argument("--peers", action="store_true", help="side by side in one process with "
                    "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
+    b.add_argument("--training", action="store_true", help="training throughput "
+                   "(structures/s) and peak memory of energy + force training steps")
     b.set_defaults(func=_bench)
 
     lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")

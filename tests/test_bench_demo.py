@@ -53,3 +53,13 @@ def test_peers_benchmark_runs_ours_and_skips_missing_peers():
              "median_s": 2.0, "memory": {"call_peak_mb": 3.0}}]
     table = format_table(fake)
     assert "| 4.00× |" in table and "| 1.00× | 3 |" in table
+
+
+def test_training_bench_reports_throughput():
+    from mlip_attn.benchmark import run_training_bench
+    lines = []
+    rows = run_training_bench(models=("painn", "egnn"), atoms=8, batch_size=2, steps=1, width=8,
+                              layers=1, log=lines.append)
+    assert [r["model"] for r in rows] == ["painn", "egnn"]
+    assert all(r["median_s"] > 0 and r["peak_mb"] > 0 and r["edges"] > 0 for r in rows)
+    assert "structures/s" in lines[1]

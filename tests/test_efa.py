@@ -386,3 +386,19 @@ def test_tensor_channels_see_the_twist_between_two_distant_ch2_groups():
     local = twist_effect("painn")
     assert local < 1e-10  # nothing reaches across 9 Å
     assert twist_effect("painn-efa-l2") > 1e3 * max(local, 1e-12)
+
+
+@pytest.mark.parametrize("p, dv", [(64, 64), (4, 2)])  # (q kᵀ) v first, and kᵀ v first
+@pytest.mark.parametrize("sizes", [[5], [5, 3, 7]])
+def test_segment_attention_either_association_equals_dense(p, dv, sizes):
+    from mlip_attn.attention.efa import _segment_attention
+    g = torch.Generator().manual_seed(0)
+    n = sum(sizes)
+    q, k = torch.randn(n, p, generator=g, dtype=F64), torch.randn(n, p, generator=g, dtype=F64)
+    val = torch.randn(n, dv, generator=g, dtype=F64)
+    batch = torch.cat([torch.full((m,), b) for b, m in enumerate(sizes)])
+    perm = torch.randperm(n, generator=g)  # atoms of a structure need not be contiguous
+    out = _segment_attention(q[perm], k[perm], val[perm], batch[perm], len(sizes))
+    same = (batch[:, None] == batch[None, :]).to(F64)
+    ref = ((q @ k.T) * same) @ val
+    assert rel_err(out, ref[perm]) < 1e-12

@@ -542,3 +542,13 @@ def test_example_decks_parse(plugin, tmp_path):
         table = thermo_table(proc.stdout)
         assert len(table) >= 2 and np.isfinite(table).all(), deck
     assert re.search("mlip_attn", (examples / "README.md").read_text())
+
+
+def test_lammps_bench_reports_each_interface_against_its_own_model_call(plugin, capsys):
+    from mlip_attn.lammps.bench import run_lammps_bench
+    rows = run_lammps_bench(sizes=(32,), width=8, layers=1, steps=2, threads=1)
+    assert [r["dtype"] for r in rows] == ["float32", "float64"]
+    for r in rows:
+        assert r["atoms"] == 32
+        assert all(r[k] > 0 for k in ("model_ms", "script_ms", "lammps_ms", "ase_ms"))
+    assert "TorchScript" in capsys.readouterr().out

@@ -170,19 +170,29 @@ def _rank_in_segment(batch: Tensor, counts: Tensor) -> Tensor:
 def _segment_attention(q: Tensor, k: Tensor, val: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
     """Y_m = q_m · Σ_{n in b(m)} k_n ⊗ val_n for flat q, k (N, P) and val (N, Dv).
 
-    Padded batched matmul: memory O(B·N_max·(P + Dv) + B·P·Dv), never N·P·Dv.
+    Padded batched matmuls, associated whichever way is cheaper for the largest structure
+    (same result): (q kᵀ) val costs N²(P + Dv) per structure, q (kᵀ val) costs 2 N P Dv, so
+    small molecules take the first and large systems the second, which keeps time and memory
+    linear in N (never an N·P·Dv tensor, and no N×N matrix once N is large).
     """
+    p, dv = q.shape[1], val.shape[1]
     if num_graphs == 1:
+        n = q.shape[0]
+        if n * (p + dv) < 2 * p * dv:
+            return (q @ k.transpose(0, 1)) @ val
         return q @ (k.transpose(0, 1) @ val)
     counts = torch.bincount(batch, minlength=num_graphs)
     n_max = int(counts.max())
     rank = _rank_in_segment(batch, counts)
     idx = (batch, rank)
-    qp = q.new_zeros((num_graphs, n_max, q.shape[1])).index_put(idx, q)
-    kp = k.new_zeros((num_graphs, n_max, k.shape[1])).index_put(idx, k)
-    vp = val.new_zeros((num_graphs, n_max, val.shape[1])).index_put(idx, val)
-    s = torch.bmm(kp.transpose(1, 2), vp)  # (B, P, Dv)
-    return torch.bmm(qp, s)[batch, rank]
+    qp = q.new_zeros((num_graphs, n_max, p)).index_put(idx, q)
+    kp = k.new_zeros((num_graphs, n_max, p)).index_put(idx, k)
+    vp = val.new_zeros((num_graphs, n_max, dv)).index_put(idx, val)
+    if n_max * (p + dv) < 2 * p * dv:
+        y = torch.bmm(torch.bmm(qp, kp.transpose(1, 2)), vp)  # (B, N, N) first
+    else:
+        y = torch.bmm(qp, torch.bmm(kp.transpose(1, 2), vp))  # (B, P, Dv) first
+    return y[batch, rank]
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

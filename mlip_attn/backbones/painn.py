@@ -8,7 +8,7 @@ from torch import nn
 
 from ..nn import CosineCutoff, SincRadialBasis, mlp
 from ..nn.global_block import NoGlobalBlock
-from ..nn.painn_message import message_reference, painn_message
+from ..nn.painn_message import message_in_chunks, painn_message
 
 
 class PaiNNLayer(nn.Module):
@@ -44,7 +44,7 @@ class PaiNNLayer(nn.Module):
         weight = torch.cat([radial.weight, radial.bias[:, None]], dim=1)       # (3F, K)
         phi = self.message_scalar(s)                                          # (N, 3F)
         if torch.jit.is_scripting():
-            ds, dv = message_reference(phi, v, rho, unit, weight, i, j, self.first)
+            ds, dv = message_in_chunks(phi, v, rho, unit, weight, i, j, self.first)
         else:
             ds, dv = self._chunked_message(phi, v, rho, unit, weight, i, j)
         s_msg = s + ds
