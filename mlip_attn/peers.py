@@ -126,7 +126,7 @@ def schnetpack_painn(width: int, layers: int, cutoff: float, num_basis: int, gra
         representation=rep, input_modules=[spk.atomistic.PairwiseDistances()],
         output_modules=[spk.atomistic.Atomwise(n_in=width, output_key="energy"),
                         spk.atomistic.Forces(energy_key="energy", force_key="forces")])
-    model = model.eval()
+    model = model.eval().requires_grad_(False)  # frozen like ours (no effect on plain autograd)
     n = graph.n_atoms
     inputs = {props.Z: graph.numbers, props.R: graph.positions,
               props.idx_i: graph.edge_index[0], props.idx_j: graph.edge_index[1],
@@ -156,7 +156,7 @@ def mace(width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
         MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(3),
         avg_num_neighbors=graph.n_edges / graph.n_atoms, atomic_numbers=[1, 6, 8],
         correlation=3, gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64])
-    model = model.float().eval()
+    model = model.float().eval().requires_grad_(False)
     index = {1: 0, 6: 1, 8: 2}
     one_hot = torch.nn.functional.one_hot(
         torch.tensor([index[int(z)] for z in graph.numbers]), 3).float()

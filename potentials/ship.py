@@ -3,8 +3,9 @@
     python potentials/ship.py RUNS --system sn2 [--variants local=local efa=efa-l0]
 
 RUNS is the ``--out`` folder of ``mlip-attn benchmark longrange``. Writes
-``potentials/<system>-<name>.pt`` and ``potentials/<system>-<name>.md``; the card's numbers are
-read from the model file and the run (see `mlip_attn.analysis.model_card`).
+``potentials/<system>-<name>.pt``, its card ``<system>-<name>.md`` (numbers read from the model
+file and the run, see `mlip_attn.analysis.model_card`) and its float64 LAMMPS export
+``<system>-<name>.lmp.pt`` (what the decks in md_examples/lammps load).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from mlip_attn.analysis.model_card import model_card
+from mlip_attn.lammps.export import export_lammps
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,7 +58,8 @@ def main(argv=None) -> None:
         card = model_card(target, run, f"{args.system}-{name}: {variant} model", description,
                           limits)
         target.with_suffix(".md").write_text(card)
-        print(f"wrote {target.name} and {target.with_suffix('.md').name}")
+        exported = export_lammps(target, target.with_suffix(".lmp.pt"))
+        print(f"wrote {target.name}, {target.with_suffix('.md').name} and {exported.name}")
 
 
 if __name__ == "__main__":

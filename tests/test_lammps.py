@@ -533,8 +533,8 @@ def test_example_decks_parse(plugin, tmp_path):
             continue
         model = make_model("painn", elements=elements)
         exported = export(model, tmp_path, name=deck.replace(".", "_"))
-        cmd_vars = ["-var", "model", str(exported), "-var", "steps", "10", "-var", "out",
-                    str(tmp_path / deck)]
+        cmd_vars = ["-var", "model", str(exported), "-var", "steps", "10", "-var", "equil", "5",
+                    "-var", "out", str(tmp_path / deck)]
         proc = subprocess.run([str(lmp_executable()), "-in", deck, "-log", "none", *cmd_vars],
                               cwd=examples, env=lmp_environment(plugin_dir=plugin.parent),
                               capture_output=True, text=True, timeout=300)
@@ -552,3 +552,26 @@ def test_lammps_bench_reports_each_interface_against_its_own_model_call(plugin, 
         assert r["atoms"] == 32
         assert all(r[k] > 0 for k in ("model_ms", "script_ms", "lammps_ms", "ase_ms"))
     assert "TorchScript" in capsys.readouterr().out
+
+
+def test_example_decks_run_with_the_shipped_potentials(plugin, tmp_path):
+    """Each deck's default model is a shipped potential: `lmp -in DECK` needs nothing else."""
+    root = Path(__file__).resolve().parents[1]
+    examples = root / "md_examples" / "lammps"
+    ran = 0
+    for deck in ("in.bulk_cu", "in.cumulene", "in.sn2"):
+        default = re.search(r"variable model\s+index\s+(\S+)", (examples / deck).read_text())
+        assert default and default.group(1).startswith("../../potentials/"), deck
+        model = (examples / default.group(1)).resolve()
+        if not model.exists():
+            pytest.skip(f"{model.name} is not shipped in this checkout")
+        proc = subprocess.run([str(lmp_executable()), "-in", deck, "-log", "none", "-var",
+                               "steps", "20", "-var", "equil", "20", "-var", "out",
+                               str(tmp_path / deck)], cwd=examples,
+                              env=lmp_environment(plugin_dir=plugin.parent),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{deck}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        table = thermo_table(proc.stdout)
+        assert len(table) >= 2 and np.isfinite(table).all(), deck
+        ran += 1
+    assert ran == 3

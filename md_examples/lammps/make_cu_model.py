@@ -1,11 +1,12 @@
-"""Train the small local model used by in.bulk_cu and export it for LAMMPS.
+"""Train the small local copper model that in.bulk_cu uses, ship it and export it for LAMMPS.
 
 Reference data: ASE's EMT for copper (rattled and strained fcc cells, 32 atoms), so nothing
 needs downloading. About 5 minutes on 2 CPU cores. Writes::
 
-    cu_emt.xyz          training data (REF_energy, REF_forces, REF_stress)
-    runs/cu_emt/        the training run (model.pt = the mlip-attn model file)
-    cu-lammps.pt        the TorchScript export for `pair_style mlip_attn`
+    cu_emt.xyz                          training data (REF_energy, REF_forces, REF_stress)
+    runs/cu_emt/                        the training run
+    ../../potentials/cu-emt-local.pt    the model file, with its card cu-emt-local.md
+    ../../potentials/cu-emt-local.lmp.pt  the TorchScript export for `pair_style mlip_attn`
 
 Usage:  python make_cu_model.py [--epochs 20] [--frames 120]
 """
@@ -33,6 +34,8 @@ def emt_frames(n: int, seed: int = 0):
         atoms.info["REF_energy"] = atoms.get_potential_energy()
         atoms.arrays["REF_forces"] = atoms.get_forces()
         atoms.info["REF_stress"] = atoms.get_stress()
+        atoms.info["ref_method"] = "EMT (ase.calculators.emt)"
+        atoms.info["ref_settings"] = "fcc Cu, 32 atoms, ±3% strain, 0.02–0.15 Å rattles"
         atoms.calc = None
         frames.append(atoms)
     return frames
@@ -63,8 +66,21 @@ def main():
             "output": str(run),
         })
         fit(config)
-    out = export_lammps(run / "model.pt", HERE / "cu-lammps.pt")
-    print(f"wrote {out}; run:  lmp -in in.bulk_cu -var model {out.name}")
+    import shutil
+    from mlip_attn.analysis.model_card import model_card
+    potentials = HERE.parent.parent / "potentials"
+    shipped = potentials / "cu-emt-local.pt"
+    shutil.copyfile(run / "model.pt", shipped)
+    shipped.with_suffix(".md").write_text(model_card(
+        shipped, run, "cu-emt-local: local PaiNN for bulk copper (EMT)",
+        "A small local PaiNN trained on ASE's EMT copper, so that the periodic LAMMPS example "
+        "(md_examples/lammps/in.bulk_cu) runs right after installation. It reproduces EMT, "
+        "not DFT: a demonstration potential, not one for copper science.",
+        ["Copper only; fcc-like environments near the training density (±3% strain).",
+         "EMT quality at best; EMT itself is a rough model of copper.",
+         "Local (no attention): periodic cells and several MPI ranks are supported."]))
+    out = export_lammps(shipped, potentials / "cu-emt-local.lmp.pt")
+    print(f"wrote {shipped}, its card and {out}; run:  lmp -in in.bulk_cu")
 
 
 if __name__ == "__main__":

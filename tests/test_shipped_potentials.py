@@ -1,0 +1,68 @@
+"""The potentials in potentials/: they load, are small, have a model card, and their LAMMPS
+exports compute what the model files compute."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_molecule
+
+POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
+MODELS = sorted(p for p in POTENTIALS.glob("*.pt") if not p.name.endswith(".lmp.pt"))
+EXPORTS = sorted(POTENTIALS.glob("*.lmp.pt"))
+
+
+def _structure(elements, seed=0):
+    """A small cluster made of the model's elements (H-rich, spread like a molecule)."""
+    atoms = random_molecule(8, seed=seed, numbers=tuple(elements), spread=1.6)
+    return atoms
+
+
+def test_every_shipped_system_has_a_local_and_an_attention_model():
+    names = {p.stem for p in MODELS}
+    for system in ("cumulene", "sn2", "charge-transfer"):
+        if not any(n.startswith(system) for n in names):
+            pytest.skip(f"no {system} potentials in this checkout")
+        assert {f"{system}-local", f"{system}-efa"} <= names, names
+
+
+@pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
+def test_shipped_potential_loads_and_has_a_card(path):
+    from mlip_attn import AttnCalculator
+    from mlip_attn.models.model_file import read_model_file
+    assert path.stat().st_size < 5 * 2**20
+    card = path.with_suffix(".md")
+    assert card.exists(), f"{path.name} has no model card"
+    text = card.read_text()
+    for heading in ("## Model", "## Data and training", "## Errors", "## Limits"):
+        assert heading in text, (card.name, heading)
+    meta = read_model_file(path)["metadata"]
+    assert np.isfinite(meta["test"]["energy_mae"]) and np.isfinite(meta["test"]["forces_mae"])
+    atoms = _structure(meta["elements"])
+    atoms.calc = AttnCalculator(path)
+    assert np.isfinite(atoms.get_potential_energy())
+    assert np.isfinite(atoms.get_forces()).all()
+
+
+@pytest.mark.parametrize("path", EXPORTS, ids=[p.name for p in EXPORTS])
+def test_shipped_lammps_export_matches_its_model_file(path):
+    from mlip_attn.data import AtomicData, Batch
+    from mlip_attn.lammps.export import read_export_metadata
+    from mlip_attn.models import load_model
+    source = path.with_name(path.name.replace(".lmp.pt", ".pt"))
+    assert source.exists(), f"{path.name}: no {source.name} next to it"
+    model = load_model(source, dtype=torch.float64)
+    meta = read_export_metadata(path)
+    assert meta["elements"] == model.elements and meta["cutoff"] == model.cutoff
+    atoms = _structure(model.elements, seed=1)
+    batch = Batch.collate([AtomicData.from_atoms(atoms).with_graph(model.cutoff)]).to(
+        dtype=torch.float64)
+    ref = model.predict(batch)
+    scripted = torch.jit.load(str(path))
+    energy, _, forces, _ = scripted(batch.positions, batch.numbers, batch.edge_index,
+                                    batch.shifts, len(atoms), batch.charge, batch.spin, False)
+    torch.testing.assert_close(energy.reshape(()), ref["energy"][0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(forces, ref["forces"], rtol=1e-8, atol=1e-8)
