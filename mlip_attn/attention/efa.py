@@ -210,6 +210,14 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).reshape(n, -1)
 
 
+def _rms_normalised(v: Tensor) -> Tensor:
+    """v (N, 3, F) divided by each atom's RMS vector norm over channels, sqrt(⟨|v_f|²⟩_f + ε²)
+    with ε = 1e-3: rotation equivariant and smooth. The rank-2 channels are products of four
+    vector features, so without this their signal starts ~|v|⁴ ≈ 1e-7 and barely trains."""
+    scale = torch.sqrt((v * v).sum(dim=1).mean(dim=1, keepdim=True) + 1e-6)  # (N, 1)
+    return v / scale.unsqueeze(1)
+
+
 def _sinc_sq(x2: Tensor) -> Tensor:
     """sin(x)/x as a function of x² ≥ 0, smooth (finite gradients) at 0."""
     small = x2 < 1e-4
@@ -230,9 +238,10 @@ class EuclideanFastAttention(nn.Module):
         d_qk: query/key channels (even; K = d_qk/2 rotary frequencies).
         d_v: value channels (per scalar / per vector part).
         vectors: also use and return ℓ = 1 (vector) channels.
-        tensors: also attend over rank-2 Cartesian values T_j = (A v_j) ⊗ (B v_j) (ℓ = 0, 1, 2
-            parts; needs ``vectors``) and feed the invariants c_iᵀ Y_i d_i (c = C v_i,
-            d = D v_i, Y_i = Σ_j K_ij T_j) to the scalars. A symmetric pair of atoms (the two
+        tensors: also attend over rank-2 Cartesian values T_j = (A v̂_j) ⊗ (B v̂_j) (ℓ = 0, 1,
+            2 parts; needs ``vectors``) and feed the invariants c_iᵀ Y_i d_i (c = C v̂_i,
+            d = D v̂_i, Y_i = Σ_j K_ij T_j) to the scalars; v̂ is v over its per-atom RMS
+            norm (`_rms_normalised`). A symmetric pair of atoms (the two
             H of a CH2 end) has opposite in-plane vectors that cancel in any sum of vectors
             but not in their outer products, so these channels carry the plane's orientation
             across the structure; the energy gets (v_i · v_j)²-like terms (a cos² torsion).
@@ -359,7 +368,7 @@ class EuclideanFastAttention(nn.Module):
             k = torch.cat([k, hv[:, :, d_qk : 2 * d_qk]], dim=1)
             val = torch.cat([val, hv[:, :, 2 * d_qk :].reshape(hv.shape[0], 3 * d_v)], dim=1)
         if self.tensors:
-            ht = self.proj_t(v)  # (N, 3, 4 d_v)
+            ht = self.proj_t(_rms_normalised(v))  # (N, 3, 4 d_v)
             outer = ht[:, :, None, :d_v] * ht[:, None, :, d_v : 2 * d_v]  # (N, 3, 3, d_v)
             val = torch.cat([val, outer.reshape(ht.shape[0], 9 * d_v)], dim=1)
         return q, k, val
@@ -428,7 +437,7 @@ class EuclideanFastAttention(nn.Module):
         if self.tensors:
             d_v = self.d_v
             y_t = y_v[:, 3:].reshape(y_v.shape[0], 3, 3, d_v)
-            cd = self.proj_t(v)[:, :, 2 * d_v :]  # (N, 3, 2 d_v): c, d
+            cd = self.proj_t(_rms_normalised(v))[:, :, 2 * d_v :]  # (N, 3, 2 d_v): c, d
             t_inv = (cd[:, :, None, :d_v] * y_t * cd[:, None, :, d_v:]).sum(dim=(1, 2))
             h_s = h_s + self.out_t(t_inv)  # c_iᵀ Y_i d_i: rotation invariant
             y_v = y_v[:, :3]
