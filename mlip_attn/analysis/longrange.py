@@ -128,13 +128,12 @@ def run_longrange(system: str, out: str | Path = "longrange", epochs: int = 60,
                          "ema_decay": 0.99, "seed": seed, "progress": False},
             "output": str(run_dir)})
         log(f"{system}: training {name} ({configs[name]['width']} wide)")
-        t0 = time.perf_counter()
         result = fit(config, resume=(run_dir / "checkpoint.pt").exists(), log=lambda s: None)
         from ..models import load_model
         model = load_model(run_dir / "model.pt")
         results["variants"][name] = {
             "parameters": count_parameters(model), "width": configs[name]["width"],
-            "test": result.test, "train_seconds": time.perf_counter() - t0,
+            "test": result.test, "train_seconds": result.seconds,  # summed over resumes
             "inference_ms": _inference_ms(model, frames[:32])}
     plot = {"cumulene": _cumulene_profile, "sn2": _sn2_profile,
             "charge-transfer": _charge_transfer_forces, "nacl": _nacl_transfer}[system]

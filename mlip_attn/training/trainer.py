@@ -161,6 +161,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         start_epoch, step = checkpoint["epoch"] + 1, checkpoint["step"]
         best_loss, best_epoch = checkpoint["best_loss"], checkpoint["best_epoch"]
         bad_epochs, best_state = checkpoint["bad_epochs"], checkpoint["best_state"]
+        t_start -= checkpoint.get("seconds", 0.0)  # training time counts across resumes
         if is_main:
             log(f"resuming {out} after epoch {checkpoint['epoch'] + 1}")
             _truncate_csv(out / "metrics.csv", checkpoint["epoch"] + 1)
@@ -250,7 +251,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                "best_state": best_state}, ckpt_path)
+                "best_state": best_state, "seconds": time.perf_counter() - t_start}, ckpt_path)
         distributed.barrier()
         if tcfg["early_stopping"] and bad_epochs >= tcfg["early_stopping"]:
             if is_main:
