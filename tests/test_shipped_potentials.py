@@ -64,5 +64,6 @@ def test_shipped_lammps_export_matches_its_model_file(path):
     scripted = torch.jit.load(str(path))
     energy, _, forces, _ = scripted(batch.positions, batch.numbers, batch.edge_index,
                                     batch.shifts, len(atoms), batch.charge, batch.spin, False)
-    torch.testing.assert_close(energy.reshape(()), ref["energy"][0], rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(forces, ref["forces"], rtol=1e-8, atol=1e-8)
+    # the shipped exports run in float32 (inputs and outputs are float64)
+    torch.testing.assert_close(energy.reshape(()), ref["energy"][0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(forces, ref["forces"], rtol=1e-4, atol=1e-4)

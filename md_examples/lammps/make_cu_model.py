@@ -6,7 +6,7 @@ needs downloading. About 5 minutes on 2 CPU cores. Writes::
     cu_emt.xyz                          training data (REF_energy, REF_forces, REF_stress)
     runs/cu_emt/                        the training run
     ../../potentials/cu-emt-local.pt    the model file, with its card cu-emt-local.md
-    ../../potentials/cu-emt-local.lmp.pt  the TorchScript export for `pair_style mlip_attn`
+    ../../potentials/cu-emt-local.lmp.pt  the float32 TorchScript export for `pair_style mlip_attn`
 
 Usage:  python make_cu_model.py [--epochs 20] [--frames 120]
 """
@@ -79,7 +79,7 @@ def main():
         ["Copper only; fcc-like environments near the training density (±3% strain).",
          "EMT quality at best; EMT itself is a rough model of copper.",
          "Local (no attention): periodic cells and several MPI ranks are supported."]))
-    out = export_lammps(shipped, potentials / "cu-emt-local.lmp.pt")
+    out = export_lammps(shipped, potentials / "cu-emt-local.lmp.pt", dtype="float32")
     print(f"wrote {shipped}, its card and {out}; run:  lmp -in in.bulk_cu")
 
 
