@@ -368,10 +368,17 @@ class EuclideanFastAttention(nn.Module):
             k = torch.cat([k, hv[:, :, d_qk : 2 * d_qk]], dim=1)
             val = torch.cat([val, hv[:, :, 2 * d_qk :].reshape(hv.shape[0], 3 * d_v)], dim=1)
         if self.tensors:
-            ht = self.proj_t(_rms_normalised(v))  # (N, 3, 4 d_v)
-            outer = ht[:, :, None, :d_v] * ht[:, None, :, d_v : 2 * d_v]  # (N, 3, 3, d_v)
-            val = torch.cat([val, outer.reshape(ht.shape[0], 9 * d_v)], dim=1)
+            ab = self._tensor_projection(v, 0)  # (N, 3, 2 d_v): a, b
+            outer = ab[:, :, None, :d_v] * ab[:, None, :, d_v:]  # (N, 3, 3, d_v)
+            val = torch.cat([val, outer.reshape(ab.shape[0], 9 * d_v)], dim=1)
         return q, k, val
+
+    def _tensor_projection(self, v: Tensor, half: int) -> Tensor:
+        """(A v̂, B v̂) for half 0 (the rank-2 values) or (C v̂, D v̂) for half 1 (the
+        contraction), (N, 3, 2 d_v): one half of ``proj_t``'s rows each, none computed twice."""
+        rows = 2 * self.d_v
+        weight = self.proj_t.weight[half * rows : (half + 1) * rows]
+        return torch.nn.functional.linear(_rms_normalised(v), weight)
 
     def _split(self, y: Tensor) -> Tuple[Tensor, Tensor]:
         """y_s (N, d_v) and y_v: (N, 3, d_v), or (N, 12, d_v) with the rank-2 channels
@@ -437,7 +444,7 @@ class EuclideanFastAttention(nn.Module):
         if self.tensors:
             d_v = self.d_v
             y_t = y_v[:, 3:].reshape(y_v.shape[0], 3, 3, d_v)
-            cd = self.proj_t(_rms_normalised(v))[:, :, 2 * d_v :]  # (N, 3, 2 d_v): c, d
+            cd = self._tensor_projection(v, 1)  # (N, 3, 2 d_v): c, d
             t_inv = (cd[:, :, None, :d_v] * y_t * cd[:, None, :, d_v:]).sum(dim=(1, 2))
             h_s = h_s + self.out_t(t_inv)  # c_iᵀ Y_i d_i: rotation invariant
             y_v = y_v[:, :3]

@@ -76,5 +76,7 @@ class VerletList:
 
 def edge_vectors(positions: torch.Tensor, edge_index: torch.Tensor, shifts: torch.Tensor
                  ) -> torch.Tensor:
-    """r_ij (E, 3) Å for ``edge_index = (i, j)``."""
-    return positions[edge_index[1]] - positions[edge_index[0]] + shifts
+    """r_ij (E, 3) Å for ``edge_index = (i, j)`` (`index_select`: its backward is a cheap
+    `index_add_`, unlike fancy indexing's `index_put_`)."""
+    return (torch.index_select(positions, 0, edge_index[1])
+            - torch.index_select(positions, 0, edge_index[0]) + shifts)

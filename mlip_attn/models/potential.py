@@ -10,6 +10,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
+from ..data.neighbours import edge_vectors
 from ..nn import ElementIndex, mlp
 
 
@@ -78,8 +79,7 @@ class Potential(nn.Module):
                               ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Per-atom energies (N,) eV and the backbone's features (N, F)."""
         species = self.species_of(numbers)
-        vectors = (torch.index_select(positions, 0, edge_index[1])
-                   - torch.index_select(positions, 0, edge_index[0]) + shifts)
+        vectors = edge_vectors(positions, edge_index, shifts)
         features = self.backbone(species, positions, batch, edge_index, vectors, charge, spin,
                                  charge.shape[0])
         atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
