@@ -17,52 +17,69 @@ def _eval(args, extra):
     from .models import load_model
     from .training.evaluate import evaluate
     from .training.trainer import format_errors
+    from .data.atomic_data import check_elements
     model = load_model(args.model, dtype=args.dtype)
     structures = [d.with_graph(model.cutoff) for d in read_structures(args.data, LabelKeys())]
-    unknown = {z for d in structures for z in d.numbers.tolist()} - set(model.elements)
-    if unknown:
-        raise ValueError(f"{args.data}: elements {sorted(unknown)} are unknown to {args.model} "
-                         f"(it knows {model.elements})")
+    for d in structures:
+        check_elements(d.numbers.tolist(), model.elements, f"{d.name} ({args.model})")
     metrics = evaluate(model, structures, args.batch_size)
     print(f"{args.data}: {len(structures)} structures")
     print(format_errors(metrics))
 
 
 def _demo(args, extra):
-    from .demo import run_demo
+    from .apps.demo import run_demo
     run_demo(args.out, quick=args.quick)
 
 
 def _bench(args, extra):
     if args.lammps:
-        from .lammps.bench import run_lammps_bench
+        from .apps.lammps_bench import run_lammps_bench
         run_lammps_bench(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000))
         return
     if args.training:
-        from .benchmark import run_training_bench
+        from .apps.bench import run_training_bench
         run_training_bench(models=args.models, width=args.width, layers=args.layers,
                            cutoff=args.cutoff)
         return
     if args.peers:
-        from .peers import run_peers
+        from .apps.peers import run_peers
         run_peers(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (100, 1000),
                   repeats=args.repeats if args.repeats != 5 else 7, width=args.width,
                   layers=args.layers, cutoff=args.cutoff)
         return
-    from .benchmark import run_bench
+    from .apps.bench import run_bench
     run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats, width=args.width,
               layers=args.layers, cutoff=args.cutoff)
 
 
 def _benchmark(args, extra):
-    from .analysis.longrange import run_longrange
-    systems = list(SYSTEMS_LONGRANGE) if args.system == "all" else [args.system]
+    from .apps.longrange import run_longrange, variant_attention
+    from .registry import REFERENCE_SYSTEMS
+    systems = REFERENCE_SYSTEMS.names() if args.system == "all" else [args.system]
+    for system in systems:
+        REFERENCE_SYSTEMS.get(system, "--system")
+    unknown = sorted(set(args.variants or []) - set(variant_attention()))
+    if unknown:
+        raise ValueError(f"--variants: {unknown[0]!r} is not one of {sorted(variant_attention())}")
     for system in systems:
         run_longrange(system, out=args.out, epochs=args.epochs, base_width=args.width, n=args.n,
                       variants=args.variants, workers=args.workers, seed=args.seed)
 
 
-SYSTEMS_LONGRANGE = ("cumulene", "sn2", "charge-transfer", "nacl")
+def _components(args, extra):
+    from .registry import BACKBONES, GLOBAL_BLOCKS, REFERENCE_SYSTEMS
+    for registry in (BACKBONES, GLOBAL_BLOCKS, REFERENCE_SYSTEMS):
+        print(f"{registry.kind}s ({registry.package}):")
+        for c in registry:
+            print(f"  {c.name}: {c.summary}")
+            options = ", ".join(f"{k}={v!r}" for k, v in c.defaults().items())
+            required = [k for k, p in c.parameters().items() if p.default is p.empty]
+            if required or options:
+                print(f"      options: {', '.join(required + ([options] if options else []))}")
+            if c.presets:
+                print(f"      presets: {', '.join(c.presets)}")
+        print()
 
 
 def _analyze(args, extra):
@@ -138,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="throughput and peak memory of the models")
     b.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     b.add_argument("--models", nargs="+", default=["painn", "egnn"],
-                   help="painn egnn painn-efa painn-efa-l1 painn-dense")
+                   help="<backbone> or <backbone>+<attention preset>, e.g. painn egnn "
+                   "painn+efa-l1 painn+transformer (see `mlip-attn components`)")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)
@@ -153,22 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")
     lr.add_argument("suite", choices=["longrange"])
-    lr.add_argument("--system", default="cumulene", choices=[*SYSTEMS_LONGRANGE, "all"])
+    lr.add_argument("--system", default="cumulene",
+                    help="a reference system (see `mlip-attn components`) or 'all'")
     lr.add_argument("--out", default="longrange")
     lr.add_argument("--epochs", type=int, default=60)
     lr.add_argument("--width", type=int, default=32, help="width of efa-l1; others are matched")
     lr.add_argument("--n", type=int, default=None, help="structures (default per system)")
     lr.add_argument("--variants", nargs="+", default=None,
-                    choices=["local", "efa-l0", "efa-l1", "efa-l2", "transformer"])
+                    help="local and attention presets (default: all), e.g. local efa-l1")
     lr.add_argument("--workers", type=int, default=1)
     lr.add_argument("--seed", type=int, default=0)
     lr.set_defaults(func=_benchmark)
 
     g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)")
-    g.add_argument("system", choices=["cumulene", "sn2", "charge-transfer", "nacl"])
+    g.add_argument("system", help="a reference system: cumulene, sn2, charge-transfer, nacl, "
+                   "... (see `mlip-attn components`)")
     g.add_argument("--n", type=int, default=200)
     g.add_argument("--out", required=True)
-    g.add_argument("--method", default="gfn2-xtb", choices=["gfn2-xtb", "pyscf-b3lyp"])
+    g.add_argument("--method", default=None, choices=["gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp"],
+                   help="reference method (default: the system's own, GFN2-xTB for QM systems)")
     g.add_argument("--workers", type=int, default=1)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_data)
@@ -178,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("data", help="structures (extxyz or any ASE-readable file)")
     an.add_argument("--out", default="analysis", help="folder for the PNGs")
     an.set_defaults(func=_analyze)
+
+    c = sub.add_parser("components", help="list the registered backbones, global blocks and "
+                       "reference systems with their options")
+    c.set_defaults(func=_components)
 
     x = sub.add_parser("export", help="export a model file for LAMMPS (pair_style mlip_attn)")
     x.add_argument("model")

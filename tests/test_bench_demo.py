@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from mlip_attn.benchmark import random_box, run_bench
+from mlip_attn.apps.bench import random_box, run_bench
 from mlip_attn.cli import main
 
 
@@ -36,7 +36,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 def test_peers_benchmark_runs_ours_and_skips_missing_peers():
     """`mlip-attn bench --peers` times every model interleaved; a missing peer is reported."""
     import importlib.util
-    from mlip_attn.peers import format_table, run_peers
+    from mlip_attn.apps.peers import format_table, run_peers
     lines = []
     rows = run_peers(sizes=(20,), models=("painn", "painn-ase", "egnn", "schnetpack-painn"),
                      repeats=1, width=8, layers=1, num_basis=4, memory=False, log=lines.append)
@@ -56,7 +56,7 @@ def test_peers_benchmark_runs_ours_and_skips_missing_peers():
 
 
 def test_training_bench_reports_throughput():
-    from mlip_attn.benchmark import run_training_bench
+    from mlip_attn.apps.bench import run_training_bench
     lines = []
     rows = run_training_bench(models=("painn", "egnn"), atoms=8, batch_size=2, steps=1, width=8,
                               layers=1, log=lines.append)

@@ -9,7 +9,7 @@ from ase import Atoms
 
 from mlip_attn import AttnCalculator, build_model
 from mlip_attn.calculators import RangeWarning
-from mlip_attn.qm.nacl import nacl_energy_forces
+from mlip_attn.qm import nacl_energy_forces
 from mlip_attn.training import FitError, fit, load_config
 
 from conftest import emt_frames, random_crystal, random_molecule

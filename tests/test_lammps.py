@@ -34,8 +34,7 @@ from mlip_attn.lammps.export import export_lammps, read_export_metadata  # noqa:
 SPECIES = ["H", "C", "O"]
 NKTV2P = 1.6021765e6            # LAMMPS metal units: pressure (bar) per eV/Å^3
 # models with global attention (one MPI rank, non-periodic box), as far as this build has them
-GLOBAL_MODELS = [n for n in ("painn-efa", "egnn-efa", "painn-transformer", "transformer")
-                 if n in MODEL_CONFIGS]
+GLOBAL_MODELS = [n for n in MODEL_CONFIGS if make_model(n).is_global]
 RTOL = 1e-6
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:Use thermalize_momenta:DeprecationWarning")]
@@ -545,7 +544,7 @@ def test_example_decks_parse(plugin, tmp_path):
 
 
 def test_lammps_bench_reports_each_interface_against_its_own_model_call(plugin, capsys):
-    from mlip_attn.lammps.bench import run_lammps_bench
+    from mlip_attn.apps.lammps_bench import run_lammps_bench
     rows = run_lammps_bench(sizes=(32,), width=8, layers=1, steps=2, threads=1)
     assert [r["dtype"] for r in rows] == ["float32", "float64"]
     for r in rows:

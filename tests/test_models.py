@@ -185,7 +185,7 @@ def test_bad_model_files(tmp_path):
     ({"backbone": "painn", "elements": [1], "width": 0}, "model.width"),
     ({"backbone": "painn", "elements": [1], "cutoff": -1}, "model.cutoff"),
     ({"backbone": "painn", "elements": [1], "attention": {"type": "magic"}}, "model.attention"),
-    ({"backbone": "painn", "elements": [1], "hidden": 3}, "model: unknown keys"),
+    ({"backbone": "painn", "elements": [1], "hidden": 3}, "model.hidden: unknown key"),
 ])
 def test_build_model_errors_name_the_key(config, key):
     with pytest.raises(ValueError, match=key):

@@ -14,9 +14,10 @@ pytest.importorskip("tblite")
 from ase.calculators.calculator import CalculationFailed, Calculator, all_changes  # noqa: E402
 from ase.units import kcal, mol  # noqa: E402
 
-from mlip_attn.qm import labelling as L  # noqa: E402
-from mlip_attn.qm import nacl as N  # noqa: E402
-from mlip_attn.qm import systems as S  # noqa: E402
+import mlip_attn.qm as S  # noqa: E402
+from mlip_attn.qm import methods as M  # noqa: E402
+from mlip_attn.qm import store  # noqa: E402
+from mlip_attn.qm.systems import nacl as N  # noqa: E402
 
 KCAL = kcal / mol  # eV per kcal/mol
 
@@ -61,7 +62,7 @@ def test_cumulene_label_roundtrip(tmp_path):
     other = S.cumulene_structures([3, 4], 3, seed=1)
     assert not np.allclose(structs[-1].positions, other[-1].positions)
     out = tmp_path / "cum.xyz"
-    rep = L.label_structures(structs, str(out), progress=False)
+    rep = S.label_structures(structs, str(out), progress=False)
     assert rep.n_done == 6 and rep.n_failed == 0 and rep.complete
     frames = _read(str(out))
     _check_frames(frames, structs)
@@ -76,7 +77,7 @@ def test_sn2_label_roundtrip(tmp_path):
         assert s.get_chemical_formula(mode="hill").startswith("CH3")
         assert -6.0 <= s.info["xi"] <= 6.0
         assert abs(S.sn2_xi(s) - s.info["xi"]) < 0.5       # rattled relaxed point
-    rep = L.label_structures(structs, str(tmp_path / "sn2.xyz"), progress=False)
+    rep = S.label_structures(structs, str(tmp_path / "sn2.xyz"), progress=False)
     assert rep.n_done == 4 and rep.n_failed == 0
     _check_frames(_read(str(tmp_path / "sn2.xyz")), structs)
 
@@ -97,14 +98,14 @@ def test_charge_transfer_label_roundtrip(tmp_path):
     structs = S.charge_transfer_structures(4, seed=0)
     assert [s.info["total_charge"] for s in structs] == [0, 1, 0, 1]
     assert [s.get_chemical_formula() for s in structs] == ["C10H2", "C10H3"] * 2
-    rep = L.label_structures(structs, str(tmp_path / "ct.xyz"), progress=False)
+    rep = S.label_structures(structs, str(tmp_path / "ct.xyz"), progress=False)
     assert rep.n_done == 4
     frames = _read(str(tmp_path / "ct.xyz"))
     _check_frames(frames, structs)
     # the charge must change the energy a lot (it is passed to xTB)
     g = S.charge_transfer_ground_state(True)
-    e_plus = L.compute_label(g.numbers, g.positions, charge=1)[0]
-    e_zero = L.compute_label(g.numbers, g.positions, charge=0)[0]
+    e_plus = S.compute_label(g.numbers, g.positions, charge=1)[0]
+    e_zero = S.compute_label(g.numbers, g.positions, charge=0)[0]
     assert e_zero - e_plus < -3.0
 
 
@@ -112,16 +113,16 @@ def test_charge_transfer_label_roundtrip(tmp_path):
 
 def test_xtb_forces_match_finite_differences():
     a = S.cumulene_structures([3], 1, seed=5)[0]              # rattled allene
-    e, f = L.compute_label(a.numbers, a.positions, 0)
+    e, f = S.compute_label(a.numbers, a.positions, 0)
     h = 1e-3
     fd = np.zeros_like(f)
     for i in range(len(a)):
         for k in range(3):
             p = a.positions.copy()
             p[i, k] += h
-            ep = L.compute_label(a.numbers, p, 0)[0]
+            ep = S.compute_label(a.numbers, p, 0)[0]
             p[i, k] -= 2 * h
-            em = L.compute_label(a.numbers, p, 0)[0]
+            em = S.compute_label(a.numbers, p, 0)[0]
             fd[i, k] = -(ep - em) / (2 * h)
     assert np.abs(f).max() > 0.1
     np.testing.assert_allclose(f, fd, atol=1e-3)
@@ -149,12 +150,12 @@ def test_cumulene_rigid_barrier_and_parity():
 def test_resume_after_interrupt(tmp_path, cut):
     structs = S.cumulene_structures([3], 6, seed=2)
     out = str(tmp_path / "resume.xyz")
-    r1 = L.label_structures(structs[:3], out, progress=False)
+    r1 = S.label_structures(structs[:3], out, progress=False)
     assert r1.n_done == 3
     first = {int(a.info["index"]): a for a in _read(out)}
     # simulate a kill during the write of the 4th frame
-    e, f = L.compute_label(structs[3].numbers, structs[3].positions, 0)
-    text = L._frame_text(L._output_atoms(structs[3], 3, e, f, "GFN2-xTB", "x"))
+    e, f = S.compute_label(structs[3].numbers, structs[3].positions, 0)
+    text = store.frame_text(store.output_atoms(structs[3], 3, e, f, "GFN2-xTB", "x"))
     if cut == "mid_line":
         tail = text[: len(text) // 2]
         assert not tail.endswith("\n")
@@ -164,9 +165,9 @@ def test_resume_after_interrupt(tmp_path, cut):
         tail = "this is not a frame\n"
     with open(out, "a") as fh:
         fh.write(tail)
-    assert L.read_done_indices(out) == {0, 1, 2}
+    assert S.read_done_indices(out) == {0, 1, 2}
     with pytest.warns(RuntimeWarning, match="after the last complete frame"):
-        r2 = L.label_structures(structs, out, progress=False)
+        r2 = S.label_structures(structs, out, progress=False)
     assert (r2.n_skipped, r2.n_done, r2.n_failed, r2.n_in_file) == (3, 3, 0, 6)
     frames = _read(out)
     idx = [int(a.info["index"]) for a in frames]
@@ -181,16 +182,16 @@ def test_resume_after_interrupt(tmp_path, cut):
     backups = glob.glob(out + ".tail-*")
     assert len(backups) == 1 and open(backups[0]).read() == tail
     # a third run has nothing to do
-    r3 = L.label_structures(structs, out, progress=False)
+    r3 = S.label_structures(structs, out, progress=False)
     assert (r3.n_skipped, r3.n_done) == (6, 0)
     assert len(_read(out)) == 6
 
 
 def test_resume_refuses_other_input(tmp_path):
     out = str(tmp_path / "x.xyz")
-    L.label_structures(S.cumulene_structures([3], 2, seed=0), out, progress=False)
+    S.label_structures(S.cumulene_structures([3], 2, seed=0), out, progress=False)
     with pytest.raises(ValueError, match="does not match"):
-        L.label_structures(S.cumulene_structures([3], 2, seed=1), out, progress=False)
+        S.label_structures(S.cumulene_structures([3], 2, seed=1), out, progress=False)
     assert len(_read(out)) == 2
 
 
@@ -199,7 +200,7 @@ def test_resume_refuses_other_input(tmp_path):
 def test_failures_are_counted_and_skipped(tmp_path, monkeypatch):
     structs = S.cumulene_structures([3], 6, seed=4)
     bad_scf, bad_nan = structs[2].positions.copy(), structs[4].positions.copy()
-    real = L.make_calculator
+    real = M.make_calculator
     calls = []
 
     class Failing(Calculator):
@@ -224,21 +225,21 @@ def test_failures_are_counted_and_skipped(tmp_path, monkeypatch):
         calls.append(kw)
         return Failing(real(method, **kw))
 
-    monkeypatch.setattr(L, "_calculator_factory", factory)
+    monkeypatch.setattr(M, "_calculator_factory", factory)
     out = str(tmp_path / "fail.xyz")
-    rep = L.label_structures(structs, out, progress=False)
+    rep = S.label_structures(structs, out, progress=False)
     assert (rep.n_done, rep.n_failed, rep.n_in_file) == (4, 2, 4)
     assert not rep.complete
     assert [i for i, _ in rep.failures] == [2, 4]
     assert "forced by test" in rep.failures[0][1]
     assert "non-finite" in rep.failures[1][1]
     # the SCF ladder tried every fallback for the failing structure
-    assert len(calls) >= 6 + len(L.XTB_SCF_LADDER) - 1
+    assert len(calls) >= 6 + len(M.XTB_SCF_LADDER) - 1
     assert sorted(int(a.info["index"]) for a in _read(out)) == [0, 1, 3, 5]
     assert "#2" in str(rep)
     # with a working calculator the next run labels only the failed ones
     monkeypatch.undo()
-    rep2 = L.label_structures(structs, out, progress=False)
+    rep2 = S.label_structures(structs, out, progress=False)
     assert (rep2.n_skipped, rep2.n_done, rep2.n_failed) == (4, 2, 0) and rep2.complete
     _check_frames(_read(out), structs)
 
@@ -247,24 +248,24 @@ def test_scf_ladder_recovers_hard_case(tmp_path):
     """Br- + CH3Br far apart (xi = -5.25 A): the default SCF (SAD guess, damping 0.4) does
     not converge with tblite 0.8; the ladder must recover the same state as a damped SCF."""
     a = S.sn2_scan("Br", "Br", [-5.25])[0]
-    e, f, calc = L.xtb_energy_forces(a.numbers, a.positions, charge=-1)
+    e, f, calc = M.xtb_energy_forces(a.numbers, a.positions, charge=-1)
     assert np.isfinite(e) and np.all(np.isfinite(f))
     b = a.copy()
-    b.calc = L.make_calculator("gfn2-xtb", charge=-1, mixer_damping=0.05, max_iterations=500,
+    b.calc = M.make_calculator("gfn2-xtb", charge=-1, mixer_damping=0.05, max_iterations=500,
                                mixer_memory=40)
-    with L.single_thread_openmp():
+    with S.single_thread_openmp():
         e_b, f_b = b.get_potential_energy(), b.get_forces()
     assert abs(e_b - e) < 1e-5
     np.testing.assert_allclose(f_b, f, atol=2e-3)  # SCF-tolerance level
-    rep = L.label_structures([a], str(tmp_path / "hard.xyz"), progress=False)
+    rep = S.label_structures([a], str(tmp_path / "hard.xyz"), progress=False)
     assert rep.n_failed == 0 and rep.n_done == 1
 
 
 def test_workers_match_serial(tmp_path):
     structs = S.cumulene_structures([3, 4], 2, seed=7)
     env_before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    r1 = L.label_structures(structs, str(tmp_path / "w1.xyz"), workers=1, progress=False)
-    r2 = L.label_structures(structs, str(tmp_path / "w2.xyz"), workers=2, progress=False)
+    r1 = S.label_structures(structs, str(tmp_path / "w1.xyz"), workers=1, progress=False)
+    r2 = S.label_structures(structs, str(tmp_path / "w2.xyz"), workers=2, progress=False)
     assert r1.n_done == r2.n_done == 4
     a, b = _read(str(tmp_path / "w1.xyz")), _read(str(tmp_path / "w2.xyz"))
     assert [x.info["index"] for x in b] == [0, 1, 2, 3]      # imap keeps the order
@@ -277,12 +278,12 @@ def test_workers_match_serial(tmp_path):
 
 def test_unknown_method_and_pyscf_hint(tmp_path):
     with pytest.raises(ValueError):
-        L.label_structures([], str(tmp_path / "x.xyz"), method="dft")
+        S.label_structures([], str(tmp_path / "x.xyz"), method="dft")
     try:
         import pyscf  # noqa: F401
     except ImportError:
         with pytest.raises(ImportError, match="pyscf"):
-            L.label_structures([], str(tmp_path / "x.xyz"), method="pyscf-b3lyp")
+            S.label_structures([], str(tmp_path / "x.xyz"), method="pyscf-b3lyp")
 
 
 # ----------------------------------------------------------------------------- NaCl
@@ -326,24 +327,24 @@ def test_nacl_structures_and_generate(tmp_path):
         assert s.info["REF_energy"] == pytest.approx(e)
         assert np.allclose(s.arrays["REF_forces"], f)
     out = str(tmp_path / "nacl.xyz")
-    rep = L.generate("nacl", 3, out, seed=1, progress=False, diameter=(10.0, 14.0))
+    rep = S.generate("nacl", 3, out, seed=1, progress=False, diameter=(10.0, 14.0))
     assert rep.n_done == 3
     frames = _read(out)
     for a, s in zip(frames, structs):
         assert a.info["total_charge"] == s.info["total_charge"]
         assert a.info["REF_energy"] == pytest.approx(s.info["REF_energy"], abs=1e-8)
         assert a.calc is None and not a.pbc.any()
-    rep2 = L.generate("nacl", 3, out, seed=1, progress=False, diameter=(10.0, 14.0))
+    rep2 = S.generate("nacl", 3, out, seed=1, progress=False, diameter=(10.0, 14.0))
     assert (rep2.n_skipped, rep2.n_done) == (3, 0)
 
 
 def test_generate_cumulene_counts(tmp_path):
-    rep = L.generate("cumulene", 5, str(tmp_path / "c.xyz"), seed=0, progress=False,
+    rep = S.generate("cumulene", 5, str(tmp_path / "c.xyz"), seed=0, progress=False,
                      n_carbons=[3, 4])
     assert rep.n_total == 5 and rep.complete
     assert [int(a.info["n_carbons"]) for a in _read(str(tmp_path / "c.xyz"))] == [3, 3, 3, 4, 4]
     with pytest.raises(ValueError):
-        L.generate("water", 1, str(tmp_path / "w.xyz"))
+        S.generate("water", 1, str(tmp_path / "w.xyz"))
 
 
 def test_pyscf_b3lyp_path(tmp_path):
@@ -353,7 +354,7 @@ def test_pyscf_b3lyp_path(tmp_path):
 
     a = Atoms("OH2", positions=[[0, 0, 0.1], [0.76, 0, -0.45], [-0.74, 0.05, -0.5]])
     a.info.update(config_type="water", total_charge=0)
-    rep = L.label_structures([a], str(tmp_path / "w.xyz"), method="pyscf-b3lyp",
+    rep = S.label_structures([a], str(tmp_path / "w.xyz"), method="pyscf-b3lyp",
                              progress=False)
     assert rep.n_done == 1, str(rep)
     fr = _read(str(tmp_path / "w.xyz"))[0]
@@ -363,7 +364,7 @@ def test_pyscf_b3lyp_path(tmp_path):
     h = 2e-3
     p = a.positions.copy()
     p[1, 0] += h
-    ep = L.compute_label(a.numbers, p, method="pyscf-b3lyp")[0]
+    ep = S.compute_label(a.numbers, p, method="pyscf-b3lyp")[0]
     p[1, 0] -= 2 * h
-    em = L.compute_label(a.numbers, p, method="pyscf-b3lyp")[0]
+    em = S.compute_label(a.numbers, p, method="pyscf-b3lyp")[0]
     assert abs(-(ep - em) / (2 * h) - f[1, 0]) < 2e-3

@@ -165,6 +165,6 @@ def test_missing_labels_and_unknown_elements_are_named(tmp_path):
     with pytest.raises(ValueError, match="missing label 'REF_forces'"):
         fit(config(path, tmp_path / "r1", "--training.epochs", "1", "--data.valid", "0.2",
                    "--data.test", "0.0"))
-    with pytest.raises(ValueError, match="not among the model's elements"):
+    with pytest.raises(ValueError, match=r"elements \['O'\] are unknown to the model"):
         fit(config(path, tmp_path / "r2", "--model.elements", "[H, C]", "--training.forces_weight", "0"))
     assert main(["fit", "--data.train", str(path), "--output", str(tmp_path / "r3"), *FAST]) == 2

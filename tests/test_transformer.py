@@ -6,13 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from conftest import call_block
+from mlip_attn.nn.graph import empty_features, graph_without_edges
 from scipy.spatial.transform import Rotation
 
 from mlip_attn import build_model
 from mlip_attn.attention.biases import (BIAS_TYPES, GaussianKernelBias, PowerLawBias, make_bias,
                                         pair_distances)
-from mlip_attn.attention.transformer import (TransformerAttention, pair_masks, structure_layout)
-from mlip_attn.backbones.transformer import random_rotation, random_rotations, rotate_batch
+from mlip_attn.attention.packing import pair_masks, structure_layout
+from mlip_attn.attention.transformer_attention import TransformerAttention
+from mlip_attn.training.augmentation import random_rotation, random_rotations, rotate_batch
 
 from conftest import predict, random_molecule, to_batch
 
@@ -144,18 +148,18 @@ def test_padding_never_leaks(layout, bias):
     s = torch.randn(len(batch), 8, dtype=torch.float64)
     pos = 2.0 * torch.randn(len(batch), 3, dtype=torch.float64)
     v = s.new_zeros((len(batch), 3, 8))
-    together, dv = block(s, v, pos, batch, 4)
+    together, dv = call_block(block, s, v, pos, batch, 4)
     assert torch.equal(dv, torch.zeros_like(v))
     assert together[batch == 2].abs().max() == 0   # a lone atom has nobody to attend to
     for b in range(4):
         m = batch == b
-        alone, _ = block(s[m], v[m], pos[m], torch.zeros(int(m.sum()), dtype=torch.long), 1)
+        alone, _ = call_block(block, s[m], v[m], pos[m], torch.zeros(int(m.sum()), dtype=torch.long), 1)
         assert (together[m] - alone).abs().max() < 1e-12
     # changing structure 1 leaves every other structure's outputs unchanged
     pos2, s2 = pos.clone(), s.clone()
     pos2[batch == 1] += torch.randn_like(pos2[batch == 1])
     s2[batch == 1] *= 1.5
-    changed, _ = block(s2, v, pos2, batch, 4)
+    changed, _ = call_block(block, s2, v, pos2, batch, 4)
     assert (changed[batch != 1] - together[batch != 1]).abs().max() < 1e-12
     assert (changed[batch == 1] - together[batch == 1]).abs().max() > 1e-6
 
@@ -191,12 +195,17 @@ def test_batch_isolation_and_layouts_in_models(name):
 # ---------------------------------------------------------------- attention paths
 
 
+def block_inputs(s, positions, batch, num_graphs):
+    """(features, graph): a global block's forward arguments for scalar features s (N, F)."""
+    return empty_features(s), graph_without_edges(positions, batch, num_graphs)
+
+
 def test_fixed_attention_weights_are_softmax_of_bias():
     block = global_block("power_law", fixed=True)
     pos = torch.tensor([[0, 0, 0], [1.0, 0, 0], [0, 2.0, 0], [0, 0, 3.0]], dtype=torch.float64)
     s = torch.randn(4, 8, dtype=torch.float64)
     batch = torch.zeros(4, dtype=torch.long)
-    w, r, pairs = block.attention_weights(s, pos, batch, 1)
+    w, r, pairs = block.attention_weights(*block_inputs(s, pos, batch, 1))
     d = torch.cdist(pos, pos)
     expected = torch.where(pairs[0], d, torch.ones_like(d)) ** -2.0 * pairs[0]   # p = −2
     expected = expected / expected.sum(-1, keepdim=True)
@@ -206,7 +215,7 @@ def test_fixed_attention_weights_are_softmax_of_bias():
     x = block.norm(s)
     vh = att.value(x).reshape(4, 2, 4).transpose(0, 1)
     y = att.out((w[0] @ vh).transpose(0, 1).reshape(4, 8))
-    ds, _ = block(s, s.new_zeros((4, 3, 0)), pos, batch, 1)
+    ds, _ = call_block(block, s, s.new_zeros((4, 3, 0)), pos, batch, 1)
     assert (ds - y).abs().max() < 1e-13
     assert not hasattr(att.query_key, "weight")
 
@@ -215,9 +224,9 @@ def test_dynamic_attention_uses_queries_and_keys():
     block = global_block("power_law")
     pos = 2.0 * torch.randn(5, 3, dtype=torch.float64)
     s = torch.randn(5, 8, dtype=torch.float64)
-    w, _, pairs = block.attention_weights(s, pos, torch.zeros(5, dtype=torch.long), 1)
+    w, _, pairs = block.attention_weights(*block_inputs(s, pos, torch.zeros(5, dtype=torch.long), 1))
     other = torch.randn(5, 8, dtype=torch.float64)
-    w2, _, _ = block.attention_weights(other, pos, torch.zeros(5, dtype=torch.long), 1)
+    w2, _, _ = block.attention_weights(*block_inputs(other, pos, torch.zeros(5, dtype=torch.long), 1))
     assert torch.allclose(w.sum(-1), torch.ones(1, 2, 5, dtype=torch.float64))
     assert (w - w2).abs().max() > 1e-4
 
@@ -277,10 +286,10 @@ def test_direct_forces_and_coordinate_embedding_are_flagged():
     b = to_batch([atoms], direct.cutoff)
     out = direct.predict(b)
     _, feats = direct.energies_and_features(b.positions, b.numbers, b.batch, b.edge_index,
-                                            b.shifts, b.charge, b.spin)
+                                            b.shifts, b.cell, b.charge, b.spin)
     assert torch.allclose(out["forces"], direct.force_head(feats), rtol=0, atol=1e-14)
     pos = b.positions.clone().requires_grad_(True)
-    e = direct.atomic_energies(pos, b.numbers, b.batch, b.edge_index, b.shifts, b.charge, b.spin)
+    e = direct.atomic_energies(pos, b.numbers, b.batch, b.edge_index, b.shifts, b.cell, b.charge, b.spin)
     grad_forces = -torch.autograd.grad(e.sum(), pos)[0]
     assert (grad_forces - out["forces"]).abs().max() > 1e-3
     scripted = torch.jit.script(direct)

@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 
 def cumulene(n_carbons: int = 8) -> Atoms:
     """H2C=(C=)k=CH2 along z, planar ends (the ground state for an even number of carbons)."""
-    from mlip_attn.qm.systems import cumulene_ground_state
+    from mlip_attn.qm import cumulene_ground_state
     return cumulene_ground_state(n_carbons, optimise=False)
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..attention.transformer import TransformerAttention
-from ..backbones.transformer import TransformerLayer
+from ..attention.transformer_attention import TransformerAttention
+from ..backbones.graph_free_transformer import TransformerLayer
 
 ATTENTION_MODULES = (TransformerAttention, TransformerLayer)
 
@@ -43,7 +43,7 @@ def attention_maps(model, structures) -> list[dict]:
     """Attention of every layer for ``structures`` (ASE Atoms, `AtomicData`, or one `Batch`).
 
     Returns one dict per attention layer: ``name``, ``weights`` (G, H, n, n), ``r`` (G, n, n) Å
-    and ``pairs`` (G, n, n) bool in the packed layout of `mlip_attn.attention.transformer`.
+    and ``pairs`` (G, n, n) bool in the packed layout of `mlip_attn.attention.packing`.
     """
     modules = attention_modules(model)
     if not modules:
@@ -63,11 +63,9 @@ def attention_maps(model, structures) -> list[dict]:
             model.predict(batch, compute_forces=False)
             out = []
             for name, module in modules:
-                args = captured[name]
-                if isinstance(module, TransformerAttention):  # (s, v, positions, batch, num_graphs)
-                    w, r, pairs = module.attention_weights(args[0], args[2], args[3], args[4])
-                else:                                         # (x, r, allowed, types, has_partner)
-                    w, r, pairs = module.attention_weights(*args)
+                # both take their forward's arguments: (features, graph) for the global
+                # block, (x, r, allowed, types, has_partner) for a graph-free layer
+                w, r, pairs = module.attention_weights(*captured[name])
                 out.append({"name": name, "weights": w, "r": r, "pairs": pairs})
     finally:
         for h in handles:

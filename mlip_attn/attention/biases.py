@@ -1,6 +1,6 @@
 """Attention biases: per-head additive logits b^h_ij from interatomic distances.
 
-All biases act on atoms packed into groups (see `mlip_attn.attention.transformer`):
+All biases act on atoms packed into groups (see `mlip_attn.attention.packing`):
 ``r`` (G, n, n) distances in Å, ``allowed`` (G, n, n) bool (True where atom i may attend to
 atom j: same structure, not padding, not the diagonal), ``types`` (G, n, T) per-atom type
 features (one-hot elements in the graph-free transformer, normalised scalar features in a
@@ -13,7 +13,8 @@ root and the logarithm, so no inf/NaN reaches the gradient.
 
 Kinds (``bias:`` in the config, see `make_bias`):
 
-- ``power_law``            b^h_ij = p · log r_ij, p fixed (default −2) — seed 004, eq. 4.
+- ``power_law``            b^h_ij = p · log r_ij, p fixed (default −2) — the power-law bias
+                           of molecular transformers (eq. 4 of that paper).
 - ``power_law_learned``    p_h learned per head.
 - ``power_law_negative``   p_h = −exp(θ_h), learned per head and always < 0 (the paper's best).
 - ``gaussian``             Graphormer-3D / Transformer-M Gaussian kernels of a pair-type-aware
@@ -59,7 +60,7 @@ def default_exponents(heads: int, mode: str, exponent: Optional[float] = None) -
 
 
 class PowerLawBias(nn.Module):
-    """b^h_ij = p_h · log r_ij, i.e. attention ∝ r_ij^{p_h} · exp(q·k/√d) (seed 004).
+    """b^h_ij = p_h · log r_ij, i.e. attention ∝ r_ij^{p_h} · exp(q·k/√d).
 
     ``mode``: "fixed" (p is a buffer, not trained), "learned" (free p_h per head) or
     "negative" (p_h = −exp(θ_h), learned and always negative). ``exponent``: the (initial)

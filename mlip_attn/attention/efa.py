@@ -1,6 +1,6 @@
 """Euclidean fast attention (EFA): linear-cost global attention with rotary
 position encodings on a Lebedev grid (Frank, Chmiela, Müller, Unke,
-arXiv:2412.08541). Written from the maths in ``specs/efa.md``; no code from the
+arXiv:2412.08541). Written from the paper's mathematics; no code from the
 authors' JAX/e3x implementation is used. (The authors declare a patent
 application on the method.)
 
@@ -26,11 +26,15 @@ Units: positions and r_max in Å, frequencies ω in 1/Å, b_max dimensionless
 """
 
 import math
-from typing import Dict, Final, Optional, Tuple
+from typing import Dict, Final, Literal, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..nn.graph import Features, Graph, centred_positions, rank_in_segment
+from ..registry import GLOBAL_BLOCKS, PositiveFloat, PositiveInt
+from .base import GlobalBlock
 
 __all__ = [
     "EuclideanFastAttention",
@@ -51,8 +55,8 @@ _LEBEDEV_ORDERS: Dict[int, int] = {
     5294: 125, 5810: 131,
 }
 
-# b_max / π from specs/efa.md (largest ω_max·r_max with quadrature error of the
-# invariant integrand exp(i b u·r̂) below 1e-5). ``measure_b_max`` reproduces it.
+# b_max / π: the largest ω_max·r_max with quadrature error of the invariant integrand
+# exp(i b u·r̂) below 1e-5, measured by ``measure_b_max`` (the tests reproduce it).
 B_MAX_TABLE: Dict[int, float] = {
     50: 1.27, 86: 2.2, 110: 2.64, 146: 3.17, 194: 4.13,
     302: 5.72, 434: 7.36, 590: 9.03, 974: 12.47,
@@ -89,8 +93,8 @@ def lebedev_grid(points: int, dtype: torch.dtype = torch.float64) -> Tuple[Tenso
 
 
 def b_max_for_grid(points: int, vectors: bool = False) -> float:
-    """Default reach b_max (radians) of a G-point grid: the efa.md table value,
-    minus 0.1π when ℓ = 1 channels are used (``vectors=True``)."""
+    """Default reach b_max (radians) of a G-point grid: `B_MAX_TABLE`, minus 0.1π when ℓ = 1
+    channels are used (``vectors=True``: their integrands lose about that much)."""
     if points not in B_MAX_TABLE:
         raise ValueError(
             f"no tabulated b_max for a {points}-point grid; supported: "
@@ -142,29 +146,10 @@ def structure_extent(positions: Tensor, batch: Tensor, num_graphs: int) -> float
     structure's centroid). This is ≥ the true largest pair distance and at most
     twice it (exact for two atoms, or pairs symmetric about the centroid).
     """
-    centred = _centre(positions, batch, num_graphs)
+    centred = centred_positions(positions, batch, num_graphs)
     if centred.numel() == 0:
         return 0.0
     return 2.0 * float(torch.linalg.vector_norm(centred, dim=-1).max())
-
-
-def _centre(positions: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-    """Subtract the per-structure centroid (segment mean via index_add)."""
-    sums = positions.new_zeros((num_graphs, 3)).index_add_(0, batch, positions)
-    counts = positions.new_zeros((num_graphs,)).index_add_(
-        0, batch, torch.ones_like(positions[:, 0])
-    )
-    centroid = sums / counts.clamp(min=1.0).unsqueeze(-1)
-    return positions - centroid[batch]
-
-
-def _rank_in_segment(batch: Tensor, counts: Tensor) -> Tensor:
-    """Position of each atom inside its structure (0..count-1); any order of batch."""
-    n = batch.shape[0]
-    ptr = torch.cumsum(counts, 0) - counts
-    sorted_batch, order = torch.sort(batch, stable=True)
-    rank_sorted = torch.arange(n, device=batch.device) - ptr[sorted_batch]
-    return torch.empty_like(batch).index_put_((order,), rank_sorted)
 
 
 def _segment_attention(q: Tensor, k: Tensor, val: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
@@ -183,7 +168,7 @@ def _segment_attention(q: Tensor, k: Tensor, val: Tensor, batch: Tensor, num_gra
         return q @ (k.transpose(0, 1) @ val)
     counts = torch.bincount(batch, minlength=num_graphs)
     n_max = int(counts.max())
-    rank = _rank_in_segment(batch, counts)
+    rank = rank_in_segment(batch, counts)
     idx = (batch, rank)
     qp = q.new_zeros((num_graphs, n_max, p)).index_put(idx, q)
     kp = k.new_zeros((num_graphs, n_max, p)).index_put(idx, k)
@@ -226,12 +211,22 @@ def _sinc_sq(x2: Tensor) -> Tensor:
     return torch.where(small, series, torch.sin(x) / x)
 
 
-class EuclideanFastAttention(nn.Module):
+EFA_PRESET = {"grid": 50, "d_qk": 16, "d_v": 16}
+
+
+@GLOBAL_BLOCKS.register(
+    "efa", summary="Euclidean fast attention: linear-cost global attention with rotary "
+    "encodings on a Lebedev grid (Frank et al. 2024); reach r_max",
+    presets={"efa-l0": {**EFA_PRESET, "vectors": False},
+             "efa-l1": {**EFA_PRESET, "vectors": True},
+             "efa-l2": {**EFA_PRESET, "vectors": True, "tensors": True}})
+class EuclideanFastAttention(GlobalBlock):
     """EFA branch for an invariant (EGNN, ``vectors=False``) or ℓ = 0/1
     (PaiNN, ``vectors=True``) host network.
 
     Args:
         width: feature width F of the host network.
+        host_order: rotation order of the host's features (``vectors`` needs ≥ 1).
         r_max: largest distance (Å) expected between two atoms of one
             structure; ω_k = linspace(0, b_max, D_qk/2) / r_max.
         grid: Lebedev grid size G (see ``lebedev_points()``).
@@ -274,16 +269,20 @@ class EuclideanFastAttention(nn.Module):
     def __init__(
         self,
         width: int,
-        r_max: float,
+        r_max: PositiveFloat,
+        host_order: int = 1,
         grid: int = 50,
-        d_qk: int = 16,
-        d_v: int = 32,
+        d_qk: PositiveInt = 16,
+        d_v: PositiveInt = 32,
         vectors: bool = False,
-        b_max: Optional[float] = None,
-        feature_map: str = "identity",
+        b_max: Optional[PositiveFloat] = None,
+        feature_map: Literal["identity", "silu", "gelu"] = "identity",
         tensors: bool = False,
     ) -> None:
         super().__init__()
+        if vectors and host_order < 1:
+            raise ValueError("vectors: vector (ℓ = 1) channels need a backbone with vector "
+                             "features (e.g. painn)")
         if tensors and not vectors:
             raise ValueError("tensors: rank-2 channels are built from vector features; "
                              "set vectors: true as well")
@@ -301,6 +300,8 @@ class EuclideanFastAttention(nn.Module):
         self.d_v = int(d_v)
         self.vectors = bool(vectors)
         self.tensors = bool(tensors)
+        self.order = 1 if vectors else 0
+        self.reach = self.r_max
         self.n_comp = 4 if vectors else 1  # scalar + 3 Cartesian components
         self.b_max = float(b_max) if b_max is not None else b_max_for_grid(grid, vectors)
         self.feature_map = feature_map
@@ -408,7 +409,7 @@ class EuclideanFastAttention(nn.Module):
         dirs = self.directions.to(dtype)
         lam = self.weights.to(dtype)
         omega = self.omega.to(dtype)
-        x = _centre(positions, batch, num_graphs) @ dirs.transpose(0, 1)  # (N, G)
+        x = centred_positions(positions, batch, num_graphs) @ dirs.transpose(0, 1)  # (N, G)
         theta = x.unsqueeze(-1) * omega  # (N, G, K)
         cos, sin = torch.cos(theta), torch.sin(theta)
         lam = lam.view(1, -1, 1)
@@ -466,13 +467,11 @@ class EuclideanFastAttention(nn.Module):
         y_s, y_v = self.attend_exact(s, v, positions, batch, num_graphs)
         return self._branch(y_s, y_v, s, v)
 
-    def forward(
-        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int
-    ) -> Tuple[Tensor, Tensor]:
-        """Branch output (ds (N, F), dv (N, 3, F)) for scalar features s (N, F),
-        vector features v (N, 3, F) (may be (N, 3, 0) when vectors=False),
-        positions (N, 3) in Å, batch (N,) int64, num_graphs B. dv is
-        ``zeros_like(v)`` when vectors=False."""
-        y_s, y_v = self.attend(s, v, positions, batch, num_graphs)
-        return self._branch(y_s, y_v, s, v)
-
+    def forward(self, x: Features, graph: Graph) -> Features:
+        """Branch output: scalars ds (N, F), vectors dv (N, 3, F) (zeros when
+        vectors=False; (N, 3, 0) in a scalar host) and zero tensors, for the host's
+        features ``x`` and the structures' positions (Å) in ``graph``."""
+        s, v = x.scalars, x.vectors
+        y_s, y_v = self.attend(s, v, graph.positions, graph.batch, graph.num_graphs)
+        ds, dv = self._branch(y_s, y_v, s, v)
+        return Features(ds, dv, torch.zeros_like(x.tensors))

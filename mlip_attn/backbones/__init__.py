@@ -1,6 +1,11 @@
-"""Backbones: local message passing (PaiNN, EGNN) and the graph-free transformer."""
-from .egnn import EGNN
-from .painn import PaiNN
-from .transformer import TransformerBackbone, random_rotation
+"""Backbones: local message passing (PaiNN, EGNN) and the graph-free transformer.
 
-__all__ = ["EGNN", "PaiNN", "TransformerBackbone", "random_rotation"]
+Each module registers its backbone in `mlip_attn.registry.BACKBONES`; a new backbone is a new
+module here (contract: `mlip_attn.backbones.base.Backbone`).
+"""
+from .base import Backbone
+from .egnn import EGNN
+from .graph_free_transformer import TransformerBackbone
+from .painn import PaiNN
+
+__all__ = ["Backbone", "EGNN", "PaiNN", "TransformerBackbone"]

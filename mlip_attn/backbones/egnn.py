@@ -1,4 +1,4 @@
-"""EGNN (Satorras, Hoogeboom, Welling 2021), invariant variant for potentials.
+"""EGNN (Satorras, Hoogeboom, Welling, ICML 2021), invariant variant for potentials.
 
 Messages m_ij = φ_e(h_i, h_j, rbf(r_ij)) · cutoff(r_ij), gated by a learned edge weight
 (the paper's "inferred edges"); h_i ← h_i + φ_h(h_i, Σ_j m_ij). Coordinates are not updated
@@ -7,19 +7,22 @@ energy is smooth at the cutoff.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
 
-from ..nn import CosineCutoff, SincRadialBasis, mlp
-from ..nn.global_block import NoGlobalBlock
+from ..attention.base import NoGlobalBlock
+from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
+from ..nn.graph import Features, Graph, empty_features
+from ..registry import BACKBONES, PositiveFloat, PositiveInt
+from .base import Backbone
 
 
 class EGNNLayer(nn.Module):
     """One EGNN layer on scalars h (N, F), plus an optional scalar global block in parallel."""
 
-    def __init__(self, width: int, num_basis: int, global_block: nn.Module | None = None):
+    def __init__(self, width: int, num_basis: int, global_block: Optional[nn.Module] = None):
         super().__init__()
         self.edge_in = nn.Linear(2 * width + num_basis, width)
         self.edge_out = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU())
@@ -28,10 +31,9 @@ class EGNNLayer(nn.Module):
         self.has_global = global_block is not None
         self.global_block = global_block if global_block is not None else NoGlobalBlock()
 
-    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, radial: torch.Tensor,
-                envelope: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor,
-                num_graphs: int) -> torch.Tensor:
-        i, j = edge_index[0], edge_index[1]
+    def forward(self, h: torch.Tensor, radial: torch.Tensor, envelope: torch.Tensor,
+                graph: Graph) -> torch.Tensor:
+        i, j = graph.edge_index[0], graph.edge_index[1]
         # edge_in(cat[h_i, h_j, radial]) with the two node parts projected per atom (N rows)
         # before gathering, instead of per edge (E rows): same maths, far fewer flops
         F = h.shape[1]
@@ -44,19 +46,24 @@ class EGNNLayer(nn.Module):
         agg = torch.zeros_like(h).index_add_(0, i, m)
         h_local = h + self.node_mlp(torch.cat([h, agg], dim=1))
         if self.has_global:
-            no_vectors = h.new_zeros((h.shape[0], 3, 0))
-            dh, _ = self.global_block(h, no_vectors, positions, batch, num_graphs)
-            return h_local + dh
+            return h_local + self.global_block(empty_features(h), graph).scalars
         return h_local
 
 
-class EGNN(nn.Module):
-    """EGNN feature extractor: (species, geometry, total charge) -> per-atom scalars (N, F)."""
+@BACKBONES.register("egnn", summary="EGNN: invariant scalar message passing (Satorras et al. "
+                    "2021), the cheapest backbone")
+class EGNN(Backbone):
+    """EGNN feature extractor: (species, graph) -> scalars (N, F).
 
-    def __init__(self, num_elements: int, width: int = 128, layers: int = 3, cutoff: float = 5.0,
-                 num_basis: int = 20, global_blocks: List[nn.Module | None] | None = None):
+    Options (``model:`` keys): ``width`` F, ``layers``, ``cutoff`` Å, ``num_basis``.
+    """
+
+    order = 0
+
+    def __init__(self, num_elements: int, global_blocks: Optional[List[Optional[nn.Module]]] = None,
+                 width: PositiveInt = 128, layers: PositiveInt = 3, cutoff: PositiveFloat = 5.0,
+                 num_basis: PositiveInt = 20):
         super().__init__()
-        from ..nn import AtomEmbedding
         global_blocks = global_blocks or [None] * layers
         self.width = width
         self.embedding = AtomEmbedding(num_elements, width)
@@ -64,13 +71,11 @@ class EGNN(nn.Module):
         self.cutoff_fn = CosineCutoff(cutoff)
         self.layers = nn.ModuleList([EGNNLayer(width, num_basis, g) for g in global_blocks])
 
-    def forward(self, species: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor,
-                edge_index: torch.Tensor, vectors: torch.Tensor, charge: torch.Tensor,
-                spin: torch.Tensor, num_graphs: int) -> torch.Tensor:
-        r = torch.linalg.norm(vectors, dim=1)
+    def forward(self, species: torch.Tensor, graph: Graph) -> Features:
+        r = graph.lengths
         envelope = self.cutoff_fn(r)
         radial = self.basis(r) * envelope[:, None]
-        h = self.embedding(species, batch, charge, spin)
+        h = self.embedding(species, graph.batch, graph.charge, graph.spin)
         for layer in self.layers:
-            h = layer(h, edge_index, radial, envelope, positions, batch, num_graphs)
-        return h
+            h = layer(h, radial, envelope, graph)
+        return empty_features(h)

@@ -1,14 +1,18 @@
-"""PaiNN (Schütt, Unke, Gastegger 2021): scalar and vector features, sinc basis × cosine cutoff."""
+"""PaiNN (Schütt, Unke, Gastegger, ICML 2021): scalar and vector features, sinc basis × cosine
+cutoff."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..nn import CosineCutoff, SincRadialBasis, mlp
-from ..nn.global_block import NoGlobalBlock
+from ..attention.base import NoGlobalBlock
+from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
+from ..nn.graph import Features, Graph
 from ..nn.painn_message import message_in_chunks, painn_message
+from ..registry import BACKBONES, PositiveFloat, PositiveInt
+from .base import Backbone
 
 
 class PaiNNLayer(nn.Module):
@@ -22,7 +26,7 @@ class PaiNNLayer(nn.Module):
     message therefore has no v_j term (skipped, not computed as zeros).
     """
 
-    def __init__(self, width: int, num_basis: int, global_block: nn.Module | None = None,
+    def __init__(self, width: int, num_basis: int, global_block: Optional[nn.Module] = None,
                  first: bool = False):
         super().__init__()
         self.width = width
@@ -34,11 +38,10 @@ class PaiNNLayer(nn.Module):
         self.has_global = global_block is not None
         self.global_block = global_block if global_block is not None else NoGlobalBlock()
 
-    def forward(self, s: torch.Tensor, v: torch.Tensor, edge_index: torch.Tensor,
-                rho: torch.Tensor, unit: torch.Tensor, positions: torch.Tensor,
-                batch: torch.Tensor, num_graphs: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, s: torch.Tensor, v: torch.Tensor, rho: torch.Tensor, unit: torch.Tensor,
+                graph: Graph) -> Tuple[torch.Tensor, torch.Tensor]:
         F = self.width
-        i, j = edge_index[0], edge_index[1]
+        i, j = graph.edge_index[0], graph.edge_index[1]
         # message: filter the neighbour's features by the radial function, sum over neighbours
         radial = self.message_radial
         weight = torch.cat([radial.weight, radial.bias[:, None]], dim=1)       # (3F, K)
@@ -58,8 +61,8 @@ class PaiNNLayer(nn.Module):
         s_local = s_msg + a_ss + a_sv * (u * w).sum(dim=1)
         v_local = v_msg + a_vv[:, None, :] * u
         if self.has_global:
-            ds_g, dv_g = self.global_block(s, v, positions, batch, num_graphs)
-            return s_local + ds_g, v_local + dv_g
+            g = self.global_block(Features(s, v, s.new_zeros((s.shape[0], 5, 0))), graph)
+            return s_local + g.scalars, v_local + g.vectors
         return s_local, v_local
 
     @torch.jit.unused
@@ -70,17 +73,21 @@ class PaiNNLayer(nn.Module):
         return painn_message(phi, v, rho, unit, weight, i, j, self.first)
 
 
-class PaiNN(nn.Module):
-    """PaiNN feature extractor: (species, geometry, total charge) -> per-atom scalars (N, F).
+@BACKBONES.register("painn", summary="PaiNN: scalar and vector (ℓ ≤ 1) features, "
+                    "equivariant message passing (Schütt et al. 2021)")
+class PaiNN(Backbone):
+    """PaiNN feature extractor: (species, graph) -> scalars (N, F) and vectors (N, 3, F).
 
-    Defaults follow the paper: width 128, 3 layers, 20 sinc functions, cosine cutoff 5 Å.
-    ``global_blocks``: one module (or None) per layer, see `mlip_attn.nn.global_block`.
+    Options (``model:`` keys): ``width`` F, ``layers``, ``cutoff`` Å, ``num_basis`` sinc radial
+    functions; defaults follow the paper. ``global_blocks``: one block (or None) per layer.
     """
 
-    def __init__(self, num_elements: int, width: int = 128, layers: int = 3, cutoff: float = 5.0,
-                 num_basis: int = 20, global_blocks: List[nn.Module | None] | None = None):
+    order = 1
+
+    def __init__(self, num_elements: int, global_blocks: Optional[List[Optional[nn.Module]]] = None,
+                 width: PositiveInt = 128, layers: PositiveInt = 3, cutoff: PositiveFloat = 5.0,
+                 num_basis: PositiveInt = 20):
         super().__init__()
-        from ..nn import AtomEmbedding
         global_blocks = global_blocks or [None] * layers
         self.width = width
         self.embedding = AtomEmbedding(num_elements, width)
@@ -89,16 +96,13 @@ class PaiNN(nn.Module):
         self.layers = nn.ModuleList([PaiNNLayer(width, num_basis, g, first=k == 0)
                                      for k, g in enumerate(global_blocks)])
 
-    def forward(self, species: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor,
-                edge_index: torch.Tensor, vectors: torch.Tensor, charge: torch.Tensor,
-                spin: torch.Tensor, num_graphs: int) -> torch.Tensor:
-        """``vectors`` (E, 3) = r_ij in Å. Returns scalar features (N, F)."""
-        r = torch.linalg.norm(vectors, dim=1)
+    def forward(self, species: torch.Tensor, graph: Graph) -> Features:
+        r = graph.lengths
         envelope = self.cutoff_fn(r)[:, None]
         rho = torch.cat([self.basis(r) * envelope, envelope], dim=1)       # (E, n_basis + 1)
-        unit = vectors / r[:, None]
-        s = self.embedding(species, batch, charge, spin)
+        unit = graph.vectors / r[:, None]
+        s = self.embedding(species, graph.batch, graph.charge, graph.spin)
         v = s.new_zeros((s.shape[0], 3, self.width))
         for layer in self.layers:
-            s, v = layer(s, v, edge_index, rho, unit, positions, batch, num_graphs)
-        return s
+            s, v = layer(s, v, rho, unit, graph)
+        return Features(s, v, s.new_zeros((s.shape[0], 5, 0)))

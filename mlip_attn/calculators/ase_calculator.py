@@ -16,6 +16,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..data import AtomicData, Batch, LabelKeys
+from ..data.atomic_data import check_elements
 from ..data.neighbours import VerletList
 from ..models import Potential, load_model
 
@@ -58,12 +59,12 @@ class AttnCalculator(Calculator):
         self.cutoff = max(m.cutoff for m in self.models)
         self.r_max = max(m.r_max for m in self.models)
         self.elements = set(first.elements)
-        from ..models.builder import is_global
-        self.is_global = any(is_global(m.model_config) for m in self.models)
-        if not all(getattr(m, "conservative", True) for m in self.models):
+        self.is_global = any(m.is_global for m in self.models)
+        self.periodic = all(m.periodic for m in self.models)
+        if not all(m.conservative for m in self.models):
             warnings.warn("this model predicts forces with a direct head: they are not -dE/dr, "
                           "so MD does not conserve energy", UserWarning, stacklevel=2)
-        if not all(getattr(m, "invariant", True) for m in self.models):
+        if not all(m.invariant for m in self.models):
             warnings.warn("this model embeds raw coordinates: its predictions depend on the "
                           "orientation of the structure", UserWarning, stacklevel=2)
 
@@ -77,24 +78,18 @@ class AttnCalculator(Calculator):
         return changes
 
     def _input(self, atoms) -> Batch:
-        unknown = sorted(set(atoms.numbers.tolist()) - self.elements)
-        if unknown:
-            from ase.data import chemical_symbols
-            names = [chemical_symbols[z] for z in unknown]
-            known = [chemical_symbols[z] for z in sorted(self.elements)]
-            raise ValueError(f"elements {names} are unknown to this model (it knows {known})")
-        data = AtomicData.from_atoms(atoms, _INPUT_KEYS, name="atoms")
-        if self.is_global:
-            self._check_range(data)
+        check_elements(atoms.numbers, self.elements, "atoms")
+        data = AtomicData.from_atoms(atoms, _INPUT_KEYS, name="atoms").validate()
+        self._check_range(data)
         return Batch.collate([data.with_graph(self.cutoff, self.neighbours)]).to(self.device,
                                                                              self.dtype)
 
     def _check_range(self, data: AtomicData) -> None:
-        if data.is_periodic:
+        if data.is_periodic and not self.periodic:
             raise ValueError("this model has global attention, which does not support periodic "
                              "cells yet; use a local model for periodic systems")
-        extent = data.extent
-        if self.r_max > 0 and extent > self.r_max:
+        extent = data.extent if self.r_max > 0 else 0.0
+        if extent > self.r_max > 0:
             msg = (f"structure extent {extent:.2f} Å exceeds the model's global reach r_max = "
                    f"{self.r_max:g} Å; predictions may depend on orientation")
             if self.range_check == "raise":

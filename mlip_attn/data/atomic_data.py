@@ -21,6 +21,16 @@ class StructureError(ValueError):
     """A structure that no model can evaluate (NaN positions, overlapping atoms, ...)."""
 
 
+def check_elements(numbers, known, where: str, error: type[ValueError] = ValueError) -> None:
+    """Raise ``error`` naming ``where`` when ``numbers`` holds elements not in ``known``."""
+    from ase.data import chemical_symbols
+    unknown = sorted(set(int(z) for z in numbers) - set(int(z) for z in known))
+    if unknown:
+        names = [chemical_symbols[z] for z in unknown]
+        raise error(f"{where}: elements {names} are unknown to the model (it knows "
+                    f"{[chemical_symbols[z] for z in sorted(known)]})")
+
+
 @dataclass
 class AtomicData:
     """One structure. Tensors are float64 on the CPU until `Batch.to` casts them."""

@@ -60,7 +60,8 @@ class LammpsModel(nn.Module):
         if compute_virial:
             sh.requires_grad_(True)
         batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-        atomic = self.model.atomic_energies(pos, numbers, batch, edge_index, sh,
+        cell = torch.zeros((1, 3, 3), dtype=dtype, device=pos.device)
+        atomic = self.model.atomic_energies(pos, numbers, batch, edge_index, sh, cell,
                                             charge.to(dtype), spin.to(dtype))
         local = atomic[:n_local]
         energy = local.sum()
@@ -84,20 +85,10 @@ class LammpsModel(nn.Module):
                 (-g_pos).detach().to(torch.float64), virial.detach())
 
 
-def is_global(model: Potential, stored: dict | None = None) -> bool:
-    """Whether an atom's energy can depend on atoms beyond layers × cutoff (global attention,
-    graph-free transformer): such models run on one MPI rank in a non-periodic box."""
-    from ..models.builder import is_global as config_is_global
-    return bool(config_is_global(model.model_config or {}) or (stored or {}).get("global", False))
-
-
 def lammps_metadata(model: Potential, stored: dict | None = None) -> dict:
     """What the pair style reads: elements, cutoff (Å), layers, global, dtype, versions."""
     stored = dict(stored or getattr(model, "metadata", {}) or {})
-    cfg = model.model_config or {}
-    layers = cfg.get("layers", stored.get("layers"))
-    if layers is None:
-        layers = len(model.backbone.layers)
+    layers = len(model.backbone.layers)  # message-passing hops: the ghost shell is layers × cutoff
     return {
         **{k: v for k, v in stored.items() if isinstance(v, (str, int, float, bool, list))},
         "format": EXPORT_FORMAT,
@@ -105,7 +96,7 @@ def lammps_metadata(model: Potential, stored: dict | None = None) -> dict:
         "elements": [int(z) for z in model.elements],
         "cutoff": float(model.cutoff),
         "r_max": float(model.r_max),
-        "global": is_global(model, stored),
+        "global": model.is_global,
         "layers": int(layers),
         "dtype": str(model.shift.dtype).replace("torch.", ""),
         "mlip_attn_version": __version__,

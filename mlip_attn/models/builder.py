@@ -1,25 +1,29 @@
-"""`build_model(model_config)`: the ``model:`` section of a config -> `Potential`."""
+"""`build_model(model_config)`: the ``model:`` section of a config -> `Potential`.
+
+Keys of ``model:``:
+
+- ``backbone``: a name in `mlip_attn.registry.BACKBONES` (``mlip-attn components`` lists them);
+- the backbone's own options — its constructor's keywords (``width``, ``layers`` …), with the
+  constructor's defaults;
+- ``cutoff`` (Å): the neighbour-list cutoff (also the backbone's, where it takes one);
+- ``attention``: null (a local model) or ``{type: <a GLOBAL_BLOCKS name>, <its options>}``,
+  one block per backbone layer;
+- ``elements`` (symbols or numbers; `fit` fills them in from the data) and ``targets``.
+
+Errors name the key (``model.attention.r_max: ...``). The resolved config (every default
+written out) is what the model file stores, so it rebuilds the same architecture.
+"""
 from __future__ import annotations
 
 import copy
 
-from torch import nn
-
-from ..backbones import EGNN, PaiNN
-from ..backbones.transformer import TransformerBackbone
+from ..registry import BACKBONES, GLOBAL_BLOCKS, PositiveFloat, check_value
 from .potential import Potential
 
-BACKBONES = {"painn": PaiNN, "egnn": EGNN, "transformer": TransformerBackbone}
-MODEL_DEFAULTS = {"backbone": "painn", "cutoff": 5.0, "width": 128, "layers": 3, "num_basis": 20,
-                  "attention": None, "targets": []}
-ATTENTION_TYPES = ("efa", "transformer")
-# keys of the graph-free transformer backbone (`backbone: transformer` only), with defaults
-TRANSFORMER_DEFAULTS = {"heads": 4, "bias": "power_law_negative", "fixed": False, "exponent": None,
-                        "num_kernels": 32, "mlp_ratio": 4, "coordinate_embedding": False,
-                        "direct_forces": False, "layout": "auto"}
-# options of `attention: {type: transformer, ...}` (TransformerAttention), with defaults
-TRANSFORMER_ATTENTION_DEFAULTS = {"heads": 4, "bias": "power_law_negative", "fixed": False,
-                                  "exponent": None, "num_kernels": 32, "layout": "auto"}
+# model-level keys with their defaults; any other key is an option of the backbone
+MODEL_DEFAULTS = {"backbone": "painn", "cutoff": 5.0, "attention": None, "targets": []}
+# initial values that `fit` computes from the training data; they live in the weights after
+INITIAL_VALUES = ("shift", "scale", "target_mean", "target_std")
 
 
 def element_numbers(elements) -> list[int]:
@@ -40,138 +44,76 @@ def element_numbers(elements) -> list[int]:
 
 
 def resolve_model_config(model_config: dict) -> dict:
-    """Defaults filled in, elements as sorted atomic numbers; errors name the key."""
+    """Defaults filled in (the backbone's and the global block's too), elements as sorted
+    atomic numbers; errors name the key."""
     cfg = {**MODEL_DEFAULTS, **copy.deepcopy(model_config)}
-    unknown = set(cfg) - set(MODEL_DEFAULTS) - set(TRANSFORMER_DEFAULTS) - {"elements", "shift", "scale", "target_mean", "target_std"}
+    backbone = BACKBONES.get(cfg["backbone"], "model.backbone")
+    own = set(MODEL_DEFAULTS) | {"elements"} | set(INITIAL_VALUES)
+    options = backbone.parameters()
+    unknown = sorted(set(cfg) - own - set(options))
     if unknown:
-        raise ValueError(f"model: unknown keys {sorted(unknown)}; allowed: "
-                         f"{sorted(set(MODEL_DEFAULTS) | set(TRANSFORMER_DEFAULTS) | {'elements'})}")
-    if cfg["backbone"] not in BACKBONES:
-        raise ValueError(f"model.backbone: {cfg['backbone']!r} is not one of {sorted(BACKBONES)}")
-    if cfg["backbone"] == "transformer":
-        _resolve_transformer_backbone(cfg)
-    else:
-        misplaced = sorted(set(cfg) & set(TRANSFORMER_DEFAULTS))
-        if misplaced:
-            raise ValueError(f"model.{misplaced[0]}: only for backbone: transformer (the graph-free "
-                             f"transformer); for attention in {cfg['backbone']} use model.attention")
+        hint = (f" (an option of attention, not of the {cfg['backbone']} backbone: "
+                f"use model.attention)" if any(unknown[0] in c.parameters() for c in GLOBAL_BLOCKS)
+                else "")
+        raise ValueError(f"model.{unknown[0]}: unknown key{hint}; allowed: "
+                         f"{sorted(set(MODEL_DEFAULTS) | {'elements'} | set(options))}")
+    cfg["cutoff"] = check_value(cfg["cutoff"], PositiveFloat, "model.cutoff")
+    resolved = backbone.resolve({k: v for k, v in cfg.items()
+                                 if k in options and k != "cutoff"}, "model")
+    cfg.update({k: v for k, v in resolved.items() if k != "cutoff"})
     if not cfg.get("elements"):
         raise ValueError("model.elements: list the elements the model must know (e.g. [C, H]); "
                          "`mlip-attn fit` fills it in from the training data")
     cfg["elements"] = element_numbers(cfg["elements"])
-    for key in ("width", "layers", "num_basis"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"model.{key}: must be a positive integer, got {cfg[key]!r}")
-    if not isinstance(cfg["cutoff"], (int, float)) or cfg["cutoff"] <= 0:
-        raise ValueError(f"model.cutoff: must be a positive number of Å, got {cfg['cutoff']!r}")
-    cfg["cutoff"] = float(cfg["cutoff"])
-    att = cfg["attention"]
-    if att is not None:
-        if not isinstance(att, dict) or att.get("type") not in ATTENTION_TYPES:
-            raise ValueError(f"model.attention: must be null or a mapping with type in "
-                             f"{list(ATTENTION_TYPES)}, got {att!r}")
-        if att["type"] == "transformer":  # defaults written out: the model file is explicit
-            cfg["attention"] = {"type": "transformer", **TRANSFORMER_ATTENTION_DEFAULTS, **att}
-    return cfg
-
-
-def _resolve_transformer_backbone(cfg: dict) -> None:
-    """Defaults and checks of the graph-free transformer keys (in place)."""
-    from ..attention.biases import BIAS_TYPES
-    from ..attention.transformer import LAYOUTS
-    for key, value in TRANSFORMER_DEFAULTS.items():
-        cfg.setdefault(key, value)
-    for key in ("heads", "num_kernels", "mlp_ratio"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise ValueError(f"model.{key}: must be a positive integer, got {cfg[key]!r}")
-    if isinstance(cfg["width"], int) and cfg["width"] % cfg["heads"]:
-        raise ValueError(f"model.heads: {cfg['heads']} does not divide model.width {cfg['width']}")
-    if cfg["bias"] not in BIAS_TYPES:
-        raise ValueError(f"model.bias: {cfg['bias']!r} is not one of {list(BIAS_TYPES)}")
-    if cfg["layout"] not in LAYOUTS:
-        raise ValueError(f"model.layout: {cfg['layout']!r} is not one of {list(LAYOUTS)}")
-    for key in ("fixed", "coordinate_embedding", "direct_forces"):
-        if not isinstance(cfg[key], bool):
-            raise ValueError(f"model.{key}: must be true or false, got {cfg[key]!r}")
-    if cfg["exponent"] is not None:
-        if not cfg["bias"].startswith("power_law") or not isinstance(cfg["exponent"], (int, float)):
-            raise ValueError(f"model.exponent: a number, only with a power_law bias, got "
-                             f"{cfg['exponent']!r} with bias {cfg['bias']!r}")
-        if cfg["bias"] == "power_law_negative" and cfg["exponent"] >= 0:
-            raise ValueError(f"model.exponent: power_law_negative needs exponent < 0, "
-                             f"got {cfg['exponent']!r}")
-        cfg["exponent"] = float(cfg["exponent"])
-    if cfg["bias"] == "none" and not cfg["coordinate_embedding"]:
-        raise ValueError("model.bias: none sees no positions at all; use a distance bias or "
-                         "coordinate_embedding: true")
-    if cfg["direct_forces"] and not cfg["coordinate_embedding"]:
-        raise ValueError("model.direct_forces: needs coordinate_embedding: true (a force head on "
-                         "rotation-invariant features cannot turn with the structure)")
-    if cfg["attention"] is not None:
-        raise ValueError("model.attention: the transformer backbone is already global; "
-                         "leave attention null")
-
-
-def _global_blocks(cfg: dict) -> list[nn.Module | None]:
-    att = cfg["attention"]
-    if att is None:
-        return [None] * cfg["layers"]
-    options = {k: v for k, v in att.items() if k != "type"}
-    if att["type"] == "efa":
-        from ..attention.efa import EuclideanFastAttention
-        if cfg["backbone"] != "painn" and options.get("vectors"):
-            raise ValueError("model.attention.vectors: vector (ℓ=1) EFA needs the painn backbone")
-        if "r_max" not in options:
-            raise ValueError("model.attention.r_max: EFA needs r_max, the largest distance (Å) "
-                             "between two atoms of one structure")
-        try:
-            return [EuclideanFastAttention(width=cfg["width"], **options) for _ in range(cfg["layers"])]
-        except TypeError as exc:
-            raise ValueError(f"model.attention: {exc}") from exc
-    if att["type"] == "transformer":
-        from ..attention.transformer import TransformerAttention
-        if "r_max" in options:
-            raise ValueError("model.attention.r_max: transformer attention has no reach limit "
-                             "(it attends to every atom of a structure); remove r_max")
-        try:
-            return [TransformerAttention(width=cfg["width"], **options) for _ in range(cfg["layers"])]
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"model.attention: {exc}") from exc
-    raise AssertionError("unreachable")
-
-
-def is_global(model_config: dict) -> bool:
-    """True when some block attends over the whole structure (EFA, transformer attention,
-    or the graph-free transformer backbone)."""
-    return model_config.get("attention") is not None or model_config.get("backbone") == "transformer"
-
-
-def build_model(model_config: dict) -> Potential:
-    """A fresh `Potential` from the ``model:`` section of a config (see the README)."""
-    cfg = resolve_model_config(model_config)
-    if cfg["backbone"] == "transformer":
-        try:
-            backbone = TransformerBackbone(
-                num_elements=len(cfg["elements"]), width=cfg["width"], layers=cfg["layers"],
-                **{k: cfg[k] for k in TRANSFORMER_DEFAULTS if k != "direct_forces"})
-        except ValueError as exc:
-            raise ValueError(f"model.{exc}") from exc
-    else:
-        backbone = BACKBONES[cfg["backbone"]](
-            num_elements=len(cfg["elements"]), width=cfg["width"], layers=cfg["layers"],
-            cutoff=cfg["cutoff"], num_basis=cfg["num_basis"], global_blocks=_global_blocks(cfg))
-    # r_max: the reach of EFA; transformer attention has none (every pair of a structure)
-    att = cfg["attention"]
-    r_max = float(att["r_max"]) if att and att["type"] == "efa" else 0.0
     targets = cfg["targets"] or []
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
         raise ValueError(f"model.targets: a list of per-structure target names, got {targets!r}")
-    model = Potential(backbone, cfg["elements"], cfg["width"], cfg["cutoff"],
-                      shift=cfg.get("shift"), scale=cfg.get("scale"), r_max=r_max,
-                      direct_forces=bool(cfg.get("direct_forces", False)), targets=targets,
-                      target_mean=cfg.pop("target_mean", None), target_std=cfg.pop("target_std", None))
-    model.invariant = not cfg.get("coordinate_embedding", False)
-    cfg.pop("shift", None)
-    cfg.pop("scale", None)  # live in the weights from now on
-    model.model_config = cfg
-    return model
+    cfg["targets"] = targets
+    att = cfg["attention"]
+    if att is not None:
+        if not isinstance(att, dict) or "type" not in att:
+            raise ValueError(f"model.attention: must be null or a mapping with a type in "
+                             f"{GLOBAL_BLOCKS.names()}, got {att!r}")
+        if not backbone.factory.accepts_global_blocks:
+            raise ValueError(f"model.attention: the {cfg['backbone']} backbone takes no global "
+                             f"blocks (it is already global); leave attention null")
+        block = GLOBAL_BLOCKS.get(att["type"], "model.attention.type")
+        options = {k: v for k, v in att.items() if k != "type"}
+        cfg["attention"] = {"type": att["type"], **block.resolve(options, "model.attention")}
+    return cfg
+
+
+def _backbone_options(cfg: dict) -> dict:
+    """The backbone constructor's keyword arguments from a resolved config."""
+    return {k: cfg[k] for k in BACKBONES[cfg["backbone"]].parameters()}
+
+
+def _global_blocks(cfg: dict, width: int, layers: int, host_order: int) -> list:
+    """One global block per layer from ``cfg['attention']`` (or Nones for a local model)."""
+    att = cfg["attention"]
+    if att is None:
+        return [None] * layers
+    factory = GLOBAL_BLOCKS[att["type"]].factory
+    options = {k: v for k, v in att.items() if k != "type"}
+    try:
+        return [factory(width=width, host_order=host_order, **options) for _ in range(layers)]
+    except ValueError as exc:
+        raise ValueError(f"model.attention.{exc}") from exc
+
+
+def build_model(model_config: dict) -> Potential:
+    """A fresh `Potential` from the ``model:`` section of a config (see the module docstring)."""
+    cfg = resolve_model_config(model_config)
+    component = BACKBONES[cfg["backbone"]]
+    options = _backbone_options(cfg)
+    layers = options.get("layers", 1)
+    blocks = _global_blocks(cfg, options.get("width", 0), layers,
+                            component.factory.feature_order(options))
+    try:
+        backbone = component.factory(num_elements=len(cfg["elements"]), global_blocks=blocks,
+                                     **options)
+    except ValueError as exc:
+        raise ValueError(f"model.{exc}") from exc
+    initial = {k: cfg.pop(k, None) for k in INITIAL_VALUES}  # they live in the weights from now on
+    return Potential(backbone, cfg["elements"], cfg["cutoff"], model_config=cfg,
+                     targets=cfg["targets"], **initial)

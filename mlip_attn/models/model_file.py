@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from .builder import build_model, is_global
+from .builder import build_model
 from .potential import Potential
 
 FORMAT = "mlip-attn-model"
@@ -36,14 +36,14 @@ def model_metadata(model: Potential, extra: dict | None = None) -> dict:
         "elements": list(model.elements),
         "cutoff": model.cutoff,
         "r_max": model.r_max,
-        "global": is_global(cfg),
+        "global": model.is_global,
         "attention": (cfg.get("attention") or {}).get("type"),
         "backbone": cfg.get("backbone"),
         "layers": cfg.get("layers"),
         "dtype": str(model.shift.dtype).replace("torch.", ""),
         "units": dict(UNITS),
-        "conservative": bool(getattr(model, "conservative", True)),
-        "invariant": bool(getattr(model, "invariant", True)),
+        "conservative": model.conservative,
+        "invariant": model.invariant,
         "mlip_attn_version": __version__,
         **(extra or {}),
     }
@@ -68,7 +68,7 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
 
 def save_model(model: Potential, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write ``model`` to ``path`` (atomically). ``metadata`` adds free-form entries (test errors…)."""
-    if not getattr(model, "model_config", None):
+    if not model.model_config:
         raise ValueError("save_model needs a model made by build_model (it carries its config)")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION,

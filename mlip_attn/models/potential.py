@@ -5,57 +5,66 @@ flow, so it compiles with ``torch.jit.script`` for C++ (LAMMPS).
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
 
+from ..attention.base import GlobalBlock
 from ..data.neighbours import edge_vectors
 from ..nn import ElementIndex, mlp
+from ..nn.graph import Graph
 
 
 class Potential(nn.Module):
-    __jit_ignored_attributes__ = ["model_config"]
     """Energy model. Per-atom energy E_i = scale[Z_i] · readout(s_i) + shift[Z_i] (eV).
 
     Args:
-        backbone: maps (species, positions, batch, edge_index, r_ij, charge, spin, num_graphs)
-            to scalar features (N, F).
+        backbone: a `mlip_attn.backbones.base.Backbone` (with its global blocks).
         elements: atomic numbers the model knows, in table order.
-        width: F.  cutoff: the local cutoff (Å) the neighbour list must use.
+        cutoff: the local cutoff (Å) the neighbour list must use.
+        model_config: the resolved ``model:`` section it was built from (saved in model files).
         shift/scale: initial per-element energy shift (eV, usually E0) and scale (eV).
-        r_max: reach of the global blocks in Å (0 for a local model).
-        direct_forces: forces from a per-atom 3-vector head on the features instead of −dE/dr
-            (NOT conservative; graph-free transformer option). Stress stays dE/dε.
         targets: names of extra per-structure scalar targets (e.g. HOMO, LUMO): predicted as
             mean + std · (structure mean of a per-atom MLP), returned as ``targets`` (B, T) in
             the targets' own units; ``target_mean``/``target_std`` initialise the affine map.
 
-    Flags: ``conservative`` (False with direct forces) and ``invariant`` (set to False by the
-    builder for models that see raw coordinates) describe the model for metadata and warnings.
+    What the model can do, derived from its components (for metadata, checks and warnings):
+    ``is_global`` (an atom's energy can depend on atoms beyond layers × cutoff), ``r_max`` (Å,
+    the shortest reach of its global blocks; 0 when local or unlimited), ``periodic``,
+    ``conservative`` (False with direct forces), ``invariant`` (False for models that embed raw
+    coordinates). ``metadata`` holds what a model file stored about it (`load_model`).
     """
 
-    def __init__(self, backbone: nn.Module, elements: List[int], width: int, cutoff: float,
-                 shift: List[float] | None = None, scale: List[float] | None = None,
-                 r_max: float = 0.0, direct_forces: bool = False,
-                 targets: List[str] | None = None, target_mean: List[float] | None = None,
-                 target_std: List[float] | None = None):
+    __jit_ignored_attributes__ = ["model_config", "metadata"]
+
+    def __init__(self, backbone: nn.Module, elements: List[int], cutoff: float,
+                 model_config: dict | None = None, shift: List[float] | None = None,
+                 scale: List[float] | None = None, targets: List[str] | None = None,
+                 target_mean: List[float] | None = None, target_std: List[float] | None = None):
         super().__init__()
         n = len(elements)
+        width = backbone.width
         self.elements: List[int] = list(elements)
         self.cutoff = float(cutoff)
-        self.r_max = float(r_max)
-        self.model_config: dict = {}  # set by build_model; saved in the model file
+        self.model_config: dict = dict(model_config or {})
+        self.metadata: dict = {}
         self.species_of = ElementIndex(elements)
         self.backbone = backbone
+        blocks = [m for m in backbone.modules() if isinstance(m, GlobalBlock)]
+        reaches = [b.reach for b in blocks if math.isfinite(b.reach)]
+        self.is_global = bool(backbone.is_global or blocks)
+        self.r_max = float(min(reaches)) if reaches else 0.0
+        self.periodic = bool(backbone.periodic and all(b.periodic for b in blocks))
+        self.invariant = bool(backbone.invariant)
+        self.direct_forces = bool(backbone.direct_forces)
+        self.conservative = not self.direct_forces
         self.readout = mlp([width, width // 2, 1])
         self.shift = nn.Parameter(torch.tensor(shift if shift is not None else [0.0] * n,
                                                dtype=torch.get_default_dtype()))
         self.scale = nn.Parameter(torch.tensor(scale if scale is not None else [1.0] * n,
                                                dtype=torch.get_default_dtype()))
-        self.direct_forces = bool(direct_forces)
-        self.conservative = not self.direct_forces
-        self.invariant = True
         self.force_head = mlp([width, width, 3]) if self.direct_forces else nn.Identity()
         self.target_names: List[str] = list(targets or [])
         self.num_targets = len(self.target_names)
@@ -67,21 +76,22 @@ class Potential(nn.Module):
                                                         dtype=torch.get_default_dtype()))
 
     def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
-                        edge_index: torch.Tensor, shifts: torch.Tensor, charge: torch.Tensor,
-                        spin: torch.Tensor) -> torch.Tensor:
+                        edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,
+                        charge: torch.Tensor, spin: torch.Tensor) -> torch.Tensor:
         """Per-atom energies (N,) eV. Shapes as in `Batch`; ``numbers`` must be known elements."""
-        return self.energies_and_features(positions, numbers, batch, edge_index, shifts, charge,
-                                          spin)[0]
+        return self.energies_and_features(positions, numbers, batch, edge_index, shifts, cell,
+                                          charge, spin)[0]
 
     def energies_and_features(self, positions: torch.Tensor, numbers: torch.Tensor,
                               batch: torch.Tensor, edge_index: torch.Tensor, shifts: torch.Tensor,
-                              charge: torch.Tensor, spin: torch.Tensor
+                              cell: torch.Tensor, charge: torch.Tensor, spin: torch.Tensor
                               ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Per-atom energies (N,) eV and the backbone's features (N, F)."""
+        """Per-atom energies (N,) eV and the backbone's scalar features (N, F)."""
         species = self.species_of(numbers)
         vectors = edge_vectors(positions, edge_index, shifts)
-        features = self.backbone(species, positions, batch, edge_index, vectors, charge, spin,
-                                 charge.shape[0])
+        graph = Graph(positions, batch, edge_index, vectors, torch.linalg.norm(vectors, dim=1),
+                      shifts, cell, charge, spin, charge.shape[0])
+        features = self.backbone(species, graph).scalars
         atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
         return atomic, features
 
@@ -92,8 +102,8 @@ class Potential(nn.Module):
         """Energy (B,) eV, atomic energies (N,) eV, forces (N,3) eV/Å = -dE/dr, and
         stress (B,3,3) eV/Å³ = (1/V) dE/dε (ASE sign) when asked for.
 
-        ``cell`` (B,3,3) is used for the stress volume only. In training mode the graph is
-        kept so that a force loss can be back-propagated.
+        ``cell`` (B,3,3) gives the stress volume. In training mode the graph is kept so that a
+        force loss can be back-propagated.
         """
         num_graphs = charge.shape[0]
         strain = torch.zeros((num_graphs, 3, 3), dtype=positions.dtype, device=positions.device)
@@ -108,7 +118,7 @@ class Potential(nn.Module):
             positions = positions + torch.bmm(positions[:, None, :], sym[batch]).squeeze(1)
             shifts = shifts + torch.bmm(shifts[:, None, :], sym[batch[edge_index[0]]]).squeeze(1)
         atomic, features = self.energies_and_features(positions, numbers, batch, edge_index,
-                                                      shifts, charge, spin)
+                                                      shifts, cell, charge, spin)
         energy = torch.zeros(num_graphs, dtype=atomic.dtype, device=atomic.device)
         energy = energy.index_add(0, batch, atomic)
         out: Dict[str, torch.Tensor] = {"energy": energy, "energies": atomic}

@@ -138,7 +138,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
 
 def validate_config(cfg: dict) -> None:
     """Raise `ConfigError` naming the first invalid key."""
-    from ..models.builder import resolve_model_config
+    from ..models.builder import build_model
     for (section, key), allowed in CHOICES.items():
         if cfg[section][key] not in allowed:
             raise ConfigError(f"{section}.{key}: {cfg[section][key]!r} is not one of {list(allowed)}")
@@ -193,6 +193,6 @@ def validate_config(cfg: dict) -> None:
     model.setdefault("elements", None)
     model["elements"] = model["elements"] or ["H"]  # the real list comes from the data
     try:
-        resolve_model_config(model)
+        build_model(model)  # a throwaway model: every option is checked where it is used
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data import AtomicData, DataFileError, LabelKeys, read_structures
+from ..data.atomic_data import check_elements
 from ..data.statistics import elements_of, split_indices
 
 
@@ -43,10 +44,7 @@ def load_datasets(data_cfg: dict, cutoff: float, elements: list[int] | None = No
     elements = elements or data_elements
     for name, structures in (("train", train), ("valid", valid), ("test", test)):
         for d in structures:
-            unknown = sorted(set(d.numbers.tolist()) - set(elements))
-            if unknown:
-                raise DataFileError(f"{d.name}: elements {unknown} are not among the model's "
-                                    f"elements {elements} (data.{name})")
+            check_elements(d.numbers.tolist(), elements, f"{d.name} (data.{name})", DataFileError)
             missing = [t for t in targets if t not in d.targets]
             if missing:
                 raise DataFileError(f"{d.name}: missing target {missing[0]!r} in atoms.info "

@@ -22,9 +22,9 @@ from ..data.statistics import energy_scale, reference_energies
 from ..models import build_model, save_model
 from ..models.model_file import atomic_save
 from . import distributed
+from .augmentation import random_rotation
 from .datasets import load_datasets
 from .ema import ExponentialMovingAverage
-from ..backbones.transformer import random_rotation
 from ..data import Batch
 from .evaluate import evaluate
 from .loss import ErrorMetrics, loss_terms
@@ -127,7 +127,6 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
     target_names = tuple(config["model"].get("targets") or ())
     data = load_datasets(config["data"], float(config["model"]["cutoff"]), elements, required,
                          target_names)
-    _check_global_reach(config["model"], data, log if is_main else (lambda s: None))
     if weights["stress"] > 0 and not all(d.is_periodic for d in data.train):
         raise FitError("training.stress_weight > 0 needs periodic structures with stress labels")
 
@@ -140,6 +139,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
     else:
         model_cfg = {**config["model"], "elements": checkpoint["elements"]}
     model = build_model(model_cfg).to(device=device, dtype=dtype)
+    _check_global_reach(model, data, log if is_main else (lambda s: None))
     distributed.broadcast_parameters(model)
     if target_names:
         weights.update(targets=tcfg["targets_weight"], target_names=list(target_names),
@@ -271,25 +271,22 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
                      time.perf_counter() - t_start)
 
 
-def _check_global_reach(model_cfg: dict, data, log) -> None:
-    """A global model refuses periodic data and warns about structures larger than r_max."""
-    from ..models.builder import is_global
-    if not is_global(model_cfg):
-        return
+def _check_global_reach(model, data, log) -> None:
+    """A model whose global blocks cannot handle periodic cells refuses periodic data; one
+    with a finite reach warns about structures larger than it."""
     structures = data.train + data.valid + data.test
-    periodic = [d.name for d in structures if d.is_periodic]
-    if periodic:
-        raise FitError(f"{periodic[0]}: periodic structure, but global attention supports "
-                       f"isolated structures only")
-    attention = model_cfg.get("attention") or {}
-    if "r_max" not in attention:
-        return
-    r_max = float(attention["r_max"])
-    extents = [d.extent for d in structures]
-    too_big = sum(e > r_max for e in extents)
-    if too_big:
-        log(f"warning: {too_big} structures are larger than model.attention.r_max = {r_max:g} Å "
-            f"(largest extent {max(extents):.1f} Å); raise r_max to cover them")
+    if not model.periodic:
+        periodic = [d.name for d in structures if d.is_periodic]
+        if periodic:
+            raise FitError(f"{periodic[0]}: periodic structure, but this model's global "
+                           f"attention supports isolated structures only")
+    if model.r_max > 0:
+        extents = [d.extent for d in structures]
+        too_big = sum(e > model.r_max for e in extents)
+        if too_big:
+            log(f"warning: {too_big} structures are larger than the attention's reach "
+                f"r_max = {model.r_max:g} Å (largest extent {max(extents):.1f} Å); raise "
+                f"model.attention.r_max to cover them")
 
 
 def _progress(items, epoch, tcfg, is_main):

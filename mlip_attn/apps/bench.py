@@ -19,17 +19,8 @@ import numpy as np
 
 DENSITY = 0.1  # atoms / Å^3
 
-# name -> model config (width/layers/cutoff are filled in); "neighbour-list" times vesin alone
-MODELS = {
-    "painn": {"backbone": "painn"},
-    "egnn": {"backbone": "egnn"},
-    "painn-efa": {"backbone": "painn", "attention": {"type": "efa", "grid": 50, "d_qk": 16,
-                                                     "d_v": 32}},
-    "painn-efa-l1": {"backbone": "painn", "attention": {"type": "efa", "grid": 50, "d_qk": 16,
-                                                        "d_v": 32, "vectors": True}},
-    "painn-dense": {"backbone": "painn", "attention": {"type": "transformer", "heads": 4,
-                                                       "bias": "none"}},
-}
+MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, e.g. painn, egnn, "
+                    "painn+efa-l1, painn+transformer (see `mlip-attn components`)")
 
 
 def random_box(n_atoms: int, seed: int = 0, density: float = DENSITY, periodic: bool = True):
@@ -48,18 +39,36 @@ def random_box(n_atoms: int, seed: int = 0, density: float = DENSITY, periodic: 
 
 
 def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float) -> dict:
-    cfg = {**MODELS[kind], "elements": [1, 6, 8], "width": width, "layers": layers,
+    """The model config of a benchmark model name (see `MODEL_NAMES_HELP`); a global block
+    with a finite reach gets ``r_max`` Å."""
+    from ..registry import BACKBONES, GLOBAL_BLOCKS
+    backbone, _, preset = kind.partition("+")
+    BACKBONES.get(backbone, f"benchmark model {kind!r}: backbone")
+    cfg = {"backbone": backbone, "elements": [1, 6, 8], "width": width, "layers": layers,
            "cutoff": cutoff}
-    if cfg.get("attention", {}).get("type") == "efa":
-        cfg["attention"] = {**cfg["attention"], "r_max": r_max}
+    if preset:
+        presets = GLOBAL_BLOCKS.presets()
+        if preset not in presets:
+            raise ValueError(f"benchmark model {kind!r}: attention preset {preset!r} is not one "
+                             f"of {sorted(presets)}")
+        block, options = presets[preset]
+        if "r_max" in GLOBAL_BLOCKS[block].parameters():
+            options.setdefault("r_max", r_max)
+        cfg["attention"] = {"type": block, **options}
     return cfg
+
+
+def is_periodic(kind: str, width: int = 16, layers: int = 1, cutoff: float = 5.0) -> bool:
+    """Whether the benchmark model ``kind`` accepts periodic cells."""
+    from ..models import build_model
+    return build_model(model_config(kind, width, layers, cutoff, 10.0)).periodic
 
 
 def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cutoff: float,
              periodic: bool, queue):
     import torch
-    from .data import AtomicData, Batch
-    from .data.neighbours import neighbour_list
+    from ..data import AtomicData, Batch
+    from ..data.neighbours import neighbour_list
     atoms = random_box(n_atoms, periodic=periodic)
     data = AtomicData.from_atoms(atoms)
     times = []
@@ -70,7 +79,7 @@ def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cut
             times.append(time.perf_counter() - t)
         edges = 0
     else:
-        from .models import build_model
+        from ..models import build_model
         model = build_model(model_config(kind, width, layers, cutoff, data.extent + 1.0))
         model = model.eval().requires_grad_(False)  # inference, as in AttnCalculator
         batch = Batch.collate([data.with_graph(cutoff)]).to(dtype=torch.float32)
@@ -113,15 +122,15 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
     """Print and return a table of throughput (atom·steps/s) and peak memory per point, and
     the log-log slope of time against atoms per model."""
     import torch
-    periodic = all("attention" not in MODELS.get(m, {}) for m in models)
+    periodic = all(is_periodic(m) for m in models)
     print(f"energy + forces, float32, width {width}, {layers} layers, cutoff {cutoff} Å, "
           f"random C/H/O at {DENSITY} atoms/Å³ ({'periodic box' if periodic else 'isolated box'}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {repeats}")
     print(f"{'model':<15}{'atoms':>8}{'pairs':>11}{'ms/step':>12}{'atom·steps/s':>15}{'peak MB':>10}")
     rows = []
     for kind in (["neighbour-list"] if neighbour_list else []) + list(models):
-        if kind != "neighbour-list" and kind not in MODELS:
-            raise ValueError(f"unknown benchmark model {kind!r}; choose from {sorted(MODELS)}")
+        if kind != "neighbour-list":
+            model_config(kind, width, layers, cutoff, 10.0)  # a clear error for a bad name
         failed = False
         for n in sizes:
             r = (measure(kind, n, repeats, width, layers, cutoff, periodic) if not failed else
@@ -143,9 +152,9 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
 def _training_step_times(kind: str, n_structures: int, atoms: int, batch_size: int, steps: int,
                          width: int, layers: int, cutoff: float, queue) -> None:
     import torch
-    from .data import AtomicData, Batch
-    from .models import build_model
-    from .training.loss import loss_terms
+    from ..data import AtomicData, Batch
+    from ..models import build_model
+    from ..training.loss import loss_terms
     torch.manual_seed(0)
     frames = []
     for k in range(n_structures):  # labels are random: the cost does not depend on them

@@ -57,11 +57,11 @@ def run_demo(out: str | Path = "demo_run", quick: bool = False, log=print) -> di
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.md.verlet import VelocityVerlet
 
-    from .calculators import AttnCalculator
-    from .data import AtomicData
-    from .qm.labelling import label_structures
-    from .qm.systems import cumulene_structures, cumulene_torsion_scan
-    from .training import fit, load_config
+    from ..calculators import AttnCalculator
+    from ..data import AtomicData
+    from ..qm.labelling import label_structures
+    from ..qm import cumulene_structures, cumulene_torsion_scan
+    from ..training import fit, load_config
 
     t0 = time.perf_counter()
     out = Path(out)

@@ -63,8 +63,8 @@ class Graph:
 
     def __init__(self, n_atoms: int, cutoff: float, seed: int = 0):
         import torch
-        from .benchmark import random_box
-        from .data.neighbours import neighbour_list
+        from .bench import random_box
+        from ..data.neighbours import neighbour_list
         atoms = random_box(n_atoms, seed=seed, periodic=False)
         self.atoms = atoms
         self.numbers = torch.tensor(atoms.numbers, dtype=torch.long)
@@ -77,7 +77,7 @@ class Graph:
 
 def _our_model(backbone: str, width: int, layers: int, cutoff: float, num_basis: int):
     """Our model as the ASE calculator runs it (eval mode, frozen weights)."""
-    from .models import build_model
+    from ..models import build_model
     model = build_model({"backbone": backbone, "elements": [1, 6, 8], "width": width,
                          "layers": layers, "cutoff": cutoff, "num_basis": num_basis})
     return model.eval().requires_grad_(False)
@@ -86,7 +86,7 @@ def _our_model(backbone: str, width: int, layers: int, cutoff: float, num_basis:
 def ours(backbone: str, width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
     """The bare model call on a prepared batch."""
     import torch
-    from .data import AtomicData, Batch
+    from ..data import AtomicData, Batch
     model = _our_model(backbone, width, layers, cutoff, num_basis)
     batch = Batch.collate([AtomicData.from_atoms(graph.atoms).with_graph(cutoff)])
     batch = batch.to(dtype=torch.float32)
@@ -101,7 +101,7 @@ def ours(backbone: str, width: int, layers: int, cutoff: float, num_basis: int, 
 def ours_in_ase(width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
     """Our PaiNN through `AttnCalculator.get_forces` (input checks, neighbour list with skin,
     conversions), on positions that move by ~0.005 Å each call as in MD."""
-    from .calculators.ase_calculator import AttnCalculator
+    from ..calculators.ase_calculator import AttnCalculator
     model = _our_model("painn", width, layers, cutoff, num_basis)
     atoms = graph.atoms.copy()
     atoms.calc = AttnCalculator(model)

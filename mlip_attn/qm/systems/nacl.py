@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import numpy as np
 from ase import Atoms
+
+from ...registry import REFERENCE_SYSTEMS
+from .base import BenchmarkSettings, ReferenceSystem, energies, make_rng, plot
 
 __all__ = ["nacl_energy_forces", "nacl_structures", "nacl_cluster", "K_E", "REF_METHOD",
            "REF_SETTINGS"]
@@ -107,7 +112,7 @@ def nacl_cluster(diameter: float, rng: np.random.Generator, rattle: float = 0.1,
 def nacl_structures(n: int, seed=0, diameter: tuple[float, float] = (10.0, 30.0),
                     rattle: float = 0.1) -> list[Atoms]:
     """``n`` labelled NaCl-like clusters (REF_energy, REF_forces, total_charge = #Na - #Cl)."""
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = make_rng(seed)
     out = []
     for _ in range(n):
         d = float(rng.uniform(*diameter))
@@ -127,3 +132,37 @@ def nacl_structures(n: int, seed=0, diameter: tuple[float, float] = (10.0, 30.0)
         a.arrays["REF_forces"] = f
         out.append(a)
     return out
+
+
+@REFERENCE_SYSTEMS.register("nacl", summary="NaCl-like clusters with an analytic screened "
+                            "Coulomb energy (no QM): size transfer of long-range models")
+class NaCl(ReferenceSystem):
+    """Options of `structures`: those of `nacl_structures` (diameter range, rattle)."""
+
+    methods = ("nacl-analytic",)
+    default_n = 200
+    benchmark = BenchmarkSettings(n=300, cutoff=3.5, layers=1, data={"diameter": (8.0, 16.0)})
+    card_description = ("NaCl-like clusters (8–16 Å) with an analytic erf-screened Coulomb "
+                        "energy and exponential repulsion.")
+    card_limits = ("Analytic toy: Na and Cl only, isolated clusters.",)
+
+    def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
+        return nacl_structures(n, seed=seed, **options)
+
+    def analysis(self, out: Path, calculators: dict) -> dict:
+        """Energy error per atom on clusters of 10, 20 and 30 Å (trained on 8–16 Å)."""
+        sizes = (10.0, 20.0, 30.0)
+        curves, table = {}, {}
+        tests = {d: nacl_structures(6, seed=100 + int(d), diameter=(d, d)) for d in sizes}
+        for name, calc in calculators.items():
+            errs = []
+            for d in sizes:
+                e = energies(calc, tests[d])
+                ref = np.array([a.info["REF_energy"] for a in tests[d]])
+                n = np.array([len(a) for a in tests[d]])
+                errs.append(float(np.mean(np.abs(e - ref) / n)))
+            curves[name] = (np.array(sizes), np.array(errs) * 1e3)
+            table[name] = errs
+        plot(out / "nacl_size_transfer.png", "cluster diameter (Å)", "energy MAE (meV/atom)",
+             curves, "NaCl-like clusters (trained on 8–16 Å)")
+        return {"diameters_A": list(sizes), "energy_mae_eV_per_atom": table}

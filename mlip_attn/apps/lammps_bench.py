@@ -30,7 +30,7 @@ def _model(path: Path, width: int, layers: int, cutoff: float) -> None:
 
 
 def _lammps_ms(work: Path, model: Path, data: Path, steps: int, threads: int) -> float:
-    from .discovery import lmp_environment, lmp_executable
+    from ..lammps.discovery import lmp_environment, lmp_executable
     deck = work / "in.bench"
     deck.write_text(f"""units metal
 atom_style atomic
@@ -74,8 +74,8 @@ def run_lammps_bench(sizes=(1000, 10000), width: int = 64, layers: int = 2, cuto
     from ..calculators import AttnCalculator
     from ..data import AtomicData, Batch
     from ..models import load_model
-    from .build import build_plugin
-    from .export import export_lammps
+    from ..lammps.build import build_plugin
+    from ..lammps.export import export_lammps
 
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)

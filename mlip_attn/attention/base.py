@@ -1,0 +1,41 @@
+"""The contract of a global block (register it in `mlip_attn.registry.GLOBAL_BLOCKS`).
+
+A global block attends over all atoms of each structure and runs beside a backbone layer::
+
+    __init__(self, width: int, host_order: int, <options>)  # the host backbone's width, order
+    forward(self, x: Features, graph: Graph) -> Features     # the branch output
+
+Its output is added to the layer's features, so its last layers start at zero: a freshly built
+model equals the local model. It never mixes the structures of a batch (``graph.batch``), and
+returns tensors of the shapes it was given (zeros in orders it does not write).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from ..nn.graph import Features, Graph
+
+
+class GlobalBlock(nn.Module):
+    """Base class of the global blocks: capabilities with their defaults.
+
+    order: highest rotation order it reads (set per instance when it depends on the options;
+        the builder checks it against the backbone's).
+    reach: the largest distance (Å) it resolves (``math.inf``: every pair of a structure).
+    periodic: supports periodic cells.  distributed: can run split over MPI ranks.
+    """
+
+    order: int = 0
+    reach: float = math.inf
+    periodic: bool = False
+    distributed: bool = False
+
+
+class NoGlobalBlock(nn.Module):
+    """Stands in where a layer has no global block (keeps forward TorchScript-typed)."""
+
+    def forward(self, x: Features, graph: Graph) -> Features:
+        return Features(torch.zeros_like(x.scalars), torch.zeros_like(x.vectors),
+                        torch.zeros_like(x.tensors))

@@ -1,0 +1,185 @@
+"""The contract of a reference system (register it in `mlip_attn.registry.REFERENCE_SYSTEMS`),
+and the helpers the recipes share (xTB optimisation, tags, plots).
+
+A reference system is a class with a no-argument constructor::
+
+    @REFERENCE_SYSTEMS.register("my-system", summary="one line for `mlip-attn data --help`")
+    class MySystem(ReferenceSystem):
+        benchmark = BenchmarkSettings(n=600, cutoff=4.0, layers=2)
+        def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]: ...
+        def analysis(self, out: Path, calculators: dict) -> dict: ...
+
+`structures` returns unlabelled `ase.Atoms` (no calculator, not periodic unless the system
+is) with ``info`` tags: ``config_type``, ``system``, ``total_charge`` (e) and the recipe's own
+(chain length, torsion, …). It is a pure function of its arguments and the seed, so a
+resumed labelling run sees the same structures. ``mlip-attn data <name>`` labels them with
+one of ``methods``; ``mlip-attn benchmark longrange --system <name>`` trains every variant with
+``benchmark`` settings and then calls `analysis` with one ASE calculator per variant, which
+writes the system's plot into ``out`` and returns its numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+# electronic temperature of the xTB optimisations (recorded in the geometry recipes)
+OPT_ELECTRONIC_TEMPERATURE = 300.0
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """How the long-range benchmark trains on a system: ``n`` structures made with
+    ``data`` options, local cutoff (Å) and layers of every variant, energy loss weight."""
+
+    n: int
+    cutoff: float = 4.0
+    layers: int = 2
+    energy_weight: float = 10.0
+    data: dict = field(default_factory=dict)
+
+
+class ReferenceSystem:
+    """Base class of the reference systems (see the module docstring).
+
+    methods: the reference methods it can be labelled with, the default first.
+    default_n: structures `mlip-attn data` makes by default.
+    benchmark: `BenchmarkSettings` of the long-range benchmark.
+    card_description, card_limits: what a model card of a potential trained on it says.
+    """
+
+    methods: tuple[str, ...] = ("gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp")
+    default_n: int = 200
+    benchmark: BenchmarkSettings = BenchmarkSettings(n=600)
+    card_description: str = ""
+    card_limits: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return type(self).registered_name
+
+    def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
+        raise NotImplementedError
+
+    def analysis(self, out: Path, calculators: dict) -> dict:
+        """Plots and numbers of the trained variants (``calculators``: name → ASE calculator)
+        on the system's own test (a profile, a held-out length …); written into ``out``."""
+        return {}
+
+
+# ------------------------------------------------------------------ shared recipe helpers
+
+def make_rng(seed) -> np.random.Generator:
+    """A generator from an int seed (or the generator itself)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def xtb_energy(atoms: Atoms, charge: int | None = None,
+               electronic_temperature: float = OPT_ELECTRONIC_TEMPERATURE) -> float:
+    """GFN2-xTB total energy (eV) of ``atoms`` (charge from ``info['total_charge']``),
+    single-threaded, with the SCF fallback ladder of `mlip_attn.qm.methods.xtb_energy_forces`."""
+    from ..methods import xtb_energy_forces
+
+    if charge is None:
+        charge = int(atoms.info.get("total_charge", 0))
+    e, _, _ = xtb_energy_forces(atoms.numbers, atoms.positions, charge=int(charge),
+                                electronic_temperature=electronic_temperature)
+    return e
+
+
+def _restart_safe_xtb(charge: int, electronic_temperature: float):
+    """ASE calculator for optimisations: tblite restarted from the previous step's density,
+    falling back to fresh SCFs with the ``XTB_SCF_LADDER`` settings when that fails
+    (the restarted SCF fails for Br- + CH3Br at > 6 A)."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from ..methods import xtb_energy_forces
+
+    class RestartSafeXTB(Calculator):
+        implemented_properties = ["energy", "free_energy", "forces"]
+
+        def __init__(self):
+            super().__init__()
+            self.inner = None
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            e, f, self.inner = xtb_energy_forces(
+                self.atoms.numbers, self.atoms.positions, charge=charge,
+                electronic_temperature=electronic_temperature, calc=self.inner)
+            self.results = {"energy": e, "free_energy": e, "forces": f}
+
+    return RestartSafeXTB()
+
+
+def xtb_optimise(atoms: Atoms, charge: int, fmax: float, steps: int,
+             electronic_temperature: float = OPT_ELECTRONIC_TEMPERATURE) -> Atoms:
+    """Optimise a copy of ``atoms`` (constraints kept) with GFN2-xTB and BFGS."""
+    from ase.optimize import BFGS
+
+    from ..threads import single_thread_openmp
+
+    a = atoms.copy()
+    a.calc = _restart_safe_xtb(charge, electronic_temperature)
+    with single_thread_openmp():
+        opt = BFGS(a, logfile=None, maxstep=0.1)
+        opt.run(fmax=fmax, steps=steps)
+    a.calc = None
+    return a
+
+
+def finish(atoms: Atoms, info: dict) -> Atoms:
+    """A clean, non-periodic copy of ``atoms`` (no calculator, no constraints) tagged ``info``."""
+    out = Atoms(numbers=atoms.numbers, positions=atoms.positions.copy())
+    out.pbc = False
+    out.info.update(info)
+    return out
+
+
+# ------------------------------------------------------------------ shared analysis helpers
+
+def label(structures, path: Path) -> list[Atoms]:
+    """``structures`` labelled with GFN2-xTB into ``path`` (resumable), in input order."""
+    import ase.io
+
+    from ..labelling import label_structures
+    label_structures(structures, str(path), progress=False)
+    frames = ase.io.read(path, ":")
+    frames.sort(key=lambda a: int(a.info["index"]))
+    return frames
+
+
+def energies(calc, frames) -> np.ndarray:
+    """Energies (eV) of ``frames`` from an ASE calculator."""
+    values = []
+    for a in frames:
+        a = a.copy()
+        a.calc = calc
+        values.append(a.get_potential_energy())
+    return np.array(values)
+
+
+def plot(path: Path, xlabel: str, ylabel: str, curves: dict, title: str) -> None:
+    """Line plot of ``curves`` (label → (x, y)); labels starting 'reference' are drawn bold."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, (x, y) in curves.items():
+        style = dict(color="black", lw=2.5) if name.startswith("reference") else dict(marker="o", ms=3)
+        ax.plot(x, y, label=name, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["BenchmarkSettings", "ReferenceSystem", "OPT_ELECTRONIC_TEMPERATURE", "make_rng",
+           "xtb_energy", "xtb_optimise", "finish", "label", "energies", "plot"]
