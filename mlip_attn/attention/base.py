@@ -24,7 +24,11 @@ class GlobalBlock(nn.Module):
     order: highest rotation order it reads (set per instance when it depends on the options;
         the builder checks it against the backbone's).
     reach: the largest distance (Å) it resolves (``math.inf``: every pair of a structure).
-    periodic: supports periodic cells.  distributed: can run split over MPI ranks.
+    periodic: supports periodic cells.
+    distributed: can run on a structure split over processes (LAMMPS on several MPI ranks):
+        it honours ``graph.owned`` (only owned nodes enter its per-structure sums, every node
+        gets an output) and passes each per-structure sum through its ``sums`` submodule, a
+        `LocalSums` that the LAMMPS export replaces by an all-reduce over the ranks.
     """
 
     order: int = 0
@@ -39,3 +43,13 @@ class NoGlobalBlock(nn.Module):
     def forward(self, x: Features, graph: Graph) -> Features:
         return Features(torch.zeros_like(x.scalars), torch.zeros_like(x.vectors),
                         torch.zeros_like(x.tensors))
+
+
+class LocalSums(nn.Module):
+    """The sums hook of a distributed global block: per-structure sums of this process's owned
+    nodes in, sums over every process out. In one process that is the identity; the LAMMPS
+    export swaps in an all-reduce over MPI ranks (`mlip_attn.lammps.export.RankSums`), whose
+    backward all-reduces the gradient."""
+
+    def forward(self, partial: torch.Tensor) -> torch.Tensor:
+        return partial

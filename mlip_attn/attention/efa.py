@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ..nn.graph import Features, Graph, centred_positions, rank_in_segment
 from ..registry import GLOBAL_BLOCKS, PositiveFloat, PositiveInt
-from .base import GlobalBlock
+from .base import GlobalBlock, LocalSums
 
 __all__ = [
     "EuclideanFastAttention",
@@ -248,6 +248,11 @@ class EuclideanFastAttention(GlobalBlock):
     whose last layers are zero-initialised: a fresh block returns zeros. The
     host adds/gates it. ``attend`` gives the raw attention output.
 
+    Distributed (``graph.owned`` ≥ 0, one structure split over MPI ranks): the sum over atoms
+    factorises, so each process adds only its owned atoms into the centroid and S = K̃ᵀV, the
+    ``sums`` hook (identity here; an MPI all-reduce in the LAMMPS export) completes them, and
+    every node, ghosts included, gets q̃ S.
+
     Grid directions/weights and frequencies are float64 buffers, cast to the
     input dtype in forward, so ``.double()`` keeps the grid exact (rotation
     symmetry to ~1e-12). Note ``.float()``/``.to(float32)`` rounds them to
@@ -260,6 +265,7 @@ class EuclideanFastAttention(GlobalBlock):
 
     vectors: Final[bool]  # Final: TorchScript drops the unused branch
     tensors: Final[bool]
+    distributed = True
     d_qk: int
     d_v: int
     n_comp: int
@@ -340,6 +346,8 @@ class EuclideanFastAttention(GlobalBlock):
         self.proj_t: Optional[nn.Linear] = (
             nn.Linear(width, 4 * d_v, bias=False) if tensors else None)
         self.out_t: Optional[nn.Linear] = nn.Linear(d_v, width, bias=False) if tensors else None
+        # per-structure sums of owned atoms -> sums over all processes (see GlobalBlock)
+        self.sums: nn.Module = LocalSums()
 
     @torch.jit.ignore
     def extra_repr(self) -> str:
@@ -396,27 +404,48 @@ class EuclideanFastAttention(GlobalBlock):
         return y_s, y_v
 
     def attend(
-        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int
+        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int,
+        owned: int = -1,
     ) -> Tuple[Tensor, Tensor]:
         """Raw EFA output via the Lebedev factorisation, O(N·G·d_qk·d_v) time.
 
         s (N, F), v (N, 3, F) (ignored unless vectors), positions (N, 3) Å,
         batch (N,) int64 in [0, num_graphs). Returns y_s (N, d_v) and
         y_v (N, 3, d_v) ((N, 12, d_v) with tensors; (N, 3, 0) when vectors=False).
+        ``owned`` ≥ 0: one structure split over processes, of whose atoms this process owns
+        the first ``owned`` nodes (see the class docstring).
         """
         q, k, val = self._project(s, v)
         dtype = s.dtype
         dirs = self.directions.to(dtype)
         lam = self.weights.to(dtype)
         omega = self.omega.to(dtype)
-        x = centred_positions(positions, batch, num_graphs) @ dirs.transpose(0, 1)  # (N, G)
+        if owned >= 0:
+            centred = positions - self._split_centroid(positions, num_graphs, owned)
+        else:
+            centred = centred_positions(positions, batch, num_graphs)
+        x = centred @ dirs.transpose(0, 1)  # (N, G)
         theta = x.unsqueeze(-1) * omega  # (N, G, K)
         cos, sin = torch.cos(theta), torch.sin(theta)
         lam = lam.view(1, -1, 1)
         q_rot = _rotate(q, cos * lam, sin * lam)  # quadrature weights folded into q
         k_rot = _rotate(k, cos, sin)
-        y = _segment_attention(q_rot, k_rot, val, batch, num_graphs)
+        if owned >= 0:  # S = K̃ᵀV over the owned nodes, completed across processes
+            y = q_rot @ self.sums(k_rot[:owned].transpose(0, 1) @ val[:owned])
+        else:
+            y = _segment_attention(q_rot, k_rot, val, batch, num_graphs)
         return self._split(y / math.sqrt(self.n_comp * self.d_qk))
+
+    def _split_centroid(self, positions: Tensor, num_graphs: int, owned: int) -> Tensor:
+        """(1, 3) centroid (Å) of one structure split over processes: this process's owned
+        positions summed with their count, completed across processes by ``sums``."""
+        if num_graphs != 1:
+            raise ValueError("EFA over a structure split between processes (graph.owned >= 0) "
+                             "takes one structure per call")
+        local = torch.cat([positions[:owned].sum(dim=0),
+                           positions.new_full((1,), float(owned))]).unsqueeze(0)  # (1, 4)
+        total = self.sums(local)
+        return total[:, :3] / total[:, 3:].clamp(min=1.0)
 
     def attend_exact(
         self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int
@@ -472,6 +501,7 @@ class EuclideanFastAttention(GlobalBlock):
         vectors=False; (N, 3, 0) in a scalar host) and zero tensors, for the host's
         features ``x`` and the structures' positions (Å) in ``graph``."""
         s, v = x.scalars, x.vectors
-        y_s, y_v = self.attend(s, v, graph.positions, graph.batch, graph.num_graphs)
+        y_s, y_v = self.attend(s, v, graph.positions, graph.batch, graph.num_graphs,
+                               graph.owned)
         ds, dv = self._branch(y_s, y_v, s, v)
         return Features(ds, dv, torch.zeros_like(x.tensors))

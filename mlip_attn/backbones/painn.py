@@ -10,7 +10,7 @@ from torch import nn
 from ..attention.base import NoGlobalBlock
 from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
 from ..nn.graph import Features, Graph
-from ..nn.painn_message import message_in_chunks, painn_message
+from ..nn.painn_message import CHUNK, message_in_chunks, painn_message
 from ..registry import BACKBONES, PositiveFloat, PositiveInt
 from .base import Backbone
 
@@ -24,13 +24,21 @@ class PaiNNLayer(nn.Module):
     with [weight | bias], so a message vanishes smoothly at the cutoff and no (E, 3F) product
     with the envelope is formed. ``first`` marks the layer that sees v = 0, whose vector
     message therefore has no v_j term (skipped, not computed as zeros).
+
+    Under TorchScript the message runs as ``torch.ops.mlip_attn.painn_message`` (the compiled
+    twin of the eager custom-backward function) when ``compiled_message`` is set (the LAMMPS
+    export sets it where the compiled ops are available), else as plain autograd over chunks.
     """
+
+    __constants__ = ["compiled_message", "chunk"]   # TorchScript compiles one branch only
 
     def __init__(self, width: int, num_basis: int, global_block: Optional[nn.Module] = None,
                  first: bool = False):
         super().__init__()
         self.width = width
         self.first = first
+        self.compiled_message = False
+        self.chunk = CHUNK
         self.message_scalar = mlp([width, width, 3 * width])
         self.message_radial = nn.Linear(num_basis, 3 * width)
         self.update_uv = nn.Linear(width, 2 * width, bias=False)
@@ -47,7 +55,11 @@ class PaiNNLayer(nn.Module):
         weight = torch.cat([radial.weight, radial.bias[:, None]], dim=1)       # (3F, K)
         phi = self.message_scalar(s)                                          # (N, 3F)
         if torch.jit.is_scripting():
-            ds, dv = message_in_chunks(phi, v, rho, unit, weight, i, j, self.first)
+            if self.compiled_message:
+                ds, dv = torch.ops.mlip_attn.painn_message(phi, v, rho, unit, weight, i, j,
+                                                           self.first, self.chunk)
+            else:
+                ds, dv = message_in_chunks(phi, v, rho, unit, weight, i, j, self.first)
         else:
             ds, dv = self._chunked_message(phi, v, rho, unit, weight, i, j)
         s_msg = s + ds

@@ -77,20 +77,21 @@ class Potential(nn.Module):
 
     def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                         edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,
-                        charge: torch.Tensor, spin: torch.Tensor) -> torch.Tensor:
-        """Per-atom energies (N,) eV. Shapes as in `Batch`; ``numbers`` must be known elements."""
+                        charge: torch.Tensor, spin: torch.Tensor, owned: int = -1) -> torch.Tensor:
+        """Per-atom energies (N,) eV. Shapes as in `Batch`; ``numbers`` must be known elements;
+        ``owned`` as in `Graph` (the LAMMPS export passes the rank's local atom count)."""
         return self.energies_and_features(positions, numbers, batch, edge_index, shifts, cell,
-                                          charge, spin)[0]
+                                          charge, spin, owned)[0]
 
     def energies_and_features(self, positions: torch.Tensor, numbers: torch.Tensor,
                               batch: torch.Tensor, edge_index: torch.Tensor, shifts: torch.Tensor,
-                              cell: torch.Tensor, charge: torch.Tensor, spin: torch.Tensor
-                              ) -> Tuple[torch.Tensor, torch.Tensor]:
+                              cell: torch.Tensor, charge: torch.Tensor, spin: torch.Tensor,
+                              owned: int = -1) -> Tuple[torch.Tensor, torch.Tensor]:
         """Per-atom energies (N,) eV and the backbone's scalar features (N, F)."""
         species = self.species_of(numbers)
         vectors = edge_vectors(positions, edge_index, shifts)
         graph = Graph(positions, batch, edge_index, vectors, torch.linalg.norm(vectors, dim=1),
-                      shifts, cell, charge, spin, charge.shape[0])
+                      shifts, cell, charge, spin, charge.shape[0], owned)
         features = self.backbone(species, graph).scalars
         atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
         return atomic, features

@@ -20,7 +20,10 @@ class Graph(NamedTuple):
     r_ij = positions[j] − positions[i] + shifts · lengths (E,) Å = |r_ij| · shifts (E, 3) Å
     (periodic images, zero for isolated structures) · cell (B, 3, 3) Å (zeros if isolated) ·
     charge (B,) total charge in e · spin (B,) multiplicity 2S+1 as given (0 = not given) ·
-    num_graphs B.
+    num_graphs B · owned: −1 (every node is an atom of its structure), or, when a structure
+    is split over processes (LAMMPS on several MPI ranks, one structure), the number of
+    leading nodes this process owns; the nodes after them are copies of atoms owned elsewhere
+    (ghosts), which per-structure sums must skip (`mlip_attn.attention.base.LocalSums`).
     """
 
     positions: Tensor
@@ -33,6 +36,7 @@ class Graph(NamedTuple):
     charge: Tensor
     spin: Tensor
     num_graphs: int
+    owned: int = -1
 
 
 class Features(NamedTuple):
