@@ -29,13 +29,18 @@ from mlip_attn import AttnCalculator, save_model  # noqa: E402
 from mlip_attn.lammps import build as lbuild  # noqa: E402
 from mlip_attn.lammps.discovery import (lammps_instance, lmp_environment,  # noqa: E402
                                         lmp_executable, mpirun_executable)
-from mlip_attn.lammps.export import export_lammps, read_export_metadata  # noqa: E402
+from mlip_attn.lammps.export import (distribution, export_lammps,  # noqa: E402
+                                     read_export_metadata)
 
 SPECIES = ["H", "C", "O"]
 NKTV2P = 1.6021765e6            # LAMMPS metal units: pressure (bar) per eV/Å^3
-# models with global attention (one MPI rank, non-periodic box), as far as this build has them
+# models with global attention (non-periodic box), as far as this build has them; those whose
+# global sums can be split over MPI ranks (EFA) and those that cannot (softmax attention)
 GLOBAL_MODELS = [n for n in MODEL_CONFIGS if make_model(n).is_global]
-RTOL = 1e-6
+DISTRIBUTED_MODELS = [n for n in GLOBAL_MODELS if distribution(make_model(n), True)[0]]
+SINGLE_RANK_MODELS = [n for n in GLOBAL_MODELS if n not in DISTRIBUTED_MODELS]
+ROUTES = ["torchscript+ops", "torchscript"]
+RTOL = 1e-10                    # float64: LAMMPS and ASE run the same maths
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:Use thermalize_momenta:DeprecationWarning")]
 
@@ -91,9 +96,10 @@ def write_data(path, atoms, species=SPECIES, vacuum=20.0, velocities=None):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def export(model, tmp_path, name="model", dtype="float64"):
+def export(model, tmp_path, name="model", dtype="float64", route="torchscript+ops"):
     save_model(model, tmp_path / f"{name}.pt")
-    return export_lammps(tmp_path / f"{name}.pt", tmp_path / f"{name}-lammps.pt", dtype=dtype)
+    return export_lammps(tmp_path / f"{name}.pt", tmp_path / f"{name}-lammps.pt", dtype=dtype,
+                         route=route)
 
 
 def header(data, exported, periodic, extra=""):
@@ -188,13 +194,16 @@ def thermo_table(stdout):
 
 # ----------------------------------------------------------------------------- agreement
 
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("name", ["painn", "egnn"])
 @pytest.mark.parametrize("kind", ["molecule", "crystal"])
-def test_matches_ase_calculator(plugin, tmp_path, name, kind):
-    """Energy, per-atom energies, forces and virial equal AttnCalculator (float64)."""
+def test_matches_ase_calculator(plugin, tmp_path, name, kind, route):
+    """Energy, per-atom energies, forces and virial equal AttnCalculator (float64, 1e-10), with
+    the compiled ops (fast route) and as plain TorchScript (fallback)."""
     model = make_model(name)
     atoms = lammps_frame(random_molecule(10, seed=1) if kind == "molecule" else random_crystal(3))
-    exported = export(model, tmp_path)
+    exported = export(model, tmp_path, route=route)
+    assert read_export_metadata(exported)["route"] == route
     energy, energies, forces, virial = lammps_results(plugin, atoms, exported, tmp_path)
     e_ref, energies_ref, f_ref, w_ref = reference(model, atoms)
     assert_close(energy, e_ref, "energy")
@@ -208,6 +217,8 @@ def test_matches_ase_calculator(plugin, tmp_path, name, kind):
 @pytest.mark.skipif(not GLOBAL_MODELS, reason="no global-attention models in this build")
 @pytest.mark.parametrize("name", GLOBAL_MODELS)
 def test_global_model_matches_ase_on_one_rank(plugin, tmp_path, name):
+    """One rank, fast route: distributed blocks take their split-sum path (Graph.owned), which
+    must equal the eager model's."""
     model = make_model(name)
     atoms = random_molecule(10, seed=2)
     exported = export(model, tmp_path)
@@ -328,6 +339,33 @@ def _crystal_for_mpi():
     return atoms
 
 
+def _md_on_ranks(plugin, tmp_path, exported, atoms, nprocs, periodic, temperature=600):
+    """20 MD steps (neighbour-list rebuilds every step) on ``nprocs`` ranks: the thermo table
+    (step, pe, etotal and, when periodic, the virial) and the final forces by atom ID."""
+    virial = ("compute vir all pressure NULL virial\n" if periodic else "")
+    columns = "step pe etotal" + (" c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]"
+                                  if periodic else "")
+    deck = header(tmp_path / "data.lmp", exported, periodic) + virial + textwrap.dedent(f"""\
+        neighbor 0.5 bin
+        neigh_modify every 1 delay 0 check yes
+        velocity all create {temperature} 11 mom yes loop geom
+        fix nve all nve
+        timestep 0.0005
+        thermo_style custom {columns}
+        thermo_modify format float %.17g
+        thermo 5
+        dump d all custom 20 {tmp_path}/forces{nprocs}.dump id fx fy fz
+        dump_modify d sort id format float %.17g
+        run 20
+        """)
+    (tmp_path / f"in.{nprocs}").write_text(deck)
+    proc = run_lmp(tmp_path / f"in.{nprocs}", plugin, nprocs=nprocs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = (tmp_path / f"forces{nprocs}.dump").read_text().splitlines()[-len(atoms):]
+    forces = np.array([[float(v) for v in line.split()[1:]] for line in last])
+    return thermo_table(proc.stdout), forces, proc.stdout
+
+
 @pytest.mark.parametrize("layers", [1, 3])
 def test_one_and_two_mpi_ranks_agree(plugin, tmp_path, layers):
     """A local model on 2 ranks (ghost shell widened to layers × cutoff) equals 1 rank, over
@@ -339,45 +377,75 @@ def test_one_and_two_mpi_ranks_agree(plugin, tmp_path, layers):
     exported = export(model, tmp_path)
     atoms = _crystal_for_mpi()
     write_data(tmp_path / "data.lmp", atoms)
-    results = {}
-    for nprocs in (1, 2):
-        deck = header(tmp_path / "data.lmp", exported, True) + textwrap.dedent(f"""\
-            neighbor 0.5 bin
-            neigh_modify every 1 delay 0 check yes
-            velocity all create 600 11 mom yes loop geom
-            fix nve all nve
-            timestep 0.0005
-            compute vir all pressure NULL virial
-            thermo_style custom step pe etotal c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]
-            thermo_modify format float %.15g
-            thermo 5
-            dump d all custom 20 {tmp_path}/forces{nprocs}.dump id fx fy fz
-            dump_modify d sort id format float %.17g
-            run 20
-            """)
-        (tmp_path / f"in.{nprocs}").write_text(deck)
-        proc = run_lmp(tmp_path / f"in.{nprocs}", plugin, nprocs=nprocs)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        if nprocs == 2:
-            assert "ghost cutoff set to" in proc.stdout
-        last = (tmp_path / f"forces{nprocs}.dump").read_text().splitlines()[-len(atoms):]
-        forces = np.array([[float(v) for v in line.split()[1:]] for line in last])
-        results[nprocs] = (thermo_table(proc.stdout), forces)
-    (t1, f1), (t2, f2) = results[1], results[2]
+    t1, f1, _ = _md_on_ranks(plugin, tmp_path, exported, atoms, 1, periodic=True)
+    t2, f2, out = _md_on_ranks(plugin, tmp_path, exported, atoms, 2, periodic=True)
+    assert "ghost cutoff set to" in out
     assert t1.shape == t2.shape == (5, 9)
     assert_close(t2[:, 1:3], t1[:, 1:3], "energies 2 vs 1 ranks", rtol=1e-9)
     assert_close(t2[:, 3:], t1[:, 3:], "virial 2 vs 1 ranks", rtol=1e-9)
     assert_close(f2, f1, "forces 2 vs 1 ranks", rtol=1e-9)
 
 
-@pytest.mark.skipif(not GLOBAL_MODELS, reason="no global-attention models in this build")
-def test_global_model_on_two_ranks_is_refused(plugin, tmp_path):
-    exported = export(make_model(GLOBAL_MODELS[0]), tmp_path)
+@pytest.mark.skipif(not DISTRIBUTED_MODELS, reason="no distributed global models in this build")
+@pytest.mark.parametrize("name", DISTRIBUTED_MODELS)
+def test_efa_on_several_ranks_equals_one_rank(plugin, tmp_path, name):
+    """EFA split over 2 and 4 MPI ranks (per-rank sums all-reduced, forward and backward) equals
+    one rank to 1e-10 in energy and forces over MD steps, and one rank equals ASE."""
+    model = make_model(name)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    exported = export(model, tmp_path)
+    assert read_export_metadata(exported)["distributed"] is True
+    atoms = random_molecule(30, seed=3, spread=3.5)
+    write_data(tmp_path / "data.lmp", atoms)
+    ranks = (1, 2, 4) if name == DISTRIBUTED_MODELS[0] else (1, 2)
+    runs = {n: _md_on_ranks(plugin, tmp_path, exported, atoms, n, periodic=False) for n in ranks}
+    t1, f1, _ = runs[1]
+    assert t1.shape == (5, 3)
+    for n in ranks[1:]:
+        tn, fn, out = runs[n]
+        assert "ghost cutoff set to" in out
+        assert_close(tn[:, 1:], t1[:, 1:], f"energies {n} vs 1 ranks")
+        assert_close(fn, f1, f"forces {n} vs 1 ranks")
+    # the attention part is not negligible: the same model without its global blocks differs
+    local = make_model(name.split("+")[0])
+    energy, _, forces, _ = lammps_results(plugin, atoms, exported, tmp_path)
+    e_ref, _, f_ref, _ = reference(model, atoms)
+    assert_close(energy, e_ref, "energy vs ASE")
+    assert_close(forces, f_ref, "forces vs ASE")
+    assert abs(reference(local, atoms)[0] - e_ref) > 1e-3
+
+
+@pytest.mark.skipif(not SINGLE_RANK_MODELS, reason="every global model here is distributed")
+@pytest.mark.parametrize("name", SINGLE_RANK_MODELS)
+def test_softmax_attention_on_two_ranks_is_refused(plugin, tmp_path, name):
+    exported = export(make_model(name), tmp_path)
+    meta = read_export_metadata(exported)
+    assert meta["distributed"] is False and "softmax" in meta["not_distributed"]
     write_data(tmp_path / "data.lmp", random_molecule(8, seed=1))
     (tmp_path / "in.deck").write_text(header(tmp_path / "data.lmp", exported, False) + "run 0\n")
     proc = run_lmp(tmp_path / "in.deck", plugin, nprocs=2)
+    out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "runs on one MPI rank only" in proc.stdout + proc.stderr
+    assert "cannot be split over MPI ranks" in out and "runs on one MPI rank only" in out
+
+
+@pytest.mark.skipif(not DISTRIBUTED_MODELS, reason="no distributed global models in this build")
+def test_fallback_export_of_efa_on_two_ranks_is_refused(plugin, tmp_path):
+    """Plain TorchScript has no cross-rank sums: one rank works, two are refused, saying why."""
+    model = make_model(DISTRIBUTED_MODELS[0])
+    exported = export(model, tmp_path, route="torchscript")
+    assert read_export_metadata(exported)["distributed"] is False
+    atoms = random_molecule(8, seed=1)
+    energy, _, forces, _ = lammps_results(plugin, atoms, exported, tmp_path)
+    e_ref, _, f_ref, _ = reference(model, atoms)
+    assert_close(energy, e_ref, "energy (fallback route)")
+    assert_close(forces, f_ref, "forces (fallback route)")
+    (tmp_path / "in.deck").write_text(header(tmp_path / "data.lmp", exported, False) + "run 0\n")
+    proc = run_lmp(tmp_path / "in.deck", plugin, nprocs=2)
+    assert proc.returncode != 0
+    assert "exported as plain TorchScript" in proc.stdout + proc.stderr
 
 
 @pytest.mark.skipif(not GLOBAL_MODELS, reason="no global-attention models in this build")
@@ -445,6 +513,70 @@ def test_threads_keyword_and_charge(plugin, small_export, tmp_path):
     e_ref, _, f_ref, _ = reference(load_model(folder / "model.pt", dtype="float64"), atoms)
     assert_close(energy, e_ref, "energy with charge 1")
     assert_close(forces, f_ref, "forces with charge 1")
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(plugin, small_export, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    exported, _ = small_export
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    deck = header(tmp_path / "data.lmp", exported, False, extra="device cuda")
+    with pytest.raises(Exception, match="device 'cuda' was asked for, but this torch .* sees no "
+                                        "CUDA device"):
+        run_python(plugin, deck)
+
+
+def test_unknown_device_is_a_clear_error(plugin, small_export, tmp_path):
+    exported, _ = small_export
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    deck = header(tmp_path / "data.lmp", exported, False, extra="device gpu0")
+    with pytest.raises(Exception, match="device 'gpu0' is not a device name"):
+        run_python(plugin, deck)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["painn"] + DISTRIBUTED_MODELS[:1])
+def test_cuda_device_matches_ase(plugin, tmp_path, name):
+    """``device cuda``: the model and its tensors on the GPU, results as on the CPU."""
+    model = make_model(name)
+    atoms = random_molecule(10, seed=1)
+    exported = export(model, tmp_path)
+    energy, _, forces, _ = lammps_results(plugin, atoms, exported, tmp_path, extra="device cuda")
+    e_ref, _, f_ref, _ = reference(model, atoms)
+    assert_close(energy, e_ref, "energy on cuda", rtol=1e-8)
+    assert_close(forces, f_ref, "forces on cuda", rtol=1e-8)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_plugin_says_which_route_it_loaded(plugin, tmp_path, route):
+    exported = export(make_model("painn"), tmp_path, route=route)
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    (tmp_path / "in.deck").write_text(header(tmp_path / "data.lmp", exported, False) + "run 0\n")
+    proc = run_lmp(tmp_path / "in.deck", plugin)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    said = {"torchscript+ops": "route: TorchScript with compiled mlip_attn ops (fast route)",
+            "torchscript": "route: plain TorchScript (fallback"}
+    assert said[route] in proc.stdout
+
+
+def test_float64_products_use_torchs_blas_inside_lammps(plugin, small_export, tmp_path):
+    """liblammps exports a reference BLAS (dgemm_, dgemv_, ...). The torch side of the plugin
+    is loaded with RTLD_DEEPBIND so that torch's float64 products bind to torch's own BLAS:
+    bound to LAMMPS', a float64 step cost 1.6-2x more than the same call from Python."""
+    exported, _ = small_export
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=1))
+    (tmp_path / "in.deck").write_text(header(tmp_path / "data.lmp", exported, False) + "run 0\n")
+    env = lmp_environment(plugin_dir=plugin.parent)
+    env.update(LD_DEBUG="bindings", LD_DEBUG_OUTPUT=str(tmp_path / "ld"))
+    proc = run_lmp(tmp_path / "in.deck", plugin, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("ld.*"))
+    if "binding file" not in logs:
+        pytest.skip("the dynamic loader does not report bindings (LD_DEBUG) here")
+    bound = [line.split(" to ", 1)[1] for line in logs.splitlines()
+             if "symbol `dgemm_'" in line and "libtorch_cpu" in line.split(" to ", 1)[0]]
+    assert bound, "torch never called dgemm_ in float64"
+    assert all("libtorch_cpu" in target for target in bound), bound
 
 
 # ----------------------------------------------------------------------------- build, discovery

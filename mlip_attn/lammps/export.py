@@ -16,17 +16,31 @@ It returns ``(energy, atomic_energies, forces, virial)``: the energy (eV, a 0-d 
 node (LAMMPS folds ghost forces back to their owners, newton on), and the virial (6,) in
 LAMMPS order xx, yy, zz, xy, xz, yz (eV), W = -(Σ_nodes r ⊗ ∂E/∂r + Σ_edges s ⊗ ∂E/∂s),
 the symmetric strain derivative -dE/dε of the rank's energy; zeros unless ``compute_virial``.
-All outputs are float64 whatever the model's dtype.
+All outputs are float64 whatever the model's dtype. ``n_local`` also reaches the model as
+``Graph.owned``: distributed global blocks (EFA) add only local atoms into their per-structure
+sums and complete them across ranks with ``torch.ops.mlip_attn.allreduce_sum``.
+
+Two routes, recorded as ``route`` in the metadata:
+
+* ``torchscript+ops`` (the default where it can be built): TorchScript that calls the compiled
+  ``mlip_attn`` ops (`mlip_attn.lammps.ops`): PaiNN's message with the eager model's
+  recomputing backward, and the cross-rank sums of EFA. Needs a C++ compiler once per torch
+  version (the plugin needs one anyway); the file then runs wherever the plugin is built.
+* ``torchscript``: plain TorchScript (autograd through the message chunks, slower and more
+  memory; global models on one MPI rank only). Chosen with ``route="torchscript"``, or
+  automatically, with a warning, where the ops cannot be built.
 
 Metadata (``metadata.json`` in the TorchScript file's extra files) tells the pair style the
-cutoff, the element list, the number of message-passing layers and whether the model is
-global (one MPI rank only).
+cutoff, the element list, the number of message-passing layers, whether the model is global
+and whether it can run split over MPI ranks (``distributed``, else ``not_distributed`` says
+why).
 """
 from __future__ import annotations
 
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import List, Tuple
 
@@ -34,12 +48,22 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..attention.base import GlobalBlock
 from ..models import Potential, load_model
 from ..models.model_file import read_model_file
 
 EXPORT_FORMAT = "mlip-attn-lammps"
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2      # 2: route, distributed, Graph.owned
 METADATA_FILE = "metadata.json"
+ROUTES = ("auto", "torchscript+ops", "torchscript")
+
+
+class RankSums(nn.Module):
+    """The sums hook of distributed global blocks in a LAMMPS export: an all-reduce over the
+    MPI ranks of the pair style (identity outside the plugin), differentiable."""
+
+    def forward(self, partial: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mlip_attn.allreduce_sum(partial)
 
 
 class LammpsModel(nn.Module):
@@ -62,7 +86,7 @@ class LammpsModel(nn.Module):
         batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
         cell = torch.zeros((1, 3, 3), dtype=dtype, device=pos.device)
         atomic = self.model.atomic_energies(pos, numbers, batch, edge_index, sh, cell,
-                                            charge.to(dtype), spin.to(dtype))
+                                            charge.to(dtype), spin.to(dtype), n_local)
         local = atomic[:n_local]
         energy = local.sum()
         inputs: List[torch.Tensor] = [pos]
@@ -85,18 +109,42 @@ class LammpsModel(nn.Module):
                 (-g_pos).detach().to(torch.float64), virial.detach())
 
 
-def lammps_metadata(model: Potential, stored: dict | None = None) -> dict:
-    """What the pair style reads: elements, cutoff (Å), layers, global, dtype, versions."""
+def distribution(model: Potential, compiled_ops: bool) -> tuple[bool, str]:
+    """Whether a global ``model`` can run split over MPI ranks, and if not, why not."""
+    if not model.is_global:
+        return True, ""
+    blocks = [m for m in model.modules() if isinstance(m, GlobalBlock)]
+    if model.backbone.is_global:
+        return False, (f"its backbone {type(model.backbone).__name__} is global itself "
+                       "(softmax attention over every atom in every layer)")
+    fixed = sorted({type(b).__name__ for b in blocks if not b.distributed})
+    if fixed:
+        return False, (f"{', '.join(fixed)} has no distributed form (softmax attention needs "
+                       "every atom on every rank)")
+    if not compiled_ops:
+        return False, ("it was exported as plain TorchScript, without the compiled mlip_attn "
+                       "ops that sum over ranks; export it again where `mlip-attn "
+                       "build-lammps` works")
+    return True, ""
+
+
+def lammps_metadata(model: Potential, stored: dict | None = None,
+                    route: str = "torchscript") -> dict:
+    """What the pair style reads: elements, cutoff (Å), layers, global, route, distributed,
+    dtype, versions."""
     stored = dict(stored or getattr(model, "metadata", {}) or {})
     layers = len(model.backbone.layers)  # message-passing hops: the ghost shell is layers × cutoff
-    return {
+    distributed, why_not = distribution(model, route == "torchscript+ops")
+    meta = {
         **{k: v for k, v in stored.items() if isinstance(v, (str, int, float, bool, list))},
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
+        "route": route,
         "elements": [int(z) for z in model.elements],
         "cutoff": float(model.cutoff),
         "r_max": float(model.r_max),
         "global": model.is_global,
+        "distributed": distributed,
         "layers": int(layers),
         "dtype": str(model.shift.dtype).replace("torch.", ""),
         "mlip_attn_version": __version__,
@@ -104,21 +152,52 @@ def lammps_metadata(model: Potential, stored: dict | None = None) -> dict:
         "torch_version": torch.__version__.split("+")[0],
         "units": "metal",
     }
+    if why_not:
+        meta["not_distributed"] = why_not
+    return meta
+
+
+def use_compiled_ops(model: Potential) -> Potential:
+    """Point ``model`` at the compiled ``mlip_attn`` ops (they must be loaded): PaiNN layers
+    call ``painn_message``, distributed global blocks sum through `RankSums`. In place."""
+    for module in model.modules():
+        if hasattr(module, "compiled_message"):
+            module.compiled_message = True
+        if isinstance(module, GlobalBlock) and module.distributed:
+            module.sums = RankSums()
+    return model
 
 
 def script_model(model: Potential) -> torch.jit.ScriptModule:
-    """`LammpsModel` around ``model`` (eval mode), compiled with ``torch.jit.script``."""
+    """`LammpsModel` around ``model`` (eval mode, frozen), compiled with ``torch.jit.script``."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-        return torch.jit.script(LammpsModel(model.eval()))
+        return torch.jit.script(LammpsModel(model.eval().requires_grad_(False)))
+
+
+def _resolve_route(route: str) -> tuple[str, str]:
+    """The route to export with (loading the ops if it is the fast one) and a note."""
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+    if route == "torchscript":
+        return route, ""
+    from .ops import try_load_ops
+    ok, why = try_load_ops(build=True)
+    if ok:
+        return "torchscript+ops", ""
+    if route == "torchscript+ops":
+        raise RuntimeError(f"the compiled mlip_attn ops are not available: {why}")
+    return "torchscript", why
 
 
 def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
-                  dtype: str | torch.dtype = "float64") -> Path:
+                  dtype: str | torch.dtype = "float64", route: str = "auto") -> Path:
     """Export the model file ``model_path`` to a TorchScript file for ``pair_style mlip_attn``.
 
     ``dtype``: the precision the model runs in inside LAMMPS (``float64``, the default, or
-    ``float32``); inputs and outputs are always float64. Returns the written path.
+    ``float32``); inputs and outputs are always float64. ``route``: ``auto`` (the compiled ops
+    where they can be built, else plain TorchScript with a warning), ``torchscript+ops`` or
+    ``torchscript`` (see the module docstring). Returns the written path.
     """
     if isinstance(dtype, str):
         if dtype not in ("float64", "float32"):
@@ -130,7 +209,14 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
         raise ValueError(f"{model_path}: the model predicts forces directly (direct_forces: true), "
                          "which is not conservative; the LAMMPS export supports models whose "
                          "forces are -dE/dr only")
-    meta = lammps_metadata(model, content.get("metadata"))
+    route, why = _resolve_route(route)
+    if why:
+        warnings.warn(f"exporting {model_path} as plain TorchScript (slower in LAMMPS; global "
+                      f"models on one MPI rank only): the compiled mlip_attn ops are not "
+                      f"available ({why})", RuntimeWarning, stacklevel=2)
+    if route == "torchscript+ops":
+        use_compiled_ops(model)
+    meta = lammps_metadata(model, content.get("metadata"), route)
     meta["source"] = Path(model_path).name
     scripted = script_model(model)
     out_path = Path(out_path)
@@ -149,11 +235,14 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
 
 
 def read_export_metadata(path: str | os.PathLike) -> dict:
-    """The metadata stored in an exported TorchScript file."""
-    files = {METADATA_FILE: ""}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-    if not files[METADATA_FILE]:
+    """The metadata stored in an exported TorchScript file (read from the archive: no torch
+    load, so it works without the compiled ops)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}")]
+            text = archive.read(names[0]).decode() if names else ""
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path}: not a TorchScript file ({exc})") from exc
+    if not text:
         raise ValueError(f"{path}: not an mlip-attn LAMMPS export (no {METADATA_FILE})")
-    return json.loads(files[METADATA_FILE])
+    return json.loads(text)

@@ -1,5 +1,5 @@
 /* ----------------------------------------------------------------------
-   pair_style mlip_attn <model file> [threads N] [charge Q] [spin S]
+   pair_style mlip_attn <model file> [threads N] [charge Q] [spin S] [device D]
    pair_coeff * * <element of type 1> <element of type 2> ...
 
    Evaluates an mlip-attn potential exported with `mlip-attn export model.pt --lammps`.
@@ -15,10 +15,19 @@
    The model returns the energy of the local atoms, forces on all nodes (ghost forces are
    folded back by LAMMPS' reverse communication) and the virial -dE/dε. With several ranks the
    ghost shell must reach layers × cutoff (+ skin): init_style raises comm_modify cutoff to that.
+
+   Global models (EFA) on several ranks: the model is told how many nodes are local (they come
+   first); each rank adds only its local atoms to EFA's per-structure sums (centroid, key-value
+   products), mlip_attn::allreduce_sum adds the ranks' sums with MPI_Allreduce on this pair
+   style's communicator (the hook is set around each model call), and every node, ghosts
+   included, is then finished with the global sums. The backward pass all-reduces the
+   gradients of those sums, so the forces of local atoms carry the global part and the ghost
+   forces (local part) come back by reverse communication as for local models.
 ------------------------------------------------------------------------- */
 
 #include "pair_mlip_attn.h"
 
+#include "ops.h"
 #include "torch_model.h"
 
 #include "atom.h"
@@ -74,13 +83,29 @@ std::string element_list(const std::vector<int> &zs)
 const char *EXPORT_HINT =
     "export a model file for LAMMPS with: mlip-attn export model.pt --lammps -o model-lammps.pt";
 
+// mlip_attn::allreduce_sum's hook: a sum over the ranks of the pair style's communicator
+int mpi_allreduce(void *data, int64_t count, int is_double, void *context)
+{
+  MPI_Comm comm = *static_cast<MPI_Comm *>(context);
+  char *p = static_cast<char *>(data);
+  const size_t size = is_double ? sizeof(double) : sizeof(float);
+  while (count > 0) {    // MPI counts are int
+    const int n = (int) std::min<int64_t>(count, 1 << 30);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, p, n, is_double ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, comm);
+    if (rc != MPI_SUCCESS) return rc;
+    p += n * size;
+    count -= n;
+  }
+  return 0;
+}
+
 }    // namespace
 
 /* ---------------------------------------------------------------------- */
 
 PairMLIPAttn::PairMLIPAttn(LAMMPS *lmp) :
-    Pair(lmp), cutoff(0.0), layers(1), global_model(false), charge(0.0), spin(0.0), threads(0),
-    warned_vatom(false)
+    Pair(lmp), backend(nullptr), cutoff(0.0), layers(1), global_model(false), distributed(false),
+    charge(0.0), spin(0.0), threads(0), warned_vatom(false)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -115,7 +140,7 @@ void PairMLIPAttn::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style mlip_attn <model file> [threads N] [charge Q] [spin S]
+   pair_style mlip_attn <model file> [threads N] [charge Q] [spin S] [device D]
 ------------------------------------------------------------------------- */
 
 void PairMLIPAttn::settings(int narg, char **arg)
@@ -123,7 +148,7 @@ void PairMLIPAttn::settings(int narg, char **arg)
   if (narg < 1)
     error->all(FLERR,
                "Illegal pair_style mlip_attn command: expected "
-               "pair_style mlip_attn <model file> [threads N] [charge Q] [spin S]");
+               "pair_style mlip_attn <model file> [threads N] [charge Q] [spin S] [device D]");
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR,
                "pair_style mlip_attn requires 'units metal' (eV, Å, ps); this input uses "
@@ -138,6 +163,7 @@ void PairMLIPAttn::settings(int narg, char **arg)
   model_path = arg[0];
   threads = 0;
   charge = spin = 0.0;
+  device = "cpu";
   int iarg = 1;
   while (iarg < narg) {
     std::string key = arg[iarg];
@@ -150,9 +176,12 @@ void PairMLIPAttn::settings(int narg, char **arg)
       charge = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
     } else if (key == "spin") {
       spin = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+    } else if (key == "device") {
+      device = arg[iarg + 1];
     } else {
       error->all(FLERR,
-                 "pair_style mlip_attn: unknown keyword '{}' (known: threads, charge, spin)",
+                 "pair_style mlip_attn: unknown keyword '{}' (known: threads, charge, spin, "
+                 "device)",
                  key);
     }
     iarg += 2;
@@ -161,6 +190,10 @@ void PairMLIPAttn::settings(int narg, char **arg)
   if (!platform::file_is_readable(model_path))
     error->all(FLERR, "pair_style mlip_attn: model file '{}' does not exist or is not readable",
                model_path);
+
+  std::string err;
+  backend = mlip_attn::torch_backend(err);
+  if (!backend) error->all(FLERR, "pair_style mlip_attn: {}", err);
 
   // torch threads: keyword > $MLIP_ATTN_TORCH_THREADS > torch's default
   if (threads == 0) {
@@ -173,16 +206,18 @@ void PairMLIPAttn::settings(int narg, char **arg)
   }
   // several ranks on one node: torch's default (all cores per rank) would oversubscribe
   if (threads == 0 && comm->nprocs > 1 && !std::getenv("OMP_NUM_THREADS")) threads = 1;
-  if (threads > 0) mlip_attn::TorchModel::set_num_threads(threads);
+  if (threads > 0) backend->set_num_threads(threads);
   // TorchScript's optimising graph executor is off unless asked for ($MLIP_ATTN_JIT_OPTIMIZE=1):
   // its autodiff gave wrong forces for attention models (torch 2.13), plain autograd is exact.
   {
     const char *env = std::getenv("MLIP_ATTN_JIT_OPTIMIZE");
-    mlip_attn::TorchModel::set_optimize(env && std::string(env) == "1");
+    backend->set_optimize(env && std::string(env) == "1");
   }
 
-  std::string meta_text, err;
-  model = mlip_attn::TorchModel::load(model_path, meta_text, err);
+  std::string meta_text;
+  model = backend->load(model_path, device, meta_text, err);
+  if (!model && err.rfind("device", 0) == 0)
+    error->all(FLERR, "pair_style mlip_attn: {}", err);
   if (!model)
     error->all(FLERR,
                "pair_style mlip_attn: cannot load '{}' as a TorchScript model ({}). Is it an "
@@ -198,7 +233,7 @@ void PairMLIPAttn::settings(int narg, char **arg)
     if (meta.value("format", std::string()) != "mlip-attn-lammps")
       error->all(FLERR, "pair_style mlip_attn: '{}' is not an mlip-attn LAMMPS export; {}",
                  model_path, EXPORT_HINT);
-    if (meta.value("format_version", 0) > 1)
+    if (meta.value("format_version", 0) > 2)
       error->all(FLERR,
                  "pair_style mlip_attn: '{}' has export format {} which this plugin does not "
                  "read; update mlip-attn and rebuild the plugin (mlip-attn build-lammps)",
@@ -207,32 +242,59 @@ void PairMLIPAttn::settings(int narg, char **arg)
     cutoff = meta.at("cutoff").get<double>();
     layers = meta.at("layers").get<int>();
     global_model = meta.value("global", false);
+    distributed = meta.value("distributed", false);
+    route = meta.value("route", std::string("torchscript"));
+    not_distributed_reason = meta.value(
+        "not_distributed",
+        std::string(meta.contains("route") ? "" : "it was exported by an older mlip-attn; "
+                                                  "export it again"));
     if (cutoff <= 0.0 || layers < 1)
       error->all(FLERR, "pair_style mlip_attn: '{}' has invalid metadata (cutoff {}, layers {})",
                  model_path, cutoff, layers);
     if (comm->me == 0)
       utils::logmesg(lmp,
                      "pair_style mlip_attn: {} ({} model, {}, elements {}, cutoff {} Å, "
-                     "{} layers{}); torch {} with {} thread(s)\n",
+                     "{} layers{}); route: {}; torch {} on {} with {} thread(s)\n",
                      model_path, meta.value("backbone", std::string("?")),
                      meta.value("dtype", std::string("?")), element_list(model_elements), cutoff,
                      layers,
                      global_model ? fmt::format(", global attention r_max {} Å",
                                                 meta.value("r_max", 0.0))
                                   : std::string(),
-                     mlip_attn::TorchModel::torch_version(),
-                     mlip_attn::TorchModel::num_threads());
+                     route_description(route), backend->torch_version(), device,
+                     backend->num_threads());
   } catch (json::exception &e) {
     error->all(FLERR, "pair_style mlip_attn: unreadable metadata in '{}': {}", model_path,
                e.what());
   }
 
-  if (global_model && comm->nprocs > 1)
-    error->all(FLERR,
-               "pair_style mlip_attn: '{}' has global attention, in which every atom sees every "
-               "atom; it runs on one MPI rank only (this run has {}). Run with one MPI rank "
-               "(use torch threads for parallelism: pair_style mlip_attn FILE threads N)",
-               model_path, comm->nprocs);
+  check_ranks();
+}
+
+/* ----------------------------------------------------------------------
+   global models on several ranks: only those whose global sums can be all-reduced
+------------------------------------------------------------------------- */
+
+void PairMLIPAttn::check_ranks()
+{
+  if (!global_model || distributed || comm->nprocs == 1) return;
+  error->all(FLERR,
+             "pair_style mlip_attn: '{}' has global attention that cannot be split over MPI "
+             "ranks ({}); it runs on one MPI rank only (this run has {}). Run with one MPI "
+             "rank (use torch threads for parallelism: pair_style mlip_attn FILE threads N)",
+             model_path,
+             not_distributed_reason.empty() ? std::string("no distributed form")
+                                            : not_distributed_reason,
+             comm->nprocs);
+}
+
+std::string PairMLIPAttn::route_description(const std::string &r)
+{
+  if (r == "torchscript+ops") return "TorchScript with compiled mlip_attn ops (fast route)";
+  if (r == "torchscript")
+    return "plain TorchScript (fallback: autograd through the message, slower; export again "
+           "where `mlip-attn build-lammps` works for the fast route)";
+  return r;
 }
 
 /* ----------------------------------------------------------------------
@@ -277,11 +339,7 @@ void PairMLIPAttn::init_style()
   if (atom->tag_enable == 0)
     error->all(FLERR, "pair_style mlip_attn requires atom IDs (atom_modify id yes)");
   if (global_model) {
-    if (comm->nprocs > 1)
-      error->all(FLERR,
-                 "pair_style mlip_attn: a model with global attention runs on one MPI rank only "
-                 "(this run has {})",
-                 comm->nprocs);
+    check_ranks();
     if (domain->xperiodic || domain->yperiodic || domain->zperiodic)
       error->all(FLERR,
                  "pair_style mlip_attn: '{}' has global attention, which does not support "
@@ -425,9 +483,13 @@ void PairMLIPAttn::compute(int eflag, int vflag)
   atomic.resize(nlocal);
   double energy = 0.0, w[6] = {0, 0, 0, 0, 0, 0};
   std::string err;
+  // global sums of distributed models: MPI_Allreduce over this communicator during the call
+  const bool reduce = global_model && comm->nprocs > 1;
+  if (reduce) backend->set_allreduce(&mpi_allreduce, &world);
   bool ok = model->compute(nnodes, positions.data(), numbers.data(), nedges, edges.data(),
                            shifts.data(), nlocal, charge, spin, vflag_global != 0, energy,
                            atomic.data(), forces.data(), w, err);
+  if (reduce) backend->set_allreduce(nullptr, nullptr);
   if (!ok) error->one(FLERR, "pair_style mlip_attn: model evaluation failed: {}", err);
 
   double **f = atom->f;

@@ -15,6 +15,7 @@
 
 namespace mlip_attn {
 class TorchModel;
+class TorchBackend;
 }
 
 namespace LAMMPS_NS {
@@ -32,13 +33,20 @@ class PairMLIPAttn : public Pair {
  protected:
   void allocate();
   void build_graph();
+  void check_ranks();
+  static std::string route_description(const std::string &route);
 
+  mlip_attn::TorchBackend *backend;   // the torch side (loaded once per process)
   std::unique_ptr<mlip_attn::TorchModel> model;
   std::string model_path;
+  std::string device;                 // torch device of the model and its tensors
+  std::string route;                  // export route (metadata): torchscript+ops | torchscript
   std::vector<int> model_elements;    // atomic numbers the model knows
   double cutoff;                      // model cutoff (Å)
   int layers;                         // message-passing layers
-  bool global_model;                  // global attention: one MPI rank, non-periodic box
+  bool global_model;                  // global attention: non-periodic box
+  bool distributed;                   // its global sums can be all-reduced over MPI ranks
+  std::string not_distributed_reason; // why not (metadata), for the error message
   double charge, spin;                // total charge / spin of the system
   int threads;                        // torch threads (0 = torch's default)
   std::vector<int> type2z;            // LAMMPS type -> atomic number

@@ -1,0 +1,68 @@
+"""The compiled ``mlip_attn`` torch ops in Python: what the fast LAMMPS export route calls.
+
+``libmlip_attn_torch.so`` (built by `mlip_attn.lammps.build.build_torch_library`, torch and a
+C++ compiler only) registers, under ``torch.ops.mlip_attn``:
+
+* ``painn_message(phi, v, rho, unit, weight, receivers, senders, first, chunk) -> (ds, dv)``:
+  PaiNN's ℓ ≤ 1 message over edge chunks with a recomputing backward, the C++ twin of
+  `mlip_attn.nn.painn_message.painn_message` (same shapes), so a TorchScript export keeps the
+  eager model's fast backward;
+* ``allreduce_sum(x) -> x`` summed over MPI ranks inside the LAMMPS plugin (which sets the
+  communicator around each model call), the identity everywhere else; its backward is itself.
+
+The plugin loads the very same file, so a process that exports models and drives LAMMPS
+(``lammps_instance()``) registers the ops once.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import torch
+
+from .build import TORCH_LIBRARY_NAME, PluginBuildError, build_torch_library, torch_library_dir
+
+_loaded: Path | None = None
+
+
+def ops_registered() -> bool:
+    """Whether ``torch.ops.mlip_attn`` ops are registered in this process."""
+    try:
+        torch.ops.mlip_attn.painn_message.default
+        torch.ops.mlip_attn.allreduce_sum.default
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def load_ops(build: bool = True) -> Path:
+    """Load ``libmlip_attn_torch.so`` (built first if missing and ``build``) and return its
+    path. Raises `PluginBuildError` (no compiler, no torch headers) or `FileNotFoundError`
+    (not built and ``build=False``)."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    so = torch_library_dir() / TORCH_LIBRARY_NAME
+    if not so.exists():
+        if not build:
+            raise FileNotFoundError(f"{so} is not built; build it with: mlip-attn build-lammps")
+        so = build_torch_library()
+    torch.ops.load_library(str(so))   # the same file as the plugin's: registers once
+    _loaded = so
+    return so
+
+
+def try_load_ops(build: bool = True) -> tuple[bool, str]:
+    """`load_ops` without raising: ``(True, path)`` or ``(False, why not)``."""
+    try:
+        return True, str(load_ops(build))
+    except (PluginBuildError, FileNotFoundError, OSError) as exc:
+        return False, str(exc).splitlines()[0][:300]
+
+
+def allreduce_calls() -> int:
+    """How many times ``allreduce_sum`` called an installed cross-process hook (0 outside the
+    LAMMPS plugin): a diagnostic for tests."""
+    lib = ctypes.CDLL(str(load_ops(build=False)))
+    lib.mlip_attn_allreduce_calls.restype = ctypes.c_int64
+    return int(lib.mlip_attn_allreduce_calls())
