@@ -34,8 +34,13 @@ def _demo(args, extra):
 
 def _bench(args, extra):
     if args.lammps:
-        from .apps.lammps_bench import run_lammps_bench
-        run_lammps_bench(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000))
+        sizes = args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000)
+        if args.aoti:
+            from .apps.aoti_probe import run_aoti_probe
+            run_aoti_probe(sizes=sizes, steps=args.steps)
+        else:
+            from .apps.lammps_bench import run_lammps_bench
+            run_lammps_bench(sizes=sizes, steps=args.steps)
         return
     if args.training:
         from .apps.bench import run_training_bench
@@ -105,7 +110,10 @@ def _export(args, extra):
         raise ValueError("choose an export target: --lammps")
     from .lammps.export import export_lammps
     out = args.output or f"{Path(args.model).with_suffix('')}-lammps.pt"
-    print(f"wrote {export_lammps(args.model, out, dtype=args.dtype)}  (pair_style mlip_attn {out})")
+    written = export_lammps(args.model, out, dtype=args.dtype, route=args.route)
+    from .lammps.export import read_export_metadata
+    print(f"wrote {written} ({read_export_metadata(written)['route']})  "
+          f"(pair_style mlip_attn {out})")
 
 
 def _build_lammps(args, extra):
@@ -161,8 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)
     b.add_argument("--cutoff", type=float, default=5.0)
-    b.add_argument("--lammps", action="store_true", help="ms/step in LAMMPS vs ASE vs the bare "
-                   "model call (PaiNN on fcc Cu, 1,000 and 10,000 atoms)")
+    b.add_argument("--lammps", action="store_true", help="ms/step in LAMMPS vs ASE with the "
+                   "same model (PaiNN on fcc Cu, 1,000 and 10,000 atoms) and strong scaling "
+                   "over MPI ranks (local and EFA)")
+    b.add_argument("--steps", type=int, default=10, help="timed MD steps per point (--lammps)")
+    b.add_argument("--aoti", action="store_true", help="with --lammps: measure the "
+                   "AOTInductor export route against the eager call and TorchScript + ops")
     b.add_argument("--peers", action="store_true", help="side by side in one process with "
                    "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
     b.add_argument("--training", action="store_true", help="training throughput "
@@ -209,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--lammps", action="store_true", help="TorchScript for pair_style mlip_attn")
     x.add_argument("-o", "--output", default=None)
     x.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    x.add_argument("--route", default="auto", choices=["auto", "torchscript+ops", "torchscript"],
+                   help="auto: TorchScript calling the compiled mlip_attn ops (fast; built once "
+                   "with a C++ compiler), else plain TorchScript (fallback)")
     x.set_defaults(func=_export)
 
     bl = sub.add_parser("build-lammps", help="compile the LAMMPS plugin for the installed "

@@ -130,3 +130,13 @@ def test_export_route_auto_falls_back_with_a_warning(tmp_path, monkeypatch):
         lexport.export_lammps(tmp_path / "m.pt", tmp_path / "x.pt", route="torchscript+ops")
     with pytest.raises(ValueError, match="route must be one of"):
         lexport.export_lammps(tmp_path / "m.pt", tmp_path / "x.pt", route="aoti")
+
+
+@pytest.mark.slow
+def test_aoti_probe_compiles_and_matches(ops):
+    """The AOTInductor option (measured by ``mlip-attn bench --lammps --aoti``): forces from
+    the compiled package equal the eager model's."""
+    from mlip_attn.apps.aoti_probe import run_aoti_probe
+    rows = run_aoti_probe(sizes=(32,), width=8, layers=1, steps=1, threads=1,
+                          dtypes=("float64",))
+    assert rows[0]["force_diff"] < 1e-10 and rows[0]["aoti_ms"] > 0

@@ -675,14 +675,22 @@ def test_example_decks_parse(plugin, tmp_path):
     assert re.search("mlip_attn", (examples / "README.md").read_text())
 
 
-def test_lammps_bench_reports_each_interface_against_its_own_model_call(plugin, capsys):
+def test_lammps_bench_compares_lammps_with_ase_and_scales_over_ranks(plugin, capsys):
     from mlip_attn.apps.lammps_bench import run_lammps_bench
-    rows = run_lammps_bench(sizes=(32,), width=8, layers=1, steps=2, threads=1)
+    out = run_lammps_bench(sizes=(32,), width=8, layers=1, steps=2, threads=1, efa_r_max=30.0)
+    rows = out["one_rank"]
     assert [r["dtype"] for r in rows] == ["float32", "float64"]
     for r in rows:
-        assert r["atoms"] == 32
-        assert all(r[k] > 0 for k in ("model_ms", "script_ms", "lammps_ms", "ase_ms"))
-    assert "TorchScript" in capsys.readouterr().out
+        assert r["atoms"] == 32 and r["route"].startswith("TorchScript with compiled")
+        assert all(r[k] > 0 for k in ("ase_ms", "lammps_ms", "lammps_torchscript_ms",
+                                      "eager_ms", "script_ms"))
+    scaling = out["scaling"]
+    assert [(r["model"], r["ranks"]) for r in scaling] == [("PaiNN (local)", 2),
+                                                          ("PaiNN + EFA (cluster)", 2)]
+    for r in scaling:
+        assert r["energy_rel_diff"] < 1e-10 and r["force_diff"] < 1e-10
+    text = capsys.readouterr().out
+    assert "LAMMPS/ASE" in text and "Strong scaling" in text
 
 
 def test_example_decks_run_with_the_shipped_potentials(plugin, tmp_path):

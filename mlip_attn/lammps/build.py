@@ -26,28 +26,22 @@ separate libraries.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
+from .torch_build import (INFO_NAME, SOURCE_DIR, TORCH_HEADERS, TORCH_LIBRARY_NAME,  # noqa: F401
+                          TORCH_SOURCES, PluginBuildError, _compile, _compiler, _common_flags,
+                          _dist_version, _link, _lock, _package_dir, _sources_hash,
+                          build_torch_library, cache_root, torch_dirs, torch_library_dir,
+                          torch_version)
+
 PLUGIN_NAME = "mlip_attnplugin.so"   # LAMMPS auto-loads *plugin.so from $LAMMPS_PLUGIN_PATH
-INFO_NAME = "build_info.json"
-SOURCE_DIR = Path(__file__).with_name("src")
-TORCH_LIBRARY_NAME = "libmlip_attn_torch.so"
-# the torch side (libmlip_attn_torch.so): ops + TorchScript runner; links libtorch only
-TORCH_SOURCES = ["ops.cpp", "torch_model.cpp"]
-TORCH_HEADERS = ["ops.h", "torch_model.h"]
 # the LAMMPS side (mlip_attnplugin.so): pair style, plugin entry, loader of the torch side
 LAMMPS_SOURCES = ["pair_mlip_attn.cpp", "mlip_attn_plugin.cpp", "torch_loader.cpp"]
 LAMMPS_HEADERS = ["pair_mlip_attn.h", "torch_model.h", "ops.h"]
@@ -57,22 +51,11 @@ REBUILD_HINT = "rebuild it with: mlip-attn build-lammps"
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
-class PluginBuildError(RuntimeError):
-    """The plugin could not be compiled (compiler, headers or libraries missing)."""
-
-
 class PluginVersionError(RuntimeError):
     """The plugin is missing or was built for other lammps/torch versions."""
 
 
 # --------------------------------------------------------------------------- versions, paths
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
 
 def lammps_version() -> str:
     """Version of the installed ``lammps`` package (e.g. ``2025.7.22.4.0``)."""
@@ -97,34 +80,12 @@ def _date_string(num: int) -> str:
     return f"{num % 100} {_MONTHS[(num // 100) % 100 - 1]} {num // 10000}"
 
 
-def torch_version() -> str:
-    v = _dist_version("torch")
-    if v is None:
-        raise PluginBuildError("torch is not installed")
-    return v
-
-
-def cache_root() -> Path:
-    if os.environ.get("MLIP_ATTN_CACHE"):
-        return Path(os.environ["MLIP_ATTN_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mlip_attn"
-
-
 def default_plugin_dir(lammps: str | None = None, torch: str | None = None) -> Path:
     """The cache folder for the installed (or given) lammps and torch versions."""
     lammps = lammps or lammps_version()
     torch = torch or torch_version()
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{lammps}-torch{torch}")
     return cache_root() / "lammps" / safe
-
-
-def _package_dir(name: str) -> Path:
-    import importlib.util
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise PluginBuildError(f"the {name!r} package is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def lammps_include_dir() -> Path:
@@ -174,36 +135,12 @@ def mpi_library() -> Path | None:
     return lib
 
 
-def torch_dirs() -> tuple[list[Path], Path]:
-    root = _package_dir("torch")
-    inc = [root / "include", root / "include" / "torch" / "csrc" / "api" / "include"]
-    lib = root / "lib"
-    if not (inc[0] / "torch" / "script.h").exists():
-        raise PluginBuildError(f"{inc[0]}: torch C++ headers not found")
-    return inc, lib
-
-
-def _compiler() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if not cxx:
-        raise PluginBuildError("no C++ compiler found (set CXX, or install g++ >= 10)")
-    return cxx
-
-
 # --------------------------------------------------------------------------- build info
-
-def _sources_hash(names: list[str] | None = None) -> str:
-    h = hashlib.sha256()
-    for name in names or SOURCES + HEADERS:
-        h.update(name.encode())
-        h.update((SOURCE_DIR / name).read_bytes())
-    return h.hexdigest()[:16]
-
 
 def expected_info() -> dict:
     lv = lammps_version()
     return {"lammps_version": lv, "lammps_num_version": lammps_num_version(lv),
-            "torch_version": torch_version(), "sources": _sources_hash()}
+            "torch_version": torch_version(), "sources": _sources_hash(SOURCES + HEADERS)}
 
 
 def read_build_info(plugin_dir: str | os.PathLike) -> dict | None:
@@ -254,113 +191,6 @@ def check_plugin(path: str | os.PathLike | None = None, sources: bool = False) -
 
 
 # --------------------------------------------------------------------------- build
-
-@contextlib.contextmanager
-def _lock(folder: Path):
-    import fcntl
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _run(cmd: list[str], verbose: bool) -> None:
-    if verbose:
-        print(" ".join(cmd), file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise PluginBuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
-                               f"{proc.stderr[-6000:]}")
-
-
-def _link(cxx: str, objects: list[Path], so: Path, libs: list[str], verbose: bool) -> None:
-    """Link ``objects`` into ``so`` atomically (a temporary file, then a rename)."""
-    fd, tmp_so = tempfile.mkstemp(dir=so.parent, prefix=".mlip_attn", suffix=".so.tmp")
-    os.close(fd)
-    try:
-        _run([cxx, "-shared", "-o", tmp_so, *map(str, objects), *libs], verbose)
-        os.replace(tmp_so, so)
-    finally:
-        if os.path.exists(tmp_so):
-            os.unlink(tmp_so)
-
-
-def _compile(cxx: str, per_file: dict[str, list[str]], headers: list[str], force: bool,
-             verbose: bool, jobs: int | None) -> list[Path]:
-    """Object files of ``per_file`` (source -> flags), compiled in parallel where missing.
-
-    Objects live in one shared folder, keyed by the source, the headers, the compiler and
-    flags and the installed versions, so a changed file recompiles only itself.
-    """
-    obj_dir = cache_root() / "lammps" / "obj"
-    obj_dir.mkdir(parents=True, exist_ok=True)
-    versions = (torch_version() + (_dist_version("lammps") or "")).encode()
-    header_bytes = b"".join((SOURCE_DIR / h).read_bytes() for h in headers)
-    todo, objects = [], []
-    for src, flags in per_file.items():
-        key = hashlib.sha256((SOURCE_DIR / src).read_bytes() + header_bytes
-                             + " ".join([cxx] + flags).encode() + versions).hexdigest()[:16]
-        obj = obj_dir / f"{Path(src).stem}-{key}.o"
-        objects.append(obj)
-        if not obj.exists() or force:
-            todo.append((flags, src, obj.with_name(obj.name + f".{os.getpid()}.tmp"), obj))
-
-    def compile_one(job):
-        flags, src, tmp_obj, obj = job
-        _run([cxx, *flags, "-c", str(SOURCE_DIR / src), "-o", str(tmp_obj)], verbose)
-        os.replace(tmp_obj, obj)
-
-    workers = jobs or min(len(todo), os.cpu_count() or 1) or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(compile_one, todo))
-    for old in obj_dir.glob("*.o"):   # objects of other sources/versions, unused for a week
-        if old not in objects and time.time() - old.stat().st_mtime > 7 * 86400:
-            old.unlink(missing_ok=True)
-    return objects
-
-
-def _common_flags() -> list[str]:
-    return ["-std=c++20", "-O2", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=1", "-DLAMMPS_SMALLBIG",
-            "-Wno-deprecated-declarations", f"-I{SOURCE_DIR}"]
-
-
-def torch_library_dir(torch: str | None = None) -> Path:
-    """Folder of ``libmlip_attn_torch.so`` for the installed (or given) torch version and the
-    current C++ sources: ``<cache>/torch/<torch version>-<sources hash>/``."""
-    torch = torch or torch_version()
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", torch)
-    return cache_root() / "torch" / f"{safe}-{_sources_hash(TORCH_SOURCES + TORCH_HEADERS)}"
-
-
-def build_torch_library(force: bool = False, verbose: bool = False,
-                        jobs: int | None = None) -> Path:
-    """Compile the torch side (``libmlip_attn_torch.so``: the ``mlip_attn`` ops and the
-    TorchScript runner of the pair style; about 40 s on 2 cores, once per torch version) and
-    return its path. Needs torch and a C++ compiler only (no LAMMPS): the fast export route
-    (`mlip_attn.lammps.ops`) loads it from Python, the plugin from C++ (the same file)."""
-    folder = torch_library_dir()
-    so = folder / TORCH_LIBRARY_NAME
-    with _lock(folder):
-        if so.exists() and not force:
-            return so
-        t0 = time.perf_counter()
-        cxx = _compiler()
-        torch_inc, torch_lib = torch_dirs()
-        flags = _common_flags() + [f"-I{p}" for p in torch_inc]
-        objects = _compile(cxx, {src: flags for src in TORCH_SOURCES}, TORCH_HEADERS, force,
-                           verbose, jobs)
-        _link(cxx, objects, so, [f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-ltorch",
-                                 "-ltorch_cpu", "-lc10"], verbose)
-        (folder / INFO_NAME).write_text(json.dumps(
-            {"torch_version": torch_version(), "sources": _sources_hash(TORCH_SOURCES
-                                                                        + TORCH_HEADERS),
-             "build_seconds": round(time.perf_counter() - t0, 1), "compiler": cxx,
-             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1, sort_keys=True))
-        return so
-
 
 def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
                  verbose: bool = False, defines: dict | None = None,

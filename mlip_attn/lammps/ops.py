@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .build import TORCH_LIBRARY_NAME, PluginBuildError, build_torch_library, torch_library_dir
+from .torch_build import (TORCH_LIBRARY_NAME, PluginBuildError, build_torch_library,
+                          torch_library_dir)
 
 _loaded: Path | None = None
 
