@@ -677,16 +677,17 @@ def test_example_decks_parse(plugin, tmp_path):
 
 def test_lammps_bench_compares_lammps_with_ase_and_scales_over_ranks(plugin, capsys):
     from mlip_attn.apps.lammps_bench import run_lammps_bench
-    out = run_lammps_bench(sizes=(32,), width=8, layers=1, steps=2, threads=1, efa_r_max=30.0)
+    out = run_lammps_bench(sizes=(32,), width=8, layers=1, steps=2, threads=1, efa_r_max=30.0,
+                           rounds=1)
     rows = out["one_rank"]
-    assert [r["dtype"] for r in rows] == ["float32", "float64"]
+    assert [(r["model"][:5], r["dtype"]) for r in rows] == [
+        ("PaiNN", "float32"), ("PaiNN", "float64")] * 2
     for r in rows:
-        assert r["atoms"] == 32 and r["route"].startswith("TorchScript with compiled")
-        assert all(r[k] > 0 for k in ("ase_ms", "lammps_ms", "lammps_torchscript_ms",
-                                      "eager_ms", "script_ms"))
+        assert r["atoms"] == 32
+        assert all(r[k] > 0 for k in ("ase_ms", "lammps_ms", "eager_ms", "script_ms"))
+    assert rows[0]["lammps_torchscript_ms"] > 0          # the fallback route, local model
     scaling = out["scaling"]
-    assert [(r["model"], r["ranks"]) for r in scaling] == [("PaiNN (local)", 2),
-                                                          ("PaiNN + EFA (cluster)", 2)]
+    assert [r["ranks"] for r in scaling] == [2, 2]
     for r in scaling:
         assert r["energy_rel_diff"] < 1e-10 and r["force_diff"] < 1e-10
     text = capsys.readouterr().out

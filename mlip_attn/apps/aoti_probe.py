@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .lammps_bench import WARMUP, _copper, _median_ms, _save_model
+from .lammps_bench import _copper, _save_model, _side_by_side
 
 
 @contextlib.contextmanager
@@ -90,7 +90,8 @@ def run_aoti_probe(sizes=(1000, 10000), width: int = 64, layers: int = 2, cutoff
     load_ops()
     rows = []
     print(f"AOTInductor vs eager vs TorchScript + ops, {threads} threads, PaiNN {width} × "
-          f"{layers}, periodic fcc Cu; ms per energy + forces call (median of {steps})")
+          f"{layers}, periodic fcc Cu; ms per energy + forces call, interleaved, median of "
+          f"{steps} after warm-up")
     print(f"{'atoms':>7}{'dtype':>9}{'compile s':>11}{'AOTI':>9}{'eager':>9}{'TS+ops':>9}"
           f"{'max |ΔF|':>11}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,12 +117,10 @@ def run_aoti_probe(sizes=(1000, 10000), width: int = 64, layers: int = 2, cutoff
                 zero = torch.zeros(1, dtype=torch.float64)
                 script_args = (batch.positions.double(), batch.numbers, batch.edge_index,
                                batch.shifts.double(), len(atoms), zero, zero, False)
-                for _ in range(WARMUP):
-                    packaged(*args), scripted(*script_args), model.predict(batch)
-                row = {"atoms": len(atoms), "dtype": dtype, "compile_s": compile_s,
-                       "aoti_ms": _median_ms(lambda: packaged(*args), steps),
-                       "eager_ms": _median_ms(lambda: model.predict(batch), steps),
-                       "script_ms": _median_ms(lambda: scripted(*script_args), steps),
+                times = _side_by_side({"aoti_ms": lambda: packaged(*args),
+                                       "eager_ms": lambda: model.predict(batch),
+                                       "script_ms": lambda: scripted(*script_args)}, steps)
+                row = {"atoms": len(atoms), "dtype": dtype, "compile_s": compile_s, **times,
                        "force_diff": float((forces - want).abs().max())}
                 rows.append(row)
                 print(f"{row['atoms']:>7}{dtype:>9}{compile_s:>11.0f}{row['aoti_ms']:>9.1f}"

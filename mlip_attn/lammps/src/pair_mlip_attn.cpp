@@ -45,6 +45,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sched.h>
 #include <cstdlib>
 #include <cstring>
 
@@ -83,7 +84,10 @@ std::string element_list(const std::vector<int> &zs)
 const char *EXPORT_HINT =
     "export a model file for LAMMPS with: mlip-attn export model.pt --lammps -o model-lammps.pt";
 
-// mlip_attn::allreduce_sum's hook: a sum over the ranks of the pair style's communicator
+// mlip_attn::allreduce_sum's hook: a sum over the ranks of the pair style's communicator.
+// Non-blocking, and a waiting rank yields its core between tests: a model call makes several
+// of these per step, and on a node with more busy processes than cores a rank spinning in a
+// blocking all-reduce takes the CPU from the rank it waits for.
 int mpi_allreduce(void *data, int64_t count, int is_double, void *context)
 {
   MPI_Comm comm = *static_cast<MPI_Comm *>(context);
@@ -91,7 +95,14 @@ int mpi_allreduce(void *data, int64_t count, int is_double, void *context)
   const size_t size = is_double ? sizeof(double) : sizeof(float);
   while (count > 0) {    // MPI counts are int
     const int n = (int) std::min<int64_t>(count, 1 << 30);
-    int rc = MPI_Allreduce(MPI_IN_PLACE, p, n, is_double ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, comm);
+    MPI_Request request;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, p, n, is_double ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, comm,
+                            &request);
+    int done = 0;
+    while (rc == MPI_SUCCESS && !done) {
+      rc = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      if (!done) sched_yield();
+    }
     if (rc != MPI_SUCCESS) return rc;
     p += n * size;
     count -= n;
