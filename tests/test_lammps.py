@@ -417,6 +417,35 @@ def test_efa_on_several_ranks_equals_one_rank(plugin, tmp_path, name):
     assert abs(reference(local, atoms)[0] - e_ref) > 1e-3
 
 
+@pytest.mark.skipif(not DISTRIBUTED_MODELS, reason="no distributed global models in this build")
+def test_efa_with_ranks_that_hold_no_atoms(plugin, tmp_path):
+    """4 ranks side by side along x, a molecule in the middle of a wide box: the outer ranks
+    hold no atoms and no ghosts, yet take part in every all-reduce (forward and backward)."""
+    model = make_model(DISTRIBUTED_MODELS[-1])
+    exported = export(model, tmp_path)
+    atoms = random_molecule(6, seed=3, spread=1.0)
+    write_data(tmp_path / "data.lmp", atoms, vacuum=30.0)
+    results = {}
+    for nprocs in (1, 4):
+        deck = header(tmp_path / "data.lmp", exported, False).replace(
+            "atom_style atomic", "atom_style atomic\nprocessors * 1 1") + textwrap.dedent(f"""\
+            thermo_style custom step pe
+            thermo_modify format float %.17g
+            run 0
+            write_dump all custom {tmp_path}/f{nprocs}.dump id fx fy fz modify sort id &
+                format float %.17g
+            """)
+        (tmp_path / f"in.{nprocs}").write_text(deck)
+        proc = run_lmp(tmp_path / f"in.{nprocs}", plugin, nprocs=nprocs)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        results[nprocs] = (thermo_table(proc.stdout)[0, 1],
+                           np.loadtxt(tmp_path / f"f{nprocs}.dump", skiprows=9)[:, 1:])
+        if nprocs == 4:
+            assert re.search(r"Nlocal:.*\n.*Histogram: 2 0", proc.stdout), "no empty ranks"
+    assert_close(results[4][0], results[1][0], "energy 4 vs 1 ranks")
+    assert_close(results[4][1], results[1][1], "forces 4 vs 1 ranks")
+
+
 @pytest.mark.skipif(not SINGLE_RANK_MODELS, reason="every global model here is distributed")
 @pytest.mark.parametrize("name", SINGLE_RANK_MODELS)
 def test_softmax_attention_on_two_ranks_is_refused(plugin, tmp_path, name):

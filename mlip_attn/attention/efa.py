@@ -192,7 +192,8 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     pairs = x.reshape(n, 1, c, d // 2, 2)
     a, b = pairs[..., 0], pairs[..., 1]  # (N, 1, C, K)
     cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (N, G, 1, K)
-    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).reshape(n, -1)
+    rotated = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    return rotated.reshape(n, cos.shape[1] * c * d)  # explicit: n may be 0 (an empty rank)
 
 
 def _rms_normalised(v: Tensor) -> Tensor:
