@@ -341,10 +341,9 @@ def _crystal_for_mpi():
 
 def _md_on_ranks(plugin, tmp_path, exported, atoms, nprocs, periodic, temperature=600):
     """20 MD steps (neighbour-list rebuilds every step) on ``nprocs`` ranks: the thermo table
-    (step, pe, etotal and, when periodic, the virial) and the final forces by atom ID."""
-    virial = ("compute vir all pressure NULL virial\n" if periodic else "")
-    columns = "step pe etotal" + (" c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]"
-                                  if periodic else "")
+    (step, pe, etotal, the virial) and the final forces by atom ID."""
+    virial = "compute vir all pressure NULL virial\n"
+    columns = "step pe etotal c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]"
     deck = header(tmp_path / "data.lmp", exported, periodic) + virial + textwrap.dedent(f"""\
         neighbor 0.5 bin
         neigh_modify every 1 delay 0 check yes
@@ -402,11 +401,12 @@ def test_efa_on_several_ranks_equals_one_rank(plugin, tmp_path, name):
     ranks = (1, 2, 4) if name == DISTRIBUTED_MODELS[0] else (1, 2)
     runs = {n: _md_on_ranks(plugin, tmp_path, exported, atoms, n, periodic=False) for n in ranks}
     t1, f1, _ = runs[1]
-    assert t1.shape == (5, 3)
+    assert t1.shape == (5, 9)
     for n in ranks[1:]:
         tn, fn, out = runs[n]
         assert "ghost cutoff set to" in out
-        assert_close(tn[:, 1:], t1[:, 1:], f"energies {n} vs 1 ranks")
+        assert_close(tn[:, 1:3], t1[:, 1:3], f"energies {n} vs 1 ranks")
+        assert_close(tn[:, 3:], t1[:, 3:], f"virial {n} vs 1 ranks", rtol=1e-9)
         assert_close(fn, f1, f"forces {n} vs 1 ranks")
     # the attention part is not negligible: the same model without its global blocks differs
     local = make_model(name.split("+")[0])
