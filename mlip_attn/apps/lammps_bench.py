@@ -178,7 +178,8 @@ def _print_row(cells, widths) -> None:
     print("".join(f"{c:>{w}}" for c, w in zip(cells, widths)), flush=True)
 
 
-def _one_rank_table(work, models, exports, sizes, dtypes, cutoff, steps, threads) -> list:
+def _one_rank_table(work, models, exports, sizes, dtypes, cutoff, steps, threads,
+                    fallback_atoms) -> list:
     import ase.io
     rows, opened = [], []
     widths = (23, 7, 9, 9, 9, 12, 13, 9, 13)
@@ -195,7 +196,7 @@ def _one_rank_table(work, models, exports, sizes, dtypes, cutoff, steps, threads
                     eager, script = _call(path, fast, atoms, cutoff, dtype)
                     timers = {"ase_ms": _ase_stepper(path, atoms, dtype),
                               "lammps_ms": _lammps_stepper(fast, data, periodic, threads, opened)}
-                    if periodic:   # the fallback route, for the local model
+                    if periodic and len(atoms) <= fallback_atoms:   # the fallback route
                         timers["lammps_torchscript_ms"] = _lammps_stepper(
                             exports[path.stem, dtype, "torchscript"], data, periodic, threads,
                             opened)
@@ -251,9 +252,10 @@ def _scaling_table(work, models, exports, sizes, ranks, steps, threads, rounds) 
 def run_lammps_bench(sizes=(1000, 10000), width: int = 64, layers: int = 2, cutoff: float = 5.0,
                      steps: int = 10, threads: int | None = None, ranks=(2,),
                      dtypes=("float32", "float64"), efa_r_max: float = 100.0,
-                     rounds: int = 2) -> dict:
+                     rounds: int = 2, fallback_atoms: int = 2000) -> dict:
     """Print and return both tables (see the module docstring): ``{"one_rank": rows,
-    "scaling": rows}``, times in ms per MD step."""
+    "scaling": rows}``, times in ms per MD step. The plain-TorchScript fallback route is timed
+    up to ``fallback_atoms`` atoms (beyond, its autograd through the message is slow)."""
     import torch
     from ..lammps.build import build_plugin
     from ..lammps.export import export_lammps
@@ -281,7 +283,7 @@ def run_lammps_bench(sizes=(1000, 10000), width: int = 64, layers: int = 2, cuto
               f"step, median of {steps} steps after {WARMUP} warm-up steps; PaiNN {width} × "
               f"{layers}, cutoff {cutoff} Å, rattled fcc Cu; EFA efa-l1, r_max {efa_r_max} Å")
         one_rank = _one_rank_table(work, models, exports, sizes, dtypes, cutoff, steps,
-                                   threads)
+                                   threads, fallback_atoms)
         print(f"\n2. Strong scaling (lmp binary), float64: 1 rank × {threads} threads vs n "
               f"ranks × 1 thread, {rounds} alternating runs each; ms per MD step; ΔE, ΔF: "
               "largest difference from 1 rank at the first step")
