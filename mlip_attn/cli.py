@@ -37,10 +37,10 @@ def _bench(args, extra):
         sizes = args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000)
         if args.aoti:
             from .apps.aoti_probe import run_aoti_probe
-            run_aoti_probe(sizes=sizes, steps=args.steps)
+            run_aoti_probe(sizes=sizes, steps=args.steps, threads=args.threads)
         else:
             from .apps.lammps_bench import run_lammps_bench
-            run_lammps_bench(sizes=sizes, steps=args.steps)
+            run_lammps_bench(sizes=sizes, steps=args.steps, threads=args.threads)
         return
     if args.training:
         from .apps.bench import run_training_bench
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "same model (PaiNN on fcc Cu, 1,000 and 10,000 atoms) and strong scaling "
                    "over MPI ranks (local and EFA)")
     b.add_argument("--steps", type=int, default=10, help="timed MD steps per point (--lammps)")
+    b.add_argument("--threads", type=int, default=None, help="torch threads per rank (--lammps; "
+                   "default: torch's, the number of cores)")
     b.add_argument("--aoti", action="store_true", help="with --lammps: measure the "
                    "AOTInductor export route against the eager call and TorchScript + ops")
     b.add_argument("--peers", action="store_true", help="side by side in one process with "

@@ -91,7 +91,10 @@ def _lammps_stepper(exported: Path, data: Path, periodic: bool, threads: int, op
     from ..lammps.discovery import lammps_instance
     lmp = lammps_instance(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
     opened.append(lmp)
-    lmp.commands_string(_deck(data, exported, periodic, threads) + "thermo 0\nrun 0\n")
+    # no pressure in the thermo output: every `run 1` ends on a thermo step, and a pressure
+    # there would make the pair style compute the virial, which the ASE step does not
+    lmp.commands_string(_deck(data, exported, periodic, threads)
+                        + "thermo_style custom step\nthermo 0\nrun 0\n")
     return lambda: lmp.command("run 1 pre no post no")
 
 
