@@ -11,7 +11,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 import torch
 
-from conftest import call_block
+from conftest import call_block, call_exact
+from mlip_attn.nn.graph import Features, graph_without_edges
 
 from mlip_attn.attention.efa import (
     B_MAX_TABLE,
@@ -37,6 +38,11 @@ def make_block(vectors: bool, feature_map: str = "silu", random: bool = True, **
             for p in blk.parameters():
                 p.normal_(0.0, 0.4)
     return blk
+
+
+def feats(s, v):
+    """`Features` of scalars s (N, F) and vectors v (N, 3, F|0), no tensors."""
+    return Features(s, v, s.new_zeros((s.shape[0], 5, 0)))
 
 
 def make_structures(sizes, extent: float, seed: int = 0, shuffle: bool = True):
@@ -111,13 +117,13 @@ def test_fast_matches_exact_pairwise(vectors, feature_map):
     blk = make_block(vectors, feature_map)
     pos, batch = make_structures([6, 9, 4], extent=R_MAX)
     s, v = make_features(len(batch), vectors)
-    fast = blk.attend(s, v, pos, batch, 3)
-    exact = blk.attend_exact(s, v, pos, batch, 3)
+    fast = blk.attend(feats(s, v), pos, batch, 3)
+    exact = blk.attend_exact(feats(s, v), pos, batch, 3)
     assert rel_err(fast[0], exact[0]) < 1e-6
     if vectors:
         assert fast[1].shape == (len(batch), 3, blk.d_v)
         assert rel_err(fast[1], exact[1]) < 1e-6
-    out, ref = call_block(blk, s, v, pos, batch, 3), blk.exact_pairwise(s, v, pos, batch, 3)
+    out, ref = call_block(blk, s, v, pos, batch, 3), call_exact(blk, s, v, pos, batch, 3)
     assert rel_err(out[0], ref[0]) < 1e-6
     if vectors:
         assert rel_err(out[1], ref[1]) < 1e-6
@@ -129,7 +135,7 @@ def test_exact_reference_detects_out_of_range():
     blk = make_block(False, b_max=10.0 * math.pi)  # G = 50 reaches only ~1.27π
     pos, batch = make_structures([8], extent=R_MAX, shuffle=False)
     s, v = make_features(8, False)
-    assert rel_err(blk.attend(s, v, pos, batch, 1)[0], blk.attend_exact(s, v, pos, batch, 1)[0]) > 1e-3
+    assert rel_err(blk.attend(feats(s, v), pos, batch, 1)[0], blk.attend_exact(feats(s, v), pos, batch, 1)[0]) > 1e-3
 
 
 def test_exact_pairwise_self_term_and_gradient_finite():
@@ -137,7 +143,7 @@ def test_exact_pairwise_self_term_and_gradient_finite():
     pos, batch = make_structures([5], extent=R_MAX, shuffle=False)
     pos.requires_grad_(True)
     s, v = make_features(5, True)
-    ds, dv = blk.exact_pairwise(s, v, pos, batch, 1)
+    ds, dv = call_exact(blk, s, v, pos, batch, 1)
     (g,) = torch.autograd.grad(ds.sum() + dv.sum(), pos)
     assert torch.isfinite(g).all()
     ds_f, dv_f = call_block(blk, s, v, pos, batch, 1)
@@ -228,7 +234,7 @@ def test_fresh_block_returns_zeros(vectors):
     assert ds.shape == (8, WIDTH) and dv.shape == v.shape
     assert torch.count_nonzero(ds) == 0 and torch.count_nonzero(dv) == 0
     # ... but the raw attention is not trivially zero
-    assert blk.attend(s.float(), v.float(), pos.float(), batch, 2)[0].abs().max() > 0
+    assert blk.attend(feats(s.float(), v.float()), pos.float(), batch, 2)[0].abs().max() > 0
 
 
 @pytest.mark.parametrize("vectors", [False, True])
@@ -261,8 +267,8 @@ def test_float32_and_float64_buffers():
     assert float(blk.omega[0]) == 0.0
     pos, batch = make_structures([5], extent=R_MAX, shuffle=False)
     s, v = make_features(5, False)
-    y32 = blk.attend(s.float(), v.float(), pos.float(), batch, 1)[0]
-    y64 = blk.double().attend(s, v, pos, batch, 1)[0]
+    y32 = blk.attend(feats(s.float(), v.float()), pos.float(), batch, 1)[0]
+    y64 = blk.double().attend(feats(s, v), pos, batch, 1)[0]
     assert y32.dtype == torch.float32 and y64.dtype == F64
     assert rel_err(y32.double(), y64) < 1e-4
 
@@ -357,16 +363,49 @@ def test_tensor_channels_match_exact_and_rotate_as_rank_two():
     blk = make_block(True, tensors=True)
     pos, batch = make_structures([6, 9, 4], extent=R_MAX)
     s, v = make_features(len(batch), True)
-    fast, exact = blk.attend(s, v, pos, batch, 3), blk.attend_exact(s, v, pos, batch, 3)
-    assert fast[1].shape == (len(batch), 12, blk.d_v)
-    assert rel_err(fast[1], exact[1]) < 1e-6
+    fast, exact = blk.attend(feats(s, v), pos, batch, 3), blk.attend_exact(feats(s, v), pos, batch, 3)
+    assert fast[2].shape == (len(batch), 9, blk.d_v)
+    assert rel_err(fast[2], exact[2]) < 1e-6
     rot = torch.tensor(Rotation.random(random_state=3).as_matrix(), dtype=F64)
-    turned = blk.attend(s, torch.einsum("ab,nbf->naf", rot, v), pos @ rot.T, batch, 3)[1]
-    y_t = fast[1][:, 3:].reshape(-1, 3, 3, blk.d_v)
+    turned = blk.attend(feats(s, torch.einsum("ab,nbf->naf", rot, v)), pos @ rot.T, batch, 3)[2]
+    y_t = fast[2].reshape(-1, 3, 3, blk.d_v)
     expected = torch.einsum("ab,nbcf,dc->nadf", rot, y_t, rot)
-    assert rel_err(turned[:, 3:].reshape(-1, 3, 3, blk.d_v), expected) < 1e-6
-    out, ref = call_block(blk, s, v, pos, batch, 3), blk.exact_pairwise(s, v, pos, batch, 3)
+    assert rel_err(turned.reshape(-1, 3, 3, blk.d_v), expected) < 1e-6
+    out, ref = call_block(blk, s, v, pos, batch, 3), call_exact(blk, s, v, pos, batch, 3)
     assert rel_err(out[0], ref[0]) < 1e-6 and rel_err(out[1], ref[1]) < 1e-6
+
+
+def test_host_rank2_channels_match_exact_and_rotate():
+    """With a host that carries rank-2 features, EFA attends over them (5 components) and
+    writes tensors back: fast = exact, and every output turns as its order demands."""
+    from mlip_attn.nn.rank2 import rotation_matrix
+    torch.manual_seed(2)
+    blk = EuclideanFastAttention(width=WIDTH, r_max=R_MAX, host_order=2, vectors=True,
+                                 tensors=True, feature_map="silu").double()
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.normal_(0.0, 0.4)
+    pos, batch = make_structures([6, 9, 4], extent=R_MAX)
+    s, v = make_features(len(batch), True)
+    t = torch.randn(len(batch), 5, WIDTH, dtype=F64)
+    x = Features(s, v, t)
+    fast, exact = blk.attend(x, pos, batch, 3), blk.attend_exact(x, pos, batch, 3)
+    assert fast[2].shape == (len(batch), 5, blk.d_v)
+    assert all(rel_err(a, b) < 1e-6 for a, b in zip(fast, exact))
+    graph = graph_without_edges(pos, batch, 3)
+    out, ref = blk(x, graph), blk.exact_pairwise(x, graph)
+    assert all(rel_err(a, b) < 1e-6 for a, b in zip(out, ref))
+    assert out.tensors.abs().max() > 0
+    # well inside the reach the quadrature error is ~1e-12 (see the rotation tests above)
+    pos = pos * 0.3
+    out = blk(x, graph_without_edges(pos, batch, 3))
+    rot = torch.tensor(Rotation.random(random_state=5).as_matrix(), dtype=F64)
+    D = rotation_matrix(rot)
+    turned_x = Features(s, torch.einsum("ab,nbf->naf", rot, v), torch.einsum("ab,nbf->naf", D, t))
+    turned = blk(turned_x, graph_without_edges(pos @ rot.T, batch, 3))
+    assert rel_err(turned.scalars, out.scalars) < 1e-10
+    assert rel_err(turned.vectors, torch.einsum("ab,nbf->naf", rot, out.vectors)) < 1e-10
+    assert rel_err(turned.tensors, torch.einsum("ab,nbf->naf", D, out.tensors)) < 1e-10
 
 
 def test_tensor_channels_see_the_twist_between_two_distant_ch2_groups():

@@ -19,7 +19,7 @@ import numpy as np
 
 DENSITY = 0.1  # atoms / Å^3
 
-MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, e.g. painn, egnn, "
+MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, e.g. painn, painn-l2, egnn, "
                     "painn+efa-l1, painn+transformer (see `mlip-attn components`)")
 
 
@@ -43,9 +43,12 @@ def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float
     with a finite reach gets ``r_max`` Å."""
     from ..registry import BACKBONES, GLOBAL_BLOCKS
     backbone, _, preset = kind.partition("+")
+    own = {}
+    if backbone in BACKBONES.presets():  # e.g. painn-l2 = painn with lmax 2
+        backbone, own = BACKBONES.presets()[backbone]
     BACKBONES.get(backbone, f"benchmark model {kind!r}: backbone")
     cfg = {"backbone": backbone, "elements": [1, 6, 8], "width": width, "layers": layers,
-           "cutoff": cutoff}
+           "cutoff": cutoff, **own}
     if preset:
         presets = GLOBAL_BLOCKS.presets()
         if preset not in presets:
