@@ -89,8 +89,9 @@ def toy_components():
     @GLOBAL_BLOCKS.register("toy-mean-field", summary="toy: MLP of the structure's mean "
                             "feature", presets={"toy-mean-field": {"hidden": 8}})
     class ToyMeanField(GlobalBlock):
-        def __init__(self, width: int, host_order: int, hidden: PositiveInt = 16):
+        def __init__(self, widths: tuple, hidden: PositiveInt = 16):
             super().__init__()
+            width = widths[0]
             self.mlp = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
                                            torch.nn.Linear(hidden, width))
 

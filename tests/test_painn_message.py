@@ -8,14 +8,16 @@ from conftest import make_model, predict, random_molecule
 
 
 def _inputs(n_atoms=7, n_edges=30, width=4, basis=5, seed=0, lmax=2):
-    """(phi, rho, weight, v, û, [t, y2]) with gradients, receivers, senders."""
+    """(phi, rho, weight, v, û, [t, y2]) with gradients, receivers, senders; the tensors have
+    one channel fewer than the scalars and vectors (widths may differ by order)."""
     g = torch.Generator().manual_seed(seed)
     kw = dict(dtype=torch.float64, generator=g)
-    channels = (1 + 2 * lmax) * width
+    widths = [width, width - 1][:lmax]
+    channels = width + 2 * sum(widths)
     tensors = [torch.randn(n_atoms, channels, **kw), torch.randn(n_edges, basis, **kw),
                torch.randn(channels, basis, **kw)]
-    for m in (3, 5)[:lmax]:
-        tensors += [torch.randn(n_atoms, m, width, **kw), torch.randn(n_edges, m, **kw)]
+    for m, w in zip((3, 5), widths):
+        tensors += [torch.randn(n_atoms, m, w, **kw), torch.randn(n_edges, m, **kw)]
     tensors = tuple(t.requires_grad_(True) for t in tensors)
     receivers = torch.randint(0, n_atoms, (n_edges,), generator=g)
     senders = torch.randint(0, n_atoms, (n_edges,), generator=g)

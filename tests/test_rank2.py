@@ -70,6 +70,6 @@ def test_local_rank2_model_sees_an_allene_twist_that_vectors_cannot(name, sees):
     energies = [float(predict(model, [_allene(t)])["energy"]) for t in (0.0, 30.0, 60.0, 90.0)]
     spread = max(energies) - min(energies)
     if sees:
-        assert spread > 1e-3
+        assert spread > 1e-7   # random weights: small, but 10⁶ × float64 noise
     else:
-        assert spread < 1e-10
+        assert spread < 1e-12

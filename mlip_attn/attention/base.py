@@ -2,8 +2,11 @@
 
 A global block attends over all atoms of each structure and runs beside a backbone layer::
 
-    __init__(self, width: int, host_order: int, <options>)  # the host backbone's width, order
+    __init__(self, widths: tuple[int, ...], <options>)   # the host backbone's feature widths
     forward(self, x: Features, graph: Graph) -> Features     # the branch output
+
+``widths[ℓ]`` is the number of channels of the host's features of rotation order ℓ (scalars,
+vectors, rank-2 tensors); ``len(widths) − 1`` is the host's order.
 
 Its output is added to the layer's features, so its last layers start at zero: a freshly built
 model equals the local model. It never mixes the structures of a batch (``graph.batch``), and

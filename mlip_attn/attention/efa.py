@@ -225,8 +225,8 @@ class EuclideanFastAttention(GlobalBlock):
     (PaiNN, ``vectors=True``) host network.
 
     Args:
-        width: feature width F of the host network.
-        host_order: rotation order of the host's features (``vectors`` needs ≥ 1).
+        widths: the host's channels per rotation order: F = widths[0] scalars, then
+            vectors and rank-2 tensors if it has them (``vectors`` needs a host with vectors).
         r_max: largest distance (Å) expected between two atoms of one
             structure; ω_k = linspace(0, b_max, D_qk/2) / r_max.
         grid: Lebedev grid size G (see ``lebedev_points()``).
@@ -234,7 +234,7 @@ class EuclideanFastAttention(GlobalBlock):
         d_v: value channels (per scalar / per vector part).
         vectors: also use and return ℓ = 1 (vector) channels.
         tensors: also attend over rank-2 values. With a host that carries rank-2 features
-            (``host_order`` 2, e.g. PaiNN with ``lmax: 2``) the values are those features
+            (three widths, e.g. PaiNN with ``lmax: 2``) the values are those features
             (A t_j, 5 components each), the invariants ⟨Y_i, C t_i⟩ feed the scalars and the
             output Y_i feeds the host's tensors. Otherwise the values are built from vectors,
             T_j = (A v̂_j) ⊗ (B v̂_j) (ℓ = 0, 1, 2 parts; needs ``vectors``), and the invariants
@@ -272,9 +272,8 @@ class EuclideanFastAttention(GlobalBlock):
 
     def __init__(
         self,
-        width: int,
+        widths: Tuple[int, ...],
         r_max: PositiveFloat,
-        host_order: int = 1,
         grid: int = 50,
         d_qk: PositiveInt = 16,
         d_v: PositiveInt = 32,
@@ -284,6 +283,7 @@ class EuclideanFastAttention(GlobalBlock):
         tensors: bool = False,
     ) -> None:
         super().__init__()
+        width, host_order = widths[0], len(widths) - 1
         if vectors and host_order < 1:
             raise ValueError("vectors: vector (ℓ = 1) channels need a backbone with vector "
                              "features (e.g. painn)")
@@ -344,16 +344,17 @@ class EuclideanFastAttention(GlobalBlock):
             nn.init.zeros_(self.vec_gate.bias)
         # rank-2 values: (A v) ⊗ (B v) with the contraction (C v)ᵀ Y (D v), or from the host's
         # tensors A t with the contraction ⟨Y, C t⟩; d_v channels each
+        source = widths[2] if self.host_tensors else width  # channels the values come from
         self.proj_t: Optional[nn.Linear] = (
-            nn.Linear(width, (2 if self.host_tensors else 4) * d_v, bias=False)
+            nn.Linear(source, (2 if self.host_tensors else 4) * d_v, bias=False)
             if tensors else None)
         self.out_t: Optional[nn.Linear] = nn.Linear(d_v, width, bias=False) if tensors else None
         # the host's tensors get Y back as vectors do: a linear map gated by scalars
         self.out_tt: Optional[nn.Linear] = (
-            nn.Linear(d_v, width, bias=False) if self.host_tensors else None)
+            nn.Linear(d_v, source, bias=False) if self.host_tensors else None)
         self.ten_lin: Optional[nn.Linear] = (
-            nn.Linear(width, width, bias=False) if self.host_tensors else None)
-        self.ten_gate: Optional[nn.Linear] = nn.Linear(width, width) if self.host_tensors else None
+            nn.Linear(source, source, bias=False) if self.host_tensors else None)
+        self.ten_gate: Optional[nn.Linear] = nn.Linear(width, source) if self.host_tensors else None
         if self.ten_gate is not None:
             nn.init.zeros_(self.ten_gate.weight)
             nn.init.zeros_(self.ten_gate.bias)

@@ -23,7 +23,7 @@ class Backbone(nn.Module):
 
     order: highest rotation order of the features it carries (0 scalars, 1 + vectors,
         2 + rank-2 tensors); global blocks attached to it may read and write up to this order.
-        `feature_order` gives it from the options when it depends on them.
+        `feature_widths` gives the channels of each order from the options.
     accepts_global_blocks: whether ``model.attention`` may add blocks to its layers.
     is_global: an atom's energy depends on atoms at any distance even without blocks.
     uses_neighbour_list: reads ``graph.edge_index`` (False: graph-free).
@@ -40,6 +40,7 @@ class Backbone(nn.Module):
     direct_forces: bool = False
 
     @classmethod
-    def feature_order(cls, options: dict) -> int:
-        """The rotation order of the features a backbone built with ``options`` carries."""
-        return cls.order
+    def feature_widths(cls, options: dict) -> tuple[int, ...]:
+        """Channels of each rotation order (scalars, vectors, …) of a backbone built with
+        ``options``: by default ``width`` for every order up to `order`."""
+        return (int(options.get("width", 0)),) * (cls.order + 1)

@@ -47,30 +47,32 @@ class PaiNNLayer(nn.Module):
 
     lmax: Final[int]
 
-    def __init__(self, width: int, num_basis: int, lmax: int = 1,
+    def __init__(self, width: int, num_basis: int, lmax: int = 1, tensor_channels: int = 0,
                  global_block: Optional[nn.Module] = None, first: bool = False):
         super().__init__()
         self.width = width
         self.lmax = lmax
+        self.tensor_channels = tensor_channels if lmax >= 2 else 0
         self.first = first
-        channels = (1 + 2 * lmax) * width
+        T = self.tensor_channels
+        channels = 3 * width + 2 * T
         self.message_scalar = mlp([width, width, channels])
         self.message_radial = nn.Linear(num_basis, channels)
         self.update_uv = nn.Linear(width, 2 * width, bias=False)
-        self.update_tensor = nn.Linear(width, 2 * width, bias=False) if lmax >= 2 else nn.Identity()
-        self.update_mlp = mlp([(1 + lmax) * width, width, (3 if lmax == 1 else 7) * width])
+        self.update_tensor = nn.Linear(T, 2 * T, bias=False) if lmax >= 2 else nn.Identity()
+        self.update_mlp = mlp([2 * width + T, width, 3 * width + 4 * T])
         self.has_global = global_block is not None
         self.global_block = global_block if global_block is not None else NoGlobalBlock()
 
     def forward(self, s: torch.Tensor, v: torch.Tensor, t: torch.Tensor, rho: torch.Tensor,
                 geometry: List[torch.Tensor], graph: Graph
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        F = self.width
+        F, T = self.width, self.tensor_channels
         i, j = graph.edge_index[0], graph.edge_index[1]
         # message: filter the neighbour's features by the radial function, sum over neighbours
         radial = self.message_radial
-        weight = torch.cat([radial.weight, radial.bias[:, None]], dim=1)   # ((1+2L)F, K)
-        phi = self.message_scalar(s)                                      # (N, (1+2L)F)
+        weight = torch.cat([radial.weight, radial.bias[:, None]], dim=1)   # (3F + 2T, K)
+        phi = self.message_scalar(s)                                      # (N, 3F + 2T)
         features = [v, t] if self.lmax >= 2 else [v]
         if torch.jit.is_scripting():
             ds, d = message_in_chunks(phi, features, geometry, rho, weight, i, j, self.first)
@@ -81,13 +83,20 @@ class PaiNNLayer(nn.Module):
         # update: mix channels within each order, couple the orders on the atom
         u, w = torch.split(self.update_uv(v_msg), F, dim=2)               # (N, 3, F) each
         if self.lmax >= 2:
+            # the T tensor channels couple to the first T scalar and vector channels
             t_msg = t + d[1]
-            p, q = torch.split(self.update_tensor(t_msg), F, dim=2)       # (N, 5, F) each
+            p, q = torch.split(self.update_tensor(t_msg), T, dim=2)       # (N, 5, T) each
             a = self.update_mlp(torch.cat([s_msg, _soft_norm(w), _soft_norm(q)], dim=1))
-            a_vv, a_sv, a_ss, a_tt, a_st, a_vt, a_tv = torch.split(a, F, dim=1)
-            s_local = s_msg + a_ss + a_sv * (u * w).sum(dim=1) + a_st * (p * q).sum(dim=1)
-            v_local = v_msg + a_vv[:, None, :] * u + a_vt[:, None, :] * matrix_vector(p, w)
-            t_local = t_msg + a_tt[:, None, :] * p + a_tv[:, None, :] * symmetric_product(u, w)
+            a_vv, a_sv, a_ss = a[:, :F], a[:, F:2 * F], a[:, 2 * F:3 * F]
+            a_tt, a_st, a_vt, a_tv = torch.split(a[:, 3 * F:], T, dim=1)
+            u_t, w_t = u[:, :, :T], w[:, :, :T]
+            pad = F - T
+            s_local = (s_msg + a_ss + a_sv * (u * w).sum(dim=1)
+                       + torch.nn.functional.pad(a_st * (p * q).sum(dim=1), [0, pad]))
+            v_local = (v_msg + a_vv[:, None, :] * u
+                       + torch.nn.functional.pad(a_vt[:, None, :] * matrix_vector(p, w_t),
+                                                 [0, pad]))
+            t_local = t_msg + a_tt[:, None, :] * p + a_tv[:, None, :] * symmetric_product(u_t, w_t)
         else:
             w_norm = torch.sqrt((w * w).sum(dim=1) + 1e-8)
             a = self.update_mlp(torch.cat([s_msg, w_norm], dim=1))
@@ -117,8 +126,8 @@ class PaiNN(Backbone):
     ``lmax`` = 2, rank-2 tensors (N, 5, F).
 
     Options (``model:`` keys): ``width`` F, ``layers``, ``cutoff`` Å, ``num_basis`` sinc radial
-    functions (defaults follow the paper), ``lmax`` 1 or 2. ``global_blocks``: one block (or
-    None) per layer.
+    functions (defaults follow the paper), ``lmax`` 1 or 2, ``tensor_channels`` (rank-2
+    channels with ``lmax`` 2, default F / 2). ``global_blocks``: one block (or None) per layer.
     """
 
     order = 1
@@ -126,20 +135,33 @@ class PaiNN(Backbone):
 
     def __init__(self, num_elements: int, global_blocks: Optional[List[Optional[nn.Module]]] = None,
                  width: PositiveInt = 128, layers: PositiveInt = 3, cutoff: PositiveFloat = 5.0,
-                 num_basis: PositiveInt = 20, lmax: Literal[1, 2] = 1):
+                 num_basis: PositiveInt = 20, lmax: Literal[1, 2] = 1,
+                 tensor_channels: Optional[PositiveInt] = None):
         super().__init__()
         global_blocks = global_blocks or [None] * layers
         self.width = width
         self.lmax = lmax
+        self.tensor_channels = self.feature_widths(
+            {"width": width, "lmax": lmax, "tensor_channels": tensor_channels})[-1] \
+            if lmax >= 2 else 0
+        if self.tensor_channels > width:
+            raise ValueError(f"tensor_channels: at most width ({width}), got {tensor_channels}")
         self.embedding = AtomEmbedding(num_elements, width)
         self.basis = SincRadialBasis(num_basis, cutoff)
         self.cutoff_fn = CosineCutoff(cutoff)
-        self.layers = nn.ModuleList([PaiNNLayer(width, num_basis, lmax, g, first=k == 0)
-                                     for k, g in enumerate(global_blocks)])
+        self.layers = nn.ModuleList([
+            PaiNNLayer(width, num_basis, lmax, self.tensor_channels, g, first=k == 0)
+            for k, g in enumerate(global_blocks)])
 
     @classmethod
-    def feature_order(cls, options: dict) -> int:
-        return int(options.get("lmax", 1))
+    def feature_widths(cls, options: dict) -> Tuple[int, ...]:
+        """(F, F) with ``lmax`` 1; (F, F, tensor_channels) with ``lmax`` 2, where
+        ``tensor_channels`` defaults to F / 2 (their messages then cost about as much as the
+        vectors', so an ℓ = 2 model costs ~1.5× an ℓ = 1 one of the same width)."""
+        width = int(options.get("width", 0))
+        if int(options.get("lmax", 1)) < 2:
+            return (width, width)
+        return (width, width, int(options.get("tensor_channels") or max(width // 2, 1)))
 
     def forward(self, species: torch.Tensor, graph: Graph) -> Features:
         r = graph.lengths
@@ -150,7 +172,7 @@ class PaiNN(Backbone):
         s = self.embedding(species, graph.batch, graph.charge, graph.spin)
         n = s.shape[0]
         v = s.new_zeros((n, 3, self.width))
-        t = s.new_zeros((n, 5, self.width if self.lmax >= 2 else 0))
+        t = s.new_zeros((n, 5, self.tensor_channels))
         for layer in self.layers:
             s, v, t = layer(s, v, t, rho, geometry, graph)
         return Features(s, v, t)

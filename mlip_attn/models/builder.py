@@ -88,7 +88,7 @@ def _backbone_options(cfg: dict) -> dict:
     return {k: cfg[k] for k in BACKBONES[cfg["backbone"]].parameters()}
 
 
-def _global_blocks(cfg: dict, width: int, layers: int, host_order: int) -> list:
+def _global_blocks(cfg: dict, widths: tuple[int, ...], layers: int) -> list:
     """One global block per layer from ``cfg['attention']`` (or Nones for a local model)."""
     att = cfg["attention"]
     if att is None:
@@ -96,7 +96,7 @@ def _global_blocks(cfg: dict, width: int, layers: int, host_order: int) -> list:
     factory = GLOBAL_BLOCKS[att["type"]].factory
     options = {k: v for k, v in att.items() if k != "type"}
     try:
-        return [factory(width=width, host_order=host_order, **options) for _ in range(layers)]
+        return [factory(widths=widths, **options) for _ in range(layers)]
     except ValueError as exc:
         raise ValueError(f"model.attention.{exc}") from exc
 
@@ -107,8 +107,7 @@ def build_model(model_config: dict) -> Potential:
     component = BACKBONES[cfg["backbone"]]
     options = _backbone_options(cfg)
     layers = options.get("layers", 1)
-    blocks = _global_blocks(cfg, options.get("width", 0), layers,
-                            component.factory.feature_order(options))
+    blocks = _global_blocks(cfg, component.factory.feature_widths(options), layers)
     try:
         backbone = component.factory(num_elements=len(cfg["elements"]), global_blocks=blocks,
                                      **options)

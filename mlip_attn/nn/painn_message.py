@@ -17,9 +17,9 @@ backward recomputes each chunk's edge terms, so no edge tensor larger than one c
 The maths is exactly the plain version's (`message_reference`), and the backward is written in
 differentiable torch operations, so second derivatives (force training, Hessians) work too.
 
-Shapes: N atoms, E edges, F features, K radial functions (incl. the envelope column),
-L equivariant orders; ``phi`` and the filter have (1 + 2L)·F columns laid out as
-[s | a_1 b_1 | a_2 b_2 …].
+Shapes: N atoms, E edges, F scalar features, F_ℓ features of order ℓ (any number), K radial
+functions (incl. the envelope column), L equivariant orders; ``phi`` and the filter have
+F + 2 Σ F_ℓ columns laid out as [s (F) | a_1 b_1 (F_1 each) | a_2 b_2 (F_2 each) …].
 """
 from __future__ import annotations
 
@@ -32,22 +32,34 @@ import torch
 CHUNK = 1024
 
 
+def _offsets(phi: torch.Tensor, features: List[torch.Tensor]) -> List[int]:
+    """Column offsets in ``phi``: [F, F + F_1, F + 2F_1, F + 2F_1 + F_2, …] — where each
+    order's a and b blocks start, then the end."""
+    widths = [int(f.shape[2]) for f in features]
+    start = int(phi.shape[1]) - 2 * sum(widths)
+    offsets = [start]
+    for w in widths:
+        offsets.append(offsets[-1] + w)
+        offsets.append(offsets[-1] + w)
+    return offsets
+
+
 def _edge_messages(phi: torch.Tensor, features: List[torch.Tensor],
                    geometry: List[torch.Tensor], rho: torch.Tensor, weight: torch.Tensor,
                    senders: torch.Tensor, first: bool
                    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """Per-edge messages of the edges given: ds_e (E, F) and one (E, m, F) per order."""
-    F = phi.shape[1] // (1 + 2 * len(features))
+    """Per-edge messages of the edges given: ds_e (E, F) and one (E, m, F_ℓ) per order."""
+    at = _offsets(phi, features)
     x = torch.index_select(phi, 0, senders) * torch.mm(rho, weight.t())
     out: List[torch.Tensor] = []
     for order, (feature, geo) in enumerate(zip(features, geometry)):
-        a = x[:, (1 + 2 * order) * F:(2 + 2 * order) * F]
-        b = x[:, (2 + 2 * order) * F:(3 + 2 * order) * F]
+        a = x[:, at[2 * order]:at[2 * order + 1]]
+        b = x[:, at[2 * order + 1]:at[2 * order + 2]]
         d = geo[:, :, None] * b[:, None, :]
         if not first:
             d = torch.addcmul(d, torch.index_select(feature, 0, senders), a[:, None, :])
         out.append(d)
-    return x[:, :F], out
+    return x[:, :at[0]], out
 
 
 def message_in_chunks(phi: torch.Tensor, features: List[torch.Tensor],
@@ -57,14 +69,14 @@ def message_in_chunks(phi: torch.Tensor, features: List[torch.Tensor],
     """PaiNN message sums over edge chunks, plain autograd: TorchScript-compatible (the LAMMPS
     path) and the forward of `painn_message`.
 
-    phi (N, (1 + 2L)F) = φ(s); features: L tensors (N, m_ℓ, F); geometry: L tensors (E, m_ℓ);
-    rho (E, K), weight ((1 + 2L)F, K) so that the filter is rho @ weight.T; ``first`` means
+    phi (N, F + 2ΣF_ℓ) = φ(s); features: L tensors (N, m_ℓ, F_ℓ); geometry: L tensors
+    (E, m_ℓ); rho (E, K), weight (F + 2ΣF_ℓ, K) so that the filter is rho @ weight.T; ``first`` means
     every feature is zero (their terms are skipped). Returns Δs (N, F) and Δf (N, m_ℓ, F) per
     order (see the module docstring). Under autograd each chunk's edge tensors are still kept,
     so memory is that of one pass, but every allocation is chunk-sized and recycled, which is
     faster than one pass (the custom-backward `painn_message` is faster still).
     """
-    width = phi.shape[1] // (1 + 2 * len(features))
+    width = _offsets(phi, features)[0]
     ds = torch.zeros((phi.shape[0], width), dtype=phi.dtype, device=phi.device)
     out = [torch.zeros_like(f) for f in features]
     for start in range(0, senders.shape[0], chunk):
@@ -111,7 +123,7 @@ class ChunkedMessage(torch.autograd.Function):
             ctx.needs_input_grad[2]
         need_feature = ctx.needs_input_grad[7::2]
         need_geometry = ctx.needs_input_grad[8::2]
-        F = phi.shape[1] // (1 + 2 * len(features))
+        at = _offsets(phi, list(features))
         g_phi = torch.zeros_like(phi)
         g_w = torch.zeros_like(weight)
         g_features = [torch.zeros_like(f) for f in features]
@@ -120,12 +132,12 @@ class ChunkedMessage(torch.autograd.Function):
         for start in range(0, max(senders.shape[0], 1), chunk):  # one pass even with no edges
             i, j = receivers[start:start + chunk], senders[start:start + chunk]
             rho_c = rho[start:start + chunk]
-            filt = torch.mm(rho_c, w_t)                                  # (c, (1+2L)F)
-            phi_j = torch.index_select(phi, 0, j)                        # (c, (1+2L)F)
+            filt = torch.mm(rho_c, w_t)                                  # (c, F + 2ΣF_ℓ)
+            phi_j = torch.index_select(phi, 0, j)                        # (c, F + 2ΣF_ℓ)
             parts = [torch.index_select(g_ds, 0, i)]                     # g of x[s]: (c, F)
             for order, (feature, geo) in enumerate(zip(features, geometry)):
-                sa = slice((1 + 2 * order) * F, (2 + 2 * order) * F)
-                sb = slice((2 + 2 * order) * F, (3 + 2 * order) * F)
+                sa = slice(at[2 * order], at[2 * order + 1])
+                sb = slice(at[2 * order + 1], at[2 * order + 2])
                 gd = torch.index_select(g_out[order], 0, i)              # (c, m, F)
                 b = phi_j[:, sb] * filt[:, sb]
                 g_geometry[order].append((gd * b[:, None, :]).sum(dim=2))
@@ -138,7 +150,7 @@ class ChunkedMessage(torch.autograd.Function):
                         a = phi_j[:, sa] * filt[:, sa]
                         g_features[order].index_add_(0, j, gd * a[:, None, :])
                 parts += [g_a, g_b]
-            g_x = torch.cat(parts, dim=1)                                # (c, (1+2L)F)
+            g_x = torch.cat(parts, dim=1)                                # (c, F + 2ΣF_ℓ)
             if need_phi:
                 g_phi.index_add_(0, j, g_x * filt)
             g_filt = g_x * phi_j

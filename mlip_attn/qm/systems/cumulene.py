@@ -152,16 +152,47 @@ def cumulene_torsion_scan(n_carbons: int, angles_deg: Iterable[float], optimise:
     return out
 
 
+def distort_chain(atoms: Atoms, rng: np.random.Generator, rattle: float, bend: float = 0.0,
+                  stretch: float = 0.0) -> Atoms:
+    """A copy of a chain molecule with the distortions MD visits: a uniform stretch along the
+    C…C axis by a factor in [1 − stretch, 1 + stretch], a smooth transverse bend (the first two
+    bending modes, sin(πs) and sin(2πs) of the fractional position s along the axis, each with
+    an amplitude up to ``bend`` Å in a random direction), and an isotropic Gaussian rattle of
+    ``rattle`` Å per component."""
+    out = atoms.copy()
+    c = np.where(atoms.numbers == 6)[0]
+    origin = atoms.positions[c[0]]
+    axis = atoms.positions[c[-1]] - origin
+    length = float(np.linalg.norm(axis))
+    axis /= length
+    p = atoms.positions - origin
+    along = p @ axis
+    if stretch:
+        p = p + (float(rng.uniform(-stretch, stretch)) * along)[:, None] * axis
+    if bend:
+        frac = np.clip(along / length, 0.0, 1.0)
+        for mode in (1, 2):
+            d = rng.normal(size=3)
+            d -= (d @ axis) * axis
+            d /= np.linalg.norm(d)
+            p = p + float(rng.uniform(-bend, bend)) * np.sin(mode * np.pi * frac)[:, None] * d
+    out.positions = origin + p + rng.normal(0.0, rattle, p.shape)
+    return out
+
+
 def cumulene_structures(n_carbons: Sequence[int], n_per_length: int | Sequence[int], seed=0,
-                        rattle: float = 0.03, optimise: bool = True, fmax: float = 0.01,
+                        rattle: float | tuple[float, float] = 0.03, bend: float = 0.0,
+                        stretch: float = 0.0, optimise: bool = True, fmax: float = 0.01,
                         scan_fraction: float = 0.5) -> list[Atoms]:
-    """Rotated + rattled cumulenes.
+    """Rotated and distorted cumulenes.
 
     For each chain length, ``n_per_length`` structures (an int, or one count per length):
     a fraction ``scan_fraction`` on a regular torsion grid over [0, 90] deg, the rest at
-    uniformly random torsions; every structure gets an isotropic Gaussian rattle of
-    standard deviation ``rattle`` (Angstrom) per Cartesian component.
-    Tags: ``n_carbons``, ``torsion_deg`` (nominal rigid torsion before the rattle).
+    uniformly random torsions. Every structure is distorted by `distort_chain`: ``rattle``
+    (Å, Gaussian per component; a (low, high) pair draws each structure's amplitude uniformly
+    from that range), ``bend`` (Å) and ``stretch`` (fraction).
+    Tags: ``n_carbons``, ``torsion_deg`` (nominal rigid torsion before the distortion),
+    ``rattle`` (the amplitude used).
     """
     rng = make_rng(seed)
     lengths = [int(n) for n in n_carbons]
@@ -169,6 +200,7 @@ def cumulene_structures(n_carbons: Sequence[int], n_per_length: int | Sequence[i
               else [int(c) for c in n_per_length])
     if len(counts) != len(lengths):
         raise ValueError("n_per_length must be an int or have one entry per chain length")
+    low, high = (rattle, rattle) if np.isscalar(rattle) else (float(rattle[0]), float(rattle[1]))
     out: list[Atoms] = []
     for nc, m in zip(lengths, counts):
         if m <= 0:
@@ -178,9 +210,9 @@ def cumulene_structures(n_carbons: Sequence[int], n_per_length: int | Sequence[i
         angles = list(np.linspace(0.0, 90.0, n_scan)) if n_scan > 1 else [0.0] * n_scan
         angles += list(rng.uniform(0.0, 90.0, m - n_scan))
         for ang in angles:
-            a = _set_torsion(ground, float(ang))
-            a.positions = a.positions + rng.normal(0.0, rattle, a.positions.shape)
-            out.append(finish(a, _cumulene_info(nc, float(ang), rattle=float(rattle))))
+            amplitude = low if low == high else float(rng.uniform(low, high))
+            a = distort_chain(_set_torsion(ground, float(ang)), rng, amplitude, bend, stretch)
+            out.append(finish(a, _cumulene_info(nc, float(ang), rattle=amplitude)))
     return out
 
 
