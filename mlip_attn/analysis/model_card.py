@@ -42,7 +42,8 @@ def model_card(model_path: str | Path, run_dir: str | Path, title: str, descript
     attention = arch.get("attention")
     params = sum(p.numel() for p in load_model(model_path).parameters())
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
-    reach = (f"global attention ({attention['type']}), reach r_max = {meta['r_max']:g} Å"
+    reach = (f"global blocks ({meta.get('attention')}), reach "
+             f"{'r_max = ' + format(meta['r_max'], 'g') + ' Å' if meta['r_max'] else 'unlimited'}"
              if attention else
              f"local: receptive field {arch['layers']} × {arch['cutoff']:g} Å = "
              f"{arch['layers'] * arch['cutoff']:g} Å")

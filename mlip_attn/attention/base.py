@@ -36,6 +36,25 @@ class GlobalBlock(nn.Module):
     distributed: bool = False
 
 
+class GlobalBlocks(GlobalBlock):
+    """Several global blocks beside one layer (``attention: [{type: …}, {type: …}]``): the sum
+    of their outputs. Its reach is the shortest of theirs, its order the highest."""
+
+    def __init__(self, blocks: list):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.order = max(b.order for b in blocks)
+        self.reach = min(b.reach for b in blocks)
+        self.periodic = all(b.periodic for b in blocks)
+
+    def forward(self, x: Features, graph: Graph) -> Features:
+        s, v, t = torch.zeros_like(x.scalars), torch.zeros_like(x.vectors), torch.zeros_like(x.tensors)
+        for block in self.blocks:
+            y = block(x, graph)
+            s, v, t = s + y.scalars, v + y.vectors, t + y.tensors
+        return Features(s, v, t)
+
+
 class NoGlobalBlock(nn.Module):
     """Stands in where a layer has no global block (keeps forward TorchScript-typed)."""
 

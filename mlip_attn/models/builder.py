@@ -6,8 +6,8 @@ Keys of ``model:``:
 - the backbone's own options — its constructor's keywords (``width``, ``layers`` …), with the
   constructor's defaults;
 - ``cutoff`` (Å): the neighbour-list cutoff (also the backbone's, where it takes one);
-- ``attention``: null (a local model) or ``{type: <a GLOBAL_BLOCKS name>, <its options>}``,
-  one block per backbone layer;
+- ``attention``: null (a local model), ``{type: <a GLOBAL_BLOCKS name>, <its options>}`` (one
+  block beside every backbone layer), or a list of them (their outputs add up);
 - ``elements`` (symbols or numbers; `fit` fills them in from the data) and ``targets``.
 
 Errors name the key (``model.attention.r_max: ...``). The resolved config (every default
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 
+from ..attention.base import GlobalBlocks
 from ..registry import BACKBONES, GLOBAL_BLOCKS, PositiveFloat, check_value
 from .potential import Potential
 
@@ -71,16 +72,27 @@ def resolve_model_config(model_config: dict) -> dict:
     cfg["targets"] = targets
     att = cfg["attention"]
     if att is not None:
-        if not isinstance(att, dict) or "type" not in att:
-            raise ValueError(f"model.attention: must be null or a mapping with a type in "
-                             f"{GLOBAL_BLOCKS.names()}, got {att!r}")
         if not backbone.factory.accepts_global_blocks:
             raise ValueError(f"model.attention: the {cfg['backbone']} backbone takes no global "
                              f"blocks (it is already global); leave attention null")
-        block = GLOBAL_BLOCKS.get(att["type"], "model.attention.type")
-        options = {k: v for k, v in att.items() if k != "type"}
-        cfg["attention"] = {"type": att["type"], **block.resolve(options, "model.attention")}
+        if isinstance(att, list):
+            if not att:
+                raise ValueError("model.attention: an empty list; use null for a local model")
+            cfg["attention"] = [_resolve_block(a, f"model.attention[{k}]")
+                                for k, a in enumerate(att)]
+        else:
+            cfg["attention"] = _resolve_block(att, "model.attention")
     return cfg
+
+
+def _resolve_block(att, where: str) -> dict:
+    """One global block's config with its defaults filled in."""
+    if not isinstance(att, dict) or "type" not in att:
+        raise ValueError(f"{where}: must be null, a mapping with a type in "
+                         f"{GLOBAL_BLOCKS.names()} or a list of such mappings, got {att!r}")
+    block = GLOBAL_BLOCKS.get(att["type"], f"{where}.type")
+    options = {k: v for k, v in att.items() if k != "type"}
+    return {"type": att["type"], **block.resolve(options, where)}
 
 
 def _backbone_options(cfg: dict) -> dict:
@@ -93,6 +105,10 @@ def _global_blocks(cfg: dict, widths: tuple[int, ...], layers: int) -> list:
     att = cfg["attention"]
     if att is None:
         return [None] * layers
+    if isinstance(att, list):
+        return [GlobalBlocks([blocks[k] for blocks in
+                              [_global_blocks({"attention": a}, widths, layers) for a in att]])
+                for k in range(layers)]
     factory = GLOBAL_BLOCKS[att["type"]].factory
     options = {k: v for k, v in att.items() if k != "type"}
     try:

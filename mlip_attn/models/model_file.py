@@ -26,6 +26,14 @@ FORMAT_VERSION = 1
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3", "charge": "e"}
 
 
+def attention_types(attention) -> str | None:
+    """The global block type(s) of a model config's ``attention`` ("efa", "efa+bond-graph")."""
+    if attention is None:
+        return None
+    blocks = attention if isinstance(attention, list) else [attention]
+    return "+".join(b["type"] for b in blocks)
+
+
 class ModelFileError(ValueError):
     """A model file that is missing, truncated, foreign or from a newer format."""
 
@@ -37,7 +45,7 @@ def model_metadata(model: Potential, extra: dict | None = None) -> dict:
         "cutoff": model.cutoff,
         "r_max": model.r_max,
         "global": model.is_global,
-        "attention": (cfg.get("attention") or {}).get("type"),
+        "attention": attention_types(cfg.get("attention")),
         "backbone": cfg.get("backbone"),
         "layers": cfg.get("layers"),
         "dtype": str(model.shift.dtype).replace("torch.", ""),

@@ -89,7 +89,8 @@ class Potential(nn.Module):
         """Per-atom energies (N,) eV and the backbone's scalar features (N, F)."""
         species = self.species_of(numbers)
         vectors = edge_vectors(positions, edge_index, shifts)
-        graph = Graph(positions, batch, edge_index, vectors, torch.linalg.norm(vectors, dim=1),
+        graph = Graph(positions, numbers, batch, edge_index, vectors,
+                      torch.linalg.norm(vectors, dim=1),
                       shifts, cell, charge, spin, charge.shape[0])
         features = self.backbone(species, graph).scalars
         atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]

@@ -15,7 +15,8 @@ from torch import Tensor
 class Graph(NamedTuple):
     """One batch of structures as the model sees it.
 
-    positions (N, 3) Å · batch (N,) structure index of each atom · edge_index (2, E) with
+    positions (N, 3) Å · numbers (N,) atomic numbers · batch (N,) structure index of each
+    atom · edge_index (2, E) with
     receivers ``i = edge_index[0]`` and senders ``j = edge_index[1]`` · vectors (E, 3) Å,
     r_ij = positions[j] − positions[i] + shifts · lengths (E,) Å = |r_ij| · shifts (E, 3) Å
     (periodic images, zero for isolated structures) · cell (B, 3, 3) Å (zeros if isolated) ·
@@ -24,6 +25,7 @@ class Graph(NamedTuple):
     """
 
     positions: Tensor
+    numbers: Tensor
     batch: Tensor
     edge_index: Tensor
     vectors: Tensor
@@ -73,9 +75,10 @@ def rank_in_segment(batch: Tensor, counts: Tensor) -> Tensor:
 
 
 def graph_without_edges(positions: Tensor, batch: Tensor, num_graphs: int) -> Graph:
-    """A `Graph` of isolated, neutral structures with no neighbour list: what a global block
-    alone needs (its tests, `time_layouts`)."""
+    """A `Graph` of isolated, neutral structures of hydrogen atoms with no neighbour list: what
+    a distance-based global block alone needs (its tests, `time_layouts`)."""
     zeros = positions.new_zeros((num_graphs,))
-    return Graph(positions, batch, batch.new_zeros((2, 0)), positions.new_zeros((0, 3)),
+    return Graph(positions, torch.ones_like(batch), batch, batch.new_zeros((2, 0)),
+                 positions.new_zeros((0, 3)),
                  positions.new_zeros((0,)), positions.new_zeros((0, 3)),
                  positions.new_zeros((num_graphs, 3, 3)), zeros, zeros, num_graphs)

@@ -1,0 +1,53 @@
+"""Through-bond propagation: smooth bond weights, and walk sums whose sign counts bonds."""
+from __future__ import annotations
+
+import torch
+
+from mlip_attn.attention.bond_graph import BondGraphPropagation, smooth_bond_weights
+from mlip_attn.data import AtomicData
+from mlip_attn.nn.graph import Features, Graph
+
+F64 = torch.float64
+
+
+def _chain_graph(n_carbons: int, spacing: float = 1.3) -> Graph:
+    """A straight carbon chain with its 4 Å neighbour list."""
+    from ase import Atoms
+    atoms = Atoms(f"C{n_carbons}", positions=[[0, 0, spacing * k] for k in range(n_carbons)])
+    d = AtomicData.from_atoms(atoms).with_graph(4.0)
+    pos, (i, j) = d.positions, d.edge_index
+    vectors = pos[j] - pos[i]
+    return Graph(pos, d.numbers, torch.zeros(n_carbons, dtype=torch.long), d.edge_index, vectors,
+                 vectors.norm(dim=1), torch.zeros_like(vectors), torch.zeros(1, 3, 3, dtype=F64),
+                 torch.zeros(1, dtype=F64), torch.zeros(1, dtype=F64), 1)
+
+
+def test_bond_weights_are_one_for_bonds_zero_beyond_and_smooth_between():
+    radii = torch.full((119,), 0.76, dtype=F64)                    # C–C reference 1.52 Å
+    r = torch.tensor([1.3, 1.52 * 1.15, 1.52 * 1.25, 1.52 * 1.35, 2.6], dtype=F64,
+                     requires_grad=True)
+    pairs = torch.zeros(2, 5, dtype=torch.long)
+    w = smooth_bond_weights(r, torch.full((1,), 6), pairs, radii, 1.15, 1.35)
+    assert w[0] == 1 and w[1] == 1 and w[3] == 0 and w[4] == 0 and 0.4 < w[2] < 0.6
+    (g,) = torch.autograd.grad(w.sum(), r)
+    assert g[1] == 0 and g[3] == 0 and g[2] < 0                       # C¹ at both ends
+
+
+def test_a_negative_walk_weight_gives_the_sign_of_the_bond_count_at_any_length():
+    """One scalar channel with γ < 0, started at the first carbon: at the last carbon the sum
+    over walks has the sign (−1)^(bonds), for short and long chains alike (nearest-neighbour
+    bonds only; the 2.6 Å next neighbours are not bonds)."""
+    block = BondGraphPropagation((1,), channels=1, steps=40).double()
+    with torch.no_grad():
+        block.theta.fill_(float(torch.atanh(torch.tensor(-0.8))))
+        block.project[0].weight.fill_(1.0)
+        block.back[0].weight.fill_(1.0)          # the output is the propagated channel itself
+    signs = []
+    for n in range(3, 17):
+        graph = _chain_graph(n)
+        assert len(block.propagation_weights(graph)[0]) == 2 * (n - 1)   # bonds only
+        s = torch.zeros(n, 1, dtype=F64)
+        s[0] = 1.0
+        x = Features(s, torch.zeros(n, 3, 0, dtype=F64), torch.zeros(n, 5, 0, dtype=F64))
+        signs.append(float(torch.sign(block(x, graph).scalars[-1, 0])))
+    assert signs == [(-1.0) ** (n - 1) for n in range(3, 17)]
