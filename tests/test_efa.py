@@ -28,11 +28,15 @@ WIDTH = 8
 R_MAX = 6.0
 
 
-def make_block(vectors: bool, feature_map: str = "silu", random: bool = True, **kw) -> EuclideanFastAttention:
-    """float64 block; ``random`` re-initialises every parameter (incl. the
-    zero-initialised output layers) so that all paths contribute."""
+def make_block(vectors: bool, feature_map: str = "silu", random: bool = True,
+               **kw) -> EuclideanFastAttention:
+    """float64 block that always takes the Lebedev factorisation (what most tests here are
+    about; small structures would otherwise take the exact form); ``random`` re-initialises
+    every parameter (incl. the zero-initialised output layers) so that all paths contribute."""
     torch.manual_seed(1)
-    blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, vectors=vectors, feature_map=feature_map, **kw).double()
+    blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, vectors=vectors,
+                                 feature_map=feature_map, **kw).double()
+    blk.dense_below = 0
     if random:
         with torch.no_grad():
             for p in blk.parameters():
@@ -117,7 +121,7 @@ def test_fast_matches_exact_pairwise(vectors, feature_map):
     blk = make_block(vectors, feature_map)
     pos, batch = make_structures([6, 9, 4], extent=R_MAX)
     s, v = make_features(len(batch), vectors)
-    fast = blk.attend(feats(s, v), pos, batch, 3)
+    fast = blk.attend_lebedev(feats(s, v), pos, batch, 3)
     exact = blk.attend_exact(feats(s, v), pos, batch, 3)
     assert rel_err(fast[0], exact[0]) < 1e-6
     if vectors:
@@ -129,13 +133,30 @@ def test_fast_matches_exact_pairwise(vectors, feature_map):
         assert rel_err(out[1], ref[1]) < 1e-6
 
 
+def test_small_structures_take_the_exact_form_and_large_ones_the_factorisation():
+    blk = make_block(True)
+    blk.dense_below = 10
+    s, v = make_features(12, True)
+    calls = []
+    blk.attend_exact = lambda *a: calls.append("exact") or EuclideanFastAttention.attend_exact(blk, *a)
+    blk.attend_lebedev = lambda *a: calls.append("lebedev") or EuclideanFastAttention.attend_lebedev(blk, *a)
+    pos, batch = make_structures([6, 4], extent=R_MAX)
+    small = blk.attend(feats(s[:10], v[:10]), pos, batch, 2)
+    pos, batch = make_structures([12], extent=R_MAX)
+    blk.attend(feats(s, v), pos, batch, 1)
+    assert calls == ["exact", "lebedev"]
+    assert small[0].shape == (10, blk.d_v)
+    default = EuclideanFastAttention(widths=(64, 64, 32), r_max=15.0, vectors=True, d_v=16)
+    assert 50 < default.dense_below < 200   # molecules dense, condensed systems factorised
+
+
 def test_exact_reference_detects_out_of_range():
     """Sanity check of the comparison: with ω_max·r far beyond the grid's
     reach the quadrature is wrong, and the test above would notice."""
     blk = make_block(False, b_max=10.0 * math.pi)  # G = 50 reaches only ~1.27π
     pos, batch = make_structures([8], extent=R_MAX, shuffle=False)
     s, v = make_features(8, False)
-    assert rel_err(blk.attend(feats(s, v), pos, batch, 1)[0], blk.attend_exact(feats(s, v), pos, batch, 1)[0]) > 1e-3
+    assert rel_err(blk.attend_lebedev(feats(s, v), pos, batch, 1)[0], blk.attend_exact(feats(s, v), pos, batch, 1)[0]) > 1e-3
 
 
 def test_exact_pairwise_self_term_and_gradient_finite():
@@ -234,7 +255,7 @@ def test_fresh_block_returns_zeros(vectors):
     assert ds.shape == (8, WIDTH) and dv.shape == v.shape
     assert torch.count_nonzero(ds) == 0 and torch.count_nonzero(dv) == 0
     # ... but the raw attention is not trivially zero
-    assert blk.attend(feats(s.float(), v.float()), pos.float(), batch, 2)[0].abs().max() > 0
+    assert blk.attend_lebedev(feats(s.float(), v.float()), pos.float(), batch, 2)[0].abs().max() > 0
 
 
 @pytest.mark.parametrize("vectors", [False, True])
@@ -267,8 +288,8 @@ def test_float32_and_float64_buffers():
     assert float(blk.omega[0]) == 0.0
     pos, batch = make_structures([5], extent=R_MAX, shuffle=False)
     s, v = make_features(5, False)
-    y32 = blk.attend(feats(s.float(), v.float()), pos.float(), batch, 1)[0]
-    y64 = blk.double().attend(feats(s, v), pos, batch, 1)[0]
+    y32 = blk.attend_lebedev(feats(s.float(), v.float()), pos.float(), batch, 1)[0]
+    y64 = blk.double().attend_lebedev(feats(s, v), pos, batch, 1)[0]
     assert y32.dtype == torch.float32 and y64.dtype == F64
     assert rel_err(y32.double(), y64) < 1e-4
 
@@ -363,11 +384,11 @@ def test_tensor_channels_match_exact_and_rotate_as_rank_two():
     blk = make_block(True, tensors=True)
     pos, batch = make_structures([6, 9, 4], extent=R_MAX)
     s, v = make_features(len(batch), True)
-    fast, exact = blk.attend(feats(s, v), pos, batch, 3), blk.attend_exact(feats(s, v), pos, batch, 3)
+    fast, exact = blk.attend_lebedev(feats(s, v), pos, batch, 3), blk.attend_exact(feats(s, v), pos, batch, 3)
     assert fast[2].shape == (len(batch), 9, blk.d_v)
     assert rel_err(fast[2], exact[2]) < 1e-6
     rot = torch.tensor(Rotation.random(random_state=3).as_matrix(), dtype=F64)
-    turned = blk.attend(feats(s, torch.einsum("ab,nbf->naf", rot, v)), pos @ rot.T, batch, 3)[2]
+    turned = blk.attend_lebedev(feats(s, torch.einsum("ab,nbf->naf", rot, v)), pos @ rot.T, batch, 3)[2]
     y_t = fast[2].reshape(-1, 3, 3, blk.d_v)
     expected = torch.einsum("ab,nbcf,dc->nadf", rot, y_t, rot)
     assert rel_err(turned.reshape(-1, 3, 3, blk.d_v), expected) < 1e-6
@@ -389,7 +410,7 @@ def test_host_rank2_channels_match_exact_and_rotate():
     s, v = make_features(len(batch), True)
     t = torch.randn(len(batch), 5, WIDTH, dtype=F64)
     x = Features(s, v, t)
-    fast, exact = blk.attend(x, pos, batch, 3), blk.attend_exact(x, pos, batch, 3)
+    fast, exact = blk.attend_lebedev(x, pos, batch, 3), blk.attend_exact(x, pos, batch, 3)
     assert fast[2].shape == (len(batch), 5, blk.d_v)
     assert all(rel_err(a, b) < 1e-6 for a, b in zip(fast, exact))
     graph = graph_without_edges(pos, batch, 3)
