@@ -13,17 +13,12 @@ def _fit(args, extra):
 
 
 def _eval(args, extra):
-    from .data import LabelKeys, read_structures
     from .models import load_model
-    from .training.evaluate import evaluate
+    from .training.evaluate import evaluate_file
     from .training.trainer import format_errors
-    from .data.atomic_data import check_elements
     model = load_model(args.model, dtype=args.dtype)
-    structures = [d.with_graph(model.cutoff) for d in read_structures(args.data, LabelKeys())]
-    for d in structures:
-        check_elements(d.numbers.tolist(), model.elements, f"{d.name} ({args.model})")
-    metrics = evaluate(model, structures, args.batch_size)
-    print(f"{args.data}: {len(structures)} structures")
+    metrics = evaluate_file(model, args.data, args.batch_size)
+    print(f"{args.data}: {int(metrics['structures'])} structures")
     print(format_errors(metrics))
 
 
@@ -54,17 +49,19 @@ def _bench(args, extra):
 
 
 def _benchmark(args, extra):
-    from .apps.longrange import run_longrange, variant_attention
+    from .apps.longrange import protocol_of, run_longrange, variant_attention
     from .registry import REFERENCE_SYSTEMS
     systems = REFERENCE_SYSTEMS.names() if args.system == "all" else [args.system]
     for system in systems:
-        REFERENCE_SYSTEMS.get(system, "--system")
-    unknown = sorted(set(args.variants or []) - set(variant_attention()))
-    if unknown:
-        raise ValueError(f"--variants: {unknown[0]!r} is not one of {sorted(variant_attention())}")
+        _, spec = protocol_of(system, args.protocol)
+        names = spec.variants if spec.variants is not None else variant_attention()
+        unknown = sorted(set(args.variants or []) - set(names))
+        if unknown:
+            raise ValueError(f"--variants: {unknown[0]!r} is not one of {sorted(names)}")
     for system in systems:
-        run_longrange(system, out=args.out, epochs=args.epochs, base_width=args.width, n=args.n,
-                      variants=args.variants, workers=args.workers, seed=args.seed)
+        run_longrange(system, protocol=args.protocol, out=args.out, epochs=args.epochs,
+                      width=args.width, n=args.n, variants=args.variants,
+                      workers=args.workers, seed=args.seed)
 
 
 def _components(args, extra):
@@ -174,8 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--system", default="cumulene",
                     help="a reference system (see `mlip-attn components`) or 'all'")
     lr.add_argument("--out", default="longrange")
-    lr.add_argument("--epochs", type=int, default=60)
-    lr.add_argument("--width", type=int, default=32, help="width of efa-l1; others are matched")
+    lr.add_argument("--protocol", default=None, help="the system's protocol (default: its "
+                    "first; cumulene: lengths, paper)")
+    lr.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
+    lr.add_argument("--width", type=int, default=None, help="width of the protocol's reference "
+                    "variant (others are matched in parameters)")
     lr.add_argument("--n", type=int, default=None, help="structures (default per system)")
     lr.add_argument("--variants", nargs="+", default=None,
                     help="local and attention presets (default: all), e.g. local efa-l1")

@@ -12,7 +12,7 @@ import torch
 from conftest import _model_matrix, make_model, predict, random_molecule
 from mlip_attn.attention.base import GlobalBlock
 from mlip_attn.nn.graph import Features, Graph
-from mlip_attn.qm.systems.base import BenchmarkSettings, ReferenceSystem
+from mlip_attn.qm.systems.base import Protocol, ReferenceSystem
 from mlip_attn.registry import GLOBAL_BLOCKS, REFERENCE_SYSTEMS, PositiveInt
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlip_attn"
@@ -106,7 +106,7 @@ def toy_components():
     @REFERENCE_SYSTEMS.register("toy-dimer", summary="toy: H2 at random bond lengths")
     class ToyDimer(ReferenceSystem):
         methods = ("gfn2-xtb",)
-        benchmark = BenchmarkSettings(n=10)
+        protocols = {"default": Protocol("toy", n=10)}
 
         def structures(self, n: int, seed: int = 0, **options):
             rng = np.random.default_rng(seed)

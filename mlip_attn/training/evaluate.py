@@ -38,3 +38,17 @@ def evaluate(model, structures: list[AtomicData], batch_size: int = 16,
         metrics.update(pred, batch)
     model.train(was_training)
     return metrics.result()
+
+
+def evaluate_file(model, path, batch_size: int = 16) -> dict[str, float]:
+    """Errors of ``model`` on the labelled structures of a data file (any format
+    `mlip_attn.data.read_structures` reads, default label keys), and their number
+    (``structures``); elements the model does not know are refused with a message naming the
+    structure."""
+    from ..data import LabelKeys, read_structures
+    from ..data.atomic_data import check_elements
+    structures = read_structures(path, LabelKeys())
+    for d in structures:
+        check_elements(d.numbers.tolist(), model.elements, f"{d.name} ({path})")
+    errors = evaluate(model, [d.with_graph(model.cutoff) for d in structures], batch_size)
+    return {**errors, "structures": len(structures)}
