@@ -51,3 +51,27 @@ def test_a_negative_walk_weight_gives_the_sign_of_the_bond_count_at_any_length()
         x = Features(s, torch.zeros(n, 3, 0, dtype=F64), torch.zeros(n, 5, 0, dtype=F64))
         signs.append(float(torch.sign(block(x, graph).scalars[-1, 0])))
     assert signs == [(-1.0) ** (n - 1) for n in range(3, 17)]
+
+
+def test_dense_and_pairwise_propagation_agree():
+    """Molecules propagate with a dense Â per structure, large structures over bonded pairs:
+    the same sums (a batch of two chains, float64)."""
+    torch.manual_seed(0)
+    block = BondGraphPropagation((4, 4), channels=3, steps=12).double()
+    graphs = [_chain_graph(5), _chain_graph(7)]
+    # one batch of both chains: concatenate atoms and offset edges
+    g0, g1 = graphs
+    graph = Graph(torch.cat([g0.positions, g1.positions + 50.0]),
+                  torch.cat([g0.numbers, g1.numbers]),
+                  torch.cat([g0.batch, g1.batch + 1]),
+                  torch.cat([g0.edge_index, g1.edge_index + 5], dim=1),
+                  torch.cat([g0.vectors, g1.vectors]), torch.cat([g0.lengths, g1.lengths]),
+                  torch.cat([g0.shifts, g1.shifts]), torch.zeros(2, 3, 3, dtype=F64),
+                  torch.zeros(2, dtype=F64), torch.zeros(2, dtype=F64), 2)
+    start = torch.randn(12, 4, 3, dtype=F64)
+    gamma = torch.tanh(torch.randn(4, 3, dtype=F64))
+    dense = block.propagate(start, gamma, graph)
+    block.dense_below = 0
+    pairwise = block.propagate(start, gamma, graph)
+    torch.testing.assert_close(dense, pairwise, rtol=1e-12, atol=1e-12)
+    assert (dense[:5] - start[:5]).abs().max() > 1e-3   # something propagated

@@ -37,7 +37,7 @@ def _call(fn, tensors, i, j, first, *chunk):
 def test_chunked_message_equals_reference(first, chunk, lmax):
     tensors, i, j = _inputs(lmax=lmax)
     ref = _call(message_reference, tensors, i, j, first)
-    out = _call(painn_message, tensors, i, j, first, chunk)
+    out = _call(painn_message, tensors, i, j, first, chunk, 0)   # 0: never the plain pass
     assert len(ref) == len(out) == 1 + lmax
     for a, b in zip(ref, out):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
@@ -58,7 +58,7 @@ def test_chunked_message_equals_reference(first, chunk, lmax):
 @pytest.mark.parametrize("first", [False, True])
 def test_chunked_message_first_and_second_derivatives(first, lmax):
     tensors, i, j = _inputs(n_atoms=5, n_edges=12, width=2, basis=3, lmax=lmax)
-    fn = lambda *t: _call(painn_message, t, i, j, first, 5)  # noqa: E731
+    fn = lambda *t: _call(painn_message, t, i, j, first, 5, 0)  # noqa: E731
     assert torch.autograd.gradcheck(fn, tensors)
     assert torch.autograd.gradgradcheck(fn, tensors)
 
@@ -88,7 +88,7 @@ def test_chunked_message_with_no_edges():
     empty = torch.zeros(0, dtype=torch.long)
     phi, rho, weight, v, unit, t, y2 = tensors
     tensors = (phi, rho[:0], weight, v, unit[:0], t, y2[:0])
-    out = _call(painn_message, tensors, empty, empty, False)
+    out = _call(painn_message, tensors, empty, empty, False, 1024, 0)
     assert not any(o.abs().any() for o in out)
     grads = torch.autograd.grad(sum(o.sum() for o in out), tensors, allow_unused=True)
     assert all(g is None or not g.abs().any() for g in grads)
@@ -98,8 +98,10 @@ def test_chunked_message_with_no_edges():
 def test_force_training_gradients_equal_the_plain_path(monkeypatch, name):
     """A force loss's parameter gradients (second derivatives) through the chunked message
     equal those through plain autograd (what TorchScript runs)."""
+    import mlip_attn.nn.painn_message as message
     from mlip_attn.backbones.painn import PaiNNLayer
     atoms = random_molecule(12, seed=3)
+    monkeypatch.setattr(message, "PLAIN_BELOW", 0)  # a small molecule: force the chunked path
 
     def loss_and_grads():
         model = make_model(name, layers=3).train()

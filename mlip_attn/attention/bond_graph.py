@@ -21,7 +21,8 @@ i.e. a sum over walks on the bond graph weighted by γ_c^length. On a bipartite 
 trees, alternant π-systems) every walk between two atoms has the same parity as their bond
 distance, so a negative γ_c gives contributions of sign (−1)^bonds at every chain length,
 seen or not in training. Scalar weights on vectors and rank-2 tensors keep them equivariant.
-Cost: K sparse products over the bonded pairs (a few per atom), O(K·N·channels).
+Cost: K products with Â — dense per structure (one batched matmul per step) for molecules,
+over the bonded pairs (a few per atom) for large structures; O(K·N·channels) either way.
 
 X_c are linear projections of the host's features of each order (``channels`` per order); the
 output returns the propagated features to the host (zero-initialised linear maps) and feeds the
@@ -33,7 +34,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from ..nn.graph import Features, Graph
+from ..nn.graph import Features, Graph, rank_in_segment
 from ..registry import GLOBAL_BLOCKS, PositiveFloat, PositiveInt
 from .base import GlobalBlock
 
@@ -69,6 +70,7 @@ class BondGraphPropagation(GlobalBlock):
 
     reach = math.inf
     periodic = True
+    dense_below: int = 256  # atoms per structure up to which Â is a dense matrix per structure
 
     def __init__(self, widths: Tuple[int, ...], channels: PositiveInt = 16,
                  steps: PositiveInt = 32, bond_low: PositiveFloat = 1.15,
@@ -107,6 +109,33 @@ class BondGraphPropagation(GlobalBlock):
         degree = torch.full((n,), 1e-3, dtype=w.dtype, device=w.device).index_add(0, i, w)
         return i, j, w * torch.rsqrt(degree[i] * degree[j])
 
+    def propagate(self, start: Tensor, gamma: Tensor, graph: Graph) -> Tensor:
+        """Σ_{k ≤ K} (γ Â)^k X for X = ``start`` (N, C, P), γ (C, P): as K batched matmuls with
+        a dense Â per structure when structures are small, else K sums over bonded pairs."""
+        i, j, a = self.propagation_weights(graph)
+        n, c, p = start.shape
+        batch, b = graph.batch, graph.num_graphs
+        counts = torch.bincount(batch, minlength=b)
+        n_max = int(counts.max()) if n > 0 else 0
+        if n_max <= self.dense_below:
+            rank = rank_in_segment(batch, counts)
+            adjacency = start.new_zeros((b, n_max, n_max)).index_put(
+                (batch[i], rank[i], rank[j]), a, accumulate=True)
+            walk = start.new_zeros((b, n_max, c * p)).index_put((batch, rank), start.reshape(n, -1))
+            total = walk
+            g = gamma.reshape(1, 1, c * p)
+            for _ in range(self.steps):
+                walk = g * torch.bmm(adjacency, walk)
+                total = total + walk
+            return total[batch, rank].reshape(n, c, p)
+        walk = start
+        total = start
+        for _ in range(self.steps):
+            walk = gamma * torch.zeros_like(walk).index_add(
+                0, i, a[:, None, None] * torch.index_select(walk, 0, j))
+            total = total + walk
+        return total
+
     def forward(self, x: Features, graph: Graph) -> Features:
         inputs = [x.scalars[:, None, :], x.vectors, x.tensors][:self.order + 1]
         start_parts = []
@@ -116,13 +145,7 @@ class BondGraphPropagation(GlobalBlock):
             gamma_parts.append(torch.tanh(self.theta[k]).expand(inputs[k].shape[1], -1))
         start = torch.cat(start_parts, dim=1)                                   # (N, C, P)
         gamma = torch.cat(gamma_parts, dim=0)                                   # (C, P)
-        i, j, a = self.propagation_weights(graph)
-        walk = start
-        total = start
-        for _ in range(self.steps):
-            walk = gamma * torch.zeros_like(walk).index_add(
-                0, i, a[:, None, None] * torch.index_select(walk, 0, j))
-            total = total + walk
+        total = self.propagate(start, gamma, graph)
         invariant = []
         out = []
         offset = 0
