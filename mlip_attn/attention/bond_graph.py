@@ -70,7 +70,6 @@ class BondGraphPropagation(GlobalBlock):
 
     reach = math.inf
     periodic = True
-    dense_below: int = 256  # atoms per structure up to which Â is a dense matrix per structure
 
     def __init__(self, widths: Tuple[int, ...], channels: PositiveInt = 16,
                  steps: PositiveInt = 32, bond_low: PositiveFloat = 1.15,
@@ -84,6 +83,7 @@ class BondGraphPropagation(GlobalBlock):
         self.steps = int(steps)
         self.bond_low = float(bond_low)
         self.bond_high = float(bond_high)
+        self.dense_below = 256  # atoms per structure up to which Â is dense per structure
         self.register_buffer("radii", _covalent_radii(), persistent=False)
         # one γ per channel and order, spread over (−0.9, 0.9) at the start: some channels
         # alternate in sign bond by bond, some do not
