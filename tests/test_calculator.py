@@ -31,7 +31,7 @@ def test_results_match_the_model_and_path_or_object(tmp_path):
         assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
         np.testing.assert_allclose(atoms.get_forces(), ref["forces"].numpy(), atol=1e-10)
         np.testing.assert_allclose(atoms.get_potential_energies().sum(), atoms.get_potential_energy())
-        with pytest.raises(PropertyNotImplementedError):
+        with pytest.raises(PropertyNotImplementedError, match="stress"):
             atoms.get_stress()
 
 

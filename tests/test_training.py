@@ -101,7 +101,8 @@ def test_killed_run_resumes_from_last_epoch(emt_xyz, tmp_path):
     assert code == 0
     assert torch.load(ckpt, weights_only=True)["epoch"] + 1 == saved + 1
     epochs = [int(r.split(",")[0]) for r in (out / "metrics.csv").read_text().splitlines()[1:]]
-    assert epochs == list(range(1, saved + 2))  # rows after the checkpoint were dropped    assert load_model(out / "model.pt") is not None
+    assert epochs == list(range(1, saved + 2))  # rows after the checkpoint were dropped
+    assert 1 <= load_model(out / "model.pt").metadata["best_epoch"] <= saved + 1
 
 
 def test_two_process_ddp_run_trains(emt_xyz, tmp_path):
