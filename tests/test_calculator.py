@@ -70,6 +70,17 @@ def test_unknown_element_and_bad_positions_are_named():
         atoms.get_potential_energy()
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_empty_structure_is_named_for_every_model(name):
+    """Global models too: the empty-structure check comes before their range check."""
+    from ase import Atoms
+    from mlip_attn.data import StructureError
+    atoms = Atoms()
+    atoms.calc = AttnCalculator(make_model(name))
+    with pytest.raises(StructureError, match="empty structure in atoms: it has no atoms"):
+        atoms.get_potential_energy()
+
+
 def test_committee_mean_and_variance():
     models = [make_model("painn", seed=s) for s in (0, 1)]
     atoms = random_molecule(5, seed=5)

@@ -185,6 +185,11 @@ def test_bad_model_files(tmp_path):
     ({"backbone": "painn", "elements": [1], "cutoff": -1}, "model.cutoff"),
     ({"backbone": "painn", "elements": [1], "attention": {"type": "magic"}}, "model.attention"),
     ({"backbone": "painn", "elements": [1], "hidden": 3}, "model.hidden: unknown key"),
+    ({"backbone": "painn", "elements": [1], "attention": {"type": "efa", "r_max": 9.0,
+                                                          "hedas": 4}},
+     r"model\.attention\.hedas: unknown key for global block 'efa'; allowed: \["),
+    ({"backbone": "painn", "elements": [1], "attention": {"type": "transformer", "bias": "x"}},
+     r"model\.attention\.bias: must be one of"),
 ])
 def test_build_model_errors_name_the_key(config, key):
     with pytest.raises(ValueError, match=key):

@@ -140,6 +140,8 @@ def test_cli_eval_prints_errors(emt_xyz, tmp_path, capsys):
     (["--model.backbone", "mace"], "model.backbone"),
     (["--model.width", "-3"], "model.width"),
     (["--optimizer.lr", "1"], "optimizer"),
+    (["--model.attention", "{type: efa, r_max: 9.0, heads: 4}"], "model.attention.heads: unknown key"),
+    (["--model.attention", "{type: efa}"], "model.attention.r_max: required"),
 ])
 def test_config_errors_name_the_key(emt_xyz, tmp_path, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
