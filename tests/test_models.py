@@ -177,6 +177,32 @@ def test_bad_model_files(tmp_path):
     assert good.stat().st_size > 0 and load_model(good) is not None
 
 
+@pytest.mark.parametrize("change, match", [
+    (lambda c: c.pop("model_config"), "no 'model_config' entry"),
+    (lambda c: c.pop("metadata"), "no 'metadata' entry"),
+    (lambda c: c.pop("state_dict"), "no 'state_dict' entry"),
+    (lambda c: c.update(model_config=[1, 2]), "'model_config' is a list, expected a mapping"),
+    (lambda c: c.update(format_version="one"), "format_version 'one' is not an integer"),
+    (lambda c: c["model_config"].update(backbone="schnet"),
+     r"stored model_config cannot be built: model\.backbone: 'schnet' is not one of"),
+    (lambda c: c["model_config"].update(width=-1), r"model_config cannot be built: model\.width"),
+    (lambda c: c["state_dict"].update({k: v * float("nan") for k, v in c["state_dict"].items()
+                                       if k.endswith("weight")}), "non-finite values in .*weight"),
+    (lambda c: c["metadata"].update(dtype="float17"), "metadata.dtype: 'float17' is not a"),
+], ids=["no-config", "no-metadata", "no-weights", "config-list", "version-text",
+        "bad-backbone", "bad-width", "nan-weights", "bad-dtype"])
+def test_damaged_model_file_contents_name_the_file(tmp_path, change, match):
+    """Files with the right marker but missing or wrong entries: a ModelFileError naming the
+    file, never a KeyError or a model that computes NaN."""
+    path = tmp_path / "damaged.pt"
+    save_model(make_model("painn"), path)
+    content = torch.load(path, weights_only=True)
+    change(content)
+    torch.save(content, path)
+    with pytest.raises(ModelFileError, match=f"^{path}: .*{match}"):
+        load_model(path)
+
+
 @pytest.mark.parametrize("config, key", [
     ({"backbone": "schnet", "elements": [1]}, "model.backbone"),
     ({"backbone": "painn"}, "model.elements"),
