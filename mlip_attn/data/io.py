@@ -93,10 +93,22 @@ def _read_db(path: Path, keys: LabelKeys) -> list:
 
 def write_structures(path: str | os.PathLike, structures: list[AtomicData],
                      keys: LabelKeys | None = None, append: bool = False) -> None:
-    """Write structures with their labels to extxyz (``REF_*`` keys), HDF5 or ASE db."""
+    """Write structures with their labels to extxyz (``REF_*`` keys), HDF5 or ASE db.
+
+    A new file is written atomically (`mlip_attn.atomic`): an interrupted write leaves the old
+    file, if any, as it was. ``append`` adds to an existing file in place."""
     path = Path(path)
-    keys = keys or LabelKeys()
     fmt = file_format(path)
+    if append and path.exists():
+        _write(path, fmt, structures, keys or LabelKeys(), append=True)
+        return
+    from ..atomic import atomic_path
+    with atomic_path(path) as tmp:
+        _write(tmp, fmt, structures, keys or LabelKeys(), append=False)
+
+
+def _write(path: Path, fmt: str, structures: list[AtomicData], keys: LabelKeys,
+           append: bool) -> None:
     if fmt == "hdf5":
         from .hdf5 import write_hdf5
         write_hdf5(path, structures, append=append)
@@ -107,9 +119,7 @@ def write_structures(path: str | os.PathLike, structures: list[AtomicData],
         ase.io.write(path, atoms_list, format="extxyz", append=append)
     else:
         import ase.db
-        if not append and path.exists():
-            path.unlink()
-        with ase.db.connect(str(path)) as db:
+        with ase.db.connect(str(path), type="db") as db:
             for atoms in atoms_list:
                 kv = {k: v for k, v in atoms.info.items() if np.isscalar(v)}
                 data = {k: v for k, v in atoms.info.items() if not np.isscalar(v)}

@@ -12,12 +12,12 @@ never unpickles code)::
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .. import __version__
+from ..atomic import atomic_path
 from .builder import build_model
 from .potential import Potential
 
@@ -50,20 +50,11 @@ def model_metadata(model: Potential, extra: dict | None = None) -> dict:
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` to a temporary file in the same folder, then rename: never half-written
+    (see `mlip_attn.atomic`: permissions follow the umask, a killed write's leftover is removed
+    by the next write)."""
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        torch.save(obj, f)
 
 
 def save_model(model: Potential, path: str | os.PathLike, metadata: dict | None = None) -> None:
