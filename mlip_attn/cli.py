@@ -115,7 +115,8 @@ def _build_lammps(args, extra):
 
 def _import_openqdc(args, extra):
     from .data.openqdc import openqdc_to_file
-    n = openqdc_to_file(args.path, args.out, energy_method=args.energy_method,
+    n = openqdc_to_file(args.path, args.out, overwrite=args.overwrite,
+                        energy_method=args.energy_method,
                         energy_unit=args.energy_unit, distance_unit=args.distance_unit,
                         force_unit=args.force_unit)
     print(f"wrote {n} structures to {args.out}")
@@ -220,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("import-openqdc", help="convert a data set openQDC preprocessed on disk")
     o.add_argument("path", help="<openqdc cache>/<dataset name> (or its preprocessed/ folder)")
-    o.add_argument("--out", required=True, help=".xyz or .h5 file to write")
+    o.add_argument("--out", required=True, help=".xyz or .h5 file to write (missing folders "
+                   "are created; an existing file is refused unless --overwrite)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     o.add_argument("--energy-method", default=0, help="column index or method name")
     o.add_argument("--energy-unit", default=None, help="e.g. hartree, ev, kcal/mol (if not known)")
     o.add_argument("--distance-unit", default=None, help="ang or bohr (if not known)")

@@ -193,6 +193,56 @@ def test_resume_refuses_other_input(tmp_path):
     assert len(_read(out)) == 2
 
 
+def _foreign_files(tmp_path):
+    """Files a user may point --out at by mistake: extxyz from elsewhere, other text."""
+    from ase.build import molecule
+    plain = tmp_path / "plain.xyz"
+    ase_io.write(plain, [molecule("H2O"), molecule("CH4")], format="extxyz")
+    labelled = tmp_path / "labelled_elsewhere.xyz"          # labels, but not ours
+    water = molecule("H2O")
+    water.info["REF_energy"] = -1.0
+    water.arrays["REF_forces"] = np.zeros((3, 3))
+    ase_io.write(labelled, water, format="extxyz")
+    notes = tmp_path / "notes.xyz"
+    notes.write_text("my notes, not a structure file\n")
+    return [plain, labelled, notes]
+
+
+def test_data_refuses_a_file_it_did_not_write(tmp_path):
+    """`mlip-attn data --out EXISTING`: a foreign file is refused and left exactly as it was."""
+    from mlip_attn.cli import main
+    for path in _foreign_files(tmp_path):
+        before = path.read_bytes()
+        with pytest.raises(ValueError, match=rf"^{path}: not a file of labelled structures "
+                                             r"written by mlip-attn.*left untouched"):
+            S.generate("nacl", 2, str(path), progress=False)
+        assert main(["data", "nacl", "--n", "2", "--out", str(path)]) == 2
+        assert path.read_bytes() == before
+        assert glob.glob(str(path) + ".tail-*") == []
+
+
+def test_data_resumes_its_own_interrupted_first_frame(tmp_path):
+    """An own file killed while writing its first frame is still recognised and repaired."""
+    structs = N.nacl_structures(2, seed=3)
+    out = tmp_path / "first.xyz"
+    e, f = N.nacl_energy_forces(structs[0].positions, structs[0].numbers)
+    text = store.frame_text(store.output_atoms(structs[0], 0, e, f, N.REF_METHOD, "x"))
+    out.write_text(text[: len(text) // 3])
+    with pytest.warns(RuntimeWarning, match="after the last complete frame"):
+        rep = S.label_structures(structs, str(out), method="nacl-analytic", progress=False)
+    assert (rep.n_skipped, rep.n_done) == (0, 2)
+
+
+def test_data_refuses_its_own_file_labelled_with_another_method(tmp_path):
+    structs = S.cumulene_structures([3], 2, seed=0)
+    out = str(tmp_path / "x.xyz")
+    S.label_structures(structs[:1], out, method="gfn2-xtb", progress=False)
+    before = open(out).read()
+    with pytest.raises(ValueError, match="labelled with GFN2-xTB.*GFN1-xTB.*new file"):
+        S.label_structures(structs, out, method="gfn1-xtb", progress=False)
+    assert open(out).read() == before
+
+
 # ------------------------------------------------------------------------- failures
 
 def test_failures_are_counted_and_skipped(tmp_path, monkeypatch):
