@@ -28,6 +28,7 @@ from .ema import ExponentialMovingAverage
 from ..data import Batch
 from .evaluate import evaluate
 from .loss import ErrorMetrics, loss_terms
+from .nonfinite import clip_and_check_gradients, nonfinite_loss
 from .schedule import LRSchedule
 
 CHECKPOINT_FORMAT = "mlip-attn-checkpoint"
@@ -187,8 +188,8 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         mine = all_batches[rank:steps_per_epoch * world:world]
         progress = _progress(mine, epoch, tcfg, is_main)
         train_metrics = ErrorMetrics(target_names)
-        loss_sum = 0.0
-        for indices in progress:
+        loss_sum, skipped = 0.0, 0
+        for b, indices in enumerate(progress):
             batch = Batch.collate([data.train[i] for i in indices]).to(device, dtype)
             if not model.invariant:  # coordinate embeddings: learn orientations by augmentation
                 batch = random_rotation(batch, rotations)
@@ -198,19 +199,29 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
             pred = model.predict(batch, compute_forces=weights["forces"] > 0,
                                  compute_stress=weights["stress"] > 0)
             loss = loss_terms(pred, batch, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(model)
-            if tcfg["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+            step += 1
+            problem = nonfinite_loss(loss)   # the same verdict on every rank
+            if problem is None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                distributed.average_gradients(model)
+                problem = clip_and_check_gradients(model, tcfg["grad_clip"])
+            if problem is not None:   # no optimizer step, no EMA update
+                if tcfg["nonfinite"] == "stop":
+                    raise _diverged(f"non-finite {problem} at epoch {epoch + 1}, batch {b + 1} "
+                                    f"of {len(mine)}", epoch, best_epoch, out, writer, tcfg)
+                skipped += 1
+                continue
             optimizer.step()
             if ema is not None:
                 ema.update(model)
-            step += 1
             loss_sum += float(loss.detach())
             train_metrics.update(pred, batch)
             if hasattr(progress, "set_postfix"):
                 progress.set_postfix(loss=f"{float(loss.detach()):.4g}", lr=f"{lr:.2e}")
+        if skipped == len(mine):
+            raise _diverged(f"all {skipped} batches of epoch {epoch + 1} had a non-finite loss "
+                            f"or gradient", epoch, best_epoch, out, writer, tcfg)
         train_vec = distributed.sum_across_ranks(train_metrics.as_vector())
         train_metrics.load_vector(train_vec)
 
@@ -221,6 +232,9 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         valid_metrics.load_vector(distributed.sum_across_ranks(valid_metrics.as_vector()))
         valid = valid_metrics.result()
         valid_loss = _valid_loss(valid, weights)
+        if not math.isfinite(valid_loss):
+            raise _diverged(f"non-finite validation loss ({valid_loss}) after epoch {epoch + 1}",
+                            epoch, best_epoch, out, writer, tcfg)
         improved = valid_loss < best_loss
         if improved:
             best_loss, best_epoch, bad_epochs = valid_loss, epoch, 0
@@ -235,7 +249,8 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
 
         if is_main:
             row = {"epoch": epoch + 1, "lr": schedule.lr_at(step, epoch),
-                   "train_loss": loss_sum / max(len(mine), 1), "valid_loss": valid_loss,
+                   "train_loss": loss_sum / max(len(mine) - skipped, 1), "valid_loss": valid_loss,
+                   "skipped_batches": skipped,
                    **{f"train_{k}": v for k, v in train_metrics.result().items()},
                    **{f"valid_{k}": v for k, v in valid.items()},
                    "seconds": time.perf_counter() - t_start}
@@ -269,6 +284,23 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
     distributed.barrier()
     return FitResult(out, out / "model.pt", epoch + 1, best_epoch + 1, valid, test,
                      time.perf_counter() - t_start)
+
+
+def _diverged(problem: str, epoch: int, best_epoch: int, out: Path, writer, tcfg) -> FitError:
+    """The error that ends a diverged run (``epoch``, 0-based, is the one that failed); what
+    the run directory holds is left as it was after the last good epoch."""
+    if writer is not None:
+        writer.close()
+    if epoch == 0:
+        kept, then = ("no model or checkpoint was written (the first epoch diverged)",
+                      "run again")
+    else:
+        kept, then = (f"{out / 'checkpoint.pt'} holds epoch {epoch} and {out / 'model.pt'} the "
+                      f"best model (epoch {best_epoch + 1})", "continue with --resume")
+    skip = (", or set training.nonfinite: skip to skip such batches"
+            if tcfg["nonfinite"] == "stop" else "")
+    return FitError(f"training diverged: {problem}; {kept}. Lower training.lr (or set "
+                    f"training.grad_clip) and {then}{skip}")
 
 
 def _check_global_reach(model, data, log) -> None:
@@ -307,9 +339,15 @@ def _truncate_csv(path: Path, last_epoch: int) -> None:
 
 
 def _append_csv(path: Path, row: dict) -> None:
+    """Append ``row``; a resumed run keeps the columns of the file's header."""
     new = not path.exists()
+    if new:
+        fields = list(row)
+    else:
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f))
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", restval="")
         if new:
             w.writeheader()
         w.writerow(row)
@@ -333,5 +371,7 @@ def format_errors(m: dict) -> str:
 
 def _epoch_line(row: dict, improved: bool) -> str:
     valid = {k[len("valid_"):]: v for k, v in row.items() if k.startswith("valid_") and k != "valid_loss"}
+    skipped = (f"  ({row['skipped_batches']} batches skipped: non-finite)"
+               if row["skipped_batches"] else "")
     return (f"epoch {row['epoch']:4d}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4g}  "
-            f"valid {format_errors(valid)}{'  *' if improved else ''}")
+            f"valid {format_errors(valid)}{'  *' if improved else ''}{skipped}")
