@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from ase import units
-from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.calculator import CalculationFailed, PropertyNotImplementedError
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
@@ -78,6 +78,42 @@ def test_empty_structure_is_named_for_every_model(name):
     atoms = Atoms()
     atoms.calc = AttnCalculator(make_model(name))
     with pytest.raises(StructureError, match="empty structure in atoms: it has no atoms"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("charge", "minus one", r"atoms: info\['charge'\] must be a number \(total charge, e\), "
+                            r"got 'minus one'"),
+    ("spin", [1, 2], r"atoms: info\['spin'\] must be a number \(spin multiplicity 2S\+1\), "
+                     r"got \[1, 2\]"),
+    ("charge", float("nan"), r"atoms: info\['charge'\] must be finite, got nan"),
+])
+def test_bad_charge_or_spin_is_named(key, value, match):
+    from mlip_attn.data import StructureError
+    atoms = random_molecule(4, seed=4)
+    atoms.info[key] = value
+    atoms.calc = AttnCalculator(make_model("painn"))
+    with pytest.raises(StructureError, match=match):
+        atoms.get_potential_energy()
+
+
+def test_bad_dtype_and_check_options_are_named():
+    with pytest.raises(ValueError, match=r"default_dtype: 'float17' is not a supported dtype; "
+                                         r"use 'float32' or 'float64'"):
+        AttnCalculator(make_model("painn"), default_dtype="float17")
+    with pytest.raises(ValueError, match=r"range_check must be 'warn' or 'raise', got 'loud'"):
+        AttnCalculator(make_model("painn"), range_check="loud")
+
+
+def test_nan_weights_give_an_error_not_nan_energies():
+    """A model object with NaN weights (a model file with them is refused when loaded)."""
+    model = make_model("painn")
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    atoms = random_molecule(5, seed=2)
+    atoms.calc = AttnCalculator(model)
+    with pytest.raises(CalculationFailed, match=r"the model returned a non-finite energy \(nan\)"
+                                                r".*NaN or inf weights"):
         atoms.get_potential_energy()
 
 

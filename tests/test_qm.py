@@ -208,6 +208,17 @@ def _foreign_files(tmp_path):
     return [plain, labelled, notes]
 
 
+@pytest.mark.parametrize("n", ["-5", "0"])
+def test_data_refuses_a_count_below_one(tmp_path, capsys, n):
+    """`mlip-attn data --n -5` used to succeed with "0/0"."""
+    from mlip_attn.cli import main
+    out = tmp_path / "x.xyz"
+    assert main(["data", "nacl", "--n", n, "--out", str(out)]) == 2
+    assert f"n: the number of structures must be a positive integer, got {n}" in \
+        capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_data_refuses_a_file_it_did_not_write(tmp_path):
     """`mlip-attn data --out EXISTING`: a foreign file is refused and left exactly as it was."""
     from mlip_attn.cli import main

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import CalculationFailed, Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..data import AtomicData, Batch, LabelKeys
 from ..data.atomic_data import check_elements
 from ..data.neighbours import VerletList
 from ..models import Potential, load_model
+from ..models.model_file import resolve_dtype
 
 _INPUT_KEYS = LabelKeys(charge="charge", spin="spin")
 
@@ -39,8 +40,8 @@ class AttnCalculator(Calculator):
         every call)."""
         super().__init__(**kwargs)
         if range_check not in ("warn", "raise"):
-            raise ValueError("range_check must be 'warn' or 'raise'")
-        dtype = getattr(torch, default_dtype)
+            raise ValueError(f"range_check must be 'warn' or 'raise', got {range_check!r}")
+        dtype = resolve_dtype(default_dtype, "default_dtype")
         models = model if isinstance(model, (list, tuple)) else [model]
         self.models: list[Potential] = []
         for m in models:
@@ -101,6 +102,7 @@ class AttnCalculator(Calculator):
         batch = self._input(self.atoms)
         periodic = bool(self.atoms.pbc.any())
         outs = [m.predict(batch, compute_forces=True, compute_stress=periodic) for m in self.models]
+        _check_finite(outs)
         energies = np.array([float(o["energy"][0]) for o in outs])
         forces = np.stack([o["forces"].detach().cpu().double().numpy() for o in outs])
         self.results["energy"] = float(energies.mean())
@@ -114,3 +116,18 @@ class AttnCalculator(Calculator):
         if len(self.models) > 1:
             self.results["energy_var"] = float(energies.var())
             self.results["forces_comm"] = forces
+
+
+def _check_finite(outs: list[dict]) -> None:
+    """`CalculationFailed` when a model returned NaN or inf (never pass them on to MD)."""
+    for k, out in enumerate(outs):
+        for name in ("energy", "forces"):
+            value = out[name].detach()
+            if not torch.isfinite(value).all():
+                which = f"committee model {k}" if len(outs) > 1 else "the model"
+                shown = float(value.reshape(-1)[~torch.isfinite(value.reshape(-1))][0])
+                raise CalculationFailed(
+                    f"{which} returned a non-finite {name} ({shown}) for this structure: a "
+                    f"model with NaN or inf weights (e.g. from a diverged training run) computes "
+                    f"only NaN; with finite weights, {value.dtype} overflowed (try "
+                    f"default_dtype='float64')")
