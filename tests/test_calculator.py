@@ -117,6 +117,87 @@ def test_nan_weights_give_an_error_not_nan_energies():
         atoms.get_potential_energy()
 
 
+def _model_file_trained_on(tmp_path, charges, spins=(0.0,)):
+    from mlip_attn.data import AtomicData
+    from mlip_attn.data.statistics import charge_spin_seen
+    structures = []
+    for k, (q, s) in enumerate((q, s) for q in charges for s in spins):
+        atoms = random_molecule(4, seed=k)
+        atoms.info.update(total_charge=q, total_spin=s)
+        structures.append(AtomicData.from_atoms(atoms))
+    path = tmp_path / "model.pt"
+    save_model(make_model("painn"), path, charge_spin_seen(structures))
+    return path
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("charge", -1, r"total charge -1 \(atoms.info\['charge'\]\) lies outside the charges the "
+                   r"model saw in training \(0\)"),
+    ("spin", 3, r"spin multiplicity 3 \(atoms.info\['spin'\]\) lies outside the spins the "
+                r"model saw in training \(0\)"),
+])
+def test_charge_and_spin_outside_training_warn_or_refuse(tmp_path, key, value, match):
+    import warnings
+    from mlip_attn.calculators.ase_calculator import ChargeWarning
+    path = _model_file_trained_on(tmp_path, charges=[0.0])
+    atoms = random_molecule(4, seed=9)
+    atoms.calc = AttnCalculator(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ChargeWarning)
+        neutral = atoms.get_potential_energy()          # what it was trained on: no warning
+    atoms.info[key] = value
+    with pytest.warns(ChargeWarning, match=match + r".*charge_check='raise'"):
+        assert atoms.get_potential_energy() != neutral
+    atoms.calc = AttnCalculator(path, charge_check="raise")
+    with pytest.raises(ValueError, match=match):
+        atoms.get_potential_energy()
+    with pytest.raises(ValueError, match=r"charge_check must be 'warn' or 'raise', got 'off'"):
+        AttnCalculator(path, charge_check="off")
+
+
+def test_charges_seen_as_a_set_or_a_range(tmp_path):
+    import warnings
+    from mlip_attn.calculators.ase_calculator import ChargeWarning
+    from mlip_attn.data.statistics import charge_spin_seen
+    atoms = random_molecule(4, seed=9)
+    atoms.calc = AttnCalculator(_model_file_trained_on(tmp_path, charges=[-1.0, 1.0]))
+    atoms.info["charge"] = 0                            # between, but never seen
+    with pytest.warns(ChargeWarning, match=r"the charges the model saw in training \(-1, 1\)"):
+        atoms.get_potential_energy()
+    from mlip_attn.data import AtomicData
+    many = [AtomicData.from_atoms(random_molecule(3, seed=1)) for _ in range(40)]
+    for k, d in enumerate(many):
+        d.charge = k / 40          # fractional charges: a range, not a list
+    seen = charge_spin_seen(many)
+    assert seen["training_charge"] == {"range": [0.0, 39 / 40]}
+    path = tmp_path / "range.pt"
+    save_model(make_model("painn"), path, seen)
+    atoms.calc = AttnCalculator(path)
+    atoms.info["charge"] = 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ChargeWarning)
+        atoms.get_potential_energy()
+    atoms.info["charge"] = 2
+    with pytest.warns(ChargeWarning, match=r"charges the model saw in training \(0 to 0\.975\)"):
+        atoms.get_potential_energy()
+
+
+def test_model_files_without_charge_metadata_load_and_are_not_checked(tmp_path):
+    """Files written before the charge metadata existed (the shipped potentials among them)."""
+    import warnings
+    from mlip_attn.calculators.ase_calculator import ChargeWarning
+    from mlip_attn.models.model_file import read_model_file
+    path = tmp_path / "old.pt"
+    save_model(make_model("painn"), path)
+    assert "training_charge" not in read_model_file(path)["metadata"]
+    atoms = random_molecule(4, seed=9)
+    atoms.info["charge"] = -3
+    atoms.calc = AttnCalculator(path, charge_check="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ChargeWarning)
+        assert np.isfinite(atoms.get_potential_energy())
+
+
 def test_committee_mean_and_variance():
     models = [make_model("painn", seed=s) for s in (0, 1)]
     atoms = random_molecule(5, seed=5)

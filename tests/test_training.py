@@ -36,6 +36,8 @@ def test_fit_writes_run_directory_and_learns(emt_xyz, tmp_path):
     model = load_model(out / "model.pt")
     assert model.metadata["test"]["forces_mae"] == pytest.approx(result.test["forces_mae"])
     assert model.elements == [1, 6, 8]
+    assert model.metadata["training_charge"] == {"values": [0.0]}   # what AttnCalculator checks
+    assert model.metadata["training_spin"] == {"values": [0.0]}
     first = float(rows[1].split(",")[3])
     best = min(float(r.split(",")[3]) for r in rows[1:])
     assert best < first  # validation loss went down
@@ -123,6 +125,7 @@ def test_cli_eval_prints_errors(emt_xyz, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["fit", "--data.train", str(emt_xyz), "--output", str(out), *FAST,
                  "--training.epochs", "1"]) == 0
+    assert f"model written to {out / 'model.pt'} (best epoch 1 of 1)" in capsys.readouterr().out
     assert main(["eval", str(out / "model.pt"), str(emt_xyz)]) == 0
     text = capsys.readouterr().out
     assert "40 structures" in text and "F MAE" in text

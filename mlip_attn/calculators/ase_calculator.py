@@ -18,6 +18,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ..data import AtomicData, Batch, LabelKeys
 from ..data.atomic_data import check_elements
 from ..data.neighbours import VerletList
+from ..data.statistics import describe_seen, outside_seen
 from ..models import Potential, load_model
 from ..models.model_file import resolve_dtype
 
@@ -28,19 +29,30 @@ class RangeWarning(UserWarning):
     """A structure larger than the global attention's reach r_max."""
 
 
+class ChargeWarning(UserWarning):
+    """A total charge or spin outside what the model saw in training."""
+
+
 class AttnCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model, device: str = "cpu", default_dtype: str = "float32",
-                 range_check: str = "warn", skin: float = 1.0, **kwargs):
+                 range_check: str = "warn", skin: float = 1.0, charge_check: str = "warn",
+                 **kwargs):
         """``model``: path, `Potential`, or a list of either (committee).
         ``range_check``: "warn" or "raise" when a structure exceeds a global model's r_max.
+        ``charge_check``: "warn" (`ChargeWarning`) or "raise" when a structure's total charge
+        or spin lies outside those the model was trained on (recorded in model files written
+        by `fit`; older files are not checked).
         ``skin`` (Å): the neighbour list holds pairs within cutoff + skin and is searched again
         only after an atom has moved more than skin / 2 (results are the same; 0 searches
         every call)."""
         super().__init__(**kwargs)
         if range_check not in ("warn", "raise"):
             raise ValueError(f"range_check must be 'warn' or 'raise', got {range_check!r}")
+        if charge_check not in ("warn", "raise"):
+            raise ValueError(f"charge_check must be 'warn' or 'raise', got {charge_check!r}")
+        self.charge_check = charge_check
         dtype = resolve_dtype(default_dtype, "default_dtype")
         models = model if isinstance(model, (list, tuple)) else [model]
         self.models: list[Potential] = []
@@ -82,6 +94,7 @@ class AttnCalculator(Calculator):
         check_elements(atoms.numbers, self.elements, "atoms")
         data = AtomicData.from_atoms(atoms, _INPUT_KEYS, name="atoms").validate()
         self._check_range(data)
+        self._check_charge_spin(data)
         return Batch.collate([data.with_graph(self.cutoff, self.neighbours)]).to(self.device,
                                                                              self.dtype)
 
@@ -96,6 +109,23 @@ class AttnCalculator(Calculator):
             if self.range_check == "raise":
                 raise ValueError(msg)
             warnings.warn(msg, RangeWarning, stacklevel=3)
+
+    def _check_charge_spin(self, data: AtomicData) -> None:
+        problems = []
+        for key, what, value in (("charge", "total charge", data.charge),
+                                 ("spin", "spin multiplicity", data.spin)):
+            for m in self.models:
+                seen = m.metadata.get(f"training_{key}")
+                if seen and outside_seen(value, seen):
+                    problems.append(f"{what} {value:g} (atoms.info['{key}']) lies outside the "
+                                    f"{key}s the model saw in training ({describe_seen(seen)})")
+                    break
+        if not problems:
+            return
+        msg = "; ".join(problems) + ": the prediction is an extrapolation"
+        if self.charge_check == "raise":
+            raise ValueError(msg)
+        warnings.warn(msg + " (charge_check='raise' refuses)", ChargeWarning, stacklevel=4)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

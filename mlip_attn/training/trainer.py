@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..data.statistics import energy_scale, reference_energies
+from ..data.statistics import charge_spin_seen, energy_scale, reference_energies
 from ..models import build_model, save_model
 from ..models.model_file import atomic_save
 from . import distributed
@@ -139,6 +139,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
                      **_target_statistics(data.train, target_names)}
     else:
         model_cfg = {**config["model"], "elements": checkpoint["elements"]}
+    seen = charge_spin_seen(data.train)   # model metadata: AttnCalculator checks against it
     model = build_model(model_cfg).to(device=device, dtype=dtype)
     _check_global_reach(model, data, log if is_main else (lambda s: None))
     distributed.broadcast_parameters(model)
@@ -240,7 +241,8 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
             best_loss, best_epoch, bad_epochs = valid_loss, epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             if is_main:
-                save_model(model, out / "model.pt", {"best_epoch": epoch + 1, "valid": valid})
+                save_model(model, out / "model.pt", {"best_epoch": epoch + 1, "valid": valid,
+                                                     **seen})
         else:
             bad_epochs += 1
         if live is not None:
@@ -277,10 +279,13 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
     test = evaluate(model, data.test, tcfg["batch_size"]) if data.test else {}
     valid = evaluate(model, data.valid, tcfg["batch_size"])
     if is_main:
-        save_model(model, out / "model.pt", {"best_epoch": best_epoch + 1, "valid": valid, "test": test})
+        save_model(model, out / "model.pt", {"best_epoch": best_epoch + 1, "valid": valid,
+                                             "test": test, **seen})
         writer.close()
         if test:
             log("test: " + format_errors(test))
+        log(f"model written to {out / 'model.pt'} (best epoch {best_epoch + 1} of {epoch + 1}); "
+            f"metrics in {out / 'metrics.csv'}")
     distributed.barrier()
     return FitResult(out, out / "model.pt", epoch + 1, best_epoch + 1, valid, test,
                      time.perf_counter() - t_start)
