@@ -174,3 +174,23 @@ def test_missing_labels_and_unknown_elements_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"elements \['O'\] are unknown to the model"):
         fit(config(path, tmp_path / "r2", "--model.elements", "[H, C]", "--training.forces_weight", "0"))
     assert main(["fit", "--data.train", str(path), "--output", str(tmp_path / "r3"), *FAST]) == 2
+
+
+@pytest.mark.parametrize("command", ["fit", "data", "eval"])
+def test_help_describes_every_option_and_its_default(command, capsys, monkeypatch):
+    import argparse
+    from mlip_attn.cli import build_parser
+    monkeypatch.setenv("COLUMNS", "400")   # one line per option: defaults are not wrapped
+    sub = next(a for a in build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction)).choices[command]
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    for action in sub._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and action.help in text, (command, action.dest)
+        if action.default is not None and action.default is not False:
+            assert f"(default: {action.default})" in text, (command, action.dest)
+    if command == "fit":
+        assert "README.md, section 'Config reference'" in " ".join(text.split())
