@@ -109,8 +109,10 @@ def _export(args, extra):
 
 
 def _build_lammps(args, extra):
-    from .lammps.build import build_message, build_plugin
-    print(build_message(build_plugin(out_dir=args.out, force=args.force, verbose=args.verbose)))
+    from .lammps.build import build_message, build_plugin, plugin_up_to_date
+    reused = not args.force and plugin_up_to_date(args.out)
+    so = build_plugin(out_dir=args.out, force=args.force, verbose=args.verbose)
+    print(build_message(so, reused=reused))
 
 
 def _import_openqdc(args, extra):

@@ -568,3 +568,40 @@ def test_example_decks_run_with_the_shipped_potentials(plugin, tmp_path, deck):
     assert proc.returncode == 0, f"{deck}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     table = thermo_table(proc.stdout)
     assert len(table) >= 2 and np.isfinite(table).all(), deck
+    assert "WARNING" not in proc.stdout, f"{deck}: unexplained warnings in {proc.stdout}"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_example_deck_outputs_are_ignored_by_git(plugin, tmp_path):
+    """Running a deck where it lives (log.lammps, trajectory) leaves the checkout clean."""
+    root = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "repo"
+    shutil.copytree(root / "md_examples" / "lammps", copy / "md_examples" / "lammps")
+    (copy / "potentials").mkdir()
+    for name in ("cumulene-efa.lmp.pt", "cu-emt-local.lmp.pt"):
+        shutil.copy(root / "potentials" / name, copy / "potentials")
+    shutil.copy(root / ".gitignore", copy / ".gitignore")
+    git = ["git", "-C", str(copy), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "decks"], check=True)
+    for deck in ("in.cumulene", "in.bulk_cu"):
+        proc = subprocess.run([str(lmp_executable()), "-in", deck, "-var", "steps", "2",
+                               "-var", "equil", "2"], cwd=copy / "md_examples" / "lammps",
+                              env=lmp_environment(plugin_dir=plugin.parent),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    written = {p.name for p in (copy / "md_examples" / "lammps").iterdir()} - {
+        p.name for p in (root / "md_examples" / "lammps").iterdir()}
+    assert {"log.lammps", "cumulene.xyz", "bulk_cu.lammpstrj"} <= written
+    status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=all"],
+                            capture_output=True, text=True, check=True).stdout
+    assert status == "", f"deck outputs not ignored by .gitignore:\n{status}"
+
+
+def test_build_lammps_says_when_it_reused_the_cache(plugin, capsys):
+    from mlip_attn.cli import main
+    assert main(["build-lammps"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"reused cached build at {plugin} (--force rebuilds)"
+    assert lbuild.build_message(plugin, reused=False).startswith(f"built {plugin}\n")
