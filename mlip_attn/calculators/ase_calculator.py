@@ -156,8 +156,10 @@ def _check_finite(outs: list[dict]) -> None:
             if not torch.isfinite(value).all():
                 which = f"committee model {k}" if len(outs) > 1 else "the model"
                 shown = float(value.reshape(-1)[~torch.isfinite(value.reshape(-1))][0])
+                hint = (" (default_dtype='float64' has more range)"
+                        if value.dtype == torch.float32 else "")
                 raise CalculationFailed(
                     f"{which} returned a non-finite {name} ({shown}) for this structure: a "
                     f"model with NaN or inf weights (e.g. from a diverged training run) computes "
-                    f"only NaN; with finite weights, {value.dtype} overflowed (try "
-                    f"default_dtype='float64')")
+                    f"only NaN; otherwise an input far outside what the model knows (charge, "
+                    f"spin, coordinates) overflowed {value.dtype}{hint}")

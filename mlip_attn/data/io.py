@@ -61,6 +61,12 @@ def _read_ase(path: Path, fmt: str, keys: LabelKeys) -> list:
     import ase.io
     if fmt == "db":
         return _read_db(path, keys)
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) not in (b"\n", b"\r"):   # a number cut short would still parse
+            raise DataFileError(f"{path}: the last line has no line end, so the file looks "
+                                f"truncated (cut within a line); if it is complete, end it "
+                                f"with a newline")
     try:
         return ase.io.read(path, index=":", format="extxyz")
     except Exception as exc:  # ase raises many types for malformed files
@@ -77,7 +83,8 @@ def _read_db(path: Path, keys: LabelKeys) -> list:
                 for k, v in row.key_value_pairs.items():
                     atoms.info[k] = v
                 for k, v in row.data.items():
-                    (atoms.arrays if np.ndim(v) == 2 and len(v) == len(atoms) else atoms.info)[k] = np.asarray(v)
+                    per_atom = k == keys.forces or (np.ndim(v) == 2 and len(v) == len(atoms))
+                    (atoms.arrays if per_atom else atoms.info)[k] = np.asarray(v)  # shapes: validate()
                 # results stored by a calculator count as labels when no REF_* keys are present
                 if keys.energy not in atoms.info and row.get("energy") is not None:
                     atoms.info[keys.energy] = row.energy
