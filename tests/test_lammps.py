@@ -180,7 +180,7 @@ def run_lmp(deck_path, plugin, nprocs=1, env=None, cwd=None, timeout=300):
     if nprocs > 1:
         mpirun = mpirun_executable()
         if mpirun is None:
-            pytest.skip("no mpirun (install the mpich wheel)")
+            _missing("no mpirun (install the mpich wheel)")
         cmd = [str(mpirun), "-np", str(nprocs)] + cmd
     return subprocess.run(cmd, env=env or lmp_environment(plugin_dir=plugin.parent), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)

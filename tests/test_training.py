@@ -183,7 +183,7 @@ def test_help_describes_every_option_and_its_default(command, capsys, monkeypatc
     monkeypatch.setenv("COLUMNS", "400")   # one line per option: defaults are not wrapped
     sub = next(a for a in build_parser()._actions
                if isinstance(a, argparse._SubParsersAction)).choices[command]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="0"):
         main([command, "--help"])
     text = capsys.readouterr().out
     for action in sub._actions:
