@@ -29,6 +29,7 @@ from conftest import make_model
 
 SETTINGS = settings(max_examples=50, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+DB_SETTINGS = settings(SETTINGS, max_examples=25)   # every sqlite commit syncs to disk
 ELEMENTS = (1, 6, 8, 29)
 FINITE = st.floats(-50.0, 50.0, allow_nan=False, allow_infinity=False)
 
@@ -215,7 +216,7 @@ def test_hdf5_damaged_datasets_are_named(frames, change):
 
 # ----------------------------------------------------------------------------- ASE db
 
-@SETTINGS
+@DB_SETTINGS
 @given(frames=FRAMES, extra=st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
                                             .filter(lambda k: k not in {"charge", "spin", "id"}),
                                             st.integers(-5, 5), max_size=3))
@@ -230,7 +231,7 @@ def test_db_round_trip_ignores_unknown_keys(frames, extra):
         assert_same(read_structures(path), frames)
 
 
-@SETTINGS
+@DB_SETTINGS
 @given(frames=FRAMES, cut=st.floats(0.0, 1.0, exclude_max=True))
 def test_db_truncated_anywhere(frames, cut):
     with workdir() as d:
@@ -243,7 +244,7 @@ def test_db_truncated_anywhere(frames, cut):
             assert_same(read, frames[:len(read)])
 
 
-@SETTINGS
+@DB_SETTINGS
 @given(frames=FRAMES, frame=st.integers(0, 3), bad=st.sampled_from(["nan_energy", "forces_shape"]))
 def test_db_bad_labels_are_named(frames, frame, bad):
     import ase.db
