@@ -106,13 +106,16 @@ def _export(args, extra):
 
 
 def _build_lammps(args, extra):
-    from .lammps.build import build_message, build_plugin
-    print(build_message(build_plugin(out_dir=args.out, force=args.force, verbose=args.verbose)))
+    from .lammps.build import build_message, build_plugin, plugin_up_to_date
+    reused = not args.force and plugin_up_to_date(args.out)
+    so = build_plugin(out_dir=args.out, force=args.force, verbose=args.verbose)
+    print(build_message(so, reused=reused))
 
 
 def _import_openqdc(args, extra):
     from .data.openqdc import openqdc_to_file
-    n = openqdc_to_file(args.path, args.out, energy_method=args.energy_method,
+    n = openqdc_to_file(args.path, args.out, overwrite=args.overwrite,
+                        energy_method=args.energy_method,
                         energy_unit=args.energy_unit, distance_unit=args.distance_unit,
                         force_unit=args.force_unit)
     print(f"wrote {n} structures to {args.out}")
@@ -125,23 +128,47 @@ def _data(args, extra):
     print(report)
 
 
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Help that ends each option's text with its default (unless None, off or already said)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text \
+                or action.default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlip-attn", description="ML interatomic potentials with "
                                 "global attention: train, evaluate, benchmark.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fit", help="train a model from a YAML config",
-                       description="Train a model. Any config key can be overridden: "
-                                   "--training.epochs 50 --model.attention null")
+    defaults = _DefaultsHelp
+    f = sub.add_parser("fit", help="train a model from a YAML config", formatter_class=defaults,
+                       description="Train a model on labelled structures. config.yaml (optional) "
+                       "holds the sections model, data, training and output; keys it leaves out "
+                       "take their defaults (without it, give at least --data.train). Writes "
+                       "OUTPUT/model.pt (best on validation), checkpoint.pt (every epoch), "
+                       "metrics.csv and config.yaml; OUTPUT is runs/model by default.",
+                       epilog="Every config key (model.*, data.*, training.*, output) has a "
+                       "default and is listed with it in README.md, section 'Config reference'. "
+                       "Any key can be overridden on the command line: --training.epochs 50 "
+                       "--model.attention null --data.train data/train.xyz")
     f.usage = "mlip-attn fit [config.yaml] [--resume] [--section.key value ...]"
-    f.add_argument("--resume", action="store_true", help="continue the run in the output directory")
+    f.add_argument("--resume", action="store_true", help="continue the run in the output "
+                   "directory from its last checkpoint (its model and data sections must match)")
     f.set_defaults(func=_fit, allow_extra=True)
 
-    e = sub.add_parser("eval", help="errors of a model on a labelled data file")
-    e.add_argument("model")
-    e.add_argument("data")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    e = sub.add_parser("eval", help="errors of a model on a labelled data file",
+                       formatter_class=defaults, description="MAE and RMSE of energy, forces "
+                       "and stress of a model file on labelled structures.")
+    e.add_argument("model", help="model file written by mlip-attn fit (model.pt)")
+    e.add_argument("data", help="labelled structures: .xyz/.extxyz (REF_energy, REF_forces), "
+                   ".h5 or .db")
+    e.add_argument("--batch-size", type=int, default=16, help="structures per model call")
+    e.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                   help="precision to evaluate in (default: the model file's own)")
     e.set_defaults(func=_eval)
 
     d = sub.add_parser("demo", help="generate xTB cumulene data, train, evaluate, run MD")
@@ -183,15 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--seed", type=int, default=0)
     lr.set_defaults(func=_benchmark)
 
-    g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)")
+    g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)",
+                       formatter_class=defaults, description="Make structures of a reference "
+                       "system and label them (energy, forces) into an extxyz file, one frame "
+                       "as soon as it is computed. Re-running the same command resumes; an "
+                       "--out that this command did not write is refused and left untouched.")
     g.add_argument("system", help="a reference system: cumulene, sn2, charge-transfer, nacl, "
                    "... (see `mlip-attn components`)")
-    g.add_argument("--n", type=int, default=200)
-    g.add_argument("--out", required=True)
+    g.add_argument("--n", type=int, default=200, help="number of structures (at least 1)")
+    g.add_argument("--out", required=True, help="extxyz file to write or resume")
     g.add_argument("--method", default=None, choices=["gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp"],
                    help="reference method (default: the system's own, GFN2-xTB for QM systems)")
-    g.add_argument("--workers", type=int, default=1)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=int, default=1, help="labelling processes")
+    g.add_argument("--seed", type=int, default=0, help="seed of the structure recipe (resume "
+                   "with the same seed)")
     g.set_defaults(func=_data)
     an = sub.add_parser("analyze", help="plots of what a model attends to")
     an.add_argument("what", choices=["attention"])
@@ -220,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("import-openqdc", help="convert a data set openQDC preprocessed on disk")
     o.add_argument("path", help="<openqdc cache>/<dataset name> (or its preprocessed/ folder)")
-    o.add_argument("--out", required=True, help=".xyz or .h5 file to write")
+    o.add_argument("--out", required=True, help=".xyz or .h5 file to write (missing folders "
+                   "are created; an existing file is refused unless --overwrite)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     o.add_argument("--energy-method", default=0, help="column index or method name")
     o.add_argument("--energy-unit", default=None, help="e.g. hartree, ev, kcal/mol (if not known)")
     o.add_argument("--distance-unit", default=None, help="ang or bohr (if not known)")

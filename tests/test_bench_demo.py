@@ -33,6 +33,14 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "NVE" in text and "barrier" in text
 
 
+def test_demo_never_drops_efa_silently(monkeypatch):
+    """EFA is part of the package: a broken import must fail the demo, not shrink it."""
+    from mlip_attn.apps import demo
+    monkeypatch.setitem(__import__("sys").modules, "mlip_attn.attention.efa", None)
+    configs = demo._model_configs(20.0, quick=True)
+    assert set(configs) == {"local", "efa"} and configs["efa"]["attention"]["type"] == "efa"
+
+
 def test_peers_benchmark_runs_ours_and_skips_missing_peers():
     """`mlip-attn bench --peers` times every model interleaved; a missing peer is reported."""
     import importlib.util

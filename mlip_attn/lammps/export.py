@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..atomic import atomic_path
 from ..models import Potential, load_model
 from ..models.model_file import read_model_file
 
@@ -134,17 +135,10 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
     meta["source"] = Path(model_path).name
     scripted = script_model(model)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-            torch.jit.save(scripted, str(tmp),
-                           _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(out_path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        torch.jit.save(scripted, str(tmp),
+                       _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
     return out_path
 
 

@@ -58,6 +58,8 @@ DEFAULTS = {
         "plateau_factor": 0.5,
         "plateau_patience": 5,
         "grad_clip": 10.0,         # max gradient norm, null = off
+        "nonfinite": "stop",       # a NaN/inf loss or gradient: stop (keep the last good
+                                   # epoch) | skip (skip the batch, count it)
         "ema_decay": 0.99,         # null = no EMA
         "early_stopping": None,    # epochs without validation improvement before stopping
         "dtype": "float32",        # float32 | float64
@@ -71,6 +73,7 @@ DEFAULTS = {
 CHOICES = {
     ("training", "scheduler"): ("plateau", "cosine", "exponential", "constant"),
     ("training", "dtype"): ("float32", "float64"),
+    ("training", "nonfinite"): ("stop", "skip"),
 }
 POSITIVE = {("training", "epochs"), ("training", "batch_size"), ("training", "lr")}
 NON_NEGATIVE = {("training", k) for k in ("weight_decay", "energy_weight", "forces_weight",
