@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from mlip_attn.attention.bond_graph import BondGraphPropagation, smooth_bond_weights
+from mlip_attn.attention.bond_graph import (BRANCH_SOFTENING, BondGraphPropagation,
+                                            continuing_bonds, smooth_bond_weights)
 from mlip_attn.data import AtomicData
 from mlip_attn.nn.graph import Features, Graph
 
@@ -34,28 +35,30 @@ def test_bond_weights_are_one_for_bonds_zero_beyond_and_smooth_between():
 
 
 def test_a_negative_walk_weight_gives_the_sign_of_the_bond_count_at_any_length():
-    """One scalar channel with γ < 0, started at the first carbon: at the last carbon the sum
-    over walks has the sign (−1)^(bonds), for short and long chains alike (nearest-neighbour
-    bonds only; the 2.6 Å next neighbours are not bonds)."""
+    """One scalar channel with γ < 0, started at the first carbon: the last carbon receives it
+    along the one non-backtracking walk, γ^(bonds) — the sign of the bond count and no decay
+    beyond |γ| per bond, for short and long chains alike (nearest-neighbour bonds only; the
+    2.6 Å next neighbours are not bonds)."""
     block = BondGraphPropagation((1,), channels=1, steps=40).double()
     with torch.no_grad():
         block.theta.fill_(float(torch.atanh(torch.tensor(-0.8))))
         block.project[0].weight.fill_(1.0)
         block.back[0].weight.fill_(1.0)          # the output is the propagated channel itself
-    signs = []
     for n in range(3, 17):
         graph = _chain_graph(n)
-        assert len(block.propagation_weights(graph)[0]) == 2 * (n - 1)   # bonds only
+        assert len(block.bonds(graph)[0]) == 2 * (n - 1)   # bonds only
         s = torch.zeros(n, 1, dtype=F64)
         s[0] = 1.0
         x = Features(s, torch.zeros(n, 3, 0, dtype=F64), torch.zeros(n, 5, 0, dtype=F64))
-        signs.append(float(torch.sign(block(x, graph).scalars[-1, 0])))
-    assert signs == [(-1.0) ** (n - 1) for n in range(3, 17)]
+        far_end = block(x, graph).scalars[-1, 0]
+        # every bond after the first passes an interior atom: × 1 / (1 + ε) there
+        expected = (-0.8) ** (n - 1) / (1 + BRANCH_SOFTENING) ** (n - 2)
+        torch.testing.assert_close(far_end, torch.tensor(expected, dtype=F64))
 
 
 def test_dense_and_pairwise_propagation_agree():
-    """Molecules propagate with a dense Â per structure, large structures over bonded pairs:
-    the same sums (a batch of two chains, float64)."""
+    """Molecules propagate with dense matrices per structure, large structures over the list
+    of bond pairs: the same sums (a batch of two chains, float64)."""
     torch.manual_seed(0)
     block = BondGraphPropagation((4, 4), channels=3, steps=12).double()
     graphs = [_chain_graph(5), _chain_graph(7)]
@@ -75,3 +78,14 @@ def test_dense_and_pairwise_propagation_agree():
     pairwise = block.propagate(start, gamma, graph)
     torch.testing.assert_close(dense, pairwise, rtol=1e-12, atol=1e-12)
     assert (dense[:5] - start[:5]).abs().max() > 1e-3   # something propagated
+
+
+def test_continuing_bonds_never_go_back():
+    """A star (atom 0 bonded to 1, 2, 3): from each outer atom into 0, on to the other two
+    outer atoms, never back where it came from."""
+    receivers = torch.tensor([0, 1, 0, 2, 0, 3])
+    senders = torch.tensor([1, 0, 2, 0, 3, 0])
+    out, into = continuing_bonds(receivers, senders, 4)
+    walks = sorted((int(senders[e2]), int(receivers[e2]), int(receivers[e1]))
+                   for e1, e2 in zip(out.tolist(), into.tolist()))
+    assert walks == [(1, 0, 2), (1, 0, 3), (2, 0, 1), (2, 0, 3), (3, 0, 1), (3, 0, 2)]
