@@ -27,10 +27,17 @@ def test_bench_prints_a_row_per_point(capsys):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
+    import json
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert (tmp_path / "model.pt").exists()
     assert "NVE" in text and "barrier" in text
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name in ("local", "global"):
+        assert math.isfinite(results[name]["energy_mae_meV"])
+        assert math.isfinite(results[name]["forces_mae_meV_A"])
+    assert results["seconds"] > 0 and math.isfinite(results["energy_mae_ratio"])
+    assert results["local"]["barrier_eV"] < 0.01   # no atom of the local model sees both ends
 
 
 def test_demo_never_drops_efa_silently(monkeypatch):
