@@ -35,7 +35,7 @@ def _bench(args, extra):
     if args.training:
         from .apps.bench import run_training_bench
         run_training_bench(models=args.models, width=args.width, layers=args.layers,
-                           cutoff=args.cutoff)
+                           cutoff=args.cutoff, structures=args.structures)
         return
     if args.peers:
         from .apps.peers import run_peers
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
     b.add_argument("--training", action="store_true", help="training throughput "
                    "(structures/s) and peak memory of energy + force training steps")
+    b.add_argument("--structures", default="clusters", choices=["clusters", "cumulene"],
+                   help="with --training: 30-atom random clusters, or C9H4 cumulenes")
     b.set_defaults(func=_bench)
 
     lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")

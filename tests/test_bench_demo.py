@@ -78,3 +78,6 @@ def test_training_bench_reports_throughput():
     assert [r["model"] for r in rows] == ["painn", "egnn"]
     assert all(r["median_s"] > 0 and r["peak_mb"] > 0 and r["edges"] > 0 for r in rows)
     assert "structures/s" in lines[1]
+    rows = run_training_bench(models=("painn-l2+efa-l1",), batch_size=2, steps=1, width=8,
+                              layers=1, structures="cumulene", log=lines.append)
+    assert rows[0]["median_s"] > 0 and "C9H4" in lines[-3]
