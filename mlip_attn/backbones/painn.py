@@ -9,7 +9,7 @@ from torch import nn
 
 from ..attention.base import NoGlobalBlock
 from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
-from ..nn.graph import Features, Graph
+from ..nn.graph import Features, Graph, with_atom_inputs
 from ..nn.painn_message import message_in_chunks, painn_message
 from ..registry import BACKBONES, PositiveFloat, PositiveInt
 from .base import Backbone
@@ -101,7 +101,7 @@ class PaiNN(Backbone):
         envelope = self.cutoff_fn(r)[:, None]
         rho = torch.cat([self.basis(r) * envelope, envelope], dim=1)       # (E, n_basis + 1)
         unit = graph.vectors / r[:, None]
-        s = self.embedding(species, graph.batch, graph.charge, graph.spin)
+        s = with_atom_inputs(self.embedding(species, graph.batch, graph.charge, graph.spin), graph)
         v = s.new_zeros((s.shape[0], 3, self.width))
         for layer in self.layers:
             s, v = layer(s, v, rho, unit, graph)

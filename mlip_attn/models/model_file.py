@@ -6,7 +6,8 @@ never unpickles code)::
     {"format": "mlip-attn-model", "format_version": 1,
      "model_config": {...},            # the resolved `model:` section; rebuilds the architecture
      "metadata": {"elements": [...], "cutoff": Å, "r_max": Å, "global": bool, "layers": int,
-                  "dtype": "float32", "units": {...}, "mlip_attn_version": "...", ...},
+                  "dtype": "float32", "units": {...}, "mlip_attn_version": "...",
+                  "smooth": bool, "force_field_safe": bool, ...},
      "state_dict": {...}}
 """
 from __future__ import annotations
@@ -44,6 +45,10 @@ def model_metadata(model: Potential, extra: dict | None = None) -> dict:
         "units": dict(UNITS),
         "conservative": model.conservative,
         "invariant": model.invariant,
+        # bond-graph encoders jump when a bond forms or breaks: not a continuous energy
+        "encoders": [e["type"] for e in cfg.get("encoders") or []],
+        "smooth": model.smooth,
+        "force_field_safe": model.smooth and model.conservative,
         "mlip_attn_version": __version__,
         **(extra or {}),
     }
@@ -102,7 +107,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
                dtype: torch.dtype | str | None = None) -> Potential:
     """Rebuild a `Potential` from a model file (in eval mode). ``dtype`` defaults to the saved one."""
     content = read_model_file(path)
-    model = build_model(content["model_config"])
+    saved = getattr(torch, str(content["metadata"].get("dtype", "float32")), torch.float32)
+    model = build_model(content["model_config"]).to(saved)  # float64 weights load unrounded
     try:
         model.load_state_dict(content["state_dict"])
     except RuntimeError as exc:
