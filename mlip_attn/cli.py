@@ -19,7 +19,9 @@ def _eval(args, extra):
     from .training.trainer import format_errors
     from .data.atomic_data import check_elements
     model = load_model(args.model, dtype=args.dtype)
-    structures = [d.with_graph(model.cutoff) for d in read_structures(args.data, LabelKeys())]
+    labels = tuple(model.target_names) + tuple(model.class_names)
+    structures = [d.with_graph(model.cutoff)
+                  for d in read_structures(args.data, LabelKeys(), labels)]
     for d in structures:
         check_elements(d.numbers.tolist(), model.elements, f"{d.name} ({args.model})")
     metrics = evaluate(model, structures, args.batch_size)

@@ -27,7 +27,9 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def evaluate(model, structures: list[AtomicData], batch_size: int = 16,
              metrics: ErrorMetrics | None = None) -> dict[str, float]:
     """Errors of ``model`` (eval mode) on graph-carrying ``structures``; see `ErrorMetrics`."""
-    metrics = metrics or ErrorMetrics(tuple(getattr(model, "target_names", ())))
+    metrics = metrics or ErrorMetrics(tuple(getattr(model, "target_names", ())),
+                                       dict(zip(getattr(model, "class_names", []),
+                                                getattr(model, "class_counts", []))))
     dtype, device = model_dtype(model), model_device(model)
     was_training = model.training
     model.eval()
