@@ -184,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="throughput and peak memory of the models")
     b.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     b.add_argument("--models", nargs="+", default=["painn", "egnn"],
-                   help="<backbone> or <backbone>+<attention preset>, e.g. painn egnn "
-                   "painn+efa-l1 painn+transformer (see `mlip-attn components`)")
+                   help="<backbone> or <backbone>+<attention preset>, optionally @<encoders> "
+                   "(comma-separated or 'all'), e.g. painn egnn painn+efa-l1 painn+transformer "
+                   "painn@all (see `mlip-attn components`)")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)

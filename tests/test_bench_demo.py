@@ -63,3 +63,13 @@ def test_training_bench_reports_throughput():
     assert [r["model"] for r in rows] == ["painn", "egnn"]
     assert all(r["median_s"] > 0 and r["peak_mb"] > 0 and r["edges"] > 0 for r in rows)
     assert "structures/s" in lines[1]
+
+
+def test_bench_model_names_take_encoders():
+    from mlip_attn.apps.bench import model_config
+    cfg = model_config("painn+transformer@all", 8, 1, 4.0, 10.0)
+    assert cfg["attention"]["type"] == "transformer"
+    assert cfg["encoders"] == ["chemical", "laplacian", "topological"]
+    assert model_config("egnn@chemical", 8, 1, 4.0, 10.0)["encoders"] == ["chemical"]
+    with pytest.raises(ValueError, match="encoder.*'spectral' is not one of"):
+        model_config("egnn@spectral", 8, 1, 4.0, 10.0)

@@ -39,18 +39,18 @@ ATTENTION = {"type": "transformer", "heads": 2, "bias": "power_law_negative"}
 class StudySettings:
     """The budget every scheme gets (model size, training length, seeds)."""
 
-    width: int = 64
+    width: int = 32
     layers: int = 3
     cutoff: float = 4.0
     num_basis: int = 16
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 32
     lr: float = 2e-3
     seeds: tuple = (0, 1, 2)
 
 
 FULL = StudySettings()
-QUICK = StudySettings(width=32, epochs=6)
+QUICK = StudySettings(epochs=6)
 
 
 # ------------------------------------------------------------------ data

@@ -64,13 +64,20 @@ def harmonic(distance: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 def betweenness(distance: torch.Tensor, sigma: torch.Tensor, counts: torch.Tensor
                 ) -> torch.Tensor:
     """Betweenness centrality (G, n), normalised as networkx does for undirected graphs:
-    Σ_{s≠v≠t} σ_st(v)/σ_st / ((n−1)(n−2)) over ordered pairs (s, t)."""
-    d_st = distance[:, :, None, :]                                   # (G, s, 1, t)
-    through = distance[:, :, :, None] + distance[:, None, :, :]       # (G, s, v, t): d_sv + d_vt
-    on_path = torch.isfinite(d_st) & (d_st > 0) & (through == d_st)
-    on_path = on_path & (distance[:, :, :, None] > 0) & (distance[:, None, :, :] > 0)
-    ratio = sigma[:, :, :, None] * sigma[:, None, :, :] / sigma[:, :, None, :].clamp(min=1.0)
-    total = torch.where(on_path, ratio, torch.zeros_like(ratio)).sum(dim=(1, 3))
+    Σ_{s≠v≠t} σ_st(v)/σ_st / ((n−1)(n−2)) over ordered pairs (s, t), where
+    σ_st(v) = σ_sv σ_vt if d_sv + d_vt = d_st. One (G, n, n) slice per middle atom v."""
+    n = distance.shape[1]
+    eye = torch.eye(n, dtype=torch.bool, device=distance.device)[None, :, :]
+    # σ without the diagonal: s = v and v = t drop out, as do unreachable pairs (σ = 0)
+    paths = sigma.masked_fill(eye, 0.0)
+    inverse = torch.where(paths > 0, 1.0 / paths.clamp(min=1.0), torch.zeros_like(paths))
+    finite = torch.where(torch.isfinite(distance), distance, torch.full_like(distance, -1.0))
+    values = []
+    for v in range(n):
+        on_path = (finite[:, :, v, None] + finite[:, None, v, :]) == finite      # (G, s, t)
+        weight = paths[:, :, v, None] * paths[:, None, v, :] * inverse
+        values.append(torch.where(on_path, weight, torch.zeros_like(weight)).sum(dim=(1, 2)))
+    total = torch.stack(values, dim=1)
     norm = ((counts - 1.0) * (counts - 2.0)).clamp(min=1.0)[:, None]
     return torch.where(counts[:, None] > 2, total / norm, torch.zeros_like(total))
 

@@ -34,15 +34,16 @@ def chain_smiles(donor: str, acceptor: str, units: int, backbone: str) -> str:
     return f"{d}{'C#C' * units}{a}"
 
 
-def push_pull_chains(seed: int = 0, conformers: int = 2, lengths=LENGTHS) -> list[Atoms]:
+def push_pull_chains(seed: int = 0, conformers: int = 1, lengths=LENGTHS) -> list[Atoms]:
     """Every (backbone, length, donor, acceptor) combination × ``conformers`` geometries, in a
-    fixed order (6 × 6 × 2 × 10 × 2 = 1,440 by default); deterministic for a seed."""
+    fixed order (2 × 10 × 6 × 6 = 720 molecules by default); deterministic for a seed."""
     Chem = require_rdkit()
     out = []
-    for backbone, units, donor, acceptor in product(BACKBONES, lengths, DONORS, ACCEPTORS):
+    combinations = product(BACKBONES, lengths, DONORS, ACCEPTORS)
+    for m, (backbone, units, donor, acceptor) in enumerate(combinations):
         smiles = Chem.MolToSmiles(Chem.MolFromSmiles(chain_smiles(donor, acceptor, units, backbone)))
-        for c in range(conformers):
-            atoms = conformer(smiles, seed * 1_000_003 + len(out), {
+        for c in range(conformers):  # conformer c of molecule m: the same whatever the count
+            atoms = conformer(smiles, seed * 1_000_003 + 10_000 * c + 100 * units + m, {
                 "config_type": "push_pull_chain", "system": "longrange", "backbone": backbone,
                 "units": units, "donor": donor, "acceptor": acceptor})
             if atoms is not None:
