@@ -50,6 +50,11 @@ def test_tiny_study_end_to_end(tmp_path):
                       out=tmp_path / "study", settings=settings, backbones=["egnn"],
                       isolate=False, log=lambda s: None)
     assert json.dumps(again["runs"], sort_keys=True) == json.dumps(results["runs"], sort_keys=True)
+    with pytest.raises(ValueError, match="trained with other settings"):
+        run_study(data=str(path), targets=["homo"], classes={"polar": 2},
+                  out=tmp_path / "study", settings=StudySettings(width=8, layers=1, epochs=2,
+                                                                 batch_size=8, seeds=(0,)),
+                  backbones=["egnn"], isolate=False, log=lambda s: None)
 
 
 def test_study_errors_name_the_problem(tmp_path):

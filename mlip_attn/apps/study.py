@@ -43,14 +43,14 @@ class StudySettings:
     layers: int = 3
     cutoff: float = 4.0
     num_basis: int = 16
-    epochs: int = 20
+    epochs: int = 40
     batch_size: int = 32
     lr: float = 2e-3
     seeds: tuple = (0, 1, 2)
 
 
 FULL = StudySettings()
-QUICK = StudySettings(epochs=6)
+QUICK = StudySettings(epochs=8)
 
 
 # ------------------------------------------------------------------ data
@@ -144,7 +144,8 @@ def train_one(config: dict, result_path: str, queue=None) -> dict:
     result = fit(config, resume=(out / "checkpoint.pt").exists(), log=lambda s: None)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = load_model(result.model_path)
-    record = {"test": result.test, "valid": result.valid, "best_epoch": result.best_epoch,
+    record = {"config": config, "test": result.test, "valid": result.valid,
+              "best_epoch": result.best_epoch,
               "parameters": sum(p.numel() for p in model.parameters()),
               "train_seconds": result.seconds, "peak_mb": peak, "training_mb": peak - before}
     Path(result_path).write_text(json.dumps(record, indent=1))
@@ -188,11 +189,14 @@ def run_study(dataset: str | None = None, data: str | None = None, targets=None,
                 name = f"{backbone}-{scheme}-seed{seed}"
                 run_dir = out / "runs" / name
                 result_path = run_dir / "result.json"
-                if result_path.exists():
-                    runs[name] = json.loads(result_path.read_text())
-                    continue
                 config = run_config(path, backbone, scheme, seed, settings, targets, classes,
                                     run_dir)
+                if result_path.exists():
+                    runs[name] = json.loads(result_path.read_text())
+                    if runs[name].get("config") != json.loads(json.dumps(config)):
+                        raise ValueError(f"{run_dir}: trained with other settings than this "
+                                         f"study's; choose another --out (or delete it)")
+                    continue
                 t = time.perf_counter()
                 runs[name] = (_train_isolated(config, result_path) if isolate
                               else train_one(config, str(result_path)))
