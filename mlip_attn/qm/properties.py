@@ -114,9 +114,10 @@ def _task(args):
     t0 = time.perf_counter()
     try:
         props = xtb_properties(numbers, positions, charge, polarizability)
-        values = [v for k, v in props.items() if k != "forces"]
-        if not all(math.isfinite(v) for v in values if polarizability or v == v):
-            raise FloatingPointError(f"non-finite property: {props}")
+        checked = [k for k in PROPERTIES if polarizability or k != "polarizability"]
+        bad = [k for k in checked if not math.isfinite(props[k])]
+        if bad or not np.all(np.isfinite(props["forces"])):
+            raise FloatingPointError(f"non-finite {bad or 'forces'}")
         return index, props, None, time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - recorded and skipped, retried on the next run
         return index, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
