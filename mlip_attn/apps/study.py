@@ -346,8 +346,11 @@ def plot_study(results: dict, path: Path) -> None:
             ax.bar(x + (b - (len(backbones) - 1) / 2) * 0.38, mean, 0.38, yerr=std,
                    label=backbone, capsize=2)
         ax.set_xticks(x, schemes)
-        label = key.replace("target_", "").replace("class_", "").replace("_mae", " MAE")
-        ax.set_title(label.replace("training_mb", "training memory (MB)"), fontsize=9)
+        label = {"training_mb": "training memory (MB)"}.get(key, key)
+        for prefix, suffix, text in (("target_", "_mae", " MAE"), ("class_", "_accuracy", " accuracy")):
+            if key.startswith(prefix) and key.endswith(suffix):
+                label = key[len(prefix):-len(suffix)] + text
+        ax.set_title(label, fontsize=9)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{results['dataset']}: test metrics, mean ± std over "
                  f"{len(results['settings']['seeds'])} seeds", fontsize=10)
