@@ -19,8 +19,9 @@ import numpy as np
 
 DENSITY = 0.1  # atoms / Å^3
 
-MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, e.g. painn, painn-l2, egnn, "
-                    "painn+efa-l1, painn+transformer (see `mlip-attn components`)")
+MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, optionally @<encoders> "
+                    "(comma-separated, or 'all'), e.g. painn, painn-l2, egnn, painn+efa-l1, "
+                    "painn+transformer, painn@all, egnn@chemical (see `mlip-attn components`)")
 
 
 def random_box(n_atoms: int, seed: int = 0, density: float = DENSITY, periodic: bool = True):
@@ -41,7 +42,8 @@ def random_box(n_atoms: int, seed: int = 0, density: float = DENSITY, periodic: 
 def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float) -> dict:
     """The model config of a benchmark model name (see `MODEL_NAMES_HELP`); a global block
     with a finite reach gets ``r_max`` Å."""
-    from ..registry import BACKBONES, GLOBAL_BLOCKS
+    from ..registry import BACKBONES, ENCODERS, GLOBAL_BLOCKS
+    kind, _, encoders = kind.partition("@")
     backbone, _, preset = kind.partition("+")
     own = {}
     if backbone in BACKBONES.presets():  # e.g. painn-l2 = painn with lmax 2
@@ -58,6 +60,11 @@ def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float
         if "r_max" in GLOBAL_BLOCKS[block].parameters():
             options.setdefault("r_max", r_max)
         cfg["attention"] = {"type": block, **options}
+    if encoders:
+        names = ENCODERS.names() if encoders == "all" else encoders.split(",")
+        for name in names:
+            ENCODERS.get(name, f"benchmark model {kind}@{encoders}: encoder")
+        cfg["encoders"] = names
     return cfg
 
 
