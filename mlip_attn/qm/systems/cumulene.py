@@ -255,7 +255,7 @@ class Cumulene(ReferenceSystem):
                       "efa": {"type": "efa", "vectors": True, "grid": 50, "d_qk": 16,
                               "d_v": 16, "b_max": math.pi, "r_max": 15.0}},
             width=64, reference="efa",
-            training={"epochs": 150, "batch_size": 16, "lr": 1e-3, "scheduler": "exponential",
+            training={"epochs": 100, "batch_size": 16, "lr": 1e-3, "scheduler": "exponential",
                       "lr_min": 1e-5, "energy_weight": 100.0}),
     }
     card_description = (
