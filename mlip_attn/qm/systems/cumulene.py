@@ -287,11 +287,12 @@ class Cumulene(ReferenceSystem):
         for n_c in lengths:
             frames = label(cumulene_torsion_scan(n_c, angles), out / f"c{n_c}_scan.xyz")
             ref = np.array([a.info["REF_energy"] for a in frames])
-            entry = {"reference": _torsion_summary(ref, n_c)}
+            reference = abs(ref[0] - ref[-1])
+            entry = {"reference": _torsion_summary(ref, n_c, reference)}
             curves = {"reference (GFN2-xTB)": (angles, ref - ref.min())}
             for name, calc in calculators.items():
                 e = energies(calc, frames)
-                entry[name] = _torsion_summary(e, n_c)
+                entry[name] = _torsion_summary(e, n_c, reference)
                 entry[name]["profile_mae_eV"] = float(np.mean(np.abs((e - e[0]) - (ref - ref[0]))))
                 curves[name] = (angles, e - e.min())
             result["lengths"][f"C{n_c}"] = entry
@@ -301,12 +302,17 @@ class Cumulene(ReferenceSystem):
         return result
 
 
-def _torsion_summary(energies: np.ndarray, n_carbons: int) -> dict:
-    """Barrier |E(0°) − E(90°)| (eV), the side of the minimum, and whether it is right."""
-    planar_lower = bool(energies[0] < energies[-1])
-    return {"barrier_eV": float(abs(energies[0] - energies[-1])),
-            "minimum": "planar" if planar_lower else "perpendicular",
-            "minimum_right": planar_lower == (n_carbons % 2 == 0)}
+def _torsion_summary(energies: np.ndarray, n_carbons: int, reference_barrier: float) -> dict:
+    """Barrier |E(0°) − E(90°)| (eV) and the side of the minimum: "planar", "perpendicular",
+    or "flat" when the barrier is under a tenth of the reference's (no side to speak of);
+    ``minimum_right``: planar for even chains, perpendicular for odd ones."""
+    barrier = float(abs(energies[0] - energies[-1]))
+    if barrier < 0.1 * reference_barrier:
+        minimum = "flat"
+    else:
+        minimum = "planar" if energies[0] < energies[-1] else "perpendicular"
+    return {"barrier_eV": barrier, "minimum": minimum,
+            "minimum_right": minimum == ("planar" if n_carbons % 2 == 0 else "perpendicular")}
 
 
 def _plot_profiles(path: Path, curves_per_length: dict, note: str) -> None:
