@@ -301,6 +301,23 @@ class Cumulene(ReferenceSystem):
                        "(trained length)" if protocol == "paper" else "(never trained on)")
         return result
 
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
+        return _card_findings(analysis, variant)
+
+
+def _card_findings(analysis: dict, variant: str) -> list[str]:
+    lines = []
+    for length, entry in analysis.get("lengths", {}).items():
+        ref, own = entry["reference"], entry.get(variant)
+        if own is None:
+            continue
+        lines.append(f"{length}H4 rigid torsion barrier {own['barrier_eV']:.3f} eV against "
+                     f"GFN2-xTB's {ref['barrier_eV']:.3f} eV "
+                     f"({100 * (own['barrier_eV'] / ref['barrier_eV'] - 1):+.0f} %); minimum "
+                     f"{own['minimum']} ({'right' if own['minimum_right'] else 'wrong'}: "
+                     f"{ref['minimum']})")
+    return lines
+
 
 def _torsion_summary(energies: np.ndarray, n_carbons: int, reference_barrier: float) -> dict:
     """Barrier |E(0°) − E(90°)| (eV) and the side of the minimum: "planar", "perpendicular",
