@@ -13,17 +13,12 @@ def _fit(args, extra):
 
 
 def _eval(args, extra):
-    from .data import LabelKeys, read_structures
     from .models import load_model
-    from .training.evaluate import evaluate
+    from .training.evaluate import evaluate_file
     from .training.trainer import format_errors
-    from .data.atomic_data import check_elements
     model = load_model(args.model, dtype=args.dtype)
-    structures = [d.with_graph(model.cutoff) for d in read_structures(args.data, LabelKeys())]
-    for d in structures:
-        check_elements(d.numbers.tolist(), model.elements, f"{d.name} ({args.model})")
-    metrics = evaluate(model, structures, args.batch_size)
-    print(f"{args.data}: {len(structures)} structures")
+    metrics = evaluate_file(model, args.data, args.batch_size)
+    print(f"{args.data}: {int(metrics['structures'])} structures")
     print(format_errors(metrics))
 
 
@@ -45,7 +40,7 @@ def _bench(args, extra):
     if args.training:
         from .apps.bench import run_training_bench
         run_training_bench(models=args.models, width=args.width, layers=args.layers,
-                           cutoff=args.cutoff)
+                           cutoff=args.cutoff, structures=args.structures)
         return
     if args.peers:
         from .apps.peers import run_peers
@@ -59,22 +54,42 @@ def _bench(args, extra):
 
 
 def _benchmark(args, extra):
-    from .apps.longrange import run_longrange, variant_attention
+    from .apps.longrange import protocol_of, run_longrange, variant_attention
     from .registry import REFERENCE_SYSTEMS
     systems = REFERENCE_SYSTEMS.names() if args.system == "all" else [args.system]
     for system in systems:
-        REFERENCE_SYSTEMS.get(system, "--system")
-    unknown = sorted(set(args.variants or []) - set(variant_attention()))
-    if unknown:
-        raise ValueError(f"--variants: {unknown[0]!r} is not one of {sorted(variant_attention())}")
+        _, spec = protocol_of(system, args.protocol)
+        names = spec.variants if spec.variants is not None else variant_attention()
+        unknown = sorted(set(args.variants or []) - set(names))
+        if unknown:
+            raise ValueError(f"--variants: {unknown[0]!r} is not one of {sorted(names)}")
     for system in systems:
-        run_longrange(system, out=args.out, epochs=args.epochs, base_width=args.width, n=args.n,
-                      variants=args.variants, workers=args.workers, seed=args.seed)
+        run_longrange(system, protocol=args.protocol, out=args.out, epochs=args.epochs,
+                      width=args.width, n=args.n, variants=args.variants,
+                      workers=args.workers, seed=args.seed)
+
+
+def _study(args, extra):
+    from .apps.study import FULL, QUICK, run_study, settings_with
+    if bool(args.dataset) == bool(args.data):
+        raise ValueError("give either --dataset local|longrange or --data FILE --target NAME")
+    classes = {}
+    for item in args.class_ or []:
+        name, _, count = item.partition(":")
+        if not count.isdigit():
+            raise ValueError(f"--class {item!r}: expected NAME:N_CLASSES, e.g. polar:2")
+        classes[name] = int(count)
+    settings = settings_with(QUICK if args.quick else FULL, epochs=args.epochs, width=args.width,
+                             seeds=tuple(args.seeds) if args.seeds else None)
+    run_study(dataset=args.dataset, data=args.data, targets=args.target,
+              classes=classes if args.data else None, out=args.out, quick=args.quick,
+              settings=settings, backbones=args.backbones, schemes=args.schemes,
+              workers=args.workers)
 
 
 def _components(args, extra):
-    from .registry import BACKBONES, GLOBAL_BLOCKS, REFERENCE_SYSTEMS
-    for registry in (BACKBONES, GLOBAL_BLOCKS, REFERENCE_SYSTEMS):
+    from .registry import BACKBONES, ENCODERS, GLOBAL_BLOCKS, REFERENCE_SYSTEMS
+    for registry in (BACKBONES, GLOBAL_BLOCKS, ENCODERS, REFERENCE_SYSTEMS):
         print(f"{registry.kind}s ({registry.package}):")
         for c in registry:
             print(f"  {c.name}: {c.summary}")
@@ -89,12 +104,21 @@ def _components(args, extra):
 
 def _analyze(args, extra):
     from pathlib import Path
+    if args.what == "reach":
+        from .analysis.reach import analyze_reach
+        if len(args.paths) < 2:
+            raise ValueError("analyze reach: give one or more model files, then the data file")
+        analyze_reach(args.paths[:-1], args.paths[-1], out=args.out, quantity=args.quantity,
+                      max_structures=args.max_structures)
+        return
     import ase.io
     from .analysis.attention import learned_exponents, plot_attention_vs_distance, plot_exponents
     from .data import AtomicData
     from .models import load_model
-    model = load_model(args.model, dtype="float64")
-    structures = [AtomicData.from_atoms(a) for a in ase.io.read(args.data, ":")]
+    if len(args.paths) != 2:
+        raise ValueError("analyze attention: give a model file and a data file")
+    model = load_model(args.paths[0], dtype="float64")
+    structures = [AtomicData.from_atoms(a) for a in ase.io.read(args.paths[1], ":")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_attention_vs_distance(model, structures, out / "attention_vs_distance.png")
@@ -117,13 +141,16 @@ def _export(args, extra):
 
 
 def _build_lammps(args, extra):
-    from .lammps.build import build_message, build_plugin
-    print(build_message(build_plugin(out_dir=args.out, force=args.force, verbose=args.verbose)))
+    from .lammps.build import build_message, build_plugin, plugin_up_to_date
+    reused = not args.force and plugin_up_to_date(args.out)
+    so = build_plugin(out_dir=args.out, force=args.force, verbose=args.verbose)
+    print(build_message(so, reused=reused))
 
 
 def _import_openqdc(args, extra):
     from .data.openqdc import openqdc_to_file
-    n = openqdc_to_file(args.path, args.out, energy_method=args.energy_method,
+    n = openqdc_to_file(args.path, args.out, overwrite=args.overwrite,
+                        energy_method=args.energy_method,
                         energy_unit=args.energy_unit, distance_unit=args.distance_unit,
                         force_unit=args.force_unit)
     print(f"wrote {n} structures to {args.out}")
@@ -136,23 +163,47 @@ def _data(args, extra):
     print(report)
 
 
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Help that ends each option's text with its default (unless None, off or already said)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text \
+                or action.default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlip-attn", description="ML interatomic potentials with "
                                 "global attention: train, evaluate, benchmark.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fit", help="train a model from a YAML config",
-                       description="Train a model. Any config key can be overridden: "
-                                   "--training.epochs 50 --model.attention null")
+    defaults = _DefaultsHelp
+    f = sub.add_parser("fit", help="train a model from a YAML config", formatter_class=defaults,
+                       description="Train a model on labelled structures. config.yaml (optional) "
+                       "holds the sections model, data, training and output; keys it leaves out "
+                       "take their defaults (without it, give at least --data.train). Writes "
+                       "OUTPUT/model.pt (best on validation), checkpoint.pt (every epoch), "
+                       "metrics.csv and config.yaml; OUTPUT is runs/model by default.",
+                       epilog="Every config key (model.*, data.*, training.*, output) has a "
+                       "default and is listed with it in README.md, section 'Config reference'. "
+                       "Any key can be overridden on the command line: --training.epochs 50 "
+                       "--model.attention null --data.train data/train.xyz")
     f.usage = "mlip-attn fit [config.yaml] [--resume] [--section.key value ...]"
-    f.add_argument("--resume", action="store_true", help="continue the run in the output directory")
+    f.add_argument("--resume", action="store_true", help="continue the run in the output "
+                   "directory from its last checkpoint (its model and data sections must match)")
     f.set_defaults(func=_fit, allow_extra=True)
 
-    e = sub.add_parser("eval", help="errors of a model on a labelled data file")
-    e.add_argument("model")
-    e.add_argument("data")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    e = sub.add_parser("eval", help="errors of a model on a labelled data file",
+                       formatter_class=defaults, description="MAE and RMSE of energy, forces "
+                       "and stress of a model file on labelled structures.")
+    e.add_argument("model", help="model file written by mlip-attn fit (model.pt)")
+    e.add_argument("data", help="labelled structures: .xyz/.extxyz (REF_energy, REF_forces), "
+                   ".h5 or .db")
+    e.add_argument("--batch-size", type=int, default=16, help="structures per model call")
+    e.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                   help="precision to evaluate in (default: the model file's own)")
     e.set_defaults(func=_eval)
 
     d = sub.add_parser("demo", help="generate xTB cumulene data, train, evaluate, run MD")
@@ -163,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="throughput and peak memory of the models")
     b.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     b.add_argument("--models", nargs="+", default=["painn", "egnn"],
-                   help="<backbone> or <backbone>+<attention preset>, e.g. painn egnn "
-                   "painn+efa-l1 painn+transformer (see `mlip-attn components`)")
+                   help="<backbone> or <backbone>+<attention preset>, optionally @<encoders> "
+                   "(comma-separated or 'all'), e.g. painn egnn painn+efa-l1 painn+transformer "
+                   "painn@all (see `mlip-attn components`)")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)
@@ -181,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
     b.add_argument("--training", action="store_true", help="training throughput "
                    "(structures/s) and peak memory of energy + force training steps")
+    b.add_argument("--structures", default="clusters", choices=["clusters", "cumulene"],
+                   help="with --training: 30-atom random clusters, or C9H4 cumulenes")
     b.set_defaults(func=_bench)
 
     lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")
@@ -188,8 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--system", default="cumulene",
                     help="a reference system (see `mlip-attn components`) or 'all'")
     lr.add_argument("--out", default="longrange")
-    lr.add_argument("--epochs", type=int, default=60)
-    lr.add_argument("--width", type=int, default=32, help="width of efa-l1; others are matched")
+    lr.add_argument("--protocol", default=None, help="the system's protocol (default: its "
+                    "first; cumulene: lengths, paper)")
+    lr.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
+    lr.add_argument("--width", type=int, default=None, help="width of the protocol's reference "
+                    "variant (others are matched in parameters)")
     lr.add_argument("--n", type=int, default=None, help="structures (default per system)")
     lr.add_argument("--variants", nargs="+", default=None,
                     help="local and attention presets (default: all), e.g. local efa-l1")
@@ -197,22 +254,53 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--seed", type=int, default=0)
     lr.set_defaults(func=_benchmark)
 
-    g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)")
+    g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)",
+                       formatter_class=defaults, description="Make structures of a reference "
+                       "system and label them (energy, forces) into an extxyz file, one frame "
+                       "as soon as it is computed. Re-running the same command resumes; an "
+                       "--out that this command did not write is refused and left untouched.")
     g.add_argument("system", help="a reference system: cumulene, sn2, charge-transfer, nacl, "
                    "... (see `mlip-attn components`)")
-    g.add_argument("--n", type=int, default=200)
-    g.add_argument("--out", required=True)
+    g.add_argument("--n", type=int, default=200, help="number of structures (at least 1)")
+    g.add_argument("--out", required=True, help="extxyz file to write or resume")
     g.add_argument("--method", default=None, choices=["gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp"],
                    help="reference method (default: the system's own, GFN2-xTB for QM systems)")
-    g.add_argument("--workers", type=int, default=1)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=int, default=1, help="labelling processes")
+    g.add_argument("--seed", type=int, default=0, help="seed of the structure recipe (resume "
+                   "with the same seed)")
     g.set_defaults(func=_data)
-    an = sub.add_parser("analyze", help="plots of what a model attends to")
-    an.add_argument("what", choices=["attention"])
-    an.add_argument("model")
-    an.add_argument("data", help="structures (extxyz or any ASE-readable file)")
-    an.add_argument("--out", default="analysis", help="folder for the PNGs")
+    an = sub.add_parser("analyze", help="what a model attends to (attention) and how far it "
+                        "sees (reach: force-Jacobian sensitivity against distance)")
+    an.add_argument("what", choices=["attention", "reach"])
+    an.add_argument("paths", nargs="+", metavar="MODEL... DATA",
+                    help="model file(s) (reach: one or more), then the structures (extxyz or "
+                    "any ASE-readable file)")
+    an.add_argument("--out", default="analysis", help="folder for the PNGs (and reach.json)")
+    an.add_argument("--quantity", default="auto", choices=["auto", "forces", "energies", "targets"],
+                    help="reach: ‖∂F_i/∂r_j‖ (forces), ‖∂E_i/∂r_j‖ (energies) or per-atom target "
+                    "contributions (targets); auto = targets for property models, else forces")
+    an.add_argument("--max-structures", type=int, default=10, help="reach: structures used")
     an.set_defaults(func=_analyze)
+
+    st = sub.add_parser("study", help="the encoder study: S1–S4 (message passing ± encoders ± "
+                        "global attention) for PaiNN and EGNN on graph-level properties")
+    st.add_argument("--dataset", choices=["local", "longrange"], default=None,
+                    help="a built-in GFN2-xTB data set (needs RDKit: the 'study' extra)")
+    st.add_argument("--data", default=None, help="your own extxyz with targets in atoms.info")
+    st.add_argument("--target", nargs="+", default=None, help="regression targets "
+                    "(atoms.info keys; default for --dataset: its own)")
+    st.add_argument("--class", dest="class_", nargs="+", default=None,
+                    help="class labels as NAME:N_CLASSES (with --data)")
+    st.add_argument("--out", default="study_run")
+    st.add_argument("--quick", action="store_true", help="smaller data and models, 6 epochs: "
+                    "minutes")
+    st.add_argument("--epochs", type=int, default=None)
+    st.add_argument("--width", type=int, default=None)
+    st.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
+    st.add_argument("--backbones", nargs="+", default=["painn", "egnn"])
+    st.add_argument("--schemes", nargs="+", default=["S1", "S2", "S3", "S4"])
+    st.add_argument("--workers", type=int, default=1, help="xTB labelling processes")
+    st.set_defaults(func=_study)
 
     c = sub.add_parser("components", help="list the registered backbones, global blocks and "
                        "reference systems with their options")
@@ -237,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("import-openqdc", help="convert a data set openQDC preprocessed on disk")
     o.add_argument("path", help="<openqdc cache>/<dataset name> (or its preprocessed/ folder)")
-    o.add_argument("--out", required=True, help=".xyz or .h5 file to write")
+    o.add_argument("--out", required=True, help=".xyz or .h5 file to write (missing folders "
+                   "are created; an existing file is refused unless --overwrite)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     o.add_argument("--energy-method", default=0, help="column index or method name")
     o.add_argument("--energy-unit", default=None, help="e.g. hartree, ev, kcal/mol (if not known)")
     o.add_argument("--distance-unit", default=None, help="ang or bohr (if not known)")

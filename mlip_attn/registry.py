@@ -1,4 +1,5 @@
-"""The three extension points — backbones, global blocks and reference systems — as registries.
+"""The extension points — backbones, global blocks, reference systems and per-atom input
+encoders — as registries.
 
 A component is one module that registers itself with a decorator::
 
@@ -8,15 +9,16 @@ A component is one module that registers itself with a decorator::
     @GLOBAL_BLOCKS.register("my-attention", summary="one line for `mlip-attn components`",
                             presets={"my-attention": {}})
     class MyAttention(GlobalBlock):
-        def __init__(self, width: int, host_order: int, strength: float = 1.0): ...
+        def __init__(self, widths: tuple[int, ...], strength: float = 1.0): ...
         def forward(self, x: Features, graph: Graph) -> Features: ...
 
 Dropping the file into the component's package (``mlip_attn/backbones``, ``mlip_attn/attention``
-or ``mlip_attn/qm/systems``) is all it takes: each registry imports every module of its package
+``mlip_attn/qm/systems`` or ``mlip_attn/encoders``) is all it takes: each registry imports every module of its package
 on first use. Other packages add modules through the entry point groups
-``mlip_attn.backbones``, ``mlip_attn.global_blocks`` and ``mlip_attn.reference_systems`` (each
+``mlip_attn.backbones``, ``mlip_attn.global_blocks``, ``mlip_attn.reference_systems`` and
+``mlip_attn.encoders`` (each
 entry point names a module to import). The constructor's signature *is* the config schema: its
-parameters (less the host arguments the builder supplies, e.g. ``width``) are the config keys,
+parameters (less the host arguments the builder supplies, e.g. ``widths``) are the config keys,
 its defaults are the defaults, and its annotations are checked (``bool``, ``int``, ``float``,
 ``str``, ``Literal``, ``Optional`` …) with messages naming the key. Capabilities (rotation
 order, reach, periodic support, export) are attributes of the component — see
@@ -162,9 +164,11 @@ class Registry:
 BACKBONES = Registry("backbone", "mlip_attn.backbones", "mlip_attn.backbones",
                      host_arguments=("num_elements", "global_blocks"))
 GLOBAL_BLOCKS = Registry("global block", "mlip_attn.attention", "mlip_attn.global_blocks",
-                         host_arguments=("width", "host_order"))
+                         host_arguments=("widths",))
 REFERENCE_SYSTEMS = Registry("reference system", "mlip_attn.qm.systems",
                              "mlip_attn.reference_systems", host_arguments=())
+ENCODERS = Registry("encoder", "mlip_attn.encoders", "mlip_attn.encoders",
+                    host_arguments=("elements",))
 
 
 # ----------------------------------------------------------------------------- type checks

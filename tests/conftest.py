@@ -15,32 +15,39 @@ TEST_OPTIONS = {"r_max": 40.0}
 
 
 def _model_matrix() -> dict:
-    """Every model family the registries build: each backbone alone, and each backbone that
-    takes global blocks with every preset of every global block of an order it carries.
+    """Every model family the registries build: each backbone (and backbone preset) alone, and
+    each that takes global blocks with every preset of every global block it can host.
     A new backbone or global block joins every model test without listing it here."""
     configs = {}
     for backbone in BACKBONES:
-        configs[backbone.name] = {"backbone": backbone.name}
-        if not backbone.factory.accepts_global_blocks:
-            continue
-        order = backbone.factory.feature_order(backbone.defaults())
-        for block in GLOBAL_BLOCKS:
-            required = {k for k, p in block.parameters().items() if p.default is p.empty}
-            for preset, options in block.presets.items():
-                options = {**{k: TEST_OPTIONS[k] for k in required - set(options)}, **options}
-                try:
-                    build_model({"backbone": backbone.name, "elements": [1], "width": 16,
-                                 "attention": {"type": block.name, **options}})
-                except ValueError:  # e.g. vector channels on a scalar backbone
-                    continue
-                configs[f"{backbone.name}+{preset}"] = {
-                    "backbone": backbone.name, "attention": {"type": block.name, **options}}
+        for name, own in [(backbone.name, {}), *backbone.presets.items()]:
+            configs[name] = {"backbone": backbone.name, **own}
+            if not backbone.factory.accepts_global_blocks:
+                continue
+            for block in GLOBAL_BLOCKS:
+                required = {k for k, p in block.parameters().items() if p.default is p.empty}
+                for preset, options in block.presets.items():
+                    options = {**{k: TEST_OPTIONS[k] for k in required - set(options)}, **options}
+                    config = {"backbone": backbone.name, **own,
+                              "attention": {"type": block.name, **options}}
+                    try:
+                        build_model({**config, "elements": [1], "width": 16})
+                    except ValueError:  # e.g. vector channels on a scalar backbone
+                        continue
+                    configs[f"{name}+{preset}"] = config
     return configs
 
 
 # EFA is rotation invariant up to the Lebedev quadrature error, which is ~1e-12 for structures
 # well inside r_max (test structures here span < 12 Å); tests/test_efa.py covers the range limit.
 MODEL_CONFIGS = _model_matrix()
+
+
+def call_exact(block, s, v, positions, batch, num_graphs):
+    """`call_block` through an EFA block's O(N²) reference."""
+    x = Features(s, v, s.new_zeros((s.shape[0], 5, 0)))
+    out = block.exact_pairwise(x, graph_without_edges(positions, batch, num_graphs))
+    return out.scalars, out.vectors
 
 
 def call_block(block, s, v, positions, batch, num_graphs):

@@ -12,7 +12,7 @@ import torch
 from conftest import _model_matrix, make_model, predict, random_molecule
 from mlip_attn.attention.base import GlobalBlock
 from mlip_attn.nn.graph import Features, Graph
-from mlip_attn.qm.systems.base import BenchmarkSettings, ReferenceSystem
+from mlip_attn.qm.systems.base import Protocol, ReferenceSystem
 from mlip_attn.registry import GLOBAL_BLOCKS, REFERENCE_SYSTEMS, PositiveInt
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlip_attn"
@@ -89,8 +89,9 @@ def toy_components():
     @GLOBAL_BLOCKS.register("toy-mean-field", summary="toy: MLP of the structure's mean "
                             "feature", presets={"toy-mean-field": {"hidden": 8}})
     class ToyMeanField(GlobalBlock):
-        def __init__(self, width: int, host_order: int, hidden: PositiveInt = 16):
+        def __init__(self, widths: tuple, hidden: PositiveInt = 16):
             super().__init__()
+            width = widths[0]
             self.mlp = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.SiLU(),
                                            torch.nn.Linear(hidden, width))
 
@@ -105,7 +106,7 @@ def toy_components():
     @REFERENCE_SYSTEMS.register("toy-dimer", summary="toy: H2 at random bond lengths")
     class ToyDimer(ReferenceSystem):
         methods = ("gfn2-xtb",)
-        benchmark = BenchmarkSettings(n=10)
+        protocols = {"default": Protocol("toy", n=10)}
 
         def structures(self, n: int, seed: int = 0, **options):
             rng = np.random.default_rng(seed)

@@ -27,10 +27,30 @@ def test_bench_prints_a_row_per_point(capsys):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
+    import json
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert (tmp_path / "model.pt").exists()
     assert "NVE" in text and "barrier" in text
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name in ("local", "global"):
+        assert math.isfinite(results[name]["energy_mae_meV"])
+        assert math.isfinite(results[name]["forces_mae_meV_A"])
+    assert results["seconds"] > 0 and math.isfinite(results["energy_mae_ratio"])
+    assert results["local"]["barrier_eV"] < 0.01   # no atom of the local model sees both ends
+
+
+def test_demo_compares_a_local_and_a_global_model_of_the_same_size():
+    """Both models always (no fallback that silently drops the global one), matched in
+    parameters within 5 %."""
+    from mlip_attn import build_model
+    from mlip_attn.apps import demo
+    configs = demo.model_configs()
+    assert set(configs) == {"local", "global"}
+    assert configs["local"]["attention"] is None
+    assert configs["global"]["attention"]["type"] == "bond-graph"
+    sizes = [sum(p.numel() for p in build_model(c).parameters()) for c in configs.values()]
+    assert abs(sizes[0] - sizes[1]) <= 0.05 * max(sizes)
 
 
 def test_peers_benchmark_runs_ours_and_skips_missing_peers():
@@ -63,3 +83,16 @@ def test_training_bench_reports_throughput():
     assert [r["model"] for r in rows] == ["painn", "egnn"]
     assert all(r["median_s"] > 0 and r["peak_mb"] > 0 and r["edges"] > 0 for r in rows)
     assert "structures/s" in lines[1]
+    rows = run_training_bench(models=("painn-l2+efa-l1",), batch_size=2, steps=1, width=8,
+                              layers=1, structures="cumulene", log=lines.append)
+    assert rows[0]["median_s"] > 0 and "C9H4" in lines[-3]
+
+
+def test_bench_model_names_take_encoders():
+    from mlip_attn.apps.bench import model_config
+    cfg = model_config("painn+transformer@all", 8, 1, 4.0, 10.0)
+    assert cfg["attention"]["type"] == "transformer"
+    assert cfg["encoders"] == ["chemical", "laplacian", "topological"]
+    assert model_config("egnn@chemical", 8, 1, 4.0, 10.0)["encoders"] == ["chemical"]
+    with pytest.raises(ValueError, match="encoder.*'spectral' is not one of"):
+        model_config("egnn@spectral", 8, 1, 4.0, 10.0)

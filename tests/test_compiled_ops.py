@@ -30,51 +30,111 @@ def ops():
         pytest.skip(f"cannot build the mlip_attn ops here: {str(exc)[:300]}")
 
 
-def message_inputs(first: bool, n=7, e=40, f=4, k=5, seed=0):
+def message_inputs(first: bool, n=7, e=40, f=4, k=5, lmax=1, seed=0):
+    """(phi, rho, weight), the orders' (features, geometry), receivers, senders, with
+    gradients: vectors (N, 3, F) with û-like (E, 3), and with ``lmax`` 2 rank-2 tensors of one
+    channel fewer (N, 5, F - 1) with (E, 5) (widths may differ by order)."""
     g = torch.Generator().manual_seed(seed)
     kw = {"dtype": torch.float64, "generator": g}
-    phi = torch.randn(n, 3 * f, **kw).requires_grad_(True)
-    v = torch.randn(n, 3, f, **kw).requires_grad_(not first)
-    rho = torch.randn(e, k, **kw).requires_grad_(True)
-    unit = torch.randn(e, 3, **kw).requires_grad_(True)
-    weight = torch.randn(3 * f, k, **kw).requires_grad_(True)
+    widths = [f, f - 1][:lmax]
+    channels = f + 2 * sum(widths)
+    dense = tuple(torch.randn(*shape, **kw).requires_grad_(True)
+                  for shape in ((n, channels), (e, k), (channels, k)))
+    features = [torch.randn(n, m, w, **kw).requires_grad_(not first)
+                for m, w in zip((3, 5), widths)]
+    geometry = [torch.randn(e, m, **kw).requires_grad_(True) for m in (3, 5)[:lmax]]
     i = torch.randint(0, n, (e,), generator=g)
     j = torch.randint(0, n, (e,), generator=g)
-    return (phi, v, rho, unit, weight), i, j
+    return dense, features, geometry, i, j
+
+
+def call_op(dense, features, geometry, i, j, first, chunk):
+    """``painn_message_orders`` on the inputs; a flat tuple (Δs, Δf per order)."""
+    phi, rho, weight = dense
+    ds, out = torch.ops.mlip_attn.painn_message_orders(phi, features, geometry, rho, weight, i,
+                                                        j, first, chunk)
+    return (ds, *out)
+
+
+@pytest.mark.parametrize("lmax", [1, 2])
+@pytest.mark.parametrize("first", [False, True])
+@pytest.mark.parametrize("chunk", [1, 7, 1024])
+def test_painn_message_op_equals_the_reference(ops, first, chunk, lmax):
+    """Forward and first derivatives equal `message_reference` for ℓ ≤ 1 and ℓ = 2 (unequal
+    widths per order), for any chunk size."""
+    dense, features, geometry, i, j = message_inputs(first, lmax=lmax)
+    phi, rho, weight = dense
+    got = call_op(dense, features, geometry, i, j, first, chunk)
+    ds, out = message_reference(phi, features, geometry, rho, weight, i, j, first)
+    want = (ds, *out)
+    assert len(got) == 1 + lmax
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    inputs = (*dense, *[f for f in features if f.requires_grad], *geometry)
+    weights = [torch.randn_like(t) for t in want]
+    g_got = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, got)), inputs)
+    g_want = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, want)), inputs)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("lmax", [1, 2])
+@pytest.mark.parametrize("first", [False, True])
+def test_painn_message_op_first_and_second_derivatives(ops, first, lmax):
+    """gradcheck and gradgradcheck of the op (small sizes, several chunks)."""
+    dense, features, geometry, i, j = message_inputs(first, n=5, e=12, f=2, k=3, lmax=lmax)
+    chunk = 5
+    grad_inputs = (*dense, *[f for f in features if f.requires_grad], *geometry)
+
+    def op(*x):
+        d, rest = x[:3], x[3:]
+        fs = list(rest[:lmax]) if not first else features
+        gs = list(rest[lmax:]) if not first else list(rest)
+        return call_op(d, fs, gs, i, j, first, chunk)
+    assert torch.autograd.gradcheck(op, grad_inputs)
+    assert torch.autograd.gradgradcheck(op, grad_inputs)
 
 
 @pytest.mark.parametrize("first", [False, True])
-@pytest.mark.parametrize("chunk", [1, 7, 1024])
-def test_painn_message_op_equals_the_reference_with_gradients(ops, first, chunk):
-    """Forward equals `message_reference`; first and second derivatives pass gradcheck."""
-    dense, i, j = message_inputs(first)
-    got = torch.ops.mlip_attn.painn_message(*dense, i, j, first, chunk)
-    want = message_reference(*dense, i, j, first)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-
-    def op(*x):
-        return torch.ops.mlip_attn.painn_message(*x, i, j, first, chunk)
-    assert torch.autograd.gradcheck(op, dense)
-    assert torch.autograd.gradgradcheck(op, dense)
+def test_l1_op_of_earlier_exports_is_the_one_order_message(ops, first):
+    """``painn_message`` (what files exported before the list form call) equals
+    ``painn_message_orders`` with the vectors alone, with gradients."""
+    dense, features, geometry, i, j = message_inputs(first)
+    phi, rho, weight = dense
+    ds, dv = torch.ops.mlip_attn.painn_message(phi, features[0], rho, geometry[0], weight, i, j,
+                                               first, 7)
+    want = call_op(dense, features, geometry, i, j, first, 7)
+    torch.testing.assert_close(ds, want[0], rtol=0, atol=0)
+    torch.testing.assert_close(dv, want[1], rtol=0, atol=0)
+    g_got = torch.autograd.grad((ds.sum() + dv.square().sum()), (phi, rho, geometry[0]))
+    g_want = torch.autograd.grad((want[0].sum() + want[1].square().sum()),
+                                 (phi, rho, geometry[0]))
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
 
 
 def test_painn_message_op_without_edges_and_in_inference_mode(ops):
-    dense, i, j = message_inputs(False, e=0)
-    ds, dv = torch.ops.mlip_attn.painn_message(*dense, i, j, False, 16)
-    assert ds.abs().sum() == 0 and dv.abs().sum() == 0
-    (ds.sum() + dv.sum()).backward()
-    assert dense[2].grad.shape == (0, 5)
-    dense, i, j = message_inputs(False)
+    dense, features, geometry, i, j = message_inputs(False, e=0, lmax=2)
+    ds, dv, dt = call_op(dense, features, geometry, i, j, False, 16)
+    assert ds.abs().sum() == 0 and dv.abs().sum() == 0 and dt.abs().sum() == 0
+    (ds.sum() + dv.sum() + dt.sum()).backward()
+    assert dense[1].grad.shape == (0, 5) and geometry[1].grad.shape == (0, 5)
+    dense, features, geometry, i, j = message_inputs(False, lmax=2)
+    phi, rho, weight = dense
     with torch.inference_mode():
-        ds, _ = torch.ops.mlip_attn.painn_message(*[x.detach() for x in dense], i, j, False, 16)
-    torch.testing.assert_close(ds, message_reference(*dense, i, j, False)[0].detach())
+        got = call_op(tuple(x.detach() for x in dense), [f.detach() for f in features],
+                      [g.detach() for g in geometry], i, j, False, 16)
+    ds, out = message_reference(phi, features, geometry, rho, weight, i, j, False)
+    for a, b in zip(got, (ds, *out)):
+        torch.testing.assert_close(a, b.detach())
 
 
-def test_bad_chunk_is_a_clear_error(ops):
-    dense, i, j = message_inputs(False)
+def test_bad_arguments_are_clear_errors(ops):
+    dense, features, geometry, i, j = message_inputs(False, lmax=2)
     with pytest.raises(RuntimeError, match="chunk must be positive"):
-        torch.ops.mlip_attn.painn_message(*dense, i, j, False, 0)
+        call_op(dense, features, geometry, i, j, False, 0)
+    with pytest.raises(RuntimeError, match="one geometry tensor per feature order"):
+        call_op(dense, features, geometry[:1], i, j, False, 7)
 
 
 def test_allreduce_sum_is_the_identity_outside_lammps(ops):
@@ -86,6 +146,7 @@ def test_allreduce_sum_is_the_identity_outside_lammps(ops):
     (y * torch.arange(12.0, dtype=torch.float64).view(4, 3)).sum().backward()
     torch.testing.assert_close(x.grad, torch.arange(12.0, dtype=torch.float64).view(4, 3))
     assert allreduce_calls() == 0
+    assert torch.ops.mlip_attn.sums_across_processes() is False
 
 
 def test_loading_twice_registers_once(ops):
@@ -97,16 +158,22 @@ def test_loading_twice_registers_once(ops):
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
 def test_every_model_exports_on_the_fast_route(ops, name):
-    """Every registered model family scripts with the compiled ops (PaiNN's message as the op,
-    EFA's sums through the cross-rank hook) and equals the eager model in float64."""
-    from mlip_attn.lammps.export import LammpsModel, use_compiled_ops
+    """Every registered model family (PaiNN ℓ = 2 and bond-graph included) scripts with the
+    compiled ops (PaiNN's message as the op, EFA's sums through the cross-rank hook) and
+    equals the eager model in float64."""
+    from mlip_attn.lammps.export import script_model, use_compiled_ops
     model = make_model(name)
     atoms = random_molecule(9, seed=4)
     batch = to_batch([atoms], model.cutoff)
     want = model.predict(batch)
-    scripted = torch.jit.script(LammpsModel(use_compiled_ops(make_model(name))))
+    scripted = script_model(use_compiled_ops(make_model(name)), compiled_ops=True)
+    # the plugin turns TorchScript's optimising executor off in this process, and without it
+    # inlined_graph keeps the submodules' calls: look inside with it on
+    with torch.jit.optimized_execution(True):
+        graph = str(scripted.inlined_graph)
+    assert "mlip_attn::sums_across_processes" in graph
     if name.startswith("painn"):
-        assert "mlip_attn::painn_message" in str(scripted.inlined_graph)
+        assert "mlip_attn::painn_message_orders" in graph
     zero = torch.zeros(1, dtype=torch.float64)
     energy, atomic, forces, _ = scripted(batch.positions, batch.numbers, batch.edge_index,
                                          batch.shifts, len(atoms), zero, zero, False)

@@ -1,6 +1,10 @@
 """Data containers, file formats, neighbour lists, statistics and bad-input errors."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import ase.io
 import numpy as np
 import pytest
@@ -80,6 +84,39 @@ def test_neighbour_list_matches_ase(make):
     key = lambda a, b, d: sorted(zip(a.tolist(), b.tolist(), np.round(d, 8).tolist()))
     assert key(edge_index[0], edge_index[1], ours) == key(i, j, D)
     assert np.all(np.diff(edge_index[0]) >= 0)  # sorted by receiver
+
+
+SPARSE_GEOMETRIES = {   # (positions, cell, pbc) that crashed the process inside vesin (SIGFPE)
+    "flat-wide": ([[0, 0, 0], [1.2, 0, 0], [1500, 1500, 0], [1501, 1500, 0.5]], None, None),
+    "one-far-atom": ([[0, 0, 0], [1.2, 0, 0], [0, 1e9, 0]], None, None),
+    "long-line": ([[0, 0, 0], [1.0, 0, 0], [5e5, 0, 0]], None, None),
+    "thin-periodic": ([[0, 0, 0], [1.1, 0.3, 0.2], [3, 1, 0.5]], [1500, 1500, 5], [1, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPARSE_GEOMETRIES))
+def test_neighbour_list_of_sparse_geometries_does_not_crash(name):
+    """Run in a child process: a crash there fails this test instead of killing pytest."""
+    positions, cell, pbc = SPARSE_GEOMETRIES[name]
+    code = f"""if True:
+        import numpy as np
+        from ase import Atoms
+        from ase.neighborlist import neighbor_list
+        from mlip_attn.data import neighbour_list
+        atoms = Atoms("H{len(positions)}", positions={positions!r}, cell=np.diag({cell or [0, 0, 0]!r}),
+                      pbc={pbc or [0, 0, 0]!r})
+        edges, shifts = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, 4.0)
+        i, j, D = neighbor_list("ijD", atoms, 4.0)
+        ours = atoms.positions[edges[1]] - atoms.positions[edges[0]] + shifts
+        key = lambda a, b, d: sorted(zip(a.tolist(), b.tolist(), np.round(d, 6).tolist()))
+        assert key(edges[0], edges[1], ours) == key(i, j, D), (edges, i, j)
+        assert np.all(np.diff(edges[0]) >= 0)
+        print("pairs", len(i))
+    """
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    assert run.stdout.startswith("pairs ")
 
 
 def test_batch_offsets_and_fields():

@@ -11,10 +11,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 import torch
 
-from conftest import call_block
+from conftest import call_block, call_exact
+from mlip_attn.nn.graph import Features, graph_without_edges
 
 from mlip_attn.attention.efa import (
-    B_MAX_TABLE,
     EuclideanFastAttention,
     b_max_for_grid,
     lebedev_grid,
@@ -27,16 +27,25 @@ WIDTH = 8
 R_MAX = 6.0
 
 
-def make_block(vectors: bool, feature_map: str = "silu", random: bool = True, **kw) -> EuclideanFastAttention:
-    """float64 block; ``random`` re-initialises every parameter (incl. the
-    zero-initialised output layers) so that all paths contribute."""
+def make_block(vectors: bool, feature_map: str = "silu", random: bool = True,
+               **kw) -> EuclideanFastAttention:
+    """float64 block that always takes the Lebedev factorisation (what most tests here are
+    about; small structures would otherwise take the exact form); ``random`` re-initialises
+    every parameter (incl. the zero-initialised output layers) so that all paths contribute."""
     torch.manual_seed(1)
-    blk = EuclideanFastAttention(width=WIDTH, r_max=R_MAX, vectors=vectors, feature_map=feature_map, **kw).double()
+    blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, vectors=vectors,
+                                 feature_map=feature_map, **kw).double()
+    blk.dense_below = 0
     if random:
         with torch.no_grad():
             for p in blk.parameters():
                 p.normal_(0.0, 0.4)
     return blk
+
+
+def feats(s, v):
+    """`Features` of scalars s (N, F) and vectors v (N, 3, F|0), no tensors."""
+    return Features(s, v, s.new_zeros((s.shape[0], 5, 0)))
 
 
 def make_structures(sizes, extent: float, seed: int = 0, shuffle: bool = True):
@@ -90,16 +99,53 @@ def test_lebedev_grid_sizes_and_normalisation():
         assert torch.allclose(d.norm(dim=1), torch.ones(points, dtype=F64), atol=1e-14)
         # the grid contains -u for each u (odd moments vanish)
         assert float((w[:, None] * d).sum(0).abs().max()) < 1e-14
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no Lebedev grid with 51 points"):
         lebedev_grid(51)
 
 
+def _scipy_lebedev(points: int):
+    """Unit directions (G, 3) and weights summing to 1 straight from scipy, found by point
+    count (independent of the package's order table)."""
+    from scipy.integrate import lebedev_rule
+    for order in range(3, 132, 2):
+        try:
+            x, w = lebedev_rule(order)
+        except NotImplementedError:
+            continue
+        if x.shape[1] == points:
+            return x.T, w / w.sum()
+    raise AssertionError(f"scipy has no {points}-point Lebedev rule")
+
+
+def _quadrature_errors(points: int, b_values, n_dirs: int = 300):
+    """Largest error of the grid's sphere averages against the exact ones, per b:
+    ⟨cos(b u·r̂)⟩ = sinc(b) (scalars) and ⟨u sin(b u·r̂)⟩ = j1(b) r̂ (ℓ = 1 channels)."""
+    u, w = _scipy_lebedev(points)
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(n_dirs, 3))
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    scalar, vector = [], []
+    for b in b_values:
+        phase = b * r @ u.T
+        scalar.append(np.abs(np.cos(phase) @ w - np.sin(b) / b).max())
+        j1 = np.sin(b) / b**2 - np.cos(b) / b
+        vector.append(np.abs((np.sin(phase) * w) @ u - j1 * r).max())
+    return np.array(scalar), np.array(vector)
+
+
 @pytest.mark.parametrize("points", [50, 86, 110, 146, 194, 302])
-def test_measured_b_max_reproduces_table(points):
-    measured = measure_b_max(points, tol=1e-5)
-    assert abs(measured / math.pi - B_MAX_TABLE[points]) <= 0.1
-    assert b_max_for_grid(points) == pytest.approx(B_MAX_TABLE[points] * math.pi)
-    assert b_max_for_grid(points, vectors=True) == pytest.approx((B_MAX_TABLE[points] - 0.1) * math.pi)
+def test_tabulated_b_max_is_the_grids_reach(points):
+    """The reach b_max_for_grid claims, checked against the exact sphere averages with scipy's
+    own grid: the quadrature holds to 1e-5 (ℓ = 1: 1.5e-5) up to it, and fails 0.15π beyond
+    it (the table is not needlessly cautious either)."""
+    b_max, b_vec = b_max_for_grid(points), b_max_for_grid(points, vectors=True)
+    scalar, _ = _quadrature_errors(points, np.linspace(0.01, b_max, 40))
+    _, vector = _quadrature_errors(points, np.linspace(0.01, b_vec, 40))
+    assert scalar.max() <= 1e-5 and vector.max() <= 1.5e-5
+    beyond, _ = _quadrature_errors(points, [b_max + 0.15 * math.pi])
+    assert beyond[0] > 1e-5
+    # the package's own scan finds the same reach
+    assert abs(measure_b_max(points, tol=1e-5) - b_max) <= 0.05 * math.pi
 
 
 # ---------------------------------------------------------------- fast vs exact
@@ -111,16 +157,33 @@ def test_fast_matches_exact_pairwise(vectors, feature_map):
     blk = make_block(vectors, feature_map)
     pos, batch = make_structures([6, 9, 4], extent=R_MAX)
     s, v = make_features(len(batch), vectors)
-    fast = blk.attend(s, v, pos, batch, 3)
-    exact = blk.attend_exact(s, v, pos, batch, 3)
+    fast = blk.attend_lebedev(feats(s, v), pos, batch, 3)
+    exact = blk.attend_exact(feats(s, v), pos, batch, 3)
     assert rel_err(fast[0], exact[0]) < 1e-6
     if vectors:
         assert fast[1].shape == (len(batch), 3, blk.d_v)
         assert rel_err(fast[1], exact[1]) < 1e-6
-    out, ref = call_block(blk, s, v, pos, batch, 3), blk.exact_pairwise(s, v, pos, batch, 3)
+    out, ref = call_block(blk, s, v, pos, batch, 3), call_exact(blk, s, v, pos, batch, 3)
     assert rel_err(out[0], ref[0]) < 1e-6
     if vectors:
         assert rel_err(out[1], ref[1]) < 1e-6
+
+
+def test_small_structures_take_the_exact_form_and_large_ones_the_factorisation():
+    blk = make_block(True)
+    blk.dense_below = 10
+    s, v = make_features(12, True)
+    calls = []
+    blk.attend_exact = lambda *a: calls.append("exact") or EuclideanFastAttention.attend_exact(blk, *a)
+    blk.attend_lebedev = lambda *a: calls.append("lebedev") or EuclideanFastAttention.attend_lebedev(blk, *a)
+    pos, batch = make_structures([6, 4], extent=R_MAX)
+    small = blk.attend(feats(s[:10], v[:10]), pos, batch, 2)
+    pos, batch = make_structures([12], extent=R_MAX)
+    blk.attend(feats(s, v), pos, batch, 1)
+    assert calls == ["exact", "lebedev"]
+    assert small[0].shape == (10, blk.d_v)
+    default = EuclideanFastAttention(widths=(64, 64, 32), r_max=15.0, vectors=True, d_v=16)
+    assert 50 < default.dense_below < 200   # molecules dense, condensed systems factorised
 
 
 def test_exact_reference_detects_out_of_range():
@@ -129,7 +192,7 @@ def test_exact_reference_detects_out_of_range():
     blk = make_block(False, b_max=10.0 * math.pi)  # G = 50 reaches only ~1.27π
     pos, batch = make_structures([8], extent=R_MAX, shuffle=False)
     s, v = make_features(8, False)
-    assert rel_err(blk.attend(s, v, pos, batch, 1)[0], blk.attend_exact(s, v, pos, batch, 1)[0]) > 1e-3
+    assert rel_err(blk.attend_lebedev(feats(s, v), pos, batch, 1)[0], blk.attend_exact(feats(s, v), pos, batch, 1)[0]) > 1e-3
 
 
 def test_exact_pairwise_self_term_and_gradient_finite():
@@ -137,7 +200,7 @@ def test_exact_pairwise_self_term_and_gradient_finite():
     pos, batch = make_structures([5], extent=R_MAX, shuffle=False)
     pos.requires_grad_(True)
     s, v = make_features(5, True)
-    ds, dv = blk.exact_pairwise(s, v, pos, batch, 1)
+    ds, dv = call_exact(blk, s, v, pos, batch, 1)
     (g,) = torch.autograd.grad(ds.sum() + dv.sum(), pos)
     assert torch.isfinite(g).all()
     ds_f, dv_f = call_block(blk, s, v, pos, batch, 1)
@@ -221,14 +284,14 @@ def test_batch_isolation(vectors):
 @pytest.mark.parametrize("vectors", [False, True])
 def test_fresh_block_returns_zeros(vectors):
     torch.manual_seed(0)
-    blk = EuclideanFastAttention(width=WIDTH, r_max=R_MAX, vectors=vectors)
+    blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, vectors=vectors)
     pos, batch = make_structures([5, 3], extent=R_MAX)
     s, v = make_features(len(batch), vectors)
     ds, dv = call_block(blk, s.float(), v.float(), pos.float(), batch, 2)
     assert ds.shape == (8, WIDTH) and dv.shape == v.shape
     assert torch.count_nonzero(ds) == 0 and torch.count_nonzero(dv) == 0
     # ... but the raw attention is not trivially zero
-    assert blk.attend(s.float(), v.float(), pos.float(), batch, 2)[0].abs().max() > 0
+    assert blk.attend_lebedev(feats(s.float(), v.float()), pos.float(), batch, 2)[0].abs().max() > 0
 
 
 @pytest.mark.parametrize("vectors", [False, True])
@@ -255,30 +318,30 @@ def test_position_gradient_matches_finite_differences(vectors):
 
 
 def test_float32_and_float64_buffers():
-    blk = EuclideanFastAttention(width=WIDTH, r_max=R_MAX, grid=86, d_qk=8, d_v=4)
+    blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, grid=86, d_qk=8, d_v=4)
     assert blk.directions.dtype == F64 and blk.omega.shape == (4,)
     assert float(blk.omega[-1]) == pytest.approx(b_max_for_grid(86) / R_MAX)
     assert float(blk.omega[0]) == 0.0
     pos, batch = make_structures([5], extent=R_MAX, shuffle=False)
     s, v = make_features(5, False)
-    y32 = blk.attend(s.float(), v.float(), pos.float(), batch, 1)[0]
-    y64 = blk.double().attend(s, v, pos, batch, 1)[0]
+    y32 = blk.attend_lebedev(feats(s.float(), v.float()), pos.float(), batch, 1)[0]
+    y64 = blk.double().attend_lebedev(feats(s, v), pos, batch, 1)[0]
     assert y32.dtype == torch.float32 and y64.dtype == F64
     assert rel_err(y32.double(), y64) < 1e-4
 
 
 def test_invalid_arguments():
-    with pytest.raises(ValueError):
-        EuclideanFastAttention(width=4, r_max=5.0, d_qk=7)
-    with pytest.raises(ValueError):
-        EuclideanFastAttention(width=4, r_max=5.0, feature_map="relu")
-    with pytest.raises(ValueError):
-        EuclideanFastAttention(width=4, r_max=5.0, grid=51)
+    with pytest.raises(ValueError, match="d_qk must be even"):
+        EuclideanFastAttention(widths=(4, 4), r_max=5.0, d_qk=7)
+    with pytest.raises(ValueError, match="feature_map must be one of"):
+        EuclideanFastAttention(widths=(4, 4), r_max=5.0, feature_map="relu")
+    with pytest.raises(ValueError, match="51-point grid"):
+        EuclideanFastAttention(widths=(4, 4), r_max=5.0, grid=51)
 
 
 def test_check_extent_bounds_pair_distance():
     pos, batch = make_structures([7, 12], extent=R_MAX)
-    blk = EuclideanFastAttention(width=4, r_max=R_MAX)
+    blk = EuclideanFastAttention(widths=(4, 4), r_max=R_MAX)
     bound = blk.check_extent(pos, batch, 2)
     dmax = max(float(torch.pdist(pos[batch == b]).max()) for b in range(2))
     assert dmax <= bound + 1e-12 <= 2.0 * dmax + 1e-12
@@ -316,7 +379,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     torch.manual_seed(0)
     torch.set_num_threads(2)
     n, width = 20000, 32
-    blk = EuclideanFastAttention(width=width, r_max=60.0, grid=50, d_qk=16, d_v=32)
+    blk = EuclideanFastAttention(widths=(width, width), r_max=60.0, grid=50, d_qk=16, d_v=32)
     with torch.no_grad():
         for p in blk.parameters():
             p.normal_(0.0, 0.1)
@@ -357,16 +420,49 @@ def test_tensor_channels_match_exact_and_rotate_as_rank_two():
     blk = make_block(True, tensors=True)
     pos, batch = make_structures([6, 9, 4], extent=R_MAX)
     s, v = make_features(len(batch), True)
-    fast, exact = blk.attend(s, v, pos, batch, 3), blk.attend_exact(s, v, pos, batch, 3)
-    assert fast[1].shape == (len(batch), 12, blk.d_v)
-    assert rel_err(fast[1], exact[1]) < 1e-6
+    fast, exact = blk.attend_lebedev(feats(s, v), pos, batch, 3), blk.attend_exact(feats(s, v), pos, batch, 3)
+    assert fast[2].shape == (len(batch), 9, blk.d_v)
+    assert rel_err(fast[2], exact[2]) < 1e-6
     rot = torch.tensor(Rotation.random(random_state=3).as_matrix(), dtype=F64)
-    turned = blk.attend(s, torch.einsum("ab,nbf->naf", rot, v), pos @ rot.T, batch, 3)[1]
-    y_t = fast[1][:, 3:].reshape(-1, 3, 3, blk.d_v)
+    turned = blk.attend_lebedev(feats(s, torch.einsum("ab,nbf->naf", rot, v)), pos @ rot.T, batch, 3)[2]
+    y_t = fast[2].reshape(-1, 3, 3, blk.d_v)
     expected = torch.einsum("ab,nbcf,dc->nadf", rot, y_t, rot)
-    assert rel_err(turned[:, 3:].reshape(-1, 3, 3, blk.d_v), expected) < 1e-6
-    out, ref = call_block(blk, s, v, pos, batch, 3), blk.exact_pairwise(s, v, pos, batch, 3)
+    assert rel_err(turned.reshape(-1, 3, 3, blk.d_v), expected) < 1e-6
+    out, ref = call_block(blk, s, v, pos, batch, 3), call_exact(blk, s, v, pos, batch, 3)
     assert rel_err(out[0], ref[0]) < 1e-6 and rel_err(out[1], ref[1]) < 1e-6
+
+
+def test_host_rank2_channels_match_exact_and_rotate():
+    """With a host that carries rank-2 features, EFA attends over them (5 components) and
+    writes tensors back: fast = exact, and every output turns as its order demands."""
+    from mlip_attn.nn.rank2 import rotation_matrix
+    torch.manual_seed(2)
+    blk = EuclideanFastAttention(widths=(WIDTH,) * 3, r_max=R_MAX, vectors=True,
+                                 tensors=True, feature_map="silu").double()
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.normal_(0.0, 0.4)
+    pos, batch = make_structures([6, 9, 4], extent=R_MAX)
+    s, v = make_features(len(batch), True)
+    t = torch.randn(len(batch), 5, WIDTH, dtype=F64)
+    x = Features(s, v, t)
+    fast, exact = blk.attend_lebedev(x, pos, batch, 3), blk.attend_exact(x, pos, batch, 3)
+    assert fast[2].shape == (len(batch), 5, blk.d_v)
+    assert all(rel_err(a, b) < 1e-6 for a, b in zip(fast, exact))
+    graph = graph_without_edges(pos, batch, 3)
+    out, ref = blk(x, graph), blk.exact_pairwise(x, graph)
+    assert all(rel_err(a, b) < 1e-6 for a, b in zip(out, ref))
+    assert out.tensors.abs().max() > 0
+    # well inside the reach the quadrature error is ~1e-12 (see the rotation tests above)
+    pos = pos * 0.3
+    out = blk(x, graph_without_edges(pos, batch, 3))
+    rot = torch.tensor(Rotation.random(random_state=5).as_matrix(), dtype=F64)
+    D = rotation_matrix(rot)
+    turned_x = Features(s, torch.einsum("ab,nbf->naf", rot, v), torch.einsum("ab,nbf->naf", D, t))
+    turned = blk(turned_x, graph_without_edges(pos @ rot.T, batch, 3))
+    assert rel_err(turned.scalars, out.scalars) < 1e-10
+    assert rel_err(turned.vectors, torch.einsum("ab,nbf->naf", rot, out.vectors)) < 1e-10
+    assert rel_err(turned.tensors, torch.einsum("ab,nbf->naf", D, out.tensors)) < 1e-10
 
 
 def test_tensor_channels_see_the_twist_between_two_distant_ch2_groups():

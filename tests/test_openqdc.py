@@ -276,3 +276,28 @@ def test_extxyz_round_trip(tmp_path):
         assert a.energy == pytest.approx(b.energy, rel=1e-10)
         np.testing.assert_allclose(a.forces.numpy(), b.forces.numpy(), rtol=1e-8)
         assert a.charge == b.charge
+
+
+def test_cli_never_replaces_a_file_without_overwrite(tmp_path, capsys):
+    from mlip_attn.cli import main
+    ds = make_dataset(tmp_path)
+    units = ["--energy-unit", "hartree", "--distance-unit", "ang", "--force-unit", "hartree/bohr"]
+    out = tmp_path / "mine.h5"
+    out.write_bytes(b"the user's own file")
+    assert main(["import-openqdc", str(ds), "--out", str(out), *units]) == 2
+    assert out.read_bytes() == b"the user's own file"
+    assert f"{out}: already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["import-openqdc", str(ds), "--out", str(out), "--overwrite", *units]) == 0
+    assert len(read_structures(out)) == 4
+    with pytest.raises(OpenQDCError, match="already exists"):
+        openqdc_to_file(ds, out, **UNITS)
+
+
+def test_cli_creates_missing_output_folders(tmp_path, capsys):
+    from mlip_attn.cli import main
+    ds = make_dataset(tmp_path)
+    out = tmp_path / "missing" / "dir" / "file.h5"
+    assert main(["import-openqdc", str(ds), "--out", str(out), "--energy-unit", "hartree",
+                 "--distance-unit", "ang", "--force-unit", "hartree/bohr"]) == 0
+    assert len(read_structures(out)) == 4
+    assert f"wrote 4 structures to {out}" in capsys.readouterr().out

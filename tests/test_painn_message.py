@@ -7,24 +7,38 @@ from mlip_attn.nn.painn_message import message_in_chunks, message_reference, pai
 from conftest import make_model, predict, random_molecule
 
 
-def _inputs(n_atoms=7, n_edges=30, width=4, basis=5, seed=0):
+def _inputs(n_atoms=7, n_edges=30, width=4, basis=5, seed=0, lmax=2):
+    """(phi, rho, weight, v, û, [t, y2]) with gradients, receivers, senders; the tensors have
+    one channel fewer than the scalars and vectors (widths may differ by order)."""
     g = torch.Generator().manual_seed(seed)
     kw = dict(dtype=torch.float64, generator=g)
-    tensors = (torch.randn(n_atoms, 3 * width, **kw), torch.randn(n_atoms, 3, width, **kw),
-               torch.randn(n_edges, basis, **kw), torch.randn(n_edges, 3, **kw),
-               torch.randn(3 * width, basis, **kw))
+    widths = [width, width - 1][:lmax]
+    channels = width + 2 * sum(widths)
+    tensors = [torch.randn(n_atoms, channels, **kw), torch.randn(n_edges, basis, **kw),
+               torch.randn(channels, basis, **kw)]
+    for m, w in zip((3, 5), widths):
+        tensors += [torch.randn(n_atoms, m, w, **kw), torch.randn(n_edges, m, **kw)]
     tensors = tuple(t.requires_grad_(True) for t in tensors)
     receivers = torch.randint(0, n_atoms, (n_edges,), generator=g)
     senders = torch.randint(0, n_atoms, (n_edges,), generator=g)
     return tensors, receivers, senders
 
 
+def _call(fn, tensors, i, j, first, *chunk):
+    """Call a message function on the flat ``_inputs`` tuple; returns a flat tuple of outputs."""
+    phi, rho, weight, *orders = tensors
+    ds, out = fn(phi, list(orders[0::2]), list(orders[1::2]), rho, weight, i, j, first, *chunk)
+    return (ds, *out)
+
+
+@pytest.mark.parametrize("lmax", [1, 2])
 @pytest.mark.parametrize("first", [False, True])
 @pytest.mark.parametrize("chunk", [1, 7, 30, 1000])
-def test_chunked_message_equals_reference(first, chunk):
-    tensors, i, j = _inputs()
-    ref = message_reference(*tensors, i, j, first)
-    out = painn_message(*tensors, i, j, first, chunk)
+def test_chunked_message_equals_reference(first, chunk, lmax):
+    tensors, i, j = _inputs(lmax=lmax)
+    ref = _call(message_reference, tensors, i, j, first)
+    out = _call(painn_message, tensors, i, j, first, chunk, 0)   # 0: never the plain pass
+    assert len(ref) == len(out) == 1 + lmax
     for a, b in zip(ref, out):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
     # first-order gradients against the reference's
@@ -34,31 +48,35 @@ def test_chunked_message_equals_reference(first, chunk):
     g_out = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, out)), tensors,
                                 allow_unused=True)
     for a, b in zip(g_ref, g_out):
-        if a is None:  # v is unused in the first layer
+        if a is None:  # the features are unused in the first layer
             assert b is None or not b.abs().any()
         else:
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("lmax", [1, 2])
 @pytest.mark.parametrize("first", [False, True])
-def test_chunked_message_first_and_second_derivatives(first):
-    tensors, i, j = _inputs(n_atoms=5, n_edges=12, width=2, basis=3)
-    fn = lambda *t: painn_message(*t, i, j, first, 5)  # noqa: E731
+def test_chunked_message_first_and_second_derivatives(first, lmax):
+    tensors, i, j = _inputs(n_atoms=5, n_edges=12, width=2, basis=3, lmax=lmax)
+    fn = lambda *t: _call(painn_message, t, i, j, first, 5, 0)  # noqa: E731
     assert torch.autograd.gradcheck(fn, tensors)
     assert torch.autograd.gradgradcheck(fn, tensors)
 
 
+@pytest.mark.parametrize("lmax", [1, 2])
 @pytest.mark.parametrize("first", [False, True])
-def test_scripted_chunk_loop_equals_reference(first):
+def test_scripted_chunk_loop_equals_reference(first, lmax):
     """The TorchScript (LAMMPS) path: plain autograd over edge chunks."""
-    tensors, i, j = _inputs()
+    tensors, i, j = _inputs(lmax=lmax)
     scripted = torch.jit.script(message_in_chunks)
-    ref = message_reference(*tensors, i, j, first)
-    out = scripted(*tensors, i, j, first, 7)
+    ref = _call(message_reference, tensors, i, j, first)
+    out = _call(scripted, tensors, i, j, first, 7)
     for a, b in zip(ref, out):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
-    g_ref = torch.autograd.grad(ref[0].sum() + ref[1].square().sum(), tensors, allow_unused=True)
-    g_out = torch.autograd.grad(out[0].sum() + out[1].square().sum(), tensors, allow_unused=True)
+    g_ref = torch.autograd.grad(ref[0].sum() + sum(r.square().sum() for r in ref[1:]), tensors,
+                                allow_unused=True)
+    g_out = torch.autograd.grad(out[0].sum() + sum(o.square().sum() for o in out[1:]), tensors,
+                                allow_unused=True)
     for a, b in zip(g_ref, g_out):
         assert (a is None) == (b is None) or not (a if a is not None else b).abs().any()
         if a is not None and b is not None:
@@ -68,21 +86,25 @@ def test_scripted_chunk_loop_equals_reference(first):
 def test_chunked_message_with_no_edges():
     tensors, _, _ = _inputs()
     empty = torch.zeros(0, dtype=torch.long)
-    tensors = (tensors[0], tensors[1], tensors[2][:0], tensors[3][:0], tensors[4])
-    ds, dv = painn_message(*tensors, empty, empty, False)
-    assert not ds.abs().any() and not dv.abs().any()
-    grads = torch.autograd.grad(ds.sum() + dv.sum(), tensors, allow_unused=True)
+    phi, rho, weight, v, unit, t, y2 = tensors
+    tensors = (phi, rho[:0], weight, v, unit[:0], t, y2[:0])
+    out = _call(painn_message, tensors, empty, empty, False, 1024, 0)
+    assert not any(o.abs().any() for o in out)
+    grads = torch.autograd.grad(sum(o.sum() for o in out), tensors, allow_unused=True)
     assert all(g is None or not g.abs().any() for g in grads)
 
 
-def test_force_training_gradients_equal_the_plain_path(monkeypatch):
+@pytest.mark.parametrize("name", ["painn", "painn-l2"])
+def test_force_training_gradients_equal_the_plain_path(monkeypatch, name):
     """A force loss's parameter gradients (second derivatives) through the chunked message
     equal those through plain autograd (what TorchScript runs)."""
+    import mlip_attn.nn.painn_message as message
     from mlip_attn.backbones.painn import PaiNNLayer
     atoms = random_molecule(12, seed=3)
+    monkeypatch.setattr(message, "PLAIN_BELOW", 0)  # a small molecule: force the chunked path
 
     def loss_and_grads():
-        model = make_model("painn", layers=3).train()
+        model = make_model(name, layers=3).train()
         out = predict(model, [atoms])
         loss = out["energy"].square().sum() + out["forces"].square().sum()
         return loss.detach(), torch.autograd.grad(loss, list(model.parameters()))

@@ -5,19 +5,17 @@ from __future__ import annotations
 import glob
 import os
 
+import ase.io as ase_io
 import numpy as np
 import pytest
+import tblite  # noqa: F401 - a required dependency: a broken install fails here, never skips
+from ase.calculators.calculator import CalculationFailed, Calculator, all_changes
+from ase.units import kcal, mol
 
-ase_io = pytest.importorskip("ase.io")
-pytest.importorskip("tblite")
-
-from ase.calculators.calculator import CalculationFailed, Calculator, all_changes  # noqa: E402
-from ase.units import kcal, mol  # noqa: E402
-
-import mlip_attn.qm as S  # noqa: E402
-from mlip_attn.qm import methods as M  # noqa: E402
-from mlip_attn.qm import store  # noqa: E402
-from mlip_attn.qm.systems import nacl as N  # noqa: E402
+import mlip_attn.qm as S
+from mlip_attn.qm import methods as M
+from mlip_attn.qm import store
+from mlip_attn.qm.systems import nacl as N
 
 KCAL = kcal / mol  # eV per kcal/mol
 
@@ -195,6 +193,67 @@ def test_resume_refuses_other_input(tmp_path):
     assert len(_read(out)) == 2
 
 
+def _foreign_files(tmp_path):
+    """Files a user may point --out at by mistake: extxyz from elsewhere, other text."""
+    from ase.build import molecule
+    plain = tmp_path / "plain.xyz"
+    ase_io.write(plain, [molecule("H2O"), molecule("CH4")], format="extxyz")
+    labelled = tmp_path / "labelled_elsewhere.xyz"          # labels, but not ours
+    water = molecule("H2O")
+    water.info["REF_energy"] = -1.0
+    water.arrays["REF_forces"] = np.zeros((3, 3))
+    ase_io.write(labelled, water, format="extxyz")
+    notes = tmp_path / "notes.xyz"
+    notes.write_text("my notes, not a structure file\n")
+    return [plain, labelled, notes]
+
+
+@pytest.mark.parametrize("n", ["-5", "0"])
+def test_data_refuses_a_count_below_one(tmp_path, capsys, n):
+    """`mlip-attn data --n -5` used to succeed with "0/0"."""
+    from mlip_attn.cli import main
+    out = tmp_path / "x.xyz"
+    assert main(["data", "nacl", "--n", n, "--out", str(out)]) == 2
+    assert f"n: the number of structures must be a positive integer, got {n}" in \
+        capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_data_refuses_a_file_it_did_not_write(tmp_path):
+    """`mlip-attn data --out EXISTING`: a foreign file is refused and left exactly as it was."""
+    from mlip_attn.cli import main
+    for path in _foreign_files(tmp_path):
+        before = path.read_bytes()
+        with pytest.raises(ValueError, match=rf"^{path}: not a file of labelled structures "
+                                             r"written by mlip-attn.*left untouched"):
+            S.generate("nacl", 2, str(path), progress=False)
+        assert main(["data", "nacl", "--n", "2", "--out", str(path)]) == 2
+        assert path.read_bytes() == before
+        assert glob.glob(str(path) + ".tail-*") == []
+
+
+def test_data_resumes_its_own_interrupted_first_frame(tmp_path):
+    """An own file killed while writing its first frame is still recognised and repaired."""
+    structs = N.nacl_structures(2, seed=3)
+    out = tmp_path / "first.xyz"
+    e, f = N.nacl_energy_forces(structs[0].positions, structs[0].numbers)
+    text = store.frame_text(store.output_atoms(structs[0], 0, e, f, N.REF_METHOD, "x"))
+    out.write_text(text[: len(text) // 3])
+    with pytest.warns(RuntimeWarning, match="after the last complete frame"):
+        rep = S.label_structures(structs, str(out), method="nacl-analytic", progress=False)
+    assert (rep.n_skipped, rep.n_done) == (0, 2)
+
+
+def test_data_refuses_its_own_file_labelled_with_another_method(tmp_path):
+    structs = S.cumulene_structures([3], 2, seed=0)
+    out = str(tmp_path / "x.xyz")
+    S.label_structures(structs[:1], out, method="gfn2-xtb", progress=False)
+    before = open(out).read()
+    with pytest.raises(ValueError, match="labelled with GFN2-xTB.*GFN1-xTB.*new file"):
+        S.label_structures(structs, out, method="gfn1-xtb", progress=False)
+    assert open(out).read() == before
+
+
 # ------------------------------------------------------------------------- failures
 
 def test_failures_are_counted_and_skipped(tmp_path, monkeypatch):
@@ -277,7 +336,7 @@ def test_workers_match_serial(tmp_path):
 
 
 def test_unknown_method_and_pyscf_hint(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown method 'dft'"):
         S.label_structures([], str(tmp_path / "x.xyz"), method="dft")
     try:
         import pyscf  # noqa: F401
@@ -307,13 +366,23 @@ def test_nacl_forces_and_charge():
             p[i, k] -= 2 * h
             em = N.nacl_energy_forces(p, a.numbers)[0]
             assert abs(-(ep - em) / (2 * h) - f[i, k]) < 1e-5
-    # a single Na-Cl pair against the formula written out
-    r = 2.5
-    e_pair, f_pair = N.nacl_energy_forces(np.array([[0, 0, 0], [0, 0, r]]), [11, 17])
-    from math import erf, exp
-    ref = -14.3996 * erf(0.5 * r) / r + 30.0 * exp(-r / (0.25 * (0.95 + 1.81)))
-    assert abs(e_pair - ref) < 1e-9
-    assert np.allclose(f_pair[0], -f_pair[1])
+    # a single pair against physics, not against the implementation's own constants
+    def pair(r, numbers=(11, 17)):
+        return N.nacl_energy_forces(np.array([[0, 0, 0], [0, 0, r]]), list(numbers))
+
+    from ase.units import Bohr, Hartree
+    k_e = Hartree * Bohr                       # e^2 / (4 pi eps0) in eV Å, from CODATA
+    for r in (20.0, 40.0):                     # far apart: bare Coulomb between +1 and -1
+        assert pair(r)[0] == pytest.approx(-k_e / r, rel=1e-5)
+    radii = np.linspace(1.5, 6.0, 451)
+    unlike = np.array([pair(r)[0] for r in radii])
+    r_min = radii[np.argmin(unlike)]
+    assert 2.1 < r_min < 2.6                   # NaCl diatomic bond length: 2.36 Å
+    assert (np.diff(unlike[radii < r_min]) < 0).all() and (np.diff(unlike[radii > r_min]) > 0).all()
+    for like in ((11, 11), (17, 17)):          # like ions repel at every distance
+        assert (np.diff([pair(r, like)[0] for r in radii]) < 0).all()
+    e_pair, f_pair = pair(2.5)
+    assert np.allclose(f_pair[0], -f_pair[1]) and f_pair[1, 2] < 0   # beyond r_min: attraction
 
 
 def test_nacl_structures_and_generate(tmp_path):
@@ -343,7 +412,7 @@ def test_generate_cumulene_counts(tmp_path):
                      n_carbons=[3, 4])
     assert rep.n_total == 5 and rep.complete
     assert [int(a.info["n_carbons"]) for a in _read(str(tmp_path / "c.xyz"))] == [3, 3, 3, 4, 4]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'water' is not one of"):
         S.generate("water", 1, str(tmp_path / "w.xyz"))
 
 

@@ -16,23 +16,30 @@ from mlip_attn.attention.base import LocalSums
 from mlip_attn.attention.efa import EFA_PRESET, EuclideanFastAttention
 from mlip_attn.nn.graph import Features, graph_without_edges
 
-EFA_OPTIONS = {"l0": {}, "l1": {"vectors": True}, "l2": {"vectors": True, "tensors": True}}
+# EFA options, and the rank-2 channels of the host (0: a PaiNN with lmax 1)
+EFA_OPTIONS = {"l0": ({}, 0), "l1": ({"vectors": True}, 0),
+               "l2": ({"vectors": True, "tensors": True}, 0),
+               "l2-host-tensors": ({"vectors": True, "tensors": True}, 8)}
+WIDTH = 16
 
 
-def efa_block(options, width=16, seed=0):
+def efa_block(kind, seed=0):
+    options, tensor_channels = EFA_OPTIONS[kind]
+    widths = (WIDTH, WIDTH) + ((tensor_channels,) if tensor_channels else ())
     torch.manual_seed(seed)
-    block = EuclideanFastAttention(width, r_max=30.0, **{**EFA_PRESET, **options}).double()
+    block = EuclideanFastAttention(widths, r_max=30.0, **{**EFA_PRESET, **options}).double()
     with torch.no_grad():
         for p in block.parameters():
             p.add_(0.3 * torch.randn_like(p))
     return block
 
 
-def features(n, width=16, seed=1):
+def features(n, kind="l1", seed=1):
     g = torch.Generator().manual_seed(seed)
-    s = torch.randn(n, width, dtype=torch.float64, generator=g)
-    v = torch.randn(n, 3, width, dtype=torch.float64, generator=g)
-    return Features(s, v, s.new_zeros((n, 5, 0)))
+    s = torch.randn(n, WIDTH, dtype=torch.float64, generator=g)
+    v = torch.randn(n, 3, WIDTH, dtype=torch.float64, generator=g)
+    t = torch.randn(n, 5, EFA_OPTIONS[kind][1], dtype=torch.float64, generator=g)
+    return Features(s, v, t)
 
 
 def run(block, x, positions, owned):
@@ -40,15 +47,45 @@ def run(block, x, positions, owned):
     return block(x, graph._replace(owned=owned))
 
 
+def assert_features_close(a, b, tol=1e-10):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("kind", EFA_OPTIONS)
 def test_efa_with_every_node_owned_equals_the_plain_path(kind):
-    block = efa_block(EFA_OPTIONS[kind])
+    """Owned = every node: the plain Lebedev path to rounding, and the exact form (which one
+    process takes for a structure this small) to the quadrature error."""
+    block = efa_block(kind)
     pos = torch.tensor(random_molecule(12, seed=2).positions)
-    x = features(12)
-    plain, split = run(block, x, pos, -1), run(block, x, pos, 12)
-    torch.testing.assert_close(split.scalars, plain.scalars, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(split.vectors, plain.vectors, rtol=1e-10, atol=1e-10)
+    x = features(12, kind)
+    assert 12 <= block.dense_below
+    exact, split = run(block, x, pos, -1), run(block, x, pos, 12)
+    block.dense_below = 0
+    plain = run(block, x, pos, -1)
+    assert_features_close(split, plain)
+    assert_features_close(split, exact, tol=1e-9)
     assert plain.scalars.abs().max() > 1e-3
+    if kind == "l2-host-tensors":
+        assert plain.tensors.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", EFA_OPTIONS)
+def test_a_split_structure_never_takes_the_exact_form(kind, monkeypatch):
+    """Below ``dense_below`` atoms one process takes EFA's exact O(n²) form, which needs every
+    pair of atoms in one process; a split structure (owned ≥ 0) must take the Lebedev
+    factorisation whatever its size, on every rank alike (its sums go through ``sums``)."""
+    block = efa_block(kind)
+    pos = torch.tensor(random_molecule(5, seed=2).positions)
+    x = features(5, kind)
+    calls = []
+    block.sums = type("Counted", (torch.nn.Module,), {
+        "forward": lambda self, partial: calls.append(partial.shape) or partial})()
+    monkeypatch.setattr(block, "attend_exact", lambda *a: pytest.fail("exact form on a split "
+                                                                      "structure"))
+    for owned in (5, 2, 0):    # every node, some, none (an empty rank's view of ghosts)
+        run(block, x, pos, owned)
+    assert len(calls) == 6       # centroid and K̃ᵀV, per call
 
 
 @pytest.mark.parametrize("kind", EFA_OPTIONS)
@@ -56,16 +93,16 @@ def test_ghost_copies_do_not_enter_the_sums_but_get_outputs(kind):
     """Appending copies of atoms after the owned ones changes no owned output (ghosts are not
     summed: counted twice they would shift the centroid and S), and each copy gets exactly the
     output of its original."""
-    block = efa_block(EFA_OPTIONS[kind])
+    block = efa_block(kind)
     n = 12
     pos = torch.tensor(random_molecule(n, seed=3).positions)
-    x = features(n)
+    x = features(n, kind)
     ghosts = torch.tensor([7, 2, 2, 11])
     pos_g = torch.cat([pos, pos[ghosts]])
     x_g = Features(*(torch.cat([t, t[ghosts]]) for t in x))
     alone = run(block, x, pos, n)
     split = run(block, x_g, pos_g, n)
-    for a, b in ((alone.scalars, split.scalars), (alone.vectors, split.vectors)):
+    for a, b in zip(alone, split):
         torch.testing.assert_close(b[:n], a, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(b[n:], a[ghosts], rtol=1e-10, atol=1e-10)
     summed_twice = run(block, x_g, pos_g, -1)   # the plain path counts the copies
@@ -73,17 +110,17 @@ def test_ghost_copies_do_not_enter_the_sums_but_get_outputs(kind):
 
 
 def test_split_path_takes_one_structure():
-    block = efa_block({})
+    block = efa_block("l0")
     pos = torch.tensor(random_molecule(6, seed=1).positions)
     graph = graph_without_edges(pos, torch.tensor([0, 0, 0, 1, 1, 1]), 2)._replace(owned=6)
     with pytest.raises(ValueError, match="one structure per call"):
-        block(features(6), graph)
+        block(features(6, "l0"), graph)
 
 
 def test_distributed_blocks_sum_through_their_hook():
     """The contract the LAMMPS export relies on: a distributed block's per-structure sums go
     through ``sums`` (replace it, and the output changes accordingly)."""
-    block = efa_block({"vectors": True})
+    block = efa_block("l1")
     assert block.distributed and isinstance(block.sums, LocalSums)
 
     class Doubled(torch.nn.Module):   # as if a second rank held an identical copy
@@ -96,16 +133,19 @@ def test_distributed_blocks_sum_through_their_hook():
     block.sums = Doubled()
     after = run(block, x, pos, 8)
     assert (after.scalars - before.scalars).abs().max() > 1e-6
-    # the same atoms twice, in one process, plain path
+    # the same atoms twice, in one process, plain (Lebedev) path
     block.sums = LocalSums()
+    block.dense_below = 0
     twice = run(block, Features(*(torch.cat([t, t]) for t in x)), torch.cat([pos, pos]), -1)
     torch.testing.assert_close(after.scalars, twice.scalars[:8], rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
 def test_models_with_every_atom_owned_are_unchanged(name):
-    """What one LAMMPS rank passes (owned = every node) changes no model (softmax attention
-    ignores ``owned``: it never runs split)."""
+    """A structure split over one process (owned = every node) gives the plain call's
+    energies: EFA by its Lebedev form, equal to the exact form one process takes at this size
+    to the quadrature error; blocks that never run split (softmax attention, through-bond
+    propagation) ignore ``owned``."""
     model = make_model(name)
     batch = to_batch([random_molecule(9, seed=4)], model.cutoff)
     args = (batch.positions, batch.numbers, batch.batch, batch.edge_index, batch.shifts,

@@ -36,6 +36,8 @@ def test_fit_writes_run_directory_and_learns(emt_xyz, tmp_path):
     model = load_model(out / "model.pt")
     assert model.metadata["test"]["forces_mae"] == pytest.approx(result.test["forces_mae"])
     assert model.elements == [1, 6, 8]
+    assert model.metadata["training_charge"] == {"values": [0.0]}   # what AttnCalculator checks
+    assert model.metadata["training_spin"] == {"values": [0.0]}
     first = float(rows[1].split(",")[3])
     best = min(float(r.split(",")[3]) for r in rows[1:])
     assert best < first  # validation loss went down
@@ -47,7 +49,7 @@ def test_resume_reaches_the_same_result(emt_xyz, tmp_path):
     resumed = fit(config(emt_xyz, tmp_path / "b", "--training.epochs", "4"), resume=True)
     a = load_model(tmp_path / "a" / "model.pt").state_dict()
     b = load_model(tmp_path / "b" / "model.pt").state_dict()
-    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)   # bit-identical
     assert resumed.valid["forces_mae"] == pytest.approx(straight.valid["forces_mae"], rel=1e-4)
     assert len((tmp_path / "b" / "metrics.csv").read_text().splitlines()) == 5
 
@@ -101,7 +103,8 @@ def test_killed_run_resumes_from_last_epoch(emt_xyz, tmp_path):
     assert code == 0
     assert torch.load(ckpt, weights_only=True)["epoch"] + 1 == saved + 1
     epochs = [int(r.split(",")[0]) for r in (out / "metrics.csv").read_text().splitlines()[1:]]
-    assert epochs == list(range(1, saved + 2))  # rows after the checkpoint were dropped    assert load_model(out / "model.pt") is not None
+    assert epochs == list(range(1, saved + 2))  # rows after the checkpoint were dropped
+    assert 1 <= load_model(out / "model.pt").metadata["best_epoch"] <= saved + 1
 
 
 def test_two_process_ddp_run_trains(emt_xyz, tmp_path):
@@ -122,6 +125,7 @@ def test_cli_eval_prints_errors(emt_xyz, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["fit", "--data.train", str(emt_xyz), "--output", str(out), *FAST,
                  "--training.epochs", "1"]) == 0
+    assert f"model written to {out / 'model.pt'} (best epoch 1 of 1)" in capsys.readouterr().out
     assert main(["eval", str(out / "model.pt"), str(emt_xyz)]) == 0
     text = capsys.readouterr().out
     assert "40 structures" in text and "F MAE" in text
@@ -139,6 +143,8 @@ def test_cli_eval_prints_errors(emt_xyz, tmp_path, capsys):
     (["--model.backbone", "mace"], "model.backbone"),
     (["--model.width", "-3"], "model.width"),
     (["--optimizer.lr", "1"], "optimizer"),
+    (["--model.attention", "{type: efa, r_max: 9.0, heads: 4}"], "model.attention.heads: unknown key"),
+    (["--model.attention", "{type: efa}"], "model.attention.r_max: required"),
 ])
 def test_config_errors_name_the_key(emt_xyz, tmp_path, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -168,3 +174,23 @@ def test_missing_labels_and_unknown_elements_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"elements \['O'\] are unknown to the model"):
         fit(config(path, tmp_path / "r2", "--model.elements", "[H, C]", "--training.forces_weight", "0"))
     assert main(["fit", "--data.train", str(path), "--output", str(tmp_path / "r3"), *FAST]) == 2
+
+
+@pytest.mark.parametrize("command", ["fit", "data", "eval"])
+def test_help_describes_every_option_and_its_default(command, capsys, monkeypatch):
+    import argparse
+    from mlip_attn.cli import build_parser
+    monkeypatch.setenv("COLUMNS", "400")   # one line per option: defaults are not wrapped
+    sub = next(a for a in build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction)).choices[command]
+    with pytest.raises(SystemExit, match="0"):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    for action in sub._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and action.help in text, (command, action.dest)
+        if action.default is not None and action.default is not False:
+            assert f"(default: {action.default})" in text, (command, action.dest)
+    if command == "fit":
+        assert "README.md, section 'Config reference'" in " ".join(text.split())

@@ -35,7 +35,7 @@ def model_from(config: dict, seed: int = 0):
 
 def global_block(bias: str, layout: str = "auto", fixed: bool = False, seed: int = 0):
     torch.manual_seed(seed)
-    block = TransformerAttention(8, heads=2, bias=bias, fixed=fixed, layout=layout,
+    block = TransformerAttention((8,), heads=2, bias=bias, fixed=fixed, layout=layout,
                                  num_kernels=6).double().eval()
     with torch.no_grad():
         for p in block.parameters():

@@ -26,11 +26,10 @@ def _one_pass_message():
     from ..backbones.painn import PaiNNLayer
     from ..nn.painn_message import _edge_messages
 
-    def message(self, phi, v, rho, unit, weight, i, j):
-        ds_e, dv_e = _edge_messages(phi, v, rho, unit, weight, j, self.first)
-        ds = torch.zeros((phi.shape[0], phi.shape[1] // 3), dtype=phi.dtype,
-                         device=phi.device).index_add(0, i, ds_e)
-        return ds, torch.zeros_like(v).index_add(0, i, dv_e)
+    def message(self, phi, features, geometry, rho, weight, i, j):
+        ds_e, d_e = _edge_messages(phi, features, geometry, rho, weight, j, self.first)
+        ds = phi.new_zeros((phi.shape[0], ds_e.shape[1])).index_add(0, i, ds_e)
+        return ds, [torch.zeros_like(f).index_add(0, i, d) for f, d in zip(features, d_e)]
 
     original = PaiNNLayer._chunked_message
     PaiNNLayer._chunked_message = message

@@ -180,6 +180,38 @@ def _segment_attention(q: Tensor, k: Tensor, val: Tensor, batch: Tensor, num_gra
     return y[batch, rank]
 
 
+def _dense_attention(q: Tensor, k: Tensor, val: Tensor, positions: Tensor, omega: Tensor,
+                     batch: Tensor, num_graphs: int) -> Tensor:
+    """The exact kernel form y_m = Σ_{n in b(m)} Σ_k sinc(ω_k r_mn) ⟨q_m^(k), k_n^(k)⟩ val_n
+    (n = m included) for q, k (N, C, d_qk), val (N, Dv), positions (N, 3) Å, ω (K,) 1/Å.
+
+    Structures are padded to (B, n_max, …); padding rows have q = k = 0, so they add nothing.
+    Cost O(B·n_max²·(C·d_qk + K + Dv)): cheaper than the Lebedev factorisation for small
+    structures, and free of quadrature error.
+    """
+    n, c, d = q.shape
+    if num_graphs == 1:
+        qp, kp, vp, pp = q[None], k[None], val[None], positions[None]
+        rank = torch.arange(n, device=q.device)
+    else:
+        counts = torch.bincount(batch, minlength=num_graphs)
+        n_max = int(counts.max())
+        rank = rank_in_segment(batch, counts)
+        idx = (batch, rank)
+        qp = q.new_zeros((num_graphs, n_max, c, d)).index_put(idx, q)
+        kp = k.new_zeros((num_graphs, n_max, c, d)).index_put(idx, k)
+        vp = val.new_zeros((num_graphs, n_max, val.shape[1])).index_put(idx, val)
+        pp = positions.new_zeros((num_graphs, n_max, 3)).index_put(idx, positions)
+    b, m = qp.shape[0], qp.shape[1]
+    qk = torch.einsum("bmcki,bncki->bmnk", qp.reshape(b, m, c, d // 2, 2),
+                      kp.reshape(b, m, c, d // 2, 2))                           # (B, n, n, K)
+    diff = pp.unsqueeze(2) - pp.unsqueeze(1)
+    r2 = (diff * diff).sum(-1)                                                  # (B, n, n)
+    att = (_sinc_sq(r2.unsqueeze(-1) * omega * omega) * qk).sum(-1)
+    y = torch.bmm(att, vp)
+    return y[0] if num_graphs == 1 else y[batch, rank]
+
+
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """ERoPE: rotate channel pairs (a, b) = (2k, 2k+1) of x (N, C, d_qk) by the
     angles whose cos and sin (N, G, K) are given (optionally times a quadrature
@@ -226,33 +258,38 @@ class EuclideanFastAttention(GlobalBlock):
     (PaiNN, ``vectors=True``) host network.
 
     Args:
-        width: feature width F of the host network.
-        host_order: rotation order of the host's features (``vectors`` needs ≥ 1).
+        widths: the host's channels per rotation order: F = widths[0] scalars, then
+            vectors and rank-2 tensors if it has them (``vectors`` needs a host with vectors).
         r_max: largest distance (Å) expected between two atoms of one
             structure; ω_k = linspace(0, b_max, D_qk/2) / r_max.
         grid: Lebedev grid size G (see ``lebedev_points()``).
         d_qk: query/key channels (even; K = d_qk/2 rotary frequencies).
         d_v: value channels (per scalar / per vector part).
         vectors: also use and return ℓ = 1 (vector) channels.
-        tensors: also attend over rank-2 Cartesian values T_j = (A v̂_j) ⊗ (B v̂_j) (ℓ = 0, 1,
-            2 parts; needs ``vectors``) and feed the invariants c_iᵀ Y_i d_i (c = C v̂_i,
-            d = D v̂_i, Y_i = Σ_j K_ij T_j) to the scalars; v̂ is v over its per-atom RMS
-            norm (`_rms_normalised`). A symmetric pair of atoms (the two
-            H of a CH2 end) has opposite in-plane vectors that cancel in any sum of vectors
-            but not in their outer products, so these channels carry the plane's orientation
-            across the structure; the energy gets (v_i · v_j)²-like terms (a cos² torsion).
+        tensors: also attend over rank-2 values. With a host that carries rank-2 features
+            (three widths, e.g. PaiNN with ``lmax: 2``) the values are those features
+            (A t_j, 5 components each), the invariants ⟨Y_i, C t_i⟩ feed the scalars and the
+            output Y_i feeds the host's tensors. Otherwise the values are built from vectors,
+            T_j = (A v̂_j) ⊗ (B v̂_j) (ℓ = 0, 1, 2 parts; needs ``vectors``), and the invariants
+            c_iᵀ Y_i d_i (c = C v̂_i, d = D v̂_i) feed the scalars; v̂ is v over its per-atom
+            RMS norm (`_rms_normalised`). A symmetric pair of atoms (the two H of a CH2 end)
+            has opposite in-plane vectors that cancel in any sum of vectors but not in their
+            rank-2 parts, so these channels carry the plane's orientation across the
+            structure; the energy gets (v_i · v_j)²-like terms (a cos² torsion).
         b_max: reach in radians; default ``b_max_for_grid(grid, vectors)``.
         feature_map: Ψ on scalar queries/keys: "identity", "silu" or "gelu".
             Vector queries/keys/values are linear in ``v`` (no nonlinearity).
 
-    ``forward`` returns the branch output ``(ds, dv)`` = MLP(Dense(EFA(x)) + x)
+    ``forward`` returns the branch output (ds, dv, dt) = MLP(Dense(EFA(x)) + x)
     whose last layers are zero-initialised: a fresh block returns zeros. The
-    host adds/gates it. ``attend`` gives the raw attention output.
+    host adds it. ``attend`` gives the raw attention output.
 
-    Distributed (``graph.owned`` ≥ 0, one structure split over MPI ranks): the sum over atoms
-    factorises, so each process adds only its owned atoms into the centroid and S = K̃ᵀV, the
-    ``sums`` hook (identity here; an MPI all-reduce in the LAMMPS export) completes them, and
-    every node, ghosts included, gets q̃ S.
+    Distributed (``graph.owned`` ≥ 0, one structure split over MPI ranks): always the Lebedev
+    factorisation, whatever the structure's size (the exact form for small structures needs
+    every pair of atoms in one process). Its sum over atoms factorises, so each process adds
+    only its owned atoms into the centroid and S = K̃ᵀV, the ``sums`` hook (identity here; an
+    MPI all-reduce in the LAMMPS export) completes them, and every node, ghosts included, gets
+    q̃ S.
 
     Grid directions/weights and frequencies are float64 buffers, cast to the
     input dtype in forward, so ``.double()`` keeps the grid exact (rotation
@@ -264,8 +301,10 @@ class EuclideanFastAttention(GlobalBlock):
     d_v scalar channels (+ 3·d_v for the vector channels).
     """
 
+    dense_below: int
     vectors: Final[bool]  # Final: TorchScript drops the unused branch
     tensors: Final[bool]
+    host_tensors: Final[bool]
     distributed = True
     d_qk: int
     d_v: int
@@ -275,9 +314,8 @@ class EuclideanFastAttention(GlobalBlock):
 
     def __init__(
         self,
-        width: int,
+        widths: Tuple[int, ...],
         r_max: PositiveFloat,
-        host_order: int = 1,
         grid: int = 50,
         d_qk: PositiveInt = 16,
         d_v: PositiveInt = 32,
@@ -287,11 +325,13 @@ class EuclideanFastAttention(GlobalBlock):
         tensors: bool = False,
     ) -> None:
         super().__init__()
+        width, host_order = widths[0], len(widths) - 1
         if vectors and host_order < 1:
             raise ValueError("vectors: vector (ℓ = 1) channels need a backbone with vector "
                              "features (e.g. painn)")
-        if tensors and not vectors:
-            raise ValueError("tensors: rank-2 channels are built from vector features; "
+        if tensors and not vectors and host_order < 2:
+            raise ValueError("tensors: rank-2 channels are built from vector features unless "
+                             "the backbone carries rank-2 features (painn with lmax: 2); "
                              "set vectors: true as well")
         if d_qk % 2:
             raise ValueError(f"d_qk must be even, got {d_qk}")
@@ -307,9 +347,15 @@ class EuclideanFastAttention(GlobalBlock):
         self.d_v = int(d_v)
         self.vectors = bool(vectors)
         self.tensors = bool(tensors)
-        self.order = 1 if vectors else 0
+        self.host_tensors = self.tensors and host_order >= 2
+        self.order = 2 if self.host_tensors else (1 if vectors else 0)
         self.reach = self.r_max
         self.n_comp = 4 if vectors else 1  # scalar + 3 Cartesian components
+        # the exact O(n²) form costs n²·(C·d_qk + K + d_v) per structure, the factorisation
+        # ~4·n·G·C·d_qk (rotating queries and keys dominates): the first wins below
+        qk_channels = self.n_comp * d_qk
+        self.dense_below = int(4 * self.grid * qk_channels
+                               / (qk_channels + d_qk // 2 + d_v * self.n_comp))
         self.b_max = float(b_max) if b_max is not None else b_max_for_grid(grid, vectors)
         self.feature_map = feature_map
 
@@ -343,10 +389,22 @@ class EuclideanFastAttention(GlobalBlock):
         if self.vec_gate is not None:
             nn.init.zeros_(self.vec_gate.weight)
             nn.init.zeros_(self.vec_gate.bias)
-        # rank-2 values (A v) ⊗ (B v) and the contraction (C v)ᵀ Y (D v), d_v channels each
+        # rank-2 values: (A v) ⊗ (B v) with the contraction (C v)ᵀ Y (D v), or from the host's
+        # tensors A t with the contraction ⟨Y, C t⟩; d_v channels each
+        source = widths[2] if self.host_tensors else width  # channels the values come from
         self.proj_t: Optional[nn.Linear] = (
-            nn.Linear(width, 4 * d_v, bias=False) if tensors else None)
+            nn.Linear(source, (2 if self.host_tensors else 4) * d_v, bias=False)
+            if tensors else None)
         self.out_t: Optional[nn.Linear] = nn.Linear(d_v, width, bias=False) if tensors else None
+        # the host's tensors get Y back as vectors do: a linear map gated by scalars
+        self.out_tt: Optional[nn.Linear] = (
+            nn.Linear(d_v, source, bias=False) if self.host_tensors else None)
+        self.ten_lin: Optional[nn.Linear] = (
+            nn.Linear(source, source, bias=False) if self.host_tensors else None)
+        self.ten_gate: Optional[nn.Linear] = nn.Linear(width, source) if self.host_tensors else None
+        if self.ten_gate is not None:
+            nn.init.zeros_(self.ten_gate.weight)
+            nn.init.zeros_(self.ten_gate.bias)
         # per-structure sums of owned atoms -> sums over all processes (see GlobalBlock)
         self.sums: nn.Module = LocalSums()
 
@@ -364,9 +422,10 @@ class EuclideanFastAttention(GlobalBlock):
         2 × max distance from the centroid; compare with ``self.r_max``."""
         return structure_extent(positions, batch, num_graphs)
 
-    def _project(self, s: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """q, k (N, C, d_qk) and val (N, d_v·C) with C = 1 (scalars) or 4
-        (scalar + xyz of the ℓ = 1 channels)."""
+    def _project(self, x: Features) -> Tuple[Tensor, Tensor, Tensor]:
+        """q, k (N, C, d_qk) and val (N, d_v·(C + R)) with C = 1 (scalars) or 4 (scalar + xyz of
+        the ℓ = 1 channels) and R rank-2 rows (9 built from vectors, 5 from the host, or 0)."""
+        s, v = x.scalars, x.vectors
         d_qk, d_v = self.d_qk, self.d_v
         h = self.proj_s(s)
         q = self.psi(h[:, :d_qk]).unsqueeze(1)
@@ -377,47 +436,71 @@ class EuclideanFastAttention(GlobalBlock):
             q = torch.cat([q, hv[:, :, :d_qk]], dim=1)
             k = torch.cat([k, hv[:, :, d_qk : 2 * d_qk]], dim=1)
             val = torch.cat([val, hv[:, :, 2 * d_qk :].reshape(hv.shape[0], 3 * d_v)], dim=1)
-        if self.tensors:
-            ab = self._tensor_projection(v, 0)  # (N, 3, 2 d_v): a, b
+        if self.host_tensors:
+            a = self._tensor_projection(x, 0)  # (N, 5, d_v)
+            val = torch.cat([val, a.reshape(a.shape[0], 5 * d_v)], dim=1)
+        elif self.tensors:
+            ab = self._tensor_projection(x, 0)  # (N, 3, 2 d_v): a, b
             outer = ab[:, :, None, :d_v] * ab[:, None, :, d_v:]  # (N, 3, 3, d_v)
             val = torch.cat([val, outer.reshape(ab.shape[0], 9 * d_v)], dim=1)
         return q, k, val
 
-    def _tensor_projection(self, v: Tensor, half: int) -> Tensor:
-        """(A v̂, B v̂) for half 0 (the rank-2 values) or (C v̂, D v̂) for half 1 (the
-        contraction), (N, 3, 2 d_v): one half of ``proj_t``'s rows each, none computed twice."""
-        rows = 2 * self.d_v
+    def _tensor_projection(self, x: Features, half: int) -> Tensor:
+        """Half 0: the rank-2 values' factors, half 1: the contraction's, one half of
+        ``proj_t``'s rows each, none computed twice. From the host's tensors: A t or C t
+        (N, 5, d_v); from vectors: (A v̂, B v̂) or (C v̂, D v̂), (N, 3, 2 d_v)."""
+        rows = (1 if self.host_tensors else 2) * self.d_v
         weight = self.proj_t.weight[half * rows : (half + 1) * rows]
-        return torch.nn.functional.linear(_rms_normalised(v), weight)
+        if self.host_tensors:
+            return torch.nn.functional.linear(x.tensors, weight)
+        return torch.nn.functional.linear(_rms_normalised(x.vectors), weight)
 
-    def _split(self, y: Tensor) -> Tuple[Tensor, Tensor]:
-        """y_s (N, d_v) and y_v: (N, 3, d_v), or (N, 12, d_v) with the rank-2 channels
-        (3 vector rows, then the 3×3 tensor rows), or (N, 3, 0) without vectors."""
+    def _split(self, y: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """y_s (N, d_v), y_v (N, 3, d_v) ((N, 3, 0) without vectors) and the rank-2 rows y_t
+        (N, 9 or 5, d_v) ((N, 0, d_v) without tensors)."""
         d_v = self.d_v
+        n = y.shape[0]
         y_s = y[:, :d_v]
+        start = d_v
         if self.vectors:
-            y_v = y[:, d_v : 4 * d_v].reshape(y.shape[0], 3, d_v)
-            if self.tensors:
-                y_t = y[:, 4 * d_v :].reshape(y.shape[0], 9, d_v)
-                y_v = torch.cat([y_v, y_t], dim=1)
+            y_v = y[:, d_v : 4 * d_v].reshape(n, 3, d_v)
+            start = 4 * d_v
         else:
-            y_v = y.new_zeros((y.shape[0], 3, 0))
-        return y_s, y_v
+            y_v = y.new_zeros((n, 3, 0))
+        rows = (y.shape[1] - start) // d_v
+        return y_s, y_v, y[:, start:].reshape(n, rows, d_v)
 
-    def attend(
-        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int,
-        owned: int = -1,
-    ) -> Tuple[Tensor, Tensor]:
-        """Raw EFA output via the Lebedev factorisation, O(N·G·d_qk·d_v) time.
+    def attend(self, x: Features, positions: Tensor, batch: Tensor, num_graphs: int,
+               owned: int = -1) -> Tuple[Tensor, Tensor, Tensor]:
+        """Raw EFA output, by whichever form is cheaper for the batch's largest structure: the
+        exact kernel form (`attend_exact`, O(n²) per structure) for molecules, the Lebedev
+        factorisation (`attend_lebedev`, O(n)) for large systems. They agree to the quadrature
+        error (~1e-12 well inside r_max); the choice depends on the structure's size only.
 
-        s (N, F), v (N, 3, F) (ignored unless vectors), positions (N, 3) Å,
-        batch (N,) int64 in [0, num_graphs). Returns y_s (N, d_v) and
-        y_v (N, 3, d_v) ((N, 12, d_v) with tensors; (N, 3, 0) when vectors=False).
+        x: the host's features (vectors and tensors used as configured), positions (N, 3) Å,
+        batch (N,) int64 in [0, num_graphs). Returns y_s, y_v, y_t (see `_split`).
         ``owned`` ≥ 0: one structure split over processes, of whose atoms this process owns
-        the first ``owned`` nodes (see the class docstring).
+        the first ``owned`` nodes (see the class docstring). That always takes the Lebedev
+        factorisation, whatever the size: only its sums split into per-process parts (the
+        exact form needs every pair of atoms in one process), and every process must make
+        the same choice.
         """
-        q, k, val = self._project(s, v)
-        dtype = s.dtype
+        if owned >= 0:
+            return self.attend_lebedev(x, positions, batch, num_graphs, owned)
+        if num_graphs == 1:
+            n_max = positions.shape[0]
+        else:
+            n_max = int(torch.bincount(batch, minlength=num_graphs).max())
+        if n_max <= self.dense_below:
+            return self.attend_exact(x, positions, batch, num_graphs)
+        return self.attend_lebedev(x, positions, batch, num_graphs)
+
+    def attend_lebedev(self, x: Features, positions: Tensor, batch: Tensor, num_graphs: int,
+                       owned: int = -1) -> Tuple[Tensor, Tensor, Tensor]:
+        """EFA via the Lebedev factorisation, O(N·G·d_qk·d_v) time; see `attend` (``owned``
+        too)."""
+        q, k, val = self._project(x)
+        dtype = q.dtype
         dirs = self.directions.to(dtype)
         lam = self.weights.to(dtype)
         omega = self.omega.to(dtype)
@@ -425,8 +508,8 @@ class EuclideanFastAttention(GlobalBlock):
             centred = positions - self._split_centroid(positions, num_graphs, owned)
         else:
             centred = centred_positions(positions, batch, num_graphs)
-        x = centred @ dirs.transpose(0, 1)  # (N, G)
-        theta = x.unsqueeze(-1) * omega  # (N, G, K)
+        c = centred @ dirs.transpose(0, 1)  # (N, G)
+        theta = c.unsqueeze(-1) * omega  # (N, G, K)
         cos, sin = torch.cos(theta), torch.sin(theta)
         lam = lam.view(1, -1, 1)
         q_rot = _rotate(q, cos * lam, sin * lam)  # quadrature weights folded into q
@@ -448,61 +531,52 @@ class EuclideanFastAttention(GlobalBlock):
         total = self.sums(local)
         return total[:, :3] / total[:, 3:].clamp(min=1.0)
 
-    def attend_exact(
-        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int
-    ) -> Tuple[Tensor, Tensor]:
-        """O(N²) reference for ``attend``: y_m = 1/√D Σ_n Σ_k sinc(ω_k r_mn)
-        ⟨q_m^(k), k_n^(k)⟩ val_n over n in m's structure (n = m included),
-        D = C·d_qk. Same signature and return as ``attend``."""
-        q, k, val = self._project(s, v)
-        n = q.shape[0]
-        kk = self.d_qk // 2
-        omega = self.omega.to(s.dtype)
-        # ⟨q_m^(k), k_n^(k)⟩ summed over the channel pair and the C components
-        qk = torch.einsum("mcki,ncki->mnk", q.reshape(n, -1, kk, 2), k.reshape(n, -1, kk, 2))
-        diff = positions.unsqueeze(1) - positions.unsqueeze(0)
-        r2 = (diff * diff).sum(-1)  # (N, N)
-        kernel = _sinc_sq(r2.unsqueeze(-1) * omega * omega)  # (N, N, K)
-        same = (batch.unsqueeze(1) == batch.unsqueeze(0)).to(s.dtype)
-        att = (kernel * qk).sum(-1) * same
-        return self._split(att @ val / math.sqrt(self.n_comp * self.d_qk))
+    def attend_exact(self, x: Features, positions: Tensor, batch: Tensor, num_graphs: int
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
+        """The exact kernel form of EFA, y_m = 1/√D Σ_n Σ_k sinc(ω_k r_mn) ⟨q_m^(k), k_n^(k)⟩
+        val_n over n in m's structure (n = m included), D = C·d_qk — the limit the Lebedev
+        quadrature approximates; O(n²) per structure (`_dense_attention`)."""
+        q, k, val = self._project(x)
+        y = _dense_attention(q, k, val, positions, self.omega.to(q.dtype), batch, num_graphs)
+        return self._split(y / math.sqrt(self.n_comp * self.d_qk))
 
-    def _branch(self, y_s: Tensor, y_v: Tensor, s: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
-        """MLP(Dense(y) + x): scalars by a 2-layer SiLU MLP, vectors by a
-        linear map gated by scalars; last layers zero-initialised."""
+    def _branch(self, y_s: Tensor, y_v: Tensor, y_t: Tensor, x: Features) -> Features:
+        """MLP(Dense(y) + x): scalars by a 2-layer SiLU MLP, vectors (and the host's tensors)
+        by a linear map gated by scalars; last layers zero-initialised."""
+        s, v, t = x.scalars, x.vectors, x.tensors
         h_s = self.out_s(y_s) + s
         h_v = v
-        if self.tensors:
+        h_t = t
+        if self.host_tensors:
+            c = self._tensor_projection(x, 1)  # (N, 5, d_v)
+            h_s = h_s + self.out_t((y_t * c).sum(dim=1))  # ⟨Y_i, C t_i⟩: rotation invariant
+            h_t = self.out_tt(y_t) + t
+        elif self.tensors:
             d_v = self.d_v
-            y_t = y_v[:, 3:].reshape(y_v.shape[0], 3, 3, d_v)
-            cd = self._tensor_projection(v, 1)  # (N, 3, 2 d_v): c, d
-            t_inv = (cd[:, :, None, :d_v] * y_t * cd[:, None, :, d_v:]).sum(dim=(1, 2))
+            y_m = y_t.reshape(y_t.shape[0], 3, 3, d_v)
+            cd = self._tensor_projection(x, 1)  # (N, 3, 2 d_v): c, d
+            t_inv = (cd[:, :, None, :d_v] * y_m * cd[:, None, :, d_v:]).sum(dim=(1, 2))
             h_s = h_s + self.out_t(t_inv)  # c_iᵀ Y_i d_i: rotation invariant
-            y_v = y_v[:, :3]
         if self.vectors:
             h_v = self.out_v(y_v) + v
             h_s = h_s + (h_v * self.vec_dot(h_v)).sum(dim=1)  # rotation-invariant couplings
         hidden = torch.nn.functional.silu(self.mlp_hidden(h_s))
         ds = self.mlp_out(hidden)
-        if self.vectors:
-            dv = self.vec_lin(h_v) * self.vec_gate(hidden).unsqueeze(1)
-        else:
-            dv = torch.zeros_like(v)
-        return ds, dv
+        dv = self.vec_lin(h_v) * self.vec_gate(hidden).unsqueeze(1) if self.vectors \
+            else torch.zeros_like(v)
+        dt = self.ten_lin(h_t) * self.ten_gate(hidden).unsqueeze(1) if self.host_tensors \
+            else torch.zeros_like(t)
+        return Features(ds, dv, dt)
 
-    def exact_pairwise(
-        self, s: Tensor, v: Tensor, positions: Tensor, batch: Tensor, num_graphs: int
-    ) -> Tuple[Tensor, Tensor]:
+    def exact_pairwise(self, x: Features, graph: Graph) -> Features:
         """Same as ``forward`` but with the O(N²) sinc kernel (test reference)."""
-        y_s, y_v = self.attend_exact(s, v, positions, batch, num_graphs)
-        return self._branch(y_s, y_v, s, v)
+        y_s, y_v, y_t = self.attend_exact(x, graph.positions, graph.batch, graph.num_graphs)
+        return self._branch(y_s, y_v, y_t, x)
 
     def forward(self, x: Features, graph: Graph) -> Features:
-        """Branch output: scalars ds (N, F), vectors dv (N, 3, F) (zeros when
-        vectors=False; (N, 3, 0) in a scalar host) and zero tensors, for the host's
-        features ``x`` and the structures' positions (Å) in ``graph``."""
-        s, v = x.scalars, x.vectors
-        y_s, y_v = self.attend(s, v, graph.positions, graph.batch, graph.num_graphs,
-                               graph.owned)
-        ds, dv = self._branch(y_s, y_v, s, v)
-        return Features(ds, dv, torch.zeros_like(x.tensors))
+        """Branch output for the host's features ``x`` and the structures' positions (Å) in
+        ``graph``: scalars (N, F), vectors (zeros when vectors=False; (N, 3, 0) in a scalar
+        host) and tensors (zeros unless the host's rank-2 features are attended)."""
+        y_s, y_v, y_t = self.attend(x, graph.positions, graph.batch, graph.num_graphs,
+                                    graph.owned)
+        return self._branch(y_s, y_v, y_t, x)

@@ -34,8 +34,8 @@ class TransformerAttention(GlobalBlock):
     """Global block: multi-head attention over the atoms of each structure (GPS-style fusion).
 
     Args:
-        width: F, the scalar feature width (host).  host_order: the host's feature order (unused:
-            attention reads and writes scalars only).
+        widths: the host's channels per rotation order; attention reads and writes the
+            scalars (F = widths[0]) only.
         heads: H (must divide F).
         bias: one of `BIAS_TYPES` (see `mlip_attn.attention.biases`).
         fixed: attention from the bias alone, A = softmax_j(b_ij) (no queries or keys).
@@ -48,12 +48,14 @@ class TransformerAttention(GlobalBlock):
 
     order = 0
     reach = math.inf
+    not_distributed = "its softmax over every atom needs every atom on every rank"
 
-    def __init__(self, width: int, host_order: int = 0, heads: PositiveInt = 4,
+    def __init__(self, widths: Tuple[int, ...], heads: PositiveInt = 4,
                  bias: Literal[BIAS_TYPES] = "power_law_negative", fixed: bool = False,
                  exponent: Optional[float] = None, num_kernels: PositiveInt = 32,
                  layout: Literal[LAYOUTS] = "auto"):
         super().__init__()
+        width = widths[0]
         self.width = width
         self.layout = layout
         self.bias_kind = bias
@@ -105,7 +107,7 @@ def time_layouts(structure_sizes: List[int], width: int = 128, heads: int = 4,
     from ..nn.graph import empty_features, graph_without_edges
     result = {}
     for layout in ("padded", "block_diagonal"):
-        block = TransformerAttention(width, heads, bias, layout=layout).to(device=device, dtype=dtype).eval()
+        block = TransformerAttention((width,), heads, bias, layout=layout).to(device=device, dtype=dtype).eval()
         nn.init.normal_(block.attention.out.weight)
         times = []
         for k in range(repeats + 1):

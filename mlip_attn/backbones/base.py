@@ -5,6 +5,8 @@ A backbone turns element indices and geometry into per-atom features::
     __init__(self, num_elements: int, global_blocks: list[GlobalBlock | None], <options>)
     forward(self, species: (N,) int64 rows of the element table, graph: Graph) -> Features
 
+Its initial per-atom features are its embedding plus ``graph.atom_inputs`` (the model's
+encoder features, already in its width; `mlip_attn.nn.graph.with_atom_inputs`).
 ``global_blocks`` holds one block (or None) per layer; a backbone that takes blocks adds each
 block's output to its features in that layer (``x ← x + local(x) + block(x, graph)``). Its
 options are config keys of the ``model:`` section; a backbone that takes global blocks has
@@ -23,7 +25,7 @@ class Backbone(nn.Module):
 
     order: highest rotation order of the features it carries (0 scalars, 1 + vectors,
         2 + rank-2 tensors); global blocks attached to it may read and write up to this order.
-        `feature_order` gives it from the options when it depends on them.
+        `feature_widths` gives the channels of each order from the options.
     accepts_global_blocks: whether ``model.attention`` may add blocks to its layers.
     is_global: an atom's energy depends on atoms at any distance even without blocks.
     uses_neighbour_list: reads ``graph.edge_index`` (False: graph-free).
@@ -40,6 +42,7 @@ class Backbone(nn.Module):
     direct_forces: bool = False
 
     @classmethod
-    def feature_order(cls, options: dict) -> int:
-        """The rotation order of the features a backbone built with ``options`` carries."""
-        return cls.order
+    def feature_widths(cls, options: dict) -> tuple[int, ...]:
+        """Channels of each rotation order (scalars, vectors, …) of a backbone built with
+        ``options``: by default ``width`` for every order up to `order`."""
+        return (int(options.get("width", 0)),) * (cls.order + 1)

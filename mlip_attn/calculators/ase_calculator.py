@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import CalculationFailed, Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..data import AtomicData, Batch, LabelKeys
 from ..data.atomic_data import check_elements
 from ..data.neighbours import VerletList
+from ..data.statistics import describe_seen, outside_seen
 from ..models import Potential, load_model
+from ..models.model_file import resolve_dtype
 
 _INPUT_KEYS = LabelKeys(charge="charge", spin="spin")
 
@@ -27,20 +29,31 @@ class RangeWarning(UserWarning):
     """A structure larger than the global attention's reach r_max."""
 
 
+class ChargeWarning(UserWarning):
+    """A total charge or spin outside what the model saw in training."""
+
+
 class AttnCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model, device: str = "cpu", default_dtype: str = "float32",
-                 range_check: str = "warn", skin: float = 1.0, **kwargs):
+                 range_check: str = "warn", skin: float = 1.0, charge_check: str = "warn",
+                 **kwargs):
         """``model``: path, `Potential`, or a list of either (committee).
         ``range_check``: "warn" or "raise" when a structure exceeds a global model's r_max.
+        ``charge_check``: "warn" (`ChargeWarning`) or "raise" when a structure's total charge
+        or spin lies outside those the model was trained on (recorded in model files written
+        by `fit`; older files are not checked).
         ``skin`` (Å): the neighbour list holds pairs within cutoff + skin and is searched again
         only after an atom has moved more than skin / 2 (results are the same; 0 searches
         every call)."""
         super().__init__(**kwargs)
         if range_check not in ("warn", "raise"):
-            raise ValueError("range_check must be 'warn' or 'raise'")
-        dtype = getattr(torch, default_dtype)
+            raise ValueError(f"range_check must be 'warn' or 'raise', got {range_check!r}")
+        if charge_check not in ("warn", "raise"):
+            raise ValueError(f"charge_check must be 'warn' or 'raise', got {charge_check!r}")
+        self.charge_check = charge_check
+        dtype = resolve_dtype(default_dtype, "default_dtype")
         models = model if isinstance(model, (list, tuple)) else [model]
         self.models: list[Potential] = []
         for m in models:
@@ -64,6 +77,12 @@ class AttnCalculator(Calculator):
         if not all(m.conservative for m in self.models):
             warnings.warn("this model predicts forces with a direct head: they are not -dE/dr, "
                           "so MD does not conserve energy", UserWarning, stacklevel=2)
+        if not all(getattr(m, "smooth", True) for m in self.models):
+            warnings.warn("this model uses bond-graph encoders (topological/laplacian): its "
+                          "energy jumps when a bond forms or breaks, so forces are not the "
+                          "gradient of a continuous energy there; it is a property model, not a "
+                          "force field (model file: force_field_safe = false)", UserWarning,
+                          stacklevel=2)
         if not all(m.invariant for m in self.models):
             warnings.warn("this model embeds raw coordinates: its predictions depend on the "
                           "orientation of the structure", UserWarning, stacklevel=2)
@@ -81,6 +100,7 @@ class AttnCalculator(Calculator):
         check_elements(atoms.numbers, self.elements, "atoms")
         data = AtomicData.from_atoms(atoms, _INPUT_KEYS, name="atoms").validate()
         self._check_range(data)
+        self._check_charge_spin(data)
         return Batch.collate([data.with_graph(self.cutoff, self.neighbours)]).to(self.device,
                                                                              self.dtype)
 
@@ -96,11 +116,29 @@ class AttnCalculator(Calculator):
                 raise ValueError(msg)
             warnings.warn(msg, RangeWarning, stacklevel=3)
 
+    def _check_charge_spin(self, data: AtomicData) -> None:
+        problems = []
+        for key, what, value in (("charge", "total charge", data.charge),
+                                 ("spin", "spin multiplicity", data.spin)):
+            for m in self.models:
+                seen = m.metadata.get(f"training_{key}")
+                if seen and outside_seen(value, seen):
+                    problems.append(f"{what} {value:g} (atoms.info['{key}']) lies outside the "
+                                    f"{key}s the model saw in training ({describe_seen(seen)})")
+                    break
+        if not problems:
+            return
+        msg = "; ".join(problems) + ": the prediction is an extrapolation"
+        if self.charge_check == "raise":
+            raise ValueError(msg)
+        warnings.warn(msg + " (charge_check='raise' refuses)", ChargeWarning, stacklevel=4)
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         batch = self._input(self.atoms)
         periodic = bool(self.atoms.pbc.any())
         outs = [m.predict(batch, compute_forces=True, compute_stress=periodic) for m in self.models]
+        _check_finite(outs)
         energies = np.array([float(o["energy"][0]) for o in outs])
         forces = np.stack([o["forces"].detach().cpu().double().numpy() for o in outs])
         self.results["energy"] = float(energies.mean())
@@ -114,3 +152,20 @@ class AttnCalculator(Calculator):
         if len(self.models) > 1:
             self.results["energy_var"] = float(energies.var())
             self.results["forces_comm"] = forces
+
+
+def _check_finite(outs: list[dict]) -> None:
+    """`CalculationFailed` when a model returned NaN or inf (never pass them on to MD)."""
+    for k, out in enumerate(outs):
+        for name in ("energy", "forces"):
+            value = out[name].detach()
+            if not torch.isfinite(value).all():
+                which = f"committee model {k}" if len(outs) > 1 else "the model"
+                shown = float(value.reshape(-1)[~torch.isfinite(value.reshape(-1))][0])
+                hint = (" (default_dtype='float64' has more range)"
+                        if value.dtype == torch.float32 else "")
+                raise CalculationFailed(
+                    f"{which} returned a non-finite {name} ({shown}) for this structure: a "
+                    f"model with NaN or inf weights (e.g. from a diverged training run) computes "
+                    f"only NaN; otherwise an input far outside what the model knows (charge, "
+                    f"spin, coordinates) overflowed {value.dtype}{hint}")

@@ -109,7 +109,10 @@ class AtomicData:
         """
         from .labels import LabelKeys, read_labels
         keys = keys or LabelKeys()
-        labels = read_labels(atoms, keys, targets)
+        try:
+            labels = read_labels(atoms, keys, targets)
+        except ValueError as exc:
+            raise StructureError(f"{name}: {exc}" if name else str(exc)) from None
         return cls(
             positions=torch.tensor(np.asarray(atoms.positions), dtype=torch.float64),
             numbers=torch.tensor(np.asarray(atoms.numbers), dtype=torch.int64),

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .atomic_data import AtomicData
+from .io import DataFileError
 
 FORMAT = "mlip-attn-hdf5"
 VERSION = 1
@@ -77,11 +78,36 @@ def write_hdf5(path: str | Path, structures: list[AtomicData], append: bool = Fa
 
 def _check_format(f: h5py.File, path: Path) -> None:
     if f.attrs.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an mlip-attn HDF5 file (root attribute format="
-                         f"{f.attrs.get('format')!r}, expected {FORMAT!r})")
+        raise DataFileError(f"{path}: not an mlip-attn HDF5 file (root attribute format="
+                            f"{f.attrs.get('format')!r}, expected {FORMAT!r})")
     if int(f.attrs.get("format_version", -1)) > VERSION:
-        raise ValueError(f"{path}: HDF5 format version {f.attrs['format_version']} is newer "
-                         f"than this mlip-attn understands ({VERSION}); upgrade mlip-attn")
+        raise DataFileError(f"{path}: HDF5 format version {f.attrs['format_version']} is newer "
+                            f"than this mlip-attn understands ({VERSION}); upgrade mlip-attn")
+
+
+def _dataset(f: h5py.File, name: str, path: Path) -> np.ndarray:
+    if name not in f:
+        raise DataFileError(f"{path}: dataset '{name}' is missing (an mlip-attn HDF5 file has "
+                            f"{sorted({**_PER_ATOM, **_PER_STRUCTURE})})")
+    values = f[name][()]
+    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+        raise DataFileError(f"{path}: dataset '{name}' holds {values.dtype}, not numbers")
+    return values
+
+
+def _check_shapes(cols: dict[str, np.ndarray], path: Path) -> None:
+    """Every dataset has the schema's shape for the atom and structure counts of ``n_atoms``."""
+    n_atoms = cols["n_atoms"]
+    if n_atoms.ndim != 1 or (n_atoms < 0).any():
+        raise DataFileError(f"{path}: dataset 'n_atoms' must be one count >= 0 per structure")
+    counts = {**{k: int(n_atoms.sum()) for k in _PER_ATOM},
+              **{k: len(n_atoms) for k in _PER_STRUCTURE}}
+    for name, (shape, _) in {**_PER_ATOM, **_PER_STRUCTURE}.items():
+        expected = (counts[name], *shape)
+        if cols[name].shape != expected:
+            raise DataFileError(f"{path}: dataset '{name}' has shape {cols[name].shape}, "
+                                f"expected {expected} ({len(n_atoms)} structures of "
+                                f"{int(n_atoms.sum())} atoms in all, by 'n_atoms')")
 
 
 def read_hdf5_metadata(path: str | Path) -> dict:
@@ -93,12 +119,15 @@ def read_hdf5(path: str | Path) -> list[AtomicData]:
     """All structures of an mlip-attn HDF5 file."""
     path = Path(path)
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    with f:
-        _check_format(f, path)
-        cols = {name: f[name][()] for name in {**_PER_ATOM, **_PER_STRUCTURE}}
+        with h5py.File(path, "r") as f:
+            _check_format(f, path)
+            cols = {name: _dataset(f, name, path) for name in {**_PER_ATOM, **_PER_STRUCTURE}}
+    except DataFileError:
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError... for damaged files
+        raise DataFileError(f"{path}: not a readable HDF5 file, or a damaged one "
+                            f"({type(exc).__name__}: {exc})") from exc
+    _check_shapes(cols, path)
     offsets = np.concatenate([[0], np.cumsum(cols["n_atoms"])])
     out = []
     for b in range(len(cols["n_atoms"])):

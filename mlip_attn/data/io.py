@@ -61,6 +61,12 @@ def _read_ase(path: Path, fmt: str, keys: LabelKeys) -> list:
     import ase.io
     if fmt == "db":
         return _read_db(path, keys)
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) not in (b"\n", b"\r"):   # a number cut short would still parse
+            raise DataFileError(f"{path}: the last line has no line end, so the file looks "
+                                f"truncated (cut within a line); if it is complete, end it "
+                                f"with a newline")
     try:
         return ase.io.read(path, index=":", format="extxyz")
     except Exception as exc:  # ase raises many types for malformed files
@@ -77,7 +83,8 @@ def _read_db(path: Path, keys: LabelKeys) -> list:
                 for k, v in row.key_value_pairs.items():
                     atoms.info[k] = v
                 for k, v in row.data.items():
-                    (atoms.arrays if np.ndim(v) == 2 and len(v) == len(atoms) else atoms.info)[k] = np.asarray(v)
+                    per_atom = k == keys.forces or (np.ndim(v) == 2 and len(v) == len(atoms))
+                    (atoms.arrays if per_atom else atoms.info)[k] = np.asarray(v)  # shapes: validate()
                 # results stored by a calculator count as labels when no REF_* keys are present
                 if keys.energy not in atoms.info and row.get("energy") is not None:
                     atoms.info[keys.energy] = row.energy
@@ -93,10 +100,22 @@ def _read_db(path: Path, keys: LabelKeys) -> list:
 
 def write_structures(path: str | os.PathLike, structures: list[AtomicData],
                      keys: LabelKeys | None = None, append: bool = False) -> None:
-    """Write structures with their labels to extxyz (``REF_*`` keys), HDF5 or ASE db."""
+    """Write structures with their labels to extxyz (``REF_*`` keys), HDF5 or ASE db.
+
+    A new file is written atomically (`mlip_attn.atomic`): an interrupted write leaves the old
+    file, if any, as it was. ``append`` adds to an existing file in place."""
     path = Path(path)
-    keys = keys or LabelKeys()
     fmt = file_format(path)
+    if append and path.exists():
+        _write(path, fmt, structures, keys or LabelKeys(), append=True)
+        return
+    from ..atomic import atomic_path
+    with atomic_path(path) as tmp:
+        _write(tmp, fmt, structures, keys or LabelKeys(), append=False)
+
+
+def _write(path: Path, fmt: str, structures: list[AtomicData], keys: LabelKeys,
+           append: bool) -> None:
     if fmt == "hdf5":
         from .hdf5 import write_hdf5
         write_hdf5(path, structures, append=append)
@@ -107,9 +126,7 @@ def write_structures(path: str | os.PathLike, structures: list[AtomicData],
         ase.io.write(path, atoms_list, format="extxyz", append=append)
     else:
         import ase.db
-        if not append and path.exists():
-            path.unlink()
-        with ase.db.connect(str(path)) as db:
+        with ase.db.connect(str(path), type="db") as db:
             for atoms in atoms_list:
                 kv = {k: v for k, v in atoms.info.items() if np.isscalar(v)}
                 data = {k: v for k, v in atoms.info.items() if not np.isscalar(v)}

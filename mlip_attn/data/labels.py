@@ -30,22 +30,45 @@ def _stress_3x3(value) -> torch.Tensor:
     raise ValueError(f"stress must have 6 (Voigt) or 9 components, got {arr.size}")
 
 
+def _number(info: dict, key: str, what: str, finite: bool = False) -> float:
+    """``info[key]`` as a float; a `ValueError` naming the key and ``what`` it holds otherwise
+    (``finite``: NaN and inf are refused too)."""
+    value = info[key]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"info[{key!r}] must be a number ({what}), got {value!r}") from None
+    if finite and not np.isfinite(number):
+        raise ValueError(f"info[{key!r}] must be finite, got {number}")
+    return number
+
+
+def _first_key(info: dict, *keys: str) -> str | None:
+    return next((k for k in keys if k in info), None)
+
+
 def read_labels(atoms, keys: LabelKeys, targets: tuple[str, ...] = ()) -> dict:
-    """Labels of one `ase.Atoms` as `AtomicData` keyword arguments (missing ones omitted)."""
+    """Labels of one `ase.Atoms` as `AtomicData` keyword arguments (missing ones omitted).
+    Values that are not numbers raise a `ValueError` naming the key."""
     info, arrays = atoms.info, atoms.arrays
     out: dict = {}
     if keys.energy in info:
-        out["energy"] = float(info[keys.energy])
+        out["energy"] = _number(info, keys.energy, "energy, eV")
     if keys.forces in arrays:
-        out["forces"] = torch.tensor(np.asarray(arrays[keys.forces]), dtype=torch.float64)
-    if keys.stress in info:
-        out["stress"] = _stress_3x3(info[keys.stress])
-    elif keys.virials in info:
-        volume = abs(atoms.get_volume())
-        out["stress"] = -_stress_3x3(info[keys.virials]) / volume
-    out["charge"] = float(info.get(keys.charge, info.get("charge", 0.0)))
-    out["spin"] = float(info.get(keys.spin, info.get("spin", 0.0)))
-    found = {t: float(info[t]) for t in targets if t in info}
+        out["forces"] = torch.tensor(np.asarray(arrays[keys.forces], dtype=np.float64))
+    for key, sign in ((keys.stress, 1.0), (keys.virials, -1.0)):
+        if key in info:
+            try:
+                stress = _stress_3x3(info[key])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"info[{key!r}]: {exc}") from None
+            out["stress"] = stress if sign > 0 else -stress / abs(atoms.get_volume())
+            break
+    charge = _first_key(info, keys.charge, "charge")
+    out["charge"] = _number(info, charge, "total charge, e", finite=True) if charge else 0.0
+    spin = _first_key(info, keys.spin, "spin")
+    out["spin"] = _number(info, spin, "spin multiplicity 2S+1", finite=True) if spin else 0.0
+    found = {t: _number(info, t, f"target {t!r}") for t in targets if t in info}
     if found:
         out["targets"] = found
     return out

@@ -33,11 +33,48 @@ def neighbour_list(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cut
         box = cell
     else:
         box = np.zeros((3, 3))
+    if not _vesin_safe(positions, cell, pbc, cutoff):
+        return _sparse_neighbour_list(positions, cell, pbc, cutoff)
     # vesin sorts the pairs by (i, j) itself, cheaper than sorting afterwards
     nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
     i, j, s = nl.compute(points=positions, box=box, periodic=pbc.tolist(), quantities="ijS")
     shifts = s.astype(np.float64) @ cell if pbc.any() else np.zeros((len(i), 3))
     return np.stack([i, j]).astype(np.int64), shifts
+
+
+# vesin's cell list kills the process (SIGFPE, an integer division by zero) when it coarsens a
+# grid of too many cells (about 1e5) that has a thin axis: a flat structure 1,500 Å wide, an
+# atom 1e9 Å away, a 1,500 x 1,500 x 5 Å periodic cell. Such grids go to a k-d tree (isolated)
+# or ASE (periodic) instead: those that need no coarsening, or whose thinnest axis keeps at
+# least two cells after a uniform coarsening, stay with vesin.
+VESIN_MAX_CELLS = 50_000
+
+
+def _vesin_safe(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> bool:
+    if pbc.any():   # the cell's heights: volume / area of the opposite face
+        faces = np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+        sides = abs(np.linalg.det(cell)) / faces
+    else:
+        sides = np.ptp(positions, axis=0)
+    cells = np.maximum(sides / cutoff, 1.0)
+    coarsening = (float(np.prod(cells)) / VESIN_MAX_CELLS) ** (1 / 3)
+    return coarsening <= 1.0 or float(cells.min()) >= 2.0 * coarsening
+
+
+def _sparse_neighbour_list(positions, cell, pbc, cutoff):
+    """`neighbour_list` for geometries vesin cannot take (same pairs, same order)."""
+    if pbc.any():
+        from ase.neighborlist import primitive_neighbor_list
+        i, j, s = primitive_neighbor_list("ijS", pbc, cell, positions, float(cutoff),
+                                          self_interaction=False)
+        shifts = s.astype(np.float64) @ cell
+    else:
+        from scipy.spatial import cKDTree
+        pairs = cKDTree(positions).query_pairs(float(cutoff), output_type="ndarray")
+        i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
+        shifts = np.zeros((len(i), 3))
+    order = np.lexsort((j, i))
+    return np.stack([i[order], j[order]]).astype(np.int64), shifts[order]
 
 
 class VerletList:

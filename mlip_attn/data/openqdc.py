@@ -546,12 +546,19 @@ def read_openqdc(path: PathLike, energy_method: Union[int, str] = 0,
     return out
 
 
-def openqdc_to_file(path: PathLike, out_path: PathLike, **kwargs) -> int:
+def openqdc_to_file(path: PathLike, out_path: PathLike, overwrite: bool = False,
+                    **kwargs) -> int:
     """Convert an openQDC dataset to extxyz / HDF5 (by ``out_path`` suffix) for ``mlip-attn fit``.
 
-    ``kwargs`` go to `read_openqdc`. Returns the number of structures written.
+    ``kwargs`` go to `read_openqdc`. Returns the number of structures written. An existing
+    ``out_path`` is refused unless ``overwrite``; missing folders are created; the file is
+    written atomically (an interrupted run leaves no partial file).
     """
-    from .io import write_structures
+    from .io import file_format, write_structures
+    file_format(out_path)
+    if Path(out_path).exists() and not overwrite:
+        raise OpenQDCError(f"{out_path}: already exists; pass --overwrite to replace it "
+                           f"(nothing was written)")
     structures = read_openqdc(path, **kwargs)
     if not structures:
         raise OpenQDCError(f"{path}: no structures to write (all selected energies are missing?)")

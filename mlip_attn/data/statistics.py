@@ -82,3 +82,36 @@ def split_indices(n: int, fractions: tuple[float, float, float], seed: int
     n_test = int(round(fractions[2] * n))
     n_train = n - n_valid - n_test
     return perm[:n_train], perm[n_train:n_train + n_valid], perm[n_train + n_valid:]
+
+
+MAX_LISTED_VALUES = 32   # more distinct charges (or spins) than this are recorded as a range
+
+
+def _seen(values: list[float]) -> dict:
+    distinct = sorted({round(float(v), 6) for v in values})
+    if len(distinct) <= MAX_LISTED_VALUES:
+        return {"values": distinct}
+    return {"range": [distinct[0], distinct[-1]]}
+
+
+def charge_spin_seen(structures: list[AtomicData]) -> dict:
+    """The total charges (e) and spin multiplicities a model is trained on, for its metadata:
+    ``{"training_charge": {"values": [...]}, "training_spin": {...}}`` (distinct values, or
+    ``{"range": [min, max]}`` when there are more than `MAX_LISTED_VALUES`). `AttnCalculator`
+    warns about structures outside them."""
+    return {"training_charge": _seen([d.charge for d in structures]),
+            "training_spin": _seen([d.spin for d in structures])}
+
+
+def outside_seen(value: float, seen: dict) -> bool:
+    """Whether ``value`` lies outside what `charge_spin_seen` recorded (to 1e-6)."""
+    if "values" in seen:
+        return all(abs(value - v) > 1e-6 for v in seen["values"])
+    low, high = seen["range"]
+    return not low - 1e-6 <= value <= high + 1e-6
+
+
+def describe_seen(seen: dict) -> str:
+    if "values" in seen:
+        return ", ".join(f"{v:g}" for v in seen["values"])
+    return f"{seen['range'][0]:g} to {seen['range'][1]:g}"

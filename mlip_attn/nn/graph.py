@@ -15,11 +15,14 @@ from torch import Tensor
 class Graph(NamedTuple):
     """One batch of structures as the model sees it.
 
-    positions (N, 3) Å · batch (N,) structure index of each atom · edge_index (2, E) with
-    receivers ``i = edge_index[0]`` and senders ``j = edge_index[1]`` · vectors (E, 3) Å,
+    positions (N, 3) Å · numbers (N,) atomic numbers · batch (N,) structure index of each
+    atom · edge_index (2, E) with receivers ``i = edge_index[0]`` and senders
+    ``j = edge_index[1]`` · vectors (E, 3) Å,
     r_ij = positions[j] − positions[i] + shifts · lengths (E,) Å = |r_ij| · shifts (E, 3) Å
     (periodic images, zero for isolated structures) · cell (B, 3, 3) Å (zeros if isolated) ·
     charge (B,) total charge in e · spin (B,) multiplicity 2S+1 as given (0 = not given) ·
+    atom_inputs (N, F) encoder features already projected into the backbone's width, added to
+    its initial embedding (`with_atom_inputs`), or (N, 0) for a model without encoders ·
     num_graphs B · owned: −1 (every node is an atom of its structure), or, when a structure
     is split over processes (LAMMPS on several MPI ranks, one structure), the number of
     leading nodes this process owns; the nodes after them are copies of atoms owned elsewhere
@@ -27,6 +30,7 @@ class Graph(NamedTuple):
     """
 
     positions: Tensor
+    numbers: Tensor
     batch: Tensor
     edge_index: Tensor
     vectors: Tensor
@@ -35,6 +39,7 @@ class Graph(NamedTuple):
     cell: Tensor
     charge: Tensor
     spin: Tensor
+    atom_inputs: Tensor
     num_graphs: int
     owned: int = -1
 
@@ -77,9 +82,19 @@ def rank_in_segment(batch: Tensor, counts: Tensor) -> Tensor:
 
 
 def graph_without_edges(positions: Tensor, batch: Tensor, num_graphs: int) -> Graph:
-    """A `Graph` of isolated, neutral structures with no neighbour list: what a global block
-    alone needs (its tests, `time_layouts`)."""
+    """A `Graph` of isolated, neutral structures of hydrogen atoms with no neighbour list: what
+    a distance-based global block alone needs (its tests, `time_layouts`)."""
     zeros = positions.new_zeros((num_graphs,))
-    return Graph(positions, batch, batch.new_zeros((2, 0)), positions.new_zeros((0, 3)),
+    return Graph(positions, torch.ones_like(batch), batch, batch.new_zeros((2, 0)),
+                 positions.new_zeros((0, 3)),
                  positions.new_zeros((0,)), positions.new_zeros((0, 3)),
-                 positions.new_zeros((num_graphs, 3, 3)), zeros, zeros, num_graphs)
+                 positions.new_zeros((num_graphs, 3, 3)), zeros, zeros,
+                 positions.new_zeros((positions.shape[0], 0)), num_graphs)
+
+
+def with_atom_inputs(embedding: Tensor, graph: Graph) -> Tensor:
+    """A backbone's initial per-atom features (N, F) plus the projected encoder features
+    ``graph.atom_inputs`` (unchanged when the model has no encoders)."""
+    if graph.atom_inputs.shape[1] > 0:
+        return embedding + graph.atom_inputs
+    return embedding

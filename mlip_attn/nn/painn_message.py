@@ -1,19 +1,29 @@
 """PaiNN's message step as one autograd function that walks the edges in cache-sized chunks.
 
-The plain autograd version of the message builds and keeps several (E, 3F) edge tensors per
-layer (gathered features, filters, products) and as many again in the backward pass; at 1,000
-atoms each is ~60 MB, so the time goes to page faults and memory traffic rather than arithmetic.
-Here the forward keeps only its inputs (node features, the radial expansion, unit vectors) and
-the backward recomputes each chunk's edge terms, so no edge tensor larger than one chunk ever
-exists. The maths is exactly the plain version's (`message_reference`), and the backward is
-written in differentiable torch operations, so second derivatives (force training, Hessians)
-work too.
+The message from sender j to receiver i, for scalars and each equivariant order ℓ (vectors
+ℓ = 1, rank-2 tensors ℓ = 2):
 
-Shapes: N atoms, E edges, F features, K radial functions (incl. the envelope column).
+    x_ij = φ(s_j) ⊙ W(r_ij)                        (filter: rho_ij @ weightᵀ)
+    Δs_i = Σ_j x_ij[s]
+    Δf_i = Σ_j f_j ⊙ x_ij[a_ℓ] + g_ij ⊗ x_ij[b_ℓ]   for each order: features f (N, m, F) and
+                                                   edge geometry g (E, m): û (m = 3) or the
+                                                   rank-2 components of û ûᵀ (m = 5)
+
+The plain autograd version builds and keeps several (E, 3F) edge tensors per layer (gathered
+features, filters, products) and as many again in the backward pass; for a thousand atoms each
+is tens of MB, so the time goes to page faults and memory traffic rather than arithmetic. Here
+the forward keeps only its inputs (node features, the radial expansion, edge geometry) and the
+backward recomputes each chunk's edge terms, so no edge tensor larger than one chunk exists.
+The maths is exactly the plain version's (`message_reference`), and the backward is written in
+differentiable torch operations, so second derivatives (force training, Hessians) work too.
+
+Shapes: N atoms, E edges, F scalar features, F_ℓ features of order ℓ (any number), K radial
+functions (incl. the envelope column), L equivariant orders; ``phi`` and the filter have
+F + 2 Σ F_ℓ columns laid out as [s (F) | a_1 b_1 (F_1 each) | a_2 b_2 (F_2 each) …].
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 
@@ -22,104 +32,153 @@ import torch
 CHUNK = 1024
 
 
-def _edge_messages(phi: torch.Tensor, v: torch.Tensor, rho: torch.Tensor, unit: torch.Tensor,
-                   weight: torch.Tensor, senders: torch.Tensor, first: bool
-                   ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-edge messages of the edges given: ds_e (E, F) and dv_e (E, 3, F)."""
-    F = phi.shape[1] // 3
+def _offsets(phi: torch.Tensor, features: List[torch.Tensor]) -> List[int]:
+    """Column offsets in ``phi``: [F, F + F_1, F + 2F_1, F + 2F_1 + F_2, …] — where each
+    order's a and b blocks start, then the end."""
+    widths = [int(f.shape[2]) for f in features]
+    start = int(phi.shape[1]) - 2 * sum(widths)
+    offsets = [start]
+    for w in widths:
+        offsets.append(offsets[-1] + w)
+        offsets.append(offsets[-1] + w)
+    return offsets
+
+
+def _edge_messages(phi: torch.Tensor, features: List[torch.Tensor],
+                   geometry: List[torch.Tensor], rho: torch.Tensor, weight: torch.Tensor,
+                   senders: torch.Tensor, first: bool
+                   ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Per-edge messages of the edges given: ds_e (E, F) and one (E, m, F_ℓ) per order."""
+    at = _offsets(phi, features)
     x = torch.index_select(phi, 0, senders) * torch.mm(rho, weight.t())
-    ds_e, dv_v, dv_r = torch.split(x, F, dim=1)
-    dv_e = unit[:, :, None] * dv_r[:, None, :]
-    if not first:
-        dv_e = torch.addcmul(dv_e, torch.index_select(v, 0, senders), dv_v[:, None, :])
-    return ds_e, dv_e
+    out: List[torch.Tensor] = []
+    for order, (feature, geo) in enumerate(zip(features, geometry)):
+        a = x[:, at[2 * order]:at[2 * order + 1]]
+        b = x[:, at[2 * order + 1]:at[2 * order + 2]]
+        d = geo[:, :, None] * b[:, None, :]
+        if not first:
+            d = torch.addcmul(d, torch.index_select(feature, 0, senders), a[:, None, :])
+        out.append(d)
+    return x[:, :at[0]], out
 
 
-def message_in_chunks(phi: torch.Tensor, v: torch.Tensor, rho: torch.Tensor, unit: torch.Tensor,
-                      weight: torch.Tensor, receivers: torch.Tensor, senders: torch.Tensor,
-                      first: bool, chunk: int = 4096) -> Tuple[torch.Tensor, torch.Tensor]:
+def message_in_chunks(phi: torch.Tensor, features: List[torch.Tensor],
+                      geometry: List[torch.Tensor], rho: torch.Tensor, weight: torch.Tensor,
+                      receivers: torch.Tensor, senders: torch.Tensor, first: bool,
+                      chunk: int = 4096) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """PaiNN message sums over edge chunks, plain autograd: TorchScript-compatible (the LAMMPS
     path) and the forward of `painn_message`.
 
-    phi (N, 3F) = φ(s), v (N, 3, F), rho (E, K), unit (E, 3), weight (3F, K) so that the
-    filter is rho @ weight.T; ``first`` means v = 0 (its term is skipped).
-    Returns Δs (N, F) = Σ_j φ_s,j W_s and Δv (N, 3, F) = Σ_j v_j φ_vv,j W_vv + û_ij φ_vr,j W_vr.
-    Under autograd each chunk's edge tensors are still kept, so memory is that of one pass,
-    but every allocation is chunk-sized and recycled, which is faster than one pass (the
-    custom-backward `painn_message` is faster still; `mlip-attn bench` measures).
+    phi (N, F + 2ΣF_ℓ) = φ(s); features: L tensors (N, m_ℓ, F_ℓ); geometry: L tensors
+    (E, m_ℓ); rho (E, K), weight (F + 2ΣF_ℓ, K) so that the filter is rho @ weight.T; ``first`` means
+    every feature is zero (their terms are skipped). Returns Δs (N, F) and Δf (N, m_ℓ, F) per
+    order (see the module docstring). Under autograd each chunk's edge tensors are still kept,
+    so memory is that of one pass, but every allocation is chunk-sized and recycled, which is
+    faster than one pass (the custom-backward `painn_message` is faster still).
     """
-    ds = torch.zeros((phi.shape[0], phi.shape[1] // 3), dtype=phi.dtype, device=phi.device)
-    dv = torch.zeros_like(v)
+    width = _offsets(phi, features)[0]
+    ds = torch.zeros((phi.shape[0], width), dtype=phi.dtype, device=phi.device)
+    out = [torch.zeros_like(f) for f in features]
     for start in range(0, senders.shape[0], chunk):
         end = start + chunk
-        ds_e, dv_e = _edge_messages(phi, v, rho[start:end], unit[start:end], weight,
-                                    senders[start:end], first)
+        ds_e, d_e = _edge_messages(phi, features, [g[start:end] for g in geometry],
+                                   rho[start:end], weight, senders[start:end], first)
         ds.index_add_(0, receivers[start:end], ds_e)
-        dv.index_add_(0, receivers[start:end], dv_e)
-    return ds, dv
+        for total, part in zip(out, d_e):
+            total.index_add_(0, receivers[start:end], part)
+    return ds, out
 
 
-def message_reference(phi: torch.Tensor, v: torch.Tensor, rho: torch.Tensor, unit: torch.Tensor,
-                      weight: torch.Tensor, receivers: torch.Tensor, senders: torch.Tensor,
-                      first: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def message_reference(phi: torch.Tensor, features: List[torch.Tensor],
+                      geometry: List[torch.Tensor], rho: torch.Tensor, weight: torch.Tensor,
+                      receivers: torch.Tensor, senders: torch.Tensor, first: bool
+                      ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """`message_in_chunks` in one pass (the test reference); same arguments and returns."""
-    return message_in_chunks(phi, v, rho, unit, weight, receivers, senders, first,
+    return message_in_chunks(phi, features, geometry, rho, weight, receivers, senders, first,
                              max(senders.shape[0], 1))
 
 
 class ChunkedMessage(torch.autograd.Function):
-    """`message_reference` computed chunk by chunk, with a recomputing backward."""
+    """`message_reference` computed chunk by chunk, with a recomputing backward.
+
+    Inputs: phi, rho, weight, receivers, senders, first, chunk, then per order its features
+    and its geometry (interleaved). Outputs: Δs, then Δf per order.
+    """
 
     @staticmethod
-    def forward(ctx, phi, v, rho, unit, weight, receivers, senders, first: bool, chunk: int):
-        ds, dv = message_in_chunks(phi, v, rho, unit, weight, receivers, senders, first, chunk)
-        ctx.save_for_backward(phi, v, rho, unit, weight, receivers, senders)
+    def forward(ctx, phi, rho, weight, receivers, senders, first: bool, chunk: int, *orders):
+        features, geometry = list(orders[0::2]), list(orders[1::2])
+        ds, out = message_in_chunks(phi, features, geometry, rho, weight, receivers, senders,
+                                    first, chunk)
+        ctx.save_for_backward(phi, rho, weight, receivers, senders, *orders)
         ctx.first, ctx.chunk = first, chunk
-        return ds, dv
+        return (ds, *out)
 
     @staticmethod
-    def backward(ctx, g_ds, g_dv):
-        phi, v, rho, unit, weight, receivers, senders = ctx.saved_tensors
+    def backward(ctx, g_ds, *g_out):
+        phi, rho, weight, receivers, senders, *orders = ctx.saved_tensors
+        features, geometry = orders[0::2], orders[1::2]
         first, chunk = ctx.first, ctx.chunk
-        need_phi, need_v, need_rho, need_unit, need_w = ctx.needs_input_grad[:5]
-        F = phi.shape[1] // 3
+        need_phi, need_rho, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1], \
+            ctx.needs_input_grad[2]
+        need_feature = ctx.needs_input_grad[7::2]
+        need_geometry = ctx.needs_input_grad[8::2]
+        at = _offsets(phi, list(features))
         g_phi = torch.zeros_like(phi)
-        g_v = torch.zeros_like(v)
         g_w = torch.zeros_like(weight)
-        g_rho, g_unit = [], []
+        g_features = [torch.zeros_like(f) for f in features]
+        g_rho, g_geometry = [], [[] for _ in geometry]
         w_t = weight.t()
         for start in range(0, max(senders.shape[0], 1), chunk):  # one pass even with no edges
             i, j = receivers[start:start + chunk], senders[start:start + chunk]
-            rho_c, unit_c = rho[start:start + chunk], unit[start:start + chunk]
-            filt = torch.mm(rho_c, w_t)                                  # (c, 3F)
-            phi_j = torch.index_select(phi, 0, j)                        # (c, 3F)
-            gs = torch.index_select(g_ds, 0, i)                          # (c, F)
-            gv = torch.index_select(g_dv, 0, i)                          # (c, 3, F)
-            dv_r = phi_j[:, 2 * F:] * filt[:, 2 * F:]
-            g_unit.append((gv * dv_r[:, None, :]).sum(dim=2))
-            g_dvr = (gv * unit_c[:, :, None]).sum(dim=1)
-            if first:
-                g_dvv = torch.zeros_like(g_dvr)
-            else:
-                v_j = torch.index_select(v, 0, j)
-                g_dvv = (gv * v_j).sum(dim=1)
-                if need_v:
-                    dv_v = phi_j[:, F:2 * F] * filt[:, F:2 * F]
-                    g_v.index_add_(0, j, gv * dv_v[:, None, :])
-            g_x = torch.cat([gs, g_dvv, g_dvr], dim=1)                   # (c, 3F)
+            rho_c = rho[start:start + chunk]
+            filt = torch.mm(rho_c, w_t)                                  # (c, F + 2ΣF_ℓ)
+            phi_j = torch.index_select(phi, 0, j)                        # (c, F + 2ΣF_ℓ)
+            parts = [torch.index_select(g_ds, 0, i)]                     # g of x[s]: (c, F)
+            for order, (feature, geo) in enumerate(zip(features, geometry)):
+                sa = slice(at[2 * order], at[2 * order + 1])
+                sb = slice(at[2 * order + 1], at[2 * order + 2])
+                gd = torch.index_select(g_out[order], 0, i)              # (c, m, F)
+                b = phi_j[:, sb] * filt[:, sb]
+                g_geometry[order].append((gd * b[:, None, :]).sum(dim=2))
+                g_b = (gd * geo[start:start + chunk, :, None]).sum(dim=1)
+                if first:
+                    g_a = torch.zeros_like(g_b)
+                else:
+                    g_a = (gd * torch.index_select(feature, 0, j)).sum(dim=1)
+                    if need_feature[order]:
+                        a = phi_j[:, sa] * filt[:, sa]
+                        g_features[order].index_add_(0, j, gd * a[:, None, :])
+                parts += [g_a, g_b]
+            g_x = torch.cat(parts, dim=1)                                # (c, F + 2ΣF_ℓ)
             if need_phi:
                 g_phi.index_add_(0, j, g_x * filt)
             g_filt = g_x * phi_j
             g_rho.append(torch.mm(g_filt, weight))
             if need_w:
                 g_w.addmm_(g_filt.t(), rho_c)
-        return (g_phi if need_phi else None, g_v if need_v and not first else None,
-                torch.cat(g_rho) if need_rho else None, torch.cat(g_unit) if need_unit else None,
-                g_w if need_w else None, None, None, None, None)
+        grads = [g_phi if need_phi else None, torch.cat(g_rho) if need_rho else None,
+                 g_w if need_w else None, None, None, None, None]
+        for order in range(len(features)):
+            grads.append(g_features[order] if need_feature[order] and not first else None)
+            grads.append(torch.cat(g_geometry[order]) if need_geometry[order] else None)
+        return tuple(grads)
 
 
-def painn_message(phi: torch.Tensor, v: torch.Tensor, rho: torch.Tensor, unit: torch.Tensor,
-                  weight: torch.Tensor, receivers: torch.Tensor, senders: torch.Tensor,
-                  first: bool, chunk: int = CHUNK) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The PaiNN message sums (see `message_reference` for shapes), computed in edge chunks."""
-    return ChunkedMessage.apply(phi, v, rho, unit, weight, receivers, senders, first, chunk)
+# below this many edges one plain-autograd pass is faster (fewer operations, and its edge
+# tensors are small); measured for training steps on batches of small molecules
+PLAIN_BELOW = 4096
+
+
+def painn_message(phi: torch.Tensor, features: List[torch.Tensor], geometry: List[torch.Tensor],
+                  rho: torch.Tensor, weight: torch.Tensor, receivers: torch.Tensor,
+                  senders: torch.Tensor, first: bool, chunk: int = CHUNK,
+                  plain_below: int | None = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """The PaiNN message sums (see `message_in_chunks` for shapes): in edge chunks with the
+    recomputing backward, or in one plain-autograd pass for graphs of fewer than
+    ``plain_below`` edges (default `PLAIN_BELOW`)."""
+    if senders.shape[0] < (PLAIN_BELOW if plain_below is None else plain_below):
+        return message_reference(phi, features, geometry, rho, weight, receivers, senders, first)
+    orders = [t for pair in zip(features, geometry) for t in pair]
+    ds, *out = ChunkedMessage.apply(phi, rho, weight, receivers, senders, first, chunk, *orders)
+    return ds, list(out)

@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from .methods import METHODS, PYSCF_HINT, compute_label, method_metadata
-from .store import Appender, check_consistent, output_atoms, repair
+from .store import Appender, output_atoms, repair
 from .threads import single_thread_environment, worker_init
 
 
@@ -123,8 +123,7 @@ def label_structures(structures: Sequence[Atoms], out_path: str, method: str = "
     report = LabelReport(out_path=str(out_path), method=method, n_total=len(structures),
                          ref_method=ref_method, ref_settings=ref_settings)
 
-    existing = repair(str(out_path))
-    check_consistent(existing, structures)
+    existing = repair(str(out_path), structures, ref_method)  # refuses foreign files untouched
     done = {int(a.info["index"]) for a in existing}
     report.n_skipped = len(done)
     todo = [i for i in range(len(structures)) if i not in done]

@@ -4,6 +4,12 @@ One extxyz frame per structure, appended as soon as it is labelled (one ``write`
 + ``fsync`` per frame) and tagged with ``info['index']``, the structure's position in the input
 list. On start the file is scanned: frames already present are skipped, and a half-written
 last frame is cut off (the bytes removed are saved next to the file, never thrown away).
+
+A file is one of the store's own when every complete frame carries ``index``, ``REF_energy``,
+``ref_method`` (info) and ``REF_forces`` (arrays), and what follows the last complete frame
+could be the start of such a frame (an interrupted write). Anything else — an extxyz from
+elsewhere, other text — is refused and left untouched, as is an own file of another input or
+labelled with another method.
 """
 from __future__ import annotations
 
@@ -63,29 +69,63 @@ def _scan_frames(path: str) -> tuple[list[Atoms], int, int]:
             end = nxt
         if not ok:
             break
-        chunk = data[pos:end + 1].decode("utf-8", errors="strict")
         try:
+            chunk = data[pos:end + 1].decode("utf-8", errors="strict")
             a = ase.io.read(io.StringIO(chunk), format="extxyz", index=0)
         except Exception:
             break
-        if (len(a) != nat or "REF_energy" not in a.info or "REF_forces" not in a.arrays
-                or "index" not in a.info):
+        if len(a) != nat:
             break
+        missing = [k for k in OWN_INFO_KEYS if k not in a.info] + (
+            [] if "REF_forces" in a.arrays else ["REF_forces"])
+        if missing:
+            raise ValueError(_foreign(path, f"frame {len(frames) + 1} has no {', '.join(missing)}"))
         frames.append(a)
         pos = end + 1
     return frames, pos, size
 
 
-def repair(path: str) -> list[Atoms]:
+OWN_INFO_KEYS = ("index", "REF_energy", "ref_method")
+
+
+def _foreign(path: str, why: str) -> str:
+    return (f"{path}: not a file of labelled structures written by mlip-attn ({why}); it was "
+            f"left untouched: choose another output file, or move this one away")
+
+
+def _starts_own_frame(tail: bytes) -> bool:
+    """Whether ``tail`` can be the beginning of a frame this store writes: an atom count line
+    and, if complete, a comment line with the store's keys."""
+    lines = tail.lstrip().split(b"\n")
+    count = lines[0].strip()
+    if len(lines) == 1:   # cut within the atom count line
+        return count.isdigit()
+    if not count.isdigit():
+        return False
+    if len(lines) == 2:   # cut within the comment line
+        return True
+    return all(f"{k}=".encode() in lines[1] for k in OWN_INFO_KEYS)
+
+
+def repair(path: str, structures: Sequence[Atoms] | None = None,
+           ref_method: str | None = None) -> list[Atoms]:
     """Scan ``path``, cut an invalid tail (saved to ``path + '.tail-<time>'``) and return
-    the valid frames."""
+    the valid frames.
+
+    Refuses (`ValueError`, nothing changed) a file that is not one of the store's own (see the
+    module docstring) and, given ``structures``/``ref_method``, one whose frames belong to
+    another input or were labelled with another method."""
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return []
     frames, valid, size = _scan_frames(path)
+    with open(path, "rb") as fh:
+        fh.seek(valid)
+        tail = fh.read()
+    if not frames and tail.strip() and not _starts_own_frame(tail):
+        raise ValueError(_foreign(path, "it does not start with a labelled frame"))
+    if structures is not None:
+        check_consistent(frames, structures, ref_method)
     if valid < size:
-        with open(path, "rb") as fh:
-            fh.seek(valid)
-            tail = fh.read()
         if tail.strip():
             backup = f"{path}.tail-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
             with open(backup, "wb") as fh:
@@ -143,8 +183,15 @@ class Appender:
         self.fh.close()
 
 
-def check_consistent(done: list[Atoms], structures: Sequence[Atoms]) -> None:
+def check_consistent(done: list[Atoms], structures: Sequence[Atoms],
+                     ref_method: str | None = None) -> None:
+    """Raise `ValueError` unless every frame in ``done`` is its input structure (same index,
+    elements and positions) labelled with ``ref_method`` (when given)."""
     for a in done:
+        if ref_method is not None and a.info["ref_method"] != ref_method:
+            raise ValueError(f"frame index {a.info['index']} in the output file was labelled "
+                             f"with {a.info['ref_method']}, this run uses {ref_method}: write "
+                             f"to a new file")
         i = int(a.info["index"])
         if i < 0 or i >= len(structures):
             raise ValueError(f"frame with index {i} in the output file, but only "

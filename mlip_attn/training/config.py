@@ -52,12 +52,15 @@ DEFAULTS = {
         "forces_weight": 10.0,     # on force component error^2, (eV/Å)^2
         "stress_weight": 0.0,      # on stress component error^2, (eV/Å^3)^2
         "targets_weight": 1.0,     # on z-scored per-structure target error^2 (model.targets)
+        "classes_weight": 1.0,     # on the cross-entropy of class labels (model.classes)
         "warmup_epochs": 0.0,      # linear LR warm-up, may be fractional
         "scheduler": "plateau",    # plateau | cosine | exponential | constant
         "lr_min": 1.0e-6,          # floor (plateau) / end value (cosine, exponential)
         "plateau_factor": 0.5,
         "plateau_patience": 5,
         "grad_clip": 10.0,         # max gradient norm, null = off
+        "nonfinite": "stop",       # a NaN/inf loss or gradient: stop (keep the last good
+                                   # epoch) | skip (skip the batch, count it)
         "ema_decay": 0.99,         # null = no EMA
         "early_stopping": None,    # epochs without validation improvement before stopping
         "dtype": "float32",        # float32 | float64
@@ -71,10 +74,12 @@ DEFAULTS = {
 CHOICES = {
     ("training", "scheduler"): ("plateau", "cosine", "exponential", "constant"),
     ("training", "dtype"): ("float32", "float64"),
+    ("training", "nonfinite"): ("stop", "skip"),
 }
 POSITIVE = {("training", "epochs"), ("training", "batch_size"), ("training", "lr")}
 NON_NEGATIVE = {("training", k) for k in ("weight_decay", "energy_weight", "forces_weight",
-                                          "stress_weight", "targets_weight", "warmup_epochs",
+                                          "stress_weight", "targets_weight", "classes_weight",
+                                          "warmup_epochs",
                                           "lr_min")}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..data.statistics import energy_scale, reference_energies
+from ..data.statistics import charge_spin_seen, energy_scale, reference_energies
 from ..models import build_model, save_model
 from ..models.model_file import atomic_save
 from . import distributed
@@ -28,6 +28,7 @@ from .ema import ExponentialMovingAverage
 from ..data import Batch
 from .evaluate import evaluate
 from .loss import ErrorMetrics, loss_terms
+from .nonfinite import clip_and_check_gradients, nonfinite_loss
 from .schedule import LRSchedule
 
 CHECKPOINT_FORMAT = "mlip-attn-checkpoint"
@@ -65,6 +66,9 @@ def _target_statistics(structures, names: tuple[str, ...]) -> dict:
 
 def _valid_loss(metrics: dict, weights: dict) -> float:
     total = 0.0
+    names = weights.get("class_names", [])
+    for name in names:
+        total += weights["classes"] * metrics[f"class_{name}_cross_entropy"] / len(names)
     for k, name in enumerate(weights.get("target_names", [])):
         std = float(weights["target_std"][k])
         total += weights["targets"] * (metrics[f"target_{name}_rmse"] / std) ** 2
@@ -125,8 +129,9 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         from ..models.builder import element_numbers
         elements = element_numbers(config["model"]["elements"])
     target_names = tuple(config["model"].get("targets") or ())
+    classes = dict(config["model"].get("classes") or {})
     data = load_datasets(config["data"], float(config["model"]["cutoff"]), elements, required,
-                         target_names)
+                         target_names, classes)
     if weights["stress"] > 0 and not all(d.is_periodic for d in data.train):
         raise FitError("training.stress_weight > 0 needs periodic structures with stress labels")
 
@@ -138,12 +143,19 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
                      **_target_statistics(data.train, target_names)}
     else:
         model_cfg = {**config["model"], "elements": checkpoint["elements"]}
+    seen = charge_spin_seen(data.train)   # model metadata: AttnCalculator checks against it
     model = build_model(model_cfg).to(device=device, dtype=dtype)
     _check_global_reach(model, data, log if is_main else (lambda s: None))
     distributed.broadcast_parameters(model)
     if target_names:
         weights.update(targets=tcfg["targets_weight"], target_names=list(target_names),
                        target_std=model.target_std)
+    if classes:
+        weights.update(classes=tcfg["classes_weight"], class_names=list(classes),
+                       class_counts=list(classes.values()))
+    if getattr(model, "smooth", True) is False and weights["forces"] > 0:
+        log("warning: bond-graph encoders make the energy jump where bonds form or break; "
+            "train property models with them (forces_weight 0), not force fields")
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     steps_per_epoch = max(1, math.ceil(len(data.train) / tcfg["batch_size"]) // world)
     schedule = LRSchedule(tcfg["lr"], tcfg["scheduler"], tcfg["epochs"], steps_per_epoch,
@@ -186,9 +198,9 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
                        for k in range(0, len(order), tcfg["batch_size"])]
         mine = all_batches[rank:steps_per_epoch * world:world]
         progress = _progress(mine, epoch, tcfg, is_main)
-        train_metrics = ErrorMetrics(target_names)
-        loss_sum = 0.0
-        for indices in progress:
+        train_metrics = ErrorMetrics(target_names, classes)
+        loss_sum, skipped = 0.0, 0
+        for b, indices in enumerate(progress):
             batch = Batch.collate([data.train[i] for i in indices]).to(device, dtype)
             if not model.invariant:  # coordinate embeddings: learn orientations by augmentation
                 batch = random_rotation(batch, rotations)
@@ -198,35 +210,49 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
             pred = model.predict(batch, compute_forces=weights["forces"] > 0,
                                  compute_stress=weights["stress"] > 0)
             loss = loss_terms(pred, batch, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(model)
-            if tcfg["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+            step += 1
+            problem = nonfinite_loss(loss)   # the same verdict on every rank
+            if problem is None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                distributed.average_gradients(model)
+                problem = clip_and_check_gradients(model, tcfg["grad_clip"])
+            if problem is not None:   # no optimizer step, no EMA update
+                if tcfg["nonfinite"] == "stop":
+                    raise _diverged(f"non-finite {problem} at epoch {epoch + 1}, batch {b + 1} "
+                                    f"of {len(mine)}", epoch, best_epoch, out, writer, tcfg)
+                skipped += 1
+                continue
             optimizer.step()
             if ema is not None:
                 ema.update(model)
-            step += 1
             loss_sum += float(loss.detach())
             train_metrics.update(pred, batch)
             if hasattr(progress, "set_postfix"):
                 progress.set_postfix(loss=f"{float(loss.detach()):.4g}", lr=f"{lr:.2e}")
+        if skipped == len(mine):
+            raise _diverged(f"all {skipped} batches of epoch {epoch + 1} had a non-finite loss "
+                            f"or gradient", epoch, best_epoch, out, writer, tcfg)
         train_vec = distributed.sum_across_ranks(train_metrics.as_vector())
         train_metrics.load_vector(train_vec)
 
         # validation with the EMA weights, each rank its share, summed
         live = _swap_weights(model, ema.shadow) if ema is not None else None
-        valid_metrics = ErrorMetrics(target_names)
+        valid_metrics = ErrorMetrics(target_names, classes)
         evaluate(model, data.valid[rank::world], tcfg["batch_size"], valid_metrics)
         valid_metrics.load_vector(distributed.sum_across_ranks(valid_metrics.as_vector()))
         valid = valid_metrics.result()
         valid_loss = _valid_loss(valid, weights)
+        if not math.isfinite(valid_loss):
+            raise _diverged(f"non-finite validation loss ({valid_loss}) after epoch {epoch + 1}",
+                            epoch, best_epoch, out, writer, tcfg)
         improved = valid_loss < best_loss
         if improved:
             best_loss, best_epoch, bad_epochs = valid_loss, epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             if is_main:
-                save_model(model, out / "model.pt", {"best_epoch": epoch + 1, "valid": valid})
+                save_model(model, out / "model.pt", {"best_epoch": epoch + 1, "valid": valid,
+                                                     **seen})
         else:
             bad_epochs += 1
         if live is not None:
@@ -235,7 +261,8 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
 
         if is_main:
             row = {"epoch": epoch + 1, "lr": schedule.lr_at(step, epoch),
-                   "train_loss": loss_sum / max(len(mine), 1), "valid_loss": valid_loss,
+                   "train_loss": loss_sum / max(len(mine) - skipped, 1), "valid_loss": valid_loss,
+                   "skipped_batches": skipped,
                    **{f"train_{k}": v for k, v in train_metrics.result().items()},
                    **{f"valid_{k}": v for k, v in valid.items()},
                    "seconds": time.perf_counter() - t_start}
@@ -262,13 +289,33 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
     test = evaluate(model, data.test, tcfg["batch_size"]) if data.test else {}
     valid = evaluate(model, data.valid, tcfg["batch_size"])
     if is_main:
-        save_model(model, out / "model.pt", {"best_epoch": best_epoch + 1, "valid": valid, "test": test})
+        save_model(model, out / "model.pt", {"best_epoch": best_epoch + 1, "valid": valid,
+                                             "test": test, **seen})
         writer.close()
         if test:
             log("test: " + format_errors(test))
+        log(f"model written to {out / 'model.pt'} (best epoch {best_epoch + 1} of {epoch + 1}); "
+            f"metrics in {out / 'metrics.csv'}")
     distributed.barrier()
     return FitResult(out, out / "model.pt", epoch + 1, best_epoch + 1, valid, test,
                      time.perf_counter() - t_start)
+
+
+def _diverged(problem: str, epoch: int, best_epoch: int, out: Path, writer, tcfg) -> FitError:
+    """The error that ends a diverged run (``epoch``, 0-based, is the one that failed); what
+    the run directory holds is left as it was after the last good epoch."""
+    if writer is not None:
+        writer.close()
+    if epoch == 0:
+        kept, then = ("no model or checkpoint was written (the first epoch diverged)",
+                      "run again")
+    else:
+        kept, then = (f"{out / 'checkpoint.pt'} holds epoch {epoch} and {out / 'model.pt'} the "
+                      f"best model (epoch {best_epoch + 1})", "continue with --resume")
+    skip = (", or set training.nonfinite: skip to skip such batches"
+            if tcfg["nonfinite"] == "stop" else "")
+    return FitError(f"training diverged: {problem}; {kept}. Lower training.lr (or set "
+                    f"training.grad_clip) and {then}{skip}")
 
 
 def _check_global_reach(model, data, log) -> None:
@@ -307,9 +354,15 @@ def _truncate_csv(path: Path, last_epoch: int) -> None:
 
 
 def _append_csv(path: Path, row: dict) -> None:
+    """Append ``row``; a resumed run keeps the columns of the file's header."""
     new = not path.exists()
+    if new:
+        fields = list(row)
+    else:
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f))
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", restval="")
         if new:
             w.writeheader()
         w.writerow(row)
@@ -328,10 +381,16 @@ def format_errors(m: dict) -> str:
     for key in m:
         if key.startswith("target_") and key.endswith("_mae"):
             parts.append(f"{key[len('target_'):-len('_mae')]} MAE {m[key]:.4g}")
+        if key.startswith("class_") and key.endswith("_accuracy"):
+            name = key[len("class_"):-len("_accuracy")]
+            parts.append(f"{name} accuracy {m[key]:.3f} ROC-AUC "
+                         f"{m.get(f'class_{name}_roc_auc', float('nan')):.3f}")
     return " | ".join(parts)
 
 
 def _epoch_line(row: dict, improved: bool) -> str:
     valid = {k[len("valid_"):]: v for k, v in row.items() if k.startswith("valid_") and k != "valid_loss"}
+    skipped = (f"  ({row['skipped_batches']} batches skipped: non-finite)"
+               if row["skipped_batches"] else "")
     return (f"epoch {row['epoch']:4d}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4g}  "
-            f"valid {format_errors(valid)}{'  *' if improved else ''}")
+            f"valid {format_errors(valid)}{'  *' if improved else ''}{skipped}")

@@ -1,12 +1,16 @@
 /* mlip_attn compiled torch ops: the C interface of the cross-process sum hook.
  *
  * The ops (registered with the dispatcher under the namespace `mlip_attn`, see ops.cpp):
- *   painn_message(phi, v, rho, unit, weight, receivers, senders, first, chunk) -> (ds, dv)
- *       PaiNN's l <= 1 message over edge chunks, with a recomputing backward
+ *   painn_message_orders(phi, features[], geometry[], rho, weight, receivers, senders, first,
+ *       chunk) -> (ds, d[]): PaiNN's message over edge chunks for any list of equivariant
+ *       orders (vectors, rank-2 tensors), with a recomputing backward
  *       (mlip_attn/nn/painn_message.py has the maths and the shapes);
+ *   painn_message(phi, v, rho, unit, weight, receivers, senders, first, chunk) -> (ds, dv):
+ *       its l <= 1 form, which files exported before it (export format 2) call;
  *   allreduce_sum(x) -> x summed over all processes: the hook below when one is set (the LAMMPS
- *       pair style sets an MPI_Allreduce on its communicator around each model call), else the
- *       identity. Its backward is allreduce_sum of the gradient.
+ *       pair style sets an MPI_Allreduce on its communicator around each call of a global model
+ *       on several ranks), else the identity. Its backward is allreduce_sum of the gradient;
+ *   sums_across_processes() -> bool: whether such a hook is set (the structure is split).
  *
  * This header includes nothing from torch or LAMMPS: the LAMMPS side of the plugin passes its
  * MPI callback through it.

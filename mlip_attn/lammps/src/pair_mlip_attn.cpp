@@ -17,7 +17,7 @@
    ghost shell must reach layers × cutoff (+ skin): init_style raises comm_modify cutoff to that.
 
    Global models (EFA) on several ranks: the model is told how many nodes are local (they come
-   first); each rank adds only its local atoms to EFA's per-structure sums (centroid, key-value
+   first) and that the structure is split (mlip_attn::sums_across_processes); each rank adds only its local atoms to EFA's per-structure sums (centroid, key-value
    products), mlip_attn::allreduce_sum adds the ranks' sums with MPI_Allreduce on this pair
    style's communicator (the hook is set around each model call), and every node, ghosts
    included, is then finished with the global sums. The backward pass all-reduces the
@@ -115,7 +115,8 @@ int mpi_allreduce(void *data, int64_t count, int is_double, void *context)
 /* ---------------------------------------------------------------------- */
 
 PairMLIPAttn::PairMLIPAttn(LAMMPS *lmp) :
-    Pair(lmp), backend(nullptr), cutoff(0.0), layers(1), global_model(false), distributed(false),
+    Pair(lmp), backend(nullptr), cutoff(0.0), layers(1), global_model(false), periodic_model(true),
+    distributed(false),
     charge(0.0), spin(0.0), threads(0), warned_vatom(false)
 {
   single_enable = 0;
@@ -244,7 +245,7 @@ void PairMLIPAttn::settings(int narg, char **arg)
     if (meta.value("format", std::string()) != "mlip-attn-lammps")
       error->all(FLERR, "pair_style mlip_attn: '{}' is not an mlip-attn LAMMPS export; {}",
                  model_path, EXPORT_HINT);
-    if (meta.value("format_version", 0) > 2)
+    if (meta.value("format_version", 0) > 3)
       error->all(FLERR,
                  "pair_style mlip_attn: '{}' has export format {} which this plugin does not "
                  "read; update mlip-attn and rebuild the plugin (mlip-attn build-lammps)",
@@ -253,6 +254,7 @@ void PairMLIPAttn::settings(int narg, char **arg)
     cutoff = meta.at("cutoff").get<double>();
     layers = meta.at("layers").get<int>();
     global_model = meta.value("global", false);
+    periodic_model = meta.value("periodic", !global_model);   // older files: local models only
     distributed = meta.value("distributed", false);
     route = meta.value("route", std::string("torchscript"));
     not_distributed_reason = meta.value(
@@ -269,9 +271,10 @@ void PairMLIPAttn::settings(int narg, char **arg)
                      model_path, meta.value("backbone", std::string("?")),
                      meta.value("dtype", std::string("?")), element_list(model_elements), cutoff,
                      layers,
-                     global_model ? fmt::format(", global attention r_max {} Å",
-                                                meta.value("r_max", 0.0))
-                                  : std::string(),
+                     !global_model ? std::string()
+                     : meta.value("r_max", 0.0) > 0.0
+                         ? fmt::format(", global attention r_max {} Å", meta.value("r_max", 0.0))
+                         : std::string(", global blocks of unlimited reach"),
                      route_description(route), backend->torch_version(), device,
                      backend->num_threads());
   } catch (json::exception &e) {
@@ -290,7 +293,7 @@ void PairMLIPAttn::check_ranks()
 {
   if (!global_model || distributed || comm->nprocs == 1) return;
   error->all(FLERR,
-             "pair_style mlip_attn: '{}' has global attention that cannot be split over MPI "
+             "pair_style mlip_attn: '{}' has global blocks that cannot be split over MPI "
              "ranks ({}); it runs on one MPI rank only (this run has {}). Run with one MPI "
              "rank (use torch threads for parallelism: pair_style mlip_attn FILE threads N)",
              model_path,
@@ -351,7 +354,7 @@ void PairMLIPAttn::init_style()
     error->all(FLERR, "pair_style mlip_attn requires atom IDs (atom_modify id yes)");
   if (global_model) {
     check_ranks();
-    if (domain->xperiodic || domain->yperiodic || domain->zperiodic)
+    if (!periodic_model && (domain->xperiodic || domain->yperiodic || domain->zperiodic))
       error->all(FLERR,
                  "pair_style mlip_attn: '{}' has global attention, which does not support "
                  "periodic cells (as in AttnCalculator); use 'boundary f f f' or 's s s' with "

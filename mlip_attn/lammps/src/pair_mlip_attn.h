@@ -44,7 +44,8 @@ class PairMLIPAttn : public Pair {
   std::vector<int> model_elements;    // atomic numbers the model knows
   double cutoff;                      // model cutoff (Å)
   int layers;                         // message-passing layers
-  bool global_model;                  // global attention: non-periodic box
+  bool global_model;                  // global attention or through-bond propagation
+  bool periodic_model;                // supports periodic boxes (local, bond-graph only)
   bool distributed;                   // its global sums can be all-reduced over MPI ranks
   std::string not_distributed_reason; // why not (metadata), for the error message
   double charge, spin;                // total charge / spin of the system

@@ -3,19 +3,20 @@ and the helpers the recipes share (xTB optimisation, tags, plots).
 
 A reference system is a class with a no-argument constructor::
 
-    @REFERENCE_SYSTEMS.register("my-system", summary="one line for `mlip-attn data --help`")
+    @REFERENCE_SYSTEMS.register("my-system", summary="one line for `mlip-attn components`")
     class MySystem(ReferenceSystem):
-        benchmark = BenchmarkSettings(n=600, cutoff=4.0, layers=2)
+        protocols = {"default": Protocol("what it tests", n=600)}
         def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]: ...
-        def analysis(self, out: Path, calculators: dict) -> dict: ...
+        def analysis(self, out: Path, calculators: dict, protocol: str) -> dict: ...
 
 `structures` returns unlabelled `ase.Atoms` (no calculator, not periodic unless the system
 is) with ``info`` tags: ``config_type``, ``system``, ``total_charge`` (e) and the recipe's own
 (chain length, torsion, …). It is a pure function of its arguments and the seed, so a
 resumed labelling run sees the same structures. ``mlip-attn data <name>`` labels them with
-one of ``methods``; ``mlip-attn benchmark longrange --system <name>`` trains every variant with
-``benchmark`` settings and then calls `analysis` with one ASE calculator per variant, which
-writes the system's plot into ``out`` and returns its numbers.
+one of ``methods``; ``mlip-attn benchmark longrange --system <name> [--protocol P]`` trains
+every variant of a `Protocol`, tests them on its held-out sets and then calls `analysis` with
+one ASE calculator per variant, which writes the system's plots into ``out`` and returns its
+numbers.
 """
 from __future__ import annotations
 
@@ -30,15 +31,41 @@ OPT_ELECTRONIC_TEMPERATURE = 300.0
 
 
 @dataclass(frozen=True)
-class BenchmarkSettings:
-    """How the long-range benchmark trains on a system: ``n`` structures made with
-    ``data`` options, local cutoff (Å) and layers of every variant, energy loss weight."""
+class HeldOut:
+    """A test set no variant is trained on: ``n`` structures of `ReferenceSystem.structures`
+    with ``options`` (other chain lengths, distortions, …) and their own ``seed``."""
 
     n: int
-    cutoff: float = 4.0
-    layers: int = 2
-    energy_weight: float = 10.0
+    options: dict = field(default_factory=dict)
+    seed: int = 1000
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How the long-range benchmark trains and tests on a system.
+
+    Data: ``n`` structures made with ``data`` options, split into ``valid``/``test`` fractions
+    and the rest for training, plus ``held_out`` test sets made separately. Models:
+    ``backbone`` options shared by every variant (cutoff, layers, lmax …); ``variants`` maps a
+    name to its attention config (None: the local model; default: local and every attention
+    preset); widths are matched to the parameter count of ``reference`` at ``width`` (±5 %).
+    A global block with a reach gets ``r_max`` = 1.5 × the largest structure unless its
+    config sets one. ``training``: overrides of the training settings every variant shares
+    (epochs, batch_size, lr, scheduler, energy_weight …).
+    """
+
+    description: str
+    n: int
     data: dict = field(default_factory=dict)
+    valid: float = 0.1
+    test: float = 0.1
+    held_out: dict = field(default_factory=dict)
+    backbone: dict = field(default_factory=lambda: {"backbone": "painn", "cutoff": 4.0,
+                                                    "layers": 2, "num_basis": 16})
+    variants: dict | None = None
+    width: int = 32
+    reference: str = "efa-l1"
+    training: dict = field(default_factory=dict)
 
 
 class ReferenceSystem:
@@ -46,13 +73,13 @@ class ReferenceSystem:
 
     methods: the reference methods it can be labelled with, the default first.
     default_n: structures `mlip-attn data` makes by default.
-    benchmark: `BenchmarkSettings` of the long-range benchmark.
+    protocols: the long-range benchmark's `Protocol`s by name ("default" when none is named).
     card_description, card_limits: what a model card of a potential trained on it says.
     """
 
     methods: tuple[str, ...] = ("gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp")
     default_n: int = 200
-    benchmark: BenchmarkSettings = BenchmarkSettings(n=600)
+    protocols: dict = {}
     card_description: str = ""
     card_limits: tuple[str, ...] = ()
 
@@ -63,10 +90,14 @@ class ReferenceSystem:
     def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
         raise NotImplementedError
 
-    def analysis(self, out: Path, calculators: dict) -> dict:
+    def analysis(self, out: Path, calculators: dict, protocol: str) -> dict:
         """Plots and numbers of the trained variants (``calculators``: name → ASE calculator)
-        on the system's own test (a profile, a held-out length …); written into ``out``."""
+        on the system's own tests (a profile, a held-out length …); written into ``out``."""
         return {}
+
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
+        """Lines for the model card of ``variant`` from what `analysis` returned."""
+        return []
 
 
 # ------------------------------------------------------------------ shared recipe helpers
@@ -181,5 +212,5 @@ def plot(path: Path, xlabel: str, ylabel: str, curves: dict, title: str) -> None
     plt.close(fig)
 
 
-__all__ = ["BenchmarkSettings", "ReferenceSystem", "OPT_ELECTRONIC_TEMPERATURE", "make_rng",
+__all__ = ["HeldOut", "Protocol", "ReferenceSystem", "OPT_ELECTRONIC_TEMPERATURE", "make_rng",
            "xtb_energy", "xtb_optimise", "finish", "label", "energies", "plot"]

@@ -13,7 +13,7 @@ import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import BenchmarkSettings, ReferenceSystem, finish, make_rng, plot, xtb_optimise
+from .base import Protocol, ReferenceSystem, finish, make_rng, plot, xtb_optimise
 from .cumulene import _CH, _HCH
 
 _GROUND_STATES: dict[tuple, Atoms] = {}
@@ -92,7 +92,7 @@ class ChargeTransfer(ReferenceSystem):
     """Options of `structures`: those of `charge_transfer_structures`."""
 
     default_n = 200
-    benchmark = BenchmarkSettings(n=400, cutoff=4.0, layers=2)
+    protocols = {"default": Protocol("H–C10–H / C10H3⁺, stretched and rattled", n=400)}
     card_description = (
         "H–C10–H and C10H3⁺ (a proton added at one end), total charge 0 or +1: the proton "
         "changes forces on atoms more than 6 Å away, which only a model that sees the whole "
@@ -106,7 +106,7 @@ class ChargeTransfer(ReferenceSystem):
     def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
         return charge_transfer_structures(n, seed=seed, **options)
 
-    def analysis(self, out: Path, calculators: dict) -> dict:
+    def analysis(self, out: Path, calculators: dict, protocol: str) -> dict:
         """Force error against distance from the protonated end (last 40 structures)."""
         import ase.io
         frames = list(ase.io.read(out / f"{self.name}.xyz", ":"))[-40:]

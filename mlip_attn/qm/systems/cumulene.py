@@ -16,8 +16,8 @@ import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import (BenchmarkSettings, ReferenceSystem, energies, finish, label, make_rng,
-                   plot, xtb_optimise)
+from .base import (HeldOut, Protocol, ReferenceSystem, energies, finish, label, make_rng,
+                   xtb_optimise)
 
 _GROUND_STATES: dict[tuple, Atoms] = {}
 
@@ -152,16 +152,47 @@ def cumulene_torsion_scan(n_carbons: int, angles_deg: Iterable[float], optimise:
     return out
 
 
+def distort_chain(atoms: Atoms, rng: np.random.Generator, rattle: float, bend: float = 0.0,
+                  stretch: float = 0.0) -> Atoms:
+    """A copy of a chain molecule with the distortions MD visits: a uniform stretch along the
+    C…C axis by a factor in [1 − stretch, 1 + stretch], a smooth transverse bend (the first two
+    bending modes, sin(πs) and sin(2πs) of the fractional position s along the axis, each with
+    an amplitude up to ``bend`` Å in a random direction), and an isotropic Gaussian rattle of
+    ``rattle`` Å per component."""
+    out = atoms.copy()
+    c = np.where(atoms.numbers == 6)[0]
+    origin = atoms.positions[c[0]]
+    axis = atoms.positions[c[-1]] - origin
+    length = float(np.linalg.norm(axis))
+    axis /= length
+    p = atoms.positions - origin
+    along = p @ axis
+    if stretch:
+        p = p + (float(rng.uniform(-stretch, stretch)) * along)[:, None] * axis
+    if bend:
+        frac = np.clip(along / length, 0.0, 1.0)
+        for mode in (1, 2):
+            d = rng.normal(size=3)
+            d -= (d @ axis) * axis
+            d /= np.linalg.norm(d)
+            p = p + float(rng.uniform(-bend, bend)) * np.sin(mode * np.pi * frac)[:, None] * d
+    out.positions = origin + p + rng.normal(0.0, rattle, p.shape)
+    return out
+
+
 def cumulene_structures(n_carbons: Sequence[int], n_per_length: int | Sequence[int], seed=0,
-                        rattle: float = 0.03, optimise: bool = True, fmax: float = 0.01,
+                        rattle: float | tuple[float, float] = 0.03, bend: float = 0.0,
+                        stretch: float = 0.0, optimise: bool = True, fmax: float = 0.01,
                         scan_fraction: float = 0.5) -> list[Atoms]:
-    """Rotated + rattled cumulenes.
+    """Rotated and distorted cumulenes.
 
     For each chain length, ``n_per_length`` structures (an int, or one count per length):
     a fraction ``scan_fraction`` on a regular torsion grid over [0, 90] deg, the rest at
-    uniformly random torsions; every structure gets an isotropic Gaussian rattle of
-    standard deviation ``rattle`` (Angstrom) per Cartesian component.
-    Tags: ``n_carbons``, ``torsion_deg`` (nominal rigid torsion before the rattle).
+    uniformly random torsions. Every structure is distorted by `distort_chain`: ``rattle``
+    (Å, Gaussian per component; a (low, high) pair draws each structure's amplitude uniformly
+    from that range), ``bend`` (Å) and ``stretch`` (fraction).
+    Tags: ``n_carbons``, ``torsion_deg`` (nominal rigid torsion before the distortion),
+    ``rattle`` (the amplitude used).
     """
     rng = make_rng(seed)
     lengths = [int(n) for n in n_carbons]
@@ -169,6 +200,7 @@ def cumulene_structures(n_carbons: Sequence[int], n_per_length: int | Sequence[i
               else [int(c) for c in n_per_length])
     if len(counts) != len(lengths):
         raise ValueError("n_per_length must be an int or have one entry per chain length")
+    low, high = (rattle, rattle) if np.isscalar(rattle) else (float(rattle[0]), float(rattle[1]))
     out: list[Atoms] = []
     for nc, m in zip(lengths, counts):
         if m <= 0:
@@ -178,32 +210,63 @@ def cumulene_structures(n_carbons: Sequence[int], n_per_length: int | Sequence[i
         angles = list(np.linspace(0.0, 90.0, n_scan)) if n_scan > 1 else [0.0] * n_scan
         angles += list(rng.uniform(0.0, 90.0, m - n_scan))
         for ang in angles:
-            a = _set_torsion(ground, float(ang))
-            a.positions = a.positions + rng.normal(0.0, rattle, a.positions.shape)
-            out.append(finish(a, _cumulene_info(nc, float(ang), rattle=float(rattle))))
+            amplitude = low if low == high else float(rng.uniform(low, high))
+            a = distort_chain(_set_torsion(ground, float(ang)), rng, amplitude, bend, stretch)
+            out.append(finish(a, _cumulene_info(nc, float(ang), rattle=amplitude)))
     return out
 
 
+# the distortions of every benchmark structure: rattles of 0–0.06 Å, smooth bends up to
+# 0.15 Å and ±2 % stretches (MD at 300–600 K visits these)
+DISTORTIONS = {"rattle": (0.0, 0.06), "bend": 0.15, "stretch": 0.02}
+TRAIN_LENGTHS = (3, 4, 5, 6, 7, 8, 9, 10, 13, 14)
+UNSEEN_LENGTHS = (11, 12, 15, 16)
+EFA_L2 = {"type": "efa", "vectors": True, "tensors": True, "grid": 50, "d_qk": 16, "d_v": 16}
+
+
 @REFERENCE_SYSTEMS.register("cumulene", summary="cumulenes H2C=(C=)k=CH2, one end rotated "
-                            "and rattled: the torsion barrier is seen across the chain")
+                            "and distorted: the torsion barrier is seen across the chain")
 class Cumulene(ReferenceSystem):
     """Options of `structures`: ``n_carbons`` (chain lengths, default 3–12; ``n`` is split
     evenly over them) and those of `cumulene_structures`."""
 
     default_n = 200
-    benchmark = BenchmarkSettings(n=600, cutoff=4.0, layers=2, energy_weight=100.0,
-                                  data={"n_carbons": [3, 4, 5, 6, 7, 8, 10, 11]})
-    holdout_carbons = 9  # the chain length of the benchmark's torsion profile (not trained)
+    protocols = {
+        "lengths": Protocol(
+            "train on C3–C10, C13, C14; test on C11, C12, C15, C16 (lengths never trained on)",
+            n=3000, data={"n_carbons": list(TRAIN_LENGTHS), **DISTORTIONS},
+            held_out={f"C{n}": HeldOut(100, {"n_carbons": [n], **DISTORTIONS}, seed=1000 + n)
+                      for n in UNSEEN_LENGTHS},
+            backbone={"backbone": "painn", "lmax": 2, "cutoff": 4.0, "layers": 2,
+                      "num_basis": 16},
+            variants={"local": None, "efa": EFA_L2, "bond-graph": {"type": "bond-graph"},
+                      "efa+bond-graph": [EFA_L2, {"type": "bond-graph"}]},
+            width=64, reference="efa",
+            training={"epochs": 150, "batch_size": 16, "lr": 1e-3, "scheduler": "cosine",
+                      "lr_min": 1e-5, "energy_weight": 100.0}),
+        "paper": Protocol(
+            "the EFA paper's protocol on our data: C9H4 only, 2,000 train / 500 valid / 500 "
+            "test; 3 layers, cutoff 4 Å, ℓ ≤ 2 message passing, EFA of degree 1 on every "
+            "layer (Lebedev 50, max frequency π, r_max 15 Å)",
+            n=3000, data={"n_carbons": [9], **DISTORTIONS}, valid=1 / 6, test=1 / 6,
+            backbone={"backbone": "painn", "lmax": 2, "cutoff": 4.0, "layers": 3,
+                      "num_basis": 16},
+            variants={"local": None,
+                      "efa": {"type": "efa", "vectors": True, "grid": 50, "d_qk": 16,
+                              "d_v": 16, "b_max": math.pi, "r_max": 15.0}},
+            width=64, reference="efa",
+            training={"epochs": 100, "batch_size": 16, "lr": 1e-3, "scheduler": "exponential",
+                      "lr_min": 1e-5, "energy_weight": 100.0}),
+    }
     card_description = (
-        "Cumulenes H2C=(C=)k=CH2, 3–11 carbons (no 9), torsion of one CH2 end (0–90°) with "
-        "0.03 Å rattles. The relative orientation of the two ends sets the energy (barrier "
-        "15–55 kcal/mol), and the ends are beyond a local model's reach from 6 carbons on.")
+        "Cumulenes H2C=(C=)k=CH2 of 3–10, 13 and 14 carbons, one CH2 end turned (0–90°), "
+        "rattled (0–0.06 Å), bent (up to 0.15 Å) and stretched (±2 %), GFN2-xTB. The relative "
+        "orientation of the two ends sets the energy (barrier 15–55 kcal/mol), with a minimum "
+        "that alternates with the parity of the chain; the ends are beyond a local model's "
+        "reach from about 8 carbons on.")
     card_limits = (
         "Neutral closed-shell cumulenes only (H, C); not for other hydrocarbons.",
-        "The EFA model's torsion barriers are too low (C8: 8.9 vs 23.3 kcal/mol in xTB) and "
-        "on the held-out C9 it prefers the planar end orientation of its even neighbours "
-        "(xTB: perpendicular); the local model has no barrier at all.",
-        "Isolated molecules (no periodic cells); structures larger than r_max are warned about.",
+        "Isolated molecules (no periodic cells).",
         "Torsion scans near the 90° diradical point inherit GFN2-xTB's error there.")
 
     def structures(self, n: int, seed: int = 0, n_carbons: Sequence[int] = tuple(range(3, 13)),
@@ -213,18 +276,76 @@ class Cumulene(ReferenceSystem):
                   for i in range(len(lengths))]
         return cumulene_structures(lengths, counts, seed=seed, **options)
 
-    def analysis(self, out: Path, calculators: dict) -> dict:
-        """Rigid torsion profile of the held-out chain length against xTB."""
-        n_c = self.holdout_carbons
+    def analysis(self, out: Path, calculators: dict, protocol: str) -> dict:
+        """Rigid torsion profiles against xTB: of C9 for the paper's protocol, of every unseen
+        length otherwise; the barrier |E(0°) − E(90°)| and whether the minimum is on the
+        right side (odd chains perpendicular, even chains planar)."""
+        lengths = [9] if protocol == "paper" else list(UNSEEN_LENGTHS)
         angles = np.linspace(0.0, 90.0, 10)
-        frames = label(cumulene_torsion_scan(n_c, angles), out / f"c{n_c}_scan.xyz")
-        ref = np.array([a.info["REF_energy"] for a in frames])
-        curves = {"reference (GFN2-xTB)": (angles, ref - ref.min())}
-        barriers = {"reference": float(ref.max() - ref.min())}
-        for name, calc in calculators.items():
-            e = energies(calc, frames)
-            curves[name] = (angles, e - e.min())
-            barriers[name] = float(e.max() - e.min())
-        plot(out / "cumulene_torsion.png", "end-to-end torsion (°)", "energy (eV)", curves,
-             f"C{n_c}H4 (chain length not in training)")
-        return {"holdout_carbons": n_c, "barrier_eV": barriers}
+        result: dict = {"angles_deg": angles.tolist(), "lengths": {}}
+        curves_per_length = {}
+        for n_c in lengths:
+            frames = label(cumulene_torsion_scan(n_c, angles), out / f"c{n_c}_scan.xyz")
+            ref = np.array([a.info["REF_energy"] for a in frames])
+            reference = abs(ref[0] - ref[-1])
+            entry = {"reference": _torsion_summary(ref, n_c, reference)}
+            curves = {"reference (GFN2-xTB)": (angles, ref - ref.min())}
+            for name, calc in calculators.items():
+                e = energies(calc, frames)
+                entry[name] = _torsion_summary(e, n_c, reference)
+                entry[name]["profile_mae_eV"] = float(np.mean(np.abs((e - e[0]) - (ref - ref[0]))))
+                curves[name] = (angles, e - e.min())
+            result["lengths"][f"C{n_c}"] = entry
+            curves_per_length[n_c] = curves
+        _plot_profiles(out / f"cumulene_torsion_{protocol}.png", curves_per_length,
+                       "(trained length)" if protocol == "paper" else "(never trained on)")
+        return result
+
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
+        return _card_findings(analysis, variant)
+
+
+def _card_findings(analysis: dict, variant: str) -> list[str]:
+    lines = []
+    for length, entry in analysis.get("lengths", {}).items():
+        ref, own = entry["reference"], entry.get(variant)
+        if own is None:
+            continue
+        lines.append(f"{length}H4 rigid torsion barrier {own['barrier_eV']:.3f} eV against "
+                     f"GFN2-xTB's {ref['barrier_eV']:.3f} eV "
+                     f"({100 * (own['barrier_eV'] / ref['barrier_eV'] - 1):+.0f} %); minimum "
+                     f"{own['minimum']} ({'right' if own['minimum_right'] else 'wrong'}: "
+                     f"{ref['minimum']})")
+    return lines
+
+
+def _torsion_summary(energies: np.ndarray, n_carbons: int, reference_barrier: float) -> dict:
+    """Barrier |E(0°) − E(90°)| (eV) and the side of the minimum: "planar", "perpendicular",
+    or "flat" when the barrier is under a tenth of the reference's (no side to speak of);
+    ``minimum_right``: planar for even chains, perpendicular for odd ones."""
+    barrier = float(abs(energies[0] - energies[-1]))
+    if barrier < 0.1 * reference_barrier:
+        minimum = "flat"
+    else:
+        minimum = "planar" if energies[0] < energies[-1] else "perpendicular"
+    return {"barrier_eV": barrier, "minimum": minimum,
+            "minimum_right": minimum == ("planar" if n_carbons % 2 == 0 else "perpendicular")}
+
+
+def _plot_profiles(path: Path, curves_per_length: dict, note: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    k = len(curves_per_length)
+    fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.4), squeeze=False)
+    for ax, (n_c, curves) in zip(axes[0], curves_per_length.items()):
+        for name, (x, y) in curves.items():
+            style = dict(color="black", lw=2.5) if name.startswith("reference") else dict(marker="o", ms=3)
+            ax.plot(x, y, label=name, **style)
+        ax.set_title(f"C{n_c}H4 {note}", fontsize=9)
+        ax.set_xlabel("end-to-end torsion (°)")
+    axes[0][0].set_ylabel("energy − minimum (eV)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import BenchmarkSettings, ReferenceSystem, energies, make_rng, plot
+from .base import Protocol, ReferenceSystem, energies, make_rng, plot
 
 __all__ = ["nacl_energy_forces", "nacl_structures", "nacl_cluster", "K_E", "REF_METHOD",
            "REF_SETTINGS"]
@@ -141,7 +141,9 @@ class NaCl(ReferenceSystem):
 
     methods = ("nacl-analytic",)
     default_n = 200
-    benchmark = BenchmarkSettings(n=300, cutoff=3.5, layers=1, data={"diameter": (8.0, 16.0)})
+    protocols = {"default": Protocol(
+        "clusters of 8–16 Å, tested on 10–30 Å", n=300, data={"diameter": (8.0, 16.0)},
+        backbone={"backbone": "painn", "cutoff": 3.5, "layers": 1, "num_basis": 16})}
     card_description = ("NaCl-like clusters (8–16 Å) with an analytic erf-screened Coulomb "
                         "energy and exponential repulsion.")
     card_limits = ("Analytic toy: Na and Cl only, isolated clusters.",)
@@ -149,7 +151,7 @@ class NaCl(ReferenceSystem):
     def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
         return nacl_structures(n, seed=seed, **options)
 
-    def analysis(self, out: Path, calculators: dict) -> dict:
+    def analysis(self, out: Path, calculators: dict, protocol: str) -> dict:
         """Energy error per atom on clusters of 10, 20 and 30 Å (trained on 8–16 Å)."""
         sizes = (10.0, 20.0, 30.0)
         curves, table = {}, {}

@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import (BenchmarkSettings, ReferenceSystem, energies, finish, label, make_rng,
+from .base import (Protocol, ReferenceSystem, energies, finish, label, make_rng,
                    plot, xtb_optimise)
 
 _SCAN_POINTS: dict[tuple, Atoms] = {}
@@ -141,7 +141,7 @@ class SN2(ReferenceSystem):
     """Options of `structures`: those of `sn2_structures` (pairs, ξ range and step, rattle)."""
 
     default_n = 200
-    benchmark = BenchmarkSettings(n=600, cutoff=4.0, layers=2)
+    protocols = {"default": Protocol("Cl/Br pairs along ξ, rattled", n=600)}
     card_description = (
         "Gas-phase SN2 X⁻ + CH3Y → XCH3 + Y⁻ with X, Y ∈ {Cl, Br}, total charge −1: relaxed "
         "scans along ξ = r(C–Y) − r(C–X) plus 0.05 Å rattles. The ion–dipole attraction "
@@ -154,7 +154,7 @@ class SN2(ReferenceSystem):
     def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
         return sn2_structures(n, seed=seed, **options)
 
-    def analysis(self, out: Path, calculators: dict) -> dict:
+    def analysis(self, out: Path, calculators: dict, protocol: str) -> dict:
         """Energy profile of the relaxed Cl⁻ + CH3Cl scan against xTB."""
         xis = np.linspace(-6.0, 6.0, 25)
         frames = label(sn2_scan("Cl", "Cl", xis), out / "sn2_clcl_scan.xyz")

@@ -1,0 +1,74 @@
+"""The long-range benchmark runner: a protocol's data, held-out sets, matched variants,
+results and table, end to end on a toy system (seconds)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mlip_attn.qm.systems.base import HeldOut, Protocol, ReferenceSystem
+from mlip_attn.registry import REFERENCE_SYSTEMS
+
+
+@pytest.fixture
+def toy_pair():
+    from ase import Atoms
+
+    @REFERENCE_SYSTEMS.register("toy-h2-pair", summary="toy: two H2 at a distance")
+    class ToyPair(ReferenceSystem):
+        protocols = {"tiny": Protocol(
+            "two H2 molecules 3–6 Å apart", n=20, data={"gap": (3.0, 6.0)},
+            held_out={"far": HeldOut(4, {"gap": (7.0, 8.0)})},
+            backbone={"backbone": "painn", "cutoff": 2.0, "layers": 1, "num_basis": 4},
+            variants={"local": None, "efa": {"type": "efa", "d_qk": 4, "d_v": 4}},
+            width=16, reference="efa", training={"epochs": 2, "batch_size": 4})}
+        calls = []
+
+        def structures(self, n: int, seed: int = 0, gap=(3.0, 6.0)):
+            rng = np.random.default_rng(seed)
+            out = []
+            for _ in range(n):
+                d = rng.uniform(*gap)
+                out.append(Atoms("H4", positions=[[0, 0, 0], [0, 0, 0.74], [d, 0, 0],
+                                                  [d, 0, 0.74 + rng.uniform(-0.05, 0.05)]],
+                                 info={"system": "toy-h2-pair", "total_charge": 0}))
+            return out
+
+        def analysis(self, out, calculators, protocol):
+            type(self).calls.append((protocol, sorted(calculators)))
+            return {"seen": protocol}
+
+    yield ToyPair
+    del REFERENCE_SYSTEMS._components["toy-h2-pair"]
+
+
+def test_protocol_runs_end_to_end(toy_pair, tmp_path):
+    from mlip_attn.apps.longrange import format_table, run_longrange
+    lines = []
+    results = run_longrange("toy-h2-pair", out=tmp_path, log=lines.append)
+    folder = tmp_path / "toy-h2-pair" / "tiny"
+    assert json.loads((folder / "results.json").read_text())["protocol"] == "tiny"
+    assert set(results["variants"]) == {"local", "efa"}
+    local, efa = results["variants"]["local"], results["variants"]["efa"]
+    assert abs(local["parameters"] - efa["parameters"]) <= 0.05 * efa["parameters"]
+    assert local["held_out"]["far"]["structures"] == 4
+    assert np.isfinite(efa["held_out"]["far"]["energy_rmse"])
+    assert results["r_max"] >= 1.5 * 8.0                   # covers the held-out structures
+    assert toy_pair.calls == [("tiny", ["efa", "local"])]
+    assert results["analysis"] == {"seen": "tiny"}
+    table = format_table(results)
+    assert "held out far" in table and "local/efa" in table
+    # a second run resumes every variant instead of training again
+    again = run_longrange("toy-h2-pair", out=tmp_path, log=lines.append)
+    assert again["variants"]["efa"]["test"] == efa["test"]
+
+
+def test_unknown_protocol_and_variant_are_named(toy_pair, tmp_path, capsys):
+    from mlip_attn.cli import main
+    assert main(["benchmark", "longrange", "--system", "toy-h2-pair", "--protocol", "huge",
+                 "--out", str(tmp_path)]) == 2
+    assert "'huge' is not one of ['tiny']" in capsys.readouterr().err
+    assert main(["benchmark", "longrange", "--system", "toy-h2-pair", "--variants", "efa-l9",
+                 "--out", str(tmp_path)]) == 2
+    assert "'efa-l9' is not one of" in capsys.readouterr().err
