@@ -114,8 +114,11 @@ class PaiNNLayer(nn.Module):
                          geometry: List[torch.Tensor], rho: torch.Tensor, weight: torch.Tensor,
                          i: torch.Tensor, j: torch.Tensor
                          ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Eager path: same maths, edge chunks, no stored edge tensors (see painn_message)."""
-        return painn_message(phi, features, geometry, rho, weight, i, j, self.first)
+        """Eager path: same maths, edge chunks, no stored edge tensors (see painn_message). In
+        eval mode (inference: no double backward) always chunked; in training mode small
+        graphs take one plain-autograd pass (`PLAIN_BELOW`)."""
+        return painn_message(phi, features, geometry, rho, weight, i, j, self.first,
+                             plain_below=None if self.training else 0)
 
 
 @BACKBONES.register("painn", summary="PaiNN: scalar and vector (ℓ ≤ 1) features, equivariant "
