@@ -139,6 +139,13 @@ class _DefaultsHelp(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def _add_threads(parser) -> None:
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch "
+                        "(default: the CPUs this process may use, capped by torch's default, "
+                        "with OpenMP threads that sleep while they wait; 1 is fastest on a "
+                        "machine busy with other jobs; see README 'Threads')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlip-attn", description="ML interatomic potentials with "
                                 "global attention: train, evaluate, benchmark.")
@@ -158,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.usage = "mlip-attn fit [config.yaml] [--resume] [--section.key value ...]"
     f.add_argument("--resume", action="store_true", help="continue the run in the output "
                    "directory from its last checkpoint (its model and data sections must match)")
+    _add_threads(f)
     f.set_defaults(func=_fit, allow_extra=True)
 
     e = sub.add_parser("eval", help="errors of a model on a labelled data file",
@@ -169,11 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=16, help="structures per model call")
     e.add_argument("--dtype", default=None, choices=["float32", "float64"],
                    help="precision to evaluate in (default: the model file's own)")
+    _add_threads(e)
     e.set_defaults(func=_eval)
 
     d = sub.add_parser("demo", help="generate xTB cumulene data, train, evaluate, run MD")
     d.add_argument("--out", default="demo_run", help="run directory (writes OUT/model.pt)")
     d.add_argument("--quick", action="store_true", help="a smaller demo (about a minute)")
+    _add_threads(d)
     d.set_defaults(func=_demo)
 
     b = sub.add_parser("bench", help="throughput and peak memory of the models")
@@ -191,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
     b.add_argument("--training", action="store_true", help="training throughput "
                    "(structures/s) and peak memory of energy + force training steps")
+    _add_threads(b)
     b.set_defaults(func=_bench)
 
     lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")
@@ -208,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local and attention presets (default: all), e.g. local efa-l1")
     lr.add_argument("--workers", type=int, default=1)
     lr.add_argument("--seed", type=int, default=0)
+    _add_threads(lr)
     lr.set_defaults(func=_benchmark)
 
     g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)",
@@ -271,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     from .lammps.build import PluginBuildError
     from .training import FitError
     try:
+        if hasattr(args, "threads"):   # commands that compute: the process-wide thread policy
+            from .threads import configure
+            configure(args.threads)
         args.func(args, extra)
     except (ValueError, FitError, PluginBuildError) as exc:  # ConfigError, DataFileError, ...
         print(f"mlip-attn {args.command}: error: {exc}", file=sys.stderr)
