@@ -28,6 +28,10 @@ def _demo(args, extra):
 
 
 def _bench(args, extra):
+    if args.under_load:
+        from .apps.load_bench import run_load_bench
+        run_load_bench(competing=args.competing)
+        return
     if args.lammps:
         from .apps.lammps_bench import run_lammps_bench
         run_lammps_bench(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000))
@@ -201,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
     b.add_argument("--training", action="store_true", help="training throughput "
                    "(structures/s) and peak memory of energy + force training steps")
+    b.add_argument("--under-load", action="store_true", help="the demo's MD step and fit "
+                   "epoch under each thread policy (before, passive waiting, 1 thread, the "
+                   "default), each in a fresh process, with and without competing jobs")
+    b.add_argument("--competing", type=int, nargs="+", default=[0, 1], help="with "
+                   "--under-load: numbers of busy-loop jobs (pinned to CPUs 0, 1, ...) to run "
+                   "beside")
     _add_threads(b)
     b.set_defaults(func=_bench)
 

@@ -155,5 +155,6 @@ def describe() -> str:
     """One line for benchmark headers: threads, wait policy, CPUs available."""
     import torch
     wait = "passive" if passive_wait() else "active (spinning)"
-    return (f"{torch.get_num_threads()} threads, {wait} OpenMP waiting, "
+    n = torch.get_num_threads()
+    return (f"{n} thread{'' if n == 1 else 's'}, {wait} OpenMP waiting, "
             f"{available_cpus()} CPUs available")
