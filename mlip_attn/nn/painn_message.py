@@ -27,10 +27,16 @@ from typing import List, Tuple
 
 import torch
 
-# edges per chunk: (CHUNK, 3F) float32 at F = 128 is 0.4 MB, so a chunk's edge tensors stay in
-# a core's L2 cache (2 MB here) and are recycled by the allocator instead of being mapped fresh
-# each time; 256 beat 128, 512 and 1024 at 100 and 1,000 atoms (`mlip-attn bench --message`)
+# edges per chunk and thread: (256, 3F) float32 at F = 128 is 0.4 MB, so the part of a chunk's
+# edge tensors that one thread works on stays in its core's L2 cache (2 MB here) and is recycled
+# by the allocator instead of being mapped fresh each time; on one thread 256 beat 128, 512 and
+# 1024 at 100 and 1,000 atoms. A chunk is CHUNK × torch's thread count edges (`chunk_size`).
 CHUNK = 256
+
+
+def chunk_size() -> int:
+    """Edges per chunk: `CHUNK` per intra-op thread (each op splits its rows across them)."""
+    return CHUNK * max(torch.get_num_threads(), 1)
 
 
 def _offsets(phi: torch.Tensor, features: List[torch.Tensor]) -> List[int]:
@@ -177,13 +183,14 @@ PLAIN_BELOW = 4096
 
 def painn_message(phi: torch.Tensor, features: List[torch.Tensor], geometry: List[torch.Tensor],
                   rho: torch.Tensor, weight: torch.Tensor, receivers: torch.Tensor,
-                  senders: torch.Tensor, first: bool, chunk: int = CHUNK,
+                  senders: torch.Tensor, first: bool, chunk: int | None = None,
                   plain_below: int | None = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """The PaiNN message sums (see `message_in_chunks` for shapes): in edge chunks with the
-    recomputing backward, or in one plain-autograd pass for graphs of fewer than
+    """The PaiNN message sums (see `message_in_chunks` for shapes): in edge chunks (``chunk``
+    edges, default `chunk_size`) with the recomputing backward, or in one plain-autograd pass for graphs of fewer than
     ``plain_below`` edges (default `PLAIN_BELOW`; callers pass 0 for inference)."""
     if senders.shape[0] < (PLAIN_BELOW if plain_below is None else plain_below):
         return message_reference(phi, features, geometry, rho, weight, receivers, senders, first)
     orders = [t for pair in zip(features, geometry) for t in pair]
+    chunk = chunk_size() if chunk is None else chunk
     ds, *out = ChunkedMessage.apply(phi, rho, weight, receivers, senders, first, chunk, *orders)
     return ds, list(out)
