@@ -28,6 +28,11 @@ def _demo(args, extra):
 
 
 def _bench(args, extra):
+    if args.roofline:
+        from .apps.roofline import run_roofline
+        run_roofline(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000),
+                     width=args.width, layers=args.layers, cutoff=args.cutoff)
+        return
     if args.under_load:
         from .apps.load_bench import run_load_bench
         run_load_bench(competing=args.competing)
@@ -43,7 +48,8 @@ def _bench(args, extra):
         return
     if args.peers:
         from .apps.peers import run_peers
-        run_peers(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (100, 1000),
+        from .apps.peers import DEFAULT_MODELS
+        run_peers(sizes=args.sizes, models=args.peer_models or DEFAULT_MODELS,
                   repeats=args.repeats if args.repeats != 5 else 7, width=args.width,
                   layers=args.layers, cutoff=args.cutoff)
         return
@@ -201,10 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cutoff", type=float, default=5.0)
     b.add_argument("--lammps", action="store_true", help="ms/step in LAMMPS vs ASE vs the bare "
                    "model call (PaiNN on fcc Cu, 1,000 and 10,000 atoms)")
-    b.add_argument("--peers", action="store_true", help="side by side in one process with "
-                   "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
+    b.add_argument("--peers", action="store_true", help="side by side in one process, "
+                   "interleaved, with SchNetPack (PaiNN, SchNet), TensorNet, NequIP, Allegro and "
+                   "MACE at matched sizes, by order ℓ (see README 'Performance' to install them)")
+    b.add_argument("--peer-models", nargs="+", default=None, help="with --peers: the rows to "
+                   "run (default all: " + "egnn schnetpack-schnet mace painn painn-ase "
+                   "schnetpack-painn nequip-l1 allegro-l1 mace-l1 painn-l2 tensornet nequip-l2 "
+                   "allegro-l2 mace-l2)")
     b.add_argument("--training", action="store_true", help="training throughput "
                    "(structures/s) and peak memory of energy + force training steps")
+    b.add_argument("--roofline", action="store_true", help="our PaiNN against this machine's "
+                   "arithmetic limit: matmul peak, counted FLOPs of energy + forces, achieved "
+                   "GFLOP/s (1,000 and 10,000 atoms)")
     b.add_argument("--under-load", action="store_true", help="the demo's MD step and fit "
                    "epoch under each thread policy (before, passive waiting, 1 thread, the "
                    "default), each in a fresh process, with and without competing jobs")
