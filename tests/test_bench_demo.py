@@ -67,7 +67,50 @@ def test_peers_benchmark_runs_ours_and_skips_missing_peers():
             {"model": "schnetpack-painn", "atoms": 10, "pairs": 5, "parameters": 1,
              "median_s": 2.0, "memory": {"call_peak_mb": 3.0}}]
     table = format_table(fake)
-    assert "| 4.00× |" in table and "| 1.00× | 3 |" in table
+    assert "| 4.00× | 4.00× (SchNetPack PaiNN) |" in table and "| 1.00× | - | 3 |" in table
+
+
+def test_peers_table_compares_within_an_order_and_guards_large_sizes(monkeypatch):
+    from mlip_attn.apps import peers
+    rows = [{"model": "painn-l2", "atoms": 100, "pairs": 9, "parameters": 1, "median_s": 0.1,
+             "memory": {"call_peak_mb": 10.0, "process_peak_mb": 400.0}},
+            {"model": "tensornet", "atoms": 100, "pairs": 9, "parameters": 1, "median_s": 0.3,
+             "memory": {"call_peak_mb": 50.0, "process_peak_mb": 900.0}},
+            {"model": "painn", "atoms": 100, "pairs": 9, "parameters": 1, "median_s": 0.05,
+             "memory": None}]
+    table = peers.format_table(rows)
+    assert "| 3.00× (TorchMD-Net TensorNet), 5.0× |" in table   # ours vs the same order only
+    assert "| mlip-attn PaiNN | 1 | 100 | 9 | 1 | 50.0 | 2,000 | - | - | - |" in table
+    monkeypatch.setattr(peers, "available_mb", lambda: 5000.0)
+    assert "would need ~5 GB" in peers._skip_reason("tensornet", 10000, rows, 3, 1e9)
+    assert "s per call, over the 10 s budget" in peers._skip_reason("painn-l2", 10000, rows, 3, 10)
+    assert peers._skip_reason("painn-l2", 1000, rows, 3, 1e9) is None
+    assert peers._skip_reason("egnn", 1000, rows, 3, 1e9) is None      # never run: no guess
+
+
+def test_roofline_counts_flops_and_reports_the_ratio():
+    import torch
+    from mlip_attn.apps.roofline import call_flops, recomputed_filter_flops, run_roofline
+    a, b = torch.randn(4, 5), torch.randn(5, 6)
+    assert call_flops(lambda: torch.mm(a, b)) == 2 * 4 * 5 * 6
+    assert recomputed_filter_flops(10, 20, 384, 3) == 2 * 10 * 21 * 384 * 3
+    lines = []
+    rows = run_roofline(sizes=(20,), width=8, layers=1, num_basis=4, repeats=1, peak_n=128,
+                        log=lines.append)
+    assert rows[0]["flops"] > rows[0]["minimal_flops"] > 0 and rows[0]["ratio"] > 0
+    assert "GFLOP/s" in lines[1] and "time / FLOP-limited" in lines[2]
+
+
+def test_load_bench_runs_each_policy_in_a_fresh_process():
+    from mlip_attn.apps.load_bench import competing_jobs, run_load_bench
+    with competing_jobs(1):
+        pass
+    lines = []
+    rows = run_load_bench(policies=("1 thread",), competing=(0,), md_steps=2, fit_structures=8,
+                          log=lines.append)
+    assert rows[0]["threads"].startswith("1 thread,")
+    assert rows[0]["md_step_ms"] > 0 and rows[0]["fit_epoch_s"] > 0
+    assert lines[-1].startswith("| 1 thread | 1 thread,")
 
 
 def test_training_bench_reports_throughput():

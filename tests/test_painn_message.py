@@ -125,3 +125,20 @@ def test_frozen_weights_give_the_same_forces():
     before = predict(model, [atoms])["forces"]
     model.requires_grad_(False)
     torch.testing.assert_close(predict(model, [atoms])["forces"], before, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["painn", "painn-l2"])
+def test_inference_path_equals_the_training_path(name):
+    """Eval mode takes the chunked message at every size, training mode the plain pass on
+    small graphs: same energies and forces."""
+    atoms = random_molecule(12, seed=5)
+    model = make_model(name, layers=3)
+    chunked = predict(model, [atoms])
+    plain = predict(model.train(), [atoms])
+    for key in ("energy", "forces"):
+        torch.testing.assert_close(chunked[key], plain[key].detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_chunk_size_is_per_thread():
+    from mlip_attn.nn.painn_message import CHUNK, chunk_size
+    assert chunk_size() == CHUNK * torch.get_num_threads()

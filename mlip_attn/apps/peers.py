@@ -405,9 +405,12 @@ def _skip_reason(name: str, n: int, rows: list[dict], repeats: int, max_seconds:
     if "skipped" in last:
         return "skipped (a smaller size was skipped)"
     scale = n / last["atoms"]
-    if last.get("memory") and 1.3 * scale * last["memory"]["process_peak_mb"] > available_mb():
-        return (f"skipped: would need ~{scale * last['memory']['process_peak_mb'] / 1024:.0f} "
-                f"GB, {available_mb() / 1024:.0f} GB available")
+    if last.get("memory"):   # the process's baseline plus the call's own memory, scaled
+        mem = last["memory"]
+        need = mem["process_peak_mb"] + (scale - 1) * mem["call_peak_mb"]
+        if 1.3 * need > available_mb():
+            return (f"skipped: would need ~{need / 1024:.0f} GB, "
+                    f"{available_mb() / 1024:.0f} GB available")
     if scale * last["median_s"] * (repeats + 2) > max_seconds:
         return (f"skipped: ~{scale * last['median_s']:.0f} s per call, over the "
                 f"{max_seconds:.0f} s budget for {repeats + 2} calls")

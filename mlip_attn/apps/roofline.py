@@ -80,17 +80,19 @@ def recomputed_filter_flops(n_edges: int, num_basis: int, channels: int, layers:
 
 
 def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff: float = 5.0,
-                 num_basis: int = 20, repeats: int = 5, log=print) -> list[dict]:
-    """Print and return, per size: time, FLOPs, achieved GFLOP/s and the ratios to the limit."""
+                 num_basis: int = 20, repeats: int = 5, peak_n: int = 2048, log=print
+                 ) -> list[dict]:
+    """Print and return, per size: time, FLOPs, achieved GFLOP/s and the ratios to the limit
+    (``peak_n``: size of the matrix product that measures the peak)."""
     import torch
     from ..threads import describe
     from .peers import Graph, ours
-    peak = matmul_peak_gflops()
-    peak_1 = matmul_peak_gflops(threads=1)
+    peak = matmul_peak_gflops(n=peak_n)
+    peak_1 = matmul_peak_gflops(threads=1, n=peak_n)
     bandwidth = copy_bandwidth_gbs()
     log(f"PaiNN {width} × {layers}, energy + forces, float32, random C/H/O clusters; torch "
         f"{torch.__version__}, {describe()}")
-    log(f"peak (float32 2048³ matmul): {peak:.0f} GFLOP/s on {torch.get_num_threads()} "
+    log(f"peak (float32 {peak_n}³ matmul): {peak:.0f} GFLOP/s on {torch.get_num_threads()} "
         f"threads, {peak_1:.0f} GFLOP/s on 1; copy bandwidth {bandwidth:.1f} GB/s")
     log("| atoms | pairs | ms/call | counted GFLOP | minimal GFLOP | achieved GFLOP/s "
         "| fraction of peak | FLOP-limited ms | time / FLOP-limited |")
