@@ -82,7 +82,7 @@ def test_peers_table_compares_within_an_order_and_guards_large_sizes(monkeypatch
     assert "| 3.00× (TorchMD-Net TensorNet), 5.0× |" in table   # ours vs the same order only
     assert "| mlip-attn PaiNN | 1 | 100 | 9 | 1 | 50.0 | 2,000 | - | - | - |" in table
     monkeypatch.setattr(peers, "available_mb", lambda: 5000.0)
-    assert "would need ~5 GB" in peers._skip_reason("tensornet", 10000, rows, 3, 1e9)
+    assert "would need ~6 GB" in peers._skip_reason("tensornet", 10000, rows, 3, 1e9)
     assert "s per call, over the 10 s budget" in peers._skip_reason("painn-l2", 10000, rows, 3, 10)
     assert peers._skip_reason("painn-l2", 1000, rows, 3, 1e9) is None
     assert peers._skip_reason("egnn", 1000, rows, 3, 1e9) is None      # never run: no guess
