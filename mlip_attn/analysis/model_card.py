@@ -27,8 +27,13 @@ def _errors_row(split: str, errors: dict) -> str:
 
 
 def model_card(model_path: str | Path, run_dir: str | Path, title: str, description: str,
-               limits: list[str]) -> str:
-    """Markdown card for the model file ``model_path`` trained in ``run_dir``."""
+               limits: list[str], held_out: dict | None = None,
+               findings: list[str] | None = None) -> str:
+    """Markdown card for the model file ``model_path`` trained in ``run_dir``.
+
+    ``held_out``: name → (data file, errors) of test sets never trained on (the card lists
+    them and how to reproduce the numbers with ``mlip-attn eval``); ``findings``: lines of
+    the system's own analysis (e.g. torsion barriers of unseen chain lengths)."""
     from ..models.model_file import read_model_file
     from ..models import load_model
     model_path, run_dir = Path(model_path), Path(run_dir)
@@ -68,6 +73,11 @@ def model_card(model_path: str | Path, run_dir: str | Path, title: str, descript
         "| split | E MAE (meV) | E RMSE (meV) | E MAE (meV/atom) | F MAE (meV/Å) | F RMSE (meV/Å) |",
         "|---|---|---|---|---|---|",
         _errors_row("validation", meta["valid"]), _errors_row("test", meta["test"]),
+        *[_errors_row(f"held out: {name}", errors) for name, (_, errors) in (held_out or {}).items()],
+        *(["", "Held-out sets (never trained on), float64; reproduce with "
+           "`mlip-attn eval potentials/" + model_path.name + " FILE --dtype float64`:",
+           *[f"- {name}: `{path}`" for name, (path, _) in held_out.items()]] if held_out else []),
+        *(["", "## Findings", *[f"- {line}" for line in findings]] if findings else []),
         "", "## Limits", *[f"- {item}" for item in limits], "",
         "## Use", "```python",
         "from mlip_attn import AttnCalculator",

@@ -86,7 +86,7 @@ def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff:
     (``peak_n``: size of the matrix product that measures the peak)."""
     import torch
     from ..threads import describe
-    from .peers import Graph, ours
+    from .peer_models import Graph, ours
     peak = matmul_peak_gflops(n=peak_n)
     peak_1 = matmul_peak_gflops(threads=1, n=peak_n)
     bandwidth = copy_bandwidth_gbs()

@@ -5,8 +5,8 @@ Messages m_ij = φ_e(h_i, h_j, rbf(r_ij)) · cutoff(r_ij), gated by a learned ed
 (forces come from autograd of the energy), distances enter through a smooth sinc basis so the
 energy is smooth at the cutoff.
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations`: TorchScript resolves the annotations of the
+# @torch.jit.unused methods, which it cannot do from strings
 from typing import List, Optional
 
 import torch
@@ -15,7 +15,7 @@ from torch import nn
 from ..attention.base import NoGlobalBlock
 from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
 from ..nn.egnn_message import edge_messages
-from ..nn.graph import Features, Graph, empty_features
+from ..nn.graph import Features, Graph, empty_features, with_atom_inputs
 from ..registry import BACKBONES, PositiveFloat, PositiveInt
 from .base import Backbone
 
@@ -46,7 +46,7 @@ class EGNNLayer(nn.Module):
         F = h.shape[1]
         w = self.edge_in.weight                                                    # (F, 2F+K)
         node = torch.mm(h, torch.cat([w[:, :F], w[:, F:2 * F]], dim=0).t())        # (N, 2F)
-        if self.training or torch.jit.is_scripting() or i.shape[0] < CHUNKED_FROM:
+        if self.training or torch.jit.is_scripting() or not self._large(i):
             pre = torch.addmm(self.edge_in.bias, radial, w[:, 2 * F:].t())         # (E, F)
             pre = (pre + torch.index_select(node[:, :F], 0, i)
                    + torch.index_select(node[:, F:], 0, j))
@@ -59,6 +59,12 @@ class EGNNLayer(nn.Module):
         if self.has_global:
             return h_local + self.global_block(empty_features(h), graph).scalars
         return h_local
+
+    @torch.jit.unused
+    def _large(self, i: torch.Tensor) -> bool:
+        """Whether the graph takes the chunked inference path (`CHUNKED_FROM`, read at call
+        time; outside TorchScript, which cannot read a module global and never chunks)."""
+        return i.shape[0] >= CHUNKED_FROM
 
     @torch.jit.unused
     def _chunked_messages(self, node: torch.Tensor, radial: torch.Tensor,
@@ -98,7 +104,7 @@ class EGNN(Backbone):
         r = graph.lengths
         envelope = self.cutoff_fn(r)
         radial = self.basis(r) * envelope[:, None]
-        h = self.embedding(species, graph.batch, graph.charge, graph.spin)
+        h = with_atom_inputs(self.embedding(species, graph.batch, graph.charge, graph.spin), graph)
         for layer in self.layers:
             h = layer(h, radial, envelope, graph)
         return empty_features(h)

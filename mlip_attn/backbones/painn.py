@@ -17,7 +17,7 @@ from torch import nn
 
 from ..attention.base import NoGlobalBlock
 from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
-from ..nn.graph import Features, Graph
+from ..nn.graph import Features, Graph, with_atom_inputs
 from ..nn.painn_message import message_in_chunks, painn_message
 from ..nn.rank2 import matrix_vector, outer_of_unit, symmetric_product
 from ..registry import BACKBONES, PositiveFloat, PositiveInt
@@ -114,11 +114,11 @@ class PaiNNLayer(nn.Module):
                          geometry: List[torch.Tensor], rho: torch.Tensor, weight: torch.Tensor,
                          i: torch.Tensor, j: torch.Tensor
                          ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Eager path: same maths, edge chunks, no stored edge tensors (see painn_message). In
-        eval mode (inference: no double backward) always chunked; in training mode small
-        graphs take one plain-autograd pass (`PLAIN_BELOW`)."""
+        """Eager path: same maths, edge chunks, no stored edge tensors (see painn_message).
+        Small graphs take one plain-autograd pass: below `PLAIN_BELOW` edges in training mode,
+        below `INFERENCE_PLAIN_BELOW` in eval mode (inference: no double backward)."""
         return painn_message(phi, features, geometry, rho, weight, i, j, self.first,
-                             plain_below=None if self.training else 0)
+                             inference=not self.training)
 
 
 @BACKBONES.register("painn", summary="PaiNN: scalar and vector (ℓ ≤ 1) features, equivariant "
@@ -172,7 +172,7 @@ class PaiNN(Backbone):
         rho = torch.cat([self.basis(r) * envelope, envelope], dim=1)       # (E, n_basis + 1)
         unit = graph.vectors / r[:, None]
         geometry = [unit, outer_of_unit(unit)] if self.lmax >= 2 else [unit]
-        s = self.embedding(species, graph.batch, graph.charge, graph.spin)
+        s = with_atom_inputs(self.embedding(species, graph.batch, graph.charge, graph.spin), graph)
         n = s.shape[0]
         v = s.new_zeros((n, 3, self.width))
         t = s.new_zeros((n, 5, self.tensor_channels))

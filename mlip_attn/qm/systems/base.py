@@ -95,6 +95,10 @@ class ReferenceSystem:
         on the system's own tests (a profile, a held-out length …); written into ``out``."""
         return {}
 
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
+        """Lines for the model card of ``variant`` from what `analysis` returned."""
+        return []
+
 
 # ------------------------------------------------------------------ shared recipe helpers
 
