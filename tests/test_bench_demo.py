@@ -165,3 +165,9 @@ def test_bench_model_names_take_encoders():
     assert model_config("egnn@chemical", 8, 1, 4.0, 10.0)["encoders"] == ["chemical"]
     with pytest.raises(ValueError, match="encoder.*'spectral' is not one of"):
         model_config("egnn@spectral", 8, 1, 4.0, 10.0)
+
+
+def test_loglog_slope_needs_two_sizes():
+    from mlip_attn.apps.bench import loglog_slope
+    assert math.isnan(loglog_slope([1000, 1000], [0.4, 0.5]))   # one size measured twice
+    assert loglog_slope([100, 1000], [0.01, 0.1]) == pytest.approx(1.0)

@@ -124,7 +124,7 @@ def measure(kind: str, n_atoms: int, repeats: int = 5, width: int = 128, layers:
 def loglog_slope(sizes: list[int], seconds: list[float]) -> float:
     """Least-squares slope of log(time) against log(atoms) over the finite points."""
     pts = [(math.log(n), math.log(s)) for n, s in zip(sizes, seconds) if math.isfinite(s)]
-    if len(pts) < 2:
+    if len({x for x, _ in pts}) < 2:   # one size (possibly measured twice): no slope
         return float("nan")
     x, y = np.array(pts).T
     return float(np.polyfit(x, y, 1)[0])
@@ -159,7 +159,8 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
                   f"{'  ' + r['error'] if 'error' in r else ''}", flush=True)
         own = [r for r in rows if r["model"] == kind]
         slope = loglog_slope([r["atoms"] for r in own], [r["median_s"] for r in own])
-        print(f"{'':<15}log-log slope of time vs atoms: {slope:.2f}", flush=True)
+        if math.isfinite(slope):
+            print(f"{'':<15}log-log slope of time vs atoms: {slope:.2f}", flush=True)
     return rows
 
 
@@ -224,7 +225,9 @@ def run_training_bench(models=("painn", "egnn"), atoms: int = 30, batch_size: in
     log(f"training steps: batch {batch_size} × {what}, float32, width "
         f"{width}, {layers} layers, cutoff {cutoff} Å, torch {torch.__version__}, "
         f"{describe_threads()}; median of {steps} steps")
-    log(f"{'model':<15}{'pairs/batch':>12}{'ms/step':>10}{'structures/s':>14}{'peak MB':>10}")
+    name_width = max(16, *(len(kind) + 2 for kind in models))
+    log(f"{'model':<{name_width}}{'pairs/batch':>12}{'ms/step':>10}{'structures/s':>14}"
+        f"{'peak MB':>10}")
     rows = []
     ctx = mp.get_context("spawn")
     for kind in models:
@@ -235,10 +238,10 @@ def run_training_bench(models=("painn", "egnn"), atoms: int = 30, batch_size: in
         proc.start()
         proc.join()
         if proc.exitcode != 0:
-            log(f"{kind:<15}failed (exit code {proc.exitcode})")
+            log(f"{kind:<{name_width}}failed (exit code {proc.exitcode})")
             continue
         r = {"model": kind, **queue.get()}
         rows.append(r)
-        log(f"{kind:<15}{r['edges']:>12,.0f}{1e3 * r['median_s']:>10.1f}"
+        log(f"{kind:<{name_width}}{r['edges']:>12,.0f}{1e3 * r['median_s']:>10.1f}"
             f"{batch_size / r['median_s']:>14.1f}{r['peak_mb']:>10.0f}")
     return rows
