@@ -92,21 +92,6 @@ def test_sn2_profile_shape():
     assert abs(e_well - e_well2) < 0.05    # symmetric identity reaction
 
 
-def test_charge_transfer_label_roundtrip(tmp_path):
-    structs = S.charge_transfer_structures(4, seed=0)
-    assert [s.info["total_charge"] for s in structs] == [0, 1, 0, 1]
-    assert [s.get_chemical_formula() for s in structs] == ["C10H2", "C10H3"] * 2
-    rep = S.label_structures(structs, str(tmp_path / "ct.xyz"), progress=False)
-    assert rep.n_done == 4
-    frames = _read(str(tmp_path / "ct.xyz"))
-    _check_frames(frames, structs)
-    # the charge must change the energy a lot (it is passed to xTB)
-    g = S.charge_transfer_ground_state(True)
-    e_plus = S.compute_label(g.numbers, g.positions, charge=1)[0]
-    e_zero = S.compute_label(g.numbers, g.positions, charge=0)[0]
-    assert e_zero - e_plus < -3.0
-
-
 # --------------------------------------------------------------------- xTB correctness
 
 def test_xtb_forces_match_finite_differences():
