@@ -116,3 +116,28 @@ def test_analysis_reports_far_force_errors_per_held_out_set(tmp_path):
     assert entry["far_atoms"] > 0 and entry["far_forces_mae"] > 0
     assert "C12" in entry["energy_rmse_by"]
     assert (tmp_path / "charge_transfer_forces.png").exists()
+    card = recipe.card_lines(result, "zero")
+    assert card[-3].startswith("| C12 | ") and "far F MAE (meV/Å)" in card[2]
+    assert recipe.card_lines(result, "other") == []
+
+
+class _ChargeAsEnergy(Calculator):
+    """Energy = the total charge it is given (info['charge']), forces zero."""
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.results = {"energy": float(self.atoms.info.get("charge", 0.0)),
+                        "forces": np.zeros((len(self.atoms), 3))}
+
+
+def test_held_out_errors_evaluate_each_structure_at_its_total_charge(tmp_path):
+    """Labelled frames carry `total_charge`; AttnCalculator reads `charge`: the analysis must
+    pass it on, or every cation would be evaluated as a neutral molecule."""
+    structs = CT.charge_transfer_structures([8], 10, seed=3, optimise=False)
+    S.label_structures(structs, str(tmp_path / "a.xyz"), progress=False)
+    frames = ase.io.read(tmp_path / "a.xyz", ":")
+    for a in frames:                       # make the reference equal to the total charge
+        a.info["REF_energy"] = float(a.info["total_charge"])
+    result, _ = CT.held_out_errors(frames, _ChargeAsEnergy(), np.arange(0.0, 26.0, 2.0))
+    assert result["energy_rmse"] == 0.0

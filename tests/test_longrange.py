@@ -59,6 +59,16 @@ def test_protocol_runs_end_to_end(toy_pair, tmp_path):
     assert results["analysis"] == {"seen": "tiny"}
     table = format_table(results)
     assert "held out far" in table and "local/efa" in table
+    # the model card lists the held-out sets and how to remake them
+    from mlip_attn.analysis.model_card import held_out_section, model_card
+    lines = held_out_section(results, "efa", ["system line"])
+    assert any(line.startswith("| far | 4 |") for line in lines)
+    assert ("`mlip-attn data toy-h2-pair --protocol tiny --held-out far --out far.xyz`"
+            in "\n".join(lines)) and lines[-1] == "system line"
+    card = model_card(folder / "efa" / "model.pt", folder / "efa", "toy", "two H2", ["none"],
+                      lines)
+    assert "## Held-out sets (never trained on)" in card and card.index("## Held-out") < \
+        card.index("## Limits")
     # a second run resumes every variant instead of training again
     again = run_longrange("toy-h2-pair", out=tmp_path, log=lines.append)
     assert again["variants"]["efa"]["test"] == efa["test"]
@@ -72,3 +82,32 @@ def test_unknown_protocol_and_variant_are_named(toy_pair, tmp_path, capsys):
     assert main(["benchmark", "longrange", "--system", "toy-h2-pair", "--variants", "efa-l9",
                  "--out", str(tmp_path)]) == 2
     assert "'efa-l9' is not one of" in capsys.readouterr().err
+
+
+def test_data_makes_a_protocols_training_and_held_out_sets(toy_pair, tmp_path, capsys):
+    """`mlip-attn data S --protocol P [--held-out H]` writes exactly the files the benchmark
+    makes, so a shipped potential can be evaluated on its card's held-out sets."""
+    import ase.io
+    from mlip_attn.apps.longrange import make_data, protocol_of
+    from mlip_attn.cli import main
+    held = tmp_path / "far.xyz"
+    assert main(["data", "toy-h2-pair", "--protocol", "tiny", "--held-out", "far",
+                 "--out", str(held), "--method", "gfn2-xtb"]) == 0
+    train = tmp_path / "train.xyz"
+    assert main(["data", "toy-h2-pair", "--protocol", "tiny", "--out", str(train)]) == 0
+    _, spec = protocol_of("toy-h2-pair", "tiny")
+    bench_train, bench_held = make_data("toy-h2-pair", spec, tmp_path / "bench")
+    for mine, theirs in ((held, bench_held["far"]), (train, bench_train)):
+        a, b = ase.io.read(mine, ":"), ase.io.read(theirs, ":")
+        assert len(a) == len(b) and all(np.array_equal(x.positions, y.positions)
+                                        for x, y in zip(a, b))
+    assert len(ase.io.read(held, ":")) == 4
+    capsys.readouterr()
+    assert main(["data", "toy-h2-pair", "--protocol", "tiny", "--held-out", "near",
+                 "--out", str(tmp_path / "x.xyz")]) == 2
+    assert "--held-out: 'near' is not one of ['far']" in capsys.readouterr().err
+    assert main(["data", "toy-h2-pair", "--held-out", "far", "--out", str(tmp_path / "y.xyz")]) == 2
+    assert "--held-out: needs --protocol" in capsys.readouterr().err
+    assert main(["data", "toy-h2-pair", "--protocol", "tiny", "--held-out", "far", "--seed", "3",
+                 "--out", str(tmp_path / "z.xyz")]) == 2
+    assert "--seed: a held-out set has its own seed (1000)" in capsys.readouterr().err

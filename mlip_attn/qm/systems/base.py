@@ -95,6 +95,11 @@ class ReferenceSystem:
         on the system's own tests (a profile, a held-out length …); written into ``out``."""
         return {}
 
+    def card_lines(self, analysis: dict, variant: str) -> list[str]:
+        """Markdown lines for the model card of ``variant`` from what `analysis` returned (the
+        system's own held-out numbers: errors by chain length, by distance …)."""
+        return []
+
 
 # ------------------------------------------------------------------ shared recipe helpers
 
@@ -208,14 +213,20 @@ def label(structures, path: Path) -> list[Atoms]:
     return frames
 
 
+def attach(atoms: Atoms, calc) -> Atoms:
+    """A copy of the recipe's (or labelled) ``atoms`` with ``calc`` attached and the total
+    charge where `AttnCalculator` reads it (``info['charge']``, from ``info['total_charge']``):
+    without it a charged structure would be evaluated as neutral."""
+    out = atoms.copy()
+    if "total_charge" in out.info:
+        out.info["charge"] = out.info["total_charge"]
+    out.calc = calc
+    return out
+
+
 def energies(calc, frames) -> np.ndarray:
-    """Energies (eV) of ``frames`` from an ASE calculator."""
-    values = []
-    for a in frames:
-        a = a.copy()
-        a.calc = calc
-        values.append(a.get_potential_energy())
-    return np.array(values)
+    """Energies (eV) of ``frames`` from an ASE calculator, at each frame's total charge."""
+    return np.array([attach(a, calc).get_potential_energy() for a in frames])
 
 
 def plot(path: Path, xlabel: str, ylabel: str, curves: dict, title: str) -> None:
@@ -237,4 +248,4 @@ def plot(path: Path, xlabel: str, ylabel: str, curves: dict, title: str) -> None
 
 
 __all__ = ["HeldOut", "Protocol", "ReferenceSystem", "OPT_ELECTRONIC_TEMPERATURE", "make_rng",
-           "xtb_energy", "xtb_optimise", "distort_chain", "finish", "label", "energies", "plot"]
+           "xtb_energy", "xtb_optimise", "distort_chain", "finish", "label", "attach", "energies", "plot"]

@@ -70,7 +70,7 @@ import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import (HeldOut, Protocol, ReferenceSystem, distort_chain, finish, make_rng,
+from .base import (HeldOut, Protocol, ReferenceSystem, attach, distort_chain, finish, make_rng,
                    xtb_optimise)
 
 _GROUND_STATES: dict[tuple, Atoms] = {}
@@ -411,6 +411,23 @@ class ChargeTransfer(ReferenceSystem):
         _plot_force_errors(out / "charge_transfer_forces.png", bins, curves)
         return result
 
+    def card_lines(self, analysis: dict, variant: str) -> list[str]:
+        """Per held-out set: energy RMSE overall and per chain length and kind, and the force
+        MAE of atoms more than `FAR` Å from the nearest proton."""
+        sets = {name: entry[variant] for name, entry in analysis.get("held_out", {}).items()
+                if variant in entry}
+        if not sets:
+            return []
+        lines = [f"Charge transfer on the held-out sets: force MAE of the atoms more than "
+                 f"{analysis['far_A']:g} Å from the nearest proton, energy RMSE by group:", "",
+                 "| set | far atoms | far F MAE (meV/Å) | E RMSE (meV) | E RMSE by group (meV) |",
+                 "|---|---|---|---|---|"]
+        for name, e in sets.items():
+            groups = ", ".join(f"{k} {1e3 * v:.0f}" for k, v in e["energy_rmse_by"].items())
+            lines.append(f"| {name} | {e['far_atoms']} | {1e3 * e['far_forces_mae']:.1f} | "
+                         f"{1e3 * e['energy_rmse']:.1f} | {groups} |")
+        return lines
+
 
 def held_out_errors(frames: list[Atoms], calc, bins: np.ndarray) -> tuple[dict, list]:
     """Errors of ``calc`` on labelled ``frames``: energy RMSE (eV) overall, per chain length and
@@ -418,8 +435,7 @@ def held_out_errors(frames: list[Atoms], calc, bins: np.ndarray) -> tuple[dict, 
     proton; and the mean |ΔF| per distance bin (the curve, one value per bin, NaN if empty)."""
     de, groups, dist, err = [], {}, [], []
     for a in frames:
-        b = a.copy()
-        b.calc = calc
+        b = attach(a, calc)
         e = b.get_potential_energy() - a.info["REF_energy"]
         de.append(e)
         for key in (f"C{a.info['n_carbons']}", str(a.info["kind"])):

@@ -42,8 +42,8 @@ import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import (HeldOut, Protocol, ReferenceSystem, energies, finish, label, make_rng,
-                   xtb_optimise)
+from .base import (HeldOut, Protocol, ReferenceSystem, attach, energies, finish, label,
+                   make_rng, xtb_optimise)
 
 _SCAN_POINTS: dict[tuple, Atoms] = {}
 
@@ -410,6 +410,30 @@ class SN2(ReferenceSystem):
                      "distance of the free ion from the carbon (Å)", "force MAE (eV/Å)")
         return result
 
+    def card_lines(self, analysis: dict, variant: str) -> list[str]:
+        """Energy and force MAE per held-out set, split by the free ion's distance from the
+        carbon, and the MAE of each pair's relaxed profile."""
+        sets = {name: entry[variant] for name, entry in analysis.get("held_out", {}).items()
+                if variant in entry}
+        if not sets:
+            return []
+        bins = analysis["bins_A"]
+        spans = [f"{a:g}–{b:g} Å" for a, b in zip(bins[:-1], bins[1:])]
+        lines = ["Errors by the distance of the free ion from the carbon (E MAE meV / F MAE "
+                 "meV/Å, structures):", "", "| set | " + " | ".join(spans) + " |",
+                 "|---|" + "---|" * len(spans)]
+        for name, e in sets.items():
+            cells = [f"{1e3 * de:.1f} / {1e3 * df:.1f} ({k})" if k else "–" for de, df, k in
+                     zip(e["energy_mae_by_distance"], e["forces_mae_by_distance"],
+                         e["structures_by_distance"])]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        profiles = {pair: p[variant] for pair, p in analysis.get("profiles", {}).items()
+                    if variant in p}
+        if profiles:
+            lines += ["", "Relaxed ξ profiles, MAE against GFN2-xTB: " + ", ".join(
+                f"{pair} {1e3 * v:.1f} meV" for pair, v in profiles.items())]
+        return lines
+
 
 def errors_by_distance(frames: list[Atoms], calc, bins=DISTANCE_BINS) -> dict:
     """Energy and force MAE (eV, eV/Å per component) of ``calc`` on labelled ``frames``,
@@ -417,8 +441,7 @@ def errors_by_distance(frames: list[Atoms], calc, bins=DISTANCE_BINS) -> dict:
     per bin, NaN where empty), with the number of structures per bin."""
     d, de, df = [], [], []
     for a in frames:
-        b = a.copy()
-        b.calc = calc
+        b = attach(a, calc)
         d.append(ion_distance(a))
         de.append(abs(b.get_potential_energy() - a.info["REF_energy"]))
         df.append(np.abs(b.get_forces() - a.arrays["REF_forces"]).mean())
