@@ -117,7 +117,10 @@ def test_analysis_reports_far_force_errors_per_held_out_set(tmp_path):
     assert "C12" in entry["energy_rmse_by"]
     assert (tmp_path / "charge_transfer_forces.png").exists()
     card = recipe.card_lines(result, "zero")
-    assert card[-3].startswith("| C12 | ") and "far F MAE (meV/Å)" in card[2]
+    assert card[4].startswith("| C12 | ") and "far F MAE (meV/Å)" in card[2]
+    move = result["proton_moves"]["zero"]
+    assert move["model"] == 0.0 and move["mae"] == pytest.approx(move["reference"])
+    assert card[-1].startswith("The proton moves along C12 and C16 at charge +1")
     assert recipe.card_lines(result, "other") == []
 
 
@@ -141,3 +144,25 @@ def test_held_out_errors_evaluate_each_structure_at_its_total_charge(tmp_path):
         a.info["REF_energy"] = float(a.info["total_charge"])
     result, _ = CT.held_out_errors(frames, _ChargeAsEnergy(), np.arange(0.0, 26.0, 2.0))
     assert result["energy_rmse"] == 0.0
+
+
+def test_a_local_model_cannot_follow_a_moving_proton():
+    """proton_moves/proton_move_errors: a model whose far forces ignore the proton has an error
+    equal to xTB's force change; one that reproduces xTB has none."""
+    moves = CT.proton_moves([12], n_geometries=2, sites=(0, 3), optimise=False)
+    assert len(moves) == 2 and all(m["far"].sum() >= 3 for m in moves)
+    blind = CT.proton_move_errors(moves, _Zero())
+    assert blind["model"] == 0.0 and blind["mae"] == pytest.approx(blind["reference"])
+    assert blind["reference"] > 0.01
+
+    class Oracle(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            from mlip_attn.qm.methods import xtb_energy_forces
+            e, f, _ = xtb_energy_forces(self.atoms.numbers, self.atoms.positions,
+                                        charge=int(self.atoms.info["charge"]))
+            self.results = {"energy": e, "forces": f}
+
+    assert CT.proton_move_errors(moves, Oracle())["mae"] < 1e-6

@@ -395,7 +395,9 @@ class ChargeTransfer(ReferenceSystem):
     def analysis(self, out: Path, calculators: dict, protocol: str) -> dict:
         """On every held-out set: energy RMSE (overall and per chain length and kind), force
         MAE on atoms more than `FAR` Å from the nearest proton (the target metric), and the
-        force error against distance from the proton (plot ``charge_transfer_forces.png``)."""
+        force error against distance from the proton (plot ``charge_transfer_forces.png``);
+        and on C12 and C16 how well each variant follows the far atoms' force change when the
+        proton moves at fixed charge (`proton_moves`, `proton_move_errors`)."""
         import ase.io
         spec = self.protocols[protocol]
         bins = np.arange(0.0, 26.0, 2.0)
@@ -409,11 +411,15 @@ class ChargeTransfer(ReferenceSystem):
                 entry[variant], curve = held_out_errors(frames, calc, bins)
                 curves[name][variant] = curve
         _plot_force_errors(out / "charge_transfer_forces.png", bins, curves)
+        moves = proton_moves(HELD_OUT_LENGTHS, seed=3000)
+        result["proton_moves"] = {variant: proton_move_errors(moves, calc)
+                                  for variant, calc in calculators.items()}
         return result
 
     def card_lines(self, analysis: dict, variant: str) -> list[str]:
         """Per held-out set: energy RMSE overall and per chain length and kind, and the force
-        MAE of atoms more than `FAR` Å from the nearest proton."""
+        MAE of atoms more than `FAR` Å from the nearest proton; then how well the model follows
+        a proton moving at fixed charge (`proton_move_errors`)."""
         sets = {name: entry[variant] for name, entry in analysis.get("held_out", {}).items()
                 if variant in entry}
         if not sets:
@@ -426,6 +432,14 @@ class ChargeTransfer(ReferenceSystem):
             groups = ", ".join(f"{k} {1e3 * v:.0f}" for k, v in e["energy_rmse_by"].items())
             lines.append(f"| {name} | {e['far_atoms']} | {1e3 * e['far_forces_mae']:.1f} | "
                          f"{1e3 * e['energy_rmse']:.1f} | {groups} |")
+        move = analysis.get("proton_moves", {}).get(variant)
+        if move and move.get("atoms"):
+            chains = " and ".join(f"C{n}" for n in HELD_OUT_LENGTHS)
+            lines += ["", f"The proton moves along {chains} at charge +1 (sites 0 → 2, 3, 4): "
+                      f"xTB changes the forces of atoms more than {analysis['far_A']:g} Å away "
+                      f"by {1e3 * move['reference']:.0f} meV/Å on average, this model by "
+                      f"{1e3 * move['model']:.0f} meV/Å, error {1e3 * move['mae']:.0f} meV/Å "
+                      f"({move['atoms']} atom moves)."]
         return lines
 
 
@@ -453,6 +467,57 @@ def held_out_errors(frames: list[Atoms], calc, bins: np.ndarray) -> tuple[dict, 
             "far_atoms": int(far.sum()),
             "far_forces_mae": float(np.abs(err[far]).mean()) if far.any() else float("nan"),
             "forces_mae": float(np.abs(err).mean())}, curve
+
+
+def proton_moves(n_carbons: Sequence[int], n_geometries: int = 8, sites=(0, 2, 3, 4),
+                 seed: int = 0, optimise: bool = True) -> list[dict]:
+    """The test a local model fails by construction, with xTB labels: ``n_geometries`` distorted
+    neutral chains per length (`DISTORTIONS`), one proton (charge +1) placed by `add_protons` at
+    each of ``sites`` in turn, every other atom unmoved. Returns one entry per geometry: the
+    structures (``frames``, one per site, labelled with xTB forces in ``arrays['REF_forces']``)
+    and ``far``, the mask of atoms more than `FAR` Å from every placement — whose surroundings
+    within `FAR` and total charge are the same in all of them."""
+    from ..methods import xtb_energy_forces
+    rng = make_rng(seed)
+    out = []
+    for n in n_carbons:
+        ground = polyyne_ground_state(int(n), (), optimise=optimise)
+        for _ in range(n_geometries):
+            rattle = float(rng.uniform(*DISTORTIONS["rattle"]))
+            chain = distort_chain(ground, rng, rattle, DISTORTIONS["bend"] * (n / 10.0) ** 1.5,
+                                  DISTORTIONS["stretch"])
+            frames, distance = [], np.full(len(chain), np.inf)
+            for k in sites:
+                atoms = add_protons(chain, [int(k)])
+                _, forces, _ = xtb_energy_forces(atoms.numbers, atoms.positions, charge=1)
+                atoms.arrays["REF_forces"] = forces
+                atoms.info.update(total_charge=1, n_protons=1, n_carbons=int(n), site=int(k))
+                distance = np.minimum(distance, proton_distances(atoms)[:len(chain)])
+                frames.append(atoms)
+            out.append({"n_carbons": int(n), "frames": frames, "far": distance > FAR})
+    return out
+
+
+def proton_move_errors(moves: list[dict], calc) -> dict:
+    """How well ``calc`` follows the far atoms' force change when the proton moves (see
+    `proton_moves`): ``reference`` = mean |ΔF| of xTB (eV/Å) over the far atoms of every move
+    (from the first site to each other), ``mae`` = mean |ΔF_model − ΔF_xTB|, ``model`` = mean
+    |ΔF_model|. A local model's ΔF there is (nearly) zero, so its ``mae`` ≈ ``reference``."""
+    ref, model, err = [], [], []
+    for move in moves:
+        far = move["far"]
+        forces = [attach(a, calc).get_forces()[:len(far)][far] for a in move["frames"]]
+        labels = [a.arrays["REF_forces"][:len(far)][far] for a in move["frames"]]
+        for k in range(1, len(forces)):
+            d_model, d_ref = forces[k] - forces[0], labels[k] - labels[0]
+            ref.append(np.linalg.norm(d_ref, axis=1))
+            model.append(np.linalg.norm(d_model, axis=1))
+            err.append(np.linalg.norm(d_model - d_ref, axis=1))
+    if not ref:
+        return {"atoms": 0}
+    ref, model, err = np.concatenate(ref), np.concatenate(model), np.concatenate(err)
+    return {"atoms": int(len(ref)), "reference": float(ref.mean()), "model": float(model.mean()),
+            "mae": float(err.mean())}
 
 
 def _plot_force_errors(path: Path, bins: np.ndarray, curves: dict) -> None:
