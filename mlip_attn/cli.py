@@ -35,7 +35,7 @@ def _bench(args, extra):
     if args.training:
         from .apps.bench import run_training_bench
         run_training_bench(models=args.models, width=args.width, layers=args.layers,
-                           cutoff=args.cutoff)
+                           cutoff=args.cutoff, structures=args.structures)
         return
     if args.peers:
         from .apps.peers import run_peers
@@ -64,9 +64,27 @@ def _benchmark(args, extra):
                       workers=args.workers, seed=args.seed)
 
 
+def _study(args, extra):
+    from .apps.study import FULL, QUICK, run_study, settings_with
+    if bool(args.dataset) == bool(args.data):
+        raise ValueError("give either --dataset local|longrange or --data FILE --target NAME")
+    classes = {}
+    for item in args.class_ or []:
+        name, _, count = item.partition(":")
+        if not count.isdigit():
+            raise ValueError(f"--class {item!r}: expected NAME:N_CLASSES, e.g. polar:2")
+        classes[name] = int(count)
+    settings = settings_with(QUICK if args.quick else FULL, epochs=args.epochs, width=args.width,
+                             seeds=tuple(args.seeds) if args.seeds else None)
+    run_study(dataset=args.dataset, data=args.data, targets=args.target,
+              classes=classes if args.data else None, out=args.out, quick=args.quick,
+              settings=settings, backbones=args.backbones, schemes=args.schemes,
+              workers=args.workers)
+
+
 def _components(args, extra):
-    from .registry import BACKBONES, GLOBAL_BLOCKS, REFERENCE_SYSTEMS
-    for registry in (BACKBONES, GLOBAL_BLOCKS, REFERENCE_SYSTEMS):
+    from .registry import BACKBONES, ENCODERS, GLOBAL_BLOCKS, REFERENCE_SYSTEMS
+    for registry in (BACKBONES, GLOBAL_BLOCKS, ENCODERS, REFERENCE_SYSTEMS):
         print(f"{registry.kind}s ({registry.package}):")
         for c in registry:
             print(f"  {c.name}: {c.summary}")
@@ -81,12 +99,21 @@ def _components(args, extra):
 
 def _analyze(args, extra):
     from pathlib import Path
+    if args.what == "reach":
+        from .analysis.reach import analyze_reach
+        if len(args.paths) < 2:
+            raise ValueError("analyze reach: give one or more model files, then the data file")
+        analyze_reach(args.paths[:-1], args.paths[-1], out=args.out, quantity=args.quantity,
+                      max_structures=args.max_structures)
+        return
     import ase.io
     from .analysis.attention import learned_exponents, plot_attention_vs_distance, plot_exponents
     from .data import AtomicData
     from .models import load_model
-    model = load_model(args.model, dtype="float64")
-    structures = [AtomicData.from_atoms(a) for a in ase.io.read(args.data, ":")]
+    if len(args.paths) != 2:
+        raise ValueError("analyze attention: give a model file and a data file")
+    model = load_model(args.paths[0], dtype="float64")
+    structures = [AtomicData.from_atoms(a) for a in ase.io.read(args.paths[1], ":")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_attention_vs_distance(model, structures, out / "attention_vs_distance.png")
@@ -182,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="throughput and peak memory of the models")
     b.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     b.add_argument("--models", nargs="+", default=["painn", "egnn"],
-                   help="<backbone> or <backbone>+<attention preset>, e.g. painn egnn "
-                   "painn+efa-l1 painn+transformer (see `mlip-attn components`)")
+                   help="<backbone> or <backbone>+<attention preset>, optionally @<encoders> "
+                   "(comma-separated or 'all'), e.g. painn egnn painn+efa-l1 painn+transformer "
+                   "painn@all (see `mlip-attn components`)")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)
@@ -194,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
     b.add_argument("--training", action="store_true", help="training throughput "
                    "(structures/s) and peak memory of energy + force training steps")
+    b.add_argument("--structures", default="clusters", choices=["clusters", "cumulene"],
+                   help="with --training: 30-atom random clusters, or C9H4 cumulenes")
     b.set_defaults(func=_bench)
 
     lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")
@@ -233,12 +263,38 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="seed of the structure recipe "
                    "(resume with the same seed; default 0, or the held-out set's)")
     g.set_defaults(func=_data)
-    an = sub.add_parser("analyze", help="plots of what a model attends to")
-    an.add_argument("what", choices=["attention"])
-    an.add_argument("model")
-    an.add_argument("data", help="structures (extxyz or any ASE-readable file)")
-    an.add_argument("--out", default="analysis", help="folder for the PNGs")
+    an = sub.add_parser("analyze", help="what a model attends to (attention) and how far it "
+                        "sees (reach: force-Jacobian sensitivity against distance)")
+    an.add_argument("what", choices=["attention", "reach"])
+    an.add_argument("paths", nargs="+", metavar="MODEL... DATA",
+                    help="model file(s) (reach: one or more), then the structures (extxyz or "
+                    "any ASE-readable file)")
+    an.add_argument("--out", default="analysis", help="folder for the PNGs (and reach.json)")
+    an.add_argument("--quantity", default="auto", choices=["auto", "forces", "energies", "targets"],
+                    help="reach: ‖∂F_i/∂r_j‖ (forces), ‖∂E_i/∂r_j‖ (energies) or per-atom target "
+                    "contributions (targets); auto = targets for property models, else forces")
+    an.add_argument("--max-structures", type=int, default=10, help="reach: structures used")
     an.set_defaults(func=_analyze)
+
+    st = sub.add_parser("study", help="the encoder study: S1–S4 (message passing ± encoders ± "
+                        "global attention) for PaiNN and EGNN on graph-level properties")
+    st.add_argument("--dataset", choices=["local", "longrange"], default=None,
+                    help="a built-in GFN2-xTB data set (needs RDKit: the 'study' extra)")
+    st.add_argument("--data", default=None, help="your own extxyz with targets in atoms.info")
+    st.add_argument("--target", nargs="+", default=None, help="regression targets "
+                    "(atoms.info keys; default for --dataset: its own)")
+    st.add_argument("--class", dest="class_", nargs="+", default=None,
+                    help="class labels as NAME:N_CLASSES (with --data)")
+    st.add_argument("--out", default="study_run")
+    st.add_argument("--quick", action="store_true", help="smaller data and models, 6 epochs: "
+                    "minutes")
+    st.add_argument("--epochs", type=int, default=None)
+    st.add_argument("--width", type=int, default=None)
+    st.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
+    st.add_argument("--backbones", nargs="+", default=["painn", "egnn"])
+    st.add_argument("--schemes", nargs="+", default=["S1", "S2", "S3", "S4"])
+    st.add_argument("--workers", type=int, default=1, help="xTB labelling processes")
+    st.set_defaults(func=_study)
 
     c = sub.add_parser("components", help="list the registered backbones, global blocks and "
                        "reference systems with their options")

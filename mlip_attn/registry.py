@@ -1,4 +1,5 @@
-"""The three extension points — backbones, global blocks and reference systems — as registries.
+"""The extension points — backbones, global blocks, reference systems and per-atom input
+encoders — as registries.
 
 A component is one module that registers itself with a decorator::
 
@@ -12,9 +13,10 @@ A component is one module that registers itself with a decorator::
         def forward(self, x: Features, graph: Graph) -> Features: ...
 
 Dropping the file into the component's package (``mlip_attn/backbones``, ``mlip_attn/attention``
-or ``mlip_attn/qm/systems``) is all it takes: each registry imports every module of its package
+``mlip_attn/qm/systems`` or ``mlip_attn/encoders``) is all it takes: each registry imports every module of its package
 on first use. Other packages add modules through the entry point groups
-``mlip_attn.backbones``, ``mlip_attn.global_blocks`` and ``mlip_attn.reference_systems`` (each
+``mlip_attn.backbones``, ``mlip_attn.global_blocks``, ``mlip_attn.reference_systems`` and
+``mlip_attn.encoders`` (each
 entry point names a module to import). The constructor's signature *is* the config schema: its
 parameters (less the host arguments the builder supplies, e.g. ``widths``) are the config keys,
 its defaults are the defaults, and its annotations are checked (``bool``, ``int``, ``float``,
@@ -165,6 +167,8 @@ GLOBAL_BLOCKS = Registry("global block", "mlip_attn.attention", "mlip_attn.globa
                          host_arguments=("widths",))
 REFERENCE_SYSTEMS = Registry("reference system", "mlip_attn.qm.systems",
                              "mlip_attn.reference_systems", host_arguments=())
+ENCODERS = Registry("encoder", "mlip_attn.encoders", "mlip_attn.encoders",
+                    host_arguments=("elements",))
 
 
 # ----------------------------------------------------------------------------- type checks

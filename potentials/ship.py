@@ -1,24 +1,25 @@
 """Copy trained long-range benchmark models into potentials/ with a model card each.
 
-    python potentials/ship.py RUNS --system sn2 [--protocol default] [--variants local=local efa=efa]
+    python potentials/ship.py RUNS --system cumulene [--protocol lengths]
+                              [--variants local=local efa=efa+bond-graph]
 
 RUNS is the ``--out`` folder of ``mlip-attn benchmark longrange`` (runs in
-RUNS/<system>/<protocol>/<variant>). Writes ``potentials/<system>-<name>.pt``, its card
-``<system>-<name>.md`` (numbers read from the model file, the run and the benchmark's
-``results.json``: test split, every held-out set and the system's own analysis, see
-`mlip_attn.analysis.model_card`) and its float32 LAMMPS export ``<system>-<name>.lmp.pt``
-(what the decks in md_examples/lammps load).
+RUNS/<system>/<protocol>/<variant>); without ``--variants`` it ships ``local`` and the
+protocol's reference variant as ``<system>-local`` and ``<system>-efa``. Writes
+``potentials/<system>-<name>.pt``, its card ``<system>-<name>.md`` (numbers read from the model
+file, the run and the protocol's results.json, see `mlip_attn.analysis.model_card`), its
+float32 LAMMPS export ``<system>-<name>.lmp.pt`` (what the decks in md_examples/lammps load),
+and copies the protocol's held-out sets to ``potentials/held_out/`` so the cards' numbers can
+be reproduced (a test does).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
-import json
-
-from mlip_attn.analysis.model_card import held_out_section, model_card
-from mlip_attn.apps.longrange import protocol_of
+from mlip_attn.analysis.model_card import model_card
 from mlip_attn.lammps.export import export_lammps
 from mlip_attn.registry import REFERENCE_SYSTEMS
 
@@ -28,24 +29,39 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
     parser.add_argument("--system", required=True, choices=REFERENCE_SYSTEMS.names())
-    parser.add_argument("--protocol", default=None, help="the benchmark protocol (default: the "
-                        "system's first)")
-    parser.add_argument("--variants", nargs="+", default=["local=local", "efa=efa"],
-                        help="NAME=VARIANT pairs: potentials/<system>-NAME.pt from VARIANT's run")
+    parser.add_argument("--protocol", default=None, help="the system's protocol (default: its first)")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="NAME=VARIANT pairs: potentials/<system>-NAME.pt from VARIANT's run "
+                             "(default: local=local efa=<the protocol's reference variant>)")
     args = parser.parse_args(argv)
+    from mlip_attn.apps.longrange import protocol_of
+    protocol, spec = protocol_of(args.system, args.protocol)
+    if args.variants is None:
+        args.variants = ["local=local", f"efa={spec.reference}"]
     system = REFERENCE_SYSTEMS[args.system].factory
-    protocol, _ = protocol_of(args.system, args.protocol)
     description, limits = system.card_description, list(system.card_limits)
-    results = json.loads((args.runs / args.system / protocol / "results.json").read_text())
+    folder = args.runs / args.system / protocol
+    results = json.loads((folder / "results.json").read_text())
+    (HERE / "held_out").mkdir(exist_ok=True)
+    shipped = {}
+    for held in sorted({h for r in results["variants"].values() for h in r["held_out"]}):
+        copy = HERE / "held_out" / f"{args.system}-{held}.xyz"
+        shutil.copyfile(folder / f"held_out_{held}.xyz", copy)
+        shipped[held] = f"potentials/held_out/{copy.name}"
     for pair in args.variants:
         name, variant = pair.split("=")
-        run = args.runs / args.system / protocol / variant
+        run = folder / variant
         target = HERE / f"{args.system}-{name}.pt"
         shutil.copyfile(run / "model.pt", target)
-        held = held_out_section(results, variant,
-                                system().card_lines(results.get("analysis", {}), variant))
-        card = model_card(target, run, f"{args.system}-{name}: {variant} model", description,
-                          limits, held)
+        held_out = {h: (shipped[h], errors)
+                    for h, errors in results["variants"][variant]["held_out"].items()}
+        findings = system().card_findings(results.get("analysis", {}), variant)
+        card = model_card(target, run, f"{args.system}-{name}: {variant} model ({protocol} "
+                          f"protocol)", description, limits, held_out, findings)
+        # the card's held-out numbers, exactly, for the test that re-evaluates them
+        target.with_suffix(".held_out.json").write_text(json.dumps(
+            {h: {"file": path, "errors": errors} for h, (path, errors) in held_out.items()},
+            indent=1))
         target.with_suffix(".md").write_text(card)
         # float32: the fast default for MD (float64 ran 1.6-2x slower per step in LAMMPS)
         exported = export_lammps(target, target.with_suffix(".lmp.pt"), dtype="float32")

@@ -40,12 +40,17 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert results["local"]["barrier_eV"] < 0.01   # no atom of the local model sees both ends
 
 
-def test_demo_never_drops_efa_silently(monkeypatch):
-    """EFA is part of the package: a broken import must fail the demo, not shrink it."""
+def test_demo_compares_a_local_and_a_global_model_of_the_same_size():
+    """Both models always (no fallback that silently drops the global one), matched in
+    parameters within 5 %."""
+    from mlip_attn import build_model
     from mlip_attn.apps import demo
-    monkeypatch.setitem(__import__("sys").modules, "mlip_attn.attention.efa", None)
-    configs = demo._model_configs(20.0, quick=True)
-    assert set(configs) == {"local", "efa"} and configs["efa"]["attention"]["type"] == "efa"
+    configs = demo.model_configs()
+    assert set(configs) == {"local", "global"}
+    assert configs["local"]["attention"] is None
+    assert configs["global"]["attention"]["type"] == "bond-graph"
+    sizes = [sum(p.numel() for p in build_model(c).parameters()) for c in configs.values()]
+    assert abs(sizes[0] - sizes[1]) <= 0.05 * max(sizes)
 
 
 def test_peers_benchmark_runs_ours_and_skips_missing_peers():
@@ -78,3 +83,16 @@ def test_training_bench_reports_throughput():
     assert [r["model"] for r in rows] == ["painn", "egnn"]
     assert all(r["median_s"] > 0 and r["peak_mb"] > 0 and r["edges"] > 0 for r in rows)
     assert "structures/s" in lines[1]
+    rows = run_training_bench(models=("painn-l2+efa-l1",), batch_size=2, steps=1, width=8,
+                              layers=1, structures="cumulene", log=lines.append)
+    assert rows[0]["median_s"] > 0 and "C9H4" in lines[-3]
+
+
+def test_bench_model_names_take_encoders():
+    from mlip_attn.apps.bench import model_config
+    cfg = model_config("painn+transformer@all", 8, 1, 4.0, 10.0)
+    assert cfg["attention"]["type"] == "transformer"
+    assert cfg["encoders"] == ["chemical", "laplacian", "topological"]
+    assert model_config("egnn@chemical", 8, 1, 4.0, 10.0)["encoders"] == ["chemical"]
+    with pytest.raises(ValueError, match="encoder.*'spectral' is not one of"):
+        model_config("egnn@spectral", 8, 1, 4.0, 10.0)

@@ -20,7 +20,8 @@ def _chain_graph(n_carbons: int, spacing: float = 1.3) -> Graph:
     vectors = pos[j] - pos[i]
     return Graph(pos, d.numbers, torch.zeros(n_carbons, dtype=torch.long), d.edge_index, vectors,
                  vectors.norm(dim=1), torch.zeros_like(vectors), torch.zeros(1, 3, 3, dtype=F64),
-                 torch.zeros(1, dtype=F64), torch.zeros(1, dtype=F64), 1)
+                 torch.zeros(1, dtype=F64), torch.zeros(1, dtype=F64),
+                 torch.zeros(n_carbons, 0, dtype=F64), 1)
 
 
 def test_bond_weights_are_one_for_bonds_zero_beyond_and_smooth_between():
@@ -70,7 +71,8 @@ def test_dense_and_pairwise_propagation_agree():
                   torch.cat([g0.edge_index, g1.edge_index + 5], dim=1),
                   torch.cat([g0.vectors, g1.vectors]), torch.cat([g0.lengths, g1.lengths]),
                   torch.cat([g0.shifts, g1.shifts]), torch.zeros(2, 3, 3, dtype=F64),
-                  torch.zeros(2, dtype=F64), torch.zeros(2, dtype=F64), 2)
+                  torch.zeros(2, dtype=F64), torch.zeros(2, dtype=F64),
+                  torch.zeros(12, 0, dtype=F64), 2)
     start = torch.randn(12, 4, 3, dtype=F64)
     gamma = torch.tanh(torch.randn(4, 3, dtype=F64))
     dense = block.propagate(start, gamma, graph)

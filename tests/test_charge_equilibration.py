@@ -14,16 +14,13 @@ from mlip_attn import build_model
 from mlip_attn.attention.charge_equilibration import (ChargeEquilibration, equilibrate,
                                                       equilibrate_reference, gaussian_coulomb,
                                                       pad_structures)
-from mlip_attn.nn.graph import Features, Graph
+from mlip_attn.nn.graph import Features, graph_without_edges
 
 from conftest import predict, random_molecule, to_batch
 
 
 def _graph(positions, batch, charge):
-    b = int(batch.max()) + 1
-    z = positions.new_zeros
-    return Graph(positions, torch.ones_like(batch), batch, batch.new_zeros((2, 0)), z((0, 3)),
-                 z((0,)), z((0, 3)), z((b, 3, 3)), charge, z((b,)), b)
+    return graph_without_edges(positions, batch, int(batch.max()) + 1)._replace(charge=charge)
 
 
 @pytest.mark.parametrize("mode", ["qeq", "shift"])

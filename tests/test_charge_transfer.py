@@ -116,12 +116,14 @@ def test_analysis_reports_far_force_errors_per_held_out_set(tmp_path):
     assert entry["far_atoms"] > 0 and entry["far_forces_mae"] > 0
     assert "C12" in entry["energy_rmse_by"]
     assert (tmp_path / "charge_transfer_forces.png").exists()
-    card = recipe.card_lines(result, "zero")
-    assert card[4].startswith("| C12 | ") and "far F MAE (meV/Å)" in card[2]
+    findings = recipe.card_findings(result, "zero")
+    assert findings[0].startswith("C12: force MAE ") and "more than 8 Å from the nearest " \
+        "proton" in findings[0] and "C12 " in findings[0].split("by group")[1]
+    assert [line.split(":")[0] for line in findings[:3]] == ["C12", "C16", "deep-sites"]
     move = result["proton_moves"]["zero"]
     assert move["model"] == 0.0 and move["mae"] == pytest.approx(move["reference"])
-    assert card[-1].startswith("The proton moves along C12 and C16 at charge +1")
-    assert recipe.card_lines(result, "other") == []
+    assert findings[-1].startswith("The proton moves along C12 and C16 at charge +1")
+    assert recipe.card_findings(result, "other") == []
 
 
 class _ChargeAsEnergy(Calculator):

@@ -43,6 +43,19 @@ def toy_pair():
     del REFERENCE_SYSTEMS._components["toy-h2-pair"]
 
 
+def _ship_module(here):
+    """potentials/ship.py as a module, writing into ``here`` instead of potentials/."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "potentials" / "ship.py"
+    spec = importlib.util.spec_from_file_location("ship_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    here.mkdir()
+    module.HERE = here
+    return module
+
+
 def test_protocol_runs_end_to_end(toy_pair, tmp_path):
     from mlip_attn.apps.longrange import format_table, run_longrange
     lines = []
@@ -59,16 +72,25 @@ def test_protocol_runs_end_to_end(toy_pair, tmp_path):
     assert results["analysis"] == {"seen": "tiny"}
     table = format_table(results)
     assert "held out far" in table and "local/efa" in table
-    # the model card lists the held-out sets and how to remake them
-    from mlip_attn.analysis.model_card import held_out_section, model_card
-    lines = held_out_section(results, "efa", ["system line"])
-    assert any(line.startswith("| far | 4 |") for line in lines)
-    assert ("`mlip-attn data toy-h2-pair --protocol tiny --held-out far --out far.xyz`"
-            in "\n".join(lines)) and lines[-1] == "system line"
-    card = model_card(folder / "efa" / "model.pt", folder / "efa", "toy", "two H2", ["none"],
-                      lines)
-    assert "## Held-out sets (never trained on)" in card and card.index("## Held-out") < \
+    # potentials/ship.py: a card with the held-out sets and the system's findings, the
+    # held-out files copied and their numbers reproducible from the shipped model
+    ship = _ship_module(tmp_path / "potentials")
+    toy_pair.card_findings = lambda self, analysis, variant: [f"{variant} saw {analysis['seen']}"]
+    ship.main([str(tmp_path), "--system", "toy-h2-pair"])
+    card = (tmp_path / "potentials" / "toy-h2-pair-efa.md").read_text()
+    assert "efa model (tiny protocol)" in card and "| held out: far |" in card
+    assert "- far: `potentials/held_out/toy-h2-pair-far.xyz`" in card
+    assert "## Findings\n- efa saw tiny" in card and card.index("## Findings") < \
         card.index("## Limits")
+    from mlip_attn.models import load_model
+    from mlip_attn.training.evaluate import evaluate_file
+    import torch
+    shipped = json.loads((tmp_path / "potentials" / "toy-h2-pair-efa.held_out.json").read_text())
+    errors = evaluate_file(load_model(tmp_path / "potentials" / "toy-h2-pair-efa.pt",
+                                      dtype=torch.float64),
+                           tmp_path / "potentials" / "held_out" / "toy-h2-pair-far.xyz")
+    assert errors["forces_mae"] == pytest.approx(shipped["far"]["errors"]["forces_mae"], rel=1e-6)
+    assert (tmp_path / "potentials" / "toy-h2-pair-local.lmp.pt").exists()
     # a second run resumes every variant instead of training again
     again = run_longrange("toy-h2-pair", out=tmp_path, log=lines.append)
     assert again["variants"]["efa"]["test"] == efa["test"]

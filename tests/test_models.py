@@ -265,7 +265,7 @@ def test_several_global_blocks_beside_each_layer_add_up():
     out = predict(model, [turned])
     assert rel(out["energy"], ref["energy"]) < 1e-10
     assert rel(out["forces"], ref["forces"] @ torch.tensor(R.T)) < 1e-10
-    assert build_model(model.model_config).model_config["attention"][1]["steps"] == 32
+    assert build_model(model.model_config).model_config["attention"][1]["steps"] == 24
     with pytest.raises(ValueError, match=r"model.attention\[1\].channels: must be a positive"):
         build_model({**config, "attention": [config["attention"][0], {"type": "bond-graph",
                                                                        "channels": 0}]})

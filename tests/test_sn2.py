@@ -89,7 +89,8 @@ def test_errors_by_distance_bins_the_free_ion(tmp_path):
     filled = [v for v, k in zip(result["forces_mae_by_distance"],
                                 result["structures_by_distance"]) if k]
     assert all(np.isfinite(filled)) and len(filled) >= 2
-    card = M.SN2().card_lines({"bins_A": list(M.DISTANCE_BINS), "held_out": {"approach":
-                               {"zero": result}}, "profiles": {"Cl-Cl": {"zero": 0.012}}}, "zero")
-    assert card[2] == "| set | 2–3 Å | 3–4 Å | 4–6 Å | 6–8 Å | 8–12 Å |"
-    assert card[4].startswith("| approach | ") and card[-1].endswith("Cl-Cl 12.0 meV")
+    findings = M.SN2().card_findings({"bins_A": list(M.DISTANCE_BINS), "held_out": {
+        "approach": {"zero": result}}, "profiles": {"Cl-Cl": {"zero": 0.012}}}, "zero")
+    assert findings[0].startswith("approach: E MAE (meV) / F MAE (meV/Å) by the free ion's "
+                                  "distance from the carbon (structures): ")
+    assert findings[0].count(" Å ") == len(filled) and findings[-1].endswith("Cl-Cl 12.0 meV")

@@ -13,8 +13,9 @@ from ase import Atoms
 HERE = Path(__file__).resolve().parent
 
 
-def cumulene(n_carbons: int = 8) -> Atoms:
-    """H2C=(C=)k=CH2 along z, planar ends (the ground state for an even number of carbons)."""
+def cumulene(n_carbons: int = 11) -> Atoms:
+    """H2C=(C=)k=CH2 along z in its ground state (ends perpendicular for an odd number of
+    carbons, planar for an even one). C11H4 is a length the shipped models never saw."""
     from mlip_attn.qm import cumulene_ground_state
     return cumulene_ground_state(n_carbons, optimise=False)
 
@@ -39,5 +40,5 @@ def write(atoms: Atoms, name: str, specorder: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    write(cumulene(8), "cumulene.data", ["C", "H"])
+    write(cumulene(11), "cumulene.data", ["C", "H"])
     write(sn2_reactant_complex(), "sn2.data", ["C", "H", "Cl"])

@@ -26,31 +26,14 @@ def _errors_row(split: str, errors: dict) -> str:
             f"{1e3 * errors['forces_rmse']:.1f} |")
 
 
-def held_out_section(results: dict, variant: str, system_lines: list[str]) -> list[str]:
-    """Card lines for the held-out sets of a long-range benchmark run (``results.json``):
-    the errors of ``variant`` on each set (never trained on), the command that remakes a set,
-    and the system's own numbers (``system_lines``, from `ReferenceSystem.card_lines`)."""
-    held = results["variants"][variant]["held_out"]
-    if not held:
-        return []
-    lines = ["", "## Held-out sets (never trained on)", "",
-             "| set | structures | E MAE (meV) | E RMSE (meV) | F MAE (meV/Å) | F RMSE (meV/Å) |",
-             "|---|---|---|---|---|---|"]
-    for name, e in held.items():
-        lines.append(f"| {name} | {e['structures']} | {1e3 * e['energy_mae']:.1f} | "
-                     f"{1e3 * e['energy_rmse']:.1f} | {1e3 * e['forces_mae']:.1f} | "
-                     f"{1e3 * e['forces_rmse']:.1f} |")
-    first = next(iter(held))
-    lines += ["", f"Remake a set and check these numbers: `mlip-attn data {results['system']} "
-              f"--protocol {results['protocol']} --held-out {first} --out {first}.xyz`, then "
-              f"`mlip-attn eval <this model> {first}.xyz`."]
-    return lines + ([""] + system_lines if system_lines else [])
-
-
 def model_card(model_path: str | Path, run_dir: str | Path, title: str, description: str,
-               limits: list[str], held_out: list[str] | None = None) -> str:
-    """Markdown card for the model file ``model_path`` trained in ``run_dir``; ``held_out``:
-    lines of `held_out_section` (for models of the long-range benchmark)."""
+               limits: list[str], held_out: dict | None = None,
+               findings: list[str] | None = None) -> str:
+    """Markdown card for the model file ``model_path`` trained in ``run_dir``.
+
+    ``held_out``: name → (data file, errors) of test sets never trained on (the card lists
+    them and how to reproduce the numbers with ``mlip-attn eval``); ``findings``: lines of
+    the system's own analysis (e.g. torsion barriers of unseen chain lengths)."""
     from ..models.model_file import read_model_file
     from ..models import load_model
     model_path, run_dir = Path(model_path), Path(run_dir)
@@ -90,7 +73,11 @@ def model_card(model_path: str | Path, run_dir: str | Path, title: str, descript
         "| split | E MAE (meV) | E RMSE (meV) | E MAE (meV/atom) | F MAE (meV/Å) | F RMSE (meV/Å) |",
         "|---|---|---|---|---|---|",
         _errors_row("validation", meta["valid"]), _errors_row("test", meta["test"]),
-        *(held_out or []),
+        *[_errors_row(f"held out: {name}", errors) for name, (_, errors) in (held_out or {}).items()],
+        *(["", "Held-out sets (never trained on), float64; reproduce with "
+           "`mlip-attn eval potentials/" + model_path.name + " FILE --dtype float64`:",
+           *[f"- {name}: `{path}`" for name, (path, _) in held_out.items()]] if held_out else []),
+        *(["", "## Findings", *[f"- {line}" for line in findings]] if findings else []),
         "", "## Limits", *[f"- {item}" for item in limits], "",
         "## Use", "```python",
         "from mlip_attn import AttnCalculator",

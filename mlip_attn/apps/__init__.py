@@ -2,5 +2,6 @@
 
 `demo` (``mlip-attn demo``), `bench` (``mlip-attn bench``: speed and memory), `peers`
 (``mlip-attn bench --peers``), `lammps_bench` (``mlip-attn bench --lammps``), `longrange`
-(``mlip-attn benchmark longrange``: accuracy of local against global models).
+(``mlip-attn benchmark longrange``: accuracy of local against global models), `study`
+(``mlip-attn study``: message passing ± encoders ± global attention on graph-level properties).
 """

@@ -19,8 +19,9 @@ import numpy as np
 
 DENSITY = 0.1  # atoms / Å^3
 
-MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, e.g. painn, painn-l2, egnn, "
-                    "painn+efa-l1, painn+transformer (see `mlip-attn components`)")
+MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, optionally @<encoders> "
+                    "(comma-separated, or 'all'), e.g. painn, painn-l2, egnn, painn+efa-l1, "
+                    "painn+transformer, painn@all, egnn@chemical (see `mlip-attn components`)")
 
 
 def random_box(n_atoms: int, seed: int = 0, density: float = DENSITY, periodic: bool = True):
@@ -41,7 +42,8 @@ def random_box(n_atoms: int, seed: int = 0, density: float = DENSITY, periodic: 
 def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float) -> dict:
     """The model config of a benchmark model name (see `MODEL_NAMES_HELP`); a global block
     with a finite reach gets ``r_max`` Å."""
-    from ..registry import BACKBONES, GLOBAL_BLOCKS
+    from ..registry import BACKBONES, ENCODERS, GLOBAL_BLOCKS
+    kind, _, encoders = kind.partition("@")
     backbone, _, preset = kind.partition("+")
     own = {}
     if backbone in BACKBONES.presets():  # e.g. painn-l2 = painn with lmax 2
@@ -58,6 +60,11 @@ def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float
         if "r_max" in GLOBAL_BLOCKS[block].parameters():
             options.setdefault("r_max", r_max)
         cfg["attention"] = {"type": block, **options}
+    if encoders:
+        names = ENCODERS.names() if encoders == "all" else encoders.split(",")
+        for name in names:
+            ENCODERS.get(name, f"benchmark model {kind}@{encoders}: encoder")
+        cfg["encoders"] = names
     return cfg
 
 
@@ -152,18 +159,31 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
     return rows
 
 
+def training_structures(kind: str, n_structures: int, atoms: int):
+    """Unlabelled structures for training steps: ``"clusters"`` (random isolated C/H/O
+    clusters of ``atoms`` atoms) or ``"cumulene"`` (C9H4, the EFA paper's molecule: 13 atoms,
+    distorted, no QM needed)."""
+    if kind == "clusters":
+        return [random_box(atoms, seed=k, periodic=False) for k in range(n_structures)]
+    if kind == "cumulene":
+        from ..qm.systems.cumulene import DISTORTIONS, cumulene_structures
+        return cumulene_structures([9], n_structures, seed=0, optimise=False, **DISTORTIONS)
+    raise ValueError(f"--structures: {kind!r} is not one of ['clusters', 'cumulene']")
+
+
 def _training_step_times(kind: str, n_structures: int, atoms: int, batch_size: int, steps: int,
-                         width: int, layers: int, cutoff: float, queue) -> None:
+                         width: int, layers: int, cutoff: float, structures: str, queue) -> None:
     import torch
     from ..data import AtomicData, Batch
     from ..models import build_model
     from ..training.loss import loss_terms
     torch.manual_seed(0)
     frames = []
-    for k in range(n_structures):  # labels are random: the cost does not depend on them
-        data = AtomicData.from_atoms(random_box(atoms, seed=k, periodic=False)).with_graph(cutoff)
+    for atoms_k in training_structures(structures, n_structures, atoms):
+        # labels are random: the cost does not depend on them
+        data = AtomicData.from_atoms(atoms_k).with_graph(cutoff)
         data.energy = float(torch.randn(()))
-        data.forces = torch.randn(atoms, 3, dtype=torch.float64)
+        data.forces = torch.randn(len(atoms_k), 3, dtype=torch.float64)
         frames.append(data)
     batches = [Batch.collate(frames[k:k + batch_size]).to(dtype=torch.float32)
                for k in range(0, n_structures, batch_size)]
@@ -187,12 +207,15 @@ def _training_step_times(kind: str, n_structures: int, atoms: int, batch_size: i
 
 def run_training_bench(models=("painn", "egnn"), atoms: int = 30, batch_size: int = 16,
                        steps: int = 10, width: int = 128, layers: int = 3, cutoff: float = 5.0,
-                       log=print) -> list[dict]:
+                       structures: str = "clusters", log=print) -> list[dict]:
     """Training throughput (structures/s) of energy + force training steps (forward, forces
     with create_graph, loss, backward, AdamW step), float32, each model in a fresh process
-    (peak RSS is its own). Structures: isolated random C/H/O clusters of ``atoms`` atoms."""
+    (peak RSS is its own). Structures: see `training_structures`."""
     import torch
-    log(f"training steps: batch {batch_size} × {atoms}-atom C/H/O clusters, float32, width "
+    what = (f"{atoms}-atom C/H/O clusters" if structures == "clusters"
+            else "C9H4 cumulenes (13 atoms)")
+    training_structures(structures, 0, atoms)  # a clear error for a bad name
+    log(f"training steps: batch {batch_size} × {what}, float32, width "
         f"{width}, {layers} layers, cutoff {cutoff} Å, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; median of {steps} steps")
     log(f"{'model':<15}{'pairs/batch':>12}{'ms/step':>10}{'structures/s':>14}{'peak MB':>10}")
@@ -201,7 +224,8 @@ def run_training_bench(models=("painn", "egnn"), atoms: int = 30, batch_size: in
     for kind in models:
         queue = ctx.Queue()
         proc = ctx.Process(target=_training_step_times, args=(
-            kind, 4 * batch_size, atoms, batch_size, steps, width, layers, cutoff, queue))
+            kind, 4 * batch_size, atoms, batch_size, steps, width, layers, cutoff, structures,
+            queue))
         proc.start()
         proc.join()
         if proc.exitcode != 0:

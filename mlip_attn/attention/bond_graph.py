@@ -97,8 +97,8 @@ class BondGraphPropagation(GlobalBlock):
     reach = math.inf
     periodic = True
 
-    def __init__(self, widths: Tuple[int, ...], channels: PositiveInt = 16,
-                 steps: PositiveInt = 32, bond_low: PositiveFloat = 1.15,
+    def __init__(self, widths: Tuple[int, ...], channels: PositiveInt = 8,
+                 steps: PositiveInt = 24, bond_low: PositiveFloat = 1.15,
                  bond_high: PositiveFloat = 1.35):
         super().__init__()
         if bond_high <= bond_low:

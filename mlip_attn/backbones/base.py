@@ -5,6 +5,8 @@ A backbone turns element indices and geometry into per-atom features::
     __init__(self, num_elements: int, global_blocks: list[GlobalBlock | None], <options>)
     forward(self, species: (N,) int64 rows of the element table, graph: Graph) -> Features
 
+Its initial per-atom features are its embedding plus ``graph.atom_inputs`` (the model's
+encoder features, already in its width; `mlip_attn.nn.graph.with_atom_inputs`).
 ``global_blocks`` holds one block (or None) per layer; a backbone that takes blocks adds each
 block's output to its features in that layer (``x ← x + local(x) + block(x, graph)``). Its
 options are config keys of the ``model:`` section; a backbone that takes global blocks has

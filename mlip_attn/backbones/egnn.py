@@ -14,7 +14,7 @@ from torch import nn
 
 from ..attention.base import NoGlobalBlock
 from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
-from ..nn.graph import Features, Graph, empty_features
+from ..nn.graph import Features, Graph, empty_features, with_atom_inputs
 from ..registry import BACKBONES, PositiveFloat, PositiveInt
 from .base import Backbone
 
@@ -75,7 +75,7 @@ class EGNN(Backbone):
         r = graph.lengths
         envelope = self.cutoff_fn(r)
         radial = self.basis(r) * envelope[:, None]
-        h = self.embedding(species, graph.batch, graph.charge, graph.spin)
+        h = with_atom_inputs(self.embedding(species, graph.batch, graph.charge, graph.spin), graph)
         for layer in self.layers:
             h = layer(h, radial, envelope, graph)
         return empty_features(h)

@@ -28,7 +28,8 @@ from ..attention.biases import BIAS_TYPES, make_bias, pair_distances
 from ..attention.multihead import BiasedSelfAttention
 from ..attention.packing import LAYOUTS, pack, pair_masks, structure_layout
 from ..nn import AtomEmbedding
-from ..nn.graph import Features, Graph, centred_positions, empty_features
+from ..nn.graph import (Features, Graph, centred_positions, empty_features,
+                        with_atom_inputs)
 from ..registry import BACKBONES, PositiveInt
 from .base import Backbone
 
@@ -110,7 +111,7 @@ class TransformerBackbone(Backbone):
 
     def forward(self, species: torch.Tensor, graph: Graph) -> Features:
         batch, num_graphs = graph.batch, graph.num_graphs
-        x = self.embedding(species, batch, graph.charge, graph.spin)
+        x = with_atom_inputs(self.embedding(species, batch, graph.charge, graph.spin), graph)
         if self.coordinate_embedding:
             x = x + self.coordinates(centred_positions(graph.positions, batch, num_graphs))
         group, slot, sid = structure_layout(batch, num_graphs, self.layout)

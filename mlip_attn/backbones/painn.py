@@ -17,7 +17,7 @@ from torch import nn
 
 from ..attention.base import NoGlobalBlock
 from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
-from ..nn.graph import Features, Graph
+from ..nn.graph import Features, Graph, with_atom_inputs
 from ..nn.painn_message import message_in_chunks, painn_message
 from ..nn.rank2 import matrix_vector, outer_of_unit, symmetric_product
 from ..registry import BACKBONES, PositiveFloat, PositiveInt
@@ -169,7 +169,7 @@ class PaiNN(Backbone):
         rho = torch.cat([self.basis(r) * envelope, envelope], dim=1)       # (E, n_basis + 1)
         unit = graph.vectors / r[:, None]
         geometry = [unit, outer_of_unit(unit)] if self.lmax >= 2 else [unit]
-        s = self.embedding(species, graph.batch, graph.charge, graph.spin)
+        s = with_atom_inputs(self.embedding(species, graph.batch, graph.charge, graph.spin), graph)
         n = s.shape[0]
         v = s.new_zeros((n, 3, self.width))
         t = s.new_zeros((n, 5, self.tensor_channels))

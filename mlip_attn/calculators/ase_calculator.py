@@ -77,6 +77,12 @@ class AttnCalculator(Calculator):
         if not all(m.conservative for m in self.models):
             warnings.warn("this model predicts forces with a direct head: they are not -dE/dr, "
                           "so MD does not conserve energy", UserWarning, stacklevel=2)
+        if not all(getattr(m, "smooth", True) for m in self.models):
+            warnings.warn("this model uses bond-graph encoders (topological/laplacian): its "
+                          "energy jumps when a bond forms or breaks, so forces are not the "
+                          "gradient of a continuous energy there; it is a property model, not a "
+                          "force field (model file: force_field_safe = false)", UserWarning,
+                          stacklevel=2)
         if not all(m.invariant for m in self.models):
             warnings.warn("this model embeds raw coordinates: its predictions depend on the "
                           "orientation of the structure", UserWarning, stacklevel=2)

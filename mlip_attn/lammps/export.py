@@ -131,6 +131,12 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
         raise ValueError(f"{model_path}: the model predicts forces directly (direct_forces: true), "
                          "which is not conservative; the LAMMPS export supports models whose "
                          "forces are -dE/dr only")
+    if model.has_encoders and not model.encoders.exportable:
+        names = [e["type"] for e in model.model_config.get("encoders", [])]
+        raise ValueError(f"{model_path}: the model uses bond-graph encoders ({', '.join(names)}), "
+                         "which are discontinuous when bonds form or break and depend on the "
+                         "whole molecule (wrong on a LAMMPS rank's partial view); it is a "
+                         "property model, not a force field, and is not exported to LAMMPS")
     meta = lammps_metadata(model, content.get("metadata"))
     meta["source"] = Path(model_path).name
     scripted = script_model(model)

@@ -8,7 +8,10 @@ Keys of ``model:``:
 - ``cutoff`` (Å): the neighbour-list cutoff (also the backbone's, where it takes one);
 - ``attention``: null (a local model), ``{type: <a GLOBAL_BLOCKS name>, <its options>}`` (one
   block beside every backbone layer), or a list of them (their outputs add up);
-- ``elements`` (symbols or numbers; `fit` fills them in from the data) and ``targets``.
+- ``elements`` (symbols or numbers; `fit` fills them in from the data), ``targets`` (per-
+  structure scalars) and ``classes`` (per-structure class labels, name → number of classes);
+- ``encoders``: per-atom input encoders, a list of names in `mlip_attn.registry.ENCODERS` or
+  ``{type: <name>, <its options>}`` mappings (``[chemical, {type: laplacian, k: 8}]``).
 
 Errors name the key (``model.attention.r_max: ...``). The resolved config (every default
 written out) is what the model file stores, so it rebuilds the same architecture.
@@ -18,11 +21,13 @@ from __future__ import annotations
 import copy
 
 from ..attention.base import GlobalBlocks
-from ..registry import BACKBONES, GLOBAL_BLOCKS, PositiveFloat, check_value
+from ..registry import BACKBONES, ENCODERS, GLOBAL_BLOCKS, PositiveFloat, check_value
 from .potential import Potential
 
 # model-level keys with their defaults; any other key is an option of the backbone
 MODEL_DEFAULTS = {"backbone": "painn", "cutoff": 5.0, "attention": None, "targets": []}
+# model-level keys added later; absent from older configs and model files, which keep loading
+OPTIONAL_DEFAULTS = {"encoders": [], "classes": {}}
 # initial values that `fit` computes from the training data; they live in the weights after
 INITIAL_VALUES = ("shift", "scale", "target_mean", "target_std")
 
@@ -49,7 +54,7 @@ def resolve_model_config(model_config: dict) -> dict:
     atomic numbers; errors name the key."""
     cfg = {**MODEL_DEFAULTS, **copy.deepcopy(model_config)}
     backbone = BACKBONES.get(cfg["backbone"], "model.backbone")
-    own = set(MODEL_DEFAULTS) | {"elements"} | set(INITIAL_VALUES)
+    own = set(MODEL_DEFAULTS) | set(OPTIONAL_DEFAULTS) | {"elements"} | set(INITIAL_VALUES)
     options = backbone.parameters()
     unknown = sorted(set(cfg) - own - set(options))
     if unknown:
@@ -57,7 +62,7 @@ def resolve_model_config(model_config: dict) -> dict:
                 f"use model.attention)" if any(unknown[0] in c.parameters() for c in GLOBAL_BLOCKS)
                 else "")
         raise ValueError(f"model.{unknown[0]}: unknown key{hint}; allowed: "
-                         f"{sorted(set(MODEL_DEFAULTS) | {'elements'} | set(options))}")
+                         f"{sorted(set(MODEL_DEFAULTS) | set(OPTIONAL_DEFAULTS) | {'elements'} | set(options))}")
     cfg["cutoff"] = check_value(cfg["cutoff"], PositiveFloat, "model.cutoff")
     resolved = backbone.resolve({k: v for k, v in cfg.items()
                                  if k in options and k != "cutoff"}, "model")
@@ -70,6 +75,8 @@ def resolve_model_config(model_config: dict) -> dict:
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
         raise ValueError(f"model.targets: a list of per-structure target names, got {targets!r}")
     cfg["targets"] = targets
+    cfg["classes"] = resolve_classes(cfg.get("classes"), targets)
+    cfg["encoders"] = resolve_encoders(cfg.get("encoders"))
     att = cfg["attention"]
     if att is not None:
         if not backbone.factory.accepts_global_blocks:
@@ -93,6 +100,58 @@ def _resolve_block(att, where: str) -> dict:
     block = GLOBAL_BLOCKS.get(att["type"], f"{where}.type")
     options = {k: v for k, v in att.items() if k != "type"}
     return {"type": att["type"], **block.resolve(options, where)}
+
+
+def resolve_classes(classes, targets: list) -> dict:
+    """``model.classes`` checked: a mapping name → number of classes (≥ 2)."""
+    classes = classes or {}
+    if not isinstance(classes, dict):
+        raise ValueError(f"model.classes: a mapping of class-label names to their number of "
+                         f"classes (e.g. {{polar: 2}}), got {classes!r}")
+    for name, count in classes.items():
+        if not isinstance(name, str) or isinstance(count, bool) or not isinstance(count, int) \
+                or count < 2:
+            raise ValueError(f"model.classes.{name}: the number of classes must be an integer "
+                             f">= 2, got {count!r}")
+        if name in targets:
+            raise ValueError(f"model.classes.{name}: also listed in model.targets; a label is "
+                             f"either a regression target or a class")
+    return dict(classes)
+
+
+def resolve_encoders(encoders) -> list[dict]:
+    """``model.encoders`` as a list of ``{type: name, <options with defaults>}``."""
+    encoders = encoders or []
+    if not isinstance(encoders, list):
+        raise ValueError(f"model.encoders: a list of encoder names from {ENCODERS.names()} "
+                         f"(or {{type: name, ...}} mappings), got {encoders!r}")
+    out, seen = [], set()
+    for k, entry in enumerate(encoders):
+        where = f"model.encoders[{k}]"
+        if isinstance(entry, str):
+            entry = {"type": entry}
+        if not isinstance(entry, dict) or "type" not in entry:
+            raise ValueError(f"{where}: an encoder name from {ENCODERS.names()} or a mapping "
+                             f"with a type, got {entry!r}")
+        component = ENCODERS.get(entry["type"], f"{where}.type")
+        if entry["type"] in seen:
+            raise ValueError(f"{where}: encoder {entry['type']!r} is listed twice")
+        seen.add(entry["type"])
+        options = {key: v for key, v in entry.items() if key != "type"}
+        out.append({"type": entry["type"], **component.resolve(options, where)})
+    return out
+
+
+def build_encoders(cfg: dict) -> list:
+    """The encoder modules of a resolved config (empty list without encoders)."""
+    modules = []
+    for k, entry in enumerate(cfg.get("encoders") or []):
+        options = {key: v for key, v in entry.items() if key != "type"}
+        try:
+            modules.append(ENCODERS[entry["type"]].factory(elements=cfg["elements"], **options))
+        except ValueError as exc:
+            raise ValueError(f"model.encoders[{k}]: {exc}") from exc
+    return modules
 
 
 def _backbone_options(cfg: dict) -> dict:
@@ -131,4 +190,5 @@ def build_model(model_config: dict) -> Potential:
         raise ValueError(f"model.{exc}") from exc
     initial = {k: cfg.pop(k, None) for k in INITIAL_VALUES}  # they live in the weights from now on
     return Potential(backbone, cfg["elements"], cfg["cutoff"], model_config=cfg,
-                     targets=cfg["targets"], **initial)
+                     targets=cfg["targets"], classes=cfg["classes"], encoders=build_encoders(cfg),
+                     **initial)

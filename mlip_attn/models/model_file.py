@@ -6,7 +6,8 @@ never unpickles code)::
     {"format": "mlip-attn-model", "format_version": 1,
      "model_config": {...},            # the resolved `model:` section; rebuilds the architecture
      "metadata": {"elements": [...], "cutoff": Å, "r_max": Å, "global": bool, "layers": int,
-                  "dtype": "float32", "units": {...}, "mlip_attn_version": "...", ...},
+                  "dtype": "float32", "units": {...}, "mlip_attn_version": "...",
+                  "smooth": bool, "force_field_safe": bool, ...},
      "state_dict": {...}}
 """
 from __future__ import annotations
@@ -52,6 +53,10 @@ def model_metadata(model: Potential, extra: dict | None = None) -> dict:
         "units": dict(UNITS),
         "conservative": model.conservative,
         "invariant": model.invariant,
+        # bond-graph encoders jump when a bond forms or breaks: not a continuous energy
+        "encoders": [e["type"] for e in cfg.get("encoders") or []],
+        "smooth": model.smooth,
+        "force_field_safe": model.smooth and model.conservative,
         "mlip_attn_version": __version__,
         **(extra or {}),
     }
@@ -132,16 +137,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
                dtype: torch.dtype | str | None = None) -> Potential:
     """Rebuild a `Potential` from a model file (in eval mode). ``dtype`` defaults to the saved one."""
     content = read_model_file(path)
-    if dtype is None:
-        try:
-            dtype = resolve_dtype(content["metadata"].get("dtype", "float32"), "metadata.dtype")
-        except ValueError as exc:
-            raise ModelFileError(f"{path}: {exc}") from exc
-    dtype = resolve_dtype(dtype, "dtype")
+    try:
+        saved = resolve_dtype(content["metadata"].get("dtype", "float32"), "metadata.dtype")
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
+    dtype = saved if dtype is None else resolve_dtype(dtype, "dtype")
     try:
         model = build_model(content["model_config"])
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: the stored model_config cannot be built: {exc}") from exc
+    model = model.to(saved)  # load the weights at their own precision (float64 unrounded)
     try:
         model.load_state_dict(content["state_dict"])
     except RuntimeError as exc:

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..attention.base import GlobalBlock
 from ..data.neighbours import edge_vectors
+from ..encoders.stack import EncoderStack, NoEncoders
 from ..nn import ElementIndex, mlp
 from ..nn.graph import Graph
 
@@ -29,12 +30,20 @@ class Potential(nn.Module):
         targets: names of extra per-structure scalar targets (e.g. HOMO, LUMO): predicted as
             mean + std · (structure mean of a per-atom MLP), returned as ``targets`` (B, T) in
             the targets' own units; ``target_mean``/``target_std`` initialise the affine map.
+        classes: per-structure classification targets, name → number of classes C: logits
+            from a head on the structure mean of the features, returned as ``class_logits``
+            (B, ΣC), the targets' blocks in this order (`class_slices`).
+        encoders: `mlip_attn.encoders.base.Encoder` modules whose features, projected into the
+            width by a zero-initialised linear map, are added to the backbone's initial
+            embedding (none: no extra modules, the model is unchanged).
 
     What the model can do, derived from its components (for metadata, checks and warnings):
     ``is_global`` (an atom's energy can depend on atoms beyond layers × cutoff), ``r_max`` (Å,
     the shortest reach of its global blocks; 0 when local or unlimited), ``periodic``,
     ``conservative`` (False with direct forces), ``invariant`` (False for models that embed raw
-    coordinates). ``metadata`` holds what a model file stored about it (`load_model`).
+    coordinates), ``smooth`` (False with encoders of the bond graph, whose features jump
+    when a bond forms or breaks: the energy is then not continuous in MD). ``metadata`` holds
+    what a model file stored about it (`load_model`).
     """
 
     __jit_ignored_attributes__ = ["model_config", "metadata"]
@@ -42,7 +51,8 @@ class Potential(nn.Module):
     def __init__(self, backbone: nn.Module, elements: List[int], cutoff: float,
                  model_config: dict | None = None, shift: List[float] | None = None,
                  scale: List[float] | None = None, targets: List[str] | None = None,
-                 target_mean: List[float] | None = None, target_std: List[float] | None = None):
+                 target_mean: List[float] | None = None, target_std: List[float] | None = None,
+                 classes: Dict[str, int] | None = None, encoders: list | None = None):
         super().__init__()
         n = len(elements)
         width = backbone.width
@@ -74,6 +84,20 @@ class Potential(nn.Module):
                                                          dtype=torch.get_default_dtype()))
         self.register_buffer("target_std", torch.tensor(target_std or [1.0] * t,
                                                         dtype=torch.get_default_dtype()))
+        self.class_names: List[str] = list((classes or {}).keys())
+        self.class_counts: List[int] = [int(c) for c in (classes or {}).values()]
+        self.num_class_logits = int(sum(self.class_counts))
+        self.class_head = (mlp([width, width // 2, self.num_class_logits])
+                           if self.num_class_logits else nn.Identity())
+        self.has_encoders = bool(encoders)
+        if encoders:
+            self.encoders = EncoderStack(list(encoders))
+            self.encoder_projection = nn.Linear(self.encoders.dim, width, bias=False)
+            nn.init.zeros_(self.encoder_projection.weight)
+        else:
+            self.encoders = NoEncoders()
+            self.encoder_projection = nn.Identity()
+        self.smooth = bool(not encoders or self.encoders.smooth)
 
     def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                         edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,
@@ -89,9 +113,13 @@ class Potential(nn.Module):
         """Per-atom energies (N,) eV and the backbone's scalar features (N, F)."""
         species = self.species_of(numbers)
         vectors = edge_vectors(positions, edge_index, shifts)
+        num_graphs = charge.shape[0]
+        encoded = self.encoders(positions, numbers, species, batch, num_graphs)
+        if self.has_encoders:
+            encoded = self.encoder_projection(encoded)
         graph = Graph(positions, numbers, batch, edge_index, vectors,
-                      torch.linalg.norm(vectors, dim=1),
-                      shifts, cell, charge, spin, charge.shape[0])
+                      torch.linalg.norm(vectors, dim=1), shifts, cell, charge, spin, encoded,
+                      num_graphs)
         features = self.backbone(species, graph).scalars
         atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
         return atomic, features
@@ -127,6 +155,8 @@ class Potential(nn.Module):
             out["forces"] = self.force_head(features)
         if self.num_targets > 0:
             out["targets"] = self.structure_targets(features, batch, num_graphs)
+        if self.num_class_logits > 0:
+            out["class_logits"] = self.structure_class_logits(features, batch, num_graphs)
         if gradient_forces or compute_stress:
             inputs: List[torch.Tensor] = [leaf_positions]
             if compute_stress:
@@ -156,6 +186,22 @@ class Potential(nn.Module):
         sums = per_atom.new_zeros((num_graphs, self.num_targets)).index_add(0, batch, per_atom)
         counts = torch.bincount(batch, minlength=num_graphs).to(per_atom.dtype)
         return self.target_mean + self.target_std * sums / counts[:, None]
+
+    def structure_class_logits(self, features: torch.Tensor, batch: torch.Tensor,
+                               num_graphs: int) -> torch.Tensor:
+        """Class logits (B, ΣC) from a head on the structure mean of the features (N, F)."""
+        sums = features.new_zeros((num_graphs, features.shape[1])).index_add(0, batch, features)
+        counts = torch.bincount(batch, minlength=num_graphs).to(features.dtype)
+        return self.class_head(sums / counts.clamp(min=1.0)[:, None])
+
+    @torch.jit.unused
+    def class_slices(self) -> Dict[str, Tuple[int, int]]:
+        """Class target name → (start, end) of its logits in ``class_logits``."""
+        out, start = {}, 0
+        for name, count in zip(self.class_names, self.class_counts):
+            out[name] = (start, start + count)
+            start += count
+        return out
 
     @torch.jit.ignore
     def predict(self, batch, compute_forces: bool = True, compute_stress: bool = False

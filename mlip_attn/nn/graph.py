@@ -16,11 +16,13 @@ class Graph(NamedTuple):
     """One batch of structures as the model sees it.
 
     positions (N, 3) Å · numbers (N,) atomic numbers · batch (N,) structure index of each
-    atom · edge_index (2, E) with
-    receivers ``i = edge_index[0]`` and senders ``j = edge_index[1]`` · vectors (E, 3) Å,
+    atom · edge_index (2, E) with receivers ``i = edge_index[0]`` and senders
+    ``j = edge_index[1]`` · vectors (E, 3) Å,
     r_ij = positions[j] − positions[i] + shifts · lengths (E,) Å = |r_ij| · shifts (E, 3) Å
     (periodic images, zero for isolated structures) · cell (B, 3, 3) Å (zeros if isolated) ·
     charge (B,) total charge in e · spin (B,) multiplicity 2S+1 as given (0 = not given) ·
+    atom_inputs (N, F) encoder features already projected into the backbone's width, added to
+    its initial embedding (`with_atom_inputs`), or (N, 0) for a model without encoders ·
     num_graphs B.
     """
 
@@ -34,6 +36,7 @@ class Graph(NamedTuple):
     cell: Tensor
     charge: Tensor
     spin: Tensor
+    atom_inputs: Tensor
     num_graphs: int
 
 
@@ -81,4 +84,13 @@ def graph_without_edges(positions: Tensor, batch: Tensor, num_graphs: int) -> Gr
     return Graph(positions, torch.ones_like(batch), batch, batch.new_zeros((2, 0)),
                  positions.new_zeros((0, 3)),
                  positions.new_zeros((0,)), positions.new_zeros((0, 3)),
-                 positions.new_zeros((num_graphs, 3, 3)), zeros, zeros, num_graphs)
+                 positions.new_zeros((num_graphs, 3, 3)), zeros, zeros,
+                 positions.new_zeros((positions.shape[0], 0)), num_graphs)
+
+
+def with_atom_inputs(embedding: Tensor, graph: Graph) -> Tensor:
+    """A backbone's initial per-atom features (N, F) plus the projected encoder features
+    ``graph.atom_inputs`` (unchanged when the model has no encoders)."""
+    if graph.atom_inputs.shape[1] > 0:
+        return embedding + graph.atom_inputs
+    return embedding

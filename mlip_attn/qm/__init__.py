@@ -8,7 +8,9 @@ Quick start::
     print(report)
 
 Modules: `methods` (the reference methods), `threads` (OpenMP control), `store` (resumable
-extxyz), `labelling` (`label_structures`), `generate`, and `systems/` (one module per system).
+extxyz), `labelling` (`label_structures`), `generate`, `systems/` (one module per system),
+`properties` (graph-level GFN2-xTB properties: gap, dipole, polarisability, atomisation
+energy) and `datasets/` (the encoder study's local and long-range property data sets).
 tblite is imported lazily (only when a calculation runs), so importing this package does not
 fix the OpenMP thread count of the process.
 """

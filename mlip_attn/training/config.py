@@ -52,6 +52,7 @@ DEFAULTS = {
         "forces_weight": 10.0,     # on force component error^2, (eV/Å)^2
         "stress_weight": 0.0,      # on stress component error^2, (eV/Å^3)^2
         "targets_weight": 1.0,     # on z-scored per-structure target error^2 (model.targets)
+        "classes_weight": 1.0,     # on the cross-entropy of class labels (model.classes)
         "warmup_epochs": 0.0,      # linear LR warm-up, may be fractional
         "scheduler": "plateau",    # plateau | cosine | exponential | constant
         "lr_min": 1.0e-6,          # floor (plateau) / end value (cosine, exponential)
@@ -77,7 +78,8 @@ CHOICES = {
 }
 POSITIVE = {("training", "epochs"), ("training", "batch_size"), ("training", "lr")}
 NON_NEGATIVE = {("training", k) for k in ("weight_decay", "energy_weight", "forces_weight",
-                                          "stress_weight", "targets_weight", "warmup_epochs",
+                                          "stress_weight", "targets_weight", "classes_weight",
+                                          "warmup_epochs",
                                           "lr_min")}
 
 

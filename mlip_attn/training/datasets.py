@@ -21,12 +21,15 @@ def _subset(structures, indices):
 
 
 def load_datasets(data_cfg: dict, cutoff: float, elements: list[int] | None = None,
-                  require: tuple[str, ...] = ("energy", "forces"), targets: tuple[str, ...] = ()
-                  ) -> Datasets:
+                  require: tuple[str, ...] = ("energy", "forces"), targets: tuple[str, ...] = (),
+                  classes: dict | None = None) -> Datasets:
     """Read files, split fractions by ``split_seed``, check labels and elements, build graphs.
-    ``targets``: per-structure scalars read from ``atoms.info`` that every structure must have."""
+    ``targets``: per-structure scalars read from ``atoms.info`` that every structure must have;
+    ``classes``: class labels (name → number of classes C) read the same way, integers in
+    0 … C − 1."""
     keys = LabelKeys(**data_cfg.get("keys", {}))
-    read = lambda path: read_structures(path, keys, targets)
+    classes = dict(classes or {})
+    read = lambda path: read_structures(path, keys, tuple(targets) + tuple(classes))
     full = read(data_cfg["train"])
     fractions = [data_cfg[k] if isinstance(data_cfg[k], float) else 0.0 for k in ("valid", "test")]
     train_idx, valid_idx, test_idx = split_indices(
@@ -49,6 +52,15 @@ def load_datasets(data_cfg: dict, cutoff: float, elements: list[int] | None = No
             if missing:
                 raise DataFileError(f"{d.name}: missing target {missing[0]!r} in atoms.info "
                                     f"(model.targets lists {list(targets)})")
+            for label, count in classes.items():
+                value = d.targets.get(label)
+                if value is None:
+                    raise DataFileError(f"{d.name}: missing class label {label!r} in atoms.info "
+                                        f"(model.classes lists {list(classes)})")
+                if value != int(value) or not 0 <= value < count:
+                    raise DataFileError(f"{d.name}: class label {label} = {value!r} is not an "
+                                        f"integer in 0 … {count - 1} (model.classes.{label}: "
+                                        f"{count})")
             for label in require:
                 if getattr(d, label) is None:
                     key = getattr(keys, label)

@@ -27,7 +27,9 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def evaluate(model, structures: list[AtomicData], batch_size: int = 16,
              metrics: ErrorMetrics | None = None) -> dict[str, float]:
     """Errors of ``model`` (eval mode) on graph-carrying ``structures``; see `ErrorMetrics`."""
-    metrics = metrics or ErrorMetrics(tuple(getattr(model, "target_names", ())))
+    metrics = metrics or ErrorMetrics(tuple(getattr(model, "target_names", ())),
+                                       dict(zip(getattr(model, "class_names", []),
+                                                getattr(model, "class_counts", []))))
     dtype, device = model_dtype(model), model_device(model)
     was_training = model.training
     model.eval()
@@ -42,12 +44,13 @@ def evaluate(model, structures: list[AtomicData], batch_size: int = 16,
 
 def evaluate_file(model, path, batch_size: int = 16) -> dict[str, float]:
     """Errors of ``model`` on the labelled structures of a data file (any format
-    `mlip_attn.data.read_structures` reads, default label keys), and their number
-    (``structures``); elements the model does not know are refused with a message naming the
-    structure."""
+    `mlip_attn.data.read_structures` reads, default label keys, plus the model's targets and
+    classes), and their number (``structures``); elements the model does not know are refused
+    with a message naming the structure."""
     from ..data import LabelKeys, read_structures
     from ..data.atomic_data import check_elements
-    structures = read_structures(path, LabelKeys())
+    labels = tuple(model.target_names) + tuple(model.class_names)
+    structures = read_structures(path, LabelKeys(), labels)
     for d in structures:
         check_elements(d.numbers.tolist(), model.elements, f"{d.name} ({path})")
     errors = evaluate(model, [d.with_graph(model.cutoff) for d in structures], batch_size)

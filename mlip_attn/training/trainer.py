@@ -66,6 +66,9 @@ def _target_statistics(structures, names: tuple[str, ...]) -> dict:
 
 def _valid_loss(metrics: dict, weights: dict) -> float:
     total = 0.0
+    names = weights.get("class_names", [])
+    for name in names:
+        total += weights["classes"] * metrics[f"class_{name}_cross_entropy"] / len(names)
     for k, name in enumerate(weights.get("target_names", [])):
         std = float(weights["target_std"][k])
         total += weights["targets"] * (metrics[f"target_{name}_rmse"] / std) ** 2
@@ -126,8 +129,9 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         from ..models.builder import element_numbers
         elements = element_numbers(config["model"]["elements"])
     target_names = tuple(config["model"].get("targets") or ())
+    classes = dict(config["model"].get("classes") or {})
     data = load_datasets(config["data"], float(config["model"]["cutoff"]), elements, required,
-                         target_names)
+                         target_names, classes)
     if weights["stress"] > 0 and not all(d.is_periodic for d in data.train):
         raise FitError("training.stress_weight > 0 needs periodic structures with stress labels")
 
@@ -146,6 +150,12 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
     if target_names:
         weights.update(targets=tcfg["targets_weight"], target_names=list(target_names),
                        target_std=model.target_std)
+    if classes:
+        weights.update(classes=tcfg["classes_weight"], class_names=list(classes),
+                       class_counts=list(classes.values()))
+    if getattr(model, "smooth", True) is False and weights["forces"] > 0:
+        log("warning: bond-graph encoders make the energy jump where bonds form or break; "
+            "train property models with them (forces_weight 0), not force fields")
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     steps_per_epoch = max(1, math.ceil(len(data.train) / tcfg["batch_size"]) // world)
     schedule = LRSchedule(tcfg["lr"], tcfg["scheduler"], tcfg["epochs"], steps_per_epoch,
@@ -188,7 +198,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
                        for k in range(0, len(order), tcfg["batch_size"])]
         mine = all_batches[rank:steps_per_epoch * world:world]
         progress = _progress(mine, epoch, tcfg, is_main)
-        train_metrics = ErrorMetrics(target_names)
+        train_metrics = ErrorMetrics(target_names, classes)
         loss_sum, skipped = 0.0, 0
         for b, indices in enumerate(progress):
             batch = Batch.collate([data.train[i] for i in indices]).to(device, dtype)
@@ -228,7 +238,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
 
         # validation with the EMA weights, each rank its share, summed
         live = _swap_weights(model, ema.shadow) if ema is not None else None
-        valid_metrics = ErrorMetrics(target_names)
+        valid_metrics = ErrorMetrics(target_names, classes)
         evaluate(model, data.valid[rank::world], tcfg["batch_size"], valid_metrics)
         valid_metrics.load_vector(distributed.sum_across_ranks(valid_metrics.as_vector()))
         valid = valid_metrics.result()
@@ -371,6 +381,10 @@ def format_errors(m: dict) -> str:
     for key in m:
         if key.startswith("target_") and key.endswith("_mae"):
             parts.append(f"{key[len('target_'):-len('_mae')]} MAE {m[key]:.4g}")
+        if key.startswith("class_") and key.endswith("_accuracy"):
+            name = key[len("class_"):-len("_accuracy")]
+            parts.append(f"{name} accuracy {m[key]:.3f} ROC-AUC "
+                         f"{m.get(f'class_{name}_roc_auc', float('nan')):.3f}")
     return " | ".join(parts)
 
 

@@ -95,9 +95,9 @@ class ReferenceSystem:
         on the system's own tests (a profile, a held-out length …); written into ``out``."""
         return {}
 
-    def card_lines(self, analysis: dict, variant: str) -> list[str]:
-        """Markdown lines for the model card of ``variant`` from what `analysis` returned (the
-        system's own held-out numbers: errors by chain length, by distance …)."""
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
+        """Lines for the model card of ``variant`` from what `analysis` returned (one bullet
+        each under "## Findings": barriers of unseen lengths, errors by distance …)."""
         return []
 
 

@@ -416,30 +416,28 @@ class ChargeTransfer(ReferenceSystem):
                                   for variant, calc in calculators.items()}
         return result
 
-    def card_lines(self, analysis: dict, variant: str) -> list[str]:
-        """Per held-out set: energy RMSE overall and per chain length and kind, and the force
-        MAE of atoms more than `FAR` Å from the nearest proton; then how well the model follows
-        a proton moving at fixed charge (`proton_move_errors`)."""
-        sets = {name: entry[variant] for name, entry in analysis.get("held_out", {}).items()
-                if variant in entry}
-        if not sets:
-            return []
-        lines = [f"Charge transfer on the held-out sets: force MAE of the atoms more than "
-                 f"{analysis['far_A']:g} Å from the nearest proton, energy RMSE by group:", "",
-                 "| set | far atoms | far F MAE (meV/Å) | E RMSE (meV) | E RMSE by group (meV) |",
-                 "|---|---|---|---|---|"]
-        for name, e in sets.items():
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
+        """Per held-out set: the force MAE of atoms more than `FAR` Å from the nearest proton
+        and the energy RMSE overall and per chain length and kind; then how well the model
+        follows a proton moving at fixed charge (`proton_move_errors`)."""
+        lines = []
+        for name, entry in analysis.get("held_out", {}).items():
+            e = entry.get(variant)
+            if e is None:
+                continue
             groups = ", ".join(f"{k} {1e3 * v:.0f}" for k, v in e["energy_rmse_by"].items())
-            lines.append(f"| {name} | {e['far_atoms']} | {1e3 * e['far_forces_mae']:.1f} | "
-                         f"{1e3 * e['energy_rmse']:.1f} | {groups} |")
+            lines.append(f"{name}: force MAE {1e3 * e['far_forces_mae']:.1f} meV/Å on the "
+                         f"{e['far_atoms']} atoms more than {analysis['far_A']:g} Å from the "
+                         f"nearest proton; energy RMSE {1e3 * e['energy_rmse']:.1f} meV "
+                         f"(by group, meV: {groups})")
         move = analysis.get("proton_moves", {}).get(variant)
         if move and move.get("atoms"):
             chains = " and ".join(f"C{n}" for n in HELD_OUT_LENGTHS)
-            lines += ["", f"The proton moves along {chains} at charge +1 (sites 0 → 2, 3, 4): "
-                      f"xTB changes the forces of atoms more than {analysis['far_A']:g} Å away "
-                      f"by {1e3 * move['reference']:.0f} meV/Å on average, this model by "
-                      f"{1e3 * move['model']:.0f} meV/Å, error {1e3 * move['mae']:.0f} meV/Å "
-                      f"({move['atoms']} atom moves)."]
+            lines.append(f"The proton moves along {chains} at charge +1 (sites 0 → 2, 3, 4): "
+                         f"xTB changes the forces of atoms more than {analysis['far_A']:g} Å "
+                         f"away by {1e3 * move['reference']:.0f} meV/Å on average, this model "
+                         f"by {1e3 * move['model']:.0f} meV/Å, error {1e3 * move['mae']:.0f} "
+                         f"meV/Å ({move['atoms']} atom moves)")
         return lines
 
 

@@ -227,7 +227,7 @@ class Cumulene(ReferenceSystem):
                       "efa": {"type": "efa", "vectors": True, "grid": 50, "d_qk": 16,
                               "d_v": 16, "b_max": math.pi, "r_max": 15.0}},
             width=64, reference="efa",
-            training={"epochs": 200, "batch_size": 16, "lr": 1e-3, "scheduler": "exponential",
+            training={"epochs": 100, "batch_size": 16, "lr": 1e-3, "scheduler": "exponential",
                       "lr_min": 1e-5, "energy_weight": 100.0}),
     }
     card_description = (
@@ -259,11 +259,12 @@ class Cumulene(ReferenceSystem):
         for n_c in lengths:
             frames = label(cumulene_torsion_scan(n_c, angles), out / f"c{n_c}_scan.xyz")
             ref = np.array([a.info["REF_energy"] for a in frames])
-            entry = {"reference": _torsion_summary(ref, n_c)}
+            reference = abs(ref[0] - ref[-1])
+            entry = {"reference": _torsion_summary(ref, n_c, reference)}
             curves = {"reference (GFN2-xTB)": (angles, ref - ref.min())}
             for name, calc in calculators.items():
                 e = energies(calc, frames)
-                entry[name] = _torsion_summary(e, n_c)
+                entry[name] = _torsion_summary(e, n_c, reference)
                 entry[name]["profile_mae_eV"] = float(np.mean(np.abs((e - e[0]) - (ref - ref[0]))))
                 curves[name] = (angles, e - e.min())
             result["lengths"][f"C{n_c}"] = entry
@@ -272,13 +273,35 @@ class Cumulene(ReferenceSystem):
                        "(trained length)" if protocol == "paper" else "(never trained on)")
         return result
 
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
+        return _card_findings(analysis, variant)
 
-def _torsion_summary(energies: np.ndarray, n_carbons: int) -> dict:
-    """Barrier |E(0°) − E(90°)| (eV), the side of the minimum, and whether it is right."""
-    planar_lower = bool(energies[0] < energies[-1])
-    return {"barrier_eV": float(abs(energies[0] - energies[-1])),
-            "minimum": "planar" if planar_lower else "perpendicular",
-            "minimum_right": planar_lower == (n_carbons % 2 == 0)}
+
+def _card_findings(analysis: dict, variant: str) -> list[str]:
+    lines = []
+    for length, entry in analysis.get("lengths", {}).items():
+        ref, own = entry["reference"], entry.get(variant)
+        if own is None:
+            continue
+        lines.append(f"{length}H4 rigid torsion barrier {own['barrier_eV']:.3f} eV against "
+                     f"GFN2-xTB's {ref['barrier_eV']:.3f} eV "
+                     f"({100 * (own['barrier_eV'] / ref['barrier_eV'] - 1):+.0f} %); minimum "
+                     f"{own['minimum']} ({'right' if own['minimum_right'] else 'wrong'}: "
+                     f"{ref['minimum']})")
+    return lines
+
+
+def _torsion_summary(energies: np.ndarray, n_carbons: int, reference_barrier: float) -> dict:
+    """Barrier |E(0°) − E(90°)| (eV) and the side of the minimum: "planar", "perpendicular",
+    or "flat" when the barrier is under a tenth of the reference's (no side to speak of);
+    ``minimum_right``: planar for even chains, perpendicular for odd ones."""
+    barrier = float(abs(energies[0] - energies[-1]))
+    if barrier < 0.1 * reference_barrier:
+        minimum = "flat"
+    else:
+        minimum = "planar" if energies[0] < energies[-1] else "perpendicular"
+    return {"barrier_eV": barrier, "minimum": minimum,
+            "minimum_right": minimum == ("planar" if n_carbons % 2 == 0 else "perpendicular")}
 
 
 def _plot_profiles(path: Path, curves_per_length: dict, note: str) -> None:

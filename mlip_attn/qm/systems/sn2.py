@@ -410,28 +410,26 @@ class SN2(ReferenceSystem):
                      "distance of the free ion from the carbon (Å)", "force MAE (eV/Å)")
         return result
 
-    def card_lines(self, analysis: dict, variant: str) -> list[str]:
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
         """Energy and force MAE per held-out set, split by the free ion's distance from the
         carbon, and the MAE of each pair's relaxed profile."""
-        sets = {name: entry[variant] for name, entry in analysis.get("held_out", {}).items()
-                if variant in entry}
-        if not sets:
-            return []
-        bins = analysis["bins_A"]
+        lines = []
+        bins = analysis.get("bins_A", [])
         spans = [f"{a:g}–{b:g} Å" for a, b in zip(bins[:-1], bins[1:])]
-        lines = ["Errors by the distance of the free ion from the carbon (E MAE meV / F MAE "
-                 "meV/Å, structures):", "", "| set | " + " | ".join(spans) + " |",
-                 "|---|" + "---|" * len(spans)]
-        for name, e in sets.items():
-            cells = [f"{1e3 * de:.1f} / {1e3 * df:.1f} ({k})" if k else "–" for de, df, k in
-                     zip(e["energy_mae_by_distance"], e["forces_mae_by_distance"],
-                         e["structures_by_distance"])]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for name, entry in analysis.get("held_out", {}).items():
+            e = entry.get(variant)
+            if e is None:
+                continue
+            cells = [f"{span} {1e3 * de:.1f} / {1e3 * df:.1f} ({k})" for span, de, df, k in
+                     zip(spans, e["energy_mae_by_distance"], e["forces_mae_by_distance"],
+                         e["structures_by_distance"]) if k]
+            lines.append(f"{name}: E MAE (meV) / F MAE (meV/Å) by the free ion's distance from "
+                         f"the carbon (structures): " + ", ".join(cells))
         profiles = {pair: p[variant] for pair, p in analysis.get("profiles", {}).items()
                     if variant in p}
         if profiles:
-            lines += ["", "Relaxed ξ profiles, MAE against GFN2-xTB: " + ", ".join(
-                f"{pair} {1e3 * v:.1f} meV" for pair, v in profiles.items())]
+            lines.append("Relaxed ξ profiles, MAE against GFN2-xTB: " + ", ".join(
+                f"{pair} {1e3 * v:.1f} meV" for pair, v in profiles.items()))
         return lines
 
 
