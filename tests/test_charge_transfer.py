@@ -1,5 +1,5 @@
 """The charge-transfer recipe: polyyne species and their tags, ground states, distortions,
-the measured reach of a proton, and the held-out analysis."""
+the measured reach of a proton (charge_transfer_reach), and the held-out analysis."""
 from __future__ import annotations
 
 import ase.io
@@ -9,6 +9,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 import mlip_attn.qm as S
 from mlip_attn.qm.systems import charge_transfer as CT
+from mlip_attn.qm.systems import charge_transfer_reach as R
 
 
 def test_species_tags_and_formulas():
@@ -88,9 +89,9 @@ def test_the_far_end_depends_on_more_than_the_total_charge():
     """The evidence of the module docstring, on unoptimised geometries: a proton changes charges
     and forces beyond 8 Å, and where it sits (same charge, same far surroundings) changes the
     far atoms' forces, which no local model can follow."""
-    effect = CT.proton_effect(12, (0,), optimise=False)
+    effect = R.proton_effect(12, (0,), optimise=False)
     assert effect["far_atoms"] >= 5 and effect["sum_dq"] > 0.2 and effect["mean_dF"] > 0.1
-    spread = CT.site_spread(14, [0, 2, 3], optimise=False)
+    spread = R.site_spread(14, [0, 2, 3], optimise=False)
     assert spread["far_atoms"] >= 4 and spread["spread_dF"] > 0.05
 
 
@@ -144,16 +145,16 @@ def test_held_out_errors_evaluate_each_structure_at_its_total_charge(tmp_path):
     frames = ase.io.read(tmp_path / "a.xyz", ":")
     for a in frames:                       # make the reference equal to the total charge
         a.info["REF_energy"] = float(a.info["total_charge"])
-    result, _ = CT.held_out_errors(frames, _ChargeAsEnergy(), np.arange(0.0, 26.0, 2.0))
+    result, _ = R.held_out_errors(frames, _ChargeAsEnergy(), np.arange(0.0, 26.0, 2.0))
     assert result["energy_rmse"] == 0.0
 
 
 def test_a_local_model_cannot_follow_a_moving_proton():
     """proton_moves/proton_move_errors: a model whose far forces ignore the proton has an error
     equal to xTB's force change; one that reproduces xTB has none."""
-    moves = CT.proton_moves([12], n_geometries=2, sites=(0, 3), optimise=False)
+    moves = R.proton_moves([12], n_geometries=2, sites=(0, 3), optimise=False)
     assert len(moves) == 2 and all(m["far"].sum() >= 3 for m in moves)
-    blind = CT.proton_move_errors(moves, _Zero())
+    blind = R.proton_move_errors(moves, _Zero())
     assert blind["model"] == 0.0 and blind["mae"] == pytest.approx(blind["reference"])
     assert blind["reference"] > 0.01
 
@@ -167,4 +168,4 @@ def test_a_local_model_cannot_follow_a_moving_proton():
                                         charge=int(self.atoms.info["charge"]))
             self.results = {"energy": e, "forces": f}
 
-    assert CT.proton_move_errors(moves, Oracle())["mae"] < 1e-6
+    assert R.proton_move_errors(moves, Oracle())["mae"] < 1e-6

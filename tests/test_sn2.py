@@ -9,6 +9,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 import mlip_attn.qm as S
 from mlip_attn.qm.systems import sn2 as M
+from mlip_attn.qm.systems import sn2_analysis as A
 
 
 def test_structures_cover_all_pairs_and_stay_within_reach(tmp_path):
@@ -82,15 +83,39 @@ def test_errors_by_distance_bins_the_free_ion(tmp_path):
     structs = M.sn2_structures(8, seed=1, approach_fraction=1.0, optimise=False)
     S.label_structures(structs, str(tmp_path / "a.xyz"), progress=False)
     frames = ase.io.read(tmp_path / "a.xyz", ":")
-    result = M.errors_by_distance(frames, _Zero())
+    result = A.errors_by_distance(frames, _Zero())
     assert sum(result["structures_by_distance"]) == 8
     assert result["energy_mae"] == pytest.approx(np.mean([abs(a.info["REF_energy"])
                                                           for a in frames]))
     filled = [v for v, k in zip(result["forces_mae_by_distance"],
                                 result["structures_by_distance"]) if k]
     assert all(np.isfinite(filled)) and len(filled) >= 2
-    findings = M.SN2().card_findings({"bins_A": list(M.DISTANCE_BINS), "held_out": {
+    findings = M.SN2().card_findings({"bins_A": list(A.DISTANCE_BINS), "held_out": {
         "approach": {"zero": result}}, "profiles": {"Cl-Cl": {"zero": 0.012}}}, "zero")
     assert findings[0].startswith("approach: E MAE (meV) / F MAE (meV/Å) by the free ion's "
                                   "distance from the carbon (structures): ")
     assert findings[0].count(" Å ") == len(filled) and findings[-1].endswith("Cl-Cl 12.0 meV")
+
+
+def test_analysis_profiles_and_held_out_errors(tmp_path, monkeypatch):
+    """SN2.analysis end to end for one pair (the relaxed scan between the trained ξ grid
+    points, labelled) and one held-out set: a zero model's profile error is xTB's own profile,
+    its held-out errors are the labels, and both plots are written."""
+    monkeypatch.setattr(A, "PAIRS", (("Cl", "Cl"),))
+    structs = M.sn2_structures(6, seed=2, approach_fraction=1.0, optimise=False)
+    S.label_structures(structs, str(tmp_path / "held_out_approach.xyz"), progress=False)
+    from mlip_attn.qm.systems.base import Protocol
+    default = M.SN2.protocols["default"]
+    monkeypatch.setitem(M.SN2.protocols, "tiny", Protocol(
+        "one held-out set", n=6, held_out={"approach": default.held_out["approach"]}))
+    result = M.SN2().analysis(tmp_path, {"zero": _Zero()}, "tiny")
+    profile = result["profiles"]["Cl-Cl"]
+    ref = np.array(profile["reference_eV"])
+    assert set(result["profiles"]) == {"Cl-Cl"} and ref[0] == 0.0 and len(ref) >= 3
+    assert profile["zero"] == pytest.approx(np.mean(np.abs(ref)))
+    entry = result["held_out"]["approach"]["zero"]
+    assert sum(entry["structures_by_distance"]) == 6
+    assert (tmp_path / "sn2_profile.png").exists()
+    assert (tmp_path / "sn2_forces_by_distance.png").exists()
+    findings = M.SN2().card_findings(result, "zero")
+    assert findings[0].startswith("approach: ") and findings[-1].startswith("Relaxed ξ profiles")
