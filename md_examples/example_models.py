@@ -9,10 +9,15 @@ POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
 def add_model_arguments(parser, system: str) -> None:
     parser.add_argument("--local", help=f"local model file (default potentials/{system}-local.pt)")
     parser.add_argument("--efa", help=f"attention model file (default potentials/{system}-efa.pt)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the "
+                        "package's policy, see README 'Threads'; 1 is fastest on a busy machine)")
 
 
 def model_paths(args, system: str) -> dict[str, Path]:
-    """{"local": path, "efa": path}; exits with a clear message when a file is missing."""
+    """{"local": path, "efa": path}; exits with a clear message when a file is missing. Also
+    applies ``--threads`` (`mlip_attn.threads.configure`)."""
+    from mlip_attn.threads import configure
+    configure(args.threads)
     paths = {"local": Path(args.local or POTENTIALS / f"{system}-local.pt"),
              "efa": Path(args.efa or POTENTIALS / f"{system}-efa.pt")}
     for name, path in paths.items():

@@ -28,6 +28,15 @@ def _demo(args, extra):
 
 
 def _bench(args, extra):
+    if args.roofline:
+        from .apps.roofline import run_roofline
+        run_roofline(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000),
+                     width=args.width, layers=args.layers, cutoff=args.cutoff)
+        return
+    if args.under_load:
+        from .apps.load_bench import run_load_bench
+        run_load_bench(competing=args.competing)
+        return
     if args.lammps:
         from .apps.lammps_bench import run_lammps_bench
         run_lammps_bench(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000))
@@ -38,10 +47,10 @@ def _bench(args, extra):
                            cutoff=args.cutoff, structures=args.structures)
         return
     if args.peers:
-        from .apps.peers import run_peers
-        run_peers(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (100, 1000),
+        from .apps.peers import DEFAULT_MODELS, run_peers
+        run_peers(sizes=args.sizes, models=args.peer_models or DEFAULT_MODELS,
                   repeats=args.repeats if args.repeats != 5 else 7, width=args.width,
-                  layers=args.layers, cutoff=args.cutoff)
+                  layers=args.layers, cutoff=args.cutoff, quick=args.quick)
         return
     from .apps.bench import run_bench
     run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats, width=args.width,
@@ -169,6 +178,13 @@ class _DefaultsHelp(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def _add_threads(parser) -> None:
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch "
+                        "(default: the CPUs this process may use, capped by torch's default, "
+                        "with OpenMP threads that sleep while they wait; 1 is fastest on a "
+                        "machine busy with other jobs; see README 'Threads')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlip-attn", description="ML interatomic potentials with "
                                 "global attention: train, evaluate, benchmark.")
@@ -188,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.usage = "mlip-attn fit [config.yaml] [--resume] [--section.key value ...]"
     f.add_argument("--resume", action="store_true", help="continue the run in the output "
                    "directory from its last checkpoint (its model and data sections must match)")
+    _add_threads(f)
     f.set_defaults(func=_fit, allow_extra=True)
 
     e = sub.add_parser("eval", help="errors of a model on a labelled data file",
@@ -199,11 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=16, help="structures per model call")
     e.add_argument("--dtype", default=None, choices=["float32", "float64"],
                    help="precision to evaluate in (default: the model file's own)")
+    _add_threads(e)
     e.set_defaults(func=_eval)
 
     d = sub.add_parser("demo", help="generate xTB cumulene data, train, evaluate, run MD")
     d.add_argument("--out", default="demo_run", help="run directory (writes OUT/model.pt)")
     d.add_argument("--quick", action="store_true", help="a smaller demo (about a minute)")
+    _add_threads(d)
     d.set_defaults(func=_demo)
 
     b = sub.add_parser("bench", help="throughput and peak memory of the models")
@@ -218,12 +237,30 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cutoff", type=float, default=5.0)
     b.add_argument("--lammps", action="store_true", help="ms/step in LAMMPS vs ASE vs the bare "
                    "model call (PaiNN on fcc Cu, 1,000 and 10,000 atoms)")
-    b.add_argument("--peers", action="store_true", help="side by side in one process with "
-                   "SchNetPack's PaiNN and MACE (the 'bench' extra), 100 and 1,000 atoms")
+    b.add_argument("--peers", action="store_true", help="side by side in one process, "
+                   "interleaved, with SchNetPack (PaiNN, SchNet), TensorNet, NequIP, Allegro and "
+                   "MACE at matched sizes, by order ℓ (see README 'Performance' to install them)")
+    b.add_argument("--peer-models", nargs="+", default=None, help="with --peers: the rows to "
+                   "run (default all: " + "egnn schnetpack-schnet mace painn painn-ase "
+                   "schnetpack-painn nequip-l1 allegro-l1 mace-l1 painn-l2 tensornet nequip-l2 "
+                   "allegro-l2 mace-l2)")
+    b.add_argument("--quick", action="store_true", help="with --peers: check that every "
+                   "model builds and runs (40 atoms, width 16, 2 layers, one call each, no "
+                   "memory runs; about a minute), not the benchmark")
     b.add_argument("--training", action="store_true", help="training throughput "
                    "(structures/s) and peak memory of energy + force training steps")
     b.add_argument("--structures", default="clusters", choices=["clusters", "cumulene"],
                    help="with --training: 30-atom random clusters, or C9H4 cumulenes")
+    b.add_argument("--roofline", action="store_true", help="our PaiNN against this machine's "
+                   "arithmetic limit: matmul peak, counted FLOPs of energy + forces, achieved "
+                   "GFLOP/s (1,000 and 10,000 atoms)")
+    b.add_argument("--under-load", action="store_true", help="the demo's MD step and fit "
+                   "epoch under each thread policy (before, passive waiting, 1 thread, the "
+                   "default), each in a fresh process, with and without competing jobs")
+    b.add_argument("--competing", type=int, nargs="+", default=[0, 1], help="with "
+                   "--under-load: numbers of busy-loop jobs (pinned to CPUs 0, 1, ...) to run "
+                   "beside")
+    _add_threads(b)
     b.set_defaults(func=_bench)
 
     lr = sub.add_parser("benchmark", help="long-range comparison: local vs EFA vs transformer")
@@ -241,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local and attention presets (default: all), e.g. local efa-l1")
     lr.add_argument("--workers", type=int, default=1)
     lr.add_argument("--seed", type=int, default=0)
+    _add_threads(lr)
     lr.set_defaults(func=_benchmark)
 
     g = sub.add_parser("data", help="generate reference data (xTB / PySCF / analytic toy)",
@@ -274,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reach: ‖∂F_i/∂r_j‖ (forces), ‖∂E_i/∂r_j‖ (energies) or per-atom target "
                     "contributions (targets); auto = targets for property models, else forces")
     an.add_argument("--max-structures", type=int, default=10, help="reach: structures used")
+    _add_threads(an)
     an.set_defaults(func=_analyze)
 
     st = sub.add_parser("study", help="the encoder study: S1–S4 (message passing ± encoders ± "
@@ -335,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     from .lammps.build import PluginBuildError
     from .training import FitError
     try:
+        if hasattr(args, "threads"):   # commands that compute: the process-wide thread policy
+            from .threads import configure
+            configure(args.threads)
         args.func(args, extra)
     except (ValueError, FitError, PluginBuildError) as exc:  # ConfigError, DataFileError, ...
         print(f"mlip-attn {args.command}: error: {exc}", file=sys.stderr)

@@ -62,7 +62,8 @@ def test_peers_benchmark_runs_ours_and_skips_missing_peers():
                      repeats=1, width=8, layers=1, num_basis=4, memory=False, log=lines.append)
     names = {r["model"] for r in rows}
     assert {"painn", "painn-ase", "egnn"} <= names
-    assert all(r["median_s"] > 0 and r["pairs"] > 0 for r in rows)
+    assert all(r["median_s"] > 0 and r["pairs"] > 0 for r in rows
+               if r["model"] != "schnetpack-painn")
     if importlib.util.find_spec("schnetpack") is None:
         assert any("not installed" in line for line in lines)
     assert any("AttnCalculator adds" in line for line in lines)
@@ -72,7 +73,75 @@ def test_peers_benchmark_runs_ours_and_skips_missing_peers():
             {"model": "schnetpack-painn", "atoms": 10, "pairs": 5, "parameters": 1,
              "median_s": 2.0, "memory": {"call_peak_mb": 3.0}}]
     table = format_table(fake)
-    assert "| 4.00× |" in table and "| 1.00× | 3 |" in table
+    assert "| 4.00× | 4.00× (SchNetPack PaiNN) |" in table and "| 1.00× | - | 3 |" in table
+
+
+def test_peers_quick_mode_skips_absent_peers_with_a_clear_line(monkeypatch):
+    """Without the peer packages (simulated) the run goes on: one line per absent peer with
+    its install command, a skipped row at every size; our ℓ = 2 PaiNN sits in the ℓ = 2 group."""
+    from mlip_attn.apps import peers
+
+    def absent(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'schnetpack'", name="schnetpack")
+    monkeypatch.setitem(peers.MODELS, "schnetpack-painn",
+                        (absent,) + peers.MODELS["schnetpack-painn"][1:])
+    monkeypatch.setitem(peers.QUICK, "sizes", (20, 30))
+    lines = []
+    rows = peers.run_peers(models=("painn-l2", "schnetpack-painn"), quick=True,
+                           log=lines.append)
+    missing = [r for r in rows if r["model"] == "schnetpack-painn"]
+    assert [r["atoms"] for r in missing] == [20, 30]
+    assert all(r["skipped"].startswith("not installed (no module schnetpack): pip install") for r in missing)
+    assert sum(line.startswith("  SchNetPack PaiNN, ") and "not installed" in line
+               for line in lines) == 2
+    assert {r["atoms"] for r in rows if r["model"] == "painn-l2" and r["median_s"] > 0} == {20, 30}
+    assert peers.MODELS["painn-l2"][2] == 2
+    assert "| mlip-attn PaiNN ℓ ≤ 2 | 2 | 20 |" in lines[-1]
+    with pytest.raises(ValueError, match="unknown"):
+        peers.run_peers(models=("painn-l3",), quick=True, log=lines.append)
+
+
+def test_peers_table_compares_within_an_order_and_guards_large_sizes(monkeypatch):
+    from mlip_attn.apps import peers
+    rows = [{"model": "painn-l2", "atoms": 100, "pairs": 9, "parameters": 1, "median_s": 0.1,
+             "memory": {"call_peak_mb": 10.0, "process_peak_mb": 400.0}},
+            {"model": "tensornet", "atoms": 100, "pairs": 9, "parameters": 1, "median_s": 0.3,
+             "memory": {"call_peak_mb": 50.0, "process_peak_mb": 900.0}},
+            {"model": "painn", "atoms": 100, "pairs": 9, "parameters": 1, "median_s": 0.05,
+             "memory": None}]
+    table = peers.format_table(rows)
+    assert "| 3.00× (TorchMD-Net TensorNet), 5.0× |" in table   # ours vs the same order only
+    assert "| mlip-attn PaiNN | 1 | 100 | 9 | 1 | 50.0 | 2,000 | - | - | - |" in table
+    monkeypatch.setattr(peers, "available_mb", lambda: 5000.0)
+    assert "would need ~6 GB" in peers._skip_reason("tensornet", 10000, rows, 3, 1e9)
+    assert "s per call, over the 10 s budget" in peers._skip_reason("painn-l2", 10000, rows, 3, 10)
+    assert peers._skip_reason("painn-l2", 1000, rows, 3, 1e9) is None
+    assert peers._skip_reason("egnn", 1000, rows, 3, 1e9) is None      # never run: no guess
+
+
+def test_roofline_counts_flops_and_reports_the_ratio():
+    import torch
+    from mlip_attn.apps.roofline import call_flops, recomputed_filter_flops, run_roofline
+    a, b = torch.randn(4, 5), torch.randn(5, 6)
+    assert call_flops(lambda: torch.mm(a, b)) == 2 * 4 * 5 * 6
+    assert recomputed_filter_flops(10, 20, 384, 3) == 2 * 10 * 21 * 384 * 3
+    lines = []
+    rows = run_roofline(sizes=(20,), width=8, layers=1, num_basis=4, repeats=1, peak_n=128,
+                        log=lines.append)
+    assert rows[0]["flops"] > rows[0]["minimal_flops"] > 0 and rows[0]["ratio"] > 0
+    assert "GFLOP/s" in lines[1] and "time / FLOP-limited" in lines[2]
+
+
+def test_load_bench_runs_each_policy_in_a_fresh_process():
+    from mlip_attn.apps.load_bench import competing_jobs, run_load_bench
+    with competing_jobs(1):
+        pass
+    lines = []
+    rows = run_load_bench(policies=("1 thread",), competing=(0,), md_steps=2, fit_structures=8,
+                          log=lines.append)
+    assert rows[0]["threads"].startswith("1 thread,")
+    assert rows[0]["md_step_ms"] > 0 and rows[0]["fit_epoch_s"] > 0
+    assert lines[-1].startswith("| 1 thread | 1 thread,")
 
 
 def test_training_bench_reports_throughput():
@@ -96,3 +165,9 @@ def test_bench_model_names_take_encoders():
     assert model_config("egnn@chemical", 8, 1, 4.0, 10.0)["encoders"] == ["chemical"]
     with pytest.raises(ValueError, match="encoder.*'spectral' is not one of"):
         model_config("egnn@spectral", 8, 1, 4.0, 10.0)
+
+
+def test_loglog_slope_needs_two_sizes():
+    from mlip_attn.apps.bench import loglog_slope
+    assert math.isnan(loglog_slope([1000, 1000], [0.4, 0.5]))   # one size measured twice
+    assert loglog_slope([100, 1000], [0.01, 0.1]) == pytest.approx(1.0)

@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from ..threads import describe as describe_threads
+
 DENSITY = 0.1  # atoms / Å^3
 
 MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, optionally @<encoders> "
@@ -77,6 +79,8 @@ def is_periodic(kind: str, width: int = 16, layers: int = 1, cutoff: float = 5.0
 def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cutoff: float,
              periodic: bool, queue):
     import torch
+    from ..threads import configure
+    configure()  # the parent's --threads reach this process through MLIP_ATTN_THREADS
     from ..data import AtomicData, Batch
     from ..data.neighbours import neighbour_list
     atoms = random_box(n_atoms, periodic=periodic)
@@ -120,7 +124,7 @@ def measure(kind: str, n_atoms: int, repeats: int = 5, width: int = 128, layers:
 def loglog_slope(sizes: list[int], seconds: list[float]) -> float:
     """Least-squares slope of log(time) against log(atoms) over the finite points."""
     pts = [(math.log(n), math.log(s)) for n, s in zip(sizes, seconds) if math.isfinite(s)]
-    if len(pts) < 2:
+    if len({x for x, _ in pts}) < 2:   # one size (possibly measured twice): no slope
         return float("nan")
     x, y = np.array(pts).T
     return float(np.polyfit(x, y, 1)[0])
@@ -135,7 +139,7 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
     periodic = all(is_periodic(m) for m in models)
     print(f"energy + forces, float32, width {width}, {layers} layers, cutoff {cutoff} Å, "
           f"random C/H/O at {DENSITY} atoms/Å³ ({'periodic box' if periodic else 'isolated box'}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {repeats}")
+          f"torch {torch.__version__}, {describe_threads()}; median of {repeats}")
     print(f"{'model':<15}{'atoms':>8}{'pairs':>11}{'ms/step':>12}{'atom·steps/s':>15}{'peak MB':>10}")
     rows = []
     for kind in (["neighbour-list"] if neighbour_list else []) + list(models):
@@ -155,7 +159,8 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
                   f"{'  ' + r['error'] if 'error' in r else ''}", flush=True)
         own = [r for r in rows if r["model"] == kind]
         slope = loglog_slope([r["atoms"] for r in own], [r["median_s"] for r in own])
-        print(f"{'':<15}log-log slope of time vs atoms: {slope:.2f}", flush=True)
+        if math.isfinite(slope):
+            print(f"{'':<15}log-log slope of time vs atoms: {slope:.2f}", flush=True)
     return rows
 
 
@@ -174,6 +179,8 @@ def training_structures(kind: str, n_structures: int, atoms: int):
 def _training_step_times(kind: str, n_structures: int, atoms: int, batch_size: int, steps: int,
                          width: int, layers: int, cutoff: float, structures: str, queue) -> None:
     import torch
+    from ..threads import configure
+    configure()
     from ..data import AtomicData, Batch
     from ..models import build_model
     from ..training.loss import loss_terms
@@ -217,8 +224,10 @@ def run_training_bench(models=("painn", "egnn"), atoms: int = 30, batch_size: in
     training_structures(structures, 0, atoms)  # a clear error for a bad name
     log(f"training steps: batch {batch_size} × {what}, float32, width "
         f"{width}, {layers} layers, cutoff {cutoff} Å, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; median of {steps} steps")
-    log(f"{'model':<15}{'pairs/batch':>12}{'ms/step':>10}{'structures/s':>14}{'peak MB':>10}")
+        f"{describe_threads()}; median of {steps} steps")
+    name_width = max(16, *(len(kind) + 2 for kind in models))
+    log(f"{'model':<{name_width}}{'pairs/batch':>12}{'ms/step':>10}{'structures/s':>14}"
+        f"{'peak MB':>10}")
     rows = []
     ctx = mp.get_context("spawn")
     for kind in models:
@@ -229,10 +238,10 @@ def run_training_bench(models=("painn", "egnn"), atoms: int = 30, batch_size: in
         proc.start()
         proc.join()
         if proc.exitcode != 0:
-            log(f"{kind:<15}failed (exit code {proc.exitcode})")
+            log(f"{kind:<{name_width}}failed (exit code {proc.exitcode})")
             continue
         r = {"model": kind, **queue.get()}
         rows.append(r)
-        log(f"{kind:<15}{r['edges']:>12,.0f}{1e3 * r['median_s']:>10.1f}"
+        log(f"{kind:<{name_width}}{r['edges']:>12,.0f}{1e3 * r['median_s']:>10.1f}"
             f"{batch_size / r['median_s']:>14.1f}{r['peak_mb']:>10.0f}")
     return rows

@@ -1,4 +1,6 @@
-"""``mlip-attn bench --peers``: our models against SchNetPack's PaiNN and MACE, side by side.
+"""``mlip-attn bench --peers``: our models against the CPU models users would pick instead
+(SchNetPack's SchNet and PaiNN, TorchMD-Net's TensorNet, NequIP, Allegro, MACE), side by side
+at matched sizes, grouped by equivariance order ℓ (the models: `mlip_attn.apps.peer_models`).
 
 Every model gets the same random C/H/O cluster (0.1 atoms/Å³, isolated) and the same full
 neighbour list (vesin, computed once, not timed), and computes energy + forces (−dE/dr by
@@ -6,31 +8,21 @@ autograd) in float32 in eval mode. All models run in **one process, interleaved*
 model B, ..., then again), so machine noise and the allocator hit every model alike; the table
 gives medians and our/their throughput ratios. Peak memory is measured per model in a fresh
 subprocess: the peak increase of resident memory during one call, after a warm-up call.
+Sizes a model would not fit in memory or time (extrapolated from the size below) are skipped.
 
-The peers are optional (``pip install -e '.[bench]'`` after ``pip install torch==2.13.0``);
-a peer that is not installed is reported as such and skipped.
+The peers are optional (``pip install -e '.[bench]'`` after ``pip install torch==2.13.0``,
+then NequIP/Allegro with ``--no-deps``; README: Performance); a peer that is not installed is
+reported with its install command and skipped. ``--quick`` checks in about a minute that every
+model builds and runs.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import resource
 import statistics
 import time
 
-import numpy as np
-
-# SchNetPack 2.0.4 imports a name that torch >= 2.6 no longer exports; it is only a type alias
-_SHIM = "T_co"
-
-
-def _import_schnetpack():
-    import typing
-    import torch.utils.data.dataloader as loader
-    if not hasattr(loader, _SHIM):
-        setattr(loader, _SHIM, typing.TypeVar(_SHIM, covariant=True))
-    import schnetpack
-    return schnetpack
+from .peer_models import MODELS, OURS, Graph, why_missing
 
 
 def allocator() -> str:
@@ -58,130 +50,6 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-class Graph:
-    """One cluster and its neighbour list, as float32 tensors."""
-
-    def __init__(self, n_atoms: int, cutoff: float, seed: int = 0):
-        import torch
-        from .bench import random_box
-        from ..data.neighbours import neighbour_list
-        atoms = random_box(n_atoms, seed=seed, periodic=False)
-        self.atoms = atoms
-        self.numbers = torch.tensor(atoms.numbers, dtype=torch.long)
-        self.positions = torch.tensor(atoms.positions, dtype=torch.float32)
-        edge_index, shifts = neighbour_list(atoms.positions, np.zeros((3, 3)), [False] * 3, cutoff)
-        self.edge_index = torch.as_tensor(edge_index, dtype=torch.long)
-        self.shifts = torch.as_tensor(shifts, dtype=torch.float32)
-        self.n_atoms, self.n_edges = n_atoms, self.edge_index.shape[1]
-
-
-def _our_model(backbone: str, width: int, layers: int, cutoff: float, num_basis: int):
-    """Our model as the ASE calculator runs it (eval mode, frozen weights)."""
-    from ..models import build_model
-    model = build_model({"backbone": backbone, "elements": [1, 6, 8], "width": width,
-                         "layers": layers, "cutoff": cutoff, "num_basis": num_basis})
-    return model.eval().requires_grad_(False)
-
-
-def ours(backbone: str, width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
-    """The bare model call on a prepared batch."""
-    import torch
-    from ..data import AtomicData, Batch
-    model = _our_model(backbone, width, layers, cutoff, num_basis)
-    batch = Batch.collate([AtomicData.from_atoms(graph.atoms).with_graph(cutoff)])
-    batch = batch.to(dtype=torch.float32)
-    assert batch.edge_index.shape[1] == graph.n_edges
-
-    def call():
-        out = model.predict(batch, compute_forces=True)
-        return out["energy"], out["forces"]
-    return call, sum(p.numel() for p in model.parameters())
-
-
-def ours_in_ase(width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
-    """Our PaiNN through `AttnCalculator.get_forces` (input checks, neighbour list with skin,
-    conversions), on positions that move by ~0.005 Å each call as in MD."""
-    from ..calculators.ase_calculator import AttnCalculator
-    model = _our_model("painn", width, layers, cutoff, num_basis)
-    atoms = graph.atoms.copy()
-    atoms.calc = AttnCalculator(model)
-    rng = np.random.default_rng(0)
-
-    def call():
-        atoms.positions = atoms.positions + rng.normal(0.0, 0.003, atoms.positions.shape)
-        return atoms.get_potential_energy(), atoms.get_forces()
-    return call, sum(p.numel() for p in model.parameters())
-
-
-def schnetpack_painn(width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
-    """SchNetPack's PaiNN with the same hyperparameters (Bessel = our sinc basis, cosine cutoff)."""
-    import torch
-    spk = _import_schnetpack()
-    props = spk.properties
-    rep = spk.representation.PaiNN(
-        n_atom_basis=width, n_interactions=layers,
-        radial_basis=spk.nn.radial.BesselRBF(n_rbf=num_basis, cutoff=cutoff),
-        cutoff_fn=spk.nn.cutoff.CosineCutoff(cutoff))
-    model = spk.model.NeuralNetworkPotential(
-        representation=rep, input_modules=[spk.atomistic.PairwiseDistances()],
-        output_modules=[spk.atomistic.Atomwise(n_in=width, output_key="energy"),
-                        spk.atomistic.Forces(energy_key="energy", force_key="forces")])
-    model = model.eval().requires_grad_(False)  # frozen like ours (no effect on plain autograd)
-    n = graph.n_atoms
-    inputs = {props.Z: graph.numbers, props.R: graph.positions,
-              props.idx_i: graph.edge_index[0], props.idx_j: graph.edge_index[1],
-              props.offsets: graph.shifts, props.n_atoms: torch.tensor([n]),
-              props.idx_m: torch.zeros(n, dtype=torch.long),
-              props.cell: torch.zeros(1, 3, 3), props.pbc: torch.zeros(1, 3, dtype=torch.bool)}
-
-    def call():
-        out = model(dict(inputs))  # the model adds keys to its input dict
-        return out["energy"], out["forces"]
-    return call, sum(p.numel() for p in model.parameters())
-
-
-def mace(width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
-    """MACE 128x0e, 2 layers, ℓmax 3, correlation 3 (the issue's reference setting)."""
-    import torch
-    # e3nn 0.4.4 torch.loads its own constants file, which holds `slice` objects: allow that
-    # one harmless type for the weights-only loader rather than turning the check off
-    with torch.serialization.safe_globals([slice]):
-        from e3nn import o3
-        from mace import modules
-    model = modules.MACE(
-        r_max=cutoff, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
-        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        interaction_cls_first=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        num_interactions=2, num_elements=3, hidden_irreps=o3.Irreps(f"{width}x0e"),
-        MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(3),
-        avg_num_neighbors=graph.n_edges / graph.n_atoms, atomic_numbers=[1, 6, 8],
-        correlation=3, gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64])
-    model = model.float().eval().requires_grad_(False)
-    index = {1: 0, 6: 1, 8: 2}
-    one_hot = torch.nn.functional.one_hot(
-        torch.tensor([index[int(z)] for z in graph.numbers]), 3).float()
-    n = graph.n_atoms
-    data = {"positions": graph.positions, "node_attrs": one_hot, "edge_index": graph.edge_index,
-            "shifts": graph.shifts, "unit_shifts": graph.shifts, "cell": torch.zeros(3, 3),
-            "batch": torch.zeros(n, dtype=torch.long), "ptr": torch.tensor([0, n]),
-            "head": torch.zeros(1, dtype=torch.long)}
-
-    def call():
-        out = model(dict(data), training=False, compute_force=True)
-        return out["energy"], out["forces"]
-    return call, sum(p.numel() for p in model.parameters())
-
-
-# name -> (builder, label)
-MODELS = {
-    "painn": (lambda w, l, c, b, g: ours("painn", w, l, c, b, g), "mlip-attn PaiNN"),
-    "painn-ase": (ours_in_ase, "mlip-attn PaiNN in AttnCalculator"),
-    "egnn": (lambda w, l, c, b, g: ours("egnn", w, l, c, b, g), "mlip-attn EGNN"),
-    "schnetpack-painn": (schnetpack_painn, "SchNetPack PaiNN"),
-    "mace": (mace, "MACE"),
-}
-
-
 def _build(names, width, layers, cutoff, num_basis, graph):
     """Models that could be built: name -> (call, parameters); errors: name -> reason."""
     built, errors = {}, {}
@@ -189,12 +57,16 @@ def _build(names, width, layers, cutoff, num_basis, graph):
         try:
             built[name] = MODELS[name][0](width, layers, cutoff, num_basis, graph)
         except ImportError as exc:
-            errors[name] = f"not installed ({exc.name or exc}); pip install -e '.[bench]'"
+            errors[name] = why_missing(name, exc)
+        except Exception as exc:  # a peer that installs but does not run: report, go on
+            errors[name] = f"failed to build: {type(exc).__name__}: {exc}"
     return built, errors
 
 
 def _memory(name, n_atoms, width, layers, cutoff, num_basis, queue):
     import torch
+    from ..threads import configure
+    configure()
     torch.manual_seed(0)
     graph = Graph(n_atoms, cutoff)
     built, errors = _build([name], width, layers, cutoff, num_basis, graph)
@@ -212,7 +84,8 @@ def _memory(name, n_atoms, width, layers, cutoff, num_basis, queue):
 
 def peak_memory(name, n_atoms, width=128, layers=3, cutoff=5.0, num_basis=20) -> dict | None:
     """Memory of one energy + forces call in a fresh process, after a warm-up call: the peak
-    resident memory during the call minus the resident memory before it (MB)."""
+    resident memory during the call minus the resident memory before it (MB). None when the
+    model is missing or the process died (e.g. killed for memory)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_memory, args=(name, n_atoms, width, layers, cutoff, num_basis,
@@ -222,27 +95,103 @@ def peak_memory(name, n_atoms, width=128, layers=3, cutoff=5.0, num_basis=20) ->
     return queue.get() if proc.exitcode == 0 else None
 
 
-def run_peers(sizes=(100, 1000),
-              models=("painn", "painn-ase", "egnn", "schnetpack-painn", "mace"),
-              repeats: int = 7, width: int = 128, layers: int = 3, cutoff: float = 5.0,
-              num_basis: int = 20, memory: bool = True, log=print) -> list[dict]:
-    """Time every model interleaved in this process; print medians and ratios to the first
-    peer (SchNetPack's PaiNN when present). Returns one row per (model, size)."""
+def available_mb() -> float:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def _skip_reason(name: str, n: int, rows: list[dict], repeats: int, max_seconds: float
+                 ) -> str | None:
+    """Why not to run ``name`` at ``n`` atoms, extrapolating linearly from its largest
+    smaller size: memory beyond what is available, or calls beyond ``max_seconds`` in all."""
+    done = [r for r in rows if r["model"] == name and r["atoms"] < n]
+    if not done:
+        return None
+    last = max(done, key=lambda r: r["atoms"])
+    if "skipped" in last:   # a missing peer stays missing; a guarded one stays out
+        missing = last["skipped"].startswith(("not installed", "failed to build"))
+        return last["skipped"] if missing else "skipped (a smaller size was skipped)"
+    scale = n / last["atoms"]
+    if last.get("memory"):   # the process's baseline plus the call's own memory, scaled
+        mem = last["memory"]
+        need = mem["process_peak_mb"] + (scale - 1) * mem["call_peak_mb"]
+        if 1.3 * need > available_mb():
+            return (f"skipped: would need ~{need / 1024:.0f} GB, "
+                    f"{available_mb() / 1024:.0f} GB available")
+    if scale * last["median_s"] * (repeats + 2) > max_seconds:
+        return (f"skipped: ~{scale * last['median_s']:.0f} s per call, over the "
+                f"{max_seconds:.0f} s budget for {repeats + 2} calls")
+    return None
+
+
+DEFAULT_MODELS = tuple(MODELS)
+# `--peers --quick`: that every model builds and runs (or is reported missing), not numbers:
+# one small cluster, small models (2 layers, so that ℓ = 2 features reach an output), one
+# timed call each, no memory subprocesses
+QUICK = dict(sizes=(40,), repeats=1, width=16, layers=2, num_basis=8, memory=False)
+
+
+def run_peers(sizes=(100, 1000, 10000), models=DEFAULT_MODELS, repeats: int = 7,
+              width: int = 128, layers: int = 3, cutoff: float = 5.0, num_basis: int = 20,
+              memory: bool = True, max_seconds: float = 1200.0, log=print,
+              quick: bool = False) -> list[dict]:
+    """Time every model interleaved in this process (per size: A, B, C, ..., again), print
+    medians, ratios to SchNetPack's PaiNN and to the fastest peer of the same order, and
+    peak memory per call (each model in a fresh process). Sizes from 10,000 atoms get
+    ``max(3, repeats // 2)`` calls. ``quick``: the `QUICK` settings instead of sizes,
+    repeats, width, layers, num_basis and memory (a check of the installation, in about a
+    minute). Returns one row per (model, size)."""
     import torch
-    log(f"energy + forces, float32, eval mode, random C/H/O clusters at 0.1 atoms/Å³, "
-        f"cutoff {cutoff} Å; PaiNN/EGNN width {width}, {layers} layers, {num_basis} radial "
-        f"functions; MACE {width}x0e, 2 layers, ℓmax 3, correlation 3")
-    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator: "
-        f"{allocator()}; median of {repeats} interleaved calls after one warm-up")
+    from ..threads import describe
+    if quick:
+        sizes, repeats, width, layers, num_basis, memory = (
+            QUICK[k] for k in ("sizes", "repeats", "width", "layers", "num_basis", "memory"))
+        log("quick check (--quick): every model builds and runs at small sizes; the times "
+            "are not the benchmark")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"--peer-models: unknown {unknown}; choose from {list(MODELS)}")
+    log(f"energy + forces, float32, eval mode, random C/H/O clusters at 0.1 atoms/Å³, same "
+        f"neighbour list for all; width {width}, {layers} layers, cutoff {cutoff} Å, "
+        f"{num_basis} radial functions for every model (ℓ = 2 features: width / 2 channels; "
+        f"MACE: width channels at every ℓ, correlation 3, MACE 128x0e with ℓ ≤ 3 edge "
+        f"harmonics; Allegro: width / 4 tensor features)")
+    log(f"torch {torch.__version__}, {describe()}, allocator: {allocator()}; median of "
+        f"{repeats} interleaved calls after one warm-up")
     rows = []
     for n in sizes:
+        reps = repeats if n < 10000 else max(3, repeats // 2)
         torch.manual_seed(0)
         graph = Graph(n, cutoff)
-        built, errors = _build(models, width, layers, cutoff, num_basis, graph)
+        todo = []
+        for name in models:
+            why = _skip_reason(name, n, rows, reps, max_seconds)
+            if why:
+                log(f"  {MODELS[name][1]}, {n:,} atoms: {why}")
+                rows.append({"model": name, "atoms": n, "pairs": graph.n_edges,
+                             "skipped": why})
+            else:
+                todo.append(name)
+        mem = {}
+        if memory:  # first, so that a model that dies for memory is not timed
+            for name in todo:
+                mem[name] = peak_memory(name, n, width, layers, cutoff, num_basis)
+        built, errors = _build(todo, width, layers, cutoff, num_basis, graph)
         for name, why in errors.items():
-            log(f"  {MODELS[name][1]}: {why}")
+            log(f"  {MODELS[name][1]}, {n:,} atoms: skipped, {why}")
+            rows.append({"model": name, "atoms": n, "pairs": graph.n_edges, "skipped": why})
+        if memory:
+            for name in [m for m in built if mem.get(m) is None]:
+                log(f"  {MODELS[name][1]}, {n:,} atoms: the memory run failed (out of "
+                    f"memory?); not timed")
+                rows.append({"model": name, "atoms": n, "pairs": graph.n_edges,
+                             "skipped": "failed (out of memory?)"})
+                del built[name]
         times = {name: [] for name in built}
-        for _ in range(repeats + 1):
+        for _ in range(reps + 1):
             for name, (call, _) in built.items():
                 t = time.perf_counter()
                 call()
@@ -250,26 +199,48 @@ def run_peers(sizes=(100, 1000),
         for name, (_, params) in built.items():
             rows.append({"model": name, "atoms": n, "pairs": graph.n_edges, "parameters": params,
                          "median_s": statistics.median(times[name][1:]),
-                         "memory": peak_memory(name, n, width, layers, cutoff, num_basis)
-                         if memory else None})
+                         "memory": mem.get(name)})
+        del built
     log(format_table(rows))
     for n in sizes:
-        t = {r["model"]: r["median_s"] for r in rows if r["atoms"] == n}
+        t = {r["model"]: r["median_s"] for r in rows if r["atoms"] == n and "median_s" in r}
         if "painn" in t and "painn-ase" in t:
             log(f"{n:,} atoms: AttnCalculator adds {100 * (t['painn-ase'] / t['painn'] - 1):+.1f}% "
                 f"over the bare PaiNN call")
     return rows
 
 
+def _fastest_peer(rows: list[dict], row: dict) -> dict | None:
+    peers = [r for r in rows if r["atoms"] == row["atoms"] and "median_s" in r
+             and r["model"] not in OURS and MODELS[r["model"]][2] == MODELS[row["model"]][2]]
+    return min(peers, key=lambda r: r["median_s"]) if peers else None
+
+
 def format_table(rows: list[dict]) -> str:
-    """Markdown table; 'vs SchNetPack' is their time / our time (higher is faster) per size."""
-    lines = ["| model | atoms | pairs | parameters | ms/call | atom·calls/s | vs SchNetPack "
-             "| memory of one call (MB) |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ref = [x for x in rows if x["atoms"] == r["atoms"] and x["model"] == "schnetpack-painn"]
+    """Markdown table, by size and order: 'vs SchNetPack' is SchNetPack PaiNN's time / the
+    row's time (higher is faster); 'vs fastest peer' (our rows) is the fastest peer of the
+    same order's time / ours, and its memory / ours."""
+    lines = ["| model | ℓ | atoms | pairs | parameters | ms/call | atom·calls/s | vs SchNetPack "
+             "| vs fastest peer of its ℓ: time, memory | memory of one call (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    order = {name: k for k, name in enumerate(MODELS)}
+    for r in sorted(rows, key=lambda r: (r["atoms"], MODELS[r["model"]][2], order[r["model"]])):
+        label, ell = MODELS[r["model"]][1], MODELS[r["model"]][2]
+        if "median_s" not in r:
+            lines.append(f"| {label} | {ell} | {r['atoms']:,} | {r['pairs']:,} | | "
+                         f"{r.get('skipped', '-')} | | | | |")
+            continue
+        ref = [x for x in rows if x["atoms"] == r["atoms"] and x["model"] == "schnetpack-painn"
+               and "median_s" in x]
         ratio = f"{ref[0]['median_s'] / r['median_s']:.2f}×" if ref else "-"
         mem = f"{r['memory']['call_peak_mb']:.0f}" if r.get("memory") else "-"
-        lines.append(f"| {MODELS[r['model']][1]} | {r['atoms']:,} | {r['pairs']:,} | "
+        versus = "-"
+        best = _fastest_peer(rows, r) if r["model"] in OURS else None
+        if best is not None:
+            versus = f"{best['median_s'] / r['median_s']:.2f}× ({MODELS[best['model']][1]})"
+            if r.get("memory") and best.get("memory"):
+                versus += (f", {best['memory']['call_peak_mb'] / max(r['memory']['call_peak_mb'], 1):.1f}×")
+        lines.append(f"| {label} | {ell} | {r['atoms']:,} | {r['pairs']:,} | "
                      f"{r['parameters']:,} | {1e3 * r['median_s']:.1f} | "
-                     f"{r['atoms'] / r['median_s']:,.0f} | {ratio} | {mem} |")
+                     f"{r['atoms'] / r['median_s']:,.0f} | {ratio} | {versus} | {mem} |")
     return "\n".join(lines)

@@ -114,8 +114,11 @@ class PaiNNLayer(nn.Module):
                          geometry: List[torch.Tensor], rho: torch.Tensor, weight: torch.Tensor,
                          i: torch.Tensor, j: torch.Tensor
                          ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Eager path: same maths, edge chunks, no stored edge tensors (see painn_message)."""
-        return painn_message(phi, features, geometry, rho, weight, i, j, self.first)
+        """Eager path: same maths, edge chunks, no stored edge tensors (see painn_message).
+        Small graphs take one plain-autograd pass: below `PLAIN_BELOW` edges in training mode,
+        below `INFERENCE_PLAIN_BELOW` in eval mode (inference: no double backward)."""
+        return painn_message(phi, features, geometry, rho, weight, i, j, self.first,
+                             inference=not self.training)
 
 
 @BACKBONES.register("painn", summary="PaiNN: scalar and vector (ℓ ≤ 1) features, equivariant "

@@ -21,6 +21,7 @@ from ..data.neighbours import VerletList
 from ..data.statistics import describe_seen, outside_seen
 from ..models import Potential, load_model
 from ..models.model_file import resolve_dtype
+from ..threads import configure as configure_threads
 
 _INPUT_KEYS = LabelKeys(charge="charge", spin="spin")
 
@@ -38,7 +39,7 @@ class AttnCalculator(Calculator):
 
     def __init__(self, model, device: str = "cpu", default_dtype: str = "float32",
                  range_check: str = "warn", skin: float = 1.0, charge_check: str = "warn",
-                 **kwargs):
+                 threads: int | None = None, **kwargs):
         """``model``: path, `Potential`, or a list of either (committee).
         ``range_check``: "warn" or "raise" when a structure exceeds a global model's r_max.
         ``charge_check``: "warn" (`ChargeWarning`) or "raise" when a structure's total charge
@@ -46,8 +47,13 @@ class AttnCalculator(Calculator):
         by `fit`; older files are not checked).
         ``skin`` (Å): the neighbour list holds pairs within cutoff + skin and is searched again
         only after an atom has moved more than skin / 2 (results are the same; 0 searches
-        every call)."""
+        every call).
+        ``threads``: torch's CPU thread count, for the whole process (torch has one setting);
+        None applies the package's default policy once (`mlip_attn.threads`: the CPUs this
+        process may use, OpenMP threads that sleep instead of spinning). On a machine busy
+        with other jobs, ``threads=1`` is fastest."""
         super().__init__(**kwargs)
+        configure_threads(threads)
         if range_check not in ("warn", "raise"):
             raise ValueError(f"range_check must be 'warn' or 'raise', got {range_check!r}")
         if charge_check not in ("warn", "raise"):

@@ -28,8 +28,22 @@ from typing import List, Tuple
 import torch
 
 # edges per chunk: (CHUNK, 3F) float32 at F = 128 is 1.5 MB, small enough to stay in cache
-# and to be recycled by the allocator instead of being mapped fresh each time
+# and to be recycled by the allocator instead of being mapped fresh each time (the setting the
+# README's Performance numbers were measured with)
 CHUNK = 1024
+# To re-time on a quiet machine (issue 16), off until then: CHUNK_PER_THREAD = 256 makes a chunk
+# 256 edges per intra-op thread ((256, 3F) float32 is 0.4 MB per thread, inside a 2 MB L2);
+# reported faster than 128, 512 and 1024 on one thread at 100 and 1,000 atoms, not yet measured
+# side by side against 1024 under the README's protocol
+CHUNK_PER_THREAD = 0
+
+
+def chunk_size() -> int:
+    """Edges per chunk: `CHUNK`, or `CHUNK_PER_THREAD` per intra-op thread when that is set
+    (each op splits its rows across the threads)."""
+    if CHUNK_PER_THREAD > 0:
+        return CHUNK_PER_THREAD * max(torch.get_num_threads(), 1)
+    return CHUNK
 
 
 def _offsets(phi: torch.Tensor, features: List[torch.Tensor]) -> List[int]:
@@ -129,6 +143,10 @@ class ChunkedMessage(torch.autograd.Function):
         g_features = [torch.zeros_like(f) for f in features]
         g_rho, g_geometry = [], [[] for _ in geometry]
         w_t = weight.t()
+        # TRANSPOSED_G_RHO: g_rho = g_filt @ weight as (weightᵀ @ g_filtᵀ)ᵀ, the same sums with
+        # the skinny K side as the output's rows (reported 1.5× faster for that matmul; off
+        # until timed on a quiet machine, issue 16)
+        w_c = w_t.contiguous() if TRANSPOSED_G_RHO else weight
         for start in range(0, max(senders.shape[0], 1), chunk):  # one pass even with no edges
             i, j = receivers[start:start + chunk], senders[start:start + chunk]
             rho_c = rho[start:start + chunk]
@@ -154,7 +172,8 @@ class ChunkedMessage(torch.autograd.Function):
             if need_phi:
                 g_phi.index_add_(0, j, g_x * filt)
             g_filt = g_x * phi_j
-            g_rho.append(torch.mm(g_filt, weight))
+            g_rho.append(torch.mm(w_c, g_filt.t()).t() if TRANSPOSED_G_RHO
+                         else torch.mm(g_filt, w_c))
             if need_w:
                 g_w.addmm_(g_filt.t(), rho_c)
         grads = [g_phi if need_phi else None, torch.cat(g_rho) if need_rho else None,
@@ -168,17 +187,27 @@ class ChunkedMessage(torch.autograd.Function):
 # below this many edges one plain-autograd pass is faster (fewer operations, and its edge
 # tensors are small); measured for training steps on batches of small molecules
 PLAIN_BELOW = 4096
+# the same threshold in eval mode (inference: forces without a double backward). To re-time
+# (issue 16): 0, the chunked message at every size, reported faster for inference
+INFERENCE_PLAIN_BELOW = PLAIN_BELOW
+# the g_rho matmul of the backward in its transposed form (see `ChunkedMessage.backward`)
+TRANSPOSED_G_RHO = False
 
 
 def painn_message(phi: torch.Tensor, features: List[torch.Tensor], geometry: List[torch.Tensor],
                   rho: torch.Tensor, weight: torch.Tensor, receivers: torch.Tensor,
-                  senders: torch.Tensor, first: bool, chunk: int = CHUNK,
-                  plain_below: int | None = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """The PaiNN message sums (see `message_in_chunks` for shapes): in edge chunks with the
-    recomputing backward, or in one plain-autograd pass for graphs of fewer than
-    ``plain_below`` edges (default `PLAIN_BELOW`)."""
-    if senders.shape[0] < (PLAIN_BELOW if plain_below is None else plain_below):
+                  senders: torch.Tensor, first: bool, chunk: int | None = None,
+                  plain_below: int | None = None, inference: bool = False
+                  ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """The PaiNN message sums (see `message_in_chunks` for shapes): in edge chunks (``chunk``
+    edges, default `chunk_size`) with the recomputing backward, or in one plain-autograd pass
+    for graphs of fewer than ``plain_below`` edges (default `PLAIN_BELOW`, or
+    `INFERENCE_PLAIN_BELOW` with ``inference``: eval mode, no double backward)."""
+    if plain_below is None:
+        plain_below = INFERENCE_PLAIN_BELOW if inference else PLAIN_BELOW
+    if senders.shape[0] < plain_below:
         return message_reference(phi, features, geometry, rho, weight, receivers, senders, first)
     orders = [t for pair in zip(features, geometry) for t in pair]
+    chunk = chunk_size() if chunk is None else chunk
     ds, *out = ChunkedMessage.apply(phi, rho, weight, receivers, senders, first, chunk, *orders)
     return ds, list(out)

@@ -1,0 +1,121 @@
+"""``mlip-attn bench --roofline``: how far our PaiNN's energy + forces is from this machine's
+arithmetic limit.
+
+* **Peak**: a large float32 matrix product (2048³, 17.2 GFLOP) on torch's threads and on one
+  thread, best of 5 — the highest rate torch reaches here. **Bandwidth**: copying a 256 MB
+  float32 tensor (bytes read + written per second), best of 5.
+* **FLOPs of a call**: every matrix product (mm, addmm, bmm, ...) of one energy + forces call,
+  counted with torch's FLOP formulas (`torch.utils.flop_counter`, 2·m·n·k each), forward and
+  backward,
+  including the backward's recomputation of the radial filter (`mlip_attn.nn.painn_message`);
+  the "minimal" count leaves that recomputation out. Element-wise operations, gathers and
+  scatters are not counted (they are memory traffic, not arithmetic).
+* **FLOP-limited time** = minimal FLOPs / peak; the ratio of the measured time to it says how
+  far from the arithmetic limit the call is; the achieved rate is counted FLOPs / time.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def matmul_peak_gflops(threads: int | None = None, n: int = 2048, repeats: int = 5) -> float:
+    """Best float32 GFLOP/s of an n×n×n matrix product (on ``threads`` threads if given)."""
+    import torch
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(before)
+    return 2 * n ** 3 / best / 1e9
+
+
+def copy_bandwidth_gbs(mb: int = 256, repeats: int = 5) -> float:
+    """Best GB/s (read + write) of copying an ``mb`` MB float32 tensor."""
+    import torch
+    src = torch.randn(mb * 2 ** 20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = min(_timed(lambda: dst.copy_(src)) for _ in range(repeats))
+    return 2 * src.numel() * 4 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def call_flops(call) -> int:
+    """Matrix-product FLOPs of one call of ``call`` (forward and backward), with torch's own
+    FLOP formulas (`torch.utils.flop_counter`) in a dispatch mode; FlopCounterMode itself
+    cannot watch a call that runs ``torch.autograd.grad``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Count(TorchDispatchMode):
+        flops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                Count.flops += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    with Count():
+        call()
+    return Count.flops
+
+
+def recomputed_filter_flops(n_edges: int, num_basis: int, channels: int, layers: int) -> int:
+    """FLOPs of the filter products the chunked backward recomputes: one (E, K+1) × (K+1, C)
+    product per layer (K radial functions plus the envelope column, C filter channels)."""
+    return 2 * n_edges * (num_basis + 1) * channels * layers
+
+
+def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff: float = 5.0,
+                 num_basis: int = 20, repeats: int = 5, peak_n: int = 2048, log=print
+                 ) -> list[dict]:
+    """Print and return, per size: time, FLOPs, achieved GFLOP/s and the ratios to the limit
+    (``peak_n``: size of the matrix product that measures the peak)."""
+    import torch
+    from ..threads import describe
+    from .peer_models import Graph, ours
+    peak = matmul_peak_gflops(n=peak_n)
+    peak_1 = matmul_peak_gflops(threads=1, n=peak_n)
+    bandwidth = copy_bandwidth_gbs()
+    log(f"PaiNN {width} × {layers}, energy + forces, float32, random C/H/O clusters; torch "
+        f"{torch.__version__}, {describe()}")
+    log(f"peak (float32 {peak_n}³ matmul): {peak:.0f} GFLOP/s on {torch.get_num_threads()} "
+        f"threads, {peak_1:.0f} GFLOP/s on 1; copy bandwidth {bandwidth:.1f} GB/s")
+    log("| atoms | pairs | ms/call | counted GFLOP | minimal GFLOP | achieved GFLOP/s "
+        "| fraction of peak | FLOP-limited ms | time / FLOP-limited |")
+    log("|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for n in sizes:
+        torch.manual_seed(0)
+        graph = Graph(n, cutoff)
+        call, _ = ours("painn", width, layers, cutoff, num_basis, graph)
+        call()
+        flops = call_flops(call)
+        minimal = flops - recomputed_filter_flops(graph.n_edges, num_basis, 3 * width, layers)
+        times = []
+        for _ in range(repeats):
+            times.append(_timed(call))
+        t = statistics.median(times)
+        limit = minimal / (peak * 1e9)
+        row = {"atoms": n, "pairs": graph.n_edges, "median_s": t, "flops": flops,
+               "minimal_flops": minimal, "gflops": flops / t / 1e9, "peak_gflops": peak,
+               "fraction": flops / t / 1e9 / peak, "limit_s": limit, "ratio": t / limit,
+               "bandwidth_gbs": bandwidth}
+        rows.append(row)
+        log(f"| {n:,} | {graph.n_edges:,} | {1e3 * t:.1f} | {flops / 1e9:.2f} | "
+            f"{minimal / 1e9:.2f} | {row['gflops']:.1f} | {100 * row['fraction']:.1f} % | "
+            f"{1e3 * limit:.1f} | {row['ratio']:.1f}× |")
+    return rows
