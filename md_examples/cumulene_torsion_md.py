@@ -17,9 +17,11 @@ Prints the torsion distribution per model and writes cumulene_torsion_md.png.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 from ase import units
+from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
@@ -33,7 +35,8 @@ def run(model: Path, carbons: int, steps: int, seed: int = 0) -> np.ndarray:
     atoms = cumulene_ground_state(carbons)
     atoms.calc = AttnCalculator(model)
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(seed))
-    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02,
+    atoms.set_constraint(FixCom())   # no drift of the molecule (Langevin's fixcm is deprecated)
+    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02, fixcm=False,
                    rng=np.random.default_rng(seed))
     angles = []
     dyn.attach(lambda: angles.append(torsion_angle(atoms)), interval=10)

@@ -78,7 +78,7 @@ def run_demo(out: str | Path = "demo_run", quick: bool = False, log=print) -> di
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_train, n_test = (300, 50) if quick else (400, 100)
-    epochs = 25 if quick else 40
+    epochs = 25 if quick else 60
 
     log(f"[1/4] C{CARBONS}H4 cumulenes, GFN2-xTB (tblite): {n_train} to train and validate on, "
         f"{n_test} held out and a rigid torsion scan")
