@@ -166,9 +166,12 @@ def _import_openqdc(args, extra):
 
 
 def _data(args, extra):
+    from .apps.longrange import protocol_data
     from .qm import generate
-    report = generate(args.system, n=args.n, out=args.out, method=args.method,
-                      workers=args.workers, seed=args.seed)
+    n, seed, options = protocol_data(args.system, args.protocol, args.held_out, args.n,
+                                     args.seed)
+    report = generate(args.system, n=n, out=args.out, method=args.method,
+                      workers=args.workers, seed=seed, **options)
     print(report)
 
 
@@ -297,13 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "--out that this command did not write is refused and left untouched.")
     g.add_argument("system", help="a reference system: cumulene, sn2, charge-transfer, nacl, "
                    "... (see `mlip-attn components`)")
-    g.add_argument("--n", type=int, default=200, help="number of structures (at least 1)")
+    g.add_argument("--n", type=int, default=None, help="number of structures (at least 1; "
+                   "default 200, or the protocol's / held-out set's)")
     g.add_argument("--out", required=True, help="extxyz file to write or resume")
+    g.add_argument("--protocol", default=None, help="make the training data of this "
+                   "long-range benchmark protocol of the system (its recipe options and size)")
+    g.add_argument("--held-out", default=None, help="with --protocol: make this held-out test "
+                   "set of it instead (its options, size and seed), e.g. C12")
     g.add_argument("--method", default=None, choices=["gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp"],
                    help="reference method (default: the system's own, GFN2-xTB for QM systems)")
     g.add_argument("--workers", type=int, default=1, help="labelling processes")
-    g.add_argument("--seed", type=int, default=0, help="seed of the structure recipe (resume "
-                   "with the same seed)")
+    g.add_argument("--seed", type=int, default=None, help="seed of the structure recipe "
+                   "(resume with the same seed; default 0, or the held-out set's)")
     g.set_defaults(func=_data)
     an = sub.add_parser("analyze", help="what a model attends to (attention) and how far it "
                         "sees (reach: force-Jacobian sensitivity against distance)")

@@ -3,7 +3,9 @@
     python potentials/ship.py RUNS --system cumulene [--protocol lengths]
                               [--variants local=local efa=efa+bond-graph]
 
-RUNS is the ``--out`` folder of ``mlip-attn benchmark longrange``. Writes
+RUNS is the ``--out`` folder of ``mlip-attn benchmark longrange`` (runs in
+RUNS/<system>/<protocol>/<variant>); without ``--variants`` it ships ``local`` and the
+protocol's reference variant as ``<system>-local`` and ``<system>-efa``. Writes
 ``potentials/<system>-<name>.pt``, its card ``<system>-<name>.md`` (numbers read from the model
 file, the run and the protocol's results.json, see `mlip_attn.analysis.model_card`), its
 float32 LAMMPS export ``<system>-<name>.lmp.pt`` (what the decks in md_examples/lammps load),
@@ -28,11 +30,14 @@ def main(argv=None) -> None:
     parser.add_argument("runs", type=Path)
     parser.add_argument("--system", required=True, choices=REFERENCE_SYSTEMS.names())
     parser.add_argument("--protocol", default=None, help="the system's protocol (default: its first)")
-    parser.add_argument("--variants", nargs="+", default=["local=local", "efa=efa-l0"],
-                        help="NAME=VARIANT pairs: potentials/<system>-NAME.pt from VARIANT's run")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="NAME=VARIANT pairs: potentials/<system>-NAME.pt from VARIANT's run "
+                             "(default: local=local efa=<the protocol's reference variant>)")
     args = parser.parse_args(argv)
     from mlip_attn.apps.longrange import protocol_of
-    protocol, _ = protocol_of(args.system, args.protocol)
+    protocol, spec = protocol_of(args.system, args.protocol)
+    if args.variants is None:
+        args.variants = ["local=local", f"efa={spec.reference}"]
     system = REFERENCE_SYSTEMS[args.system].factory
     description, limits = system.card_description, list(system.card_limits)
     folder = args.runs / args.system / protocol

@@ -43,6 +43,19 @@ def toy_pair():
     del REFERENCE_SYSTEMS._components["toy-h2-pair"]
 
 
+def _ship_module(here):
+    """potentials/ship.py as a module, writing into ``here`` instead of potentials/."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "potentials" / "ship.py"
+    spec = importlib.util.spec_from_file_location("ship_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    here.mkdir()
+    module.HERE = here
+    return module
+
+
 def test_protocol_runs_end_to_end(toy_pair, tmp_path):
     from mlip_attn.apps.longrange import format_table, run_longrange
     lines = []
@@ -59,6 +72,25 @@ def test_protocol_runs_end_to_end(toy_pair, tmp_path):
     assert results["analysis"] == {"seen": "tiny"}
     table = format_table(results)
     assert "held out far" in table and "local/efa" in table
+    # potentials/ship.py: a card with the held-out sets and the system's findings, the
+    # held-out files copied and their numbers reproducible from the shipped model
+    ship = _ship_module(tmp_path / "potentials")
+    toy_pair.card_findings = lambda self, analysis, variant: [f"{variant} saw {analysis['seen']}"]
+    ship.main([str(tmp_path), "--system", "toy-h2-pair"])
+    card = (tmp_path / "potentials" / "toy-h2-pair-efa.md").read_text()
+    assert "efa model (tiny protocol)" in card and "| held out: far |" in card
+    assert "- far: `potentials/held_out/toy-h2-pair-far.xyz`" in card
+    assert "## Findings\n- efa saw tiny" in card and card.index("## Findings") < \
+        card.index("## Limits")
+    from mlip_attn.models import load_model
+    from mlip_attn.training.evaluate import evaluate_file
+    import torch
+    shipped = json.loads((tmp_path / "potentials" / "toy-h2-pair-efa.held_out.json").read_text())
+    errors = evaluate_file(load_model(tmp_path / "potentials" / "toy-h2-pair-efa.pt",
+                                      dtype=torch.float64),
+                           tmp_path / "potentials" / "held_out" / "toy-h2-pair-far.xyz")
+    assert errors["forces_mae"] == pytest.approx(shipped["far"]["errors"]["forces_mae"], rel=1e-6)
+    assert (tmp_path / "potentials" / "toy-h2-pair-local.lmp.pt").exists()
     # a second run resumes every variant instead of training again
     again = run_longrange("toy-h2-pair", out=tmp_path, log=lines.append)
     assert again["variants"]["efa"]["test"] == efa["test"]
@@ -72,3 +104,67 @@ def test_unknown_protocol_and_variant_are_named(toy_pair, tmp_path, capsys):
     assert main(["benchmark", "longrange", "--system", "toy-h2-pair", "--variants", "efa-l9",
                  "--out", str(tmp_path)]) == 2
     assert "'efa-l9' is not one of" in capsys.readouterr().err
+
+
+def test_data_makes_a_protocols_training_and_held_out_sets(toy_pair, tmp_path, capsys):
+    """`mlip-attn data S --protocol P [--held-out H]` writes exactly the files the benchmark
+    makes, so a shipped potential can be evaluated on its card's held-out sets."""
+    import ase.io
+    from mlip_attn.apps.longrange import make_data, protocol_of
+    from mlip_attn.cli import main
+    held = tmp_path / "far.xyz"
+    assert main(["data", "toy-h2-pair", "--protocol", "tiny", "--held-out", "far",
+                 "--out", str(held), "--method", "gfn2-xtb"]) == 0
+    train = tmp_path / "train.xyz"
+    assert main(["data", "toy-h2-pair", "--protocol", "tiny", "--out", str(train)]) == 0
+    _, spec = protocol_of("toy-h2-pair", "tiny")
+    bench_train, bench_held = make_data("toy-h2-pair", spec, tmp_path / "bench")
+    for mine, theirs in ((held, bench_held["far"]), (train, bench_train)):
+        a, b = ase.io.read(mine, ":"), ase.io.read(theirs, ":")
+        assert len(a) == len(b) and all(np.array_equal(x.positions, y.positions)
+                                        for x, y in zip(a, b))
+    assert len(ase.io.read(held, ":")) == 4
+    capsys.readouterr()
+    assert main(["data", "toy-h2-pair", "--protocol", "tiny", "--held-out", "near",
+                 "--out", str(tmp_path / "x.xyz")]) == 2
+    assert "--held-out: 'near' is not one of ['far']" in capsys.readouterr().err
+    assert main(["data", "toy-h2-pair", "--held-out", "far", "--out", str(tmp_path / "y.xyz")]) == 2
+    assert "--held-out: needs --protocol" in capsys.readouterr().err
+    assert main(["data", "toy-h2-pair", "--protocol", "tiny", "--held-out", "far", "--seed", "3",
+                 "--out", str(tmp_path / "z.xyz")]) == 2
+    assert "--seed: a held-out set has its own seed (1000)" in capsys.readouterr().err
+
+
+def _shipped_protocols():
+    return [(system.name, name) for system in REFERENCE_SYSTEMS
+            for name in system.factory.protocols]
+
+
+@pytest.mark.parametrize("system, name", _shipped_protocols(),
+                         ids=[f"{s}-{p}" for s, p in _shipped_protocols()])
+def test_every_protocol_makes_its_data_and_matches_its_variants(system, name):
+    """Each protocol of each reference system, with small n: its training options and every
+    held-out set's options are accepted by the recipe (unoptimised geometries, no labels), and
+    every variant builds within 5 % of the reference variant's parameter count."""
+    from mlip_attn.apps.longrange import protocol_of, variant_configs
+    from mlip_attn.models import build_model
+    _, spec = protocol_of(system, name)
+    recipe = REFERENCE_SYSTEMS[system].factory()
+    sets = {"training": (0, spec.data)} | {h: (held.seed, held.options)
+                                           for h, held in spec.held_out.items()}
+    elements = set()
+    for label, (seed, options) in sets.items():
+        try:
+            structures = recipe.structures(4, seed=seed, **options, optimise=False)
+        except TypeError as err:  # a recipe that optimises nothing (nacl)
+            if "optimise" not in str(err):
+                raise
+            structures = recipe.structures(4, seed=seed, **options)
+        assert len(structures) == 4, label
+        assert all("total_charge" in a.info for a in structures), label
+        elements |= {int(z) for a in structures for z in a.numbers}
+    configs = variant_configs(spec, sorted(elements), r_max=30.0)
+    assert set(configs) == set(spec.variants or configs)
+    counts = {v: sum(p.numel() for p in build_model(c).parameters()) for v, c in configs.items()}
+    target = counts[spec.reference]
+    assert all(abs(n - target) <= 0.05 * target for n in counts.values()), counts

@@ -67,19 +67,6 @@ def test_cumulene_label_roundtrip(tmp_path):
     assert {int(a.info["n_carbons"]) for a in frames} == {3, 4}
 
 
-def test_sn2_label_roundtrip(tmp_path):
-    structs = S.sn2_structures(4, seed=3)
-    assert [s.info["pair"] for s in structs] == ["Cl-Cl", "Cl-Br", "Br-Cl", "Br-Br"]
-    for s in structs:
-        assert s.info["total_charge"] == -1
-        assert s.get_chemical_formula(mode="hill").startswith("CH3")
-        assert -6.0 <= s.info["xi"] <= 6.0
-        assert abs(S.sn2_xi(s) - s.info["xi"]) < 0.5       # rattled relaxed point
-    rep = S.label_structures(structs, str(tmp_path / "sn2.xyz"), progress=False)
-    assert rep.n_done == 4 and rep.n_failed == 0
-    _check_frames(_read(str(tmp_path / "sn2.xyz")), structs)
-
-
 def test_sn2_profile_shape():
     """xTB Cl- + CH3Cl: ion-dipole well ~-10 kcal/mol, TS ~ +0.6 (spec), symmetric."""
     scan = S.sn2_scan("Cl", "Cl", [-6.0, -1.25, 0.0, 1.25])
@@ -90,21 +77,6 @@ def test_sn2_profile_shape():
     assert -10.0 < e_well < -5.0           # relative to xi = -6 (which is ~2 below infinity)
     assert 0.0 < e_ts - e_well < 14.0
     assert abs(e_well - e_well2) < 0.05    # symmetric identity reaction
-
-
-def test_charge_transfer_label_roundtrip(tmp_path):
-    structs = S.charge_transfer_structures(4, seed=0)
-    assert [s.info["total_charge"] for s in structs] == [0, 1, 0, 1]
-    assert [s.get_chemical_formula() for s in structs] == ["C10H2", "C10H3"] * 2
-    rep = S.label_structures(structs, str(tmp_path / "ct.xyz"), progress=False)
-    assert rep.n_done == 4
-    frames = _read(str(tmp_path / "ct.xyz"))
-    _check_frames(frames, structs)
-    # the charge must change the energy a lot (it is passed to xTB)
-    g = S.charge_transfer_ground_state(True)
-    e_plus = S.compute_label(g.numbers, g.positions, charge=1)[0]
-    e_zero = S.compute_label(g.numbers, g.positions, charge=0)[0]
-    assert e_zero - e_plus < -3.0
 
 
 # --------------------------------------------------------------------- xTB correctness

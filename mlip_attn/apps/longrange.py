@@ -43,6 +43,30 @@ def protocol_of(system: str, name: str | None = None):
     return name, protocols[name]
 
 
+def protocol_data(system: str, protocol: str | None = None, held_out: str | None = None,
+                  n: int | None = None, seed: int | None = None) -> tuple[int, int, dict]:
+    """(n, seed, recipe options) of what `mlip-attn data` makes: without ``protocol`` the
+    recipe's defaults (200 structures, seed 0); with it the protocol's training data (its n and
+    options, seed 0) or, with ``held_out``, that held-out set (its n, options and seed) — the
+    files `run_longrange` makes. An explicit ``n`` or ``seed`` overrides; a ``seed`` with
+    ``held_out`` is refused (it would not be the held-out set any more)."""
+    if protocol is None:
+        if held_out is not None:
+            raise ValueError("--held-out: needs --protocol (held-out sets belong to a protocol)")
+        return (200 if n is None else n), (0 if seed is None else seed), {}
+    name, spec = protocol_of(system, protocol)
+    if held_out is None:
+        return (spec.n if n is None else n), (0 if seed is None else seed), dict(spec.data)
+    if held_out not in spec.held_out:
+        raise ValueError(f"--held-out: {held_out!r} is not one of {list(spec.held_out)} of "
+                         f"{system}'s protocol {name!r}")
+    if seed is not None:
+        raise ValueError(f"--seed: a held-out set has its own seed "
+                         f"({spec.held_out[held_out].seed}); leave --seed out")
+    chosen = spec.held_out[held_out]
+    return (chosen.n if n is None else n), chosen.seed, dict(chosen.options)
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -20,7 +20,8 @@ from .labelling import LabelReport, label_structures
 from .methods import METHODS, compute_label, make_calculator, method_metadata
 from .store import read_done_indices
 from .systems.base import xtb_energy
-from .systems.charge_transfer import charge_transfer_ground_state, charge_transfer_structures
+from .systems.charge_transfer import (charge_transfer_structures, polyyne_ground_state,
+                                      proton_distances)
 from .systems.cumulene import (cumulene_ground_state, cumulene_structures,
                                cumulene_torsion_scan, rotate_terminal_group, torsion_angle)
 from .systems.nacl import nacl_cluster, nacl_energy_forces, nacl_structures
@@ -31,7 +32,7 @@ __all__ = [
     "METHODS", "LabelReport", "compute_label", "generate", "label_structures",
     "make_calculator", "method_metadata", "read_done_indices", "single_thread_openmp",
     "nacl_cluster", "nacl_energy_forces", "nacl_structures",
-    "charge_transfer_ground_state", "charge_transfer_structures", "cumulene_ground_state",
+    "charge_transfer_structures", "polyyne_ground_state", "proton_distances", "cumulene_ground_state",
     "cumulene_structures", "cumulene_torsion_scan", "rotate_terminal_group", "sn2_scan",
     "sn2_structures", "sn2_xi", "torsion_angle", "xtb_energy",
 ]

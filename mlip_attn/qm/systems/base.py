@@ -1,5 +1,5 @@
 """The contract of a reference system (register it in `mlip_attn.registry.REFERENCE_SYSTEMS`),
-and the helpers the recipes share (xTB optimisation, tags, plots).
+and the helpers the recipes share (xTB optimisation, chain distortions, tags, plots).
 
 A reference system is a class with a no-argument constructor::
 
@@ -96,7 +96,8 @@ class ReferenceSystem:
         return {}
 
     def card_findings(self, analysis: dict, variant: str) -> list[str]:
-        """Lines for the model card of ``variant`` from what `analysis` returned."""
+        """Lines for the model card of ``variant`` from what `analysis` returned (one bullet
+        each under "## Findings": barriers of unseen lengths, errors by distance …)."""
         return []
 
 
@@ -163,6 +164,34 @@ def xtb_optimise(atoms: Atoms, charge: int, fmax: float, steps: int,
     return a
 
 
+def distort_chain(atoms: Atoms, rng: np.random.Generator, rattle: float, bend: float = 0.0,
+                  stretch: float = 0.0) -> Atoms:
+    """A copy of a chain molecule with the distortions MD visits: a uniform stretch along the
+    C…C axis by a factor in [1 − stretch, 1 + stretch], a smooth transverse bend (the first two
+    bending modes, sin(πs) and sin(2πs) of the fractional position s along the axis, each with
+    an amplitude up to ``bend`` Å in a random direction), and an isotropic Gaussian rattle of
+    ``rattle`` Å per component."""
+    out = atoms.copy()
+    c = np.where(atoms.numbers == 6)[0]
+    origin = atoms.positions[c[0]]
+    axis = atoms.positions[c[-1]] - origin
+    length = float(np.linalg.norm(axis))
+    axis /= length
+    p = atoms.positions - origin
+    along = p @ axis
+    if stretch:
+        p = p + (float(rng.uniform(-stretch, stretch)) * along)[:, None] * axis
+    if bend:
+        frac = np.clip(along / length, 0.0, 1.0)
+        for mode in (1, 2):
+            d = rng.normal(size=3)
+            d -= (d @ axis) * axis
+            d /= np.linalg.norm(d)
+            p = p + float(rng.uniform(-bend, bend)) * np.sin(mode * np.pi * frac)[:, None] * d
+    out.positions = origin + p + rng.normal(0.0, rattle, p.shape)
+    return out
+
+
 def finish(atoms: Atoms, info: dict) -> Atoms:
     """A clean, non-periodic copy of ``atoms`` (no calculator, no constraints) tagged ``info``."""
     out = Atoms(numbers=atoms.numbers, positions=atoms.positions.copy())
@@ -184,14 +213,20 @@ def label(structures, path: Path) -> list[Atoms]:
     return frames
 
 
+def attach(atoms: Atoms, calc) -> Atoms:
+    """A copy of the recipe's (or labelled) ``atoms`` with ``calc`` attached and the total
+    charge where `AttnCalculator` reads it (``info['charge']``, from ``info['total_charge']``):
+    without it a charged structure would be evaluated as neutral."""
+    out = atoms.copy()
+    if "total_charge" in out.info:
+        out.info["charge"] = out.info["total_charge"]
+    out.calc = calc
+    return out
+
+
 def energies(calc, frames) -> np.ndarray:
-    """Energies (eV) of ``frames`` from an ASE calculator."""
-    values = []
-    for a in frames:
-        a = a.copy()
-        a.calc = calc
-        values.append(a.get_potential_energy())
-    return np.array(values)
+    """Energies (eV) of ``frames`` from an ASE calculator, at each frame's total charge."""
+    return np.array([attach(a, calc).get_potential_energy() for a in frames])
 
 
 def plot(path: Path, xlabel: str, ylabel: str, curves: dict, title: str) -> None:
@@ -213,4 +248,4 @@ def plot(path: Path, xlabel: str, ylabel: str, curves: dict, title: str) -> None
 
 
 __all__ = ["HeldOut", "Protocol", "ReferenceSystem", "OPT_ELECTRONIC_TEMPERATURE", "make_rng",
-           "xtb_energy", "xtb_optimise", "finish", "label", "energies", "plot"]
+           "xtb_energy", "xtb_optimise", "distort_chain", "finish", "label", "attach", "energies", "plot"]

@@ -1,131 +1,349 @@
-"""Non-local charge transfer: H–C10–H (charge 0) and C10H3⁺ (+1, a proton added at one end).
+"""Non-local charge transfer along polyyne chains: where the protons sit changes the far end.
 
-Adding the proton changes forces on atoms more than 6 Å away (up to 1.36 eV/Å in xTB) and
-the far HC2 group's charge. The geometries are GFN2-xTB-optimised (cached in memory per
-process), stretched along the chain and rattled.
+Species, each GFN2-xTB-optimised and then distorted as MD at 300–600 K would distort it, for even
+chain lengths n (odd H–C_n–H chains are open-shell carbenes in xTB, a half-filled degenerate
+HOMO pair, so they are left out):
+
+======================  ======  ==============================================================
+kind                    charge  protons
+======================  ======  ==============================================================
+``neutral``             0       none: H–C≡C–…–C≡C–H
+``end``                 +1      on a terminal carbon (site 0): H2C=C=…, the chain stays linear
+``interior``            +1      on carbon k of the chain (site k = bonds to the nearer end,
+                                k ≥ 2); the chain bends there (125–140°). At k = 1 xTB moves
+                                the proton to the end in short chains, so site 1 is not used
+``ends``                +2      on both terminal carbons
+``end+interior``        +2      on one terminal carbon and at site k from the other end
+======================  ======  ==============================================================
+
+Atom order: the carbons C0 … C(n−1) along the chain, the H of C0, the H of C(n−1), then the
+added protons (``n_protons`` of them, last). Tags: ``n_carbons``, ``kind``, ``site`` and
+``site2`` (bonds from the protonated carbon to the nearer chain end; −1 when there is no such
+proton), ``n_protons``, ``total_charge``, ``rattle``.
+
+**How far the proton reaches, and why the total charge does not tell a local model** (GFN2-xTB,
+`proton_effect` and `site_spread` of `charge_transfer_reach`, atoms more than 8 Å from every
+proton, i.e. beyond a 2-layer × 4 Å local model):
+
+========  =========  ==========  ========  ===========  ===========  ===============
+species   site(s)    far atoms   Σ Δq (e)  mean |ΔF|    max |ΔF|     Δq of the far
+                                           (eV/Å)       (eV/Å)       CH group (e)
+========  =========  ==========  ========  ===========  ===========  ===============
+C8H3⁺     0          3           0.24      0.54         1.05         0.184
+C10H3⁺    0          5           0.34      0.72         1.33         0.156
+C12H3⁺    0          7           0.41      0.79         1.45         0.135
+C14H3⁺    0          9           0.46      0.81         1.52         0.119
+C16H3⁺    0          11          0.51      0.81         1.57         0.106
+C18H3⁺    0          13          0.54      0.80         1.60         0.096
+C14H3⁺    3          6           0.29      0.50         0.81         0.165
+C14H3⁺    4          5           0.31      0.68         1.27         0.104
+C18H3⁺    3          10          0.40      0.56         0.78         0.140
+C18H3⁺    4          9           0.43      0.77         1.46         0.087
+C18H4²⁺   0 and 0    6           0.44      0.46         0.60         –
+========  =========  ==========  ========  ===========  ===========  ===============
+
+Δ: the charged species at its optimised geometry against the same geometry without the
+protons (charge 0); q are Mulliken charges. The positive hole spreads over the whole chain
+(0.05 e on every other carbon 22 Å from the proton in C18H3⁺), so the far end's charges and
+forces change by up to 1.6 eV/Å. A local model knows the total charge on every atom, but the
+hole a far atom carries falls like 1/n (0.18 e on the far CH group of C8H3⁺, 0.10 on that of
+C18H3⁺) and depends on the site. `site_spread` puts one proton (charge +1 every time) at sites
+0, 2, 3, 4 of one fixed C18 geometry: the 8 atoms more than 8 Å from all four placements have
+identical surroundings within 8 Å and the same total charge, so a local model gives each of them
+one force whatever the site, yet xTB's forces on them differ by up to 0.21 eV/Å (0.17 eV/Å
+over sites 0–8 for the 4 atoms beyond 8 Å from all nine). The energy follows: the energy of
+protonation E(charged) − E(neutral) falls like a + b/n with chain length, which a sum of local
+terms (at fixed charge: a constant plus a multiple of n) misses at C12, fitted to
+C6, C8, C10, C14 and C18, by 0.13 eV (+1, end), 0.19 eV (+1, site 2), 0.46 eV (+2, both ends)
+and 0.53 eV (+2, end and site 2).
+
+Ground states are cached in memory per process (asking for more structures does not optimise
+again).
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import Protocol, ReferenceSystem, finish, make_rng, plot, xtb_optimise
-from .cumulene import _CH, _HCH
+from .base import (HeldOut, Protocol, ReferenceSystem, distort_chain, finish, make_rng,
+                   xtb_optimise)
 
 _GROUND_STATES: dict[tuple, Atoms] = {}
 
-def _polyyne_guess(n_carbons: int = 10, protonated: bool = False) -> Atoms:
-    """H-C#C-...-C#C-H along z (alternating 1.21/1.36 A); protonated: the first end is
-    H2C= (sp2, H-C-H 117 deg) and the chain is given cumulenic bond lengths there."""
+_C_TRIPLE, _C_SINGLE = 1.21, 1.35   # polyyne guess bond lengths (Å)
+_CH_TERMINAL = 1.06                 # ≡C–H
+_CH = 1.09                          # sp2 C–H of a protonated carbon
+_HALF_HCH = 58.5                    # half of the H–C–H angle of a protonated end (degrees)
+
+KINDS = ("neutral", "end", "interior", "ends", "end+interior")
+TRAIN_LENGTHS = (6, 8, 10, 14, 18)
+HELD_OUT_LENGTHS = (12, 16)
+INTERIOR_SITES = (2, 3, 4)
+DEEP_SITES = (5, 6, 7, 8)
+DEFAULT_MIX = {"neutral": 0.2, "end": 0.2, "interior": 0.25, "ends": 0.15, "end+interior": 0.2}
+# distortions MD visits at 300–600 K. Harmonic GFN2-xTB normal modes (translations and
+# rotations projected out) give the chain's middle a transverse (bending) RMS amplitude of
+# 0.43 Å (C10) and 1.19 Å (C18) at 300 K, 0.60 and 1.68 Å at 600 K (∝ n^1.5, like a free rod),
+# so the bend amplitude is drawn up to bend·(n/10)^1.5 Å; bond stretches have RMS 0.023 Å (C≡C)
+# and 0.037 Å (C–H) at 600 K, which a rattle of 0–0.06 Å per component (bond RMS up to 0.085 Å)
+# covers with its tails; stretches ±2 %
+DISTORTIONS = {"rattle": (0.0, 0.06), "bend": 0.8, "stretch": 0.02}
+FAR = 8.0   # Å: beyond a 2-layer × 4 Å local model
+
+
+def polyyne(n_carbons: int) -> Atoms:
+    """Linear H–C_n–H guess along z (alternating 1.21/1.35 Å), atoms C0 … C(n−1), H, H."""
+    if n_carbons < 2 or n_carbons % 2:
+        raise ValueError(f"n_carbons: a polyyne needs an even number of carbons (odd chains "
+                         f"are open-shell carbenes), got {n_carbons}")
     z = [0.0]
     for i in range(1, n_carbons):
-        z.append(z[-1] + (1.23 if i % 2 == 1 else 1.34))
+        z.append(z[-1] + (_C_TRIPLE if i % 2 == 1 else _C_SINGLE))
     pos = [[0.0, 0.0, zi] for zi in z]
-    sym = ["C"] * n_carbons
-    if protonated:
-        half = math.radians(_HCH / 2.0)
-        for s in (1, -1):
-            pos.append([s * _CH * math.sin(half), 0.0, -_CH * math.cos(half)])
-            sym.append("H")
-    else:
-        pos.append([0.0, 0.0, -1.06])
-        sym.append("H")
-    pos.append([0.0, 0.0, z[-1] + 1.06])
-    sym.append("H")
-    return Atoms(sym, positions=pos)
+    pos += [[0.0, 0.0, -_CH_TERMINAL], [0.0, 0.0, z[-1] + _CH_TERMINAL]]
+    return Atoms(f"C{n_carbons}H2", positions=pos)
 
 
-def charge_transfer_ground_state(protonated: bool, n_carbons: int = 10, optimise: bool = True,
-                                 fmax: float = 0.01, steps: int = 500) -> Atoms:
-    """xTB-optimised H-C10-H (charge 0) or C10H3+ (charge +1, proton at the first end)."""
-    key = (bool(protonated), int(n_carbons), bool(optimise), float(fmax))
-    if key not in _GROUND_STATES:
-        guess = _polyyne_guess(n_carbons, protonated)
-        _GROUND_STATES[key] = (xtb_optimise(guess, 1 if protonated else 0, fmax, steps)
-                          if optimise else guess)
-    return _GROUND_STATES[key].copy()
+def _transverse(axis: np.ndarray) -> np.ndarray:
+    """A unit vector perpendicular to ``axis`` (deterministic)."""
+    e = np.zeros(3)
+    e[int(np.argmin(np.abs(axis)))] = 1.0
+    p = np.cross(axis, e)
+    return p / np.linalg.norm(p)
 
 
-def charge_transfer_structures(n: int, seed=0, n_carbons: int = 10, rattle: float = 0.04,
-                               stretch: float = 0.02, optimise: bool = True) -> list[Atoms]:
-    """``n`` structures alternating H-C10-H (charge 0) and C10H3+ (charge +1).
-
-    Each is the xTB-optimised geometry, uniformly stretched along the chain axis by a
-    factor drawn from [1 - stretch, 1 + stretch], plus an isotropic Gaussian rattle of
-    ``rattle`` Angstrom. The atoms of the far end (last C and H) are the same species in
-    both states, so the data set tests whether a model transfers the effect of the
-    total charge / proton over > 10 A. Tags: ``protonated`` (0/1), ``n_carbons``,
-    ``stretch``.
-    """
-    rng = make_rng(seed)
-    out = []
-    for k in range(n):
-        prot = k % 2 == 1
-        g = charge_transfer_ground_state(prot, n_carbons, optimise=optimise)
-        c = np.where(g.numbers == 6)[0]
-        axis = g.positions[c[-1]] - g.positions[c[0]]
-        axis /= np.linalg.norm(axis)
-        f = float(rng.uniform(1.0 - stretch, 1.0 + stretch))
-        p = g.positions - g.positions[c[0]]
-        p = p + (f - 1.0) * np.outer(p @ axis, axis)
-        p = p + rng.normal(0.0, rattle, p.shape)
-        a = Atoms(g.numbers, positions=p)
-        out.append(finish(a, {
-            "config_type": "charge_transfer",
-            "system": "charge-transfer",
-            "total_charge": 1 if prot else 0,
-            "protonated": int(prot),
-            "n_carbons": int(n_carbons),
-            "stretch": f,
-            "rattle": float(rattle),
-        }))
+def add_protons(chain: Atoms, carbons: Sequence[int]) -> Atoms:
+    """A copy of the H–C_n–H ``chain`` (atom order C0 … C(n−1), H, H) with a proton on each
+    carbon index of ``carbons``, appended last, without relaxing anything: on a terminal carbon
+    its H and the proton form an sp2 H–C–H (117°); on an interior carbon the proton sits 1.09 Å
+    from it, perpendicular to the chain (all in one plane through the chain's axis)."""
+    n = int(np.sum(chain.numbers == 6))
+    pos = chain.positions.copy()
+    axis = pos[n - 1] - pos[0]
+    axis /= np.linalg.norm(axis)
+    perp = _transverse(axis)
+    added = []
+    for c in carbons:
+        c = int(c)
+        if not 0 <= c < n:
+            raise ValueError(f"proton on carbon {c}: the chain has carbons 0–{n - 1}")
+        if c in (0, n - 1):
+            out = pos[c] - pos[1 if c == 0 else n - 2]
+            out /= np.linalg.norm(out)
+            side = perp - (perp @ out) * out
+            side /= np.linalg.norm(side)
+            h = n if c == 0 else n + 1
+            th = math.radians(_HALF_HCH)
+            pos[h] = pos[c] + _CH * (math.cos(th) * out + math.sin(th) * side)
+            added.append(pos[c] + _CH * (math.cos(th) * out - math.sin(th) * side))
+        else:
+            t = pos[c + 1] - pos[c - 1]
+            t /= np.linalg.norm(t)
+            side = perp - (perp @ t) * t
+            added.append(pos[c] + _CH * side / np.linalg.norm(side))
+    out = Atoms(numbers=list(chain.numbers) + [1] * len(added),
+                positions=np.vstack([pos] + ([np.array(added)] if added else [])))
     return out
 
 
-@REFERENCE_SYSTEMS.register("charge-transfer", summary="H–C10–H / C10H3⁺: a proton at one "
-                            "end changes forces at the other")
+def site_of(carbon: int, n_carbons: int) -> int:
+    """Bonds from ``carbon`` to the nearer chain end."""
+    return min(int(carbon), n_carbons - 1 - int(carbon))
+
+
+def proton_carbons(kind: str, n_carbons: int, site: int | None = None) -> tuple[int, ...]:
+    """The protonated carbon indices of ``kind`` (see the module docstring) with ``site`` k for
+    the interior kinds (``interior``: carbon k; ``end+interior``: carbons 0 and n − 1 − k)."""
+    n = n_carbons
+    if kind in ("interior", "end+interior"):
+        if site is None or not 2 <= site <= n // 2 - 1:
+            raise ValueError(f"{kind}: site must be in 2–{n // 2 - 1} for C{n}, got {site}")
+    table = {"neutral": (), "end": (0,), "ends": (0, n - 1),
+             "interior": (site,), "end+interior": (0, n - 1 - (site or 0))}
+    if kind not in table:
+        raise ValueError(f"kind: {kind!r} is not one of {list(KINDS)}")
+    return tuple(int(c) for c in table[kind])
+
+
+def _nearest_carbon(atoms: Atoms, index: int) -> int:
+    c = np.where(atoms.numbers == 6)[0]
+    return int(c[np.argmin(np.linalg.norm(atoms.positions[c] - atoms.positions[index], axis=1))])
+
+
+def polyyne_ground_state(n_carbons: int, carbons: Sequence[int] = (), optimise: bool = True,
+                         fmax: float = 0.01, steps: int = 800) -> Atoms:
+    """H–C_n–H with a proton on each of ``carbons`` (charge = their number), GFN2-xTB-optimised
+    (or the guess of `add_protons` when ``optimise`` is false). Cached in memory. Raises a
+    `RuntimeError` naming the species when the optimisation moves a hydrogen to another carbon
+    (the tags would then be wrong)."""
+    carbons = tuple(sorted(int(c) for c in carbons))
+    key = (int(n_carbons), carbons, bool(optimise), float(fmax))
+    if key not in _GROUND_STATES:
+        guess = add_protons(polyyne(n_carbons), carbons)
+        atoms = xtb_optimise(guess, len(carbons), fmax, steps) if optimise else guess
+        owners = [0, n_carbons - 1, *carbons]
+        for h, owner in zip(range(n_carbons, len(atoms)), owners):
+            if _nearest_carbon(atoms, h) != owner:
+                raise RuntimeError(f"C{n_carbons} protonated at carbons {list(carbons)}: the "
+                                   f"optimisation moved hydrogen {h} from carbon {owner} to "
+                                   f"carbon {_nearest_carbon(atoms, h)}")
+        _GROUND_STATES[key] = atoms
+    return _GROUND_STATES[key].copy()
+
+
+def _sites(kind: str, n_carbons: int, sites: Sequence[int]) -> list[int]:
+    """The interior sites of ``sites`` a chain of ``n_carbons`` has (2 ≤ k ≤ n/2 − 1)."""
+    if kind not in ("interior", "end+interior"):
+        return [-1]
+    return [int(k) for k in sites if 2 <= int(k) <= n_carbons // 2 - 1]
+
+
+def _counts(weights: dict, m: int) -> dict:
+    """``m`` split over the kinds in proportion to ``weights`` (largest remainders)."""
+    total = sum(weights.values())
+    raw = {k: m * w / total for k, w in weights.items()}
+    counts = {k: int(math.floor(v)) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: counts[k] - raw[k])[:m - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def charge_transfer_structures(n_carbons: Sequence[int], n_per_length: int | Sequence[int],
+                               seed=0, kinds: dict | None = None,
+                               sites: Sequence[int] = INTERIOR_SITES,
+                               rattle: float | tuple[float, float] = DISTORTIONS["rattle"],
+                               bend: float = DISTORTIONS["bend"],
+                               stretch: float = DISTORTIONS["stretch"],
+                               optimise: bool = True) -> list[Atoms]:
+    """Distorted polyynes, neutral and protonated (see the module docstring).
+
+    For each chain length (even, ≥ 6), ``n_per_length`` structures (an int or one per length)
+    split over ``kinds`` (kind → weight, default `DEFAULT_MIX`; kinds a length cannot have,
+    e.g. interior sites of C6 outside ``sites``, are left out there). Interior sites are drawn
+    uniformly from ``sites`` (those with 2 ≤ k ≤ n/2 − 1). Each structure is its species' ground
+    state distorted by `distort_chain`: a Gaussian rattle (Å per component; a (low, high) pair
+    draws each structure's amplitude uniformly), a transverse bend of up to bend·(n/10)^1.5 Å
+    and a stretch of ±``stretch``.
+    """
+    rng = make_rng(seed)
+    weights = dict(DEFAULT_MIX if kinds is None else kinds)
+    unknown = sorted(set(weights) - set(KINDS))
+    if unknown:
+        raise ValueError(f"kinds: {unknown[0]!r} is not one of {list(KINDS)}")
+    lengths = [int(n) for n in n_carbons]
+    counts = ([int(n_per_length)] * len(lengths) if np.isscalar(n_per_length)
+              else [int(c) for c in n_per_length])
+    if len(counts) != len(lengths):
+        raise ValueError("n_per_length: an int or one count per chain length")
+    low, high = (rattle, rattle) if np.isscalar(rattle) else (float(rattle[0]), float(rattle[1]))
+    out: list[Atoms] = []
+    for n, m in zip(lengths, counts):
+        if n < 6:
+            raise ValueError(f"n_carbons: chains of at least 6 carbons, got {n}")
+        possible = {k: w for k, w in weights.items() if w > 0 and _sites(k, n, sites)}
+        if not possible:
+            raise ValueError(f"C{n}: none of the kinds {sorted(weights)} is possible with "
+                             f"sites {list(sites)}")
+        for kind, count in _counts(possible, m).items():
+            choices = _sites(kind, n, sites)
+            for _ in range(count):
+                k = int(choices[rng.integers(len(choices))])
+                carbons = proton_carbons(kind, n, None if k < 0 else k)
+                ground = polyyne_ground_state(n, carbons, optimise=optimise)
+                amplitude = low if low == high else float(rng.uniform(low, high))
+                atoms = distort_chain(ground, rng, amplitude, bend * (n / 10.0) ** 1.5, stretch)
+                site = [site_of(c, n) for c in carbons] + [-1, -1]
+                out.append(finish(atoms, {
+                    "config_type": "charge_transfer", "system": "charge-transfer",
+                    "total_charge": len(carbons), "n_carbons": n, "kind": kind,
+                    "site": site[0], "site2": site[1], "n_protons": len(carbons),
+                    "rattle": amplitude}))
+    return out
+
+
+def proton_distances(atoms: Atoms) -> np.ndarray:
+    """Distance (Å) of every atom from the nearest added proton (the last ``n_protons`` atoms;
+    0 for the protons themselves), (N,); all inf when there is none."""
+    k = int(atoms.info.get("n_protons", 0))
+    if k == 0:
+        return np.full(len(atoms), np.inf)
+    p = atoms.positions
+    return np.min(np.linalg.norm(p[:, None, :] - p[None, len(atoms) - k:, :], axis=-1), axis=1)
+
+
+# ------------------------------------------------------------------------ the system
+
+def _held_out(n: int, seed: int, **options) -> HeldOut:
+    return HeldOut(n, {**DISTORTIONS, **options}, seed=seed)
+
+
+LOCAL_BACKBONE = {"backbone": "painn", "cutoff": 4.0, "layers": 2, "num_basis": 16}
+EFA = {"type": "efa", "vectors": True, "grid": 50, "d_qk": 16, "d_v": 16}
+CHARGES = {"type": "charges"}
+
+
+@REFERENCE_SYSTEMS.register("charge-transfer", summary="polyynes C6–C18, neutral, protonated "
+                            "at an end or inside (+1) or twice (+2): the hole spreads over the "
+                            "whole chain, so far atoms depend on the chain length and the site")
 class ChargeTransfer(ReferenceSystem):
-    """Options of `structures`: those of `charge_transfer_structures`."""
+    """Options of `structures`: ``n_carbons`` (even chain lengths, ``n`` split evenly over
+    them; default the training lengths) and those of `charge_transfer_structures`."""
 
     default_n = 200
-    protocols = {"default": Protocol("H–C10–H / C10H3⁺, stretched and rattled", n=400)}
+    protocols = {
+        "lengths": Protocol(
+            "train on C6, C8, C10, C14, C18 (neutral, +1 at an end or at sites 2–4, +2); test "
+            "on C12 and C16 (never trained on) and on protons deeper inside the chain (sites "
+            "5–8 of C14 and C18, never trained on)",
+            n=3000, data={"n_carbons": list(TRAIN_LENGTHS), **DISTORTIONS},
+            held_out={"C12": _held_out(200, 1012, n_carbons=[12]),
+                      "C16": _held_out(200, 1016, n_carbons=[16]),
+                      "deep-sites": _held_out(200, 1100, n_carbons=[14, 18],
+                                              kinds={"interior": 1.0}, sites=list(DEEP_SITES))},
+            backbone=LOCAL_BACKBONE,
+            variants={"local": None, "efa": EFA, "charges": CHARGES, "efa+charges": [EFA, CHARGES],
+                      "bond-graph": {"type": "bond-graph"},
+                      "efa+bond-graph": [EFA, {"type": "bond-graph"}]},
+            width=64, reference="efa",
+            training={"epochs": 150, "batch_size": 16, "lr": 1e-3, "scheduler": "cosine",
+                      "lr_min": 1e-5, "energy_weight": 100.0}),
+    }
     card_description = (
-        "H–C10–H and C10H3⁺ (a proton added at one end), total charge 0 or +1: the proton "
-        "changes forces on atoms more than 6 Å away, which only a model that sees the whole "
-        "chain and the total charge can describe.")
+        "Polyynes H–C_n–H with n = 6, 8, 10, 14, 18: neutral, protonated at a terminal carbon "
+        "or at sites 2–4 of the chain (+1), at both ends or at one end and an interior site "
+        "(+2); GFN2-xTB-optimised, then rattled (0–0.06 Å), bent (up to 0.8·(n/10)^1.5 Å) and "
+        "stretched (±2 %), as MD at 300–600 K does. The positive hole spreads over the whole "
+        "chain, so the forces and charges of atoms far from the proton depend on the chain "
+        "length and the protonation site, which the total charge alone does not tell.")
     card_limits = (
-        "Total charge 0 or +1 (atoms.info['charge']); linear C10 chains only.",
-        "On this data the attention model is not more accurate than the local one (see the "
-        "README's long-range table): both miss the far-field force change in the same way.",
-        "Isolated structures only.")
+        "Even polyyne chains (C, H) with total charge 0, +1 or +2 (atoms.info['charge']).",
+        "Isolated molecules only.",
+        "GFN2-xTB's Mulliken picture of the delocalised hole; no DFT validation.")
 
-    def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
-        return charge_transfer_structures(n, seed=seed, **options)
+    def structures(self, n: int, seed: int = 0, n_carbons: Sequence[int] = TRAIN_LENGTHS,
+                   **options) -> list[Atoms]:
+        lengths = list(n_carbons)
+        counts = [n // len(lengths) + (1 if i < n % len(lengths) else 0)
+                  for i in range(len(lengths))]
+        return charge_transfer_structures(lengths, counts, seed=seed, **options)
 
     def analysis(self, out: Path, calculators: dict, protocol: str) -> dict:
-        """Force error against distance from the protonated end (last 40 structures)."""
-        import ase.io
-        frames = list(ase.io.read(out / f"{self.name}.xyz", ":"))[-40:]
-        bins = np.arange(0.0, 16.0, 2.0)
-        curves, table = {}, {}
-        for name, calc in calculators.items():
-            dist, err = [], []
-            for a in frames:
-                first_c = int(np.where(a.numbers == 6)[0][0])
-                b = a.copy()
-                b.calc = calc
-                dist.append(np.linalg.norm(a.positions - a.positions[first_c], axis=1))
-                err.append(np.linalg.norm(b.get_forces() - a.arrays["REF_forces"], axis=1))
-            dist, err = np.concatenate(dist), np.concatenate(err)
-            idx = np.digitize(dist, bins)
-            means = [float(err[idx == k].mean()) if (idx == k).any() else float("nan")
-                     for k in range(1, len(bins) + 1)]
-            curves[name] = (bins + 1.0, means)
-            table[name] = means
-        plot(out / "charge_transfer_forces.png", "distance from the protonated end (Å)",
-             "mean |ΔF| (eV/Å)", curves, "H–C10–H / C10H3⁺ (last 40 structures)")
-        return {"bins_A": bins.tolist(), "force_error_eV_per_A": table}
+        """On every held-out set: energy RMSE (overall and per chain length and kind), force
+        MAE on atoms more than `FAR` Å from the nearest proton (the target metric), and the
+        force error against distance from the proton (plot ``charge_transfer_forces.png``);
+        and on the held-out lengths how well each variant follows the far atoms' force change
+        when the proton moves at fixed charge (`charge_transfer_reach.analyse`)."""
+        from .charge_transfer_reach import analyse
+        return analyse(out, calculators, list(self.protocols[protocol].held_out))
+
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
+        """Per held-out set: the force MAE of atoms more than `FAR` Å from the nearest proton
+        and the energy RMSE overall and per chain length and kind; then how well the model
+        follows a proton moving at fixed charge (`charge_transfer_reach.findings`)."""
+        from .charge_transfer_reach import findings
+        return findings(analysis, variant)

@@ -16,8 +16,8 @@ import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import (HeldOut, Protocol, ReferenceSystem, energies, finish, label, make_rng,
-                   xtb_optimise)
+from .base import (HeldOut, Protocol, ReferenceSystem, distort_chain, energies, finish, label,
+                   make_rng, xtb_optimise)
 
 _GROUND_STATES: dict[tuple, Atoms] = {}
 
@@ -149,34 +149,6 @@ def cumulene_torsion_scan(n_carbons: int, angles_deg: Iterable[float], optimise:
     for ang in angles_deg:
         a = _set_torsion(ground, float(ang))
         out.append(finish(a, _cumulene_info(n_carbons, float(ang), rattle=0.0, scan=True)))
-    return out
-
-
-def distort_chain(atoms: Atoms, rng: np.random.Generator, rattle: float, bend: float = 0.0,
-                  stretch: float = 0.0) -> Atoms:
-    """A copy of a chain molecule with the distortions MD visits: a uniform stretch along the
-    C…C axis by a factor in [1 − stretch, 1 + stretch], a smooth transverse bend (the first two
-    bending modes, sin(πs) and sin(2πs) of the fractional position s along the axis, each with
-    an amplitude up to ``bend`` Å in a random direction), and an isotropic Gaussian rattle of
-    ``rattle`` Å per component."""
-    out = atoms.copy()
-    c = np.where(atoms.numbers == 6)[0]
-    origin = atoms.positions[c[0]]
-    axis = atoms.positions[c[-1]] - origin
-    length = float(np.linalg.norm(axis))
-    axis /= length
-    p = atoms.positions - origin
-    along = p @ axis
-    if stretch:
-        p = p + (float(rng.uniform(-stretch, stretch)) * along)[:, None] * axis
-    if bend:
-        frac = np.clip(along / length, 0.0, 1.0)
-        for mode in (1, 2):
-            d = rng.normal(size=3)
-            d -= (d @ axis) * axis
-            d /= np.linalg.norm(d)
-            p = p + float(rng.uniform(-bend, bend)) * np.sin(mode * np.pi * frac)[:, None] * d
-    out.positions = origin + p + rng.normal(0.0, rattle, p.shape)
     return out
 
 

@@ -1,9 +1,36 @@
 """Gas-phase SN2 X⁻ + CH3Y → XCH3 + Y⁻ (X, Y ∈ {Cl, Br}, total charge −1).
 
-Relaxed scans along ξ = r(C–Y) − r(C–X) plus rattles: the ion–dipole attraction reaches beyond
-a local model's cutoff, so a local model sees a flat asymptote. (xTB's SCF fails for F⁻ far
-from the molecule, so F is not offered.) Scan points are constrained GFN2-xTB optimisations,
-cached in memory per process.
+Two kinds of structures, all four pairs: relaxed scans along ξ = r(C–Y) − r(C–X) (constrained
+GFN2-xTB optimisations, cached in memory per process) plus rattles, and *ion approaches*: the
+free halide placed around the xTB-optimised methyl halide in a random direction at 3.5 Å up
+to the pair's reach from the carbon, the molecule rattled. The ion–dipole (1/r²) and
+ion–induced-dipole (1/r⁴) attraction reaches far beyond a local model's cutoff: with a 4 Å
+cutoff a halide more than 4 Å from every atom is not even in the local model's graph.
+
+**Where xTB can be trusted.** GFN2-xTB moves charge from a halide onto a distant CH3Br (a
+delocalisation error of self-consistent tight binding, the artefact of separated charged
+fragments), and the leak *grows* with distance, so the interaction energy stops decaying
+(measured, backside approach; leak = 1 + Mulliken charge of the free halide, largest over 12
+random directions):
+
+==============  ==================================  ===========================================
+pair            E_int (meV) at 8, 12, 16, 20 Å      leak (e) at 6, 8, 10 Å
+==============  ==================================  ===========================================
+Cl⁻ + CH3Cl     −80, −38, −22, −14 (∝ 1/r²)         0.000, 0.000, 0.000 (to 12 Å)
+Br⁻ + CH3Cl     −81, −38, −24, −19                  0.000, 0.000, 0.000
+Cl⁻ + CH3Br     −133, −74, −59, −56                 0.002, 0.001, 0.019
+Br⁻ + CH3Br     −169, −146, −148, −154              0.032, 0.073, 0.095
+==============  ==================================  ===========================================
+
+So the free halide stays within `ION_REACH` of the carbon: 12 Å next to CH3Cl, 8 Å next to
+CH3Br for Cl⁻ and 5 Å for Br⁻ (the ξ range of each pair follows, `xi_range`), and since the
+leak also depends on the rattled C–Br bond, every structure whose halide is separated from the
+molecule (> 3.5 Å from every atom) is checked with xTB and drawn again while more than 0.01 e
+has left the halide (`sn2_structures`, ``max_leak``). Br⁻ + CH3Br therefore has no
+long-range part in this data. (xTB's SCF also fails for F⁻ far from the molecule, so F is not
+offered.)
+
+Atom order: X (the nucleophile; the free ion in approach structures), C, Y, H, H, H.
 """
 from __future__ import annotations
 
@@ -15,12 +42,22 @@ import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import (Protocol, ReferenceSystem, energies, finish, label, make_rng,
-                   plot, xtb_optimise)
+from .base import HeldOut, Protocol, ReferenceSystem, finish, make_rng, xtb_optimise
 
 _SCAN_POINTS: dict[tuple, Atoms] = {}
 
 _R_CX = {"Cl": 1.80, "Br": 1.95}     # C-halogen bond length guesses (Angstrom)
+_R_XTB = {"Cl": 1.78, "Br": 1.93}    # GFN2-xTB C-halogen bond lengths of CH3X (Angstrom)
+PAIRS = (("Cl", "Cl"), ("Cl", "Br"), ("Br", "Cl"), ("Br", "Br"))
+# largest distance (Å) of a free halide from the carbon of a methyl halide, (ion, halogen of
+# the molecule): beyond it xTB leaks charge onto CH3Br (see the module docstring)
+ION_REACH = {("Cl", "Cl"): 12.0, ("Br", "Cl"): 12.0, ("Cl", "Br"): 8.0, ("Br", "Br"): 5.0}
+CLOSEST = 2.6        # Å: no atom of the molecule closer to the free halide (H···X⁻ contacts)
+# the free halide must keep its charge to within MAX_LEAK e once it is further than CONTACT Å
+# from every atom (closer, charge transfer into hydrogen and halogen bonds is chemistry)
+MAX_LEAK = 0.01
+CONTACT = 3.5
+SIDE_ON = (75.0, 105.0)  # degrees: the held-out band of approach directions (see SN2)
 
 
 def sn2_xi(atoms: Atoms) -> float:
@@ -96,75 +133,258 @@ def sn2_scan(x: str, y: str, xis: Iterable[float], fmax: float = 0.05, steps: in
     return out
 
 
-def sn2_structures(n: int, seed=0, pairs=(("Cl", "Cl"), ("Cl", "Br"), ("Br", "Cl"), ("Br", "Br")),
-                   xi_range: tuple[float, float] = (-6.0, 6.0), xi_step: float = 0.25,
-                   rattle: float = 0.05, fmax: float = 0.05, optimise: bool = True) -> list[Atoms]:
-    """``n`` SN2 structures X- + CH3Y (charge -1) spread round-robin over ``pairs``.
+def xi_range(x: str, y: str, step: float = 0.25) -> tuple[float, float]:
+    """The ξ range of pair (x, y) that keeps the free halide within `ION_REACH` of the carbon:
+    reactant side X⁻ + CH3Y, product side Y⁻ + CH3X (multiples of ``step``, inwards)."""
+    low = _R_XTB[y] - ION_REACH[(x, y)]
+    high = ION_REACH[(y, x)] - _R_XTB[x]
+    return math.ceil(low / step) * step, math.floor(high / step) * step
 
-    Per pair the reaction coordinate xi is drawn uniformly from ``xi_range``
-    (default -6 A, ion far on the reactant side, through the TS at xi ~ 0 to the
-    product side) and snapped to a grid of ``xi_step`` (so the constrained optimisations
-    are shared/cached); each structure is the relaxed scan point plus an isotropic
-    Gaussian rattle of ``rattle`` Angstrom per component. Tags: ``pair``, ``xi``.
-    """
+
+def ion_distance(atoms: Atoms) -> float:
+    """Distance (Å) of the free halide from the carbon: the longer of C–X and C–Y."""
+    p = atoms.positions
+    return float(max(np.linalg.norm(p[0] - p[1]), np.linalg.norm(p[2] - p[1])))
+
+
+_MOLECULES: dict[tuple, Atoms] = {}
+
+
+def methyl_halide(y: str, optimise: bool = True) -> Atoms:
+    """CH3Y (atoms C, Y, H, H, H; C at the origin, Y near +z), GFN2-xTB-optimised (cached)."""
+    key = (y, bool(optimise))
+    if key not in _MOLECULES:
+        molecule = _sn2_guess("Cl", y, -12.0)[1:]
+        if optimise:
+            molecule = xtb_optimise(molecule, 0, 0.01, 200)
+        molecule.positions -= molecule.positions[0]
+        _MOLECULES[key] = molecule
+    return _MOLECULES[key].copy()
+
+
+def _direction(rng, angles: tuple[float, float] | None, exclude: tuple[float, float] | None,
+               axis: np.ndarray) -> np.ndarray:
+    """A random unit vector whose angle to ``axis`` is inside ``angles`` (degrees, uniform on
+    the sphere's zone) and outside ``exclude``."""
+    lo, hi = angles or (0.0, 180.0)
+    while True:
+        cos = rng.uniform(math.cos(math.radians(hi)), math.cos(math.radians(lo)))
+        phi = rng.uniform(0.0, 2 * math.pi)
+        sin = math.sqrt(max(0.0, 1.0 - cos * cos))
+        local = np.array([sin * math.cos(phi), sin * math.sin(phi), cos])
+        angle = math.degrees(math.acos(np.clip(cos, -1.0, 1.0)))
+        if exclude is None or not exclude[0] <= angle <= exclude[1]:
+            # axis is +z for the molecules of `methyl_halide`; rotate if it is not
+            return local if np.allclose(axis, [0, 0, 1]) else _rotate_z_to(axis) @ local
+
+
+def _rotate_z_to(axis: np.ndarray) -> np.ndarray:
+    """Rotation matrix taking +z onto the unit vector ``axis``."""
+    z = np.array([0.0, 0.0, 1.0])
+    v, c = np.cross(z, axis), float(z @ axis)
+    if np.linalg.norm(v) < 1e-12:
+        return np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
+    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + k + k @ k / (1.0 + c)
+
+
+def sn2_approach(x: str, y: str, rng, distance: tuple[float, float] | None = None,
+                 angles: tuple[float, float] | None = None,
+                 exclude: tuple[float, float] | None = None, rattle: float = 0.05,
+                 optimise: bool = True) -> Atoms:
+    """X⁻ placed around CH3Y: a direction at an angle to C→Y inside ``angles`` and outside
+    ``exclude`` (degrees; 180 = backside), a distance from the carbon uniform in ``distance``
+    (Å; default 3.5 Å to the pair's `ION_REACH`), no atom closer than `CLOSEST`; the molecule
+    rattled by ``rattle`` Å (Gaussian per component), the ion where it was placed. Its
+    ``info['angle']`` is the drawn angle (before the rattle)."""
+    reach = ION_REACH[(x, y)]
+    lo, hi = distance or (3.5, reach)
+    if hi > reach + 1e-9:
+        raise ValueError(f"distance: at most {reach:g} Å for {x}- + CH3{y} (xTB leaks charge "
+                         f"onto CH3Br further out, see ION_REACH), got {hi:g}")
+    molecule = methyl_halide(y, optimise)
+    axis = molecule.positions[1] / np.linalg.norm(molecule.positions[1])   # C at the origin
+    for _ in range(1000):
+        ion = _direction(rng, angles, exclude, axis) * rng.uniform(lo, hi)
+        if np.min(np.linalg.norm(molecule.positions - ion, axis=1)) >= CLOSEST:
+            break
+    else:
+        raise RuntimeError(f"{x}- + CH3{y}: no ion position {lo:g}–{hi:g} Å from the carbon "
+                           f"at angles {angles} keeps {CLOSEST} Å from every atom")
+    moved = molecule.positions + rng.normal(0.0, rattle, molecule.positions.shape)
+    atoms = Atoms([x] + list(molecule.get_chemical_symbols()),
+                  positions=np.vstack([ion[None, :], moved]))
+    atoms.info["angle"] = math.degrees(math.acos(np.clip(ion @ axis / np.linalg.norm(ion),
+                                                         -1.0, 1.0)))
+    return atoms
+
+
+def free_ion_charge(atoms: Atoms) -> float:
+    """GFN2-xTB Mulliken charge (e) of the free halide (X or Y, whichever is further from C)."""
+    from ..methods import xtb_energy_forces
+    p = atoms.positions
+    ion = 0 if np.linalg.norm(p[0] - p[1]) >= np.linalg.norm(p[2] - p[1]) else 2
+    _, _, calc = xtb_energy_forces(atoms.numbers, atoms.positions, charge=-1)
+    return float(calc.results["charges"][ion])
+
+
+def _separated(atoms: Atoms) -> bool:
+    """Whether the free halide is further than `CONTACT` Å from every other atom."""
+    p = atoms.positions
+    ion = 0 if np.linalg.norm(p[0] - p[1]) >= np.linalg.norm(p[2] - p[1]) else 2
+    others = np.delete(p, ion, axis=0)
+    return bool(np.min(np.linalg.norm(others - p[ion], axis=1)) > CONTACT)
+
+
+def _keeping_charge(make, max_leak: float | None, what: str, attempts: int = 200) -> Atoms:
+    """``make()`` again until its free halide keeps its charge (`free_ion_charge` ≤ −1 +
+    ``max_leak``) or touches the molecule; ``max_leak`` None accepts the first."""
+    for _ in range(attempts):
+        atoms = make()
+        if max_leak is None or not _separated(atoms):
+            return atoms
+        charge = free_ion_charge(atoms)
+        if charge <= -1.0 + max_leak:
+            atoms.info["ion_charge"] = charge
+            return atoms
+    raise RuntimeError(f"{what}: in {attempts} tries xTB moved more than {max_leak} e off the "
+                       f"free halide every time; lower its distance range")
+
+
+def _amplitude(rng, rattle) -> float:
+    if np.isscalar(rattle):
+        return float(rattle)
+    return float(rng.uniform(float(rattle[0]), float(rattle[1])))
+
+
+def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
+                   xi_step: float = 0.25, xi_offset: float = 0.0,
+                   rattle: float | tuple[float, float] = (0.0, 0.05),
+                   distance: tuple[float, float] | None = None,
+                   angles: tuple[float, float] | None = None,
+                   exclude_angles: tuple[float, float] | None = SIDE_ON,
+                   max_leak: float | None = MAX_LEAK, fmax: float = 0.05,
+                   optimise: bool = True) -> list[Atoms]:
+    """``n`` SN2 structures (charge −1) spread round-robin over ``pairs``: a fraction
+    ``approach_fraction`` of ion approaches (`sn2_approach` with ``distance``, ``angles`` and
+    ``exclude_angles``; default: every direction but the side-on band `SIDE_ON`, which the
+    default protocol holds out), the rest relaxed-scan points at ξ drawn uniformly from the
+    pair's grid ``lo + xi_offset + k·xi_step`` inside its `xi_range` (so the constrained
+    optimisations are shared), each rattled. ``rattle``: Å per component, or a (low, high)
+    range drawn per structure. A structure whose free halide is further than `CONTACT` Å from
+    every atom is drawn again (same rattle amplitude, new positions) while xTB moves more than
+    ``max_leak`` e off it (`free_ion_charge`; the rattled C–Br bond lowers CH3Br's σ* level,
+    so even within `ION_REACH` 10 % of the Cl⁻ + CH3Br structures at 7–8 Å leak over 0.01 e);
+    the checked ones carry its charge, ``ion_charge`` (e). Tags: ``pair``, ``nucleophile``, ``leaving_group``, ``xi``,
+    ``ion_distance`` (Å), ``angle`` (degrees, as drawn before the rattle; 180 for the collinear
+    scans), ``rattle``; ``config_type`` ``sn2_scan`` or ``sn2_approach``."""
     rng = make_rng(seed)
     pairs = [tuple(p) for p in pairs]
-    per_pair: list[list[float]] = [[] for _ in pairs]
-    lo, hi = xi_range
+    for x, y in pairs:
+        for el in (x, y):
+            if el not in _R_CX:
+                raise ValueError(f"pairs: SN2 halogens must be Cl or Br (xTB fails for F-), "
+                                 f"got {el!r}")
+    plan = []
     for k in range(n):
-        xi = rng.uniform(lo, hi)
-        if xi_step:
-            xi = round(round(xi / xi_step) * xi_step, 6)
-        per_pair[k % len(pairs)].append(float(xi))
+        x, y = pairs[k % len(pairs)]
+        if rng.uniform() < approach_fraction:
+            plan.append((x, y, None))
+        else:
+            lo, hi = xi_range(x, y, xi_step)
+            grid = np.arange(lo + xi_offset, hi + 1e-9, xi_step)
+            plan.append((x, y, round(float(grid[rng.integers(len(grid))]), 6)))
     scans = {}
-    for (x, y), xis in zip(pairs, per_pair):
-        uniq = sorted(set(xis))
-        if uniq:
-            scans[(x, y)] = dict(zip(uniq, sn2_scan(x, y, uniq, fmax=fmax, optimise=optimise)))
+    for x, y in pairs:
+        wanted = sorted({xi for px, py, xi in plan if (px, py) == (x, y) and xi is not None})
+        if wanted:
+            scans[(x, y)] = dict(zip(wanted, sn2_scan(x, y, wanted, fmax=fmax,
+                                                      optimise=optimise)))
     out = []
-    counters = [0] * len(pairs)
-    for k in range(n):
-        j = k % len(pairs)
-        x, y = pairs[j]
-        xi = per_pair[j][counters[j]]
-        counters[j] += 1
-        base = scans[(x, y)][xi]
-        pos = base.positions + rng.normal(0.0, rattle, base.positions.shape)
-        a = Atoms(base.numbers, positions=pos)
-        out.append(finish(a, _sn2_info(x, y, xi, rattle=float(rattle))))
+    for x, y, xi in plan:
+        amplitude = _amplitude(rng, rattle)
+        if xi is None:
+            atoms = _keeping_charge(lambda: sn2_approach(x, y, rng, distance, angles,
+                                                         exclude_angles, amplitude, optimise),
+                                    max_leak, f"{x}- + CH3{y} approach")
+            kind = "sn2_approach"
+        else:
+            base = scans[(x, y)][xi]
+            atoms = _keeping_charge(lambda: Atoms(base.numbers, positions=base.positions
+                                                  + rng.normal(0.0, amplitude, (len(base), 3))),
+                                    max_leak, f"{x}/{y} scan at ξ = {xi}")
+            kind = "sn2_scan"
+        checked = {"ion_charge": atoms.info["ion_charge"]} if "ion_charge" in atoms.info else {}
+        out.append(finish(atoms, _sn2_info(x, y, sn2_xi(atoms) if xi is None else xi,
+                                           config_type=kind, rattle=amplitude,
+                                           ion_distance=ion_distance(atoms),
+                                           angle=float(atoms.info.get("angle", 180.0)),
+                                           **checked)))
     return out
 
 
-@REFERENCE_SYSTEMS.register("sn2", summary="SN2 X⁻ + CH3Y (Cl, Br): ion–dipole attraction "
-                            "beyond the local cutoff")
+EFA_L1 = {"type": "efa", "vectors": True, "grid": 50, "d_qk": 16, "d_v": 16}
+CHARGES = {"type": "charges"}
+
+
+@REFERENCE_SYSTEMS.register("sn2", summary="SN2 X⁻ + CH3Y (Cl, Br): relaxed ξ scans and ion "
+                            "approaches from every direction; ion–dipole attraction beyond the "
+                            "local cutoff")
 class SN2(ReferenceSystem):
-    """Options of `structures`: those of `sn2_structures` (pairs, ξ range and step, rattle)."""
+    """Options of `structures`: those of `sn2_structures` (pairs, approach fraction, ξ grid,
+    rattle, approach distances and angles).
+
+    The default protocol trains on ion approaches from every direction except the side-on band
+    75–105° from the C–Y axis, where the ion–dipole term changes sign, and on rattled relaxed
+    scans on the ξ grid k·0.25 Å. Its held-out sets, never trained on: side-on approaches
+    (directions), fresh approaches at the trained directions (new structures), and scans at
+    ξ = 0.125 + k·0.25 Å (between the trained grid points).
+    """
 
     default_n = 200
-    protocols = {"default": Protocol("Cl/Br pairs along ξ, rattled", n=600)}
+    protocols = {
+        "default": Protocol(
+            "all four Cl/Br pairs: rattled relaxed ξ scans and ion approaches 3.5 Å to the "
+            "pair's reach from the carbon; tests on side-on approaches (75–105°, never "
+            "trained), fresh approaches and scans between the trained ξ grid points",
+            n=4000,
+            held_out={"side-on": HeldOut(400, {"approach_fraction": 1.0, "angles": SIDE_ON,
+                                               "exclude_angles": None}, seed=2001),
+                      "approach": HeldOut(400, {"approach_fraction": 1.0}, seed=2002),
+                      "scan": HeldOut(200, {"approach_fraction": 0.0, "xi_offset": 0.125},
+                                      seed=2003)},
+            variants={"local": None, "efa": EFA_L1, "charges": CHARGES,
+                      "efa+charges": [EFA_L1, CHARGES]},
+            width=64, reference="efa",
+            training={"epochs": 200, "batch_size": 16, "lr": 1e-3, "scheduler": "cosine",
+                      "lr_min": 1e-5, "energy_weight": 10.0, "forces_weight": 1.0}),
+    }
     card_description = (
-        "Gas-phase SN2 X⁻ + CH3Y → XCH3 + Y⁻ with X, Y ∈ {Cl, Br}, total charge −1: relaxed "
-        "scans along ξ = r(C–Y) − r(C–X) plus 0.05 Å rattles. The ion–dipole attraction "
-        "reaches beyond a local model's cutoff.")
+        "Gas-phase SN2 X⁻ + CH3Y → XCH3 + Y⁻ with X, Y ∈ {Cl, Br}, total charge −1, GFN2-xTB: "
+        "relaxed scans along ξ = r(C–Y) − r(C–X) and halide ions placed around the methyl "
+        "halide from every direction at 3.5–12 Å from the carbon (8 Å for Cl⁻ and 5 Å for Br⁻ "
+        "next to CH3Br, where xTB starts to leak charge onto the molecule), rattled by up to "
+        "0.05 Å. The ion–dipole attraction reaches beyond a local model's cutoff.")
     card_limits = (
         "Total charge −1 (atoms.info['charge'] = -1); other charges are extrapolation.",
         "Elements H, C, Cl, Br in these reactions only; no solvent.",
+        "A halide further than 8 Å (Cl⁻) or 5 Å (Br⁻) from CH3Br is outside the data: xTB "
+        "itself is wrong there.",
         "Isolated structures only.")
 
     def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
         return sn2_structures(n, seed=seed, **options)
 
     def analysis(self, out: Path, calculators: dict, protocol: str) -> dict:
-        """Energy profile of the relaxed Cl⁻ + CH3Cl scan against xTB."""
-        xis = np.linspace(-6.0, 6.0, 25)
-        frames = label(sn2_scan("Cl", "Cl", xis), out / "sn2_clcl_scan.xyz")
-        ref = np.array([a.info["REF_energy"] for a in frames])
-        curves = {"reference (GFN2-xTB)": (xis, ref - ref[0])}
-        maes = {}
-        for name, calc in calculators.items():
-            e = energies(calc, frames)
-            curves[name] = (xis, e - e[0])
-            maes[name] = float(np.mean(np.abs((e - e[0]) - (ref - ref[0]))))
-        plot(out / "sn2_profile.png", "ξ = r(C–Y) − r(C–X) (Å)", "energy − E(ξ = −6 Å) (eV)",
-             curves, "Cl⁻ + CH3Cl, relaxed scan")
-        return {"profile_mae_eV": maes}
+        """Energy profiles of the relaxed scans of every pair against xTB (``sn2_profile.png``;
+        ξ between the trained grid points), and on every held-out set the energy and force MAE
+        split by the free ion's distance from the carbon (``sn2_forces_by_distance.png``);
+        see `sn2_analysis.analyse`."""
+        from .sn2_analysis import analyse
+        return analyse(out, calculators, list(self.protocols[protocol].held_out))
+
+    def card_findings(self, analysis: dict, variant: str) -> list[str]:
+        """Energy and force MAE per held-out set, split by the free ion's distance from the
+        carbon, and the MAE of each pair's relaxed profile (`sn2_analysis.findings`)."""
+        from .sn2_analysis import findings
+        return findings(analysis, variant)
