@@ -519,13 +519,15 @@ def test_efa_with_ranks_that_hold_no_atoms(plugin, tmp_path):
 @pytest.mark.skipif(not SINGLE_RANK_MODELS, reason="every global model here is distributed")
 @pytest.mark.parametrize("name", SINGLE_RANK_MODELS)
 def test_global_models_that_cannot_be_split_are_refused_on_two_ranks(plugin, tmp_path, name):
-    """Softmax attention (a softmax over every atom) and through-bond propagation (walks along
-    a whole molecule's bonds) have no per-rank form: two ranks stop, saying why."""
+    """Softmax attention (a softmax over every atom), through-bond propagation (walks along
+    a whole molecule's bonds) and charge equilibration (one solve over every atom) have no
+    per-rank form: two ranks stop, saying why."""
     model = make_model(name)
     exported = export(model, tmp_path)
     meta = read_export_metadata(exported)
     why = {"TransformerAttention": "softmax", "TransformerBackbone": "softmax",
-           "BondGraphPropagation": "bonds through the whole molecule"}   # words of each reason
+           "BondGraphPropagation": "bonds through the whole molecule",
+           "ChargeEquilibration": "linear solve over every atom"}   # words of each reason
     expected = [w for cls, w in why.items()
                 if any(type(m).__name__ == cls for m in model.modules())]
     assert expected, f"{name}: no single-rank block known to this test"
