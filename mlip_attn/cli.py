@@ -28,23 +28,21 @@ def _demo(args, extra):
 
 
 def _bench(args, extra):
+    large = args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000)  # default: large
     if args.roofline:
         from .apps.roofline import run_roofline
-        run_roofline(sizes=args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000),
-                     width=args.width, layers=args.layers, cutoff=args.cutoff)
+        run_roofline(sizes=large, width=args.width, layers=args.layers, cutoff=args.cutoff)
         return
     if args.under_load:
         from .apps.load_bench import run_load_bench
         run_load_bench(competing=args.competing)
         return
     if args.lammps:
-        sizes = args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000)
         if args.aoti:
-            from .apps.aoti_probe import run_aoti_probe
-            run_aoti_probe(sizes=sizes, steps=args.steps, threads=args.threads)
+            from .apps.aoti_probe import run_aoti_probe as run
         else:
-            from .apps.lammps_bench import run_lammps_bench
-            run_lammps_bench(sizes=sizes, steps=args.steps, threads=args.threads)
+            from .apps.lammps_bench import run_lammps_bench as run
+        run(sizes=large, steps=args.steps, threads=args.threads)
         return
     if args.training:
         from .apps.bench import run_training_bench
@@ -141,10 +139,9 @@ def _export(args, extra):
     from pathlib import Path
     if not args.lammps:
         raise ValueError("choose an export target: --lammps")
-    from .lammps.export import export_lammps
+    from .lammps.export import export_lammps, read_export_metadata
     out = args.output or f"{Path(args.model).with_suffix('')}-lammps.pt"
     written = export_lammps(args.model, out, dtype=args.dtype, route=args.route)
-    from .lammps.export import read_export_metadata
     print(f"wrote {written} ({read_export_metadata(written)['route']})  "
           f"(pair_style mlip_attn {out})")
 
@@ -253,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "interleaved, with SchNetPack (PaiNN, SchNet), TensorNet, NequIP, Allegro and "
                    "MACE at matched sizes, by order ℓ (see README 'Performance' to install them)")
     b.add_argument("--peer-models", nargs="+", default=None, help="with --peers: the rows to "
-                   "run (default all: " + "egnn schnetpack-schnet mace painn painn-ase "
-                   "schnetpack-painn nequip-l1 allegro-l1 mace-l1 painn-l2 tensornet nequip-l2 "
-                   "allegro-l2 mace-l2)")
+                   "run, e.g. painn tensornet mace-l1 (default: all rows of README 'Performance')")
     b.add_argument("--quick", action="store_true", help="with --peers: check that every "
                    "model builds and runs (40 atoms, width 16, 2 layers, one call each, no "
                    "memory runs; about a minute), not the benchmark")
@@ -280,14 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--system", default="cumulene",
                     help="a reference system (see `mlip-attn components`) or 'all'")
     lr.add_argument("--out", default="longrange")
-    lr.add_argument("--protocol", default=None, help="the system's protocol (default: its "
-                    "first; cumulene: lengths, paper)")
+    lr.add_argument("--protocol", default=None, help="the system's protocol (default: its first)")
     lr.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
     lr.add_argument("--width", type=int, default=None, help="width of the protocol's reference "
                     "variant (others are matched in parameters)")
     lr.add_argument("--n", type=int, default=None, help="structures (default per system)")
-    lr.add_argument("--variants", nargs="+", default=None,
-                    help="local and attention presets (default: all), e.g. local efa-l1")
+    lr.add_argument("--variants", nargs="+", default=None, help="e.g. local efa (default: all)")
     lr.add_argument("--workers", type=int, default=1)
     lr.add_argument("--seed", type=int, default=0)
     _add_threads(lr)
