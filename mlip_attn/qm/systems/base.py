@@ -247,5 +247,27 @@ def plot(path: Path, xlabel: str, ylabel: str, curves: dict, title: str) -> None
     plt.close(fig)
 
 
+def plot_panels(path: Path, panels: dict, xlabel: str, ylabel: str) -> None:
+    """One panel per entry of ``panels`` (title → {label: (x, y)}); 'reference' curves bold."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    k = len(panels)
+    fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.4), squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items()):
+        for name, (x, y) in curves.items():
+            style = (dict(color="black", lw=2.5) if name.startswith("reference")
+                     else dict(marker="o", ms=3))
+            ax.plot(x, y, label=name, **style)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 __all__ = ["HeldOut", "Protocol", "ReferenceSystem", "OPT_ELECTRONIC_TEMPERATURE", "make_rng",
-           "xtb_energy", "xtb_optimise", "distort_chain", "finish", "label", "attach", "energies", "plot"]
+           "xtb_energy", "xtb_optimise", "distort_chain", "finish", "label", "attach", "energies", "plot",
+           "plot_panels"]

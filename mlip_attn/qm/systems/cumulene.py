@@ -17,7 +17,7 @@ from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
 from .base import (HeldOut, Protocol, ReferenceSystem, distort_chain, energies, finish, label,
-                   make_rng, xtb_optimise)
+                   make_rng, plot_panels, xtb_optimise)
 
 _GROUND_STATES: dict[tuple, Atoms] = {}
 
@@ -269,8 +269,10 @@ class Cumulene(ReferenceSystem):
                 curves[name] = (angles, e - e.min())
             result["lengths"][f"C{n_c}"] = entry
             curves_per_length[n_c] = curves
-        _plot_profiles(out / f"cumulene_torsion_{protocol}.png", curves_per_length,
-                       "(trained length)" if protocol == "paper" else "(never trained on)")
+        note = "(trained length)" if protocol == "paper" else "(never trained on)"
+        plot_panels(out / f"cumulene_torsion_{protocol}.png",
+                    {f"C{n_c}H4 {note}": curves for n_c, curves in curves_per_length.items()},
+                    "end-to-end torsion (°)", "energy − minimum (eV)")
         return result
 
     def card_findings(self, analysis: dict, variant: str) -> list[str]:
@@ -302,22 +304,3 @@ def _torsion_summary(energies: np.ndarray, n_carbons: int, reference_barrier: fl
         minimum = "planar" if energies[0] < energies[-1] else "perpendicular"
     return {"barrier_eV": barrier, "minimum": minimum,
             "minimum_right": minimum == ("planar" if n_carbons % 2 == 0 else "perpendicular")}
-
-
-def _plot_profiles(path: Path, curves_per_length: dict, note: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    k = len(curves_per_length)
-    fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.4), squeeze=False)
-    for ax, (n_c, curves) in zip(axes[0], curves_per_length.items()):
-        for name, (x, y) in curves.items():
-            style = dict(color="black", lw=2.5) if name.startswith("reference") else dict(marker="o", ms=3)
-            ax.plot(x, y, label=name, **style)
-        ax.set_title(f"C{n_c}H4 {note}", fontsize=9)
-        ax.set_xlabel("end-to-end torsion (°)")
-    axes[0][0].set_ylabel("energy − minimum (eV)")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from .base import attach, energies, label
+from .base import attach, energies, label, plot_panels
 from .sn2 import PAIRS, ion_distance, sn2_scan, xi_range
 
 DISTANCE_BINS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)  # Å: bins of the free ion's distance from C
@@ -33,7 +33,7 @@ def analyse(out: Path, calculators: dict, held_out: list[str]) -> dict:
             entry[name] = float(np.mean(np.abs((e - e[0]) - (ref - ref[0]))))
             curves[f"{x}⁻ + CH3{y}"][name] = (xis, e - e[0])
         result["profiles"][f"{x}-{y}"] = entry
-    _plot_panels(out / "sn2_profile.png", curves, "ξ = r(C–Y) − r(C–X) (Å)",
+    plot_panels(out / "sn2_profile.png", curves, "ξ = r(C–Y) − r(C–X) (Å)",
                  "energy − E(first ξ) (eV)")
     errors = {}
     for name in held_out:
@@ -43,7 +43,7 @@ def analyse(out: Path, calculators: dict, held_out: list[str]) -> dict:
         errors[name] = {v: (np.array(DISTANCE_BINS[:-1]) + np.diff(DISTANCE_BINS) / 2,
                             r["forces_mae_by_distance"])
                         for v, r in result["held_out"][name].items()}
-    _plot_panels(out / "sn2_forces_by_distance.png", errors,
+    plot_panels(out / "sn2_forces_by_distance.png", errors,
                  "distance of the free ion from the carbon (Å)", "force MAE (eV/Å)")
     return result
 
@@ -87,24 +87,3 @@ def errors_by_distance(frames: list[Atoms], calc, bins=DISTANCE_BINS) -> dict:
     return {"energy_mae": float(de.mean()), "forces_mae": float(df.mean()),
             "energy_mae_by_distance": by(de), "forces_mae_by_distance": by(df),
             "structures_by_distance": [int((idx == k).sum()) for k in range(1, len(bins))]}
-
-
-def _plot_panels(path: Path, panels: dict, xlabel: str, ylabel: str) -> None:
-    """One panel per entry of ``panels`` (title → {label: (x, y)}); 'reference' curves bold."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    k = len(panels)
-    fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.4), squeeze=False)
-    for ax, (title, curves) in zip(axes[0], panels.items()):
-        for name, (x, y) in curves.items():
-            style = (dict(color="black", lw=2.5) if name.startswith("reference")
-                     else dict(marker="o", ms=3))
-            ax.plot(x, y, label=name, **style)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(xlabel, fontsize=8)
-    axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
