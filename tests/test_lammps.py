@@ -468,6 +468,22 @@ def _single_point_on_ranks(plugin, tmp_path, exported, nprocs):
             np.loadtxt(tmp_path / f"f{nprocs}.dump", skiprows=9)[:, 1:], fewest)
 
 
+def _one_rank_is_ase_and_split_is_lebedev(plugin, tmp_path, exported, model, atoms, nprocs):
+    """The data file in ``tmp_path`` on 1 rank equals ASE, and on ``nprocs`` ranks the eager
+    model forced to EFA's Lebedev form (what a split structure takes), both to 1e-10.
+    Returns the split run's energy, forces and fewest atoms a rank owns, then ASE's energy
+    and forces."""
+    e1, f1, _ = _single_point_on_ranks(plugin, tmp_path, exported, 1)
+    en, fn, fewest = _single_point_on_ranks(plugin, tmp_path, exported, nprocs)
+    e_ref, _, f_ref, _ = reference(model, atoms)
+    e_leb, _, f_leb, _ = reference(lebedev_only(model), atoms)
+    assert_close(e1, e_ref, "energy, 1 rank vs ASE")
+    assert_close(f1, f_ref, "forces, 1 rank vs ASE")
+    assert_close(en, e_leb, f"energy, {nprocs} ranks vs the Lebedev form")
+    assert_close(fn, f_leb, f"forces, {nprocs} ranks vs the Lebedev form")
+    return en, fn, fewest, e_ref, f_ref
+
+
 @pytest.mark.skipif(not DISTRIBUTED_MODELS, reason="no distributed global models in this build")
 @pytest.mark.parametrize("name", DISTRIBUTED_MODELS[:2] + DISTRIBUTED_MODELS[-1:])
 def test_efa_on_two_ranks_for_a_small_structure(plugin, tmp_path, name):
@@ -481,15 +497,9 @@ def test_efa_on_two_ranks_for_a_small_structure(plugin, tmp_path, name):
     assert all(len(atoms) <= m.dense_below for m in model.modules()
                if isinstance(m, EuclideanFastAttention))
     write_data(tmp_path / "data.lmp", atoms)
-    e1, f1, _ = _single_point_on_ranks(plugin, tmp_path, exported, 1)
-    e2, f2, fewest = _single_point_on_ranks(plugin, tmp_path, exported, 2)
+    e2, f2, fewest, e_ref, f_ref = _one_rank_is_ase_and_split_is_lebedev(
+        plugin, tmp_path, exported, model, atoms, 2)
     assert fewest > 0, "one rank holds every atom: the structure is not split"
-    e_ref, _, f_ref, _ = reference(model, atoms)
-    e_leb, _, f_leb, _ = reference(lebedev_only(model), atoms)
-    assert_close(e1, e_ref, "energy, 1 rank vs ASE")
-    assert_close(f1, f_ref, "forces, 1 rank vs ASE")
-    assert_close(e2, e_leb, "energy, 2 ranks vs the Lebedev form")
-    assert_close(f2, f_leb, "forces, 2 ranks vs the Lebedev form")
     assert_close(e2, e_ref, "energy, 2 ranks vs ASE", rtol=1e-8)
     assert_close(f2, f_ref, "forces, 2 ranks vs ASE", rtol=1e-8)
     local = make_model(name.split("+")[0])
@@ -505,15 +515,9 @@ def test_efa_with_ranks_that_hold_no_atoms(plugin, tmp_path):
     exported = export(model, tmp_path)
     atoms = random_molecule(6, seed=3, spread=1.0)
     write_data(tmp_path / "data.lmp", atoms, vacuum=30.0)
-    e1, f1, _ = _single_point_on_ranks(plugin, tmp_path, exported, 1)
-    e4, f4, fewest = _single_point_on_ranks(plugin, tmp_path, exported, 4)
+    *_, fewest, _, _ = _one_rank_is_ase_and_split_is_lebedev(plugin, tmp_path, exported, model,
+                                                             atoms, 4)
     assert fewest == 0, "no empty ranks"
-    e_ref, _, f_ref, _ = reference(model, atoms)
-    e_leb, _, f_leb, _ = reference(lebedev_only(model), atoms)
-    assert_close(e1, e_ref, "energy, 1 rank vs ASE")
-    assert_close(f1, f_ref, "forces, 1 rank vs ASE")
-    assert_close(e4, e_leb, "energy, 4 ranks vs the Lebedev form")
-    assert_close(f4, f_leb, "forces, 4 ranks vs the Lebedev form")
 
 
 @pytest.mark.skipif(not SINGLE_RANK_MODELS, reason="every global model here is distributed")

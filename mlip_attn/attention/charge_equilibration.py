@@ -135,7 +135,6 @@ class ChargeEquilibration(GlobalBlock):
     not_distributed = ("its charges come from one linear solve over every atom of the "
                        "structure, which one rank's atoms and ghosts do not hold")
 
-
     channels: Final[int]
     equilibrate: Final[bool]
     coulomb: Final[float]

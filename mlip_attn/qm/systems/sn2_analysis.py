@@ -34,7 +34,7 @@ def analyse(out: Path, calculators: dict, held_out: list[str]) -> dict:
             curves[f"{x}⁻ + CH3{y}"][name] = (xis, e - e[0])
         result["profiles"][f"{x}-{y}"] = entry
     plot_panels(out / "sn2_profile.png", curves, "ξ = r(C–Y) − r(C–X) (Å)",
-                 "energy − E(first ξ) (eV)")
+                "energy − E(first ξ) (eV)")
     errors = {}
     for name in held_out:
         frames = list(ase.io.read(out / f"held_out_{name}.xyz", ":"))
@@ -44,7 +44,7 @@ def analyse(out: Path, calculators: dict, held_out: list[str]) -> dict:
                             r["forces_mae_by_distance"])
                         for v, r in result["held_out"][name].items()}
     plot_panels(out / "sn2_forces_by_distance.png", errors,
-                 "distance of the free ion from the carbon (Å)", "force MAE (eV/Å)")
+                "distance of the free ion from the carbon (Å)", "force MAE (eV/Å)")
     return result
 
 
