@@ -6,12 +6,6 @@ light.
 """
 __version__ = "0.1.0"
 
-# before torch is imported: OpenMP threads that sleep instead of spinning while they wait
-# (see `mlip_attn.threads`; respects a user's OMP_WAIT_POLICY and MLIP_ATTN_THREAD_POLICY=off)
-from . import threads as _threads  # noqa: E402
-
-_threads.prefer_passive_wait()
-
 _LAZY = {
     "build_model": ("mlip_attn.models", "build_model"),
     "load_model": ("mlip_attn.models", "load_model"),

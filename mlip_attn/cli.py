@@ -184,10 +184,10 @@ class _DefaultsHelp(argparse.HelpFormatter):
 
 
 def _add_threads(parser) -> None:
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch "
-                        "(default: the CPUs this process may use, capped by torch's default, "
-                        "with OpenMP threads that sleep while they wait; 1 is fastest on a "
-                        "machine busy with other jobs; see README 'Threads')")
+    parser.add_argument("--threads", type=int, default=None, help="a fixed number of CPU "
+                        "threads for torch (default: chosen per model call: one for small "
+                        "structures, else the CPUs this process may use that other jobs do "
+                        "not keep busy; see README 'Threads')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,10 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --training: 30-atom random clusters, or C9H4 cumulenes")
     b.add_argument("--roofline", action="store_true", help="our PaiNN against this machine's "
                    "arithmetic limit: matmul peak, counted FLOPs of energy + forces, achieved "
-                   "GFLOP/s (1,000 and 10,000 atoms)")
-    b.add_argument("--under-load", action="store_true", help="the demo's MD step and fit "
-                   "epoch under each thread policy (before, passive waiting, 1 thread, the "
-                   "default), each in a fresh process, with and without competing jobs")
+                   "GFLOP/s, time by kind of operation (1,000 and 10,000 atoms)")
+    b.add_argument("--under-load", action="store_true", help="MD steps (C12H4, 1,000 "
+                   "atoms) and a fit epoch under each thread policy (before, passive, 1 "
+                   "thread, default), each in a fresh process, with and without busy jobs")
     b.add_argument("--competing", type=int, nargs="+", default=[0, 1], help="with "
                    "--under-load: numbers of busy-loop jobs (pinned to CPUs 0, 1, ...) to run "
                    "beside")

@@ -1,77 +1,46 @@
-"""The process-wide CPU thread policy: how many threads torch uses and how they wait.
+"""The CPU thread policy: how many threads torch uses, chosen again before every model call.
 
-OpenMP threads that have finished their share of an operation *spin* (busy-wait) until the
-others are done. On a machine whose cores are shared with other jobs, the thread that still
+OpenMP threads that have finished their share of an operation *spin* (busy-wait) a little
+before they sleep. On a machine whose cores are shared with other jobs, the thread that still
 has work is often descheduled while its partner spins on the core it needs, and every one of
 the thousands of small operations of a model call waits for a time slice: with 2 threads on a
-busy 2-core machine a call can be 10–100× slower than with one thread. The policy, set once
-per process in this module:
+busy 2-core machine a call can be 10–100× slower than with one thread. Making threads sleep
+instead (``OMP_WAIT_POLICY=PASSIVE``) avoids that, but every operation then pays a thread
+wake-up: PaiNN 128 × 3 on 1,000 atoms took 2.8× longer on an idle machine (494 against 178 ms).
+So the policy keeps OpenMP's own waiting and instead never runs more threads than there are
+free CPUs when a call starts:
 
-* **Passive waiting.** ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep instead of
-  spinning) is put in the environment when ``mlip_attn`` is imported, unless the variable is
-  already set. OpenMP reads it only when its runtime starts (when torch is imported), so this
-  works when ``mlip_attn`` is imported before torch — as the ``mlip-attn`` command, spawned
-  worker processes and scripts that import it first do. `passive_wait` tells whether it took.
-* **Thread count.** The default is min(torch's own default, the CPUs this process may run on:
-  its affinity mask and its cgroup CPU quota). If the OpenMP runtime started before passive
-  waiting could be set (torch imported first), threads spin, and the default also leaves out
-  the CPUs that other jobs keep busy (from the 1-minute load average), down to one thread.
+* **The cap** (`configure`): min(torch's default, the CPUs this process may run on: its
+  affinity mask and its cgroup CPU quota).
+* **Per call** (`threads_for_call`, before each `AttnCalculator` calculation and each `fit`
+  step): one thread for a small structure (fewer than `SMALL_PAIRS` neighbour pairs: its many
+  small operations gain nothing from a second thread), else the cap less the CPUs that other
+  processes keep busy at that moment (`busy_elsewhere`: the kernel's count of runnable tasks,
+  less this process's own), at least one.
 * **Overrides.** ``threads=N`` on `AttnCalculator`, ``--threads N`` on the command line, or
-  ``MLIP_ATTN_THREADS=N`` in the environment set the count; ``OMP_NUM_THREADS`` set by the
-  user is respected; ``MLIP_ATTN_THREAD_POLICY=off`` leaves torch's and OpenMP's defaults
-  alone (what the package did before this policy).
-
-`configure` applies the policy (once, or again with an explicit count); the entry points that
-compute (CLI commands, `AttnCalculator`, the demo's and benchmarks' worker processes) call it.
+  ``MLIP_ATTN_THREADS=N`` in the environment fix the count (no per-call choice);
+  ``OMP_NUM_THREADS`` set by the user is respected the same way, and ``OMP_WAIT_POLICY`` is
+  left to OpenMP; ``MLIP_ATTN_THREAD_POLICY=off`` leaves torch's defaults alone.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
-import sys
 
 POLICY_ENV = "MLIP_ATTN_THREAD_POLICY"     # "off": leave torch/OpenMP defaults alone
 THREADS_ENV = "MLIP_ATTN_THREADS"          # a thread count for every mlip-attn process
-WAIT_ENV = "OMP_WAIT_POLICY"
 
-_state = {"passive": None, "configured": False}
+# below this many neighbour pairs a call runs on one thread. Measured (PaiNN 128 × 3, idle
+# 2-core machine, 1 against 2 spinning threads): 202 pairs 3.6/3.1 ms, 558 pairs 8.5/8.0 ms,
+# 1,176 pairs 12.9/14.1 ms, 3,060 pairs 27/24 ms; 40,058 pairs 310/178 ms
+SMALL_PAIRS = 2048
+
+_state = {"configured": False, "cap": None}
 
 
 def policy_enabled() -> bool:
     return os.environ.get(POLICY_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
-
-
-def _openmp_loaded() -> bool:
-    """Whether an OpenMP runtime (GNU or LLVM) is already mapped into this process."""
-    try:
-        with open("/proc/self/maps") as fh:
-            maps = fh.read()
-    except OSError:
-        return "torch" in sys.modules
-    return any(name in maps for name in ("libgomp", "libomp", "libiomp"))
-
-
-def prefer_passive_wait() -> None:
-    """Put ``OMP_WAIT_POLICY=PASSIVE`` in the environment if the user has not chosen a wait
-    policy, and record whether it can still take effect (OpenMP not yet started). Called
-    when ``mlip_attn`` is imported; later calls change nothing."""
-    if _state["passive"] is not None:
-        return
-    if not policy_enabled():
-        _state["passive"] = os.environ.get(WAIT_ENV, "").strip().upper() == "PASSIVE"
-        return
-    started = _openmp_loaded()
-    if WAIT_ENV not in os.environ:
-        os.environ[WAIT_ENV] = "PASSIVE"   # inherited by child processes in any case
-        _state["passive"] = not started
-    else:
-        _state["passive"] = os.environ[WAIT_ENV].strip().upper() == "PASSIVE"
-
-
-def passive_wait() -> bool:
-    """Whether this process's OpenMP threads sleep while they wait (see the module doc)."""
-    prefer_passive_wait()
-    return bool(_state["passive"])
 
 
 def _cgroup_cpus() -> float | None:
@@ -89,8 +58,10 @@ def _cgroup_cpus() -> float | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def available_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, capped by its cgroup quota."""
+    """CPUs this process may run on: its affinity mask, capped by its cgroup quota (read
+    once per process)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -101,25 +72,43 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def idle_cpus(cpus: int) -> int:
-    """Of ``cpus``, those that other jobs do not keep busy (1-minute load average), >= 1."""
+def _running_tasks_and_cpus(loadavg: str = "/proc/loadavg") -> tuple[int, int] | None:
+    """(runnable tasks, online CPUs) as the kernel counts them now (the fourth field of
+    /proc/loadavg, ``running/total``, and `os.cpu_count`), or None where that cannot be
+    read."""
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return cpus
-    return max(1, min(cpus, int(cpus - load + 0.5)))
+        with open(loadavg) as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return running, os.cpu_count() or 1
 
 
-def default_threads() -> int:
-    """The policy's thread count for this process (see the module doc)."""
-    import torch
-    env = os.environ.get(THREADS_ENV)
-    if env:
-        return _positive(env, THREADS_ENV)
-    if os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    cpus = min(torch.get_num_threads(), available_cpus())
-    return cpus if passive_wait() else idle_cpus(cpus)
+def _own_running_threads(task_dir: str = "/proc/self/task") -> int:
+    """Threads of this process that are running or runnable now (state R), at least 1."""
+    running = 0
+    try:
+        names = os.listdir(task_dir)
+    except OSError:
+        return 1
+    for name in names:
+        try:
+            with open(f"{task_dir}/{name}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        running += state == "R"
+    return max(running, 1)
+
+
+def busy_elsewhere() -> int | None:
+    """CPUs that other processes keep busy right now: runnable tasks system-wide less this
+    process's own. None where the kernel's counts cover CPUs this process may not use (a
+    container on a larger host shows the host's counts) or cannot be read."""
+    counts = _running_tasks_and_cpus()
+    if counts is None or counts[1] != available_cpus():
+        return None
+    return max(0, counts[0] - _own_running_threads())
 
 
 def _positive(value, what: str) -> int:
@@ -133,28 +122,57 @@ def _positive(value, what: str) -> int:
 
 
 def configure(threads: int | None = None) -> int:
-    """Apply the policy: ``threads`` (a positive int) sets torch's intra-op thread count for
-    the whole process and for the worker processes it starts (``MLIP_ATTN_THREADS``); None sets the default once per process (a count the user set with
-    ``torch.set_num_threads`` before that is only ever lowered, never raised). Returns the
-    thread count in use. With ``MLIP_ATTN_THREAD_POLICY=off`` only an explicit count acts."""
+    """Apply the policy: ``threads`` (a positive int) fixes torch's intra-op thread count for
+    the whole process and for the worker processes it starts (``MLIP_ATTN_THREADS``); None
+    sets the cap once per process (a count set with ``MLIP_ATTN_THREADS``, ``OMP_NUM_THREADS``
+    or ``torch.set_num_threads`` before that is only ever lowered, never raised) and lets
+    `threads_for_call` choose per call. Returns the thread count in use. With
+    ``MLIP_ATTN_THREAD_POLICY=off`` only an explicit count acts."""
     import torch
     if threads is not None:
         n = _positive(threads, "threads")
         torch.set_num_threads(n)
         os.environ[THREADS_ENV] = str(n)   # worker processes this one starts follow it
-        _state["configured"] = True
+        _state.update(configured=True, cap=None)
     elif policy_enabled() and not _state["configured"]:
-        n = default_threads()
-        if os.environ.get(THREADS_ENV) or n < torch.get_num_threads():
-            torch.set_num_threads(n)
+        env = os.environ.get(THREADS_ENV)
+        if env:
+            torch.set_num_threads(_positive(env, THREADS_ENV))
+        elif not os.environ.get("OMP_NUM_THREADS"):
+            cap = min(torch.get_num_threads(), available_cpus())
+            torch.set_num_threads(cap)
+            _state["cap"] = cap
         _state["configured"] = True
     return torch.get_num_threads()
 
 
-def describe() -> str:
-    """One line for benchmark headers: threads, wait policy, CPUs available."""
+def adaptive() -> bool:
+    """Whether `threads_for_call` chooses the count per call (no fixed count was set)."""
+    return _state["cap"] is not None
+
+
+def threads_for_call(pairs: int) -> int:
+    """Set and return torch's thread count for a call on a structure (or batch) with ``pairs``
+    neighbour pairs: one below `SMALL_PAIRS`, else the cap less the CPUs busy elsewhere, at
+    least one. A fixed count (see `configure`) is left as it is."""
     import torch
-    wait = "passive" if passive_wait() else "active (spinning)"
+    cap = _state["cap"]
+    if cap is None:
+        return torch.get_num_threads()
+    n = 1
+    if pairs >= SMALL_PAIRS and cap > 1:
+        busy = busy_elsewhere()
+        n = max(1, cap - (busy or 0))
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n
+
+
+def describe() -> str:
+    """One line for benchmark headers: threads, how they are chosen, waiting, CPUs."""
+    import torch
     n = torch.get_num_threads()
-    return (f"{n} thread{'' if n == 1 else 's'}, {wait} OpenMP waiting, "
-            f"{available_cpus()} CPUs available")
+    wait = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() or "OpenMP's default"
+    count = (f"up to {_state['cap']} threads, chosen per call" if adaptive()
+             else f"{n} thread{'' if n == 1 else 's'}")
+    return f"{count}, {wait} waiting, {available_cpus()} CPUs available"

@@ -131,6 +131,9 @@ def test_roofline_counts_flops_and_reports_the_ratio():
                         log=lines.append)
     assert rows[0]["flops"] > rows[0]["minimal_flops"] > 0 and rows[0]["ratio"] > 0
     assert "GFLOP/s" in lines[1] and "time / FLOP-limited" in lines[2]
+    by_kind = rows[0]["time_by_kind"]
+    assert by_kind["matrix products"] > 0 and by_kind["gathers"] > 0 and by_kind["scatters"] > 0
+    assert lines[-1].startswith("| 20 | ") and "% of peak" in lines[-1]
 
 
 def test_load_bench_runs_each_policy_in_a_fresh_process():
@@ -139,9 +142,10 @@ def test_load_bench_runs_each_policy_in_a_fresh_process():
         pass
     lines = []
     rows = run_load_bench(policies=("1 thread",), competing=(0,), md_steps=2, fit_structures=8,
-                          log=lines.append)
+                          large_atoms=30, large_steps=2, log=lines.append)
     assert rows[0]["threads"].startswith("1 thread,")
-    assert rows[0]["md_step_ms"] > 0 and rows[0]["fit_epoch_s"] > 0
+    assert rows[0]["md_step_ms"] > 0 and rows[0]["md_large_step_ms"] > 0
+    assert rows[0]["fit_epoch_s"] > 0
     assert lines[-1].startswith("| 1 thread | 1 thread,")
 
 

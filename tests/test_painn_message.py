@@ -94,17 +94,14 @@ def test_chunked_message_with_no_edges():
     assert all(g is None or not g.abs().any() for g in grads)
 
 
-@pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("name", ["painn", "painn-l2"])
-def test_force_training_gradients_equal_the_plain_path(monkeypatch, name, transposed):
+def test_force_training_gradients_equal_the_plain_path(monkeypatch, name):
     """A force loss's parameter gradients (second derivatives) through the chunked message
-    equal those through plain autograd (what TorchScript runs), with either form of the
-    backward's g_rho matmul."""
+    equal those through plain autograd (what TorchScript runs)."""
     import mlip_attn.nn.painn_message as message
     from mlip_attn.backbones.painn import PaiNNLayer
     atoms = random_molecule(12, seed=3)
     monkeypatch.setattr(message, "PLAIN_BELOW", 0)  # a small molecule: force the chunked path
-    monkeypatch.setattr(message, "TRANSPOSED_G_RHO", transposed)
 
     def loss_and_grads():
         model = make_model(name, layers=3).train()
@@ -132,15 +129,12 @@ def test_frozen_weights_give_the_same_forces():
 
 @pytest.mark.parametrize("name", ["painn", "painn-l2"])
 def test_inference_path_equals_the_training_path(monkeypatch, name):
-    """The settings to re-time (issue 16) change speed, not numbers: eval mode on the chunked
-    message at every size with per-thread chunks and the transposed g_rho matmul gives the
-    training path's (plain pass on a small graph) energies and forces."""
+    """Eval mode (the chunked message at every size, in several chunks) gives the training
+    path's (plain pass on a small graph) energies and forces."""
     import mlip_attn.nn.painn_message as message
     atoms = random_molecule(12, seed=5)
     model = make_model(name, layers=3)
     plain = predict(model.train(), [atoms])
-    monkeypatch.setattr(message, "INFERENCE_PLAIN_BELOW", 0)
-    monkeypatch.setattr(message, "TRANSPOSED_G_RHO", True)
     monkeypatch.setattr(message, "CHUNK_PER_THREAD", 16)   # several chunks on 12 atoms
     chunked = predict(model.eval(), [atoms])
     for key in ("energy", "forces"):
@@ -149,6 +143,6 @@ def test_inference_path_equals_the_training_path(monkeypatch, name):
 
 def test_chunk_size(monkeypatch):
     import mlip_attn.nn.painn_message as message
-    assert message.chunk_size() == message.CHUNK
-    monkeypatch.setattr(message, "CHUNK_PER_THREAD", 256)
-    assert message.chunk_size() == 256 * torch.get_num_threads()
+    assert message.chunk_size() == message.CHUNK_PER_THREAD * torch.get_num_threads()
+    monkeypatch.setattr(message, "CHUNK_PER_THREAD", 64)
+    assert message.chunk_size() == 64 * torch.get_num_threads()

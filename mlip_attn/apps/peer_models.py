@@ -38,7 +38,7 @@ class Graph:
         self.n_atoms, self.n_edges = n_atoms, self.edge_index.shape[1]
 
 
-def _our_model(backbone: str, width: int, layers: int, cutoff: float, num_basis: int,
+def our_model(backbone: str, width: int, layers: int, cutoff: float, num_basis: int,
                **options):
     """Our model as the ASE calculator runs it (eval mode, frozen weights)."""
     from ..models import build_model
@@ -52,7 +52,7 @@ def ours(backbone: str, width: int, layers: int, cutoff: float, num_basis: int, 
     """The bare model call on a prepared batch."""
     import torch
     from ..data import AtomicData, Batch
-    model = _our_model(backbone, width, layers, cutoff, num_basis, **options)
+    model = our_model(backbone, width, layers, cutoff, num_basis, **options)
     batch = Batch.collate([AtomicData.from_atoms(graph.atoms).with_graph(cutoff)])
     batch = batch.to(dtype=torch.float32)
     assert batch.edge_index.shape[1] == graph.n_edges
@@ -67,7 +67,7 @@ def ours_in_ase(width: int, layers: int, cutoff: float, num_basis: int, graph: G
     """Our PaiNN through `AttnCalculator.get_forces` (input checks, neighbour list with skin,
     conversions), on positions that move by ~0.005 Å each call as in MD."""
     from ..calculators.ase_calculator import AttnCalculator
-    model = _our_model("painn", width, layers, cutoff, num_basis)
+    model = our_model("painn", width, layers, cutoff, num_basis)
     atoms = graph.atoms.copy()
     atoms.calc = AttnCalculator(model)
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ neighbour list (vesin, computed once, not timed), and computes energy + forces (
 autograd) in float32 in eval mode. All models run in **one process, interleaved** (model A,
 model B, ..., then again), so machine noise and the allocator hit every model alike; the table
 gives medians and our/their throughput ratios. Peak memory is measured per model in a fresh
-subprocess: the peak increase of resident memory during one call, after a warm-up call.
+subprocess: the peak rise of resident memory over the first two calls, from before them.
 Sizes a model would not fit in memory or time (extrapolated from the size below) are skipped.
 
 The peers are optional (``pip install -e '.[bench]'`` after ``pip install torch==2.13.0``,
@@ -74,18 +74,21 @@ def _memory(name, n_atoms, width, layers, cutoff, num_basis, queue):
         queue.put(None)
         return
     call = built[name][0]
-    call()  # warm-up: lazily built buffers and caches are not part of a call's cost
+    # from before the first call: a second call alone would reuse the pages the first one
+    # mapped and allocators keep, and count almost nothing (0 MB for a model that needs GBs)
     _reset_peak()
     before = _status_mb("VmRSS")
+    call()
     call()
     queue.put({"call_peak_mb": _status_mb("VmHWM") - before,
                "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
 def peak_memory(name, n_atoms, width=128, layers=3, cutoff=5.0, num_basis=20) -> dict | None:
-    """Memory of one energy + forces call in a fresh process, after a warm-up call: the peak
-    resident memory during the call minus the resident memory before it (MB). None when the
-    model is missing or the process died (e.g. killed for memory)."""
+    """Working memory of energy + forces calls in a fresh process: the peak resident memory
+    over the first two calls minus the resident memory before them, with the model and the
+    structure already built (MB). None when the model is missing or the process died (e.g.
+    killed for memory)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_memory, args=(name, n_atoms, width, layers, cutoff, num_basis,
@@ -221,7 +224,7 @@ def format_table(rows: list[dict]) -> str:
     row's time (higher is faster); 'vs fastest peer' (our rows) is the fastest peer of the
     same order's time / ours, and its memory / ours."""
     lines = ["| model | ℓ | atoms | pairs | parameters | ms/call | atom·calls/s | vs SchNetPack "
-             "| vs fastest peer of its ℓ: time, memory | memory of one call (MB) |",
+             "| vs fastest peer of its ℓ: time, memory | peak memory of the calls (MB) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     order = {name: k for k, name in enumerate(MODELS)}
     for r in sorted(rows, key=lambda r: (r["atoms"], MODELS[r["model"]][2], order[r["model"]])):

@@ -12,6 +12,9 @@ arithmetic limit.
   scatters are not counted (they are memory traffic, not arithmetic).
 * **FLOP-limited time** = minimal FLOPs / peak; the ratio of the measured time to it says how
   far from the arithmetic limit the call is; the achieved rate is counted FLOPs / time.
+* **Where the time goes**: one call under torch's profiler, its operations' own times summed
+  by kind (matrix products, gathers, scatters, element-wise, reductions, the rest) as shares
+  of the profiled total; the matrix products' own rate is counted FLOPs / their time.
 """
 from __future__ import annotations
 
@@ -73,6 +76,33 @@ def call_flops(call) -> int:
     return Count.flops
 
 
+OP_KINDS = {
+    "matrix products": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::baddbmm"),
+    "gathers": ("aten::index_select", "aten::index", "aten::gather"),
+    "scatters": ("aten::index_add_", "aten::scatter_add_", "aten::index_put_",
+                 "aten::scatter_add"),
+    "element-wise": ("aten::mul", "aten::add", "aten::addcmul", "aten::sub", "aten::div",
+                     "aten::silu", "aten::silu_backward", "aten::mul_", "aten::add_",
+                     "aten::sin", "aten::cos", "aten::sqrt", "aten::neg", "aten::pow",
+                     "aten::sigmoid", "aten::exp", "aten::where"),
+    "reductions": ("aten::sum", "aten::linalg_vector_norm", "aten::mean"),
+}
+
+
+def time_by_kind(call) -> dict[str, float]:
+    """Own time (s) of one call's torch operations, summed by kind (`OP_KINDS`, the rest as
+    "other"), from torch's profiler (which adds its own overhead: use the shares)."""
+    from torch.profiler import ProfilerActivity, profile
+    kind_of = {op: kind for kind, ops in OP_KINDS.items() for op in ops}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call()
+    totals = {kind: 0.0 for kind in (*OP_KINDS, "other")}
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):
+            totals[kind_of.get(event.key, "other")] += event.self_cpu_time_total / 1e6
+    return totals
+
+
 def recomputed_filter_flops(n_edges: int, num_basis: int, channels: int, layers: int) -> int:
     """FLOPs of the filter products the chunked backward recomputes: one (E, K+1) × (K+1, C)
     product per layer (K radial functions plus the envelope column, C filter channels)."""
@@ -114,8 +144,23 @@ def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff:
                "minimal_flops": minimal, "gflops": flops / t / 1e9, "peak_gflops": peak,
                "fraction": flops / t / 1e9 / peak, "limit_s": limit, "ratio": t / limit,
                "bandwidth_gbs": bandwidth}
+        row["time_by_kind"] = time_by_kind(call)
         rows.append(row)
         log(f"| {n:,} | {graph.n_edges:,} | {1e3 * t:.1f} | {flops / 1e9:.2f} | "
             f"{minimal / 1e9:.2f} | {row['gflops']:.1f} | {100 * row['fraction']:.1f} % | "
             f"{1e3 * limit:.1f} | {row['ratio']:.1f}× |")
+    log("")
+    log("where the time goes (own time of the call's operations by kind, share of the profiled "
+        "total; matrix products: their own GFLOP/s and fraction of peak):")
+    kinds = list(rows[0]["time_by_kind"]) if rows else []
+    log("| atoms | " + " | ".join(kinds) + " | matrix products' GFLOP/s |")
+    log("|---|" + "---|" * (len(kinds) + 1))
+    for row in rows:
+        by_kind = row["time_by_kind"]
+        total = sum(by_kind.values()) or 1.0
+        mm = by_kind["matrix products"]
+        rate = row["flops"] / mm / 1e9 if mm > 0 else float("nan")
+        log(f"| {row['atoms']:,} | " + " | ".join(f"{100 * by_kind[k] / total:.0f} %"
+                                                  for k in kinds)
+            + f" | {rate:.0f} ({100 * rate / peak:.0f} % of peak) |")
     return rows

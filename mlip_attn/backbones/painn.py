@@ -127,8 +127,8 @@ class PaiNNLayer(nn.Module):
                          i: torch.Tensor, j: torch.Tensor
                          ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Eager path: same maths, edge chunks, no stored edge tensors (see painn_message).
-        Small graphs take one plain-autograd pass: below `PLAIN_BELOW` edges in training mode,
-        below `INFERENCE_PLAIN_BELOW` in eval mode (inference: no double backward)."""
+        Small graphs take one plain-autograd pass in training mode (below `PLAIN_BELOW`
+        edges); eval mode (inference: no double backward) is chunked at every size."""
         return painn_message(phi, features, geometry, rho, weight, i, j, self.first,
                              inference=not self.training)
 

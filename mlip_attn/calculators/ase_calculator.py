@@ -21,7 +21,7 @@ from ..data.neighbours import VerletList
 from ..data.statistics import describe_seen, outside_seen
 from ..models import Potential, load_model
 from ..models.model_file import resolve_dtype
-from ..threads import configure as configure_threads
+from ..threads import configure as configure_threads, threads_for_call
 
 _INPUT_KEYS = LabelKeys(charge="charge", spin="spin")
 
@@ -48,10 +48,10 @@ class AttnCalculator(Calculator):
         ``skin`` (Å): the neighbour list holds pairs within cutoff + skin and is searched again
         only after an atom has moved more than skin / 2 (results are the same; 0 searches
         every call).
-        ``threads``: torch's CPU thread count, for the whole process (torch has one setting);
-        None applies the package's default policy once (`mlip_attn.threads`: the CPUs this
-        process may use, OpenMP threads that sleep instead of spinning). On a machine busy
-        with other jobs, ``threads=1`` is fastest."""
+        ``threads``: a fixed CPU thread count, for the whole process (torch has one setting);
+        None applies the package's policy (`mlip_attn.threads`): before each calculation, one
+        thread for a small structure, else the CPUs this process may use that other jobs do
+        not keep busy."""
         super().__init__(**kwargs)
         configure_threads(threads)
         if range_check not in ("warn", "raise"):
@@ -142,6 +142,7 @@ class AttnCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         batch = self._input(self.atoms)
+        threads_for_call(int(batch.edge_index.shape[1]))
         periodic = bool(self.atoms.pbc.any())
         outs = [m.predict(batch, compute_forces=True, compute_stress=periodic) for m in self.models]
         _check_finite(outs)

@@ -30,6 +30,7 @@ from .evaluate import evaluate
 from .loss import ErrorMetrics, loss_terms
 from .nonfinite import clip_and_check_gradients, nonfinite_loss
 from .schedule import LRSchedule
+from ..threads import threads_for_call
 
 CHECKPOINT_FORMAT = "mlip-attn-checkpoint"
 
@@ -202,6 +203,7 @@ def fit(config: dict, resume: bool = False, log=print) -> FitResult:
         loss_sum, skipped = 0.0, 0
         for b, indices in enumerate(progress):
             batch = Batch.collate([data.train[i] for i in indices]).to(device, dtype)
+            threads_for_call(int(batch.edge_index.shape[1]))
             if not model.invariant:  # coordinate embeddings: learn orientations by augmentation
                 batch = random_rotation(batch, rotations)
             lr = schedule.lr_at(step, epoch)
