@@ -31,10 +31,10 @@ import os
 POLICY_ENV = "MLIP_ATTN_THREAD_POLICY"     # "off": leave torch/OpenMP defaults alone
 THREADS_ENV = "MLIP_ATTN_THREADS"          # a thread count for every mlip-attn process
 
-# below this many neighbour pairs a call runs on one thread. Measured (PaiNN 128 × 3, idle
-# 2-core machine, 1 against 2 spinning threads): 202 pairs 3.6/3.1 ms, 558 pairs 8.5/8.0 ms,
-# 1,176 pairs 12.9/14.1 ms, 3,060 pairs 27/24 ms; 40,058 pairs 310/178 ms
-SMALL_PAIRS = 2048
+# below this many neighbour pairs a call runs on one thread. Measured (PaiNN 128 × 3 with the
+# fused message, idle 2-core machine, 1 against 2 spinning threads, ms): 314 pairs 2.6/2.4,
+# 862 pairs 4.5/3.9, 1,720 pairs 7.9/4.9, 3,060 pairs 12.4/8.3, 6,846 pairs 25.0/14.9
+SMALL_PAIRS = 1024
 
 _state = {"configured": False, "cap": None}
 

@@ -113,6 +113,72 @@ def test_l1_op_of_earlier_exports_is_the_one_order_message(ops, first):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("sort", [True, False])
+def test_fused_loops_on_several_threads_equal_the_reference(ops, sort):
+    """Enough edges for one part per thread (the fused loops' threading): receivers sorted (each
+    part owns its receivers' rows) or not (private sums added at the end), an odd edge count
+    (the last edge has no pair), every gradient including the weight's."""
+    dense, features, geometry, i, j = message_inputs(False, n=60, e=2049, f=6, k=4, lmax=2)
+    if sort:
+        i = torch.sort(i).values
+    phi, rho, weight = dense
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = call_op(dense, features, geometry, i, j, False, 64)
+        weights = [torch.randn_like(t) for t in got]
+        inputs = (*dense, *features, *geometry)
+        g_got = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, got)), inputs)
+    finally:
+        torch.set_num_threads(before)
+    ds, out = message_reference(phi, features, geometry, rho, weight, i, j, False)
+    for a, b in zip(got, (ds, *out)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    g_want = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, (ds, *out))), inputs)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_and_differentiable_backwards_agree_in_float32(ops):
+    """The first derivatives of the fused loops (no create_graph) and of the differentiable ATen
+    route (create_graph, what a force loss takes) agree in float32 at PaiNN's own widths."""
+    dense, features, geometry, i, j = message_inputs(False, n=30, e=700, f=32, k=21, lmax=2)
+    dense = tuple(t.detach().float().requires_grad_(True) for t in dense)
+    features = [t.detach().float().requires_grad_(True) for t in features]
+    geometry = [t.detach().float().requires_grad_(True) for t in geometry]
+    got = call_op(dense, features, geometry, torch.sort(i).values, j, False, 128)
+    weights = [torch.randn_like(t) for t in got]
+    loss = sum((w * t).sum() for w, t in zip(weights, got))
+    inputs = (*dense, *features, *geometry)
+    fused = torch.autograd.grad(loss, inputs, retain_graph=True)
+    differentiable = torch.autograd.grad(loss, inputs, create_graph=True)
+    for a, b in zip(fused, differentiable):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_name_their_instruction_set(ops):
+    assert torch.ops.mlip_attn.kernel_instruction_set() in ("avx512", "avx2", "generic")
+
+
+def test_painn_eager_route_takes_the_compiled_op_with_the_same_answer(ops):
+    """PaiNN (ℓ = 2) in eval mode calls the compiled op by default; energy and forces equal the
+    Python route's (`python_message`) in float64."""
+    from mlip_attn.nn import kernels
+    model = make_model("painn-l2")
+    batch = to_batch([random_molecule(12, seed=3)], model.cutoff, torch.float64)
+    assert kernels.compiled_message_available()
+    assert kernels.describe().startswith("compiled: fused per-edge loops")
+    with torch.profiler.profile() as prof:
+        got = model.predict(batch, compute_forces=True)
+    calls = [e.count for e in prof.key_averages() if e.key == "mlip_attn::painn_message_orders"]
+    assert calls == [2]     # one per layer
+    with kernels.python_message():
+        assert not kernels.compiled_message_available()
+        want = model.predict(batch, compute_forces=True)
+    for key in ("energy", "forces"):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-11, atol=1e-11)
+
+
 def test_painn_message_op_without_edges_and_in_inference_mode(ops):
     dense, features, geometry, i, j = message_inputs(False, e=0, lmax=2)
     ds, dv, dt = call_op(dense, features, geometry, i, j, False, 16)

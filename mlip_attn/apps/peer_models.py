@@ -63,6 +63,18 @@ def ours(backbone: str, width: int, layers: int, cutoff: float, num_basis: int, 
     return call, sum(p.numel() for p in model.parameters())
 
 
+def ours_python_message(width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
+    """Our PaiNN with its message on the Python route (`mlip_attn.nn.kernels.python_message`):
+    the model as it ran before the fused loops, for the before/after in one run."""
+    from ..nn.kernels import python_message
+    call, params = ours("painn", width, layers, cutoff, num_basis, graph)
+
+    def python_call():
+        with python_message():
+            return call()
+    return python_call, params
+
+
 def ours_in_ase(width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
     """Our PaiNN through `AttnCalculator.get_forces` (input checks, neighbour list with skin,
     conversions), on positions that move by ~0.005 Å each call as in MD."""
@@ -278,6 +290,7 @@ MODELS = {
     "mace": (mace, "MACE 128x0e (ℓ ≤ 3 edges)", 0),
     "painn": (lambda w, l, c, b, g: ours("painn", w, l, c, b, g), "mlip-attn PaiNN", 1),
     "painn-ase": (ours_in_ase, "mlip-attn PaiNN in AttnCalculator", 1),
+    "painn-python": (ours_python_message, "mlip-attn PaiNN, Python message", 1),
     "schnetpack-painn": (schnetpack_painn, "SchNetPack PaiNN", 1),
     "nequip-l1": (lambda w, l, c, b, g: nequip(w, l, c, b, g, order=1), "NequIP ℓ ≤ 1", 1),
     "allegro-l1": (lambda w, l, c, b, g: allegro(w, l, c, b, g, order=1), "Allegro ℓ ≤ 1", 1),
@@ -289,7 +302,7 @@ MODELS = {
     "allegro-l2": (lambda w, l, c, b, g: allegro(w, l, c, b, g, order=2), "Allegro ℓ ≤ 2", 2),
     "mace-l2": (lambda w, l, c, b, g: mace(w, l, c, b, g, order=2), "MACE ℓ ≤ 2", 2),
 }
-OURS = ("egnn", "painn", "painn-ase", "painn-l2")
+OURS = ("egnn", "painn", "painn-ase", "painn-python", "painn-l2")
 # the package each peer row comes from, and what installs it (after `pip install -e
 # '.[bench]'`; README: Performance), for the "not installed" line
 PACKAGE = {"schnetpack-schnet": "schnetpack", "schnetpack-painn": "schnetpack",

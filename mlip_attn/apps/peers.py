@@ -148,6 +148,7 @@ def run_peers(sizes=(100, 1000, 10000), models=DEFAULT_MODELS, repeats: int = 7,
     repeats, width, layers, num_basis and memory (a check of the installation, in about a
     minute). Returns one row per (model, size)."""
     import torch
+    from ..nn.kernels import describe as kernels
     from ..threads import describe
     if quick:
         sizes, repeats, width, layers, num_basis, memory = (
@@ -162,8 +163,8 @@ def run_peers(sizes=(100, 1000, 10000), models=DEFAULT_MODELS, repeats: int = 7,
         f"{num_basis} radial functions for every model (ℓ = 2 features: width / 2 channels; "
         f"MACE: width channels at every ℓ, correlation 3, MACE 128x0e with ℓ ≤ 3 edge "
         f"harmonics; Allegro: width / 4 tensor features)")
-    log(f"torch {torch.__version__}, {describe()}, allocator: {allocator()}; median of "
-        f"{repeats} interleaved calls after one warm-up")
+    log(f"torch {torch.__version__}, {describe()}, allocator: {allocator()}; PaiNN's message: "
+        f"{kernels()}; median of {repeats} interleaved calls after one warm-up")
     rows = []
     for n in sizes:
         reps = repeats if n < 10000 else max(3, repeats // 2)
@@ -210,6 +211,9 @@ def run_peers(sizes=(100, 1000, 10000), models=DEFAULT_MODELS, repeats: int = 7,
         if "painn" in t and "painn-ase" in t:
             log(f"{n:,} atoms: AttnCalculator adds {100 * (t['painn-ase'] / t['painn'] - 1):+.1f}% "
                 f"over the bare PaiNN call")
+        if "painn" in t and "painn-python" in t:
+            log(f"{n:,} atoms: PaiNN with the fused message is {t['painn-python'] / t['painn']:.2f}× "
+                f"as fast as with the Python message")
     return rows
 
 

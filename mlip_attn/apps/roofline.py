@@ -6,15 +6,18 @@ arithmetic limit.
   float32 tensor (bytes read + written per second), best of 5.
 * **FLOPs of a call**: every matrix product (mm, addmm, bmm, ...) of one energy + forces call,
   counted with torch's FLOP formulas (`torch.utils.flop_counter`, 2·m·n·k each), forward and
-  backward,
-  including the backward's recomputation of the radial filter (`mlip_attn.nn.painn_message`);
-  the "minimal" count leaves that recomputation out. Element-wise operations, gathers and
-  scatters are not counted (they are memory traffic, not arithmetic).
-* **FLOP-limited time** = minimal FLOPs / peak; the ratio of the measured time to it says how
-  far from the arithmetic limit the call is; the achieved rate is counted FLOPs / time.
+  backward, on the Python route of the message (`mlip_attn.nn.kernels.python_message`: the
+  same products, which the compiled op hides from the counter), including the backward's
+  recomputation of the radial filter; the "minimal" count leaves that recomputation out.
+  Element-wise operations, gathers and scatters are not counted (they are memory traffic, not
+  arithmetic).
+* **FLOP-limited time** = minimal FLOPs / peak; the ratio of the measured time (the default
+  route: the compiled, fused message where it is built) to it says how far from the arithmetic
+  limit the call is; the achieved rate is counted FLOPs / time.
 * **Where the time goes**: one call under torch's profiler, its operations' own times summed
-  by kind (matrix products, gathers, scatters, element-wise, reductions, the rest) as shares
-  of the profiled total; the matrix products' own rate is counted FLOPs / their time.
+  by kind (the fused message, matrix products, gathers, scatters, element-wise, reductions, the
+  rest) as shares of the profiled total; the rates of the fused message (its products:
+  `message_flops`) and of the other matrix products are their FLOPs / their time.
 """
 from __future__ import annotations
 
@@ -89,17 +92,30 @@ OP_KINDS = {
 }
 
 
+# the compiled message op and its backward (an autograd node of ops.cpp): fused loops
+FUSED = "fused message"
+
+
+def _kind(key: str, kind_of: dict[str, str]) -> str | None:
+    if key == "mlip_attn::painn_message_orders" or "PainnMessage" in key:
+        return FUSED
+    if key.startswith("aten::"):
+        return kind_of.get(key, "other")
+    return None   # Python-level and autograd-engine events: their work is in the ops above
+
+
 def time_by_kind(call) -> dict[str, float]:
-    """Own time (s) of one call's torch operations, summed by kind (`OP_KINDS`, the rest as
-    "other"), from torch's profiler (which adds its own overhead: use the shares)."""
+    """Own time (s) of one call's operations, summed by kind (`OP_KINDS`, `FUSED`, the rest
+    as "other"), from torch's profiler (which adds its own overhead: use the shares)."""
     from torch.profiler import ProfilerActivity, profile
     kind_of = {op: kind for kind, ops in OP_KINDS.items() for op in ops}
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         call()
-    totals = {kind: 0.0 for kind in (*OP_KINDS, "other")}
+    totals = {kind: 0.0 for kind in (FUSED, *OP_KINDS, "other")}
     for event in prof.key_averages():
-        if event.key.startswith("aten::"):
-            totals[kind_of.get(event.key, "other")] += event.self_cpu_time_total / 1e6
+        kind = _kind(event.key, kind_of)
+        if kind is not None:
+            totals[kind] += event.self_cpu_time_total / 1e6
     return totals
 
 
@@ -109,19 +125,27 @@ def recomputed_filter_flops(n_edges: int, num_basis: int, channels: int, layers:
     return 2 * n_edges * (num_basis + 1) * channels * layers
 
 
+def message_flops(n_edges: int, num_basis: int, channels: int, layers: int) -> int:
+    """FLOPs of the message's own products in energy + forces (frozen weights): the filter in
+    the forward, its recomputation and the radial gradient (E, C) × (C, K+1) in the backward."""
+    return 3 * recomputed_filter_flops(n_edges, num_basis, channels, layers)
+
+
 def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff: float = 5.0,
                  num_basis: int = 20, repeats: int = 5, peak_n: int = 2048, log=print
                  ) -> list[dict]:
     """Print and return, per size: time, FLOPs, achieved GFLOP/s and the ratios to the limit
     (``peak_n``: size of the matrix product that measures the peak)."""
     import torch
+    from ..nn.kernels import describe as kernels
+    from ..nn.kernels import python_message
     from ..threads import describe
     from .peer_models import Graph, ours
     peak = matmul_peak_gflops(n=peak_n)
     peak_1 = matmul_peak_gflops(threads=1, n=peak_n)
     bandwidth = copy_bandwidth_gbs()
     log(f"PaiNN {width} × {layers}, energy + forces, float32, random C/H/O clusters; torch "
-        f"{torch.__version__}, {describe()}")
+        f"{torch.__version__}, {describe()}; message: {kernels()}")
     log(f"peak (float32 {peak_n}³ matmul): {peak:.0f} GFLOP/s on {torch.get_num_threads()} "
         f"threads, {peak_1:.0f} GFLOP/s on 1; copy bandwidth {bandwidth:.1f} GB/s")
     log("| atoms | pairs | ms/call | counted GFLOP | minimal GFLOP | achieved GFLOP/s "
@@ -133,7 +157,9 @@ def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff:
         graph = Graph(n, cutoff)
         call, _ = ours("painn", width, layers, cutoff, num_basis, graph)
         call()
-        flops = call_flops(call)
+        with python_message():   # the same maths, with its products visible to the counter
+            flops = call_flops(call)
+        in_message = message_flops(graph.n_edges, num_basis, 3 * width, layers)
         minimal = flops - recomputed_filter_flops(graph.n_edges, num_basis, 3 * width, layers)
         times = []
         for _ in range(repeats):
@@ -143,7 +169,7 @@ def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff:
         row = {"atoms": n, "pairs": graph.n_edges, "median_s": t, "flops": flops,
                "minimal_flops": minimal, "gflops": flops / t / 1e9, "peak_gflops": peak,
                "fraction": flops / t / 1e9 / peak, "limit_s": limit, "ratio": t / limit,
-               "bandwidth_gbs": bandwidth}
+               "bandwidth_gbs": bandwidth, "message_flops": in_message}
         row["time_by_kind"] = time_by_kind(call)
         rows.append(row)
         log(f"| {n:,} | {graph.n_edges:,} | {1e3 * t:.1f} | {flops / 1e9:.2f} | "
@@ -151,16 +177,20 @@ def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff:
             f"{1e3 * limit:.1f} | {row['ratio']:.1f}× |")
     log("")
     log("where the time goes (own time of the call's operations by kind, share of the profiled "
-        "total; matrix products: their own GFLOP/s and fraction of peak):")
+        "total; rates: the fused message's products, and the other matrix products, in GFLOP/s "
+        "and as a fraction of peak):")
     kinds = list(rows[0]["time_by_kind"]) if rows else []
-    log("| atoms | " + " | ".join(kinds) + " | matrix products' GFLOP/s |")
-    log("|---|" + "---|" * (len(kinds) + 1))
+    log("| atoms | " + " | ".join(kinds) + " | fused message's GFLOP/s | other products' GFLOP/s |")
+    log("|---|" + "---|" * (len(kinds) + 2))
     for row in rows:
         by_kind = row["time_by_kind"]
         total = sum(by_kind.values()) or 1.0
-        mm = by_kind["matrix products"]
-        rate = row["flops"] / mm / 1e9 if mm > 0 else float("nan")
+        rates = []
+        for flops, seconds in ((row["message_flops"], by_kind[FUSED]),
+                               (row["flops"] - row["message_flops"], by_kind["matrix products"])):
+            rate = flops / seconds / 1e9 if seconds > 0 else float("nan")
+            rates.append(f"{rate:.0f} ({100 * rate / peak:.0f} % of peak)" if seconds > 0
+                         else "–")
         log(f"| {row['atoms']:,} | " + " | ".join(f"{100 * by_kind[k] / total:.0f} %"
-                                                  for k in kinds)
-            + f" | {rate:.0f} ({100 * rate / peak:.0f} % of peak) |")
+                                                  for k in kinds) + " | " + " | ".join(rates) + " |")
     return rows

@@ -27,6 +27,8 @@ from typing import List, Tuple
 
 import torch
 
+from .kernels import compiled_message_available
+
 # edges per chunk per intra-op thread: each op splits a chunk's rows across the threads, and a
 # (256, 3F) float32 block at F = 128 is 0.4 MB per thread, inside a 2 MB L2 cache. Timed side by
 # side (issue 16, PaiNN 128 × 3, 2 threads): 256 per thread against a fixed 1,024 edges was 1.19×
@@ -197,15 +199,20 @@ def painn_message(phi: torch.Tensor, features: List[torch.Tensor], geometry: Lis
                   senders: torch.Tensor, first: bool, chunk: int | None = None,
                   plain_below: int | None = None, inference: bool = False
                   ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """The PaiNN message sums (see `message_in_chunks` for shapes): in edge chunks (``chunk``
-    edges, default `chunk_size`) with the recomputing backward, or in one plain-autograd pass
-    for graphs of fewer than ``plain_below`` edges (default `PLAIN_BELOW` when training, 0 with
-    ``inference``: eval mode, no double backward)."""
+    """The PaiNN message sums (see `message_in_chunks` for shapes): one plain-autograd pass for
+    graphs of fewer than ``plain_below`` edges (default `PLAIN_BELOW` when training, 0 with
+    ``inference``: eval mode, no double backward); otherwise the compiled op (fused per-edge
+    loops on the CPU, `mlip_attn.nn.kernels`) where it is available, else `ChunkedMessage` in
+    edge chunks (``chunk`` edges, default `chunk_size`) with the recomputing backward."""
     if plain_below is None:
         plain_below = 0 if inference else PLAIN_BELOW
     if senders.shape[0] < plain_below:
         return message_reference(phi, features, geometry, rho, weight, receivers, senders, first)
-    orders = [t for pair in zip(features, geometry) for t in pair]
     chunk = chunk_size() if chunk is None else chunk
+    if compiled_message_available():
+        ds, out = torch.ops.mlip_attn.painn_message_orders(
+            phi, features, geometry, rho, weight, receivers, senders, first, chunk)
+        return ds, list(out)
+    orders = [t for pair in zip(features, geometry) for t in pair]
     ds, *out = ChunkedMessage.apply(phi, rho, weight, receivers, senders, first, chunk, *orders)
     return ds, list(out)

@@ -11,11 +11,16 @@
  *
  * Shapes: N nodes, E edges, F scalar features, F_l features of equivariant order l (vectors,
  * rank-2 tensors, any number of orders), K radial functions (incl. the envelope column).
- * Every kernel is written with ATen operations, so it runs on any device the inputs are on.
+ * On the CPU, in float32 and float64, the message and its first derivatives run as the fused
+ * per-edge loops of painn_kernels.cpp; elsewhere (other devices, and the backward when it must
+ * itself be differentiable: training with a force loss) as ATen operations over edge chunks,
+ * which run on any device the inputs are on.
  */
 #include "ops.h"
+#include "painn_kernels.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -25,6 +30,7 @@
 #include <atomic>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -54,7 +60,7 @@ std::vector<int64_t> offsets(const Tensor &phi, at::TensorList features)
 // with x_ij = phi_j ⊙ (rho_ij @ weight.T), one edge chunk at a time: phi (N, F + 2ΣF_l),
 // features L tensors (N, m_l, F_l), geometry L tensors (E, m_l), rho (E, K), weight
 // (F + 2ΣF_l, K); `first`: every feature is zero and its term is skipped.
-std::tuple<Tensor, std::vector<Tensor>> message_forward(
+std::tuple<Tensor, std::vector<Tensor>> message_forward_aten(
     const Tensor &phi, at::TensorList features, at::TensorList geometry, const Tensor &rho,
     const Tensor &weight, const Tensor &receivers, const Tensor &senders, bool first,
     int64_t chunk)
@@ -79,6 +85,221 @@ std::tuple<Tensor, std::vector<Tensor>> message_forward(
     }
   }
   return {ds, out};
+}
+
+// ---------------------------------------------------------- the fused CPU route
+
+// Whether the fused loops take these inputs: CPU tensors of one floating type (float32/64),
+// int64 edge indices, at most kMaxOrders orders.
+bool fused_applies(const Tensor &phi, at::TensorList features, at::TensorList geometry,
+                   const Tensor &rho, const Tensor &weight, const Tensor &receivers,
+                   const Tensor &senders)
+{
+  const auto type = phi.scalar_type();
+  if (!phi.device().is_cpu() || (type != at::kFloat && type != at::kDouble)) return false;
+  if (features.size() > static_cast<size_t>(mlip_attn_kernels::kMaxOrders)) return false;
+  for (const Tensor &t : {rho, weight})
+    if (!t.device().is_cpu() || t.scalar_type() != type) return false;
+  for (at::TensorList list : {features, geometry})
+    for (const Tensor &t : list)
+      if (!t.device().is_cpu() || t.scalar_type() != type) return false;
+  return receivers.scalar_type() == at::kLong && senders.scalar_type() == at::kLong
+         && receivers.device().is_cpu() && senders.device().is_cpu();
+}
+
+// The inputs, contiguous, and the kernels' view of them (pointers into `keep`)
+template <typename T> struct FusedInputs {
+  std::vector<Tensor> keep;
+  mlip_attn_kernels::Message<T> msg;
+  int64_t E = 0;
+};
+
+template <typename T>
+FusedInputs<T> fused_inputs(const Tensor &phi, at::TensorList features, at::TensorList geometry,
+                            const Tensor &rho, const Tensor &weight, const Tensor &receivers,
+                            const Tensor &senders, bool first)
+{
+  FusedInputs<T> in;
+  const std::vector<int64_t> cols = offsets(phi, features);
+  auto keep = [&in](const Tensor &t) {
+    in.keep.push_back(t.contiguous());
+    return in.keep.back().data_ptr();
+  };
+  auto &msg = in.msg;
+  msg.phi = static_cast<const T *>(keep(phi));
+  msg.rho = static_cast<const T *>(keep(rho));
+  msg.weight_t = static_cast<const T *>(keep(weight.t()));
+  msg.receivers = static_cast<const int64_t *>(keep(receivers));
+  msg.senders = static_cast<const int64_t *>(keep(senders));
+  msg.C = phi.size(1);
+  msg.F = cols[0];
+  msg.K = rho.size(1);
+  msg.first = first;
+  msg.orders = static_cast<int>(features.size());
+  for (size_t l = 0; l < features.size(); l++) {
+    auto &o = msg.order[l];
+    o.features = static_cast<const T *>(keep(features[l]));
+    o.geometry = static_cast<const T *>(keep(geometry[l]));
+    o.m = features[l].size(1);
+    o.width = features[l].size(2);
+    o.a = cols[2 * l + 1] - o.width;
+    o.b = cols[2 * l + 1];
+  }
+  in.E = senders.size(0);
+  return in;
+}
+
+// Edges per thread below which the loops run on one thread (a thread's share must outweigh
+// waking it and summing its private buffers)
+constexpr int64_t kEdgesPerThread = 512;
+
+int64_t fused_parts(int64_t E)
+{
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), E / kEdgesPerThread));
+}
+
+// [begin, end) of each part: equal shares of the edges; with `align`, each boundary moves to
+// where the receiver changes, so no receiver's edges are split between parts
+std::vector<int64_t> edge_ranges(const int64_t *receivers, int64_t E, int64_t parts, bool align)
+{
+  std::vector<int64_t> bounds{0};
+  for (int64_t t = 1; t < parts; t++) {
+    int64_t b = std::max(bounds.back(), E * t / parts);
+    while (align && b > 0 && b < E && receivers[b] == receivers[b - 1]) b++;
+    bounds.push_back(b);
+  }
+  bounds.push_back(E);
+  return bounds;
+}
+
+// Runs body(part, begin, end) for each part on its own thread
+template <typename Body> void for_each_part(const std::vector<int64_t> &bounds, Body body)
+{
+  const int64_t parts = static_cast<int64_t>(bounds.size()) - 1;
+  if (parts == 1) return body(0, bounds[0], bounds[1]);
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++) body(p, bounds[p], bounds[p + 1]);
+  });
+}
+
+template <typename T>
+std::tuple<Tensor, std::vector<Tensor>> fused_forward(
+    const Tensor &phi, at::TensorList features, at::TensorList geometry, const Tensor &rho,
+    const Tensor &weight, const Tensor &receivers, const Tensor &senders, bool first)
+{
+  const FusedInputs<T> in = fused_inputs<T>(phi, features, geometry, rho, weight, receivers,
+                                            senders, first);
+  Tensor ds = at::zeros({phi.size(0), in.msg.F}, phi.options());
+  std::vector<Tensor> out;
+  for (const Tensor &f : features) out.push_back(at::zeros_like(f, at::MemoryFormat::Contiguous));
+  const int64_t parts = fused_parts(in.E);
+  // edges sorted by receiver (as every neighbour list here gives them): each part owns its
+  // receivers' rows; otherwise each extra part sums into private copies, added at the end
+  const bool owned = std::is_sorted(in.msg.receivers, in.msg.receivers + in.E);
+  const std::vector<int64_t> bounds = edge_ranges(in.msg.receivers, in.E, parts, owned);
+  std::vector<std::vector<Tensor>> copies(parts);
+  auto sums_of = [&](int64_t part) {
+    mlip_attn_kernels::Sums<T> sums;
+    std::vector<Tensor> &mine = copies[part];
+    if (part == 0 || owned) {
+      sums.ds = ds.data_ptr<T>();
+      for (size_t l = 0; l < out.size(); l++) sums.out[l] = out[l].data_ptr<T>();
+    } else {
+      mine.push_back(at::zeros_like(ds));
+      for (const Tensor &o : out) mine.push_back(at::zeros_like(o));
+      sums.ds = mine[0].data_ptr<T>();
+      for (size_t l = 0; l < out.size(); l++) sums.out[l] = mine[1 + l].data_ptr<T>();
+    }
+    return sums;
+  };
+  for_each_part(bounds, [&](int64_t part, int64_t begin, int64_t end) {
+    mlip_attn_kernels::forward(in.msg, begin, end, sums_of(part));
+  });
+  for (const auto &mine : copies) {
+    if (mine.empty()) continue;
+    ds.add_(mine[0]);
+    for (size_t l = 0; l < out.size(); l++) out[l].add_(mine[1 + l]);
+  }
+  return {ds, out};
+}
+
+// The first derivatives of the message, fused: grads[0] = g_ds, grads[1 + l] = g_out of order
+// l; `need` as PainnMessage::backward's. Returns g_phi, g_rho, g_weight, then g_features and
+// g_geometry per order (undefined where not needed).
+template <typename T>
+std::vector<Tensor> fused_backward(const Tensor &phi, at::TensorList features,
+                                   at::TensorList geometry, const Tensor &rho,
+                                   const Tensor &weight, const Tensor &receivers,
+                                   const Tensor &senders, bool first, const variable_list &grads,
+                                   bool need_phi, bool need_rho, bool need_w,
+                                   const std::vector<bool> &need_feature,
+                                   const std::vector<bool> &need_geometry)
+{
+  const FusedInputs<T> in = fused_inputs<T>(phi, features, geometry, rho, weight, receivers,
+                                            senders, first);
+  const size_t L = features.size();
+  std::vector<Tensor> grads_in;
+  for (const Tensor &g : grads) grads_in.push_back(g.contiguous());
+  // summed into (scattered to senders, or shared): private copies per extra part
+  Tensor g_phi = need_phi ? at::zeros_like(in.keep[0]) : Tensor();
+  Tensor g_wt = need_w ? at::zeros({in.msg.K, in.msg.C}, phi.options()) : Tensor();
+  std::vector<Tensor> g_features(L), g_geometry(L);
+  for (size_t l = 0; l < L; l++) {
+    if (need_feature[l] && !first)
+      g_features[l] = at::zeros_like(features[l], at::MemoryFormat::Contiguous);
+    if (need_geometry[l]) g_geometry[l] = at::empty_like(geometry[l], at::MemoryFormat::Contiguous);
+  }
+  Tensor g_rho = need_rho ? at::empty_like(rho, at::MemoryFormat::Contiguous) : Tensor();
+  const int64_t parts = fused_parts(in.E);
+  const std::vector<int64_t> bounds = edge_ranges(in.msg.receivers, in.E, parts, false);
+  std::vector<std::vector<Tensor>> copies(parts);
+  auto private_or_shared = [&](int64_t part, const Tensor &shared) -> T * {
+    if (!shared.defined()) return nullptr;
+    if (part == 0) return shared.data_ptr<T>();
+    copies[part].push_back(at::zeros_like(shared));
+    return copies[part].back().data_ptr<T>();
+  };
+  for_each_part(bounds, [&](int64_t part, int64_t begin, int64_t end) {
+    mlip_attn_kernels::Gradients<T> g;
+    g.g_ds = grads_in[0].data_ptr<T>();
+    g.g_phi = private_or_shared(part, g_phi);
+    g.g_weight_t = private_or_shared(part, g_wt);
+    g.g_rho = g_rho.defined() ? g_rho.data_ptr<T>() : nullptr;
+    for (size_t l = 0; l < L; l++) {
+      g.g_out[l] = grads_in[1 + l].data_ptr<T>();
+      g.g_features[l] = private_or_shared(part, g_features[l]);
+      g.g_geometry[l] = g_geometry[l].defined() ? g_geometry[l].data_ptr<T>() : nullptr;
+    }
+    mlip_attn_kernels::backward(in.msg, begin, end, g);
+  });
+  // the private copies, in the order they were made: g_phi, g_wt, then g_features per order
+  for (int64_t part = 1; part < parts; part++) {
+    size_t k = 0;
+    for (Tensor *total : {&g_phi, &g_wt})
+      if (total->defined()) total->add_(copies[part][k++]);
+    for (size_t l = 0; l < L; l++)
+      if (g_features[l].defined()) g_features[l].add_(copies[part][k++]);
+  }
+  std::vector<Tensor> result{g_phi, g_rho, need_w ? g_wt.t().contiguous() : Tensor()};
+  for (size_t l = 0; l < L; l++) {
+    result.push_back(g_features[l]);
+    result.push_back(g_geometry[l]);
+  }
+  return result;
+}
+
+// The message's forward: fused on the CPU, ATen chunks elsewhere
+std::tuple<Tensor, std::vector<Tensor>> message_forward(
+    const Tensor &phi, at::TensorList features, at::TensorList geometry, const Tensor &rho,
+    const Tensor &weight, const Tensor &receivers, const Tensor &senders, bool first,
+    int64_t chunk)
+{
+  if (!fused_applies(phi, features, geometry, rho, weight, receivers, senders))
+    return message_forward_aten(phi, features, geometry, rho, weight, receivers, senders, first,
+                                chunk);
+  if (phi.scalar_type() == at::kDouble)
+    return fused_forward<double>(phi, features, geometry, rho, weight, receivers, senders, first);
+  return fused_forward<float>(phi, features, geometry, rho, weight, receivers, senders, first);
 }
 
 // Inputs of PainnMessage::apply: phi, rho, weight, receivers, senders, first, chunk, then the
@@ -131,6 +352,26 @@ struct PainnMessage : public torch::autograd::Function<PainnMessage> {
     for (size_t l = 0; l < L; l++) {
       need_feature.push_back(ctx->needs_input_grad(kOrdersTensor + 2 * l) && !first);
       need_geometry.push_back(ctx->needs_input_grad(kOrdersTensor + 2 * l + 1));
+    }
+    // the fused loops give first derivatives only: when this backward must itself be
+    // differentiable (create_graph, a force loss in training) the ATen route below runs
+    if (!at::GradMode::is_enabled()
+        && fused_applies(phi, features, geometry, rho, weight, receivers, senders)) {
+      const variable_list g(grads.begin(), grads.begin() + 1 + L);
+      std::vector<Tensor> fused =
+          phi.scalar_type() == at::kDouble
+              ? fused_backward<double>(phi, features, geometry, rho, weight, receivers, senders,
+                                       first, g, need_phi, need_rho, need_w, need_feature,
+                                       need_geometry)
+              : fused_backward<float>(phi, features, geometry, rho, weight, receivers, senders,
+                                      first, g, need_phi, need_rho, need_w, need_feature,
+                                      need_geometry);
+      variable_list result(kOrdersArg);
+      result[0] = fused[0];
+      result[1] = fused[1];
+      result[2] = fused[2];
+      result.insert(result.end(), fused.begin() + 3, fused.end());
+      return result;
     }
     const std::vector<int64_t> cols = offsets(phi, features);
     const int64_t E = senders.size(0);
@@ -273,6 +514,9 @@ Tensor allreduce_sum_autograd(const Tensor &x) { return AllreduceSum::apply(x); 
 // the model sees is split between processes. The same answer on every rank of the call.
 bool sums_across_processes() { return g_hook.load() != nullptr; }
 
+// Which instruction set the fused CPU loops use on this machine: "avx512", "avx2", "generic"
+std::string kernel_instruction_set() { return mlip_attn_kernels::instruction_set(); }
+
 // ------------------------------------------------------------------ registration
 
 struct Registration {
@@ -289,6 +533,7 @@ struct Registration {
     def->def("painn_message(Tensor phi, Tensor v, Tensor rho, Tensor unit, Tensor weight, "
              "Tensor receivers, Tensor senders, bool first, int chunk) -> (Tensor, Tensor)");
     def->def("allreduce_sum(Tensor x) -> Tensor");
+    def->def("kernel_instruction_set() -> str", TORCH_FN(kernel_instruction_set));
     // CONSERVATIVE: it has "side effects", so TorchScript never folds the call into the answer
     // it gave while the model was scripted (an op without inputs looks constant otherwise)
     def->def(torch::schema("sums_across_processes() -> bool", c10::AliasAnalysisKind::CONSERVATIVE),
