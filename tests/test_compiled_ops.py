@@ -197,6 +197,10 @@ def test_painn_message_op_without_edges_and_in_inference_mode(ops):
 
 def test_bad_arguments_are_clear_errors(ops):
     dense, features, geometry, i, j = message_inputs(False, lmax=2)
+    bad = j.clone()
+    bad[3] = 7     # 7 atoms: indices 0-6
+    with pytest.raises(RuntimeError, match="edge 3 joins atoms .* and 7, but there are 7 atoms"):
+        call_op(dense, features, geometry, i, bad, False, 16)
     with pytest.raises(RuntimeError, match="chunk must be positive"):
         call_op(dense, features, geometry, i, j, False, 0)
     with pytest.raises(RuntimeError, match="one geometry tensor per feature order"):

@@ -1,10 +1,25 @@
-"""The chunked PaiNN message (inference path) equals the plain autograd one, to second order."""
+"""The chunked PaiNN message (inference path) equals the plain autograd one, to second order, on
+both eager routes (the compiled op and Python)."""
 import pytest
 import torch
 
 from mlip_attn.nn.painn_message import message_in_chunks, message_reference, painn_message
 
 from conftest import make_model, predict, random_molecule
+
+
+@pytest.fixture(params=["compiled", "python"], autouse=True)
+def message_route(request):
+    """Every test on both routes of the eager message: the compiled op (fused loops; the ATen
+    chunks where a backward must be differentiable) and the Python `ChunkedMessage`."""
+    from mlip_attn.nn import kernels
+    if request.param == "python":
+        with kernels.python_message():
+            yield request.param
+    else:
+        if not kernels.compiled_message_available():
+            pytest.skip(f"no compiled message here: {kernels.describe()}")
+        yield request.param
 
 
 def _inputs(n_atoms=7, n_edges=30, width=4, basis=5, seed=0, lmax=2):

@@ -26,6 +26,9 @@ from ..atomic import atomic_path
 SOURCE_DIR = Path(__file__).with_name("src")
 INFO_NAME = "build_info.json"
 TORCH_LIBRARY_NAME = "libmlip_attn_torch.so"
+# written into the library's folder by `mlip_attn.nn.kernels` when building it on first use
+# failed (the reason), so later processes do not try again; a successful build removes it
+FAILED_MARKER = "build_failed.txt"
 TORCH_SOURCES = ["ops.cpp", "painn_kernels.cpp", "torch_model.cpp"]
 TORCH_HEADERS = ["ops.h", "painn_kernels.h", "torch_model.h"]
 # the fused message loops: vectorised (-O3, the `omp simd` reductions); products and sums
@@ -199,4 +202,5 @@ def build_torch_library(force: bool = False, verbose: bool = False,
                                                                         + TORCH_HEADERS),
              "build_seconds": round(time.perf_counter() - t0, 1), "compiler": cxx,
              "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1, sort_keys=True))
+        (folder / FAILED_MARKER).unlink(missing_ok=True)
         return so

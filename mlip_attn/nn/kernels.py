@@ -5,7 +5,8 @@ fused per-edge loops of ``painn_kernels.cpp`` on the CPU) lives in ``libmlip_att
 same file the LAMMPS plugin loads. It is compiled once per torch version and C++ sources, the
 first time a PaiNN message runs (about 40 s with g++ ≥ 10; `mlip-attn build-lammps` does it
 ahead of time), and cached (`mlip_attn.lammps.torch_build.torch_library_dir`). Without a
-compiler, or with ``MLIP_ATTN_KERNELS=python``, the message runs as the Python
+compiler (a failed build is remembered in that folder, so later processes do not try again),
+or with ``MLIP_ATTN_KERNELS=python``, the message runs as the Python
 `~mlip_attn.nn.painn_message.ChunkedMessage`: the same maths, slower (the README's performance
 section has both).
 """
@@ -23,18 +24,30 @@ def _choose() -> None:
         _state.update(route="python", why="MLIP_ATTN_KERNELS=python")
         return
     from ..lammps.ops import ops_registered, try_load_ops
-    from ..lammps.torch_build import TORCH_LIBRARY_NAME, torch_library_dir
+    from ..lammps.torch_build import FAILED_MARKER, TORCH_LIBRARY_NAME, torch_library_dir
     if not ops_registered():
         try:
-            built = (torch_library_dir() / TORCH_LIBRARY_NAME).exists()
-        except Exception:   # noqa: BLE001 - no torch metadata: the build below says why
-            built = False
-        if not built:
+            folder = torch_library_dir()
+        except Exception as exc:   # noqa: BLE001 - e.g. no torch metadata
+            _state.update(route="python", why=f"the compiled ops are unavailable: {exc}")
+            return
+        failed = folder / FAILED_MARKER
+        if failed.exists():   # a build failed here before: do not pay for it in every process
+            _state.update(route="python", why=f"{failed.read_text()[:300]} (delete {failed} "
+                          "to try again)")
+            return
+        if not (folder / TORCH_LIBRARY_NAME).exists():
             print("mlip_attn: compiling the fused CPU kernels once for this torch version "
                   "(about 40 s; MLIP_ATTN_KERNELS=python skips this)", file=sys.stderr)
         ok, why = try_load_ops(build=True)
         if not ok:
-            _state.update(route="python", why=f"the compiled ops are unavailable: {why}")
+            why = f"the compiled ops could not be built or loaded: {why}"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                failed.write_text(why)
+            except OSError:
+                pass
+            _state.update(route="python", why=why)
             return
     import torch
     isa = torch.ops.mlip_attn.kernel_instruction_set()

@@ -146,6 +146,14 @@ FusedInputs<T> fused_inputs(const Tensor &phi, at::TensorList features, at::Tens
     o.b = cols[2 * l + 1];
   }
   in.E = senders.size(0);
+  // the loops index rows directly: an edge naming an atom that does not exist is refused here
+  // (ATen's index_add_ refuses it on the other route)
+  const int64_t N = phi.size(0);
+  for (int64_t e = 0; e < in.E; e++)
+    TORCH_CHECK(msg.receivers[e] >= 0 && msg.receivers[e] < N && msg.senders[e] >= 0
+                    && msg.senders[e] < N,
+                "mlip_attn::painn_message: edge ", e, " joins atoms ", msg.receivers[e], " and ",
+                msg.senders[e], ", but there are ", N, " atoms");
   return in;
 }
 
