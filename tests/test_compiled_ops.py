@@ -160,6 +160,48 @@ def test_kernels_name_their_instruction_set(ops):
     assert torch.ops.mlip_attn.kernel_instruction_set() in ("avx512", "avx2", "generic")
 
 
+CLONE_CHECK = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_compiled_ops import call_op, message_inputs
+from mlip_attn.lammps.ops import load_ops
+from mlip_attn.nn.painn_message import message_reference
+load_ops(build=False)
+torch.set_num_threads(2)
+for first in (False, True):
+    dense, features, geometry, i, j = message_inputs(first, n=40, e=1501, f=9, k=5, lmax=2)
+    got = call_op(dense, features, geometry, torch.sort(i).values, j, first, 64)
+    want = message_reference(dense[0], features, geometry, dense[1], dense[2],
+                             torch.sort(i).values, j, first)
+    for a, b in zip(got, (want[0], *want[1])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    inputs = (*dense, *geometry)
+    g_got = torch.autograd.grad(sum(t.square().sum() for t in got), inputs)
+    g_want = torch.autograd.grad(want[0].square().sum() + sum(t.square().sum() for t in want[1]),
+                                 inputs)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+print(torch.ops.mlip_attn.kernel_instruction_set())
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_every_instruction_set_clone_equals_the_reference(ops, isa):
+    """The clones this CPU would not pick (MLIP_ATTN_KERNEL_ISA asks for a lesser one), in a
+    fresh process: the same forward and gradients as the reference, widths that are not a
+    multiple of the vector width (the column tails)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "MLIP_ATTN_KERNEL_ISA": isa, "OMP_NUM_THREADS": "2"}
+    code = CLONE_CHECK.format(tests=str(Path(__file__).parent))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    said = run.stdout.split()[-1]
+    assert said == isa or (isa == "avx2" and said == "generic")   # a CPU without AVX2
+
+
 def test_painn_eager_route_takes_the_compiled_op_with_the_same_answer(ops):
     """PaiNN (ℓ = 2) in eval mode calls the compiled op by default; energy and forces equal the
     Python route's (`python_message`) in float64."""

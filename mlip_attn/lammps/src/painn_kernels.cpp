@@ -13,6 +13,8 @@
 #include "painn_kernels.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #define MLIP_ATTN_INLINE inline __attribute__((always_inline))
@@ -21,30 +23,30 @@ namespace mlip_attn_kernels {
 namespace {
 
 // filter rows of two edges: out0 = rho0 @ weight_t, out1 = rho1 @ weight_t (C columns each), in
-// blocks of B columns; B is chosen per instruction set so that 2 × B accumulators fill 8
-// vector registers
-template <typename T, int B>
+// blocks of 4 vectors of VB bytes per edge held in 8 vector registers (GCC vector types: with
+// plain arrays GCC kept the accumulators on the stack in its unrolled loop, 2× slower on AVX2)
+template <typename T, int VB>
 MLIP_ATTN_INLINE void filter_pair(const T *rho0, const T *rho1, const T *weight_t, int64_t K,
                                   int64_t C, T *out0, T *out1)
 {
+  typedef T V __attribute__((vector_size(VB)));
+  constexpr int L = VB / sizeof(T);   // lanes
   int64_t c0 = 0;
-  for (; c0 + B <= C; c0 += B) {
-    T acc0[B], acc1[B];
-#pragma omp simd
-    for (int c = 0; c < B; c++) acc0[c] = acc1[c] = T(0);
+  for (; c0 + 4 * L <= C; c0 += 4 * L) {
+    V a[4] = {}, b[4] = {};
     for (int64_t k = 0; k < K; k++) {
       const T r0 = rho0[k], r1 = rho1[k];
       const T *w = weight_t + k * C + c0;
-#pragma omp simd
-      for (int c = 0; c < B; c++) {
-        acc0[c] += r0 * w[c];
-        acc1[c] += r1 * w[c];
+      for (int q = 0; q < 4; q++) {
+        V wq;
+        __builtin_memcpy(&wq, w + q * L, VB);
+        a[q] += r0 * wq;
+        b[q] += r1 * wq;
       }
     }
-#pragma omp simd
-    for (int c = 0; c < B; c++) {
-      out0[c0 + c] = acc0[c];
-      out1[c0 + c] = acc1[c];
+    for (int q = 0; q < 4; q++) {
+      __builtin_memcpy(out0 + c0 + q * L, &a[q], VB);
+      __builtin_memcpy(out1 + c0 + q * L, &b[q], VB);
     }
   }
   for (; c0 < C; c0++) {
@@ -166,29 +168,33 @@ MLIP_ATTN_INLINE void backward_edge(const Message<T> &msg, int64_t e, const T *f
 }
 
 // g_rho of two edges: out0[k] = g_filt0 · weight_t[k], out1[k] = g_filt1 · weight_t[k] (out1
-// nullptr: one edge), with 2 × B partial sums per k so the products do not wait on each other
-template <typename T, int B>
+// nullptr: one edge), with 4 vector partial sums per edge so the products do not wait on each
+// other
+template <typename T, int VB>
 MLIP_ATTN_INLINE void rho_pair(const T *g_filt0, const T *g_filt1, const T *weight_t, int64_t K,
                                int64_t C, T *out0, T *out1)
 {
+  typedef T V __attribute__((vector_size(VB)));
+  constexpr int L = VB / sizeof(T);
   for (int64_t k = 0; k < K; k++) {
     const T *w = weight_t + k * C;
-    T acc0[B], acc1[B];
-#pragma omp simd
-    for (int c = 0; c < B; c++) acc0[c] = acc1[c] = T(0);
+    V a[4] = {}, b[4] = {};
     int64_t c0 = 0;
-    for (; c0 + B <= C; c0 += B) {
-#pragma omp simd
-      for (int c = 0; c < B; c++) {
-        acc0[c] += g_filt0[c0 + c] * w[c0 + c];
-        acc1[c] += g_filt1[c0 + c] * w[c0 + c];
+    for (; c0 + 4 * L <= C; c0 += 4 * L) {
+      for (int q = 0; q < 4; q++) {
+        V wq, x, y;
+        __builtin_memcpy(&wq, w + c0 + q * L, VB);
+        __builtin_memcpy(&x, g_filt0 + c0 + q * L, VB);
+        __builtin_memcpy(&y, g_filt1 + c0 + q * L, VB);
+        a[q] += x * wq;
+        b[q] += y * wq;
       }
     }
+    const V sa = (a[0] + a[1]) + (a[2] + a[3]), sb = (b[0] + b[1]) + (b[2] + b[3]);
     T s0 = T(0), s1 = T(0);
-#pragma omp simd reduction(+ : s0, s1)
-    for (int c = 0; c < B; c++) {
-      s0 += acc0[c];
-      s1 += acc1[c];
+    for (int l = 0; l < L; l++) {
+      s0 += sa[l];
+      s1 += sb[l];
     }
     for (; c0 < C; c0++) {
       s0 += g_filt0[c0] * w[c0];
@@ -201,7 +207,7 @@ MLIP_ATTN_INLINE void rho_pair(const T *g_filt0, const T *g_filt1, const T *weig
 
 // Both walk [begin, end) two edges at a time (an odd last edge is paired with itself): the two
 // filters, then each edge's own terms
-template <typename T, int B>
+template <typename T, int VB>
 MLIP_ATTN_INLINE void forward_body(const Message<T> &msg, int64_t begin, int64_t end,
                                    const Sums<T> &sums)
 {
@@ -209,14 +215,14 @@ MLIP_ATTN_INLINE void forward_body(const Message<T> &msg, int64_t begin, int64_t
   T *filt0 = scratch.data(), *filt1 = filt0 + msg.C, *x = filt1 + msg.C;
   for (int64_t e = begin; e < end; e += 2) {
     const int64_t e1 = std::min(e + 1, end - 1);
-    filter_pair<T, B>(msg.rho + e * msg.K, msg.rho + e1 * msg.K, msg.weight_t, msg.K, msg.C,
+    filter_pair<T, VB>(msg.rho + e * msg.K, msg.rho + e1 * msg.K, msg.weight_t, msg.K, msg.C,
                       filt0, filt1);
     forward_edge(msg, e, filt0, x, sums);
     if (e1 != e) forward_edge(msg, e1, filt1, x, sums);
   }
 }
 
-template <typename T, int B>
+template <typename T, int VB>
 MLIP_ATTN_INLINE void backward_body(const Message<T> &msg, int64_t begin, int64_t end,
                                     const Gradients<T> &grads)
 {
@@ -225,56 +231,49 @@ MLIP_ATTN_INLINE void backward_body(const Message<T> &msg, int64_t begin, int64_
   T *filt0 = scratch.data(), *filt1 = filt0 + C, *gx0 = filt1 + C, *gx1 = gx0 + C;
   for (int64_t e = begin; e < end; e += 2) {
     const int64_t e1 = std::min(e + 1, end - 1);
-    filter_pair<T, B>(msg.rho + e * msg.K, msg.rho + e1 * msg.K, msg.weight_t, msg.K, msg.C,
+    filter_pair<T, VB>(msg.rho + e * msg.K, msg.rho + e1 * msg.K, msg.weight_t, msg.K, msg.C,
                       filt0, filt1);
     backward_edge(msg, e, filt0, gx0, grads);
     if (e1 != e) backward_edge(msg, e1, filt1, gx1, grads);
     if (grads.g_rho != nullptr)
-      rho_pair<T, B>(gx0, e1 != e ? gx1 : gx0, msg.weight_t, msg.K, msg.C,
+      rho_pair<T, VB>(gx0, e1 != e ? gx1 : gx0, msg.weight_t, msg.K, msg.C,
                      grads.g_rho + e * msg.K, e1 != e ? grads.g_rho + e1 * msg.K : nullptr);
   }
 }
 
-// columns per block: 8 accumulators of the vector width (4 per edge)
-template <typename T> constexpr int block(int vector_bytes) { return 4 * vector_bytes / sizeof(T); }
-
-template <typename T> void forward_generic(const Message<T> &m, int64_t b, int64_t e, const Sums<T> &s)
+// One range of the forward (sums given) or the backward (grads given), per instruction set
+template <typename T, int VB>
+MLIP_ATTN_INLINE void run(const Message<T> &m, int64_t b, int64_t e, const Sums<T> *sums,
+                          const Gradients<T> *grads)
 {
-  forward_body<T, block<T>(16)>(m, b, e, s);
+  if (sums != nullptr) forward_body<T, VB>(m, b, e, *sums);
+  else backward_body<T, VB>(m, b, e, *grads);
 }
-template <typename T> void backward_generic(const Message<T> &m, int64_t b, int64_t e,
-                                            const Gradients<T> &g)
+
+template <typename T>
+void run_generic(const Message<T> &m, int64_t b, int64_t e, const Sums<T> *s, const Gradients<T> *g)
 {
-  backward_body<T, block<T>(16)>(m, b, e, g);
+  run<T, 16>(m, b, e, s, g);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MLIP_ATTN_X86_CLONES 1
 template <typename T> __attribute__((target("avx2,fma")))
-void forward_avx2(const Message<T> &m, int64_t b, int64_t e, const Sums<T> &s)
+void run_avx2(const Message<T> &m, int64_t b, int64_t e, const Sums<T> *s, const Gradients<T> *g)
 {
-  forward_body<T, block<T>(32)>(m, b, e, s);
-}
-template <typename T> __attribute__((target("avx2,fma")))
-void backward_avx2(const Message<T> &m, int64_t b, int64_t e, const Gradients<T> &g)
-{
-  backward_body<T, block<T>(32)>(m, b, e, g);
+  run<T, 32>(m, b, e, s, g);
 }
 template <typename T> __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
-void forward_avx512(const Message<T> &m, int64_t b, int64_t e, const Sums<T> &s)
+void run_avx512(const Message<T> &m, int64_t b, int64_t e, const Sums<T> *s,
+                const Gradients<T> *g)
 {
-  forward_body<T, block<T>(64)>(m, b, e, s);
-}
-template <typename T> __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
-void backward_avx512(const Message<T> &m, int64_t b, int64_t e, const Gradients<T> &g)
-{
-  backward_body<T, block<T>(64)>(m, b, e, g);
+  run<T, 64>(m, b, e, s, g);
 }
 #endif
 
 enum class Isa { generic, avx2, avx512 };
 
-Isa detect()
+Isa best_supported()
 {
 #ifdef MLIP_ATTN_X86_CLONES
   __builtin_cpu_init();
@@ -286,10 +285,36 @@ Isa detect()
   return Isa::generic;
 }
 
+// The best clone the CPU supports, or a lesser one named by MLIP_ATTN_KERNEL_ISA ("avx2",
+// "generic": how the tests run every clone on one machine); never one the CPU lacks
+Isa detect()
+{
+  const Isa best = best_supported();
+  const char *wanted = std::getenv("MLIP_ATTN_KERNEL_ISA");
+  if (wanted == nullptr) return best;
+  const std::string name(wanted);
+  if (name == "generic") return Isa::generic;
+  if (name == "avx2" && best != Isa::generic) return Isa::avx2;
+  return best;
+}
+
 Isa isa()
 {
   static const Isa chosen = detect();
   return chosen;
+}
+
+// the clone for this CPU
+template <typename T>
+void dispatch(const Message<T> &msg, int64_t begin, int64_t end, const Sums<T> *sums,
+              const Gradients<T> *grads)
+{
+  if (begin >= end) return;
+#ifdef MLIP_ATTN_X86_CLONES
+  if (isa() == Isa::avx512) return run_avx512(msg, begin, end, sums, grads);
+  if (isa() == Isa::avx2) return run_avx2(msg, begin, end, sums, grads);
+#endif
+  run_generic(msg, begin, end, sums, grads);
 }
 
 }    // namespace
@@ -297,23 +322,13 @@ Isa isa()
 template <typename T>
 void forward(const Message<T> &msg, int64_t begin, int64_t end, const Sums<T> &sums)
 {
-  if (begin >= end) return;
-#ifdef MLIP_ATTN_X86_CLONES
-  if (isa() == Isa::avx512) return forward_avx512(msg, begin, end, sums);
-  if (isa() == Isa::avx2) return forward_avx2(msg, begin, end, sums);
-#endif
-  forward_generic(msg, begin, end, sums);
+  dispatch<T>(msg, begin, end, &sums, nullptr);
 }
 
 template <typename T>
 void backward(const Message<T> &msg, int64_t begin, int64_t end, const Gradients<T> &grads)
 {
-  if (begin >= end) return;
-#ifdef MLIP_ATTN_X86_CLONES
-  if (isa() == Isa::avx512) return backward_avx512(msg, begin, end, grads);
-  if (isa() == Isa::avx2) return backward_avx2(msg, begin, end, grads);
-#endif
-  backward_generic(msg, begin, end, grads);
+  dispatch<T>(msg, begin, end, nullptr, &grads);
 }
 
 const char *instruction_set()
