@@ -16,6 +16,10 @@ the forward keeps only its inputs (node features, the radial expansion, edge geo
 backward recomputes each chunk's edge terms, so no edge tensor larger than one chunk exists.
 The maths is exactly the plain version's (`message_reference`), and the backward is written in
 differentiable torch operations, so second derivatives (force training, Hessians) work too.
+Where the compiled ops are built (`mlip_attn.nn.kernels`), `painn_message` calls their C++ twin
+instead, whose CPU forward and first derivatives are fused per-edge loops
+(``mlip_attn/lammps/src/painn_kernels.cpp``, about 2× faster); this module is then the
+reference and the fallback.
 
 Shapes: N atoms, E edges, F scalar features, F_ℓ features of order ℓ (any number), K radial
 functions (incl. the envelope column), L equivariant orders; ``phi`` and the filter have
