@@ -190,6 +190,32 @@ template <typename Body> void for_each_part(const std::vector<int64_t> &bounds, 
   });
 }
 
+// Private copies of the tensors that several parts sum into: part 0 writes the tensor itself,
+// every other part a zeroed copy of its own (parts run on different threads), added back into
+// the tensor after the parts finish
+template <typename T> class PrivateSums {
+public:
+  explicit PrivateSums(int64_t parts) : copies_(parts) {}
+
+  // where `part` sums into `shared` (nullptr for an undefined tensor)
+  T *target(int64_t part, const Tensor &shared)
+  {
+    if (!shared.defined()) return nullptr;
+    if (part == 0) return shared.template data_ptr<T>();
+    copies_[part].emplace_back(shared, at::zeros_like(shared));
+    return copies_[part].back().second.template data_ptr<T>();
+  }
+
+  void add_into_shared()
+  {
+    for (auto &mine : copies_)
+      for (auto &[shared, copy] : mine) shared.add_(copy);
+  }
+
+private:
+  std::vector<std::vector<std::pair<Tensor, Tensor>>> copies_;
+};
+
 template <typename T>
 std::tuple<Tensor, std::vector<Tensor>> fused_forward(
     const Tensor &phi, at::TensorList features, at::TensorList geometry, const Tensor &rho,
@@ -205,29 +231,17 @@ std::tuple<Tensor, std::vector<Tensor>> fused_forward(
   // receivers' rows; otherwise each extra part sums into private copies, added at the end
   const bool owned = std::is_sorted(in.msg.receivers, in.msg.receivers + in.E);
   const std::vector<int64_t> bounds = edge_ranges(in.msg.receivers, in.E, parts, owned);
-  std::vector<std::vector<Tensor>> copies(parts);
-  auto sums_of = [&](int64_t part) {
-    mlip_attn_kernels::Sums<T> sums;
-    std::vector<Tensor> &mine = copies[part];
-    if (part == 0 || owned) {
-      sums.ds = ds.data_ptr<T>();
-      for (size_t l = 0; l < out.size(); l++) sums.out[l] = out[l].data_ptr<T>();
-    } else {
-      mine.push_back(at::zeros_like(ds));
-      for (const Tensor &o : out) mine.push_back(at::zeros_like(o));
-      sums.ds = mine[0].data_ptr<T>();
-      for (size_t l = 0; l < out.size(); l++) sums.out[l] = mine[1 + l].data_ptr<T>();
-    }
-    return sums;
-  };
+  PrivateSums<T> copies(parts);
   for_each_part(bounds, [&](int64_t part, int64_t begin, int64_t end) {
-    mlip_attn_kernels::forward(in.msg, begin, end, sums_of(part));
+    auto target = [&](const Tensor &t) {
+      return owned ? t.data_ptr<T>() : copies.target(part, t);
+    };
+    mlip_attn_kernels::Sums<T> sums;
+    sums.ds = target(ds);
+    for (size_t l = 0; l < out.size(); l++) sums.out[l] = target(out[l]);
+    mlip_attn_kernels::forward(in.msg, begin, end, sums);
   });
-  for (const auto &mine : copies) {
-    if (mine.empty()) continue;
-    ds.add_(mine[0]);
-    for (size_t l = 0; l < out.size(); l++) out[l].add_(mine[1 + l]);
-  }
+  copies.add_into_shared();
   return {ds, out};
 }
 
@@ -248,7 +262,7 @@ std::vector<Tensor> fused_backward(const Tensor &phi, at::TensorList features,
   const size_t L = features.size();
   std::vector<Tensor> grads_in;
   for (const Tensor &g : grads) grads_in.push_back(g.contiguous());
-  // summed into (scattered to senders, or shared): private copies per extra part
+  // summed into (scattered to senders, or shared by every edge): private copies per extra part
   Tensor g_phi = need_phi ? at::zeros_like(in.keep[0]) : Tensor();
   Tensor g_wt = need_w ? at::zeros({in.msg.K, in.msg.C}, phi.options()) : Tensor();
   std::vector<Tensor> g_features(L), g_geometry(L);
@@ -260,34 +274,21 @@ std::vector<Tensor> fused_backward(const Tensor &phi, at::TensorList features,
   Tensor g_rho = need_rho ? at::empty_like(rho, at::MemoryFormat::Contiguous) : Tensor();
   const int64_t parts = fused_parts(in.E);
   const std::vector<int64_t> bounds = edge_ranges(in.msg.receivers, in.E, parts, false);
-  std::vector<std::vector<Tensor>> copies(parts);
-  auto private_or_shared = [&](int64_t part, const Tensor &shared) -> T * {
-    if (!shared.defined()) return nullptr;
-    if (part == 0) return shared.data_ptr<T>();
-    copies[part].push_back(at::zeros_like(shared));
-    return copies[part].back().data_ptr<T>();
-  };
+  PrivateSums<T> copies(parts);
   for_each_part(bounds, [&](int64_t part, int64_t begin, int64_t end) {
     mlip_attn_kernels::Gradients<T> g;
     g.g_ds = grads_in[0].data_ptr<T>();
-    g.g_phi = private_or_shared(part, g_phi);
-    g.g_weight_t = private_or_shared(part, g_wt);
+    g.g_phi = copies.target(part, g_phi);
+    g.g_weight_t = copies.target(part, g_wt);
     g.g_rho = g_rho.defined() ? g_rho.data_ptr<T>() : nullptr;
     for (size_t l = 0; l < L; l++) {
       g.g_out[l] = grads_in[1 + l].data_ptr<T>();
-      g.g_features[l] = private_or_shared(part, g_features[l]);
+      g.g_features[l] = copies.target(part, g_features[l]);
       g.g_geometry[l] = g_geometry[l].defined() ? g_geometry[l].data_ptr<T>() : nullptr;
     }
     mlip_attn_kernels::backward(in.msg, begin, end, g);
   });
-  // the private copies, in the order they were made: g_phi, g_wt, then g_features per order
-  for (int64_t part = 1; part < parts; part++) {
-    size_t k = 0;
-    for (Tensor *total : {&g_phi, &g_wt})
-      if (total->defined()) total->add_(copies[part][k++]);
-    for (size_t l = 0; l < L; l++)
-      if (g_features[l].defined()) g_features[l].add_(copies[part][k++]);
-  }
+  copies.add_into_shared();
   std::vector<Tensor> result{g_phi, g_rho, need_w ? g_wt.t().contiguous() : Tensor()};
   for (size_t l = 0; l < L; l++) {
     result.push_back(g_features[l]);
