@@ -10,7 +10,7 @@ chain differently. A global model should follow xTB.
     python md_examples/charge_transfer_forces.py [--carbons 16] [--sites 0 3]
 
 Prints |F(site b) − F(site a)| per atom by distance from the nearer proton position, the mean on
-the far atoms for each model, and writes charge_transfer_forces.png.
+the far atoms for each model, and writes md_examples/output/charge_transfer_forces.png (``--out DIR`` elsewhere).
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import numpy as np
 
 from mlip_attn import AttnCalculator
 from mlip_attn.qm import make_calculator
-from mlip_attn.qm.systems.charge_transfer import FAR, add_protons, polyyne_ground_state
+from mlip_attn.qm.systems.charge_transfer_chains import FAR, add_protons, polyyne_ground_state
 
-from example_models import add_model_arguments, model_paths  # noqa: E402
+from example_models import add_model_arguments, model_paths, output_file  # noqa: E402
 
 
 def structures(n_carbons: int, sites: tuple[int, int]):
@@ -84,8 +84,9 @@ def main():
     ax.set_title(f"C{args.carbons}H3⁺, the proton moves (charge +1 both times)", fontsize=9)
     ax.legend()
     fig.tight_layout()
-    fig.savefig("charge_transfer_forces.png", dpi=120)
-    print("wrote charge_transfer_forces.png")
+    path = output_file(args, "charge_transfer_forces.png")
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

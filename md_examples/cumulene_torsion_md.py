@@ -12,7 +12,7 @@ The shipped models were trained on C3–C10, C13 and C14; C11, C12, C15 and C16 
 (their errors are on the model cards), so the default C11 shows what the models do on a length
 they were not trained on.
 
-Prints the torsion distribution per model and writes cumulene_torsion_md.png.
+Prints the torsion distribution per model and writes md_examples/output/cumulene_torsion_md.png (``--out DIR`` elsewhere).
 """
 from __future__ import annotations
 
@@ -23,18 +23,18 @@ import numpy as np
 from ase import units
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 
 from mlip_attn import AttnCalculator
 from mlip_attn.qm import cumulene_ground_state, torsion_angle
 
-from example_models import add_model_arguments, model_paths  # noqa: E402
+from example_models import add_model_arguments, model_paths, output_file  # noqa: E402
 
 
 def run(model: Path, carbons: int, steps: int, seed: int = 0) -> np.ndarray:
     atoms = cumulene_ground_state(carbons)
     atoms.calc = AttnCalculator(model)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(seed))
     atoms.set_constraint(FixCom())   # no drift of the molecule (Langevin's fixcm is deprecated)
     dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02, fixcm=False,
                    rng=np.random.default_rng(seed))
@@ -48,7 +48,6 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=4000, help="0.5 fs steps (default 2 ps)")
     p.add_argument("--carbons", type=int, default=11)
-    p.add_argument("--out", default="cumulene_torsion_md.png")
     add_model_arguments(p, "cumulene")
     args = p.parse_args()
     results = {}
@@ -69,8 +68,9 @@ def main():
     ax.set_title(f"C{args.carbons}H4, 300 K, {args.steps * 0.5 / 1000:.1f} ps")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    path = output_file(args, "cumulene_torsion_md.png")
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

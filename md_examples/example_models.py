@@ -1,16 +1,27 @@
-"""Shared by the MD examples: the local and attention model files to compare."""
+"""Shared by the MD examples: the local and attention model files to compare, and the folder
+their plots go to (``md_examples/output/`` unless ``--out DIR``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
+OUTPUT = Path(__file__).resolve().parent / "output"
 
 
 def add_model_arguments(parser, system: str) -> None:
     parser.add_argument("--local", help=f"local model file (default potentials/{system}-local.pt)")
     parser.add_argument("--efa", help=f"attention model file (default potentials/{system}-efa.pt)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the "
-                        "package's policy, see README 'Threads'; 1 is fastest on a busy machine)")
+                        "package's policy, see the docs' performance page; 1 is fastest on a "
+                        "busy machine)")
+    parser.add_argument("--out", type=Path, default=OUTPUT, help="folder for the plot "
+                        "(default md_examples/output/)")
+
+
+def output_file(args, name: str) -> Path:
+    """``args.out / name``, the folder created."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args.out / name
 
 
 def model_paths(args, system: str) -> dict[str, Path]:

@@ -6,11 +6,12 @@ starting conditions for both models (NVE, no initial velocities).
 
     python md_examples/sn2_approach_md.py [--steps 2000]
 
-Prints the C···Cl⁻ distance over time per model and writes sn2_approach_md.png.
+Prints the C···Cl⁻ distance over time per model and writes md_examples/output/sn2_approach_md.png (``--out DIR`` elsewhere).
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
@@ -18,7 +19,7 @@ from ase.md.verlet import VelocityVerlet
 
 from mlip_attn import AttnCalculator
 
-from example_models import add_model_arguments, model_paths  # noqa: E402
+from example_models import add_model_arguments, model_paths, output_file  # noqa: E402
 
 
 def start_geometry(distance: float = 7.0) -> Atoms:
@@ -46,7 +47,6 @@ def run(model: Path, steps: int) -> np.ndarray:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=2000, help="0.5 fs steps (default 1 ps)")
-    p.add_argument("--out", default="sn2_approach_md.png")
     add_model_arguments(p, "sn2")
     args = p.parse_args()
     models = model_paths(args, "sn2")
@@ -65,8 +65,9 @@ def main():
     ax.set_title("Cl⁻ + CH3Cl from rest, NVE")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    path = output_file(args, "sn2_approach_md.png")
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

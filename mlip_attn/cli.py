@@ -15,7 +15,7 @@ def _fit(args, extra):
 def _eval(args, extra):
     from .models import load_model
     from .training.evaluate import evaluate_file
-    from .training.trainer import format_errors
+    from .training.run_files import format_errors
     model = load_model(args.model, dtype=args.dtype)
     metrics = evaluate_file(model, args.data, args.batch_size)
     print(f"{args.data}: {int(metrics['structures'])} structures")
@@ -38,11 +38,8 @@ def _bench(args, extra):
         run_load_bench(competing=args.competing)
         return
     if args.lammps:
-        if args.aoti:
-            from .apps.aoti_probe import run_aoti_probe as run
-        else:
-            from .apps.lammps_bench import run_lammps_bench as run
-        run(sizes=large, steps=args.steps, threads=args.threads)
+        from .apps.lammps_bench import run_lammps_bench
+        run_lammps_bench(sizes=large, steps=args.steps, threads=args.threads)
         return
     if args.training:
         from .apps.bench import run_training_bench
@@ -193,6 +190,8 @@ def _add_threads(parser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlip-attn", description="ML interatomic potentials with "
                                 "global attention: train, evaluate, benchmark.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"mlip-attn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     defaults = _DefaultsHelp
@@ -244,8 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "model call (PaiNN on fcc Cu, 1,000 and 10,000 atoms) and strong scaling "
                    "over MPI ranks (local and EFA)")
     b.add_argument("--steps", type=int, default=10, help="timed MD steps per point (--lammps)")
-    b.add_argument("--aoti", action="store_true", help="with --lammps: measure the "
-                   "AOTInductor export route against the eager call and TorchScript + ops")
     b.add_argument("--peers", action="store_true", help="side by side in one process, "
                    "interleaved, with SchNetPack (PaiNN, SchNet), TensorNet, NequIP, Allegro and "
                    "MACE at matched sizes, by order ℓ (see README 'Performance' to install them)")

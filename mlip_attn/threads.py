@@ -13,8 +13,9 @@ free CPUs when a call starts:
 * **The cap** (`configure`): min(torch's default, the CPUs this process may run on: its
   affinity mask and its cgroup CPU quota).
 * **Per call** (`threads_for_call`, before each `AttnCalculator` calculation and each `fit`
-  step): one thread for a small structure (fewer than `SMALL_PAIRS` neighbour pairs: its many
-  small operations gain nothing from a second thread), else the cap less the CPUs that other
+  step): one thread for a small structure (fewer than the message policy's
+  ``one_thread_below`` neighbour pairs, `mlip_attn.nn.policy`: its many small operations gain
+  nothing from a second thread), else the cap less the CPUs that other
   processes keep busy at that moment (`busy_elsewhere`: the kernel's count of runnable tasks,
   less this process's own), at least one.
 * **Overrides.** ``threads=N`` on `AttnCalculator`, ``--threads N`` on the command line, or
@@ -28,13 +29,10 @@ import functools
 import math
 import os
 
+from .nn.policy import current as message_policy
+
 POLICY_ENV = "MLIP_ATTN_THREAD_POLICY"     # "off": leave torch/OpenMP defaults alone
 THREADS_ENV = "MLIP_ATTN_THREADS"          # a thread count for every mlip-attn process
-
-# below this many neighbour pairs a call runs on one thread. Measured (PaiNN 128 × 3 with the
-# fused message, idle 2-core machine, 1 against 2 spinning threads, ms): 314 pairs 2.6/2.4,
-# 862 pairs 4.5/3.9, 1,720 pairs 7.9/4.9, 3,060 pairs 12.4/8.3, 6,846 pairs 25.0/14.9
-SMALL_PAIRS = 1024
 
 _state = {"configured": False, "cap": None}
 
@@ -153,14 +151,14 @@ def adaptive() -> bool:
 
 def threads_for_call(pairs: int) -> int:
     """Set and return torch's thread count for a call on a structure (or batch) with ``pairs``
-    neighbour pairs: one below `SMALL_PAIRS`, else the cap less the CPUs busy elsewhere, at
+    neighbour pairs: one below the message policy's ``one_thread_below``, else the cap less the CPUs busy elsewhere, at
     least one. A fixed count (see `configure`) is left as it is."""
     import torch
     cap = _state["cap"]
     if cap is None:
         return torch.get_num_threads()
     n = 1
-    if pairs >= SMALL_PAIRS and cap > 1:
+    if pairs >= message_policy().one_thread_below and cap > 1:
         busy = busy_elsewhere()
         n = max(1, cap - (busy or 0))
     if n != torch.get_num_threads():

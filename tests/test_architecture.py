@@ -30,15 +30,17 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _import_time_edges() -> dict[str, set[str]]:
-    """Module → package modules it imports at import time (top-level statements only; imports
-    inside functions run later and cannot form an import-time cycle)."""
+def _import_edges(function_level: bool = True) -> dict[str, set[str]]:
+    """Module → package modules it imports: every import statement, also those inside
+    functions (which hide a dependency from the import-time order but not from the design),
+    or top-level statements only with ``function_level=False``."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     edges: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         targets = set()
-        for node in ast.parse(path.read_text()).body:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree) if function_level else tree.body:
             if isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom):
@@ -53,8 +55,22 @@ def _import_time_edges() -> dict[str, set[str]]:
     return edges
 
 
-def test_import_graph_has_no_cycles():
-    edges = _import_time_edges()
+def _layer(module: str) -> str:
+    """The package a module belongs to: ``mlip_attn.nn.policy`` -> ``nn``; top-level modules
+    (``mlip_attn.cli``) are their own layer."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+# the packages from the foundations up: a package imports only packages listed before it
+LAYERS = ["atomic", "registry", "ops", "nn", "threads", "data", "encoders", "attention",
+          "backbones", "models", "qm", "training", "calculators", "lammps", "analysis", "apps",
+          "cli", "mlip_attn"]
+
+
+@pytest.mark.parametrize("function_level", [True, False])
+def test_import_graph_has_no_cycles(function_level):
+    edges = _import_edges(function_level)
     state: dict[str, int] = {}
 
     def visit(node, path):
@@ -70,6 +86,20 @@ def test_import_graph_has_no_cycles():
         if node not in state:
             visit(node, [])
     assert len(edges) > 40  # the walk saw the whole package
+
+
+def test_no_package_imports_upward():
+    """Foundations (``ops``, ``nn``, ``data``) import nothing above them, and so on up to the
+    applications (`LAYERS`), counting imports inside functions."""
+    rank = {layer: k for k, layer in enumerate(LAYERS)}
+    upward = []
+    for module, targets in _import_edges().items():
+        for target in targets:
+            a, b = _layer(module), _layer(target)
+            assert a in rank and b in rank, f"{module} or {target}: a package missing in LAYERS"
+            if rank[b] > rank[a]:
+                upward.append(f"{module} -> {target}")
+    assert not upward, "imports upward: " + ", ".join(sorted(upward))
 
 
 def test_modules_are_small_or_say_why():

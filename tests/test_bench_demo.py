@@ -33,12 +33,24 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     assert (tmp_path / "model.pt").exists()
     assert "NVE" in text and "barrier" in text
+    for name in ("local", "global"):   # progress while the two models train
+        assert f"{name:<7}epoch   10" in text and f"{name:<7}training painn" in text
     results = json.loads((tmp_path / "results.json").read_text())
     for name in ("local", "global"):
         assert math.isfinite(results[name]["energy_mae_meV"])
         assert math.isfinite(results[name]["forces_mae_meV_A"])
     assert results["seconds"] > 0 and math.isfinite(results["energy_mae_ratio"])
     assert results["local"]["barrier_eV"] < 0.01   # no atom of the local model sees both ends
+
+
+def test_demo_progress_shows_the_header_every_tenth_epoch_and_the_end():
+    from mlip_attn.apps.demo import _progress_line
+    assert _progress_line("local", "training painn (local) (1 parameters)").endswith("(local) "
+                                                                                    "(1 parameters)")
+    assert _progress_line("local", "epoch    1  lr 1e-3") is not None
+    assert _progress_line("local", "epoch    7  lr 1e-3") is None
+    assert _progress_line("global", "epoch   20  lr 1e-3") == "      global epoch   20  lr 1e-3"
+    assert _progress_line("local", "model written to x") is not None
 
 
 def test_demo_compares_a_local_and_a_global_model_of_the_same_size():
@@ -136,7 +148,7 @@ def test_roofline_counts_flops_and_reports_the_ratio():
     assert "GFLOP/s" in lines[1] and "time / FLOP-limited" in lines[2]
     by_kind = rows[0]["time_by_kind"]
     assert by_kind["matrix products"] > 0
-    from mlip_attn.nn.kernels import compiled_message_available
+    from mlip_attn.nn.policy import compiled_message_available
     if compiled_message_available():     # the message's gathers and scatters are in its loops
         assert by_kind["fused message"] > 0
     else:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from ase import units
 from ase.calculators.calculator import CalculationFailed, PropertyNotImplementedError
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from mlip_attn import AttnCalculator, save_model
@@ -52,6 +52,34 @@ def test_charge_change_in_info_is_noticed():
     neutral = atoms.get_potential_energy()
     atoms.info["charge"] = 1
     assert atoms.get_potential_energy() != neutral
+
+
+def test_total_charge_of_data_files_is_read_and_a_disagreement_is_named():
+    """A frame read from our data files carries ``total_charge``: the calculator uses it where
+    ``charge`` is not set, and says which it used where both are set and disagree."""
+    import warnings
+    model = make_model("painn")
+    atoms = random_molecule(6, seed=3)
+    atoms.calc = AttnCalculator(model, default_dtype="float64")
+    atoms.info["charge"] = 1
+    cation = atoms.get_potential_energy()
+    del atoms.info["charge"]
+    atoms.info["total_charge"] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # agreeing or single keys: no warning
+        assert atoms.get_potential_energy() == cation
+        atoms.info["charge"] = 1
+        assert atoms.get_potential_energy() == cation
+    atoms.info["charge"] = 0
+    with pytest.warns(UserWarning, match=r"charge=0 and total_charge=1, which disagree; using "
+                                         r"'charge'"):
+        neutral = atoms.get_potential_energy()
+    assert neutral != cation
+    del atoms.info["charge"], atoms.info["total_charge"]
+    atoms.info["total_spin"] = 3
+    triplet = atoms.get_potential_energy()
+    atoms.info["total_spin"] = 1
+    assert atoms.get_potential_energy() != triplet
 
 
 def test_unknown_element_and_bad_positions_are_named():
@@ -218,7 +246,7 @@ def test_nve_energy_drift_is_small(name):
             p.mul_(0.5)
     atoms = random_molecule(8, seed=6, spread=1.5)
     atoms.calc = AttnCalculator(model, default_dtype="float64")
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
     energies = []
     dyn.attach(lambda: energies.append(atoms.get_total_energy()), interval=1)

@@ -9,6 +9,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 import mlip_attn.qm as S
 from mlip_attn.qm.systems import charge_transfer as CT
+from mlip_attn.qm.systems import charge_transfer_chains as CH
 from mlip_attn.qm.systems import charge_transfer_reach as R
 
 
@@ -17,17 +18,17 @@ def test_species_tags_and_formulas():
     assert len(structs) == 40
     assert {a.info["n_carbons"] for a in structs} == {6, 10}
     kinds = {a.info["kind"] for a in structs}
-    assert kinds == set(CT.KINDS)
+    assert kinds == set(CH.KINDS)
     for a in structs:
         n, k = a.info["n_carbons"], a.info["n_protons"]
         assert a.get_chemical_formula(mode="hill") == f"C{n}H{2 + k}"
         assert a.info["total_charge"] == k == {"neutral": 0, "end": 1, "interior": 1, "ends": 2,
                                                "end+interior": 2}[a.info["kind"]]
         # each proton (the last k atoms) sits on a carbon at the tagged site
-        sites = sorted(CT.site_of(CT._nearest_carbon(a, h), n) for h in range(len(a) - k, len(a)))
+        sites = sorted(CH.site_of(CH._nearest_carbon(a, h), n) for h in range(len(a) - k, len(a)))
         assert sites == sorted(s for s in (a.info["site"], a.info["site2"]) if s >= 0)
         if a.info["kind"] in ("interior", "end+interior"):
-            assert max(sites) in CT.INTERIOR_SITES and max(sites) <= n // 2 - 1
+            assert max(sites) in CH.INTERIOR_SITES and max(sites) <= n // 2 - 1
         assert 0.0 <= a.info["rattle"] <= 0.06
     # C6 has only site 2 inside the chain; the recipe is a pure function of the seed
     assert {a.info["site"] for a in structs if a.info["n_carbons"] == 6
@@ -49,21 +50,21 @@ def test_label_round_trip(tmp_path):
 
 
 def test_ground_states_keep_their_protons_and_bend_at_interior_sites():
-    end = CT.polyyne_ground_state(8, (0,))
-    inside = CT.polyyne_ground_state(8, (3,))
+    end = CH.polyyne_ground_state(8, (0,))
+    inside = CH.polyyne_ground_state(8, (3,))
     c = np.arange(8)
     assert all(end.get_angle(int(i - 1), int(i), int(i + 1)) > 175 for i in c[1:-1])
     assert inside.get_angle(2, 3, 4) < 150                      # sp2 carbon: the chain bends
     # at site 1 of C8 xTB moves the proton to the end: refused, with the species named
     with pytest.raises(RuntimeError, match=r"C8 protonated at carbons \[1\]: the optimisation "
                                            r"moved hydrogen 10 from carbon 1 to carbon 0"):
-        CT.polyyne_ground_state(8, (1,))
+        CH.polyyne_ground_state(8, (1,))
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: CT.polyyne(7), "n_carbons: a polyyne needs an even number of carbons"),
-    (lambda: CT.proton_carbons("interior", 8, 4), "interior: site must be in 2–3 for C8"),
-    (lambda: CT.proton_carbons("middle", 8), "kind: 'middle' is not one of"),
+    (lambda: CH.polyyne(7), "n_carbons: a polyyne needs an even number of carbons"),
+    (lambda: CH.proton_carbons("interior", 8, 4), "interior: site must be in 2–3 for C8"),
+    (lambda: CH.proton_carbons("middle", 8), "kind: 'middle' is not one of"),
     (lambda: CT.charge_transfer_structures([8], 2, kinds={"middle": 1.0}, optimise=False),
      "kinds: 'middle' is not one of"),
     (lambda: CT.charge_transfer_structures([6], 2, kinds={"interior": 1.0}, sites=[5],
@@ -76,13 +77,13 @@ def test_bad_options_are_named(call, message):
 
 
 def test_proton_distances():
-    a = CT.add_protons(CT.polyyne(8), [0, 7])
+    a = CH.add_protons(CH.polyyne(8), [0, 7])
     a.info["n_protons"] = 2
-    d = CT.proton_distances(a)
+    d = CH.proton_distances(a)
     assert d.shape == (len(a),) and np.all(d[-2:] == 0.0)
     assert abs(d[0] - 1.09) < 1e-9 and d[3] > 3.0
-    neutral = CT.polyyne(8)
-    assert np.all(np.isinf(CT.proton_distances(neutral)))
+    neutral = CH.polyyne(8)
+    assert np.all(np.isinf(CH.proton_distances(neutral)))
 
 
 def test_the_far_end_depends_on_more_than_the_total_charge():

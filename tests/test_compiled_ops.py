@@ -23,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning"
 def ops():
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler to build the mlip_attn ops")
-    from mlip_attn.lammps.ops import load_ops
+    from mlip_attn.ops.library import load_ops
     try:
         return load_ops()
     except PluginBuildError as exc:
@@ -95,24 +95,6 @@ def test_painn_message_op_first_and_second_derivatives(ops, first, lmax):
     assert torch.autograd.gradgradcheck(op, grad_inputs)
 
 
-@pytest.mark.parametrize("first", [False, True])
-def test_l1_op_of_earlier_exports_is_the_one_order_message(ops, first):
-    """``painn_message`` (what files exported before the list form call) equals
-    ``painn_message_orders`` with the vectors alone, with gradients."""
-    dense, features, geometry, i, j = message_inputs(first)
-    phi, rho, weight = dense
-    ds, dv = torch.ops.mlip_attn.painn_message(phi, features[0], rho, geometry[0], weight, i, j,
-                                               first, 7)
-    want = call_op(dense, features, geometry, i, j, first, 7)
-    torch.testing.assert_close(ds, want[0], rtol=0, atol=0)
-    torch.testing.assert_close(dv, want[1], rtol=0, atol=0)
-    g_got = torch.autograd.grad((ds.sum() + dv.square().sum()), (phi, rho, geometry[0]))
-    g_want = torch.autograd.grad((want[0].sum() + want[1].square().sum()),
-                                 (phi, rho, geometry[0]))
-    for a, b in zip(g_got, g_want):
-        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
-
-
 @pytest.mark.parametrize("sort", [True, False])
 def test_fused_loops_on_several_threads_equal_the_reference(ops, sort):
     """Enough edges for one part per thread (the fused loops' threading): receivers sorted (each
@@ -164,7 +146,7 @@ CLONE_CHECK = """
 import sys, torch
 sys.path.insert(0, {tests!r})
 from test_compiled_ops import call_op, message_inputs
-from mlip_attn.lammps.ops import load_ops
+from mlip_attn.ops.library import load_ops
 from mlip_attn.nn.painn_message import message_reference
 load_ops(build=False)
 torch.set_num_threads(2)
@@ -204,18 +186,18 @@ def test_every_instruction_set_clone_equals_the_reference(ops, isa):
 
 def test_painn_eager_route_takes_the_compiled_op_with_the_same_answer(ops):
     """PaiNN (ℓ = 2) in eval mode calls the compiled op by default; energy and forces equal the
-    Python route's (`python_message`) in float64."""
-    from mlip_attn.nn import kernels
+    Python route's (``message_policy(route="python")``) in float64."""
+    from mlip_attn.nn import policy
     model = make_model("painn-l2")
     batch = to_batch([random_molecule(12, seed=3)], model.cutoff, torch.float64)
-    assert kernels.compiled_message_available()
-    assert kernels.describe().startswith("compiled: fused per-edge loops")
+    assert policy.compiled_message_available()
+    assert policy.describe().startswith("compiled: fused per-edge loops")
     with torch.profiler.profile() as prof:
         got = model.predict(batch, compute_forces=True)
     calls = [e.count for e in prof.key_averages() if e.key == "mlip_attn::painn_message_orders"]
     assert calls == [2]     # one per layer
-    with kernels.python_message():
-        assert not kernels.compiled_message_available()
+    with policy.message_policy(route="python"):
+        assert not policy.compiled_message_available()
         want = model.predict(batch, compute_forces=True)
     for key in ("energy", "forces"):
         torch.testing.assert_close(got[key], want[key], rtol=1e-11, atol=1e-11)
@@ -251,7 +233,7 @@ def test_bad_arguments_are_clear_errors(ops):
 
 def test_allreduce_sum_is_the_identity_outside_lammps(ops):
     """Without the plugin's MPI hook the cross-rank sum is the identity, forward and backward."""
-    from mlip_attn.lammps.ops import allreduce_calls
+    from mlip_attn.ops.library import allreduce_calls
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     y = torch.ops.mlip_attn.allreduce_sum(x)
     torch.testing.assert_close(y, x)
@@ -262,7 +244,7 @@ def test_allreduce_sum_is_the_identity_outside_lammps(ops):
 
 
 def test_loading_twice_registers_once(ops):
-    from mlip_attn.lammps.ops import load_ops, ops_registered
+    from mlip_attn.ops.library import load_ops, ops_registered
     assert load_ops() == ops and ops_registered()
     torch.ops.load_library(str(ops))      # the same file again: no second registration
     assert ops_registered()
@@ -299,7 +281,7 @@ def test_export_route_auto_falls_back_with_a_warning(tmp_path, monkeypatch):
     ``route='torchscript+ops'`` refuses."""
     from mlip_attn import save_model
     from mlip_attn.lammps import export as lexport
-    from mlip_attn.lammps import ops as lops
+    from mlip_attn.ops import library as lops
     monkeypatch.setattr(lops, "try_load_ops", lambda build=True: (False, "no C++ compiler"))
     save_model(make_model("painn"), tmp_path / "m.pt")
     with pytest.warns(RuntimeWarning, match="plain TorchScript.*no C\\+\\+ compiler"):
@@ -313,9 +295,15 @@ def test_export_route_auto_falls_back_with_a_warning(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_aoti_probe_compiles_and_matches(ops):
-    """The AOTInductor option (measured by ``mlip-attn bench --lammps --aoti``): forces from
+    """The AOTInductor option (measured by ``python benchmarks/aoti_probe.py``): forces from
     the compiled package equal the eager model's."""
-    from mlip_attn.apps.aoti_probe import run_aoti_probe
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "aoti_probe.py"
+    spec = importlib.util.spec_from_file_location("aoti_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    run_aoti_probe = probe.run_aoti_probe
     rows = run_aoti_probe(sizes=(32,), width=8, layers=1, steps=1, threads=1,
                           dtypes=("float64",))
     assert rows[0]["force_diff"] < 1e-10 and rows[0]["aoti_ms"] > 0

@@ -90,5 +90,5 @@ def test_skip_stops_when_a_whole_epoch_is_skipped(emt_xyz, tmp_path, monkeypatch
 
 def test_nonfinite_is_validated(emt_xyz, tmp_path):
     from mlip_attn.training import ConfigError
-    with pytest.raises(ConfigError, match=r"training\.nonfinite: 'ignore' is not one of"):
+    with pytest.raises(ConfigError, match=r"training\.nonfinite: must be one of 'stop', 'skip', got 'ignore'"):
         config(emt_xyz, tmp_path / "x", "--training.nonfinite", "ignore")

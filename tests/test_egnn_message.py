@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-import mlip_attn.backbones.egnn as egnn
+from mlip_attn.nn.policy import message_policy
 from mlip_attn.nn.egnn_message import ChunkedEdgeMessages, edge_messages_reference
 
 from conftest import make_model, predict, random_crystal, random_molecule
@@ -43,18 +43,23 @@ def test_chunked_edge_messages_with_no_edges():
 
 
 @pytest.mark.parametrize("structure", ["molecule", "crystal"])
-def test_egnn_inference_in_chunks_equals_plain(monkeypatch, structure):
+def test_egnn_inference_in_chunks_equals_plain(structure):
     atoms = random_molecule(14, seed=2) if structure == "molecule" else random_crystal(1)
     model = make_model("egnn", layers=3)
     plain = predict(model, [atoms], stress=structure == "crystal")
-    monkeypatch.setattr(egnn, "CHUNKED_FROM", 0)
-    chunked = predict(model, [atoms], stress=structure == "crystal")
+    with message_policy(egnn_chunked_from=0):
+        chunked = predict(model, [atoms], stress=structure == "crystal")
     for key in plain:
         torch.testing.assert_close(chunked[key], plain[key], rtol=1e-12, atol=1e-12)
 
 
-def test_egnn_chunked_forces_match_finite_differences(monkeypatch):
-    monkeypatch.setattr(egnn, "CHUNKED_FROM", 0)
+@pytest.fixture
+def chunked_egnn():
+    with message_policy(egnn_chunked_from=0):
+        yield
+
+
+def test_egnn_chunked_forces_match_finite_differences(chunked_egnn):
     atoms = random_molecule(8, seed=4)
     model = make_model("egnn", layers=2)
     forces = predict(model, [atoms])["forces"].numpy()

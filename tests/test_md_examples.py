@@ -30,10 +30,12 @@ def tiny_models(tmp_path, elements):
 ])
 def test_example_runs_and_writes_its_plot(tmp_path, script, elements, extra):
     run = subprocess.run([sys.executable, str(EXAMPLES / script), *tiny_models(tmp_path, elements),
-                          *extra], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          *extra, "--out", str(tmp_path / "plots")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "local" in run.stdout and "efa" in run.stdout
-    assert list(tmp_path.glob("*.png"))
+    assert list((tmp_path / "plots").glob("*.png"))
+    assert not list(tmp_path.glob("*.png"))     # nothing in the working directory
 
 
 def test_missing_potential_is_explained(tmp_path):

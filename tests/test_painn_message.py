@@ -11,14 +11,13 @@ from conftest import make_model, predict, random_molecule
 @pytest.fixture(params=["compiled", "python"], autouse=True)
 def message_route(request):
     """Every test on both routes of the eager message: the compiled op (fused loops; the ATen
-    chunks where a backward must be differentiable) and the Python `ChunkedMessage`."""
-    from mlip_attn.nn import kernels
-    if request.param == "python":
-        with kernels.python_message():
-            yield request.param
-    else:
-        if not kernels.compiled_message_available():
-            pytest.skip(f"no compiled message here: {kernels.describe()}")
+    chunks where a backward must be differentiable) and the Python `ChunkedMessage`; training
+    steps never take the one plain pass (small test graphs would otherwise)."""
+    from mlip_attn.nn import policy
+    if request.param == "compiled" and not policy.compiled_message_available():
+        pytest.skip(f"no compiled message here: {policy.describe()}")
+    route = "python" if request.param == "python" else "auto"
+    with policy.message_policy(route=route, one_pass_below=0):
         yield request.param
 
 
@@ -52,7 +51,7 @@ def _call(fn, tensors, i, j, first, *chunk):
 def test_chunked_message_equals_reference(first, chunk, lmax):
     tensors, i, j = _inputs(lmax=lmax)
     ref = _call(message_reference, tensors, i, j, first)
-    out = _call(painn_message, tensors, i, j, first, chunk, 0)   # 0: never the plain pass
+    out = _call(painn_message, tensors, i, j, first, chunk)
     assert len(ref) == len(out) == 1 + lmax
     for a, b in zip(ref, out):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
@@ -73,7 +72,7 @@ def test_chunked_message_equals_reference(first, chunk, lmax):
 @pytest.mark.parametrize("first", [False, True])
 def test_chunked_message_first_and_second_derivatives(first, lmax):
     tensors, i, j = _inputs(n_atoms=5, n_edges=12, width=2, basis=3, lmax=lmax)
-    fn = lambda *t: _call(painn_message, t, i, j, first, 5, 0)  # noqa: E731
+    fn = lambda *t: _call(painn_message, t, i, j, first, 5)  # noqa: E731
     assert torch.autograd.gradcheck(fn, tensors)
     assert torch.autograd.gradgradcheck(fn, tensors)
 
@@ -103,7 +102,7 @@ def test_chunked_message_with_no_edges():
     empty = torch.zeros(0, dtype=torch.long)
     phi, rho, weight, v, unit, t, y2 = tensors
     tensors = (phi, rho[:0], weight, v, unit[:0], t, y2[:0])
-    out = _call(painn_message, tensors, empty, empty, False, 1024, 0)
+    out = _call(painn_message, tensors, empty, empty, False, 1024)
     assert not any(o.abs().any() for o in out)
     grads = torch.autograd.grad(sum(o.sum() for o in out), tensors, allow_unused=True)
     assert all(g is None or not g.abs().any() for g in grads)
@@ -113,10 +112,8 @@ def test_chunked_message_with_no_edges():
 def test_force_training_gradients_equal_the_plain_path(monkeypatch, name):
     """A force loss's parameter gradients (second derivatives) through the chunked message
     equal those through plain autograd (what TorchScript runs)."""
-    import mlip_attn.nn.painn_message as message
     from mlip_attn.backbones.painn import PaiNNLayer
     atoms = random_molecule(12, seed=3)
-    monkeypatch.setattr(message, "PLAIN_BELOW", 0)  # a small molecule: force the chunked path
 
     def loss_and_grads():
         model = make_model(name, layers=3).train()
@@ -143,21 +140,15 @@ def test_frozen_weights_give_the_same_forces():
 
 
 @pytest.mark.parametrize("name", ["painn", "painn-l2"])
-def test_inference_path_equals_the_training_path(monkeypatch, name):
+def test_inference_path_equals_the_training_path(name):
     """Eval mode (the chunked message at every size, in several chunks) gives the training
     path's (plain pass on a small graph) energies and forces."""
-    import mlip_attn.nn.painn_message as message
+    from mlip_attn.nn.policy import message_policy
     atoms = random_molecule(12, seed=5)
     model = make_model(name, layers=3)
-    plain = predict(model.train(), [atoms])
-    monkeypatch.setattr(message, "CHUNK_PER_THREAD", 16)   # several chunks on 12 atoms
-    chunked = predict(model.eval(), [atoms])
+    with message_policy(one_pass_below=4096):
+        plain = predict(model.train(), [atoms])
+    with message_policy(edges_per_thread=16):   # several chunks on 12 atoms
+        chunked = predict(model.eval(), [atoms])
     for key in ("energy", "forces"):
         torch.testing.assert_close(chunked[key], plain[key].detach(), rtol=1e-12, atol=1e-12)
-
-
-def test_chunk_size(monkeypatch):
-    import mlip_attn.nn.painn_message as message
-    assert message.chunk_size() == message.CHUNK_PER_THREAD * torch.get_num_threads()
-    monkeypatch.setattr(message, "CHUNK_PER_THREAD", 64)
-    assert message.chunk_size() == 64 * torch.get_num_threads()

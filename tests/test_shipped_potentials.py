@@ -65,7 +65,7 @@ def test_shipped_lammps_export_matches_its_model_file(path):
     ref = model.predict(batch)
     ref_same = same_dtype.predict(batch.to(dtype=getattr(torch, meta["dtype"])))
     if meta.get("route") == "torchscript+ops":   # the export calls the compiled mlip_attn ops
-        from mlip_attn.lammps.ops import try_load_ops
+        from mlip_attn.ops.library import try_load_ops
         loaded, why = try_load_ops()
         if not loaded:
             pytest.skip(f"the compiled mlip_attn ops are not available here: {why}")

@@ -12,6 +12,8 @@ import time
 import pytest
 import torch
 
+from mlip_attn.nn.policy import current
+
 from mlip_attn import threads
 
 from conftest import emt_frames
@@ -85,8 +87,9 @@ def cap_of_two(monkeypatch):
 def test_per_call_count_follows_size_and_the_cpus_busy_elsewhere(monkeypatch, cap_of_two):
     busy = {"n": 0}
     monkeypatch.setattr(threads, "busy_elsewhere", lambda: busy["n"])
-    assert threads.threads_for_call(threads.SMALL_PAIRS - 1) == 1 == torch.get_num_threads()
-    assert threads.threads_for_call(threads.SMALL_PAIRS) == 2 == torch.get_num_threads()
+    small = current().one_thread_below
+    assert threads.threads_for_call(small - 1) == 1 == torch.get_num_threads()
+    assert threads.threads_for_call(small) == 2 == torch.get_num_threads()
     busy["n"] = 1
     assert threads.threads_for_call(10 ** 6) == 1
     busy["n"] = 5

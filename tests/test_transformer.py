@@ -14,7 +14,7 @@ from scipy.spatial.transform import Rotation
 from mlip_attn import build_model
 from mlip_attn.attention.biases import (BIAS_TYPES, GaussianKernelBias, PowerLawBias, make_bias,
                                         pair_distances)
-from mlip_attn.attention.packing import pair_masks, structure_layout
+from mlip_attn.nn.packing import pair_masks, structure_layout
 from mlip_attn.attention.transformer_attention import TransformerAttention
 from mlip_attn.training.augmentation import random_rotation, random_rotations, rotate_batch
 

@@ -43,7 +43,7 @@ def attention_maps(model, structures) -> list[dict]:
     """Attention of every layer for ``structures`` (ASE Atoms, `AtomicData`, or one `Batch`).
 
     Returns one dict per attention layer: ``name``, ``weights`` (G, H, n, n), ``r`` (G, n, n) Å
-    and ``pairs`` (G, n, n) bool in the packed layout of `mlip_attn.attention.packing`.
+    and ``pairs`` (G, n, n) bool in the packed layout of `mlip_attn.nn.packing`.
     """
     modules = attention_modules(model)
     if not modules:

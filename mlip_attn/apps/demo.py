@@ -42,14 +42,53 @@ def model_configs() -> dict[str, dict]:
     return {"local": {**base, "width": width, "attention": None}, "global": glob}
 
 
+PROGRESS_EVERY = 10   # epochs between progress lines while the models train
+
+
+def _progress_line(name: str, line: str) -> str | None:
+    """The training log ``line`` of model ``name`` as the demo shows it: the header, every
+    `PROGRESS_EVERY`-th epoch and the last line; None for the other epochs."""
+    if line.startswith("epoch "):
+        epoch = int(line.split()[1])
+        if epoch != 1 and epoch % PROGRESS_EVERY:
+            return None
+    return f"      {name:<7}{line}"
+
+
 def _train(args: tuple) -> dict:
-    """One `fit` in a worker process (one thread): returns the test errors and seconds."""
-    config, resume = args
+    """One `fit` in a worker process (one thread): returns the test errors and seconds; its
+    progress goes to ``queue`` (or is printed, with no queue)."""
+    config, resume, name, queue = args
     import torch
     torch.set_num_threads(1)
     from ..training import fit
-    result = fit(config, resume=resume, log=lambda s: None)
+
+    def log(line: str) -> None:
+        shown = _progress_line(name, line)
+        if shown is not None:
+            queue.put(shown) if queue is not None else print(shown, flush=True)
+    result = fit(config, resume=resume, log=log)
     return {"test": result.test, "seconds": result.seconds, "epochs": result.epochs_run}
+
+
+def _train_side_by_side(jobs: list[tuple], log) -> list[dict]:
+    """`_train` for each job in its own process, their progress lines shown as they come.
+    The compiled kernels are built here first, so the workers do not both compile them."""
+    from queue import Empty
+
+    from ..nn.policy import prepare
+    prepare()
+    context = mp.get_context("spawn")
+    with context.Manager() as manager:
+        queue = manager.Queue()
+        with context.Pool(len(jobs)) as pool:
+            pending = pool.map_async(_train, [(*job, queue) for job in jobs])
+            while not (pending.ready() and queue.empty()):
+                try:
+                    log(queue.get(timeout=0.5))
+                except Empty:
+                    pass
+            return pending.get()
 
 
 def _label(path: Path, structures) -> list:
@@ -66,7 +105,7 @@ def _label(path: Path, structures) -> list:
 def run_demo(out: str | Path = "demo_run", quick: bool = False, log=print) -> dict:
     """Run the demo; returns what it wrote to ``OUT/results.json``."""
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     from ..calculators import AttnCalculator
@@ -98,17 +137,16 @@ def run_demo(out: str | Path = "demo_run", quick: bool = False, log=print) -> di
                          "lr_min": 1e-5, "energy_weight": 100.0, "forces_weight": 1.0,
                          "seed": 0, "progress": False},
             "output": str(out / name)})
-        jobs.append((config, (out / name / "checkpoint.pt").exists()))
+        jobs.append((config, (out / name / "checkpoint.pt").exists(), name))
     sizes = {name: sum(p.numel() for p in build_model(c).parameters())
              for name, c in configs.items()}
     log(f"[2/4] training side by side, {epochs} epochs each: local "
         f"({sizes['local']:,} parameters; sees 7 Å) and global ({sizes['global']:,}; "
         f"through-bond block)")
     if (os.cpu_count() or 1) >= 2:
-        with mp.get_context("spawn").Pool(2) as pool:
-            trained = dict(zip(configs, pool.map(_train, jobs)))
+        trained = dict(zip(configs, _train_side_by_side(jobs, log)))
     else:
-        trained = {name: _train(job) for name, job in zip(configs, jobs)}
+        trained = {name: _train((*job, None)) for name, job in zip(configs, jobs)}
 
     log("[3/4] held-out structures and the torsion barrier")
     ref = np.array([a.info["REF_energy"] for a in scan])
@@ -135,7 +173,7 @@ def run_demo(out: str | Path = "demo_run", quick: bool = False, log=print) -> di
     log(f"[4/4] NVE molecular dynamics, C{CARBONS}H4, global model, 300 K, 0.5 fs")
     md_atoms = scan[0].copy()
     md_atoms.calc = AttnCalculator(out / "model.pt", default_dtype="float64")
-    MaxwellBoltzmannDistribution(md_atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(md_atoms, temperature_K=300, rng=np.random.default_rng(0))
     dyn = VelocityVerlet(md_atoms, timestep=0.5 * units.fs)
     energies = []
     dyn.attach(lambda: energies.append(md_atoms.get_total_energy()), interval=5)

@@ -76,12 +76,12 @@ timestep 0.001
 
 def _ase_stepper(model_path: Path, atoms, dtype: str):
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.md.verlet import VelocityVerlet
     from ..calculators import AttnCalculator
     a = atoms.copy()
     a.calc = AttnCalculator(model_path, default_dtype=dtype)
-    MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(a, temperature_K=300, rng=np.random.default_rng(0))
     dyn = VelocityVerlet(a, timestep=1 * units.fs)
     return lambda: dyn.run(1)
 
@@ -262,7 +262,7 @@ def run_lammps_bench(sizes=(1000, 10000), width: int = 64, layers: int = 2, cuto
     import torch
     from ..lammps.build import build_plugin
     from ..lammps.export import export_lammps
-    from ..lammps.ops import load_ops
+    from ..ops import load_ops
 
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -70,7 +70,7 @@ def _md_step_ms(steps: int, cluster: int = 0) -> float:
     import numpy as np
     from ase import units
     from ase.md.verlet import VelocityVerlet
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from ..calculators import AttnCalculator
     from ..models import build_model
     if cluster:
@@ -85,7 +85,7 @@ def _md_step_ms(steps: int, cluster: int = 0) -> float:
         atoms = cumulene_structures([CARBONS], 1, seed=0, rattle=0.0, optimise=False)[0]
         model = build_model(model_configs()["global"])
         atoms.calc = AttnCalculator(model, default_dtype="float64", range_check="warn")
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
     times = []
     for _ in range(steps + 1):

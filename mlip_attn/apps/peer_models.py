@@ -64,13 +64,13 @@ def ours(backbone: str, width: int, layers: int, cutoff: float, num_basis: int, 
 
 
 def ours_python_message(width: int, layers: int, cutoff: float, num_basis: int, graph: Graph):
-    """Our PaiNN with its message on the Python route (`mlip_attn.nn.kernels.python_message`):
+    """Our PaiNN with its message on the Python route (`mlip_attn.nn.policy.message_policy(route="python")`):
     the model as it ran before the fused loops, for the before/after in one run."""
-    from ..nn.kernels import python_message
+    from ..nn.policy import message_policy
     call, params = ours("painn", width, layers, cutoff, num_basis, graph)
 
     def python_call():
-        with python_message():
+        with message_policy(route="python"):
             return call()
     return python_call, params
 

@@ -148,7 +148,7 @@ def run_peers(sizes=(100, 1000, 10000), models=DEFAULT_MODELS, repeats: int = 7,
     repeats, width, layers, num_basis and memory (a check of the installation, in about a
     minute). Returns one row per (model, size)."""
     import torch
-    from ..nn.kernels import describe as kernels
+    from ..nn.policy import describe as kernels
     from ..threads import describe
     if quick:
         sizes, repeats, width, layers, num_basis, memory = (

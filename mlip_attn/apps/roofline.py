@@ -6,7 +6,7 @@ arithmetic limit.
   float32 tensor (bytes read + written per second), best of 5.
 * **FLOPs of a call**: every matrix product (mm, addmm, bmm, ...) of one energy + forces call,
   counted with torch's FLOP formulas (`torch.utils.flop_counter`, 2·m·n·k each), forward and
-  backward, on the Python route of the message (`mlip_attn.nn.kernels.python_message`: the
+  backward, on the Python route of the message (`mlip_attn.nn.policy.message_policy(route="python")`: the
   same products, which the compiled op hides from the counter), including the backward's
   recomputation of the radial filter; the "minimal" count leaves that recomputation out.
   Element-wise operations, gathers and scatters are not counted (they are memory traffic, not
@@ -137,8 +137,8 @@ def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff:
     """Print and return, per size: time, FLOPs, achieved GFLOP/s and the ratios to the limit
     (``peak_n``: size of the matrix product that measures the peak)."""
     import torch
-    from ..nn.kernels import describe as kernels
-    from ..nn.kernels import python_message
+    from ..nn.policy import describe as kernels
+    from ..nn.policy import message_policy
     from ..threads import describe
     from .peer_models import Graph, ours
     peak = matmul_peak_gflops(n=peak_n)
@@ -157,7 +157,7 @@ def run_roofline(sizes=(1000, 10000), width: int = 128, layers: int = 3, cutoff:
         graph = Graph(n, cutoff)
         call, _ = ours("painn", width, layers, cutoff, num_basis, graph)
         call()
-        with python_message():   # the same maths, with its products visible to the counter
+        with message_policy(route="python"):   # the same maths, with its products visible to the counter
             flops = call_flops(call)
         in_message = message_flops(graph.n_edges, num_basis, 3 * width, layers)
         minimal = flops - recomputed_filter_flops(graph.n_edges, num_basis, 3 * width, layers)

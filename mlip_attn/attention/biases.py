@@ -1,6 +1,6 @@
 """Attention biases: per-head additive logits b^h_ij from interatomic distances.
 
-All biases act on atoms packed into groups (see `mlip_attn.attention.packing`):
+All biases act on atoms packed into groups (see `mlip_attn.nn.packing`):
 ``r`` (G, n, n) distances in Å, ``allowed`` (G, n, n) bool (True where atom i may attend to
 atom j: same structure, not padding, not the diagonal), ``types`` (G, n, T) per-atom type
 features (one-hot elements in the graph-free transformer, normalised scalar features in a

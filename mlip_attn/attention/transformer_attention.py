@@ -7,7 +7,7 @@ Attention acts on the scalar features only (vectors pass untouched):
 
 with W_O zero-initialised (a fresh model equals the local model). ``fixed=True`` drops the
 queries and keys: A^h = softmax_j(b^h_ij) ("fixed attention" of the power-law bias paper,
-see `mlip_attn.attention.biases`). Atoms are packed per `mlip_attn.attention.packing`.
+see `mlip_attn.attention.biases`). Atoms are packed per `mlip_attn.nn.packing`.
 Memory is O(n²) per structure.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..registry import GLOBAL_BLOCKS, PositiveInt
 from .base import GlobalBlock
 from .biases import BIAS_TYPES, make_bias, pair_distances
 from .multihead import BiasedSelfAttention
-from .packing import LAYOUTS, pack, pair_masks, structure_layout
+from ..nn.packing import LAYOUTS, pack, pair_masks, structure_layout
 
 
 @GLOBAL_BLOCKS.register(
@@ -41,7 +41,7 @@ class TransformerAttention(GlobalBlock):
         fixed: attention from the bias alone, A = softmax_j(b_ij) (no queries or keys).
         exponent: (initial) power-law exponent; default −2 (fixed) or −1…−3 across heads.
         num_kernels: K of the Gaussian bias.
-        layout: "auto" | "padded" | "block_diagonal" (see `mlip_attn.attention.packing`).
+        layout: "auto" | "padded" | "block_diagonal" (see `mlip_attn.nn.packing`).
 
     forward(x: Features, graph) -> Features with scalars (N, F) and zero vectors/tensors.
     """

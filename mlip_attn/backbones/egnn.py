@@ -16,14 +16,9 @@ from ..attention.base import NoGlobalBlock
 from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
 from ..nn.egnn_message import edge_messages
 from ..nn.graph import Features, Graph, empty_features, with_atom_inputs
+from ..nn.policy import current as message_policy
 from ..registry import BACKBONES, PositiveFloat, PositiveInt
 from .base import Backbone
-
-
-# inference on graphs of at least this many edges runs the edge network in chunks with a
-# recomputing backward (`mlip_attn.nn.egnn_message`): 2× faster at 10,000 atoms (400k edges,
-# where plain autograd's edge tensors are 200 MB each), 15 % slower at 1,000 (40k edges)
-CHUNKED_FROM = 100_000
 
 
 class EGNNLayer(nn.Module):
@@ -62,9 +57,9 @@ class EGNNLayer(nn.Module):
 
     @torch.jit.unused
     def _large(self, i: torch.Tensor) -> bool:
-        """Whether the graph takes the chunked inference path (`CHUNKED_FROM`, read at call
-        time; outside TorchScript, which cannot read a module global and never chunks)."""
-        return i.shape[0] >= CHUNKED_FROM
+        """Whether the graph takes the chunked inference path (the message policy's
+        ``egnn_chunked_from``, read at call time; outside TorchScript, which never chunks)."""
+        return i.shape[0] >= message_policy().egnn_chunked_from
 
     @torch.jit.unused
     def _chunked_messages(self, node: torch.Tensor, radial: torch.Tensor,

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..attention.biases import BIAS_TYPES, make_bias, pair_distances
 from ..attention.multihead import BiasedSelfAttention
-from ..attention.packing import LAYOUTS, pack, pair_masks, structure_layout
+from ..nn.packing import LAYOUTS, pack, pair_masks, structure_layout
 from ..nn import AtomEmbedding
 from ..nn.graph import (Features, Graph, centred_positions, empty_features,
                         with_atom_inputs)

@@ -18,7 +18,8 @@ from torch import nn
 from ..attention.base import NoGlobalBlock
 from ..nn import AtomEmbedding, CosineCutoff, SincRadialBasis, mlp
 from ..nn.graph import Features, Graph, with_atom_inputs
-from ..nn.painn_message import CHUNK, message_in_chunks, painn_message
+from ..nn.painn_message import message_in_chunks, painn_message
+from ..nn.policy import current as message_policy
 from ..nn.rank2 import matrix_vector, outer_of_unit, symmetric_product
 from ..registry import BACKBONES, PositiveFloat, PositiveInt
 from .base import Backbone
@@ -61,7 +62,7 @@ class PaiNNLayer(nn.Module):
         self.tensor_channels = tensor_channels if lmax >= 2 else 0
         self.first = first
         self.compiled_message = False
-        self.chunk = CHUNK
+        self.chunk = message_policy().script_chunk
         T = self.tensor_channels
         channels = 3 * width + 2 * T
         self.message_scalar = mlp([width, width, channels])
@@ -87,7 +88,8 @@ class PaiNNLayer(nn.Module):
                 ds, d = torch.ops.mlip_attn.painn_message_orders(
                     phi, features, geometry, rho, weight, i, j, self.first, self.chunk)
             else:
-                ds, d = message_in_chunks(phi, features, geometry, rho, weight, i, j, self.first)
+                ds, d = message_in_chunks(phi, features, geometry, rho, weight, i, j, self.first,
+                                          self.chunk)
         else:
             ds, d = self._chunked_message(phi, features, geometry, rho, weight, i, j)
         s_msg = s + ds
@@ -126,9 +128,9 @@ class PaiNNLayer(nn.Module):
                          geometry: List[torch.Tensor], rho: torch.Tensor, weight: torch.Tensor,
                          i: torch.Tensor, j: torch.Tensor
                          ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Eager path: same maths, edge chunks, no stored edge tensors (see painn_message).
-        Small graphs take one plain-autograd pass in training mode (below `PLAIN_BELOW`
-        edges); eval mode (inference: no double backward) is chunked at every size."""
+        """Eager path: same maths, routed by the message policy (`mlip_attn.nn.policy`): small
+        graphs take one plain-autograd pass in training mode; eval mode (inference: no double
+        backward) takes the compiled op or edge chunks at every size."""
         return painn_message(phi, features, geometry, rho, weight, i, j, self.first,
                              inference=not self.training)
 

@@ -2,7 +2,9 @@
 
 Results: ``energy``/``free_energy`` (eV), ``energies`` (N,) eV, ``forces`` (N,3) eV/Å, ``stress``
 (Voigt-6 ``[xx, yy, zz, yz, xz, xy]``, eV/Å³, periodic cells only). Total charge and spin come
-from ``atoms.info["charge"]`` and ``atoms.info["spin"]`` (default 0). With several model files
+from ``atoms.info["charge"]`` and ``atoms.info["spin"]`` (ASE's keys), else from the data files'
+``total_charge`` and ``total_spin``, else 0; where both are set and disagree, ``charge``/``spin``
+win and a warning says so. With several model files
 (a committee) the results are means and ``energy_var``/``forces_comm`` are added.
 """
 from __future__ import annotations
@@ -96,7 +98,7 @@ class AttnCalculator(Calculator):
     def check_state(self, atoms, tol=1e-15):
         changes = super().check_state(atoms, tol)
         if self.atoms is not None:
-            for key in ("charge", "spin"):
+            for key in ("charge", "spin", "total_charge", "total_spin"):
                 if atoms.info.get(key, 0) != self.atoms.info.get(key, 0):
                     changes.append("info")
                     break

@@ -17,6 +17,10 @@ from .neighbours import neighbour_list
 MIN_DISTANCE = 0.1  # Å; two atoms closer than this are treated as overlapping (a data error)
 
 
+class DataFileError(ValueError):
+    """A data file that cannot be read (missing, empty, malformed, missing labels)."""
+
+
 class StructureError(ValueError):
     """A structure that no model can evaluate (NaN positions, overlapping atoms, ...)."""
 

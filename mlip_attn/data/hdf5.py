@@ -23,8 +23,7 @@ import h5py
 import numpy as np
 import torch
 
-from .atomic_data import AtomicData
-from .io import DataFileError
+from .atomic_data import AtomicData, DataFileError
 
 FORMAT = "mlip-attn-hdf5"
 VERSION = 1

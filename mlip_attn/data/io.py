@@ -10,16 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic_data import AtomicData
+from .atomic_data import AtomicData, DataFileError
 from .labels import LabelKeys
 
 EXTXYZ_SUFFIXES = {".xyz", ".extxyz"}
 HDF5_SUFFIXES = {".h5", ".hdf5"}
 DB_SUFFIXES = {".db"}
-
-
-class DataFileError(ValueError):
-    """A data file that cannot be read (missing, empty, malformed, missing labels)."""
 
 
 def file_format(path: str | os.PathLike) -> str:

@@ -1,6 +1,7 @@
 """Which `ase.Atoms` keys hold reference labels (configurable, MACE-style ``REF_*`` defaults)."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ class LabelKeys:
     virials: str = "REF_virials"      # info, eV (3x3 or 9); stress = -virials / volume
     charge: str = "total_charge"      # info, e (falls back to info["charge"])
     spin: str = "total_spin"          # info (falls back to info["spin"])
+    # the calculator prefers ASE's own keys, charge and spin, and falls back to these
     config_type: str = "config_type"  # info
 
 
@@ -43,8 +45,21 @@ def _number(info: dict, key: str, what: str, finite: bool = False) -> float:
     return number
 
 
-def _first_key(info: dict, *keys: str) -> str | None:
-    return next((k for k in keys if k in info), None)
+def _total(info: dict, preferred: str, aliases: tuple[str, ...], what: str) -> float:
+    """A structure's total charge or spin: ``info[preferred]``, else the first alias present
+    (``charge``/``total_charge``, ``spin``/``total_spin``), else 0. Where two keys hold
+    different values, the preferred one is used and a warning names both."""
+    present = [k for k in dict.fromkeys((preferred, *aliases)) if k in info]
+    if not present:
+        return 0.0
+    values = {k: _number(info, k, what, finite=True) for k in present}
+    used = present[0]
+    others = {k: v for k, v in values.items() if v != values[used]}
+    if others:
+        warnings.warn(f"atoms.info has {used}={values[used]:g} and "
+                      + ", ".join(f"{k}={v:g}" for k, v in others.items())
+                      + f", which disagree; using {used!r} ({what})", UserWarning, stacklevel=4)
+    return values[used]
 
 
 def read_labels(atoms, keys: LabelKeys, targets: tuple[str, ...] = ()) -> dict:
@@ -64,10 +79,8 @@ def read_labels(atoms, keys: LabelKeys, targets: tuple[str, ...] = ()) -> dict:
                 raise ValueError(f"info[{key!r}]: {exc}") from None
             out["stress"] = stress if sign > 0 else -stress / abs(atoms.get_volume())
             break
-    charge = _first_key(info, keys.charge, "charge")
-    out["charge"] = _number(info, charge, "total charge, e", finite=True) if charge else 0.0
-    spin = _first_key(info, keys.spin, "spin")
-    out["spin"] = _number(info, spin, "spin multiplicity 2S+1", finite=True) if spin else 0.0
+    out["charge"] = _total(info, keys.charge, ("charge", "total_charge"), "total charge, e")
+    out["spin"] = _total(info, keys.spin, ("spin", "total_spin"), "spin multiplicity 2S+1")
     found = {t: _number(info, t, f"target {t!r}") for t in targets if t in info}
     if found:
         out["targets"] = found

@@ -18,7 +18,7 @@ from typing import List, NamedTuple
 import torch
 from torch import nn
 
-from ..attention.packing import pack, structure_layout
+from ..nn.packing import pack, structure_layout
 
 # bonded when r_ij < BOND_FACTOR · (r_cov,i + r_cov,j) (ASE's covalent radii, Cordero 2008)
 BOND_FACTOR = 1.2

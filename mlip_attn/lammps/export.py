@@ -26,7 +26,7 @@ exactly as in Python (e.g. EFA's exact form for small structures).
 Two routes, recorded as ``route`` in the metadata:
 
 * ``torchscript+ops`` (the default where it can be built): TorchScript that calls the compiled
-  ``mlip_attn`` ops (`mlip_attn.lammps.ops`): PaiNN's message (every order) with the eager
+  ``mlip_attn`` ops (`mlip_attn.ops`): PaiNN's message (every order) with the eager
   model's recomputing backward, and the cross-rank sums of EFA. Needs a C++ compiler once per torch
   version (the plugin needs one anyway); the file then runs wherever the plugin is built.
 * ``torchscript``: plain TorchScript (autograd through the message chunks, slower and more
@@ -214,7 +214,7 @@ def _resolve_route(route: str) -> tuple[str, str]:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     if route == "torchscript":
         return route, ""
-    from .ops import try_load_ops
+    from ..ops.library import try_load_ops
     ok, why = try_load_ops(build=True)
     if ok:
         return "torchscript+ops", ""

@@ -192,3 +192,12 @@ def build_model(model_config: dict) -> Potential:
     return Potential(backbone, cfg["elements"], cfg["cutoff"], model_config=cfg,
                      targets=cfg["targets"], classes=cfg["classes"], encoders=build_encoders(cfg),
                      **initial)
+
+
+def describe_model(model_cfg: dict) -> str:
+    """``painn + efa`` / ``egnn + bond-graph, charges`` / ``painn (local)``: the backbone and
+    its global blocks, for the run's header."""
+    att = model_cfg.get("attention")
+    blocks = [a["type"] for a in (att if isinstance(att, list) else [att] if att else [])]
+    return f"{model_cfg['backbone']} + {', '.join(blocks)}" if blocks else \
+        f"{model_cfg['backbone']} (local)"

@@ -10,7 +10,8 @@ Plain autograd keeps about six (E, F) edge tensors per layer for the backward (t
 thousand atoms, freshly mapped memory on every call). Here the forward keeps only its inputs,
 and the backward recomputes each chunk's edge terms, so no edge tensor larger than a chunk
 exists. The backward is written in torch operations (differentiable again). The layer uses it
-for inference (eval mode) on large graphs (`mlip_attn.backbones.egnn.CHUNKED_FROM` edges); the
+for inference (eval mode) on large graphs (the message policy's ``egnn_chunked_from`` edges,
+`mlip_attn.nn.policy`); the
 recomputed edge network (an (E, F) × (F, F) product) makes it slower than plain autograd on
 small ones, and training keeps plain autograd.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch.nn.functional import silu
 
-from .painn_message import CHUNK
+from .policy import current
 
 
 def _silu_grad(x: torch.Tensor) -> torch.Tensor:
@@ -110,8 +111,8 @@ class ChunkedEdgeMessages(torch.autograd.Function):
 
 def edge_messages(node, radial, envelope, w_r, b, w_2, b_2, w_g, b_g, receivers, senders,
                   chunk: int | None = None) -> torch.Tensor:
-    """Δh (N, F), chunked (``chunk`` edges, default `CHUNK` per thread) with the recomputing
-    backward; see the module doc for the arguments."""
-    chunk = CHUNK * max(torch.get_num_threads(), 1) if chunk is None else chunk
+    """Δh (N, F), chunked (``chunk`` edges, default the message policy's ``chunk()``) with the
+    recomputing backward; see the module doc for the arguments."""
+    chunk = current().chunk() if chunk is None else chunk
     return ChunkedEdgeMessages.apply(node, radial, envelope, w_r, b, w_2, b_2, w_g, b_g,
                                      receivers, senders, chunk)

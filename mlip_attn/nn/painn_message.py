@@ -16,9 +16,9 @@ the forward keeps only its inputs (node features, the radial expansion, edge geo
 backward recomputes each chunk's edge terms, so no edge tensor larger than one chunk exists.
 The maths is exactly the plain version's (`message_reference`), and the backward is written in
 differentiable torch operations, so second derivatives (force training, Hessians) work too.
-Where the compiled ops are built (`mlip_attn.nn.kernels`), `painn_message` calls their C++ twin
+Where the compiled ops are built (`mlip_attn.nn.policy`), `painn_message` calls their C++ twin
 instead, whose CPU forward and first derivatives are fused per-edge loops
-(``mlip_attn/lammps/src/painn_kernels.cpp``, about 2× faster); this module is then the
+(``mlip_attn/ops/src/painn_kernels.cpp``, about 2× faster); this module is then the
 reference and the fallback.
 
 Shapes: N atoms, E edges, F scalar features, F_ℓ features of order ℓ (any number), K radial
@@ -31,21 +31,7 @@ from typing import List, Tuple
 
 import torch
 
-from .kernels import compiled_message_available
-
-# edges per chunk per intra-op thread: each op splits a chunk's rows across the threads, and a
-# (256, 3F) float32 block at F = 128 is 0.4 MB per thread, inside a 2 MB L2 cache. Timed side by
-# side (issue 16, PaiNN 128 × 3, 2 threads): 256 per thread against a fixed 1,024 edges was 1.19×
-# faster at 1,000 atoms and 1.11× at 4,000
-CHUNK_PER_THREAD = 256
-# a fixed chunk for the routes that bake it in (the TorchScript export's compiled op, EGNN's
-# per-thread chunk): (1024, 3F) float32 at F = 128 is 1.5 MB
-CHUNK = 1024
-
-
-def chunk_size() -> int:
-    """Edges per chunk: `CHUNK_PER_THREAD` per intra-op thread."""
-    return CHUNK_PER_THREAD * max(torch.get_num_threads(), 1)
+from .policy import compiled_message_available, current
 
 
 def _offsets(phi: torch.Tensor, features: List[torch.Tensor]) -> List[int]:
@@ -81,13 +67,14 @@ def _edge_messages(phi: torch.Tensor, features: List[torch.Tensor],
 def message_in_chunks(phi: torch.Tensor, features: List[torch.Tensor],
                       geometry: List[torch.Tensor], rho: torch.Tensor, weight: torch.Tensor,
                       receivers: torch.Tensor, senders: torch.Tensor, first: bool,
-                      chunk: int = 4096) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                      chunk: int = 1024) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """PaiNN message sums over edge chunks, plain autograd: TorchScript-compatible (the LAMMPS
     path) and the forward of `painn_message`.
 
     phi (N, F + 2ΣF_ℓ) = φ(s); features: L tensors (N, m_ℓ, F_ℓ); geometry: L tensors
     (E, m_ℓ); rho (E, K), weight (F + 2ΣF_ℓ, K) so that the filter is rho @ weight.T; ``first`` means
-    every feature is zero (their terms are skipped). Returns Δs (N, F) and Δf (N, m_ℓ, F) per
+    every feature is zero (their terms are skipped); ``chunk``: edges per chunk (a TorchScript
+    export passes the policy's ``script_chunk``, which this default equals). Returns Δs (N, F) and Δf (N, m_ℓ, F) per
     order (see the module docstring). Under autograd each chunk's edge tensors are still kept,
     so memory is that of one pass, but every allocation is chunk-sized and recycled, which is
     faster than one pass (the custom-backward `painn_message` is faster still).
@@ -191,28 +178,20 @@ class ChunkedMessage(torch.autograd.Function):
         return tuple(grads)
 
 
-# below this many edges one plain-autograd pass is faster for training steps (measured on
-# batches of small molecules: the force loss differentiates the message twice). Inference (eval
-# mode, forces only) takes the chunked message at every size: timed side by side (issue 16) it
-# was 2.1× faster than the plain pass at 100 atoms (3,060 pairs)
-PLAIN_BELOW = 4096
-
-
 def painn_message(phi: torch.Tensor, features: List[torch.Tensor], geometry: List[torch.Tensor],
                   rho: torch.Tensor, weight: torch.Tensor, receivers: torch.Tensor,
                   senders: torch.Tensor, first: bool, chunk: int | None = None,
-                  plain_below: int | None = None, inference: bool = False
-                  ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """The PaiNN message sums (see `message_in_chunks` for shapes): one plain-autograd pass for
-    graphs of fewer than ``plain_below`` edges (default `PLAIN_BELOW` when training, 0 with
-    ``inference``: eval mode, no double backward); otherwise the compiled op (fused per-edge
-    loops on the CPU, `mlip_attn.nn.kernels`) where it is available, else `ChunkedMessage` in
-    edge chunks (``chunk`` edges, default `chunk_size`) with the recomputing backward."""
-    if plain_below is None:
-        plain_below = 0 if inference else PLAIN_BELOW
-    if senders.shape[0] < plain_below:
+                  inference: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """The PaiNN message sums (see `message_in_chunks` for shapes), routed by the message
+    policy (`mlip_attn.nn.policy.current`): in training, one plain-autograd pass for graphs of
+    fewer than ``one_pass_below`` edges; otherwise (and always with ``inference``: eval mode,
+    no double backward) the compiled op (fused per-edge loops on the CPU) where the policy
+    allows it and it is available, else `ChunkedMessage` in chunks of ``chunk`` edges (default
+    ``policy.chunk()``) with the recomputing backward."""
+    policy = current()
+    if not inference and senders.shape[0] < policy.one_pass_below:
         return message_reference(phi, features, geometry, rho, weight, receivers, senders, first)
-    chunk = chunk_size() if chunk is None else chunk
+    chunk = policy.chunk() if chunk is None else chunk
     if compiled_message_available():
         ds, out = torch.ops.mlip_attn.painn_message_orders(
             phi, features, geometry, rho, weight, receivers, senders, first, chunk)

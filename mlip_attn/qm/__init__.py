@@ -20,12 +20,13 @@ from .labelling import LabelReport, label_structures
 from .methods import METHODS, compute_label, make_calculator, method_metadata
 from .store import read_done_indices
 from .systems.base import xtb_energy
-from .systems.charge_transfer import (charge_transfer_structures, polyyne_ground_state,
-                                      proton_distances)
+from .systems.charge_transfer import charge_transfer_structures
+from .systems.charge_transfer_chains import polyyne_ground_state, proton_distances
 from .systems.cumulene import (cumulene_ground_state, cumulene_structures,
                                cumulene_torsion_scan, rotate_terminal_group, torsion_angle)
 from .systems.nacl import nacl_cluster, nacl_energy_forces, nacl_structures
-from .systems.sn2 import sn2_scan, sn2_structures, sn2_xi
+from .systems.sn2 import sn2_structures
+from .systems.sn2_scans import sn2_scan, sn2_xi
 from .threads import single_thread_openmp
 
 __all__ = [

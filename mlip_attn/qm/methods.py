@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 from ase import Atoms
 
+from .analytic import REF_METHOD, REF_SETTINGS, nacl_energy_forces
 from .threads import single_thread_openmp
 
 METHODS = ("gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp", "nacl-analytic")
@@ -47,8 +48,6 @@ def method_metadata(method: str, electronic_temperature: float = 300.0,
         sm = f"fermi smearing {smearing:g} Ha" if smearing else "no smearing"
         return "B3LYP/def2-SVP", f"pyscf {v}; density fitting def2-universal-jkfit; {sm}"
     if method == "nacl-analytic":
-        from .systems.nacl import REF_METHOD, REF_SETTINGS
-
         return REF_METHOD, REF_SETTINGS
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
@@ -178,8 +177,6 @@ def compute_label(numbers: np.ndarray, positions: np.ndarray, charge: int = 0,
     if method == "pyscf-b3lyp":
         return _pyscf_energy_forces(numbers, positions, charge, multiplicity, smearing)
     if method == "nacl-analytic":
-        from .systems.nacl import nacl_energy_forces
-
         return nacl_energy_forces(positions, numbers)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 

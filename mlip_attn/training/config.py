@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..models.builder import MODEL_DEFAULTS
+from .options import TrainingOptions
 
 
 class _Loader(yaml.SafeLoader):
@@ -43,45 +44,9 @@ DEFAULTS = {
         "e0s": "least_squares",    # least_squares | isolated | zero | {element: eV}
         "keys": {},                # label keys, see mlip_attn.data.LabelKeys
     },
-    "training": {
-        "epochs": 100,
-        "batch_size": 8,
-        "lr": 1.0e-3,
-        "weight_decay": 0.0,
-        "energy_weight": 1.0,      # on (per-atom energy error)^2, eV^2
-        "forces_weight": 10.0,     # on force component error^2, (eV/Å)^2
-        "stress_weight": 0.0,      # on stress component error^2, (eV/Å^3)^2
-        "targets_weight": 1.0,     # on z-scored per-structure target error^2 (model.targets)
-        "classes_weight": 1.0,     # on the cross-entropy of class labels (model.classes)
-        "warmup_epochs": 0.0,      # linear LR warm-up, may be fractional
-        "scheduler": "plateau",    # plateau | cosine | exponential | constant
-        "lr_min": 1.0e-6,          # floor (plateau) / end value (cosine, exponential)
-        "plateau_factor": 0.5,
-        "plateau_patience": 5,
-        "grad_clip": 10.0,         # max gradient norm, null = off
-        "nonfinite": "stop",       # a NaN/inf loss or gradient: stop (keep the last good
-                                   # epoch) | skip (skip the batch, count it)
-        "ema_decay": 0.99,         # null = no EMA
-        "early_stopping": None,    # epochs without validation improvement before stopping
-        "dtype": "float32",        # float32 | float64
-        "seed": 0,
-        "device": "cpu",
-        "progress": True,
-    },
+    "training": TrainingOptions.defaults(),
     "output": "runs/model",
 }
-
-CHOICES = {
-    ("training", "scheduler"): ("plateau", "cosine", "exponential", "constant"),
-    ("training", "dtype"): ("float32", "float64"),
-    ("training", "nonfinite"): ("stop", "skip"),
-}
-POSITIVE = {("training", "epochs"), ("training", "batch_size"), ("training", "lr")}
-NON_NEGATIVE = {("training", k) for k in ("weight_decay", "energy_weight", "forces_weight",
-                                          "stress_weight", "targets_weight", "classes_weight",
-                                          "warmup_epochs",
-                                          "lr_min")}
-
 
 def _merge(base: dict, override: dict, path: str = "") -> dict:
     out = copy.deepcopy(base)
@@ -142,32 +107,13 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
 
 
 def validate_config(cfg: dict) -> None:
-    """Raise `ConfigError` naming the first invalid key."""
+    """Raise `ConfigError` naming the first invalid key (``training`` is normalised in place:
+    ints where numbers are expected become floats)."""
     from ..models.builder import build_model
-    for (section, key), allowed in CHOICES.items():
-        if cfg[section][key] not in allowed:
-            raise ConfigError(f"{section}.{key}: {cfg[section][key]!r} is not one of {list(allowed)}")
-    for section, key in POSITIVE:
-        value = cfg[section][key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{section}.{key}: must be a positive number, got {value!r}")
-    for section, key in NON_NEGATIVE:
-        value = cfg[section][key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{section}.{key}: must be a number >= 0, got {value!r}")
-    if not isinstance(cfg["training"]["epochs"], int):
-        raise ConfigError(f"training.epochs: must be an integer, got {cfg['training']['epochs']!r}")
-    if not isinstance(cfg["training"]["batch_size"], int):
-        raise ConfigError(f"training.batch_size: must be an integer, got {cfg['training']['batch_size']!r}")
-    ema = cfg["training"]["ema_decay"]
-    if ema is not None and not (isinstance(ema, (int, float)) and 0 < ema < 1):
-        raise ConfigError(f"training.ema_decay: must be null or in (0, 1), got {ema!r}")
-    clip = cfg["training"]["grad_clip"]
-    if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
-        raise ConfigError(f"training.grad_clip: must be null or > 0, got {clip!r}")
-    es = cfg["training"]["early_stopping"]
-    if es is not None and not (isinstance(es, int) and es > 0):
-        raise ConfigError(f"training.early_stopping: must be null or a positive integer, got {es!r}")
+    try:
+        cfg["training"] = TrainingOptions.check(cfg["training"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     data = cfg["data"]
     if not data["train"] or not isinstance(data["train"], str):
         raise ConfigError("data.train: path to the training data file is required")

@@ -1,4 +1,5 @@
-"""Turn the ``data:`` section of a config into train/valid/test structures with graphs."""
+"""Turn the ``data:`` section of a config into train/valid/test structures with graphs, and check
+them against the model (`check_global_reach`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from ..data import AtomicData, DataFileError, LabelKeys, read_structures
 from ..data.atomic_data import check_elements
 from ..data.statistics import elements_of, split_indices
+from .run_files import FitError
 
 
 @dataclass
@@ -69,3 +71,21 @@ def load_datasets(data_cfg: dict, cutoff: float, elements: list[int] | None = No
                         f"key your file uses, or training.{label}_weight: 0")
     with_graphs = lambda items: [d.with_graph(cutoff) for d in items]
     return Datasets(with_graphs(train), with_graphs(valid), with_graphs(test), elements)
+
+
+def check_global_reach(model, data, log) -> None:
+    """A model whose global blocks cannot handle periodic cells refuses periodic data; one
+    with a finite reach warns about structures larger than it."""
+    structures = data.train + data.valid + data.test
+    if not model.periodic:
+        periodic = [d.name for d in structures if d.is_periodic]
+        if periodic:
+            raise FitError(f"{periodic[0]}: periodic structure, but this model's global "
+                           f"attention supports isolated structures only")
+    if model.r_max > 0:
+        extents = [d.extent for d in structures]
+        too_big = sum(e > model.r_max for e in extents)
+        if too_big:
+            log(f"warning: {too_big} structures are larger than the attention's reach "
+                f"r_max = {model.r_max:g} Å (largest extent {max(extents):.1f} Å); raise "
+                f"model.attention.r_max to cover them")

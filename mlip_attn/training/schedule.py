@@ -10,7 +10,7 @@ import math
 class LRSchedule:
     """lr(step, epoch) = lr · warm-up(step) · decay(epoch), floored at ``lr_min`` for plateau."""
 
-    def __init__(self, lr: float, kind: str, epochs: int, steps_per_epoch: int,
+    def __init__(self, *, lr: float, kind: str, epochs: int, steps_per_epoch: int,
                  warmup_epochs: float = 0.0, lr_min: float = 1e-6, plateau_factor: float = 0.5,
                  plateau_patience: int = 5):
         self.lr, self.kind, self.epochs = lr, kind, epochs
@@ -19,6 +19,14 @@ class LRSchedule:
         self.plateau_scale = 1.0
         self.best = math.inf
         self.bad_epochs = 0
+
+    @classmethod
+    def for_training(cls, options: dict, steps_per_epoch: int) -> "LRSchedule":
+        """The schedule a ``training:`` section (`TrainingOptions` keys) asks for."""
+        return cls(lr=options["lr"], kind=options["scheduler"], epochs=options["epochs"],
+                   steps_per_epoch=steps_per_epoch, warmup_epochs=options["warmup_epochs"],
+                   lr_min=options["lr_min"], plateau_factor=options["plateau_factor"],
+                   plateau_patience=options["plateau_patience"])
 
     def lr_at(self, step: int, epoch: int) -> float:
         warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0

@@ -219,12 +219,9 @@ void PairMLIPAttn::settings(int narg, char **arg)
   // several ranks on one node: torch's default (all cores per rank) would oversubscribe
   if (threads == 0 && comm->nprocs > 1 && !std::getenv("OMP_NUM_THREADS")) threads = 1;
   if (threads > 0) backend->set_num_threads(threads);
-  // TorchScript's optimising graph executor is off unless asked for ($MLIP_ATTN_JIT_OPTIMIZE=1):
-  // its autodiff gave wrong forces for attention models (torch 2.13), plain autograd is exact.
-  {
-    const char *env = std::getenv("MLIP_ATTN_JIT_OPTIMIZE");
-    backend->set_optimize(env && std::string(env) == "1");
-  }
+  // TorchScript's optimising graph executor stays off: its autodiff gave wrong forces for
+  // attention models (torch 2.13), plain autograd is exact.
+  backend->set_optimize(false);
 
   std::string meta_text;
   model = backend->load(model_path, device, meta_text, err);
@@ -257,6 +254,12 @@ void PairMLIPAttn::settings(int narg, char **arg)
     periodic_model = meta.value("periodic", !global_model);   // older files: local models only
     distributed = meta.value("distributed", false);
     route = meta.value("route", std::string("torchscript"));
+    // format 2 called an l <= 1 form of the message op that no longer exists
+    if (route == "torchscript+ops" && meta.value("format_version", 0) < 3)
+      error->all(FLERR,
+                 "pair_style mlip_attn: '{}' was exported by an older mlip-attn (export format "
+                 "{}) and calls an op this plugin no longer has; {}",
+                 model_path, meta.value("format_version", 0), EXPORT_HINT);
     not_distributed_reason = meta.value(
         "not_distributed",
         std::string(meta.contains("route") ? "" : "it was exported by an older mlip-attn; "

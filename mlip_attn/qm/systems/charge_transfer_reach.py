@@ -16,8 +16,8 @@ import numpy as np
 from ase import Atoms
 
 from .base import attach, distort_chain, make_rng
-from .charge_transfer import (DISTORTIONS, FAR, HELD_OUT_LENGTHS, add_protons,
-                              polyyne_ground_state, proton_distances, site_of)
+from .charge_transfer_chains import (DISTORTIONS, FAR, HELD_OUT_LENGTHS, add_protons,
+                                     polyyne_ground_state, proton_distances, site_of)
 
 
 # ------------------------------------------------------------ the evidence in xTB

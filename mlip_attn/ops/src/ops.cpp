@@ -1,11 +1,10 @@
 /* mlip_attn compiled torch ops (see ops.h): PaiNN's chunked message with its recomputing
  * backward, and the cross-process sum used by distributed global attention.
  *
- * painn_message_orders is the message over any list of orders (ℓ = 1 vectors, ℓ = 2 tensors);
- * painn_message, its ℓ ≤ 1 form, stays for files exported before (export format 2).
+ * painn_message_orders is the message over any list of orders (ℓ = 1 vectors, ℓ = 2 tensors).
  *
  * Loaded by the LAMMPS plugin (it is part of libmlip_attn_torch.so) and, from Python, by
- * mlip_attn.lammps.ops.load_ops(), which loads the same file: one registration per process.
+ * mlip_attn.ops.library.load_ops(), which loads the same file: one registration per process.
  * Registration is also skipped when another copy already registered the ops, so a process
  * never aborts on a duplicate definition.
  *
@@ -152,7 +151,7 @@ FusedInputs<T> fused_inputs(const Tensor &phi, at::TensorList features, at::Tens
   for (int64_t e = 0; e < in.E; e++)
     TORCH_CHECK(msg.receivers[e] >= 0 && msg.receivers[e] < N && msg.senders[e] >= 0
                     && msg.senders[e] < N,
-                "mlip_attn::painn_message: edge ", e, " joins atoms ", msg.receivers[e], " and ",
+                "mlip_attn::painn_message_orders: edge ", e, " joins atoms ", msg.receivers[e], " and ",
                 msg.senders[e], ", but there are ", N, " atoms");
   return in;
 }
@@ -448,18 +447,18 @@ std::tuple<Tensor, std::vector<Tensor>> painn_message_orders(
     const Tensor &weight, const Tensor &receivers, const Tensor &senders, bool first,
     int64_t chunk)
 {
-  TORCH_CHECK(chunk > 0, "mlip_attn::painn_message: chunk must be positive, got ", chunk);
+  TORCH_CHECK(chunk > 0, "mlip_attn::painn_message_orders: chunk must be positive, got ", chunk);
   TORCH_CHECK(features.size() == geometry.size(),
-              "mlip_attn::painn_message: one geometry tensor per feature order, got ",
+              "mlip_attn::painn_message_orders: one geometry tensor per feature order, got ",
               features.size(), " features and ", geometry.size(), " geometry tensors");
   int64_t orders_width = 0;
   for (const Tensor &f : features) {
-    TORCH_CHECK(f.dim() == 3, "mlip_attn::painn_message: features must be (N, m, F_l), got ",
+    TORCH_CHECK(f.dim() == 3, "mlip_attn::painn_message_orders: features must be (N, m, F_l), got ",
                 f.sizes());
     orders_width += 2 * f.size(2);
   }
   TORCH_CHECK(phi.dim() == 2 && phi.size(1) > orders_width,
-              "mlip_attn::painn_message: phi must be (N, F + 2ΣF_l) with F > 0, got ",
+              "mlip_attn::painn_message_orders: phi must be (N, F + 2ΣF_l) with F > 0, got ",
               phi.sizes());
   std::vector<Tensor> orders;
   for (size_t l = 0; l < features.size(); l++) {
@@ -469,18 +468,6 @@ std::tuple<Tensor, std::vector<Tensor>> painn_message_orders(
   const variable_list out = PainnMessage::apply(phi, rho, weight, receivers, senders, first,
                                                 chunk, at::TensorList(orders));
   return {out[0], std::vector<Tensor>(out.begin() + 1, out.end())};
-}
-
-// The ℓ ≤ 1 form of files exported before the message took a list of orders (export format 2):
-// one order, vectors v (N, 3, F) with the unit bond vectors as geometry.
-std::tuple<Tensor, Tensor> painn_message_l1(const Tensor &phi, const Tensor &v, const Tensor &rho,
-                                            const Tensor &unit, const Tensor &weight,
-                                            const Tensor &receivers, const Tensor &senders,
-                                            bool first, int64_t chunk)
-{
-  auto [ds, out] = painn_message_orders(phi, {v}, {unit}, rho, weight, receivers, senders, first,
-                                        chunk);
-  return {ds, out[0]};
 }
 
 // ------------------------------------------------------------------ cross-process sums
@@ -533,14 +520,12 @@ struct Registration {
   Registration()
   {
     auto &dispatcher = c10::Dispatcher::singleton();
-    if (dispatcher.findSchema({"mlip_attn::painn_message", ""}).has_value()) return;
+    if (dispatcher.findSchema({"mlip_attn::painn_message_orders", ""}).has_value()) return;
     def = std::make_unique<torch::Library>(torch::Library::FRAGMENT, "mlip_attn", std::nullopt,
                                            __FILE__, __LINE__);
     def->def("painn_message_orders(Tensor phi, Tensor[] features, Tensor[] geometry, "
              "Tensor rho, Tensor weight, Tensor receivers, Tensor senders, bool first, "
              "int chunk) -> (Tensor, Tensor[])");
-    def->def("painn_message(Tensor phi, Tensor v, Tensor rho, Tensor unit, Tensor weight, "
-             "Tensor receivers, Tensor senders, bool first, int chunk) -> (Tensor, Tensor)");
     def->def("allreduce_sum(Tensor x) -> Tensor");
     def->def("kernel_instruction_set() -> str", TORCH_FN(kernel_instruction_set));
     // CONSERVATIVE: it has "side effects", so TorchScript never folds the call into the answer
@@ -553,9 +538,6 @@ struct Registration {
     def->impl("painn_message_orders", torch::dispatch(
                                           c10::DispatchKey::CompositeExplicitAutograd,
                                           TORCH_FN(message_forward)));
-    // the ℓ ≤ 1 form is the general op with one order: its autograd comes from there
-    def->impl("painn_message", torch::dispatch(c10::DispatchKey::CompositeImplicitAutograd,
-                                               TORCH_FN(painn_message_l1)));
     def->impl("allreduce_sum",
               torch::dispatch(c10::DispatchKey::Autograd, TORCH_FN(allreduce_sum_autograd)));
     def->impl("allreduce_sum", torch::dispatch(c10::DispatchKey::CompositeExplicitAutograd,

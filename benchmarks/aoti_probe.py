@@ -1,4 +1,4 @@
-"""``mlip-attn bench --lammps --aoti``: the AOTInductor export route, measured against the eager
+"""``python benchmarks/aoti_probe.py``: the AOTInductor export route, measured against the eager
 call and the TorchScript + compiled-ops export (the route the LAMMPS plugin runs).
 
 The same PaiNN as `lammps_bench` is traced with its forces (``torch.autograd.grad`` inside
@@ -16,15 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from .lammps_bench import _copper, _save_model, _side_by_side
+from mlip_attn.apps.lammps_bench import _copper, _save_model, _side_by_side
 
 
 @contextlib.contextmanager
 def _one_pass_message():
     """PaiNN layers use a one-pass message (traceable with a symbolic edge count)."""
     import torch
-    from ..backbones.painn import PaiNNLayer
-    from ..nn.painn_message import _edge_messages
+    from mlip_attn.backbones.painn import PaiNNLayer
+    from mlip_attn.nn.painn_message import _edge_messages
 
     def message(self, phi, features, geometry, rho, weight, i, j):
         ds_e, d_e = _edge_messages(phi, features, geometry, rho, weight, j, self.first)
@@ -79,10 +79,10 @@ def run_aoti_probe(sizes=(1000, 10000), width: int = 64, layers: int = 2, cutoff
                    dtypes=("float32", "float64")) -> list[dict]:
     """Print and return ms per call (energy + forces): eager, TorchScript + ops, AOTInductor."""
     import torch
-    from ..data import AtomicData, Batch
-    from ..lammps.export import LammpsModel, use_compiled_ops
-    from ..lammps.ops import load_ops
-    from ..models import load_model
+    from mlip_attn.data import AtomicData, Batch
+    from mlip_attn.lammps.export import LammpsModel, use_compiled_ops
+    from mlip_attn.ops import load_ops
+    from mlip_attn.models import load_model
 
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -126,3 +126,7 @@ def run_aoti_probe(sizes=(1000, 10000), width: int = 64, layers: int = 2, cutoff
                       f"{row['eager_ms']:>9.1f}{row['script_ms']:>9.1f}"
                       f"{row['force_diff']:>11.1e}", flush=True)
     return rows
+
+
+if __name__ == "__main__":
+    run_aoti_probe()

@@ -8,7 +8,7 @@
  *
  * The loop bodies are compiled three times (generic x86-64 or whatever the target is, AVX2 +
  * FMA, AVX-512) and the best the CPU supports is chosen once, at the first call; the build flags
- * add -O3, -fopenmp-simd (the reductions) and -ffp-contract=off (see torch_build.KERNEL_FLAGS).
+ * add -O3, -fopenmp-simd (the reductions) and -ffp-contract=off (see mlip_attn/ops/build.py, KERNEL_FLAGS).
  */
 #include "painn_kernels.h"
 

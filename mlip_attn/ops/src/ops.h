@@ -5,8 +5,6 @@
  *       chunk) -> (ds, d[]): PaiNN's message over edge chunks for any list of equivariant
  *       orders (vectors, rank-2 tensors), with a recomputing backward
  *       (mlip_attn/nn/painn_message.py has the maths and the shapes);
- *   painn_message(phi, v, rho, unit, weight, receivers, senders, first, chunk) -> (ds, dv):
- *       its l <= 1 form, which files exported before it (export format 2) call;
  *   allreduce_sum(x) -> x summed over all processes: the hook below when one is set (the LAMMPS
  *       pair style sets an MPI_Allreduce on its communicator around each call of a global model
  *       on several ranks), else the identity. Its backward is allreduce_sum of the gradient;

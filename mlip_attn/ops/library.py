@@ -1,6 +1,6 @@
-"""The compiled ``mlip_attn`` torch ops in Python: what the fast LAMMPS export route calls.
+"""Loading the compiled ``mlip_attn`` torch ops into this process.
 
-``libmlip_attn_torch.so`` (built by `mlip_attn.lammps.build.build_torch_library`, torch and a
+``libmlip_attn_torch.so`` (built by `mlip_attn.ops.build.build_torch_library`, torch and a
 C++ compiler only) registers, under ``torch.ops.mlip_attn``:
 
 * ``painn_message_orders(phi, features, geometry, rho, weight, receivers, senders, first,
@@ -8,8 +8,6 @@ C++ compiler only) registers, under ``torch.ops.mlip_attn``:
   (vectors; rank-2 tensors with ``lmax: 2``) with a recomputing backward, the C++ twin of
   `mlip_attn.nn.painn_message.painn_message` (same arguments and shapes), so a TorchScript
   export keeps the eager model's fast backward;
-* ``painn_message(phi, v, rho, unit, weight, receivers, senders, first, chunk) -> (ds, dv)``:
-  its ℓ ≤ 1 form, which files exported before the list form (export format 2) call;
 * ``allreduce_sum(x) -> x`` summed over MPI ranks inside the LAMMPS plugin (which sets the
   communicator around each call of a global model on several ranks), the identity everywhere
   else; its backward is itself;
@@ -26,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .torch_build import (TORCH_LIBRARY_NAME, PluginBuildError, build_torch_library,
-                          torch_library_dir)
+from .build import (TORCH_LIBRARY_NAME, PluginBuildError, build_torch_library,
+                    torch_library_dir)
 
 _loaded: Path | None = None
 
@@ -35,8 +33,7 @@ _loaded: Path | None = None
 def ops_registered() -> bool:
     """Whether ``torch.ops.mlip_attn`` ops are registered in this process."""
     try:
-        for name in ("painn_message_orders", "painn_message", "allreduce_sum",
-                     "sums_across_processes"):
+        for name in ("painn_message_orders", "allreduce_sum", "sums_across_processes"):
             getattr(torch.ops.mlip_attn, name).default
     except (AttributeError, RuntimeError):
         return False

@@ -1,10 +1,11 @@
-"""Compiling the torch side of the LAMMPS plugin, ``libmlip_attn_torch.so`` (the ``mlip_attn``
-ops of ``src/ops.cpp`` and the TorchScript runner of ``src/torch_model.cpp``), and the compile
-helpers `mlip_attn.lammps.build` shares.
+"""Compiling ``libmlip_attn_torch.so``: the ``mlip_attn`` torch ops (``src/ops.cpp``), the fused
+CPU loops they call (``src/painn_kernels.cpp``) and the C++ model runner a host program drives
+(``src/torch_model.cpp``); and the compile helpers `mlip_attn.lammps.build` shares.
 
-The torch side needs torch and a C++ compiler only (no LAMMPS), and is built once per torch
-version and sources into ``<cache>/torch/<torch version>-<sources hash>/``; Python loads it for
-the fast export route (`mlip_attn.lammps.ops`) and the plugin loads the same file.
+The library needs torch and a C++ compiler only (no LAMMPS), and is built once per torch
+version and sources into ``<cache>/torch/<torch version>-<sources hash>/``. Python loads it
+(`mlip_attn.ops.library`) for the eager model and the export; the LAMMPS plugin loads the same
+file, so the ops register once per process.
 """
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ from ..atomic import atomic_path
 SOURCE_DIR = Path(__file__).with_name("src")
 INFO_NAME = "build_info.json"
 TORCH_LIBRARY_NAME = "libmlip_attn_torch.so"
-# written into the library's folder by `mlip_attn.nn.kernels` when building it on first use
+# written into the library's folder by `mlip_attn.nn.policy` when building it on first use
 # failed (the reason), so later processes do not try again; a successful build removes it
 FAILED_MARKER = "build_failed.txt"
-TORCH_SOURCES = ["ops.cpp", "painn_kernels.cpp", "torch_model.cpp"]
-TORCH_HEADERS = ["ops.h", "painn_kernels.h", "torch_model.h"]
+TORCH_SOURCES = [SOURCE_DIR / n for n in ("ops.cpp", "painn_kernels.cpp", "torch_model.cpp")]
+TORCH_HEADERS = [SOURCE_DIR / n for n in ("ops.h", "painn_kernels.h", "torch_model.h")]
 # the fused message loops: vectorised (-O3, the `omp simd` reductions); products and sums
 # rounded separately, as ATen's element-wise operations round them (contracting them into fused
 # multiply-adds was no faster here and moved float32 forces by up to ~12 roundings from the
@@ -87,11 +88,11 @@ def _compiler() -> str:
     return cxx
 
 
-def _sources_hash(names: list[str]) -> str:
+def _sources_hash(paths: list[Path]) -> str:
     h = hashlib.sha256()
-    for name in names:
-        h.update(name.encode())
-        h.update((SOURCE_DIR / name).read_bytes())
+    for path in paths:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -126,7 +127,7 @@ def _link(cxx: str, objects: list[Path], so: Path, libs: list[str], verbose: boo
         _run([cxx, "-shared", "-o", str(tmp_so), *map(str, objects), *libs], verbose)
 
 
-def _compile(cxx: str, per_file: dict[str, list[str]], headers: list[str], force: bool,
+def _compile(cxx: str, per_file: dict[Path, list[str]], headers: list[Path], force: bool,
              verbose: bool, jobs: int | None) -> list[Path]:
     """Object files of ``per_file`` (source -> flags), compiled in parallel where missing.
 
@@ -136,12 +137,12 @@ def _compile(cxx: str, per_file: dict[str, list[str]], headers: list[str], force
     obj_dir = cache_root() / "lammps" / "obj"
     obj_dir.mkdir(parents=True, exist_ok=True)
     versions = (torch_version() + (_dist_version("lammps") or "")).encode()
-    header_bytes = b"".join((SOURCE_DIR / h).read_bytes() for h in headers)
+    header_bytes = b"".join(h.read_bytes() for h in headers)
     todo, objects = [], []
     for src, flags in per_file.items():
-        key = hashlib.sha256((SOURCE_DIR / src).read_bytes() + header_bytes
+        key = hashlib.sha256(src.read_bytes() + header_bytes
                              + " ".join([cxx] + flags).encode() + versions).hexdigest()[:16]
-        obj = obj_dir / f"{Path(src).stem}-{key}.o"
+        obj = obj_dir / f"{src.stem}-{key}.o"
         objects.append(obj)
         if not obj.exists() or force:
             todo.append((flags, src, obj))
@@ -149,7 +150,7 @@ def _compile(cxx: str, per_file: dict[str, list[str]], headers: list[str], force
     def compile_one(job):
         flags, src, obj = job
         with atomic_path(obj) as tmp_obj:
-            _run([cxx, *flags, "-c", str(SOURCE_DIR / src), "-o", str(tmp_obj)], verbose)
+            _run([cxx, *flags, "-c", str(src), "-o", str(tmp_obj)], verbose)
 
     workers = jobs or min(len(todo), os.cpu_count() or 1) or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -178,7 +179,7 @@ def build_torch_library(force: bool = False, verbose: bool = False,
     """Compile the torch side (``libmlip_attn_torch.so``: the ``mlip_attn`` ops and the
     TorchScript runner of the pair style; about 40 s on 2 cores, once per torch version) and
     return its path. Needs torch and a C++ compiler only (no LAMMPS): the fast export route
-    (`mlip_attn.lammps.ops`) loads it from Python, the plugin from C++ (the same file)."""
+    (`mlip_attn.ops.library`) loads it from Python, the plugin from C++ (the same file)."""
     folder = torch_library_dir()
     so = folder / TORCH_LIBRARY_NAME
     with _lock(folder):
@@ -189,11 +190,11 @@ def build_torch_library(force: bool = False, verbose: bool = False,
         torch_inc, torch_lib = torch_dirs()
         flags = _common_flags() + [f"-I{p}" for p in torch_inc]
         per_file = {src: flags for src in TORCH_SOURCES}
-        per_file["painn_kernels.cpp"] = flags + KERNEL_FLAGS
+        per_file[SOURCE_DIR / "painn_kernels.cpp"] = flags + KERNEL_FLAGS
         # at::parallel_for is inlined from ATen's OpenMP header: without -fopenmp it runs on
         # one thread. The OpenMP runtime it links (libgomp.so.1) resolves to torch's own copy
         # (torch/lib, on the rpath and already loaded), so one runtime serves both
-        per_file["ops.cpp"] = flags + ["-fopenmp"]
+        per_file[SOURCE_DIR / "ops.cpp"] = flags + ["-fopenmp"]
         objects = _compile(cxx, per_file, TORCH_HEADERS, force, verbose, jobs)
         _link(cxx, objects, so, [f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-ltorch",
                                  "-ltorch_cpu", "-lc10", "-fopenmp"], verbose)
