@@ -70,7 +70,9 @@ def test_total_charge_of_data_files_is_read_and_a_disagreement_is_named():
         assert atoms.get_potential_energy() == cation
         atoms.info["charge"] = 1
         assert atoms.get_potential_energy() == cation
-    atoms.info["charge"] = 0
+    del atoms.info["charge"]
+    assert atoms.get_potential_energy() == cation
+    atoms.info["charge"] = 0          # a key newly set to 0 is a change too
     with pytest.warns(UserWarning, match=r"charge=0 and total_charge=1, which disagree; using "
                                          r"'charge'"):
         neutral = atoms.get_potential_energy()

@@ -99,7 +99,7 @@ class AttnCalculator(Calculator):
         changes = super().check_state(atoms, tol)
         if self.atoms is not None:
             for key in ("charge", "spin", "total_charge", "total_spin"):
-                if atoms.info.get(key, 0) != self.atoms.info.get(key, 0):
+                if atoms.info.get(key) != self.atoms.info.get(key):   # set, unset or changed
                     changes.append("info")
                     break
         return changes
