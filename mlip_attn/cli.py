@@ -184,7 +184,7 @@ def _add_threads(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="a fixed number of CPU "
                         "threads for torch (default: chosen per model call: one for small "
                         "structures, else the CPUs this process may use that other jobs do "
-                        "not keep busy; see README 'Threads')")
+                        "not keep busy; see docs/results/performance.md, 'Threads')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "OUTPUT/model.pt (best on validation), checkpoint.pt (every epoch), "
                        "metrics.csv and config.yaml; OUTPUT is runs/model by default.",
                        epilog="Every config key (model.*, data.*, training.*, output) has a "
-                       "default and is listed with it in README.md, section 'Config reference'. "
+                       "default and is listed with it in docs/guide/config.md. "
                        "Any key can be overridden on the command line: --training.epochs 50 "
                        "--model.attention null --data.train data/train.xyz")
     f.usage = "mlip-attn fit [config.yaml] [--resume] [--section.key value ...]"
@@ -245,9 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=10, help="timed MD steps per point (--lammps)")
     b.add_argument("--peers", action="store_true", help="side by side in one process, "
                    "interleaved, with SchNetPack (PaiNN, SchNet), TensorNet, NequIP, Allegro and "
-                   "MACE at matched sizes, by order ℓ (see README 'Performance' to install them)")
+                   "MACE at matched sizes, by order ℓ (docs/results/performance.md says how to install them)")
     b.add_argument("--peer-models", nargs="+", default=None, help="with --peers: the rows to "
-                   "run, e.g. painn tensornet mace-l1 (default: all rows of README 'Performance')")
+                   "run, e.g. painn tensornet mace-l1 (default: all rows of docs/results/performance.md)")
     b.add_argument("--quick", action="store_true", help="with --peers: check that every "
                    "model builds and runs (40 atoms, width 16, 2 layers, one call each, no "
                    "memory runs; about a minute), not the benchmark")

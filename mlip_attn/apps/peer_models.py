@@ -304,7 +304,7 @@ MODELS = {
 }
 OURS = ("egnn", "painn", "painn-ase", "painn-python", "painn-l2")
 # the package each peer row comes from, and what installs it (after `pip install -e
-# '.[bench]'`; README: Performance), for the "not installed" line
+# '.[bench]'`; docs/results/performance.md), for the "not installed" line
 PACKAGE = {"schnetpack-schnet": "schnetpack", "schnetpack-painn": "schnetpack",
            "mace": "mace", "mace-l1": "mace", "mace-l2": "mace", "tensornet": "torchmdnet",
            "nequip-l1": "nequip", "nequip-l2": "nequip",
@@ -319,5 +319,5 @@ INSTALL = {"schnetpack": "pip install 'schnetpack>=2.0.4,<2.1'",
 def why_missing(name: str, exc: ImportError) -> str:
     """The line for a peer whose package is absent: the module missing, what installs it."""
     package = PACKAGE.get(name, (exc.name or "").split(".")[0])
-    how = INSTALL.get(package, "see README: Performance")
-    return f"not installed (no module {exc.name or exc}): {how} (README: Performance)"
+    how = INSTALL.get(package, "see docs/results/performance.md")
+    return f"not installed (no module {exc.name or exc}): {how} (docs/results/performance.md)"

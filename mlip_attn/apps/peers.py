@@ -11,7 +11,7 @@ subprocess: the peak rise of resident memory over the first two calls, from befo
 Sizes a model would not fit in memory or time (extrapolated from the size below) are skipped.
 
 The peers are optional (``pip install -e '.[bench]'`` after ``pip install torch==2.13.0``,
-then NequIP/Allegro with ``--no-deps``; README: Performance); a peer that is not installed is
+then NequIP/Allegro with ``--no-deps``; docs/results/performance.md); a peer that is not installed is
 reported with its install command and skipped. ``--quick`` checks in about a minute that every
 model builds and runs.
 """
