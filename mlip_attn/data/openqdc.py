@@ -40,7 +40,8 @@ from .openqdc_layout import PathLike, dataset_name, energies_dtype, median_short
     memmap, resolve_dir
 from .openqdc_pickle import OpenQDCError, decode_prop, load_props
 
-__all__ = ["OpenQDCError", "DATASETS", "read_openqdc", "openqdc_to_file", "load_props",
+__all__ = ["OpenQDCError", "DATASETS", "read_openqdc", "openqdc_to_file", "openqdc_summary",
+           "load_props",
            "HARTREE_TO_EV", "BOHR_TO_ANGSTROM", "KCAL_MOL_TO_EV"]
 
 # openQDC's own factors (openqdc/utils/units.py) for the units its datasets use
@@ -384,3 +385,27 @@ def openqdc_to_file(path: PathLike, out_path: PathLike, overwrite: bool = False,
         raise OpenQDCError(f"{path}: no structures to write (all selected energies are missing?)")
     write_with_info(out_path, fmt, structures, info)
     return len(structures)
+
+
+def openqdc_summary(path: PathLike, energy_method: Union[int, str] = 0,
+                    energy_type: str = "total", read_forces: bool = True,
+                    dataset: Optional[str] = None, **_) -> str:
+    """One paragraph on what `openqdc_to_file` writes for these options (for the CLI)."""
+    prep = resolve_dir(path)
+    conv = conventions_for(dataset or dataset_name(prep))
+    if conv is None:
+        return ("conventions: given on the command line (unknown dataset); energies in eV, "
+                "positions in Å, forces in eV/Å, subset -> config_type")
+    index = conv.method_index(energy_method)
+    method = conv.energy_methods[index]
+    kind = ("interaction energies" if conv.interaction else
+            "formation energies (total minus openQDC's isolated-atom energies)"
+            if energy_type == "formation" else "total energies")
+    if not read_forces or conv.force_column(index) is None:
+        forces = "no forces" + ("" if read_forces else " (--no-forces)")
+    else:
+        sign = "minus the stored gradient" if conv.force_sign < 0 else "the stored forces"
+        forces = f"forces = {sign}, {conv.force_unit} -> eV/Å"
+    return (f"{conv.name} (openQDC {conv.openqdc_class}): method '{method}', {kind}, "
+            f"{conv.energy_unit} -> eV; positions {conv.distance_unit} -> Å; {forces}; "
+            f"charge from the {conv.charge_column} charge column; subset -> config_type")
