@@ -18,6 +18,20 @@ Run (PySCF is not a dependency of mlip-attn; use any environment that has it)::
 It prints the energy difference and the least-squares ratio stored / recomputed forces for the
 two readings: 1.000 means the stored numbers are hartree/Å (then openQDC's factor is wrong),
 0.529 means they are hartree/bohr.
+
+The same check on your own import (``mlip-attn import-openqdc <cache>/ani/preprocessed/ani1x
+--energy-method wb97x/6-31g* --out ani1x.xyz``), frames 0 and 5::
+
+    python benchmarks/ani1x_force_units.py --extxyz ani1x.xyz --frames 0,5
+
+compares the imported ``REF_forces`` (eV/Å) with the recomputed ones; a ratio of 1.000 means the
+import is right, 0.529 is what openQDC's own reader would give.
+
+Measured (2-core CPU, PySCF 2.14, grid level 4) on the release conformer:
+
+    energy: stored -559.96732665 Ha, PySCF -559.96737703 Ha, difference -0.032 kcal/mol
+    stored forces read as hartree/Å   : least-squares stored/recomputed = 1.0003, RMS difference 4.57e-05 hartree/Å
+    stored forces read as hartree/bohr: least-squares stored/recomputed = 1.8903, RMS difference 2.21e-02 hartree/bohr
 """
 import numpy as np
 
@@ -42,16 +56,45 @@ STORED_FORCES = [
 BOHR_TO_ANGSTROM = 0.52917721092
 
 
-def main():
+HARTREE_TO_EV = 27.211386246
+
+
+def wb97x_631gd(numbers, positions_ang):
+    """ωB97x/6-31G(d) (Cartesian d, as Gaussian) energy (hartree) and forces (hartree/bohr)."""
     from pyscf import dft, gto
-    mol = gto.M(atom=[(z, tuple(p)) for z, p in zip(NUMBERS, POSITIONS_ANG)], unit="Angstrom",
-                basis="6-31g*", cart=True, charge=0, spin=0, verbose=0)
+    mol = gto.M(atom=[(int(z), tuple(p)) for z, p in zip(numbers, positions_ang)],
+                unit="Angstrom", basis="6-31g*", cart=True, charge=0, spin=0, verbose=0)
     mf = dft.RKS(mol)
     mf.xc = "wb97x"
     mf.grids.level = 4
     mf.conv_tol = 1e-10
     energy = mf.kernel()
-    forces_ha_bohr = -mf.nuc_grad_method().kernel()       # -dE/dR, hartree/bohr
+    return energy, -mf.nuc_grad_method().kernel()
+
+
+def check_import(path, frames):
+    """Imported REF_forces (eV/Å) against recomputed forces, frame by frame."""
+    import ase.io
+    for i in frames:
+        atoms = ase.io.read(path, index=i)
+        _, forces_ha_bohr = wb97x_631gd(atoms.numbers, atoms.positions)
+        ref = forces_ha_bohr / BOHR_TO_ANGSTROM * HARTREE_TO_EV
+        stored = atoms.arrays["REF_forces"]
+        ratio = float((stored * ref).sum() / (ref * ref).sum())
+        print(f"frame {i}: imported/recomputed forces = {ratio:.4f} "
+              f"(RMS difference {np.sqrt(((stored - ref) ** 2).mean()):.2e} eV/Å)")
+
+
+def main():
+    import argparse
+    p = argparse.ArgumentParser(description="ANI-1x force units by recomputation")
+    p.add_argument("--extxyz", default=None, help="an imported ANI-1x file to check instead")
+    p.add_argument("--frames", default="0", help="comma-separated frame indices (--extxyz)")
+    args = p.parse_args()
+    if args.extxyz:
+        check_import(args.extxyz, [int(i) for i in args.frames.split(",")])
+        return
+    energy, forces_ha_bohr = wb97x_631gd(NUMBERS, POSITIONS_ANG)
     forces_ha_ang = forces_ha_bohr / BOHR_TO_ANGSTROM
     stored = np.asarray(STORED_FORCES)
     print(f"energy: stored {STORED_ENERGY_HA:.8f} Ha, PySCF {energy:.8f} Ha, "

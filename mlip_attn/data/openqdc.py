@@ -39,6 +39,7 @@ from .openqdc_conventions import DATASETS, UNIT_FACTORS, Conventions, atom_energ
 from .openqdc_layout import PathLike, dataset_name, energies_dtype, median_shortest_distance, \
     memmap, resolve_dir
 from .openqdc_pickle import OpenQDCError, decode_prop, load_props
+from .openqdc_write import openqdc_summary, write_with_info
 
 __all__ = ["OpenQDCError", "DATASETS", "read_openqdc", "openqdc_to_file", "openqdc_summary",
            "load_props",
@@ -374,7 +375,6 @@ def openqdc_to_file(path: PathLike, out_path: PathLike, overwrite: bool = False,
     An existing ``out_path`` is refused unless ``overwrite``; missing folders are created; the
     file is written atomically (an interrupted run leaves no partial file).
     """
-    from .openqdc_write import write_with_info
     from .io import file_format
     fmt = file_format(out_path)
     if Path(out_path).exists() and not overwrite:
@@ -386,26 +386,3 @@ def openqdc_to_file(path: PathLike, out_path: PathLike, overwrite: bool = False,
     write_with_info(out_path, fmt, structures, info)
     return len(structures)
 
-
-def openqdc_summary(path: PathLike, energy_method: Union[int, str] = 0,
-                    energy_type: str = "total", read_forces: bool = True,
-                    dataset: Optional[str] = None, **_) -> str:
-    """One paragraph on what `openqdc_to_file` writes for these options (for the CLI)."""
-    prep = resolve_dir(path)
-    conv = conventions_for(dataset or dataset_name(prep))
-    if conv is None:
-        return ("conventions: given on the command line (unknown dataset); energies in eV, "
-                "positions in Å, forces in eV/Å, subset -> config_type")
-    index = conv.method_index(energy_method)
-    method = conv.energy_methods[index]
-    kind = ("interaction energies" if conv.interaction else
-            "formation energies (total minus openQDC's isolated-atom energies)"
-            if energy_type == "formation" else "total energies")
-    if not read_forces or conv.force_column(index) is None:
-        forces = "no forces" + ("" if read_forces else " (--no-forces)")
-    else:
-        sign = "minus the stored gradient" if conv.force_sign < 0 else "the stored forces"
-        forces = f"forces = {sign}, {conv.force_unit} -> eV/Å"
-    return (f"{conv.name} (openQDC {conv.openqdc_class}): method '{method}', {kind}, "
-            f"{conv.energy_unit} -> eV; positions {conv.distance_unit} -> Å; {forces}; "
-            f"charge from the {conv.charge_column} charge column; subset -> config_type")

@@ -1,8 +1,8 @@
 """What each openQDC dataset stores and how it must be read: units, force sign and factor, which
 energy methods have forces, the energies dtype, where ``preprocess`` puts the files.
 
-openQDC writes none of this to disk: its dataset *classes* carry it. `openqdc_table.DATASETS`
-is generated from openQDC's own classes by ``scripts/make_openqdc_goldens.py`` (openqdc 0.1.2,
+openQDC writes none of this to disk: its dataset *classes* carry it. ``openqdc_table.json`` is
+generated from openQDC's own classes by ``scripts/make_openqdc_goldens.py`` (openqdc 0.1.2,
 ``openqdc.datasets.AVAILABLE_DATASETS``); this module adds what that table cannot hold:
 
 * **force sign** (``force_sign``): SPICE, SpiceV2 and SpiceVL2 store the *gradient*
@@ -11,9 +11,10 @@ is generated from openQDC's own classes by ``scripts/make_openqdc_goldens.py`` (
   Na+ / acetylene scan the energy change equals minus the work of the imported forces).
 * **force factor** (``force_factor``): openQDC multiplies ANI-1x's forces by 0.529177249
   ("correct the Dataset error"). We do not: the stored ANI-1x forces are hartree/Å as the class
-  declares. ``benchmarks/ani1x_force_units.py`` recomputes an ANI-1x conformer at the dataset's
-  level of theory (ωB97x/6-31G(d), PySCF) and the stored forces match the recomputed ones read
-  as hartree/Å (least-squares ratio 1.00), not as hartree/bohr (0.53); see docs/openqdc.md.
+  declares: ``benchmarks/ani1x_force_units.py`` recomputes a conformer of the ANI-1x release
+  at its level of theory (ωB97x/6-31G(d), PySCF); the stored forces read as hartree/Å match
+  (least-squares ratio 1.0003), read as hartree/bohr they would be 1.89x too large, and with
+  openQDC's factor 0.53x too small. See docs/openqdc.md for what this does not cover.
 * **what the charge column means** (``charge_column``): formal charges per atom (their sum is
   the total charge; zero where the source records none), the monomer's charge repeated on each
   of its atoms (interaction datasets: total = monomer A + monomer B), or core-electron counts
@@ -30,7 +31,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Optional
 
-from .openqdc_table import DATASETS as _GENERATED, OPENQDC_VERSION, UNIT_FACTORS
+
+_TABLE = json.loads(resources.files(__package__).joinpath("openqdc_table.json").read_text())
+OPENQDC_VERSION = _TABLE["openqdc_version"]
+UNIT_FACTORS = _TABLE["unit_factors"]
 
 __all__ = ["Conventions", "DATASETS", "OPENQDC_VERSION", "UNIT_FACTORS", "conventions_for",
            "atom_energies"]
@@ -110,8 +114,12 @@ class Conventions:
 
 def _build() -> dict:
     out = {}
-    for name, entry in {**_GENERATED, **_MAIN_ONLY}.items():
+    for name, entry in {**_TABLE["datasets"], **_MAIN_ONLY}.items():
         entry = dict(entry)
+        entry["energy_methods"] = tuple(entry["energy_methods"])
+        entry["force_mask"] = tuple(entry["force_mask"])
+        if entry["name_converter"] is not None:
+            entry["name_converter"] = tuple(entry["name_converter"])
         openqdc_factor = entry.pop("openqdc_force_factor")
         sign = -1.0 if openqdc_factor < 0 else 1.0
         factor = _FORCE_FACTOR.get(name, abs(openqdc_factor))
@@ -145,3 +153,24 @@ def atom_energies(method: str) -> Optional[dict]:
     if not rows:
         return None
     return {(int(z), int(q)): float(e) for z, q, e in rows}
+
+
+def markdown_table() -> str:
+    """The table as markdown (``python -m mlip_attn.data.openqdc_conventions``)."""
+    rows = ["| dataset (folder) | openQDC class | energy | distance | forces | methods "
+            "(with forces) | energies | force transform | charge column |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for c in DATASETS.values():
+        force = "-" if not any(c.force_mask) else (
+            ("-gradient" if c.force_sign < 0 else "as stored")
+            + (f" (openQDC: x{c.openqdc_force_factor:g})"
+               if c.openqdc_force_factor != c.force_sign * c.force_factor else ""))
+        rows.append(f"| {c.name} (`{c.layout}`) | {c.openqdc_class} | {c.energy_unit} | "
+                    f"{c.distance_unit} | {c.force_unit if any(c.force_mask) else '-'} | "
+                    f"{len(c.energy_methods)} ({sum(c.force_mask)}) | {c.energies_dtype}"
+                    f"{' interaction' if c.interaction else ''} | {force} | {c.charge_column} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

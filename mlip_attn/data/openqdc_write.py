@@ -1,5 +1,6 @@
-"""Write imported openQDC structures with their per-structure strings (``config_type`` = openQDC's
-``subset``, ``openqdc_name``, ``openqdc_index``) next to the usual labels."""
+"""Write imported openQDC structures with their per-structure strings (``config_type`` =
+openQDC's ``subset``, ``openqdc_name``, ``openqdc_index``) next to the usual labels, and say in
+one paragraph what was written."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,8 @@ import numpy as np
 from ..atomic import atomic_path
 from .atomic_data import AtomicData
 from .labels import LabelKeys
+from .openqdc_conventions import conventions_for
+from .openqdc_layout import dataset_name, resolve_dir
 
 
 def write_with_info(path: str | os.PathLike, fmt: str, structures: list[AtomicData],
@@ -54,3 +57,27 @@ def write_with_info(path: str | os.PathLike, fmt: str, structures: list[AtomicDa
                         data[keys.forces] = atoms.arrays.pop(keys.forces)
                     atoms.info = {}
                     db.write(atoms, key_value_pairs=kv, data=data)
+
+
+def openqdc_summary(path, energy_method=0,
+                    energy_type: str = "total", read_forces: bool = True,
+                    dataset=None, **_) -> str:
+    """One paragraph on what `openqdc_to_file` writes for these options (for the CLI)."""
+    prep = resolve_dir(path)
+    conv = conventions_for(dataset or dataset_name(prep))
+    if conv is None:
+        return ("conventions: given on the command line (unknown dataset); energies in eV, "
+                "positions in Å, forces in eV/Å, subset -> config_type")
+    index = conv.method_index(energy_method)
+    method = conv.energy_methods[index]
+    kind = ("interaction energies" if conv.interaction else
+            "formation energies (total minus openQDC's isolated-atom energies)"
+            if energy_type == "formation" else "total energies")
+    if not read_forces or conv.force_column(index) is None:
+        forces = "no forces" + ("" if read_forces else " (--no-forces)")
+    else:
+        sign = "minus the stored gradient" if conv.force_sign < 0 else "the stored forces"
+        forces = f"forces = {sign}, {conv.force_unit} -> eV/Å"
+    return (f"{conv.name} (openQDC {conv.openqdc_class}): method '{method}', {kind}, "
+            f"{conv.energy_unit} -> eV; positions {conv.distance_unit} -> Å; {forces}; "
+            f"charge from the {conv.charge_column} charge column; subset -> config_type")
