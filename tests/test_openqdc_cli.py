@@ -15,6 +15,8 @@ from mlip_attn.data import read_structures
 from mlip_attn.data.openqdc import read_openqdc
 from mlip_attn.data.openqdc_conventions import DATASETS
 
+pytestmark = pytest.mark.filterwarnings(  # the notes read_openqdc prints for ANI-1x, SN2RXN
+    "ignore:.*(openQDC multiplies ANI-1x|SN2RXN preprocessing):UserWarning")
 CACHE = Path(__file__).parent / "data" / "openqdc" / "cache"
 ANI1X = CACHE / DATASETS["ani1x"].layout
 SPICE = CACHE / "spice"
@@ -73,6 +75,12 @@ def test_energy_type_and_config_type(tmp_path, capsys):
     with h5py.File(total) as h:
         assert [s.decode() for s in h["config_type"][:2]] == ["PubChem", "PubChem"]
         assert h["openqdc_index"][:].tolist() == list(range(len(t)))
+    db = tmp_path / "t.db"
+    assert main(["import-openqdc", str(SPICE), "--out", str(db)]) == 0
+    from ase.db import connect
+    with connect(str(db)) as rows:
+        assert [r.config_type for r in rows.select()][:2] == ["PubChem", "PubChem"]
+    assert [d.energy for d in read_structures(db)] == pytest.approx([d.energy for d in t])
     assert main(["import-openqdc", str(CACHE / "des370k_interaction"), "--out",
                  str(tmp_path / "d.xyz"), "--energy-type", "formation"]) == 2
     assert "interaction energies" in capsys.readouterr().err

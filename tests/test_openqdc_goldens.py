@@ -13,6 +13,8 @@ import pytest
 from mlip_attn.data.openqdc import HARTREE_TO_EV, OpenQDCError, read_openqdc
 from mlip_attn.data.openqdc_conventions import DATASETS, atom_energies
 
+pytestmark = pytest.mark.filterwarnings(  # the notes read_openqdc prints for ANI-1x, SN2RXN
+    "ignore:.*(openQDC multiplies ANI-1x|SN2RXN preprocessing):UserWarning")
 GOLDEN = Path(__file__).parent / "data" / "openqdc"
 FAMILIES = sorted(p.stem for p in (GOLDEN / "expected").glob("*.json"))
 ANI1X_OPENQDC_FACTOR = 0.529177249      # openQDC's ANI1X.convert_forces; we do not apply it
@@ -33,6 +35,23 @@ def test_every_family_is_there():
     assert FAMILIES == ["ani1x", "des370k_interaction", "qm7x", "sn2_rxn", "spice", "spice_vl2"]
     assert DATASETS["des370k_interaction"].energies_dtype == "float32"
     assert DATASETS["qm7x"].energies_dtype == "float64"
+
+
+def test_conventions_table_covers_openqdc():
+    # the 49 classes of openqdc 0.1.2's AVAILABLE_DATASETS plus BPA and MACEOFF (main branch)
+    assert len(DATASETS) == 51
+    for conv in DATASETS.values():
+        assert len(conv.force_mask) == len(conv.energy_methods) > 0
+        assert conv.energies_dtype in ("float32", "float64")
+        assert conv.layout.split("/")[-1] in ("preprocessed", conv.name, conv.name.upper())
+    gradients = sorted(n for n, c in DATASETS.items() if c.force_sign < 0)
+    assert gradients == ["spice", "spice_vl2", "spicev2"]
+    assert DATASETS["spice_vl2"].force_methods == ("wb97m-d3(bj)/def2-tzvppd",)
+    assert DATASETS["ani1x"].force_methods == ("wb97x/6-31g*", "wb97x/cc-pvtz")
+    assert DATASETS["ani1x"].layout == "ani/preprocessed/ani1x"
+    interaction = {n for n, c in DATASETS.items() if c.interaction}
+    assert all(DATASETS[n].energies_dtype == "float32" and DATASETS[n].charge_column == "monomer"
+               for n in interaction) and len(interaction) == 8
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -91,7 +110,8 @@ def test_interaction_dataset_refuses_formation_and_sums_monomer_charges():
     with pytest.raises(OpenQDCError, match="interaction energies"):
         read_openqdc(folder("des370k_interaction"), energy_type="formation")
     # Na+ / water and Cl- / water dimers: openQDC repeats each monomer's charge on its atoms
-    charges = [d.charge for d in read_openqdc(folder("des370k_interaction"))]
+    with pytest.warns(UserWarning, match="interaction energies .* do not train"):
+        charges = [d.charge for d in read_openqdc(folder("des370k_interaction"))]
     assert charges == [0.0, 1.0, -1.0]
 
 

@@ -125,9 +125,13 @@ def _build() -> dict:
         factor = _FORCE_FACTOR.get(name, abs(openqdc_factor))
         charge = "monomer" if entry["interaction"] else _CHARGE_COLUMN.get(name, "formal")
         entry["name_converter"] = _NAME_CONVERTERS.get(name, entry["name_converter"])
+        note = _NOTES.get(name, "") or (
+            f"openQDC's {entry['openqdc_class']} holds interaction energies "
+            f"(E_AB - E_A - E_B), written as REF_energy: do not train a potential on them as "
+            f"total energies" if entry["interaction"] else "")
         out[name] = Conventions(name=name, force_sign=sign, force_factor=factor,
                                 openqdc_force_factor=openqdc_factor, charge_column=charge,
-                                note=_NOTES.get(name, ""), **entry)
+                                note=note, **entry)
     return out
 
 
