@@ -19,7 +19,8 @@ def _import_openqdc(args, extra):
 def add_import_openqdc(sub) -> None:
     """Register the ``import-openqdc`` subcommand on ``sub`` (argparse subparsers)."""
     o = sub.add_parser("import-openqdc", help="convert a data set openQDC preprocessed on disk")
-    o.add_argument("path", help="<openqdc cache>/<dataset name> (or its preprocessed/ folder)")
+    o.add_argument("path", help="<openqdc cache>/<dataset name>, its preprocessed/ folder, or "
+                   "a nested one such as <cache>/ani/preprocessed/ani1x")
     o.add_argument("--out", required=True, help=".xyz or .h5 file to write (missing folders "
                    "are created; an existing file is refused unless --overwrite)")
     o.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

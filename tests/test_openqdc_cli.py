@@ -15,8 +15,8 @@ from mlip_attn.data import read_structures
 from mlip_attn.data.openqdc import read_openqdc
 from mlip_attn.data.openqdc_conventions import DATASETS
 
-pytestmark = pytest.mark.filterwarnings(  # read_openqdc's notes (ANI-1x, SN2RXN, DES)
-    "ignore:.*(openQDC multiplies ANI-1x|SN2RXN preprocessing|holds interaction energies):UserWarning")
+NOTES = "openQDC multiplies ANI-1x|SN2RXN preprocessing|holds interaction energies"
+pytestmark = pytest.mark.filterwarnings(f"ignore:.*({NOTES}):UserWarning")   # dataset notes
 CACHE = Path(__file__).parent / "data" / "openqdc" / "cache"
 ANI1X = CACHE / DATASETS["ani1x"].layout
 SPICE = CACHE / "spice"

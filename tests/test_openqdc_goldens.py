@@ -13,8 +13,8 @@ import pytest
 from mlip_attn.data.openqdc import HARTREE_TO_EV, OpenQDCError, read_openqdc
 from mlip_attn.data.openqdc_conventions import DATASETS, atom_energies
 
-pytestmark = pytest.mark.filterwarnings(  # read_openqdc's notes (ANI-1x, SN2RXN, DES)
-    "ignore:.*(openQDC multiplies ANI-1x|SN2RXN preprocessing|holds interaction energies):UserWarning")
+NOTES = "openQDC multiplies ANI-1x|SN2RXN preprocessing|holds interaction energies"
+pytestmark = pytest.mark.filterwarnings(f"ignore:.*({NOTES}):UserWarning")   # dataset notes
 GOLDEN = Path(__file__).parent / "data" / "openqdc"
 FAMILIES = sorted(p.stem for p in (GOLDEN / "expected").glob("*.json"))
 ANI1X_OPENQDC_FACTOR = 0.529177249      # openQDC's ANI1X.convert_forces; we do not apply it
