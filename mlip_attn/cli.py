@@ -150,15 +150,6 @@ def _build_lammps(args, extra):
     print(build_message(so, reused=reused))
 
 
-def _import_openqdc(args, extra):
-    from .data.openqdc import openqdc_to_file
-    n = openqdc_to_file(args.path, args.out, overwrite=args.overwrite,
-                        energy_method=args.energy_method,
-                        energy_unit=args.energy_unit, distance_unit=args.distance_unit,
-                        force_unit=args.force_unit)
-    print(f"wrote {n} structures to {args.out}")
-
-
 def _data(args, extra):
     from .apps.longrange import protocol_data
     from .qm import generate
@@ -358,16 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--out", default=None, help="folder (default: ~/.cache/mlip_attn/lammps/...)")
     bl.set_defaults(func=_build_lammps)
 
-    o = sub.add_parser("import-openqdc", help="convert a data set openQDC preprocessed on disk")
-    o.add_argument("path", help="<openqdc cache>/<dataset name> (or its preprocessed/ folder)")
-    o.add_argument("--out", required=True, help=".xyz or .h5 file to write (missing folders "
-                   "are created; an existing file is refused unless --overwrite)")
-    o.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    o.add_argument("--energy-method", default=0, help="column index or method name")
-    o.add_argument("--energy-unit", default=None, help="e.g. hartree, ev, kcal/mol (if not known)")
-    o.add_argument("--distance-unit", default=None, help="ang or bohr (if not known)")
-    o.add_argument("--force-unit", default=None, help="e.g. hartree/bohr, ev/ang (if not known)")
-    o.set_defaults(func=_import_openqdc)
+    from .cli_openqdc import add_import_openqdc
+    add_import_openqdc(sub)
     return p
 
 
