@@ -20,8 +20,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlip_attn"
 LONG_MODULES = {
     "mlip_attn.attention.efa": "one algorithm: the fast form, its exact O(N²) reference and "
                                "the Lebedev grid utilities it is tested against",
-    "mlip_attn.data.openqdc": "one adapter: openQDC's on-disk layout, units and its "
-                              "restricted unpickler, each with its error messages",
 }
 
 
@@ -57,9 +55,11 @@ def _import_edges(function_level: bool = True) -> dict[str, set[str]]:
 
 def _layer(module: str) -> str:
     """The package a module belongs to: ``mlip_attn.nn.policy`` -> ``nn``; top-level modules
-    (``mlip_attn.cli``) are their own layer."""
+    are their own layer (``mlip_attn.cli``), the command line's helpers belong to it
+    (``mlip_attn.cli_openqdc``)."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else parts[0]
+    layer = parts[1] if len(parts) > 1 else parts[0]
+    return "cli" if layer.startswith("cli_") else layer
 
 
 # the packages from the foundations up: a package imports only packages listed before it
