@@ -29,13 +29,11 @@ R_MAX = 6.0
 
 def make_block(vectors: bool, feature_map: str = "silu", random: bool = True,
                **kw) -> EuclideanFastAttention:
-    """float64 block that always takes the Lebedev factorisation (what most tests here are
-    about; small structures would otherwise take the exact form); ``random`` re-initialises
+    """float64 block (EFA always takes the Lebedev factorisation); ``random`` re-initialises
     every parameter (incl. the zero-initialised output layers) so that all paths contribute."""
     torch.manual_seed(1)
     blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, vectors=vectors,
                                  feature_map=feature_map, **kw).double()
-    blk.dense_below = 0
     if random:
         with torch.no_grad():
             for p in blk.parameters():
@@ -169,21 +167,22 @@ def test_fast_matches_exact_pairwise(vectors, feature_map):
         assert rel_err(out[1], ref[1]) < 1e-6
 
 
-def test_small_structures_take_the_exact_form_and_large_ones_the_factorisation():
+def test_every_size_takes_the_lebedev_sums():
+    """One model, one function: a molecule of 3 atoms and a batch of small structures take
+    the same Lebedev sums as large systems (never the exact form, which differs from them by
+    the quadrature error), so no atom count switches the function the model computes."""
     blk = make_block(True)
-    blk.dense_below = 10
     s, v = make_features(12, True)
     calls = []
     blk.attend_exact = lambda *a: calls.append("exact") or EuclideanFastAttention.attend_exact(blk, *a)
     blk.attend_lebedev = lambda *a: calls.append("lebedev") or EuclideanFastAttention.attend_lebedev(blk, *a)
     pos, batch = make_structures([6, 4], extent=R_MAX)
     small = blk.attend(feats(s[:10], v[:10]), pos, batch, 2)
-    pos, batch = make_structures([12], extent=R_MAX)
-    blk.attend(feats(s, v), pos, batch, 1)
-    assert calls == ["exact", "lebedev"]
+    pos, batch = make_structures([3], extent=R_MAX)
+    blk.attend(feats(s[:3], v[:3]), pos, batch, 1)
+    assert calls == ["lebedev", "lebedev"]
     assert small[0].shape == (10, blk.d_v)
-    default = EuclideanFastAttention(widths=(64, 64, 32), r_max=15.0, vectors=True, d_v=16)
-    assert 50 < default.dense_below < 200   # molecules dense, condensed systems factorised
+    assert not hasattr(blk, "dense_below")
 
 
 def test_exact_reference_detects_out_of_range():

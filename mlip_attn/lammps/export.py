@@ -21,7 +21,8 @@ ranks (a global model on several ranks: ``torch.ops.mlip_attn.sums_across_proces
 ``n_local`` reaches the model as ``Graph.owned``: distributed global blocks (EFA) add only local
 atoms into their per-structure sums and complete them across ranks with
 ``torch.ops.mlip_attn.allreduce_sum``. On one rank ``Graph.owned`` is −1 and the model runs
-exactly as in Python (e.g. EFA's exact form for small structures).
+exactly as in Python; EFA takes the same Lebedev sums either way, so 1 and N ranks agree to
+rounding.
 
 Two routes, recorded as ``route`` in the metadata:
 
@@ -111,8 +112,8 @@ class LammpsModel(nn.Module):
             sh.requires_grad_(True)
         batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
         cell = torch.zeros((1, 3, 3), dtype=dtype, device=pos.device)
-        # one rank holds the whole structure (owned = -1: the eager model's own path, e.g.
-        # EFA's exact form for small structures); several ranks split it
+        # one rank holds the whole structure (owned = -1: the eager model's own path);
+        # several ranks split it (the same sums, completed across ranks)
         owned = n_local if self.split() else -1
         atomic = self.model.atomic_energies(pos, numbers, batch, edge_index, sh, cell,
                                             charge.to(dtype), spin.to(dtype), owned)
