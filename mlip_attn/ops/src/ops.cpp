@@ -494,10 +494,12 @@ struct PainnMessage : public torch::autograd::Function<PainnMessage> {
       need_geometry.push_back(ctx->needs_input_grad(kOrdersTensor + 2 * l + 1));
       needs.push_back(need_geometry.back());
     }
-    for (size_t k = 0; k < 1 + L; k++)    // an output not used gets no gradient
-      if (!grads[k].defined())
-        grads[k] = at::zeros_like(k == 0 ? phi.narrow(1, 0, offsets(phi, features)[0])
-                                         : features[k - 1]);
+    for (size_t k = 0; k < 1 + L; k++) {   // an output not used gets no gradient
+      if (grads[k].defined()) continue;
+      c10::SymInt width = phi.sym_size(1);
+      for (const Tensor &f : features) width = width - 2 * f.sym_size(2);
+      grads[k] = at::zeros_like(k == 0 ? phi.narrow_symint(1, 0, width) : features[k - 1]);
+    }
     variable_list compact;
     if (at::GradMode::is_enabled()) {
       // this backward must itself be differentiable (create_graph: a force loss in
@@ -544,15 +546,17 @@ std::tuple<Tensor, std::vector<Tensor>> painn_message_orders(
   TORCH_CHECK(features.size() == geometry.size(),
               "mlip_attn::painn_message_orders: one geometry tensor per feature order, got ",
               features.size(), " features and ", geometry.size(), " geometry tensors");
-  int64_t orders_width = 0;
+  // sym_size, never size(): on a tracer's symbolic tensors size() would fix every dimension
+  // (the atom and edge counts) to the example's
+  c10::SymInt orders_width = 0;
   for (const Tensor &f : features) {
     TORCH_CHECK(f.dim() == 3, "mlip_attn::painn_message_orders: features must be (N, m, F_l), got ",
-                f.sizes());
-    orders_width += 2 * f.size(2);
+                f.sym_sizes());
+    orders_width = orders_width + 2 * f.sym_size(2);
   }
-  TORCH_CHECK(phi.dim() == 2 && phi.size(1) > orders_width,
+  TORCH_CHECK(phi.dim() == 2 && phi.sym_size(1) > orders_width,
               "mlip_attn::painn_message_orders: phi must be (N, F + 2ΣF_l) with F > 0, got ",
-              phi.sizes());
+              phi.sym_sizes());
   std::vector<Tensor> orders;
   for (size_t l = 0; l < features.size(); l++) {
     orders.push_back(features[l]);
