@@ -137,7 +137,8 @@ def _export(args, extra):
     if not args.lammps:
         raise ValueError("choose an export target: --lammps")
     from .lammps.export import export_lammps, read_export_metadata
-    out = args.output or f"{Path(args.model).with_suffix('')}-lammps.pt"
+    suffix = ".pt2" if args.route == "aoti" else ".pt"
+    out = args.output or f"{Path(args.model).with_suffix('')}-lammps{suffix}"
     written = export_lammps(args.model, out, dtype=args.dtype, route=args.route)
     print(f"wrote {written} ({read_export_metadata(written)['route']})  "
           f"(pair_style mlip_attn {out})")
@@ -343,12 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a model file for LAMMPS (pair_style mlip_attn)")
     x.add_argument("model")
-    x.add_argument("--lammps", action="store_true", help="TorchScript for pair_style mlip_attn")
+    x.add_argument("--lammps", action="store_true", help="a model file for pair_style mlip_attn")
     x.add_argument("-o", "--output", default=None)
     x.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    x.add_argument("--route", default="auto", choices=["auto", "torchscript+ops", "torchscript"],
-                   help="auto: TorchScript calling the compiled mlip_attn ops (fast; built once "
-                   "with a C++ compiler), else plain TorchScript (fallback)")
+    x.add_argument("--route", default="auto",
+                   choices=["auto", "aoti", "torchscript+ops", "torchscript"],
+                   help="aoti: torch.export + AOTInductor .pt2 package (no TorchScript; compiles "
+                   "for minutes); auto: TorchScript calling the compiled mlip_attn ops (fast; "
+                   "built once with a C++ compiler), else plain TorchScript (fallback)")
     x.set_defaults(func=_export)
 
     bl = sub.add_parser("build-lammps", help="compile the LAMMPS plugin for the installed "

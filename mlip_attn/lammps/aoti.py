@@ -145,7 +145,12 @@ def export_aoti(model: Potential, out_path: str | os.PathLike, meta: dict) -> Pa
     module = AotiLammpsModel(model.eval().requires_grad_(False),
                              bool(meta.get("global") and meta.get("distributed")))
     with warnings.catch_warnings():
+        # torch's own modules that Inductor imports (torch.utils.mkldnn) still define
+        # TorchScript methods and warn about it; this route calls no TorchScript
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._inductor")
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`",
+                                category=FutureWarning)   # torch's own, while packaging
         program = trace(module, example_inputs(model))
         return compile_package(program, out_path, meta)
 
