@@ -511,8 +511,10 @@ class EuclideanFastAttention(GlobalBlock):
         if num_graphs != 1:
             raise ValueError("EFA over a structure split between processes (graph.owned >= 0) "
                              "takes one structure per call")
-        local = torch.cat([positions[:owned].sum(dim=0),
-                           positions.new_full((1,), float(owned))]).unsqueeze(0)  # (1, 4)
+        # the count as a sum of ones: a tracer keeps ``owned`` a symbolic size (a float of it
+        # would fix it to the example's)
+        local = torch.nn.functional.pad(positions[:owned], (0, 1), value=1.0).sum(
+            dim=0, keepdim=True)                                                # (1, 4)
         total = self.sums(local)
         return total[:, :3] / total[:, 3:].clamp(min=1.0)
 

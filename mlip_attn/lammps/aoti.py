@@ -103,8 +103,8 @@ def example_inputs(model: Potential) -> tuple:
     atoms.numbers[:] = z
     data = AtomicData.from_atoms(atoms).with_graph(model.cutoff)
     positions = data.positions.to(torch.float64)
-    ghosts = positions[:3] + 100.0       # far from everything: nodes without edges
-    return (positions, ghosts, data.numbers, data.numbers[:3], data.edge_index,
+    ghosts = positions[:7] + 100.0       # far from everything: nodes without edges
+    return (positions, ghosts, data.numbers, data.numbers[:7], data.edge_index,
             data.shifts.to(torch.float64), torch.zeros(1, dtype=torch.float64),
             torch.zeros(1, dtype=torch.float64))
 
@@ -113,8 +113,12 @@ def trace(module: AotiLammpsModel, args: tuple) -> torch.export.ExportedProgram:
     """The forces' graph of ``module`` (``make_fx`` runs autograd symbolically, so the graph
     holds the backward: the message's backward op included), exported with dynamic numbers of
     atoms and edges."""
+    from torch.fx.experimental import _config as fx_config
     from torch.fx.experimental.proxy_tensor import make_fx
-    traced = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
+    # no duck shapes: a count equal to a fixed size (3 ghosts, 3 coordinates) must not share
+    # its symbol
+    with fx_config.patch(use_duck_shape=False):
+        traced = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
     local, ghosts = torch.export.Dim("local", min=0), torch.export.Dim("ghosts", min=0)
     edges = torch.export.Dim("edges", min=0)
     return torch.export.export(traced, args, strict=False, dynamic_shapes=(
