@@ -225,8 +225,8 @@ def _resolve_route(route: str) -> tuple[str, str]:
     if ok:
         return ("aoti" if route == "aoti" else "torchscript+ops"), ""
     if route in ("torchscript+ops", "aoti"):
-        raise RuntimeError(f"the {route} route needs the compiled mlip_attn ops, which are not "
-                           f"available: {why}")
+        raise RuntimeError(f"route {route}: the compiled mlip_attn ops are not available: "
+                           f"{why}")
     return "torchscript", why
 
 
