@@ -28,7 +28,7 @@ from mlip_attn.apps.lammps_bench import (EFA_PRESET, _copper, _lammps_stepper, _
                                          _side_by_side)
 from mlip_attn.data import AtomicData, Batch
 from mlip_attn.lammps.aoti import load_aoti, split_inputs
-from mlip_attn.lammps.export import export_lammps
+from mlip_attn.lammps.export import export_lammps, load_torchscript
 from mlip_attn.ops import load_ops
 
 MODELS = {"painn": (None, True), "painn+efa-l1": ({**EFA_PRESET, "r_max": 40.0}, False)}
@@ -66,7 +66,7 @@ def run(sizes=(1000,), width: int = 64, layers: int = 2, cutoff: float = 5.0, st
                 compile_s = time.perf_counter() - t
                 script = export_lammps(model_path, work / f"{name}-{dtype}.pt", dtype=dtype,
                                        route="torchscript+ops")
-                compiled, scripted = load_aoti(package), torch.jit.load(str(script))
+                compiled, scripted = load_aoti(package), load_torchscript(script)
                 for n in sizes:
                     atoms = _copper(n, periodic)
                     batch = Batch.collate([AtomicData.from_atoms(atoms).with_graph(cutoff)]).to(

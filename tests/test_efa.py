@@ -14,6 +14,7 @@ import torch
 from conftest import call_block, call_exact
 from mlip_attn.nn.graph import Features, graph_without_edges
 
+from mlip_attn.lammps.export import script
 from mlip_attn.attention.efa import (
     EuclideanFastAttention,
     b_max_for_grid,
@@ -351,19 +352,18 @@ def test_check_extent_bounds_pair_distance():
 # ---------------------------------------------------------------- TorchScript
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 @pytest.mark.parametrize("vectors", [False, True])
 def test_torchscript_matches_eager(vectors):
     blk = make_block(vectors)
-    scripted = torch.jit.script(blk)
+    scripted = script(blk)
     pos, batch = make_structures([5, 6], extent=R_MAX)
     s, v = make_features(len(batch), vectors)
     for b, p in ((2, pos), (1, pos[batch == 0])):
         idx = slice(None) if b == 2 else batch == 0
         bt = batch if b == 2 else torch.zeros(int((batch == 0).sum()), dtype=torch.long)
         eager = call_block(blk, s[idx], v[idx], p, bt, b)
-        script = call_block(scripted, s[idx], v[idx], p, bt, b)
-        assert torch.equal(eager[0], script[0]) and torch.equal(eager[1], script[1])
+        got = call_block(scripted, s[idx], v[idx], p, bt, b)
+        assert torch.equal(eager[0], got[0]) and torch.equal(eager[1], got[1])
     assert scripted.check_extent(pos, batch, 2) == pytest.approx(blk.check_extent(pos, batch, 2))
 
 

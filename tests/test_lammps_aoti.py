@@ -17,7 +17,7 @@ from test_lammps import (_md_on_ranks, _single_point_on_ranks, assert_close, lam
                          lammps_results, plugin, reference, write_data)  # noqa: F401
 
 from mlip_attn import save_model
-from mlip_attn.lammps.export import export_lammps, read_export_metadata
+from mlip_attn.lammps.export import export_lammps, load_torchscript, read_export_metadata
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning")]
 
@@ -72,7 +72,7 @@ def test_aoti_package_metadata_and_python_call(painn_exports):
     assert meta == read_aoti_metadata(package)
     assert {k: v for k, v in meta.items() if k != "route"} == \
         {k: v for k, v in read_export_metadata(script).items() if k != "route"}
-    compiled, scripted = load_aoti(package), torch.jit.load(str(script))
+    compiled, scripted = load_aoti(package), load_torchscript(script)
     atoms = random_molecule(9, seed=2)
     batch = Batch.collate([AtomicData.from_atoms(atoms).with_graph(model.cutoff)]).to(
         dtype=torch.float64)

@@ -46,6 +46,7 @@ whether it supports periodic boxes and whether it can run split over MPI ranks
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -205,13 +206,33 @@ def use_compiled_ops(model: Potential) -> Potential:
     return model
 
 
+@contextlib.contextmanager
+def torchscript_fallback():
+    """Around this package's own calls of TorchScript (``torch.jit.script``, ``save``,
+    ``load``): the fallback routes stay while torch ships TorchScript, so torch's deprecation
+    warnings about them are silenced there, and only there."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        yield
+
+
+def script(module: nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script(module)`` within `torchscript_fallback`."""
+    with torchscript_fallback():
+        return torch.jit.script(module)
+
+
+def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
+    """``torch.jit.load(path)`` (a TorchScript export) within `torchscript_fallback`."""
+    with torchscript_fallback():
+        return torch.jit.load(str(path))
+
+
 def script_model(model: Potential, compiled_ops: bool = False) -> torch.jit.ScriptModule:
     """`LammpsModel` around ``model`` (eval mode, frozen), compiled with ``torch.jit.script``;
     ``compiled_ops``: the fast route (the ops must be loaded, see `use_compiled_ops`)."""
     split = RankSplit() if compiled_ops else WholeStructure()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-        return torch.jit.script(LammpsModel(model.eval().requires_grad_(False), split))
+    return script(LammpsModel(model.eval().requires_grad_(False), split))
 
 
 def _resolve_route(route: str) -> tuple[str, str]:
@@ -274,8 +295,7 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
         return export_aoti(model, out_path, meta)
     scripted = script_model(model, route == "torchscript+ops")
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+    with atomic_path(out_path) as tmp, torchscript_fallback():
         torch.jit.save(scripted, str(tmp),
                        _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
     return out_path
