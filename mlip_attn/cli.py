@@ -29,6 +29,12 @@ def _demo(args, extra):
 
 def _bench(args, extra):
     large = args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000)  # default: large
+    others = [name for name in ("roofline", "under_load", "lammps", "training", "peers")
+              if getattr(args, name)]
+    if args.device != "cpu" and others:
+        raise ValueError(f"--device {args.device}: only the plain `mlip-attn bench` (energy + "
+                         f"forces per model and size) runs on another device, not "
+                         f"--{others[0].replace('_', '-')}")
     if args.roofline:
         from .apps.roofline import run_roofline
         run_roofline(sizes=large, width=args.width, layers=args.layers, cutoff=args.cutoff)
@@ -54,7 +60,7 @@ def _bench(args, extra):
         return
     from .apps.bench import run_bench
     run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats, width=args.width,
-              layers=args.layers, cutoff=args.cutoff)
+              layers=args.layers, cutoff=args.cutoff, device=args.device)
 
 
 def _benchmark(args, extra):
@@ -237,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(comma-separated or 'all'), e.g. painn egnn painn+efa-l1 painn+transformer "
                    "painn@all (see `mlip-attn components`)")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the models run "
+                   "(GPU: synchronised timings, the device's peak memory; refused clearly "
+                   "where torch sees no CUDA device)")
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)
     b.add_argument("--cutoff", type=float, default=5.0)

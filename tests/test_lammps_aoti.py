@@ -6,6 +6,7 @@ a benchmark (``python benchmarks/aoti_vs_torchscript.py``), not a test.
 """
 from __future__ import annotations
 
+import warnings
 from unittest import mock
 
 import numpy as np
@@ -140,3 +141,20 @@ def test_aoti_efa_on_one_and_two_ranks_equals_ase(plugin, tmp_path, efa_exports)
         assert_close(forces, f_script, f"forces, {nprocs} rank(s) vs TorchScript")
         if nprocs == 2:
             assert fewest > 0, "one rank holds every atom: the structure is not split"
+
+
+def test_no_torchscript_deprecation_warning_in_export_or_calculator(tmp_path, capsys):
+    """`mlip-attn export` (default route: TorchScript with the ops, the fallback while torch
+    ships it) and `AttnCalculator` emit no TorchScript deprecation warning."""
+    from mlip_attn import AttnCalculator
+    from mlip_attn.cli import main
+    model = make_model("painn+efa-l1", width=8, layers=1)
+    save_model(model, tmp_path / "m.pt")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=r".*torch\.jit", category=DeprecationWarning)
+        assert main(["export", str(tmp_path / "m.pt"), "--lammps", "-o",
+                     str(tmp_path / "m-lammps.pt")]) in (0, None)
+        atoms = random_molecule(6, seed=1)
+        atoms.calc = AttnCalculator(tmp_path / "m.pt")
+        assert np.isfinite(atoms.get_forces()).all()
+    assert "torchscript+ops" in capsys.readouterr().out
