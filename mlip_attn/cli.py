@@ -145,7 +145,8 @@ def _export(args, extra):
     from .lammps.export import export_lammps, read_export_metadata
     suffix = ".pt2" if args.route == "aoti" else ".pt"
     out = args.output or f"{Path(args.model).with_suffix('')}-lammps{suffix}"
-    written = export_lammps(args.model, out, dtype=args.dtype, route=args.route)
+    written = export_lammps(args.model, out, dtype=args.dtype, route=args.route,
+                            device=args.device)
     print(f"wrote {written} ({read_export_metadata(written)['route']})  "
           f"(pair_style mlip_attn {out})")
 
@@ -361,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="aoti: torch.export + AOTInductor .pt2 package (no TorchScript; compiles "
                    "for minutes); auto: TorchScript calling the compiled mlip_attn ops (fast; "
                    "built once with a C++ compiler), else plain TorchScript (fallback)")
+    x.add_argument("--device", default="cpu", help="with --route aoti: compile the package "
+                   "for cpu, cuda or cuda:N (the pair style's device keyword must match)")
     x.set_defaults(func=_export)
 
     bl = sub.add_parser("build-lammps", help="compile the LAMMPS plugin for the installed "

@@ -52,13 +52,20 @@ def efa_exports(tmp_path_factory):
     return model, *_export_both(model, folder, "efa")
 
 
-def test_aoti_route_needs_a_pt2_name(tmp_path):
+def test_aoti_route_needs_a_pt2_name_and_a_device_it_sees(tmp_path):
     model = make_model("painn", width=8, layers=1)
     save_model(model, tmp_path / "m.pt")
     with pytest.raises(ValueError, match=r"\.pt2"):
         export_lammps(tmp_path / "m.pt", tmp_path / "m-lammps.pt", route="aoti")
     with pytest.raises(ValueError, match=r"\.pt2"):
         export_lammps(tmp_path / "m.pt", tmp_path / "m.pt2", route="torchscript+ops")
+    with pytest.raises(ValueError, match="only the aoti route"):
+        export_lammps(tmp_path / "m.pt", tmp_path / "m-lammps.pt", device="cuda")
+    with pytest.raises(ValueError, match="not a device name"):
+        export_lammps(tmp_path / "m.pt", tmp_path / "m.pt2", route="aoti", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            export_lammps(tmp_path / "m.pt", tmp_path / "m.pt2", route="aoti", device="cuda")
 
 
 @pytest.mark.slow
@@ -70,9 +77,11 @@ def test_aoti_package_metadata_and_python_call(painn_exports):
     model, package, script = painn_exports
     meta = read_export_metadata(package)
     assert meta["route"] == "aoti" and meta["format"] == "mlip-attn-lammps"
+    assert meta["device"] == "cpu"
     assert meta == read_aoti_metadata(package)
-    assert {k: v for k, v in meta.items() if k != "route"} == \
-        {k: v for k, v in read_export_metadata(script).items() if k != "route"}
+    own = ("route", "device")
+    assert {k: v for k, v in meta.items() if k not in own} == \
+        {k: v for k, v in read_export_metadata(script).items() if k not in own}
     compiled, scripted = load_aoti(package), load_torchscript(script)
     atoms = random_molecule(9, seed=2)
     batch = Batch.collate([AtomicData.from_atoms(atoms).with_graph(model.cutoff)]).to(

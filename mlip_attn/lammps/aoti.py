@@ -91,6 +91,26 @@ def split_inputs(positions: torch.Tensor, numbers: torch.Tensor, edge_index: tor
             edge_index, shifts, charge, spin)
 
 
+def check_device(device: str) -> torch.device:
+    """``device`` (cpu, cuda, cuda:N) for a package, or a ValueError saying why not: the
+    package runs on the device it was compiled for, so a CUDA package is compiled where
+    torch sees that GPU."""
+    try:
+        where = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device {device!r} is not a device name (cpu, cuda or cuda:N)") from exc
+    if where.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device}: this torch ({torch.__version__}) sees no CUDA "
+                             "device; compile the package on a machine with the GPU it is for")
+        if where.index is not None and where.index >= count:
+            raise ValueError(f"device {device}: this machine has {count} CUDA device(s)")
+    elif where.type != "cpu":
+        raise ValueError(f"device {device!r}: packages are compiled for cpu or cuda")
+    return where
+
+
 def example_inputs(model: Potential) -> tuple:
     """Inputs to trace with: a small periodic box of the model's first element, with ghost
     nodes after the local ones (n_local < n), so no size is 0 or 1 (which a trace would
@@ -138,15 +158,18 @@ def compile_package(program: torch.export.ExportedProgram, out_path: Path, meta:
     return out_path
 
 
-def export_aoti(model: Potential, out_path: str | os.PathLike, meta: dict) -> Path:
+def export_aoti(model: Potential, out_path: str | os.PathLike, meta: dict,
+                device: str = "cpu") -> Path:
     """Trace and compile ``model`` (already on the compiled ops, `use_compiled_ops`, in the
-    dtype it runs in) into the ``.pt2`` package ``out_path``; ``meta`` as for the TorchScript
-    route (its ``distributed`` says whether global blocks take ``n_local`` as owned)."""
+    dtype it runs in) into the ``.pt2`` package ``out_path`` for ``device`` (the pair style's
+    ``device`` keyword must name the same kind); ``meta`` as for the TorchScript route (its
+    ``distributed`` says whether global blocks take ``n_local`` as owned)."""
+    where = check_device(device)
     out_path = Path(out_path)
     if out_path.suffix != SUFFIX:
         raise ValueError(f"{out_path}: an AOTInductor package is named *{SUFFIX} (the pair "
                          "style tells the routes apart by the suffix)")
-    module = AotiLammpsModel(model.eval().requires_grad_(False),
+    module = AotiLammpsModel(model.eval().requires_grad_(False).to(where),
                              bool(meta.get("global") and meta.get("distributed")))
     with warnings.catch_warnings():
         # torch's own modules that Inductor imports (torch.utils.mkldnn) still define
@@ -155,8 +178,8 @@ def export_aoti(model: Potential, out_path: str | os.PathLike, meta: dict) -> Pa
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._inductor")
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`",
                                 category=FutureWarning)   # torch's own, while packaging
-        program = trace(module, example_inputs(model))
-        return compile_package(program, out_path, meta)
+        program = trace(module, tuple(t.to(where) for t in example_inputs(model)))
+        return compile_package(program, out_path, {**meta, "device": where.type})
 
 
 def load_aoti(path: str | os.PathLike):

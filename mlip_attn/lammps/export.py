@@ -252,14 +252,17 @@ def _resolve_route(route: str) -> tuple[str, str]:
 
 
 def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
-                  dtype: str | torch.dtype = "float64", route: str = "auto") -> Path:
+                  dtype: str | torch.dtype = "float64", route: str = "auto",
+                  device: str = "cpu") -> Path:
     """Export the model file ``model_path`` to a TorchScript file for ``pair_style mlip_attn``.
 
     ``dtype``: the precision the model runs in inside LAMMPS (``float64``, the default, or
     ``float32``); inputs and outputs are always float64. ``route``: ``auto`` (TorchScript with
     the compiled ops where they can be built, else plain TorchScript with a warning), ``aoti``
     (an AOTInductor package, ``out_path`` ending in ``.pt2``), ``torchscript+ops`` or
-    ``torchscript`` (see the module docstring). Returns the written path.
+    ``torchscript`` (see the module docstring). ``device``: what an ``aoti`` package is
+    compiled for (cpu, cuda or cuda:N, where torch sees it); TorchScript files run on any
+    device the pair style names. Returns the written path.
     """
     if isinstance(dtype, str):
         if dtype not in ("float64", "float32"):
@@ -281,6 +284,9 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
         raise ValueError(f"{out_path}: the aoti route writes a .pt2 package and only it "
                          f"(the pair style tells the routes apart by the suffix); "
                          f"route {route!r}")
+    if device != "cpu" and route != "aoti":
+        raise ValueError(f"device {device!r}: only the aoti route compiles for a device "
+                         "(TorchScript files run on the device the pair style names)")
     route, why = _resolve_route(route)
     if why:
         warnings.warn(f"exporting {model_path} as plain TorchScript (slower in LAMMPS; global "
@@ -292,7 +298,7 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
     meta["source"] = Path(model_path).name
     if route == "aoti":
         from .aoti import export_aoti
-        return export_aoti(model, out_path, meta)
+        return export_aoti(model, out_path, meta, device)
     scripted = script_model(model, route == "torchscript+ops")
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp, torchscript_fallback():
