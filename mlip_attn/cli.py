@@ -29,12 +29,8 @@ def _demo(args, extra):
 
 def _bench(args, extra):
     large = args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000)  # default: large
-    others = [name for name in ("roofline", "under_load", "lammps", "training", "peers")
-              if getattr(args, name)]
-    if args.device != "cpu" and others:
-        raise ValueError(f"--device {args.device}: only the plain `mlip-attn bench` (energy + "
-                         f"forces per model and size) runs on another device, not "
-                         f"--{others[0].replace('_', '-')}")
+    from .apps.bench import BENCH_MODES, check_mode_device
+    check_mode_device(args.device, [m for m in BENCH_MODES if getattr(args, m)])
     if args.roofline:
         from .apps.roofline import run_roofline
         run_roofline(sizes=large, width=args.width, layers=args.layers, cutoff=args.cutoff)
@@ -139,14 +135,11 @@ def _analyze(args, extra):
 
 
 def _export(args, extra):
-    from pathlib import Path
     if not args.lammps:
         raise ValueError("choose an export target: --lammps")
-    from .lammps.export import export_lammps, read_export_metadata
-    suffix = ".pt2" if args.route == "aoti" else ".pt"
-    out = args.output or f"{Path(args.model).with_suffix('')}-lammps{suffix}"
-    written = export_lammps(args.model, out, dtype=args.dtype, route=args.route,
-                            device=args.device)
+    from .lammps.export import default_export_path, export_lammps, read_export_metadata
+    out = args.output or default_export_path(args.model, args.route)
+    written = export_lammps(args.model, out, args.dtype, args.route, args.device)
     print(f"wrote {written} ({read_export_metadata(written)['route']})  "
           f"(pair_style mlip_attn {out})")
 
@@ -244,9 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(comma-separated or 'all'), e.g. painn egnn painn+efa-l1 painn+transformer "
                    "painn@all (see `mlip-attn components`)")
     b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the models run "
-                   "(GPU: synchronised timings, the device's peak memory; refused clearly "
-                   "where torch sees no CUDA device)")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (plain bench only)")
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)
     b.add_argument("--cutoff", type=float, default=5.0)
@@ -357,13 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--lammps", action="store_true", help="a model file for pair_style mlip_attn")
     x.add_argument("-o", "--output", default=None)
     x.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    x.add_argument("--route", default="auto",
-                   choices=["auto", "aoti", "torchscript+ops", "torchscript"],
-                   help="aoti: torch.export + AOTInductor .pt2 package (no TorchScript; compiles "
-                   "for minutes); auto: TorchScript calling the compiled mlip_attn ops (fast; "
-                   "built once with a C++ compiler), else plain TorchScript (fallback)")
-    x.add_argument("--device", default="cpu", help="with --route aoti: compile the package "
-                   "for cpu, cuda or cuda:N (the pair style's device keyword must match)")
+    x.add_argument("--route", default="auto", choices=["auto", "aoti", "torchscript+ops",
+                   "torchscript"], help="aoti: an AOTInductor .pt2 package (compiles for "
+                   "minutes); auto: TorchScript with the compiled ops, else plain TorchScript")
+    x.add_argument("--device", default="cpu", help="--route aoti: compile for cpu or cuda[:N]")
     x.set_defaults(func=_export)
 
     bl = sub.add_parser("build-lammps", help="compile the LAMMPS plugin for the installed "

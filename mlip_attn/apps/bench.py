@@ -25,6 +25,7 @@ import numpy as np
 from ..threads import describe as describe_threads
 
 DENSITY = 0.1  # atoms / Å^3
+BENCH_MODES = ("roofline", "under_load", "lammps", "training", "peers")  # the CPU-only modes
 
 MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, optionally @<encoders> "
                     "(comma-separated, or 'all'), e.g. painn, painn-l2, egnn, painn+efa-l1, "
@@ -102,6 +103,15 @@ def check_device(device: str) -> str:
     if parsed.index is not None and parsed.index >= count:
         raise ValueError(f"--device {device}: this machine has {count} CUDA device(s)")
     return device
+
+
+def check_mode_device(device: str, modes: list[str]) -> None:
+    """Only the plain bench runs on another device than the CPU: a ValueError naming the first
+    of the other bench ``modes`` asked for with a non-CPU ``device``."""
+    if device != "cpu" and modes:
+        raise ValueError(f"--device {device}: only the plain `mlip-attn bench` (energy + forces "
+                         f"per model and size) runs on another device, not "
+                         f"--{modes[0].replace('_', '-')}")
 
 
 def _synchronize(device) -> None:

@@ -251,6 +251,12 @@ def _resolve_route(route: str) -> tuple[str, str]:
     return "torchscript", why
 
 
+def default_export_path(model_path: str | os.PathLike, route: str = "auto") -> Path:
+    """``<model>-lammps.pt``, or ``<model>-lammps.pt2`` for the aoti route."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}-lammps{'.pt2' if route == 'aoti' else '.pt'}")
+
+
 def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
                   dtype: str | torch.dtype = "float64", route: str = "auto",
                   device: str = "cpu") -> Path:
