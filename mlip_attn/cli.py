@@ -29,6 +29,8 @@ def _demo(args, extra):
 
 def _bench(args, extra):
     large = args.sizes if args.sizes != [100, 1000, 10000] else (1000, 10000)  # default: large
+    from .apps.bench import BENCH_MODES, check_mode_device
+    check_mode_device(args.device, [m for m in BENCH_MODES if getattr(args, m)])
     if args.roofline:
         from .apps.roofline import run_roofline
         run_roofline(sizes=large, width=args.width, layers=args.layers, cutoff=args.cutoff)
@@ -54,7 +56,7 @@ def _bench(args, extra):
         return
     from .apps.bench import run_bench
     run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats, width=args.width,
-              layers=args.layers, cutoff=args.cutoff)
+              layers=args.layers, cutoff=args.cutoff, device=args.device)
 
 
 def _benchmark(args, extra):
@@ -133,12 +135,11 @@ def _analyze(args, extra):
 
 
 def _export(args, extra):
-    from pathlib import Path
     if not args.lammps:
         raise ValueError("choose an export target: --lammps")
-    from .lammps.export import export_lammps, read_export_metadata
-    out = args.output or f"{Path(args.model).with_suffix('')}-lammps.pt"
-    written = export_lammps(args.model, out, dtype=args.dtype, route=args.route)
+    from .lammps.export import default_export_path, export_lammps, read_export_metadata
+    out = args.output or default_export_path(args.model, args.route)
+    written = export_lammps(args.model, out, args.dtype, args.route, args.device)
     print(f"wrote {written} ({read_export_metadata(written)['route']})  "
           f"(pair_style mlip_attn {out})")
 
@@ -227,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(comma-separated or 'all'), e.g. painn egnn painn+efa-l1 painn+transformer "
                    "painn@all (see `mlip-attn components`)")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (plain bench only)")
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)
     b.add_argument("--cutoff", type=float, default=5.0)
@@ -334,12 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a model file for LAMMPS (pair_style mlip_attn)")
     x.add_argument("model")
-    x.add_argument("--lammps", action="store_true", help="TorchScript for pair_style mlip_attn")
+    x.add_argument("--lammps", action="store_true", help="a model file for pair_style mlip_attn")
     x.add_argument("-o", "--output", default=None)
     x.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    x.add_argument("--route", default="auto", choices=["auto", "torchscript+ops", "torchscript"],
-                   help="auto: TorchScript calling the compiled mlip_attn ops (fast; built once "
-                   "with a C++ compiler), else plain TorchScript (fallback)")
+    x.add_argument("--route", default="auto", choices=["auto", "aoti", "torchscript+ops",
+                   "torchscript"], help="aoti: an AOTInductor .pt2 package (compiles for "
+                   "minutes); auto: TorchScript with the compiled ops, else plain TorchScript")
+    x.add_argument("--device", default="cpu", help="--route aoti: compile for cpu or cuda[:N]")
     x.set_defaults(func=_export)
 
     bl = sub.add_parser("build-lammps", help="compile the LAMMPS plugin for the installed "

@@ -24,6 +24,26 @@ def test_bench_prints_a_row_per_point(capsys):
     assert all(math.isfinite(r["median_s"]) and r["peak_mb"] > 0 for r in rows)
     # one size: no log-log slope is printed (a slope needs two sizes)
     assert "atom·steps/s" in text and text.count("log-log slope") == 0
+    assert all(r["us_per_atom_step"] == pytest.approx(1e6 * r["median_s"] / 30) for r in rows)
+
+
+def test_bench_device_cpu_explicit_and_cuda_refused_without_a_gpu(capsys):
+    """``--device cpu`` runs the same path with the device named; ``--device cuda`` on a torch
+    that sees no GPU is refused before anything runs, naming the torch build."""
+    import torch
+    rows = run_bench(sizes=[20], models=["painn+efa-l1"], repeats=1, width=8, layers=1,
+                     neighbour_list=False, device="cpu")
+    assert rows[0]["device"] == "cpu" and math.isfinite(rows[0]["median_s"])
+    assert "µs/atom/step" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not a device name"):
+        run_bench(sizes=[20], models=["painn"], device="gpu0")
+    assert main(["bench", "--device", "cuda", "--lammps"]) == 2
+    assert "only the plain" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            run_bench(sizes=[20], models=["painn"], device="cuda")
+        assert main(["bench", "--device", "cuda", "--sizes", "20"]) == 2
+        assert "sees no CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.slow

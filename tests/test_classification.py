@@ -13,6 +13,7 @@ from conftest import emt_frames, predict, random_molecule, to_batch
 from mlip_attn import build_model, load_model, save_model
 from mlip_attn.training import fit, load_config
 from mlip_attn.training.loss import macro_roc_auc, roc_auc
+from mlip_attn.lammps.export import script
 
 
 def pairwise_auc(scores, positive):
@@ -115,6 +116,6 @@ def test_class_head_round_trip_and_script(tmp_path):
     ref = predict(model, atoms)["class_logits"]
     assert ref.shape == (2, 2) and torch.equal(predict(loaded, atoms)["class_logits"], ref)
     b = to_batch(atoms, model.cutoff)
-    out = torch.jit.script(loaded)(b.positions, b.numbers, b.batch, b.edge_index, b.shifts,
+    out = script(loaded)(b.positions, b.numbers, b.batch, b.edge_index, b.shifts,
                                    b.cell, b.charge, b.spin, True, False)
     assert torch.allclose(out["class_logits"], ref)

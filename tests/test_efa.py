@@ -14,6 +14,7 @@ import torch
 from conftest import call_block, call_exact
 from mlip_attn.nn.graph import Features, graph_without_edges
 
+from mlip_attn.lammps.export import script
 from mlip_attn.attention.efa import (
     EuclideanFastAttention,
     b_max_for_grid,
@@ -29,13 +30,11 @@ R_MAX = 6.0
 
 def make_block(vectors: bool, feature_map: str = "silu", random: bool = True,
                **kw) -> EuclideanFastAttention:
-    """float64 block that always takes the Lebedev factorisation (what most tests here are
-    about; small structures would otherwise take the exact form); ``random`` re-initialises
+    """float64 block (EFA always takes the Lebedev factorisation); ``random`` re-initialises
     every parameter (incl. the zero-initialised output layers) so that all paths contribute."""
     torch.manual_seed(1)
     blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, vectors=vectors,
                                  feature_map=feature_map, **kw).double()
-    blk.dense_below = 0
     if random:
         with torch.no_grad():
             for p in blk.parameters():
@@ -169,21 +168,22 @@ def test_fast_matches_exact_pairwise(vectors, feature_map):
         assert rel_err(out[1], ref[1]) < 1e-6
 
 
-def test_small_structures_take_the_exact_form_and_large_ones_the_factorisation():
+def test_every_size_takes_the_lebedev_sums():
+    """One model, one function: a molecule of 3 atoms and a batch of small structures take
+    the same Lebedev sums as large systems (never the exact form, which differs from them by
+    the quadrature error), so no atom count switches the function the model computes."""
     blk = make_block(True)
-    blk.dense_below = 10
     s, v = make_features(12, True)
     calls = []
     blk.attend_exact = lambda *a: calls.append("exact") or EuclideanFastAttention.attend_exact(blk, *a)
     blk.attend_lebedev = lambda *a: calls.append("lebedev") or EuclideanFastAttention.attend_lebedev(blk, *a)
     pos, batch = make_structures([6, 4], extent=R_MAX)
     small = blk.attend(feats(s[:10], v[:10]), pos, batch, 2)
-    pos, batch = make_structures([12], extent=R_MAX)
-    blk.attend(feats(s, v), pos, batch, 1)
-    assert calls == ["exact", "lebedev"]
+    pos, batch = make_structures([3], extent=R_MAX)
+    blk.attend(feats(s[:3], v[:3]), pos, batch, 1)
+    assert calls == ["lebedev", "lebedev"]
     assert small[0].shape == (10, blk.d_v)
-    default = EuclideanFastAttention(widths=(64, 64, 32), r_max=15.0, vectors=True, d_v=16)
-    assert 50 < default.dense_below < 200   # molecules dense, condensed systems factorised
+    assert not hasattr(blk, "dense_below")
 
 
 def test_exact_reference_detects_out_of_range():
@@ -352,11 +352,10 @@ def test_check_extent_bounds_pair_distance():
 # ---------------------------------------------------------------- TorchScript
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 @pytest.mark.parametrize("vectors", [False, True])
 def test_torchscript_matches_eager(vectors):
     blk = make_block(vectors)
-    scripted = torch.jit.script(blk)
+    scripted = script(blk)
     pos, batch = make_structures([5, 6], extent=R_MAX)
     s, v = make_features(len(batch), vectors)
     for b, p in ((2, pos), (1, pos[batch == 0])):
@@ -366,8 +365,8 @@ def test_torchscript_matches_eager(vectors):
         # as the LAMMPS runner runs it: the optimising executor off (its fusions round
         # differently; whether it is on otherwise depends on what ran before in the process)
         with torch.jit.optimized_execution(False):
-            script = call_block(scripted, s[idx], v[idx], p, bt, b)
-        assert torch.equal(eager[0], script[0]) and torch.equal(eager[1], script[1])
+            got = call_block(scripted, s[idx], v[idx], p, bt, b)
+        assert torch.equal(eager[0], got[0]) and torch.equal(eager[1], got[1])
     assert scripted.check_extent(pos, batch, 2) == pytest.approx(blk.check_extent(pos, batch, 2))
 
 

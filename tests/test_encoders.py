@@ -18,6 +18,7 @@ from mlip_attn.encoders.base import BondGraphBuilder
 from mlip_attn.encoders.chemical import DESCRIPTORS, raw_table, standardised_table
 from mlip_attn.encoders.graph_algorithms import lowest_laplacian_eigenvectors
 from mlip_attn.encoders.topological import ATOM_FEATURES, BOND_FEATURES, topological_features
+from mlip_attn.lammps.export import script
 from mlip_attn.registry import ENCODERS
 
 ALL = ["chemical", "topological", "laplacian"]
@@ -224,7 +225,7 @@ def test_encoders_round_trip_script_and_metadata(tmp_path):
     b = to_batch([molecule("C6H6"), molecule("CH3COOH")], 4.0)
     ref = model.predict(b)
     assert torch.allclose(loaded.predict(b)["energy"], ref["energy"], atol=1e-12, rtol=0)
-    scripted = torch.jit.script(loaded)
+    scripted = script(loaded)
     out = scripted(b.positions, b.numbers, b.batch, b.edge_index, b.shifts, b.cell, b.charge,
                    b.spin, True, False)
     assert torch.allclose(out["energy"], ref["energy"]) and torch.allclose(out["forces"], ref["forces"])

@@ -177,16 +177,6 @@ def reference(model, atoms):
     return energy, energies, forces, virial
 
 
-def lebedev_only(model):
-    """A copy of ``model`` whose EFA blocks always take the Lebedev factorisation (what a
-    structure split over MPI ranks takes), never the exact form of small structures."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, EuclideanFastAttention):
-            module.dense_below = 0
-    return model
-
-
 def assert_close(got, want, what, rtol=RTOL):
     err = np.max(np.abs(np.asarray(got) - np.asarray(want)))
     scale = max(np.max(np.abs(want)), 1e-3)
@@ -417,8 +407,8 @@ def test_one_and_two_mpi_ranks_agree(plugin, tmp_path, name, layers):
 def test_efa_on_several_ranks_equals_one_rank(plugin, tmp_path, name):
     """EFA split over 2 and 4 MPI ranks (per-rank sums all-reduced, forward and backward) equals
     one rank to 1e-10 in energy and forces over MD steps, and one rank equals ASE. The
-    molecule is larger than ``dense_below``, so one rank takes the Lebedev factorisation too
-    (smaller ones: `test_efa_on_two_ranks_for_a_small_structure`)."""
+    molecule's size does not matter (every size takes the Lebedev factorisation; smaller
+    ones: `test_efa_on_two_ranks_for_a_small_structure`)."""
     model = make_model(name)
     with torch.no_grad():
         for p in model.parameters():
@@ -426,8 +416,6 @@ def test_efa_on_several_ranks_equals_one_rank(plugin, tmp_path, name):
     exported = export(model, tmp_path)
     assert read_export_metadata(exported)["distributed"] is True
     atoms = random_molecule(100, seed=3, spread=4.0)
-    assert all(len(atoms) > m.dense_below for m in model.modules()
-               if isinstance(m, EuclideanFastAttention))
     write_data(tmp_path / "data.lmp", atoms)
     ranks = (1, 2, 4) if name == DISTRIBUTED_MODELS[0] else (1, 2)
     runs = {n: _md_on_ranks(plugin, tmp_path, exported, atoms, n, periodic=False) for n in ranks}
@@ -467,55 +455,48 @@ def _single_point_on_ranks(plugin, tmp_path, exported, nprocs):
             np.loadtxt(tmp_path / f"f{nprocs}.dump", skiprows=9)[:, 1:], fewest)
 
 
-def _one_rank_is_ase_and_split_is_lebedev(plugin, tmp_path, exported, model, atoms, nprocs):
-    """The data file in ``tmp_path`` on 1 rank equals ASE, and on ``nprocs`` ranks the eager
-    model forced to EFA's Lebedev form (what a split structure takes), both to 1e-10.
-    Returns the split run's energy, forces and fewest atoms a rank owns, then ASE's energy
-    and forces."""
+def _ranks_equal_ase(plugin, tmp_path, exported, model, atoms, nprocs):
+    """The data file in ``tmp_path`` on 1 and on ``nprocs`` ranks both equal ASE to 1e-10
+    (one model, one function: EFA takes the same Lebedev sums on one rank as on a split
+    structure). Returns the fewest atoms a rank owns on ``nprocs`` ranks."""
     e1, f1, _ = _single_point_on_ranks(plugin, tmp_path, exported, 1)
     en, fn, fewest = _single_point_on_ranks(plugin, tmp_path, exported, nprocs)
     e_ref, _, f_ref, _ = reference(model, atoms)
-    e_leb, _, f_leb, _ = reference(lebedev_only(model), atoms)
     assert_close(e1, e_ref, "energy, 1 rank vs ASE")
     assert_close(f1, f_ref, "forces, 1 rank vs ASE")
-    assert_close(en, e_leb, f"energy, {nprocs} ranks vs the Lebedev form")
-    assert_close(fn, f_leb, f"forces, {nprocs} ranks vs the Lebedev form")
-    return en, fn, fewest, e_ref, f_ref
+    assert_close(en, e_ref, f"energy, {nprocs} ranks vs ASE")
+    assert_close(fn, f_ref, f"forces, {nprocs} ranks vs ASE")
+    assert_close(en, e1, f"energy, {nprocs} ranks vs 1 rank")
+    assert_close(fn, f1, f"forces, {nprocs} ranks vs 1 rank")
+    return fewest
 
 
 @pytest.mark.skipif(not DISTRIBUTED_MODELS, reason="no distributed global models in this build")
 @pytest.mark.parametrize("name", DISTRIBUTED_MODELS[:2] + DISTRIBUTED_MODELS[-1:])
 def test_efa_on_two_ranks_for_a_small_structure(plugin, tmp_path, name):
-    """A molecule below ``dense_below`` atoms: one rank takes EFA's exact form, as ASE does
-    (equal to 1e-10); split over 2 ranks (both own atoms) EFA must take the Lebedev
-    factorisation (the exact form needs every pair of atoms on one rank), so 2 ranks equal
-    the eager model forced to that form to 1e-10, and ASE to the quadrature error."""
+    """A 10-atom molecule (where EFA once took its exact form on one rank, and 1 and 2 ranks
+    differed by the quadrature error): 1 rank, 2 ranks (both own atoms) and ASE agree to
+    1e-10."""
     model = make_model(name)
     exported = export(model, tmp_path)
     atoms = random_molecule(10, seed=5)
-    assert all(len(atoms) <= m.dense_below for m in model.modules()
-               if isinstance(m, EuclideanFastAttention))
     write_data(tmp_path / "data.lmp", atoms)
-    e2, f2, fewest, e_ref, f_ref = _one_rank_is_ase_and_split_is_lebedev(
-        plugin, tmp_path, exported, model, atoms, 2)
+    fewest = _ranks_equal_ase(plugin, tmp_path, exported, model, atoms, 2)
     assert fewest > 0, "one rank holds every atom: the structure is not split"
-    assert_close(e2, e_ref, "energy, 2 ranks vs ASE", rtol=1e-8)
-    assert_close(f2, f_ref, "forces, 2 ranks vs ASE", rtol=1e-8)
     local = make_model(name.split("+")[0])
-    assert abs(reference(local, atoms)[0] - e_ref) > 1e-3     # attention contributes
+    assert abs(reference(local, atoms)[0] - reference(model, atoms)[0]) > 1e-3  # attention counts
 
 
 @pytest.mark.skipif(not DISTRIBUTED_MODELS, reason="no distributed global models in this build")
 def test_efa_with_ranks_that_hold_no_atoms(plugin, tmp_path):
     """4 ranks side by side along x, a molecule in the middle of a wide box: the outer ranks
     hold no atoms and no ghosts, yet take part in every all-reduce (forward and backward).
-    4 ranks equal the Lebedev form (a split structure's, whatever its size), one rank ASE."""
+    1 and 4 ranks equal ASE."""
     model = make_model(DISTRIBUTED_MODELS[-1])
     exported = export(model, tmp_path)
     atoms = random_molecule(6, seed=3, spread=1.0)
     write_data(tmp_path / "data.lmp", atoms, vacuum=30.0)
-    *_, fewest, _, _ = _one_rank_is_ase_and_split_is_lebedev(plugin, tmp_path, exported, model,
-                                                             atoms, 4)
+    fewest = _ranks_equal_ase(plugin, tmp_path, exported, model, atoms, 4)
     assert fewest == 0, "no empty ranks"
 
 

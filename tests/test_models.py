@@ -10,6 +10,7 @@ from mlip_attn import build_model, load_model, save_model
 from mlip_attn.models import ModelFileError
 
 from conftest import MODEL_CONFIGS, make_model, predict, random_crystal, random_molecule, to_batch
+from mlip_attn.lammps.export import script
 
 MODELS = sorted(MODEL_CONFIGS)
 
@@ -134,7 +135,7 @@ def test_save_load_round_trip(name, tmp_path):
 @pytest.mark.parametrize("name", MODELS)
 def test_torchscript_export_matches_eager(name):
     model = make_model(name)
-    scripted = torch.jit.script(model)
+    scripted = script(model)
     b = to_batch([random_molecule(7, seed=9), random_molecule(4, seed=10)], model.cutoff)
     eager = model.predict(b)
     for _ in range(3):  # TorchScript's profiling executor re-optimises after the first calls

@@ -6,6 +6,7 @@ import torch
 from mlip_attn.nn.painn_message import message_in_chunks, message_reference, painn_message
 
 from conftest import make_model, predict, random_molecule
+from mlip_attn.lammps.export import script
 
 
 @pytest.fixture(params=["compiled", "python"], autouse=True)
@@ -82,7 +83,7 @@ def test_chunked_message_first_and_second_derivatives(first, lmax):
 def test_scripted_chunk_loop_equals_reference(first, lmax):
     """The TorchScript (LAMMPS) path: plain autograd over edge chunks."""
     tensors, i, j = _inputs(lmax=lmax)
-    scripted = torch.jit.script(message_in_chunks)
+    scripted = script(message_in_chunks)
     ref = _call(message_reference, tensors, i, j, first)
     out = _call(scripted, tensors, i, j, first, 7)
     for a, b in zip(ref, out):

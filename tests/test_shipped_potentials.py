@@ -51,7 +51,7 @@ def test_shipped_potential_loads_and_has_a_card(path):
 @pytest.mark.parametrize("path", EXPORTS, ids=[p.name for p in EXPORTS])
 def test_shipped_lammps_export_matches_its_model_file(path):
     from mlip_attn.data import AtomicData, Batch
-    from mlip_attn.lammps.export import read_export_metadata
+    from mlip_attn.lammps.export import load_torchscript, read_export_metadata
     from mlip_attn.models import load_model
     source = path.with_name(path.name.replace(".lmp.pt", ".pt"))
     assert source.exists(), f"{path.name}: no {source.name} next to it"
@@ -69,7 +69,7 @@ def test_shipped_lammps_export_matches_its_model_file(path):
         loaded, why = try_load_ops()
         if not loaded:
             pytest.skip(f"the compiled mlip_attn ops are not available here: {why}")
-    scripted = torch.jit.load(str(path))
+    scripted = load_torchscript(path)
     energy, _, forces, _ = scripted(batch.positions, batch.numbers, batch.edge_index,
                                     batch.shifts, len(atoms), batch.charge, batch.spin, False)
     # the shipped exports run in float32 (inputs and outputs are float64): against the model in

@@ -54,15 +54,14 @@ def assert_features_close(a, b, tol=1e-10):
 
 @pytest.mark.parametrize("kind", EFA_OPTIONS)
 def test_efa_with_every_node_owned_equals_the_plain_path(kind):
-    """Owned = every node: the plain Lebedev path to rounding, and the exact form (which one
-    process takes for a structure this small) to the quadrature error."""
+    """Owned = every node: the plain path (the same Lebedev sums) to rounding, and the exact
+    form to the quadrature error."""
     block = efa_block(kind)
     pos = torch.tensor(random_molecule(12, seed=2).positions)
     x = features(12, kind)
-    assert 12 <= block.dense_below
-    exact, split = run(block, x, pos, -1), run(block, x, pos, 12)
-    block.dense_below = 0
-    plain = run(block, x, pos, -1)
+    split, plain = run(block, x, pos, 12), run(block, x, pos, -1)
+    exact = block.exact_pairwise(x, graph_without_edges(pos, torch.zeros(12, dtype=torch.long),
+                                                        1))
     assert_features_close(split, plain)
     assert_features_close(split, exact, tol=1e-9)
     assert plain.scalars.abs().max() > 1e-3
@@ -72,9 +71,9 @@ def test_efa_with_every_node_owned_equals_the_plain_path(kind):
 
 @pytest.mark.parametrize("kind", EFA_OPTIONS)
 def test_a_split_structure_never_takes_the_exact_form(kind, monkeypatch):
-    """Below ``dense_below`` atoms one process takes EFA's exact O(n²) form, which needs every
-    pair of atoms in one process; a split structure (owned ≥ 0) must take the Lebedev
-    factorisation whatever its size, on every rank alike (its sums go through ``sums``)."""
+    """EFA's exact O(n²) form needs every pair of atoms in one process; a split structure
+    (owned ≥ 0) takes the Lebedev factorisation whatever its size, on every rank alike (its
+    sums go through ``sums``)."""
     block = efa_block(kind)
     pos = torch.tensor(random_molecule(5, seed=2).positions)
     x = features(5, kind)
@@ -135,7 +134,6 @@ def test_distributed_blocks_sum_through_their_hook():
     assert (after.scalars - before.scalars).abs().max() > 1e-6
     # the same atoms twice, in one process, plain (Lebedev) path
     block.sums = LocalSums()
-    block.dense_below = 0
     twice = run(block, Features(*(torch.cat([t, t]) for t in x)), torch.cat([pos, pos]), -1)
     torch.testing.assert_close(after.scalars, twice.scalars[:8], rtol=1e-10, atol=1e-10)
 
@@ -143,8 +141,7 @@ def test_distributed_blocks_sum_through_their_hook():
 @pytest.mark.parametrize("name", MODEL_CONFIGS)
 def test_models_with_every_atom_owned_are_unchanged(name):
     """A structure split over one process (owned = every node) gives the plain call's
-    energies: EFA by its Lebedev form, equal to the exact form one process takes at this size
-    to the quadrature error; blocks that never run split (softmax attention, through-bond
+    energies to 1e-10 (EFA takes the same Lebedev sums either way); blocks that never run split (softmax attention, through-bond
     propagation) ignore ``owned``."""
     model = make_model(name)
     batch = to_batch([random_molecule(9, seed=4)], model.cutoff)

@@ -19,6 +19,7 @@ from mlip_attn.attention.transformer_attention import TransformerAttention
 from mlip_attn.training.augmentation import random_rotation, random_rotations, rotate_batch
 
 from conftest import predict, random_molecule, to_batch
+from mlip_attn.lammps.export import script
 
 BASE = {"elements": [1, 6, 8], "width": 16, "layers": 2, "cutoff": 4.0}
 
@@ -292,7 +293,7 @@ def test_direct_forces_and_coordinate_embedding_are_flagged():
     e = direct.atomic_energies(pos, b.numbers, b.batch, b.edge_index, b.shifts, b.cell, b.charge, b.spin)
     grad_forces = -torch.autograd.grad(e.sum(), pos)[0]
     assert (grad_forces - out["forces"]).abs().max() > 1e-3
-    scripted = torch.jit.script(direct)
+    scripted = script(direct)
     so = scripted(b.positions, b.numbers, b.batch, b.edge_index, b.shifts, b.cell, b.charge,
                   b.spin, True, False)
     assert rel(so["forces"], out["forces"]) < 1e-12 and rel(so["energy"], out["energy"]) < 1e-12
@@ -329,7 +330,7 @@ def test_scripted_fixed_block_diagonal_model_matches_eager():
                         "layout": "block_diagonal"})
     b = to_batch([random_molecule(5, seed=1), random_molecule(3, seed=2)], model.cutoff)
     eager = model.predict(b)
-    out = torch.jit.script(model)(b.positions, b.numbers, b.batch, b.edge_index, b.shifts,
+    out = script(model)(b.positions, b.numbers, b.batch, b.edge_index, b.shifts,
                                   b.cell, b.charge, b.spin, True, False)
     assert rel(out["energy"], eager["energy"]) < 1e-12 and rel(out["forces"], eager["forces"]) < 1e-12
 

@@ -6,6 +6,11 @@ isolated cluster for every model (global attention refuses periodic cells), so a
 table see the same structures. Each (model, size) point runs in a fresh
 subprocess, so its peak resident memory (ru_maxrss) is its own and an out-of-memory failure
 only ends that point. Times are medians of ``repeats`` calls after one warm-up, float32.
+
+``device``: ``cpu`` (default) or ``cuda``/``cuda:N``: the model and the structure on that
+device, every timed call ended by a device synchronisation, and the peak memory the device's
+(``torch.cuda.max_memory_allocated``) instead of the process's resident memory. A CUDA device
+that this torch cannot see is refused before anything runs (`check_device`).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import numpy as np
 from ..threads import describe as describe_threads
 
 DENSITY = 0.1  # atoms / Å^3
+BENCH_MODES = ("roofline", "under_load", "lammps", "training", "peers")  # the CPU-only modes
 
 MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, optionally @<encoders> "
                     "(comma-separated, or 'all'), e.g. painn, painn-l2, egnn, painn+efa-l1, "
@@ -76,8 +82,46 @@ def is_periodic(kind: str, width: int = 16, layers: int = 1, cutoff: float = 5.0
     return build_model(model_config(kind, width, layers, cutoff, 10.0)).periodic
 
 
+def check_device(device: str) -> str:
+    """``device`` if this torch can run on it, else a ValueError that says why: ``cpu``, or
+    ``cuda``/``cuda:N`` with a CUDA build of torch that sees that GPU."""
+    import torch
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda or cuda:N)") \
+            from exc
+    if parsed.type == "cpu":
+        return device
+    if parsed.type != "cuda":
+        raise ValueError(f"--device {device!r}: the benchmark runs on cpu or cuda only")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f"--device {device}: this torch ({torch.__version__}, CUDA "
+                         f"{torch.version.cuda or 'not built in'}) sees no CUDA device; run "
+                         "on a machine with an NVIDIA GPU and a CUDA build of torch")
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(f"--device {device}: this machine has {count} CUDA device(s)")
+    return device
+
+
+def check_mode_device(device: str, modes: list[str]) -> None:
+    """Only the plain bench runs on another device than the CPU: a ValueError naming the first
+    of the other bench ``modes`` asked for with a non-CPU ``device``."""
+    if device != "cpu" and modes:
+        raise ValueError(f"--device {device}: only the plain `mlip-attn bench` (energy + forces "
+                         f"per model and size) runs on another device, not "
+                         f"--{modes[0].replace('_', '-')}")
+
+
+def _synchronize(device) -> None:
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cutoff: float,
-             periodic: bool, queue):
+             periodic: bool, queue, device: str = "cpu"):
     import torch
     from ..threads import configure
     configure()  # the parent's --threads reach this process through MLIP_ATTN_THREADS
@@ -94,25 +138,33 @@ def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cut
         edges = 0
     else:
         from ..models import build_model
+        where = torch.device(device)
         model = build_model(model_config(kind, width, layers, cutoff, data.extent + 1.0))
-        model = model.eval().requires_grad_(False)  # inference, as in AttnCalculator
-        batch = Batch.collate([data.with_graph(cutoff)]).to(dtype=torch.float32)
+        model = model.eval().requires_grad_(False).to(where)  # inference, as AttnCalculator
+        batch = Batch.collate([data.with_graph(cutoff)]).to(dtype=torch.float32, device=where)
         edges = batch.edge_index.shape[1]
         for _ in range(repeats + 1):
+            _synchronize(where)
             t = time.perf_counter()
-            model.predict(batch, compute_forces=True)
+            out = model.predict(batch, compute_forces=True)
+            assert out["forces"].device.type == where.type
+            _synchronize(where)
             times.append(time.perf_counter() - t)
-    queue.put({"median_s": statistics.median(times[1:]), "edges": edges,
-               "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    if device != "cpu" and kind != "neighbour-list":
+        peak_mb = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put({"median_s": statistics.median(times[1:]), "edges": edges, "peak_mb": peak_mb})
 
 
 def measure(kind: str, n_atoms: int, repeats: int = 5, width: int = 128, layers: int = 3,
-            cutoff: float = 5.0, periodic: bool = True) -> dict:
-    """Median seconds and peak RSS (MB, whole process) for one point, in a fresh process."""
+            cutoff: float = 5.0, periodic: bool = True, device: str = "cpu") -> dict:
+    """Median seconds and peak memory (MB: the whole process's resident memory on the CPU,
+    the device's allocations on a GPU) for one point, in a fresh process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_measure, args=(kind, n_atoms, repeats, width, layers, cutoff,
-                                                   periodic, queue))
+                                                   periodic, queue, device))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
@@ -130,32 +182,45 @@ def loglog_slope(sizes: list[int], seconds: list[float]) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def _device_name(device: str) -> str:
+    import torch
+    if device == "cpu":
+        return f"cpu, {describe_threads()}"
+    return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+
+
 def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int = 5,
               width: int = 128, layers: int = 3, cutoff: float = 5.0,
-              neighbour_list: bool = True) -> list[dict]:
-    """Print and return a table of throughput (atom·steps/s) and peak memory per point, and
-    the log-log slope of time against atoms per model."""
+              neighbour_list: bool = True, device: str = "cpu") -> list[dict]:
+    """Print and return a table of throughput (atom·steps/s, µs/atom/step) and peak memory
+    per point on ``device``, and the log-log slope of time against atoms per model."""
     import torch
+    check_device(device)
     periodic = all(is_periodic(m) for m in models)
     print(f"energy + forces, float32, width {width}, {layers} layers, cutoff {cutoff} Å, "
           f"random C/H/O at {DENSITY} atoms/Å³ ({'periodic box' if periodic else 'isolated box'}), "
-          f"torch {torch.__version__}, {describe_threads()}; median of {repeats}")
-    print(f"{'model':<15}{'atoms':>8}{'pairs':>11}{'ms/step':>12}{'atom·steps/s':>15}{'peak MB':>10}")
+          f"torch {torch.__version__}, {_device_name(device)}; median of {repeats}")
+    memory = "peak MB" if device == "cpu" else "GPU MB"
+    print(f"{'model':<15}{'atoms':>8}{'pairs':>11}{'ms/step':>12}{'atom·steps/s':>15}"
+          f"{'µs/atom/step':>14}{memory:>10}")
     rows = []
     for kind in (["neighbour-list"] if neighbour_list else []) + list(models):
         if kind != "neighbour-list":
             model_config(kind, width, layers, cutoff, 10.0)  # a clear error for a bad name
         failed = False
         for n in sizes:
-            r = (measure(kind, n, repeats, width, layers, cutoff, periodic) if not failed else
+            r = (measure(kind, n, repeats, width, layers, cutoff, periodic,
+                         "cpu" if kind == "neighbour-list" else device) if not failed else
                  {"median_s": float("nan"), "edges": 0, "peak_mb": float("nan"),
                   "error": "skipped (a smaller size already failed)"})
             failed = failed or "error" in r
-            r.update(model=kind, atoms=n)
+            r.update(model=kind, atoms=n, device="cpu" if kind == "neighbour-list" else device,
+                     us_per_atom_step=1e6 * r["median_s"] / n)
             rows.append(r)
             pairs = f"{r['edges']:,}" if r["edges"] else "-"
             print(f"{kind:<15}{n:>8}{pairs:>11}{1e3 * r['median_s']:>12.2f}"
-                  f"{n / r['median_s']:>15,.0f}{r['peak_mb']:>10.0f}"
+                  f"{n / r['median_s']:>15,.0f}{r['us_per_atom_step']:>14.2f}"
+                  f"{r['peak_mb']:>10.0f}"
                   f"{'  ' + r['error'] if 'error' in r else ''}", flush=True)
         own = [r for r in rows if r["model"] == kind]
         slope = loglog_slope([r["atoms"] for r in own], [r["median_s"] for r in own])

@@ -103,11 +103,12 @@ def _call(model_path: Path, exported: Path, atoms, cutoff: float, dtype: str):
     forces on a prebuilt neighbour list)."""
     import torch
     from ..data import AtomicData, Batch
+    from ..lammps.export import load_torchscript
     from ..models import load_model
     model = load_model(model_path, dtype=dtype).requires_grad_(False)
     batch = Batch.collate([AtomicData.from_atoms(atoms).with_graph(cutoff)]).to(
         dtype=getattr(torch, dtype))
-    scripted = torch.jit.load(str(exported))
+    scripted = load_torchscript(exported)
     zero = torch.zeros(1, dtype=torch.float64)
     args = (batch.positions.double(), batch.numbers, batch.edge_index, batch.shifts.double(),
             len(atoms), zero, zero, False)

@@ -284,9 +284,9 @@ class EuclideanFastAttention(GlobalBlock):
     whose last layers are zero-initialised: a fresh block returns zeros. The
     host adds it. ``attend`` gives the raw attention output.
 
-    Distributed (``graph.owned`` ≥ 0, one structure split over MPI ranks): always the Lebedev
-    factorisation, whatever the structure's size (the exact form for small structures needs
-    every pair of atoms in one process). Its sum over atoms factorises, so each process adds
+    Every structure, of any size, takes the Lebedev factorisation (one function on every
+    path). Distributed (``graph.owned`` ≥ 0, one structure split over MPI ranks): its sum over
+    atoms factorises, so each process adds
     only its owned atoms into the centroid and S = K̃ᵀV, the ``sums`` hook (identity here; an
     MPI all-reduce in the LAMMPS export) completes them, and every node, ghosts included, gets
     q̃ S.
@@ -301,7 +301,6 @@ class EuclideanFastAttention(GlobalBlock):
     d_v scalar channels (+ 3·d_v for the vector channels).
     """
 
-    dense_below: int
     vectors: Final[bool]  # Final: TorchScript drops the unused branch
     tensors: Final[bool]
     host_tensors: Final[bool]
@@ -351,11 +350,6 @@ class EuclideanFastAttention(GlobalBlock):
         self.order = 2 if self.host_tensors else (1 if vectors else 0)
         self.reach = self.r_max
         self.n_comp = 4 if vectors else 1  # scalar + 3 Cartesian components
-        # the exact O(n²) form costs n²·(C·d_qk + K + d_v) per structure, the factorisation
-        # ~4·n·G·C·d_qk (rotating queries and keys dominates): the first wins below
-        qk_channels = self.n_comp * d_qk
-        self.dense_below = int(4 * self.grid * qk_channels
-                               / (qk_channels + d_qk // 2 + d_v * self.n_comp))
         self.b_max = float(b_max) if b_max is not None else b_max_for_grid(grid, vectors)
         self.feature_map = feature_map
 
@@ -472,28 +466,19 @@ class EuclideanFastAttention(GlobalBlock):
 
     def attend(self, x: Features, positions: Tensor, batch: Tensor, num_graphs: int,
                owned: int = -1) -> Tuple[Tensor, Tensor, Tensor]:
-        """Raw EFA output, by whichever form is cheaper for the batch's largest structure: the
-        exact kernel form (`attend_exact`, O(n²) per structure) for molecules, the Lebedev
-        factorisation (`attend_lebedev`, O(n)) for large systems. They agree to the quadrature
-        error (~1e-12 well inside r_max); the choice depends on the structure's size only.
+        """Raw EFA output: always the Lebedev factorisation (`attend_lebedev`), whatever the
+        structure's size and however it is split, so the model is one function on every path
+        (one process or several, ASE or LAMMPS, a molecule or a crystal): the same quadrature
+        everywhere, equal to rounding. The exact kernel form (`attend_exact`) is the test
+        reference it approximates (~1e-12 well inside r_max).
 
         x: the host's features (vectors and tensors used as configured), positions (N, 3) Å,
         batch (N,) int64 in [0, num_graphs). Returns y_s, y_v, y_t (see `_split`).
         ``owned`` ≥ 0: one structure split over processes, of whose atoms this process owns
-        the first ``owned`` nodes (see the class docstring). That always takes the Lebedev
-        factorisation, whatever the size: only its sums split into per-process parts (the
-        exact form needs every pair of atoms in one process), and every process must make
-        the same choice.
+        the first ``owned`` nodes (see the class docstring): its sums run over the owned nodes
+        and are completed by ``sums``.
         """
-        if owned >= 0:
-            return self.attend_lebedev(x, positions, batch, num_graphs, owned)
-        if num_graphs == 1:
-            n_max = positions.shape[0]
-        else:
-            n_max = int(torch.bincount(batch, minlength=num_graphs).max())
-        if n_max <= self.dense_below:
-            return self.attend_exact(x, positions, batch, num_graphs)
-        return self.attend_lebedev(x, positions, batch, num_graphs)
+        return self.attend_lebedev(x, positions, batch, num_graphs, owned)
 
     def attend_lebedev(self, x: Features, positions: Tensor, batch: Tensor, num_graphs: int,
                        owned: int = -1) -> Tuple[Tensor, Tensor, Tensor]:
@@ -526,8 +511,10 @@ class EuclideanFastAttention(GlobalBlock):
         if num_graphs != 1:
             raise ValueError("EFA over a structure split between processes (graph.owned >= 0) "
                              "takes one structure per call")
-        local = torch.cat([positions[:owned].sum(dim=0),
-                           positions.new_full((1,), float(owned))]).unsqueeze(0)  # (1, 4)
+        # the count as a sum of ones: a tracer keeps ``owned`` a symbolic size (a float of it
+        # would fix it to the example's)
+        local = torch.nn.functional.pad(positions[:owned], (0, 1), value=1.0).sum(
+            dim=0, keepdim=True)                                                # (1, 4)
         total = self.sums(local)
         return total[:, :3] / total[:, 3:].clamp(min=1.0)
 

@@ -11,7 +11,9 @@ From Python: ``lmp = mlip_attn.lammps.lammps_instance()`` returns a ``lammps.lam
 the pair style loaded. Local models run on any number of MPI ranks (the ghost shell is widened
 to layers × cutoff); EFA models too (their per-structure sums are all-reduced), in a
 non-periodic box; softmax-attention models on one rank. The export calls the compiled
-``mlip_attn`` ops (`mlip_attn.ops`) where they can be built, else it is plain TorchScript.
+``mlip_attn`` ops (`mlip_attn.ops`) where they can be built, else it is plain TorchScript;
+``--route aoti`` writes an AOTInductor ``.pt2`` package instead (`mlip_attn.lammps.aoti`, no
+TorchScript; docs/export.md).
 """
 from __future__ import annotations
 

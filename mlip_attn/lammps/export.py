@@ -21,9 +21,15 @@ ranks (a global model on several ranks: ``torch.ops.mlip_attn.sums_across_proces
 ``n_local`` reaches the model as ``Graph.owned``: distributed global blocks (EFA) add only local
 atoms into their per-structure sums and complete them across ranks with
 ``torch.ops.mlip_attn.allreduce_sum``. On one rank ``Graph.owned`` is −1 and the model runs
-exactly as in Python (e.g. EFA's exact form for small structures).
+exactly as in Python; EFA takes the same Lebedev sums either way, so 1 and N ranks agree to
+rounding.
 
-Two routes, recorded as ``route`` in the metadata:
+Three routes, recorded as ``route`` in the metadata:
+
+* ``aoti``: ``torch.export`` + AOTInductor (`mlip_attn.lammps.aoti`): the forces' graph with
+  the compiled ops, compiled ahead of time into a ``.pt2`` package (minutes, once per model
+  and dtype), loaded by the pair style's C++ runner; no TorchScript. The file name must end in
+  ``.pt2``. The package is compiled for the exporting machine's CPU instruction set;
 
 * ``torchscript+ops`` (the default where it can be built): TorchScript that calls the compiled
   ``mlip_attn`` ops (`mlip_attn.ops`): PaiNN's message (every order) with the eager
@@ -40,6 +46,7 @@ whether it supports periodic boxes and whether it can run split over MPI ranks
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -61,7 +68,7 @@ EXPORT_FORMAT = "mlip-attn-lammps"
 # painn_message_orders), split structures asked of sums_across_processes, periodic
 EXPORT_FORMAT_VERSION = 3
 METADATA_FILE = "metadata.json"
-ROUTES = ("auto", "torchscript+ops", "torchscript")
+ROUTES = ("auto", "aoti", "torchscript+ops", "torchscript")
 
 
 class RankSums(nn.Module):
@@ -111,8 +118,8 @@ class LammpsModel(nn.Module):
             sh.requires_grad_(True)
         batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
         cell = torch.zeros((1, 3, 3), dtype=dtype, device=pos.device)
-        # one rank holds the whole structure (owned = -1: the eager model's own path, e.g.
-        # EFA's exact form for small structures); several ranks split it
+        # one rank holds the whole structure (owned = -1: the eager model's own path);
+        # several ranks split it (the same sums, completed across ranks)
         owned = n_local if self.split() else -1
         atomic = self.model.atomic_energies(pos, numbers, batch, edge_index, sh, cell,
                                             charge.to(dtype), spin.to(dtype), owned)
@@ -164,7 +171,7 @@ def lammps_metadata(model: Potential, stored: dict | None = None,
     dtype, versions."""
     stored = dict(stored or getattr(model, "metadata", {}) or {})
     layers = len(model.backbone.layers)  # message-passing hops: the ghost shell is layers × cutoff
-    distributed, why_not = distribution(model, route == "torchscript+ops")
+    distributed, why_not = distribution(model, route in ("torchscript+ops", "aoti"))
     meta = {
         **{k: v for k, v in stored.items() if isinstance(v, (str, int, float, bool, list))},
         "format": EXPORT_FORMAT,
@@ -199,13 +206,33 @@ def use_compiled_ops(model: Potential) -> Potential:
     return model
 
 
+@contextlib.contextmanager
+def torchscript_fallback():
+    """Around this package's own calls of TorchScript (``torch.jit.script``, ``save``,
+    ``load``): the fallback routes stay while torch ships TorchScript, so torch's deprecation
+    warnings about them are silenced there, and only there."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        yield
+
+
+def script(module: nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script(module)`` within `torchscript_fallback`."""
+    with torchscript_fallback():
+        return torch.jit.script(module)
+
+
+def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
+    """``torch.jit.load(path)`` (a TorchScript export) within `torchscript_fallback`."""
+    with torchscript_fallback():
+        return torch.jit.load(str(path))
+
+
 def script_model(model: Potential, compiled_ops: bool = False) -> torch.jit.ScriptModule:
     """`LammpsModel` around ``model`` (eval mode, frozen), compiled with ``torch.jit.script``;
     ``compiled_ops``: the fast route (the ops must be loaded, see `use_compiled_ops`)."""
     split = RankSplit() if compiled_ops else WholeStructure()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-        return torch.jit.script(LammpsModel(model.eval().requires_grad_(False), split))
+    return script(LammpsModel(model.eval().requires_grad_(False), split))
 
 
 def _resolve_route(route: str) -> tuple[str, str]:
@@ -217,20 +244,31 @@ def _resolve_route(route: str) -> tuple[str, str]:
     from ..ops.library import try_load_ops
     ok, why = try_load_ops(build=True)
     if ok:
-        return "torchscript+ops", ""
-    if route == "torchscript+ops":
-        raise RuntimeError(f"the compiled mlip_attn ops are not available: {why}")
+        return ("aoti" if route == "aoti" else "torchscript+ops"), ""
+    if route in ("torchscript+ops", "aoti"):
+        raise RuntimeError(f"route {route}: the compiled mlip_attn ops are not available: "
+                           f"{why}")
     return "torchscript", why
 
 
+def default_export_path(model_path: str | os.PathLike, route: str = "auto") -> Path:
+    """``<model>-lammps.pt``, or ``<model>-lammps.pt2`` for the aoti route."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}-lammps{'.pt2' if route == 'aoti' else '.pt'}")
+
+
 def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
-                  dtype: str | torch.dtype = "float64", route: str = "auto") -> Path:
+                  dtype: str | torch.dtype = "float64", route: str = "auto",
+                  device: str = "cpu") -> Path:
     """Export the model file ``model_path`` to a TorchScript file for ``pair_style mlip_attn``.
 
     ``dtype``: the precision the model runs in inside LAMMPS (``float64``, the default, or
-    ``float32``); inputs and outputs are always float64. ``route``: ``auto`` (the compiled ops
-    where they can be built, else plain TorchScript with a warning), ``torchscript+ops`` or
-    ``torchscript`` (see the module docstring). Returns the written path.
+    ``float32``); inputs and outputs are always float64. ``route``: ``auto`` (TorchScript with
+    the compiled ops where they can be built, else plain TorchScript with a warning), ``aoti``
+    (an AOTInductor package, ``out_path`` ending in ``.pt2``), ``torchscript+ops`` or
+    ``torchscript`` (see the module docstring). ``device``: what an ``aoti`` package is
+    compiled for (cpu, cuda or cuda:N, where torch sees it); TorchScript files run on any
+    device the pair style names. Returns the written path.
     """
     if isinstance(dtype, str):
         if dtype not in ("float64", "float32"):
@@ -248,33 +286,50 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
                          "which are discontinuous when bonds form or break and depend on the "
                          "whole molecule (wrong on a LAMMPS rank's partial view); it is a "
                          "property model, not a force field, and is not exported to LAMMPS")
+    if (route == "aoti") != (Path(out_path).suffix == ".pt2"):
+        raise ValueError(f"{out_path}: the aoti route writes a .pt2 package and only it "
+                         f"(the pair style tells the routes apart by the suffix); "
+                         f"route {route!r}")
+    if device != "cpu" and route != "aoti":
+        raise ValueError(f"device {device!r}: only the aoti route compiles for a device "
+                         "(TorchScript files run on the device the pair style names)")
     route, why = _resolve_route(route)
     if why:
         warnings.warn(f"exporting {model_path} as plain TorchScript (slower in LAMMPS; global "
                       f"models on one MPI rank only): the compiled mlip_attn ops are not "
                       f"available ({why})", RuntimeWarning, stacklevel=2)
-    if route == "torchscript+ops":
+    if route in ("torchscript+ops", "aoti"):
         use_compiled_ops(model)
     meta = lammps_metadata(model, content.get("metadata"), route)
     meta["source"] = Path(model_path).name
+    if route == "aoti":
+        from .aoti import export_aoti
+        return export_aoti(model, out_path, meta, device)
     scripted = script_model(model, route == "torchscript+ops")
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+    with atomic_path(out_path) as tmp, torchscript_fallback():
         torch.jit.save(scripted, str(tmp),
                        _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
     return out_path
 
 
 def read_export_metadata(path: str | os.PathLike) -> dict:
-    """The metadata stored in an exported TorchScript file (read from the archive: no torch
-    load, so it works without the compiled ops)."""
+    """The metadata stored in an export: a TorchScript file or an AOTInductor ``.pt2``
+    package (read from the archive: no torch load, so it works without the compiled ops)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}")]
-            text = archive.read(names[0]).decode() if names else ""
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"{path}: not a TorchScript file ({exc})") from exc
+            names = archive.namelist()
+            script = [n for n in names if n.endswith(f"/extra/{METADATA_FILE}")]
+            package = [n for n in names if n.endswith("wrapper_metadata.json")
+                       and "/data/aotinductor/" in n]
+            if script:
+                text = archive.read(script[0]).decode()
+            elif package:
+                text = json.loads(archive.read(package[0]).decode()).get(METADATA_FILE, "")
+            else:
+                text = ""
+    except (zipfile.BadZipFile, OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a TorchScript file or .pt2 package ({exc})") from exc
     if not text:
         raise ValueError(f"{path}: not an mlip-attn LAMMPS export (no {METADATA_FILE})")
     return json.loads(text)

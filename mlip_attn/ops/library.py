@@ -8,6 +8,10 @@ C++ compiler only) registers, under ``torch.ops.mlip_attn``:
   (vectors; rank-2 tensors with ``lmax: 2``) with a recomputing backward, the C++ twin of
   `mlip_attn.nn.painn_message.painn_message` (same arguments and shapes), so a TorchScript
   export keeps the eager model's fast backward;
+* ``painn_message_orders_backward(g_ds, g_out, phi, features, geometry, rho, weight,
+  receivers, senders, first, chunk, needs)``: its first derivatives, the op the backward calls
+  (without grad mode), so a tracer (``torch.export``) records forward and backward as two
+  nodes; fake kernels for tracing: `mlip_attn.ops.fake`;
 * ``allreduce_sum(x) -> x`` summed over MPI ranks inside the LAMMPS plugin (which sets the
   communicator around each call of a global model on several ranks), the identity everywhere
   else; its backward is itself;
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from .fake import register_fake_kernels
 from .build import (TORCH_LIBRARY_NAME, PluginBuildError, build_torch_library,
                     torch_library_dir)
 
@@ -33,7 +38,8 @@ _loaded: Path | None = None
 def ops_registered() -> bool:
     """Whether ``torch.ops.mlip_attn`` ops are registered in this process."""
     try:
-        for name in ("painn_message_orders", "allreduce_sum", "sums_across_processes"):
+        for name in ("painn_message_orders", "painn_message_orders_backward", "allreduce_sum",
+                     "sums_across_processes"):
             getattr(torch.ops.mlip_attn, name).default
     except (AttributeError, RuntimeError):
         return False
@@ -53,6 +59,7 @@ def load_ops(build: bool = True) -> Path:
             raise FileNotFoundError(f"{so} is not built; build it with: mlip-attn build-lammps")
         so = build_torch_library()
     torch.ops.load_library(str(so))   # the same file as the plugin's: registers once
+    register_fake_kernels()
     _loaded = so
     return so
 

@@ -229,7 +229,7 @@ void PairMLIPAttn::settings(int narg, char **arg)
     error->all(FLERR, "pair_style mlip_attn: {}", err);
   if (!model)
     error->all(FLERR,
-               "pair_style mlip_attn: cannot load '{}' as a TorchScript model ({}). Is it an "
+               "pair_style mlip_attn: cannot load '{}' as an export ({}). Is it an "
                "mlip-attn model file rather than its LAMMPS export? {}",
                model_path, err.substr(0, 300), EXPORT_HINT);
   if (meta_text.empty())
@@ -307,6 +307,7 @@ void PairMLIPAttn::check_ranks()
 
 std::string PairMLIPAttn::route_description(const std::string &r)
 {
+  if (r == "aoti") return "AOTInductor package with compiled mlip_attn ops";
   if (r == "torchscript+ops") return "TorchScript with compiled mlip_attn ops (fast route)";
   if (r == "torchscript")
     return "plain TorchScript (fallback: autograd through the message, slower; export again "

@@ -310,12 +310,136 @@ std::tuple<Tensor, std::vector<Tensor>> message_forward(
   return fused_forward<float>(phi, features, geometry, rho, weight, receivers, senders, first);
 }
 
+// The message's first derivatives, compact: [g_phi, g_rho, g_weight, g_f_1, g_g_1, ...]
+// (undefined where not needed). `fused`: the fused loops where they apply (first derivatives
+// only); otherwise ATen operations over edge chunks, the edge terms of each chunk recomputed
+// (no edge tensor larger than one chunk is ever kept), differentiable as the Python version
+// (mlip_attn.nn.painn_message.ChunkedMessage), so second derivatives work when grad mode is on.
+variable_list message_backward_impl(const Tensor &phi, at::TensorList features,
+                                    at::TensorList geometry, const Tensor &rho,
+                                    const Tensor &weight, const Tensor &receivers,
+                                    const Tensor &senders, bool first, int64_t chunk,
+                                    const variable_list &grads, bool need_phi, bool need_rho,
+                                    bool need_w, const std::vector<bool> &need_feature,
+                                    const std::vector<bool> &need_geometry, bool fused)
+{
+  const size_t L = features.size();
+  if (fused && fused_applies(phi, features, geometry, rho, weight, receivers, senders)) {
+    return phi.scalar_type() == at::kDouble
+               ? fused_backward<double>(phi, features, geometry, rho, weight, receivers, senders,
+                                        first, grads, need_phi, need_rho, need_w, need_feature,
+                                        need_geometry)
+               : fused_backward<float>(phi, features, geometry, rho, weight, receivers, senders,
+                                       first, grads, need_phi, need_rho, need_w, need_feature,
+                                       need_geometry);
+  }
+  const std::vector<int64_t> cols = offsets(phi, features);
+  const int64_t E = senders.size(0);
+  Tensor g_phi = need_phi ? at::zeros_like(phi) : Tensor();
+  Tensor g_w = need_w ? at::zeros_like(weight) : Tensor();
+  std::vector<Tensor> g_features(L), g_rho;
+  std::vector<std::vector<Tensor>> g_geometry(L);
+  for (size_t l = 0; l < L; l++)
+    if (need_feature[l]) g_features[l] = at::zeros_like(features[l]);
+  const Tensor w_t = weight.t();
+  for (int64_t start = 0; start < E; start += chunk) {
+    const int64_t len = std::min(chunk, E - start);
+    const Tensor i = receivers.narrow(0, start, len), j = senders.narrow(0, start, len);
+    const Tensor rho_c = rho.narrow(0, start, len);
+    const Tensor filt = at::mm(rho_c, w_t);                      // (c, F + 2ΣF_l)
+    const Tensor phi_j = at::index_select(phi, 0, j);            // (c, F + 2ΣF_l)
+    std::vector<Tensor> parts{at::index_select(grads[0], 0, i)};  // g of x[s]: (c, F)
+    for (size_t l = 0; l < L; l++) {
+      const int64_t width = cols[2 * l + 1] - cols[2 * l];
+      const Tensor gd = at::index_select(grads[1 + l], 0, i);    // (c, m, F_l)
+      if (need_geometry[l]) {
+        const Tensor b = phi_j.narrow(1, cols[2 * l + 1], width)
+                         * filt.narrow(1, cols[2 * l + 1], width);
+        g_geometry[l].push_back((gd * b.unsqueeze(1)).sum(2));
+      }
+      const Tensor g_b = (gd * geometry[l].narrow(0, start, len).unsqueeze(2)).sum(1);
+      Tensor g_a;
+      if (first) {
+        g_a = at::zeros_like(g_b);
+      } else {
+        g_a = (gd * at::index_select(features[l], 0, j)).sum(1);
+        if (need_feature[l]) {
+          const Tensor a = phi_j.narrow(1, cols[2 * l], width) * filt.narrow(1, cols[2 * l], width);
+          g_features[l].index_add_(0, j, gd * a.unsqueeze(1));
+        }
+      }
+      parts.push_back(g_a);
+      parts.push_back(g_b);
+    }
+    const Tensor g_x = at::cat(parts, 1);                       // (c, F + 2ΣF_l)
+    if (need_phi) g_phi.index_add_(0, j, g_x * filt);
+    if (need_rho || need_w) {
+      const Tensor g_filt = g_x * phi_j;
+      if (need_rho) g_rho.push_back(at::mm(g_filt, weight));
+      if (need_w) g_w.addmm_(g_filt.t(), rho_c);
+    }
+  }
+  variable_list result{g_phi, Tensor(), g_w};
+  if (need_rho) result[1] = E > 0 ? at::cat(g_rho) : at::zeros_like(rho);
+  for (size_t l = 0; l < L; l++) {
+    result.push_back(need_feature[l] ? g_features[l] : Tensor());
+    Tensor g_g;
+    if (need_geometry[l]) g_g = E > 0 ? at::cat(g_geometry[l]) : at::zeros_like(geometry[l]);
+    result.push_back(g_g);
+  }
+  return result;
+}
+
+using BackwardResult =
+    std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>, std::vector<Tensor>>;
+
+// The op painn_message_orders_backward: the message's first derivatives (fused on the CPU,
+// ATen chunks elsewhere, not differentiable), a graph node of its own so that torch.export
+// traces the backward as one call. `needs`: 0/1 for phi, rho, weight, then each order's
+// features, then each order's geometry; a gradient not needed comes back as an empty (0,)
+// tensor (an op cannot return undefined tensors).
+BackwardResult message_backward(const Tensor &g_ds, at::TensorList g_out, const Tensor &phi,
+                                at::TensorList features, at::TensorList geometry,
+                                const Tensor &rho, const Tensor &weight,
+                                const Tensor &receivers, const Tensor &senders, bool first,
+                                int64_t chunk, at::IntArrayRef needs)
+{
+  const size_t L = features.size();
+  TORCH_CHECK(g_out.size() == L && geometry.size() == L && needs.size() == 3 + 2 * L,
+              "mlip_attn::painn_message_orders_backward: one gradient, feature and geometry "
+              "tensor per order and 3 + 2L needs, got ", g_out.size(), ", ", L, ", ",
+              geometry.size(), " and ", needs.size());
+  at::NoGradGuard no_grad;
+  std::vector<bool> need_feature, need_geometry;
+  for (size_t l = 0; l < L; l++) {
+    need_feature.push_back(needs[3 + l] != 0 && !first);
+    need_geometry.push_back(needs[3 + L + l] != 0);
+  }
+  variable_list grads{g_ds};
+  grads.insert(grads.end(), g_out.begin(), g_out.end());
+  variable_list r = message_backward_impl(phi, features, geometry, rho, weight, receivers,
+                                          senders, first, chunk, grads, needs[0] != 0,
+                                          needs[1] != 0, needs[2] != 0, need_feature,
+                                          need_geometry, true);
+  const Tensor empty = at::empty({0}, phi.options());
+  auto or_empty = [&](const Tensor &t) { return t.defined() ? t : empty; };
+  std::vector<Tensor> g_features, g_geometry;
+  for (size_t l = 0; l < L; l++) {
+    g_features.push_back(or_empty(r[3 + 2 * l]));
+    g_geometry.push_back(or_empty(r[4 + 2 * l]));
+  }
+  return {or_empty(r[0]), or_empty(r[1]), or_empty(r[2]), g_features, g_geometry};
+}
+
 // Inputs of PainnMessage::apply: phi, rho, weight, receivers, senders, first, chunk, then the
 // orders' features and geometry interleaved (f_1, g_1, f_2, g_2, ...), as the Python
 // ChunkedMessage. backward returns one entry per argument (undefined for first and chunk);
 // needs_input_grad counts tensor inputs only, where the orders start at 5.
 constexpr size_t kOrdersArg = 7, kOrdersTensor = 5;
 
+// Forward and backward call the ops through the dispatcher below autograd, so that a tracer
+// (torch.export, make_fx) records them as two graph nodes with their fake kernels
+// (mlip_attn/ops/fake.py) instead of looking inside.
 struct PainnMessage : public torch::autograd::Function<PainnMessage> {
   static variable_list forward(AutogradContext *ctx, Tensor phi, Tensor rho, Tensor weight,
                                Tensor receivers, Tensor senders, bool first, int64_t chunk,
@@ -326,21 +450,26 @@ struct PainnMessage : public torch::autograd::Function<PainnMessage> {
       features.push_back(orders[k]);
       geometry.push_back(orders[k + 1]);
     }
-    auto [ds, out] = message_forward(phi, features, geometry, rho, weight, receivers, senders,
-                                     first, chunk);
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mlip_attn::painn_message_orders", "")
+                         .typed<std::tuple<Tensor, std::vector<Tensor>>(
+                             const Tensor &, at::TensorList, at::TensorList, const Tensor &,
+                             const Tensor &, const Tensor &, const Tensor &, bool, int64_t)>();
+    std::tuple<Tensor, std::vector<Tensor>> out;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      out = op.call(phi, features, geometry, rho, weight, receivers, senders, first, chunk);
+    }
     variable_list saved{phi, rho, weight, receivers, senders};
     saved.insert(saved.end(), orders.begin(), orders.end());
     ctx->save_for_backward(saved);
     ctx->saved_data["first"] = first;
     ctx->saved_data["chunk"] = chunk;
-    variable_list result{ds};
-    result.insert(result.end(), out.begin(), out.end());
+    variable_list result{std::get<0>(out)};
+    result.insert(result.end(), std::get<1>(out).begin(), std::get<1>(out).end());
     return result;
   }
 
-  // The edge terms of each chunk are recomputed; no edge tensor larger than one chunk is ever
-  // kept. Written with differentiable operations, as the Python version
-  // (mlip_attn.nn.painn_message.ChunkedMessage), so second derivatives work too.
   static variable_list backward(AutogradContext *ctx, variable_list grads)
   {
     const auto saved = ctx->get_saved_variables();
@@ -354,90 +483,56 @@ struct PainnMessage : public torch::autograd::Function<PainnMessage> {
     }
     const bool first = ctx->saved_data["first"].toBool();
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
-    const bool need_phi = ctx->needs_input_grad(0), need_rho = ctx->needs_input_grad(1),
-               need_w = ctx->needs_input_grad(2);
+    std::vector<int64_t> needs{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                               ctx->needs_input_grad(2)};
     std::vector<bool> need_feature, need_geometry;
     for (size_t l = 0; l < L; l++) {
       need_feature.push_back(ctx->needs_input_grad(kOrdersTensor + 2 * l) && !first);
+      needs.push_back(need_feature.back());
+    }
+    for (size_t l = 0; l < L; l++) {
       need_geometry.push_back(ctx->needs_input_grad(kOrdersTensor + 2 * l + 1));
+      needs.push_back(need_geometry.back());
     }
-    // the fused loops give first derivatives only: when this backward must itself be
-    // differentiable (create_graph, a force loss in training) the ATen route below runs
-    if (!at::GradMode::is_enabled()
-        && fused_applies(phi, features, geometry, rho, weight, receivers, senders)) {
-      const variable_list g(grads.begin(), grads.begin() + 1 + L);
-      std::vector<Tensor> fused =
-          phi.scalar_type() == at::kDouble
-              ? fused_backward<double>(phi, features, geometry, rho, weight, receivers, senders,
-                                       first, g, need_phi, need_rho, need_w, need_feature,
-                                       need_geometry)
-              : fused_backward<float>(phi, features, geometry, rho, weight, receivers, senders,
-                                      first, g, need_phi, need_rho, need_w, need_feature,
-                                      need_geometry);
-      variable_list result(kOrdersArg);
-      result[0] = fused[0];
-      result[1] = fused[1];
-      result[2] = fused[2];
-      result.insert(result.end(), fused.begin() + 3, fused.end());
-      return result;
+    for (size_t k = 0; k < 1 + L; k++) {   // an output not used gets no gradient
+      if (grads[k].defined()) continue;
+      c10::SymInt width = phi.sym_size(1);
+      for (const Tensor &f : features) width = width - 2 * f.sym_size(2);
+      grads[k] = at::zeros_like(k == 0 ? phi.narrow_symint(1, 0, width) : features[k - 1]);
     }
-    const std::vector<int64_t> cols = offsets(phi, features);
-    const int64_t E = senders.size(0);
-    Tensor g_phi = need_phi ? at::zeros_like(phi) : Tensor();
-    Tensor g_w = need_w ? at::zeros_like(weight) : Tensor();
-    std::vector<Tensor> g_features(L), g_rho;
-    std::vector<std::vector<Tensor>> g_geometry(L);
-    for (size_t l = 0; l < L; l++)
-      if (need_feature[l]) g_features[l] = at::zeros_like(features[l]);
-    const Tensor w_t = weight.t();
-    for (int64_t start = 0; start < E; start += chunk) {
-      const int64_t len = std::min(chunk, E - start);
-      const Tensor i = receivers.narrow(0, start, len), j = senders.narrow(0, start, len);
-      const Tensor rho_c = rho.narrow(0, start, len);
-      const Tensor filt = at::mm(rho_c, w_t);                      // (c, F + 2ΣF_l)
-      const Tensor phi_j = at::index_select(phi, 0, j);            // (c, F + 2ΣF_l)
-      std::vector<Tensor> parts{at::index_select(grads[0], 0, i)};  // g of x[s]: (c, F)
-      for (size_t l = 0; l < L; l++) {
-        const int64_t width = cols[2 * l + 1] - cols[2 * l];
-        const Tensor gd = at::index_select(grads[1 + l], 0, i);    // (c, m, F_l)
-        if (need_geometry[l]) {
-          const Tensor b = phi_j.narrow(1, cols[2 * l + 1], width)
-                           * filt.narrow(1, cols[2 * l + 1], width);
-          g_geometry[l].push_back((gd * b.unsqueeze(1)).sum(2));
-        }
-        const Tensor g_b = (gd * geometry[l].narrow(0, start, len).unsqueeze(2)).sum(1);
-        Tensor g_a;
-        if (first) {
-          g_a = at::zeros_like(g_b);
-        } else {
-          g_a = (gd * at::index_select(features[l], 0, j)).sum(1);
-          if (need_feature[l]) {
-            const Tensor a = phi_j.narrow(1, cols[2 * l], width) * filt.narrow(1, cols[2 * l], width);
-            g_features[l].index_add_(0, j, gd * a.unsqueeze(1));
-          }
-        }
-        parts.push_back(g_a);
-        parts.push_back(g_b);
+    variable_list compact;
+    if (at::GradMode::is_enabled()) {
+      // this backward must itself be differentiable (create_graph: a force loss in
+      // training): ATen operations, recorded by autograd
+      compact = message_backward_impl(phi, features, geometry, rho, weight, receivers, senders,
+                                      first, chunk, grads, needs[0] != 0, needs[1] != 0,
+                                      needs[2] != 0, need_feature, need_geometry, false);
+    } else {
+      static auto op = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("mlip_attn::painn_message_orders_backward", "")
+                           .typed<BackwardResult(const Tensor &, at::TensorList, const Tensor &,
+                                                 at::TensorList, at::TensorList, const Tensor &,
+                                                 const Tensor &, const Tensor &, const Tensor &,
+                                                 bool, int64_t, at::IntArrayRef)>();
+      const std::vector<Tensor> g_out(grads.begin() + 1, grads.begin() + 1 + L);
+      BackwardResult r;
+      {
+        at::AutoDispatchBelowADInplaceOrView below_autograd;
+        r = op.call(grads[0], g_out, phi, features, geometry, rho, weight, receivers, senders,
+                    first, chunk, needs);
       }
-      const Tensor g_x = at::cat(parts, 1);                       // (c, F + 2ΣF_l)
-      if (need_phi) g_phi.index_add_(0, j, g_x * filt);
-      if (need_rho || need_w) {
-        const Tensor g_filt = g_x * phi_j;
-        if (need_rho) g_rho.push_back(at::mm(g_filt, weight));
-        if (need_w) g_w.addmm_(g_filt.t(), rho_c);
+      compact = {needs[0] ? std::get<0>(r) : Tensor(), needs[1] ? std::get<1>(r) : Tensor(),
+                 needs[2] ? std::get<2>(r) : Tensor()};
+      for (size_t l = 0; l < L; l++) {
+        compact.push_back(need_feature[l] ? std::get<3>(r)[l] : Tensor());
+        compact.push_back(need_geometry[l] ? std::get<4>(r)[l] : Tensor());
       }
     }
     variable_list result(kOrdersArg);   // phi, rho, weight, receivers, senders, first, chunk
-    result[0] = g_phi;
-    result[2] = g_w;
-    if (need_rho) result[1] = E > 0 ? at::cat(g_rho) : at::zeros_like(rho);
-    for (size_t l = 0; l < L; l++) {
-      result.push_back(need_feature[l] ? g_features[l] : Tensor());
-      Tensor g_g;
-      if (need_geometry[l])
-        g_g = E > 0 ? at::cat(g_geometry[l]) : at::zeros_like(geometry[l]);
-      result.push_back(g_g);
-    }
+    result[0] = compact[0];
+    result[1] = compact[1];
+    result[2] = compact[2];
+    result.insert(result.end(), compact.begin() + 3, compact.end());
     return result;
   }
 };
@@ -451,15 +546,17 @@ std::tuple<Tensor, std::vector<Tensor>> painn_message_orders(
   TORCH_CHECK(features.size() == geometry.size(),
               "mlip_attn::painn_message_orders: one geometry tensor per feature order, got ",
               features.size(), " features and ", geometry.size(), " geometry tensors");
-  int64_t orders_width = 0;
+  // sym_size, never size(): on a tracer's symbolic tensors size() would fix every dimension
+  // (the atom and edge counts) to the example's
+  c10::SymInt orders_width = 0;
   for (const Tensor &f : features) {
     TORCH_CHECK(f.dim() == 3, "mlip_attn::painn_message_orders: features must be (N, m, F_l), got ",
-                f.sizes());
-    orders_width += 2 * f.size(2);
+                f.sym_sizes());
+    orders_width = orders_width + 2 * f.sym_size(2);
   }
-  TORCH_CHECK(phi.dim() == 2 && phi.size(1) > orders_width,
+  TORCH_CHECK(phi.dim() == 2 && phi.sym_size(1) > orders_width,
               "mlip_attn::painn_message_orders: phi must be (N, F + 2ΣF_l) with F > 0, got ",
-              phi.sizes());
+              phi.sym_sizes());
   std::vector<Tensor> orders;
   for (size_t l = 0; l < features.size(); l++) {
     orders.push_back(features[l]);
@@ -494,8 +591,16 @@ Tensor reduce_across_processes(const Tensor &x)
   return out;
 }
 
+// forward through the dispatcher below autograd: a tracer records the op, not its clone
 struct AllreduceSum : public torch::autograd::Function<AllreduceSum> {
-  static Tensor forward(AutogradContext *, Tensor x) { return reduce_across_processes(x); }
+  static Tensor forward(AutogradContext *, Tensor x)
+  {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mlip_attn::allreduce_sum", "")
+                         .typed<Tensor(const Tensor &)>();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(x);
+  }
   // d(Σ_r E_r)/d(partial sum of rank r) = Σ_r' dE_r'/d(total): the same reduction
   static variable_list backward(AutogradContext *, variable_list grads)
   {
@@ -526,6 +631,10 @@ struct Registration {
     def->def("painn_message_orders(Tensor phi, Tensor[] features, Tensor[] geometry, "
              "Tensor rho, Tensor weight, Tensor receivers, Tensor senders, bool first, "
              "int chunk) -> (Tensor, Tensor[])");
+    def->def("painn_message_orders_backward(Tensor g_ds, Tensor[] g_out, Tensor phi, "
+             "Tensor[] features, Tensor[] geometry, Tensor rho, Tensor weight, "
+             "Tensor receivers, Tensor senders, bool first, int chunk, int[] needs) -> "
+             "(Tensor, Tensor, Tensor, Tensor[], Tensor[])");
     def->def("allreduce_sum(Tensor x) -> Tensor");
     def->def("kernel_instruction_set() -> str", TORCH_FN(kernel_instruction_set));
     // CONSERVATIVE: it has "side effects", so TorchScript never folds the call into the answer
@@ -538,6 +647,9 @@ struct Registration {
     def->impl("painn_message_orders", torch::dispatch(
                                           c10::DispatchKey::CompositeExplicitAutograd,
                                           TORCH_FN(message_forward)));
+    def->impl("painn_message_orders_backward",
+              torch::dispatch(c10::DispatchKey::CompositeExplicitAutograd,
+                              TORCH_FN(message_backward)));
     def->impl("allreduce_sum",
               torch::dispatch(c10::DispatchKey::Autograd, TORCH_FN(allreduce_sum_autograd)));
     def->impl("allreduce_sum", torch::dispatch(c10::DispatchKey::CompositeExplicitAutograd,

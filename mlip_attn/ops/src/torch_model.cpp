@@ -1,10 +1,12 @@
-/* mlip_attn LAMMPS plugin, torch side (libmlip_attn_torch.so, with ops.cpp): TorchScript
-   evaluation on a device. */
+/* mlip_attn LAMMPS plugin, torch side (libmlip_attn_torch.so, with ops.cpp): evaluation of an
+   export on a device, by its route: an AOTInductor package (*.pt2, mlip_attn.lammps.aoti) or a
+   TorchScript file (mlip_attn.lammps.export). */
 #include "torch_model.h"
 
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/version.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <ATen/Parallel.h>
 
@@ -21,6 +23,23 @@ std::string short_error(const std::exception &e)
   auto cut = error.find("\nException raised from");
   if (cut != std::string::npos) error.resize(cut);
   return error;
+}
+
+bool copy_outputs(const at::Tensor &atomic_out, const at::Tensor &forces_out,
+                  const at::Tensor &virial_out, int64_t n, int64_t n_local, bool compute_virial,
+                  double *atomic, double *forces, double *virial, std::string &error)
+{
+  auto at = atomic_out.to(torch::kCPU).contiguous();
+  auto fo = forces_out.to(torch::kCPU).contiguous();
+  auto vi = virial_out.to(torch::kCPU).contiguous();
+  if (fo.size(0) != n || at.size(0) != n_local) {
+    error = "the model returned arrays of the wrong size";
+    return false;
+  }
+  std::memcpy(forces, fo.data_ptr<double>(), sizeof(double) * 3 * n);
+  if (atomic) std::memcpy(atomic, at.data_ptr<double>(), sizeof(double) * n_local);
+  if (compute_virial) std::memcpy(virial, vi.data_ptr<double>(), sizeof(double) * 6);
+  return true;
 }
 
 class TorchScriptModel : public TorchModel {
@@ -48,17 +67,9 @@ class TorchScriptModel : public TorchModel {
       std::vector<torch::jit::IValue> inputs{pos, num, edge, sh, n_local, q, s, compute_virial};
       auto out = module_.forward(inputs).toTuple();
       energy = out->elements()[0].toTensor().item<double>();
-      auto at = out->elements()[1].toTensor().to(torch::kCPU).contiguous();
-      auto fo = out->elements()[2].toTensor().to(torch::kCPU).contiguous();
-      auto vi = out->elements()[3].toTensor().to(torch::kCPU).contiguous();
-      if (fo.size(0) != n || at.size(0) != n_local) {
-        error = "the model returned arrays of the wrong size";
-        return false;
-      }
-      std::memcpy(forces, fo.data_ptr<double>(), sizeof(double) * 3 * n);
-      if (atomic) std::memcpy(atomic, at.data_ptr<double>(), sizeof(double) * n_local);
-      if (compute_virial) std::memcpy(virial, vi.data_ptr<double>(), sizeof(double) * 6);
-      return true;
+      return copy_outputs(out->elements()[1].toTensor(), out->elements()[2].toTensor(),
+                          out->elements()[3].toTensor(), n, n_local, compute_virial, atomic,
+                          forces, virial, error);
     } catch (const std::exception &e) {
       error = short_error(e);
       return false;
@@ -69,6 +80,58 @@ class TorchScriptModel : public TorchModel {
   torch::jit::script::Module module_;
   torch::Device device_;
 };
+
+// An AOTInductor package (route "aoti"): the compiled function of mlip_attn.lammps.aoti, which
+// takes the local and ghost nodes apart and always returns the virial.
+class AotiModel : public TorchModel {
+ public:
+  AotiModel(std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader,
+            torch::Device device) :
+      loader_(std::move(loader)), device_(device)
+  {
+  }
+
+  bool compute(int64_t n, const double *positions, const int64_t *numbers, int64_t n_edges,
+               const int64_t *edges, const double *shifts, int64_t n_local, double charge,
+               double spin, bool compute_virial, double &energy, double *atomic, double *forces,
+               double *virial, std::string &error) override
+  {
+    try {
+      auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+      auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+      auto pos = torch::from_blob(const_cast<double *>(positions), {n, 3}, f64).to(device_);
+      auto num = torch::from_blob(const_cast<int64_t *>(numbers), {n}, i64).to(device_);
+      auto edge = torch::from_blob(const_cast<int64_t *>(edges), {2, n_edges}, i64).to(device_);
+      auto sh = torch::from_blob(const_cast<double *>(shifts), {n_edges, 3}, f64).to(device_);
+      auto q = torch::full({1}, charge, f64.device(device_));
+      auto s = torch::full({1}, spin, f64.device(device_));
+      const int64_t n_ghost = n - n_local;
+      std::vector<at::Tensor> inputs{pos.narrow(0, 0, n_local), pos.narrow(0, n_local, n_ghost),
+                                     num.narrow(0, 0, n_local), num.narrow(0, n_local, n_ghost),
+                                     edge, sh, q, s};
+      auto out = loader_->run(inputs);
+      if (out.size() != 4) {
+        error = "the package returned " + std::to_string(out.size()) + " outputs, not 4";
+        return false;
+      }
+      energy = out[0].item<double>();
+      return copy_outputs(out[1], out[2], out[3], n, n_local, compute_virial, atomic, forces,
+                          virial, error);
+    } catch (const std::exception &e) {
+      error = short_error(e);
+      return false;
+    }
+  }
+
+ private:
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+  torch::Device device_;
+};
+
+bool ends_with(const std::string &s, const std::string &tail)
+{
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
 
 class Backend : public TorchBackend {
  public:
@@ -98,6 +161,24 @@ class Backend : public TorchBackend {
     } else if (!device.is_cpu()) {
       error = "device '" + device_name + "' is not supported (use cpu, cuda or cuda:N)";
       return nullptr;
+    }
+    if (ends_with(path, ".pt2")) {
+      try {
+        auto loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+            path, "model", false, 1, device.is_cuda() && device.has_index() ? device.index() : -1);
+        auto meta = loader->get_metadata();
+        const std::string built_for = meta.count("AOTI_DEVICE_KEY") ? meta["AOTI_DEVICE_KEY"] : "";
+        if (!built_for.empty() && built_for != (device.is_cuda() ? "cuda" : "cpu")) {
+          error = "device '" + device_name + "' was asked for, but the package was compiled for " +
+              built_for + "; export it again on a machine with that device";
+          return nullptr;
+        }
+        metadata = meta.count("metadata.json") ? meta["metadata.json"] : "";
+        return std::make_unique<AotiModel>(std::move(loader), device);
+      } catch (const std::exception &e) {
+        error = short_error(e);
+        return nullptr;
+      }
     }
     try {
       torch::jit::ExtraFilesMap extra{{"metadata.json", ""}};

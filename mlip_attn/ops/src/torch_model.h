@@ -40,7 +40,8 @@ class TorchModel {
 class TorchBackend {
  public:
   virtual ~TorchBackend() = default;
-  // Load an exported TorchScript file onto `device` ("cpu", "cuda", "cuda:1"); on failure
+  // Load an export onto `device` ("cpu", "cuda", "cuda:1"): an AOTInductor package if the
+  // path ends in .pt2, else a TorchScript file; on failure
   // returns nullptr and sets `error`. `metadata` receives the JSON stored by
   // mlip_attn.lammps.export (empty if absent).
   virtual std::unique_ptr<TorchModel> load(const std::string &path, const std::string &device,

@@ -1,0 +1,54 @@
+"""Fake (meta) kernels of the compiled ``mlip_attn`` ops, for tracers: ``torch.export``,
+``make_fx`` and AOTInductor see each op as one graph node whose outputs have these shapes,
+dtypes and devices (no data). Registered once per process by `register_fake_kernels`
+(`mlip_attn.ops.library.load_ops` calls it after loading the library).
+
+Shapes as in `mlip_attn.ops.library`: phi (N, F + 2ΣF_l), features L tensors (N, m_l, F_l),
+geometry L tensors (E, m_l), rho (E, K), weight (F + 2ΣF_l, K).
+``kernel_instruction_set`` and ``sums_across_processes`` return a string and a bool (no
+tensors) and have no fake kernel: an exported graph never calls them.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+
+_registered = False
+
+
+def _message(phi, features, geometry, rho, weight, receivers, senders, first, chunk):
+    """Δs (N, F) and one Δf (N, m_l, F_l) per order."""
+    orders_width = sum(2 * f.shape[2] for f in features)
+    ds = phi.new_empty((phi.shape[0], phi.shape[1] - orders_width))
+    return ds, [f.new_empty(f.shape) for f in features]
+
+
+def _message_backward(g_ds, g_out, phi, features, geometry, rho, weight, receivers, senders,
+                      first, chunk, needs: List[int]):
+    """g_phi, g_rho, g_weight, g_features, g_geometry: each the shape of its input where
+    ``needs`` asks for it (features never when ``first``), else an empty (0,) tensor."""
+    n = len(features)
+
+    def like(t, need):
+        return t.new_empty(t.shape if need else (0,))
+
+    return (like(phi, needs[0]), like(rho, needs[1]), like(weight, needs[2]),
+            [like(f, needs[3 + k] and not first) for k, f in enumerate(features)],
+            [like(g, needs[3 + n + k]) for k, g in enumerate(geometry)])
+
+
+def _allreduce(x):
+    """The sum over processes has the shape of each process's part."""
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def register_fake_kernels() -> None:
+    """Register the fake kernels (the ops must be loaded); idempotent."""
+    global _registered
+    if _registered:
+        return
+    torch.library.register_fake("mlip_attn::painn_message_orders")(_message)
+    torch.library.register_fake("mlip_attn::painn_message_orders_backward")(_message_backward)
+    torch.library.register_fake("mlip_attn::allreduce_sum")(_allreduce)
+    _registered = True
