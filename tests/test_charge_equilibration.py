@@ -111,9 +111,9 @@ def test_charges_follow_the_total_charge_in_a_batch_of_molecules():
     molecules[0].info["charge"], molecules[1].info["charge"] = 2.0, -1.0
     b = to_batch(molecules, model.cutoff)
     block = model.backbone.layers[0].global_block
-    s = model.backbone.embedding(model.species_of(b.numbers), b.batch, b.charge, b.spin)
-    x = Features(s, s.new_zeros((len(s), 3, 8)), s.new_zeros((len(s), 5, 0)))
     graph = _graph(b.positions, b.batch, b.charge)
+    s = model.backbone.embedding(model.species_of(b.numbers), graph)
+    x = Features(s, s.new_zeros((len(s), 3, 8)), s.new_zeros((len(s), 5, 0)))
     q, _ = block.charges(x, graph)
     sums = torch.zeros(2, 2, dtype=torch.float64).index_add(0, b.batch, q)
     torch.testing.assert_close(sums[:, 0], torch.tensor([2.0, -1.0], dtype=torch.float64))

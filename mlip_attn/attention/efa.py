@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.graph import Features, Graph, centred_positions, rank_in_segment
+from ..nn.switching import reach_switch
 from ..registry import GLOBAL_BLOCKS, PositiveFloat, PositiveInt
 from .base import GlobalBlock, LocalSums
 
@@ -181,9 +182,11 @@ def _segment_attention(q: Tensor, k: Tensor, val: Tensor, batch: Tensor, num_gra
 
 
 def _dense_attention(q: Tensor, k: Tensor, val: Tensor, positions: Tensor, omega: Tensor,
-                     batch: Tensor, num_graphs: int) -> Tensor:
+                     batch: Tensor, num_graphs: int, r_max: float = 0.0) -> Tensor:
     """The exact kernel form y_m = Σ_{n in b(m)} Σ_k sinc(ω_k r_mn) ⟨q_m^(k), k_n^(k)⟩ val_n
     (n = m included) for q, k (N, C, d_qk), val (N, Dv), positions (N, 3) Å, ω (K,) 1/Å.
+    ``r_max`` > 0 multiplies each pair by the C² switch S(r_mn) from r_max/2 to r_max (zero
+    beyond: the separable form).
 
     Structures are padded to (B, n_max, …); padding rows have q = k = 0, so they add nothing.
     Cost O(B·n_max²·(C·d_qk + K + Dv)): cheaper than the Lebedev factorisation for small
@@ -208,6 +211,10 @@ def _dense_attention(q: Tensor, k: Tensor, val: Tensor, positions: Tensor, omega
     diff = pp.unsqueeze(2) - pp.unsqueeze(1)
     r2 = (diff * diff).sum(-1)                                                  # (B, n, n)
     att = (_sinc_sq(r2.unsqueeze(-1) * omega * omega) * qk).sum(-1)
+    if r_max > 0.0:
+        # √ of r² + 1 on the diagonal and padding keeps the gradient finite; S(1) = 1 there
+        r = torch.sqrt(torch.where(r2 > 0, r2, torch.ones_like(r2)))
+        att = att * reach_switch(r, r_max)
     y = torch.bmm(att, vp)
     return y[0] if num_graphs == 1 else y[batch, rank]
 
@@ -279,6 +286,15 @@ class EuclideanFastAttention(GlobalBlock):
         b_max: reach in radians; default ``b_max_for_grid(grid, vectors)``.
         feature_map: Ψ on scalar queries/keys: "identity", "silu" or "gelu".
             Vector queries/keys/values are linear in ``v`` (no nonlinearity).
+        physics: set by the model, not the config (`mlip_attn.models.builder`). 2 (models
+            built now): the separable form — frequencies ω_k = k·b_max/(K·r_max), k = 1..K
+            (no ω = 0 channel, which couples every pair at any distance), and the exact kernel
+            times the C² switch S(r) from r_max/2 to r_max, so atoms farther apart than r_max
+            never interact (E(A + B) = E(A) + E(B) to round-off) and interactions fade
+            smoothly toward r_max. Cost O(n²) per structure (the switch does not factorise
+            over the Lebedev grid), single process. 1 (model files written before):
+            ω_0 = 0 and the unswitched kernel, Lebedev factorisation for large structures and
+            several MPI ranks.
 
     ``forward`` returns the branch output (ds, dv, dt) = MLP(Dense(EFA(x)) + x)
     whose last layers are zero-initialised: a fresh block returns zeros. The
@@ -302,6 +318,8 @@ class EuclideanFastAttention(GlobalBlock):
     """
 
     dense_below: int
+    separable: Final[bool]
+    envelope_r_max: float
     vectors: Final[bool]  # Final: TorchScript drops the unused branch
     tensors: Final[bool]
     host_tensors: Final[bool]
@@ -323,6 +341,7 @@ class EuclideanFastAttention(GlobalBlock):
         b_max: Optional[PositiveFloat] = None,
         feature_map: Literal["identity", "silu", "gelu"] = "identity",
         tensors: bool = False,
+        physics: int = 2,
     ) -> None:
         super().__init__()
         width, host_order = widths[0], len(widths) - 1
@@ -358,9 +377,21 @@ class EuclideanFastAttention(GlobalBlock):
                                / (qk_channels + d_qk // 2 + d_v * self.n_comp))
         self.b_max = float(b_max) if b_max is not None else b_max_for_grid(grid, vectors)
         self.feature_map = feature_map
+        # physics 2 (the separable form): no ω = 0 channel, the exact kernel times a C² switch
+        # to zero at r_max; physics 1: the form of model files written before it
+        self.separable = physics >= 2
+        self.envelope_r_max = self.r_max if self.separable else 0.0
+        self.distributed = not self.separable
+        if self.separable:
+            self.not_distributed = ("the separable form (physics 2) multiplies every pair by a "
+                                    "switch of its distance, which no per-rank sum carries")
 
         dirs, weights = lebedev_grid(grid, torch.float64)
-        omega = torch.linspace(0.0, self.b_max, d_qk // 2, dtype=torch.float64) / self.r_max
+        if self.separable:  # K frequencies b_max·k/K, k = 1..K
+            omega = torch.linspace(0.0, self.b_max, d_qk // 2 + 1, dtype=torch.float64)[1:]
+        else:
+            omega = torch.linspace(0.0, self.b_max, d_qk // 2, dtype=torch.float64)
+        omega = omega / self.r_max
         # derived from the config, so not saved: loading a float32 model into float64 keeps
         # the grid at full precision
         self.register_buffer("directions", dirs, persistent=False)  # (G, 3)
@@ -487,6 +518,8 @@ class EuclideanFastAttention(GlobalBlock):
         """
         if owned >= 0:
             return self.attend_lebedev(x, positions, batch, num_graphs, owned)
+        if self.separable:
+            return self.attend_exact(x, positions, batch, num_graphs)
         if num_graphs == 1:
             n_max = positions.shape[0]
         else:
@@ -537,7 +570,8 @@ class EuclideanFastAttention(GlobalBlock):
         val_n over n in m's structure (n = m included), D = C·d_qk — the limit the Lebedev
         quadrature approximates; O(n²) per structure (`_dense_attention`)."""
         q, k, val = self._project(x)
-        y = _dense_attention(q, k, val, positions, self.omega.to(q.dtype), batch, num_graphs)
+        y = _dense_attention(q, k, val, positions, self.omega.to(q.dtype), batch, num_graphs,
+                             self.envelope_r_max)
         return self._split(y / math.sqrt(self.n_comp * self.d_qk))
 
     def _branch(self, y_s: Tensor, y_v: Tensor, y_t: Tensor, x: Features) -> Features:

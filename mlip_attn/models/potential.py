@@ -64,6 +64,8 @@ class Potential(nn.Module):
         self.backbone = backbone
         blocks = [m for m in backbone.modules() if isinstance(m, GlobalBlock)]
         reaches = [b.reach for b in blocks if math.isfinite(b.reach)]
+        if math.isfinite(getattr(backbone, "reach", math.inf)):  # a global backbone's reach
+            reaches.append(float(backbone.reach))
         self.is_global = bool(backbone.is_global or blocks)
         self.r_max = float(min(reaches)) if reaches else 0.0
         self.periodic = bool(backbone.periodic and all(b.periodic for b in blocks))
