@@ -68,6 +68,9 @@ class Potential(nn.Module):
             reaches.append(float(backbone.reach))
         self.is_global = bool(backbone.is_global or blocks)
         self.r_max = float(min(reaches)) if reaches else 0.0
+        # fragments whose closest atoms are farther apart than this do not interact (physics
+        # 2; through-bond blocks follow bonds, which are shorter than the cutoff)
+        self.separation = float(max([self.cutoff] + reaches))
         self.periodic = bool(backbone.periodic and all(b.periodic for b in blocks))
         self.invariant = bool(backbone.invariant)
         self.direct_forces = bool(backbone.direct_forces)
