@@ -107,6 +107,7 @@ class ChargeEquilibration(GlobalBlock):
 
     channels: Final[int]
     equilibrate: Final[bool]
+    fragments: Final[bool]
     coulomb: Final[float]
     hardness_min: Final[float]
 
@@ -141,8 +142,8 @@ class ChargeEquilibration(GlobalBlock):
         """Charges q (N, C) in e, Σ over each structure (physics 2: each bonded fragment) = its
         total charge, and the potential of the other charges φ (N, C) in k_e·e/Å
         (φ_i = Σ_{j≠i} γ_ij q_j; physics 2: times the switch to zero at r_max)."""
-        if self.split is not None:
-            return self._fragment_charges(x.scalars, graph, self.split)
+        if self.fragments:
+            return self._fragment_charges(x.scalars, graph)
         s = x.scalars
         batch, b = graph.batch, graph.num_graphs
         sigma = torch.exp(self.log_sigma).to(s.dtype)
@@ -161,20 +162,19 @@ class ChargeEquilibration(GlobalBlock):
         phi = torch.bmm(gamma, q)
         return q[batch, rank], phi[batch, rank]
 
-    def _fragment_charges(self, s: Tensor, graph: Graph, split: SplitCharges
-                          ) -> Tuple[Tensor, Tensor]:
+    def _fragment_charges(self, s: Tensor, graph: Graph) -> Tuple[Tensor, Tensor]:
         """Physics 2: split-charge equilibration (``qeq``) or a per-fragment shift."""
         if self.equilibrate:
-            q = split(s, graph)
+            q = self.split(s, graph)
         else:
-            _, _, _, labels, q_f = split.fragments(graph)
+            _, _, _, labels, q_f = self.split.fragments(graph)
             chi = self.electronegativity(s)
             n = s.shape[0]
             size = torch.zeros(n, dtype=s.dtype, device=s.device).index_add(
                 0, labels, torch.ones_like(q_f))
             sums = torch.zeros_like(chi).index_add(0, labels, chi)
             q = chi + (q_f.unsqueeze(1) - sums[labels]) / size[labels].unsqueeze(1)
-        return q, split.potential(q, graph)
+        return q, self.split.potential(q, graph)
 
     def forward(self, x: Features, graph: Graph) -> Features:
         q, phi = self.charges(x, graph)

@@ -229,6 +229,8 @@ class SplitCharges(nn.Module):
     channels: int
     r_max: float
     coulomb: bool
+    k_e: float
+    hardness_min: float
 
     def __init__(self, width: int, channels: int = 1, r_max: float = 10.0, sigma: float = 1.0,
                  kappa: float = 0.5, coulomb: bool = True):
@@ -236,6 +238,8 @@ class SplitCharges(nn.Module):
         self.channels = int(channels)
         self.r_max = float(r_max)
         self.coulomb = bool(coulomb) and r_max > 0
+        self.k_e = COULOMB
+        self.hardness_min = HARDNESS_MIN
         self.electronegativity = nn.Linear(width, channels)
         nn.init.zeros_(self.electronegativity.weight)
         nn.init.zeros_(self.electronegativity.bias)
@@ -265,10 +269,10 @@ class SplitCharges(nn.Module):
         sigma = torch.exp(self.log_sigma).to(dtype)
         kappa = torch.exp(self.log_kappa).to(dtype)
         positions, valid, rank = pad_structures(graph.positions, batch, b)
-        hardness = HARDNESS_MIN + nn.functional.softplus(self.hardness(s)).squeeze(-1)
+        hardness = self.hardness_min + nn.functional.softplus(self.hardness(s)).squeeze(-1)
         if self.coulomb:
-            gamma = COULOMB * gaussian_coulomb(positions, valid, sigma, self.r_max)
-            self_term = COULOMB / (sigma * math.sqrt(math.pi))
+            gamma = self.k_e * gaussian_coulomb(positions, valid, sigma, self.r_max)
+            self_term = self.k_e / (sigma * math.sqrt(math.pi))
         else:
             gamma = positions.new_zeros((b, positions.shape[1], positions.shape[1]))
             self_term = torch.zeros_like(sigma)
