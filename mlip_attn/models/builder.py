@@ -185,7 +185,8 @@ def _global_blocks(cfg: dict, widths: tuple[int, ...], layers: int) -> list:
         return [None] * layers
     if isinstance(att, list):
         return [GlobalBlocks([blocks[k] for blocks in
-                              [_global_blocks({"attention": a}, widths, layers) for a in att]])
+                              [_global_blocks({"attention": a, "physics": cfg.get("physics", PHYSICS)},
+                                              widths, layers) for a in att]])
                 for k in range(layers)]
     factory = GLOBAL_BLOCKS[att["type"]].factory
     options = {k: v for k, v in att.items() if k != "type"}

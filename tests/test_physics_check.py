@@ -1,0 +1,74 @@
+"""`mlip-attn analyze physics`: each check measured on a model that satisfies the contract (physics
+2) and one that does not (physics 1, as model files written before it compute)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mlip_attn import build_model
+from mlip_attn.analysis.physics_check import (bond_stretch, charge_leak, format_report,
+                                              physics_check, probes, separability, tail)
+from mlip_attn.cli import main
+from mlip_attn.models import save_model
+
+
+def model(physics: int, attention=None, seed: int = 0):
+    torch.manual_seed(seed)
+    m = build_model({"backbone": "painn", "elements": [1, 6], "width": 16, "layers": 2,
+                     "cutoff": 4.0, "attention": attention, "physics": physics})
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return m.double().eval()
+
+
+EFA = {"type": "efa", "r_max": 20.0, "vectors": True, "d_qk": 8, "d_v": 8}
+
+
+def test_separability_is_round_off_in_physics_2_and_not_in_physics_1():
+    p = probes([1, 6])
+    for physics, check in ((2, lambda x: x < 1e-9), (1, lambda x: x > 1e-4)):
+        m = model(physics, EFA)
+        rows = separability(m, p["a"], p["b"], p["charge"])
+        assert [r["gap"] for r in rows] == [40.0, 100.0, 1000.0]
+        assert all(check(abs(r["dE"])) for r in rows), (physics, rows)
+
+
+def test_charge_leak_embedding_and_charges_block():
+    p = probes([1, 6])
+    new = charge_leak(model(2, {"type": "charges"}), p["a"], p["b"], p["charge"])
+    old = charge_leak(model(1, {"type": "charges"}), p["a"], p["b"], p["charge"])
+    assert all(r["embedded"] == 0.0 and r["block"] < 1e-12 for r in new), new
+    assert all(r["embedded"] == 1.0 and r["block"] > 1e-3 for r in old), old
+
+
+def test_tail_beyond_the_reach_is_flat_in_physics_2():
+    p = probes([1, 6])
+    site, direction = p["tail_axis"]
+    t = tail(model(2, EFA), p["a"], p["b"], p["charge"], site, direction)
+    assert t["d"][0] == 12.0 and t["model"][0] == 0.0
+    beyond = [e for d, e in zip(t["d"], t["model"]) if d >= 20.0 + 3.0]   # gap > r_max
+    assert np.ptp(beyond) < 1e-9 and t["max_force_B"] < 1e-9
+
+
+def test_bond_stretch_reports_the_largest_slope():
+    atoms, i, j, r_range = probes([1, 6])["stretch"]
+    s = bond_stretch(model(2), atoms, i, j, r_range, points=41)
+    e = np.array(s["dEdr"])
+    assert len(e) == 41 and s["max_abs_dEdr"] == pytest.approx(np.abs(e).max())
+    assert np.isfinite(e).all() and s["max_abs_dEdr"] > 0
+
+
+def test_cli_prints_every_check_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "m.pt"
+    save_model(model(2, EFA).float(), path)
+    assert main(["analyze", "physics", str(path), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for heading in ("separability", "charge leak", "tail", "bond stretch", "physics 2"):
+        assert heading in out
+    result = json.loads((tmp_path / "physics.json").read_text())[str(path)]
+    assert set(result) >= {"separability", "charge_leak", "tail", "bond_stretch"}
+    assert format_report("x", physics_check(model(2))).startswith("# x")
