@@ -150,3 +150,23 @@ def test_legacy_charge_equilibration_leaks_to_a_distant_neutral_fragment():
         q, _ = block.charges(x, graph_of(atoms, 1.0))
         out[physics] = float(q[8:].sum(0).abs().max().detach())
     assert out[1] > 0.01 and out[2] < 1e-12, out
+
+
+def test_fragment_tails_coulomb_and_induced_dipole():
+    """`fragment_tail_energies`: beyond the separation, k_e [Q_f Q_g / R − (α_g Q_f² + α_f Q_g²)
+    / (2R⁴)] between centroids, shared over the atoms; zero inside half the separation."""
+    from mlip_attn.nn.tails import COULOMB, fragment_tail_energies
+    pos = torch.tensor([[0, 0, 0], [1.0, 0, 0], [30.0, 0, 0], [30.0, 1.0, 0], [30.0, 0, 1.0]],
+                       dtype=torch.float64)
+    batch = torch.zeros(5, dtype=torch.long)
+    labels = torch.tensor([0, 0, 2, 2, 2])
+    alpha = torch.tensor([1.0, 2.0, 0.5, 0.5, 1.0], dtype=torch.float64)
+    r = float(torch.linalg.norm(pos[:2].mean(0) - pos[2:].mean(0)))
+    for qa, qb in ((1.0, 0.0), (1.0, -1.0), (0.0, 0.0)):
+        q_f = torch.tensor([qa, qa, qb, qb, qb], dtype=torch.float64)
+        e = fragment_tail_energies(pos, batch, labels, q_f, alpha, separation=10.0)
+        want = COULOMB * (qa * qb / r - (2.0 * qa ** 2 + 3.0 * qb ** 2) / (2 * r ** 4))
+        assert float(e.sum()) == pytest.approx(want, rel=1e-12, abs=1e-15)
+        assert torch.allclose(e[:2], e[:1].expand(2)) and torch.allclose(e[2:], e[2:3].expand(3))
+        inside = fragment_tail_energies(pos, batch, labels, q_f, alpha, separation=60.0)
+        assert float(inside.abs().max()) == 0.0          # R < separation / 2: learned blocks

@@ -15,7 +15,10 @@ from ..attention.base import GlobalBlock
 from ..data.neighbours import edge_vectors
 from ..encoders.stack import EncoderStack, NoEncoders
 from ..nn import ElementIndex, mlp
+from ..nn.charges import bond_weights, covalent_radii, fragment_charges, fragment_labels, \
+    pauling_electronegativity
 from ..nn.graph import Graph
+from ..nn.tails import fragment_tail_energies
 
 
 class Potential(nn.Module):
@@ -103,6 +106,18 @@ class Potential(nn.Module):
             self.encoders = NoEncoders()
             self.encoder_projection = nn.Identity()
         self.smooth = bool(not encoders or self.encoders.smooth)
+        # physics 2: Coulomb + induced-dipole tails between charged fragments beyond the reach
+        # (`mlip_attn.nn.tails`), with learned per-element polarisabilities α = softplus(θ) Å³
+        self.tails = int(self.model_config.get("physics", 2)) >= 2
+        if self.tails:
+            self.tail_alpha = nn.Parameter(torch.full((n,), math.log(math.e - 1.0),
+                                                      dtype=torch.get_default_dtype()))
+        else:
+            self.register_buffer("tail_alpha", torch.zeros(0), persistent=False)
+        self.register_buffer("radii", covalent_radii().to(torch.get_default_dtype()),
+                             persistent=False)
+        self.register_buffer("pauling", pauling_electronegativity().to(torch.get_default_dtype()),
+                             persistent=False)
 
     def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                         edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,
@@ -128,7 +143,25 @@ class Potential(nn.Module):
                       num_graphs, owned)
         features = self.backbone(species, graph).scalars
         atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
+        if self.tails:
+            atomic = atomic + self.tail_energies(graph, species)
         return atomic, features
+
+    def tail_energies(self, graph: Graph, species: torch.Tensor) -> torch.Tensor:
+        """Per-atom physical tail energies (N,) eV between charged fragments
+        (`mlip_attn.nn.tails`); zero unless some isolated structure carries a charge (periodic
+        cells: zero, their electrostatics need an Ewald sum)."""
+        charge = graph.charge.to(graph.positions.dtype)
+        zero = torch.zeros_like(graph.positions[:, 0])
+        if not bool((charge != 0).any()) or bool((graph.cell != 0).any()) or graph.owned >= 0:
+            return zero
+        i, j, _ = bond_weights(graph, self.radii)
+        labels = fragment_labels(graph.positions.shape[0], i, j)
+        q_f = fragment_charges(labels, graph.numbers, graph.batch, charge, graph.num_graphs,
+                               self.pauling)
+        alpha = nn.functional.softplus(self.tail_alpha)[species]
+        return fragment_tail_energies(graph.positions, graph.batch, labels, q_f, alpha,
+                                      self.separation)
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                 edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,
