@@ -113,7 +113,7 @@ def _analyze(args, extra):
     from pathlib import Path
     if args.what == "physics":  # the model files only; every number to OUT/physics.json
         from .analysis.physics_check import check_files
-        return check_files(args.paths, Path(args.out), xtb=args.xtb)
+        return check_files(args.paths, Path(args.out), xtb=args.xtb, physics=args.as_physics)
     if args.what == "reach":
         from .analysis.reach import analyze_reach
         if len(args.paths) < 2:
@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "contributions (targets); auto = targets for property models, else forces")
     an.add_argument("--max-structures", type=int, default=10, help="reach: structures used")
     an.add_argument("--xtb", action="store_true", help="physics: GFN2-xTB on the same paths")
+    an.add_argument("--as-physics", type=int, default=None, help="physics: the files' weights "
+                    "under this version's forms (no retraining)")
     _add_threads(an)
     an.set_defaults(func=_analyze)
 

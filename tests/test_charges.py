@@ -170,3 +170,37 @@ def test_fragment_tails_coulomb_and_induced_dipole():
         assert torch.allclose(e[:2], e[:1].expand(2)) and torch.allclose(e[2:], e[2:3].expand(3))
         inside = fragment_tail_energies(pos, batch, labels, q_f, alpha, separation=60.0)
         assert float(inside.abs().max()) == 0.0          # R < separation / 2: learned blocks
+
+
+def test_why_split_charges_and_not_fragment_constrained_qeq():
+    """The design decision, measured: a C–H of neutral ethane crossing the end of the bond window
+    (r = 1.35 (R_C + R_H)). Charge equilibration constrained per fragment (same χ, J, Coulomb)
+    lets charge flow freely inside a fragment however weak its bonds, so the H's charge jumps to
+    0 when it becomes its own fragment (0.69 e here); split charges fade with the bond weight."""
+    from mlip_attn.nn.charges import bond_weights, equilibrate, gaussian_coulomb, pad_structures
+    model = charge_model()
+    base = molecule("C2H6")
+    c, h = 0, 2
+    u = base.positions[h] - base.positions[c]
+    u /= np.linalg.norm(u)
+    s = features(len(base))
+    edge = 1.35 * (0.76 + 0.31)
+    out = {}
+    for r in (edge - 1e-6, edge + 1e-6):
+        atoms = base.copy()
+        atoms.positions[h] = atoms.positions[c] + r * u
+        g = graph_of(atoms)
+        i, j, _ = bond_weights(g, model.radii)
+        ids = torch.unique(fragment_labels(len(atoms), i, j), return_inverse=True)[1]
+        n_f = int(ids.max()) + 1
+        pos, valid, rank = pad_structures(g.positions, ids, n_f)
+        sigma = torch.exp(model.log_sigma)
+        chi, _, _ = pad_structures(model.electronegativity(s), ids, n_f)
+        hard, _, _ = pad_structures(
+            0.5 + torch.nn.functional.softplus(model.hardness(s)).squeeze(-1), ids, n_f)
+        q = equilibrate(chi, hard, gaussian_coulomb(pos, valid, sigma, 10.0), valid,
+                        torch.zeros(n_f, dtype=torch.float64), sigma)[ids, rank]
+        out[r] = (float(q[h].abs().max()), float(model(s, g)[h].abs().max()))
+    (qeq_in, sqe_in), (qeq_out, sqe_out) = out.values()
+    assert qeq_in > 0.1 and qeq_out < 1e-12            # a jump
+    assert sqe_in < 1e-12 and sqe_out < 1e-12          # none

@@ -85,7 +85,8 @@ def separability(model, a: Atoms, b: Atoms, charge: float = 0.0) -> list[dict]:
     e_a, f_a = evaluate(model, a, charge)
     e_b, f_b = evaluate(model, b, 0.0)
     rows = []
-    for gap in (2.0 * model.separation, *SEPARATIONS):
+    gaps = (2.0 * model.separation,) if np.isfinite(model.separation) else ()
+    for gap in (*gaps, *SEPARATIONS):
         e, f = evaluate(model, apart(a, b, gap), charge)
         rows.append({"gap": gap, "charge": charge, "dE": e - e_a - e_b,
                      "dF_A": float(np.abs(f[:len(a)] - f_a).max()),
@@ -223,15 +224,38 @@ def format_report(name: str, result: dict) -> str:
     return "\n".join(lines)
 
 
-def check_files(paths, out, xtb: bool = False) -> dict:
-    """`physics_check` of each model file in ``paths`` (loaded in float64): the report printed,
-    every number written to ``out``/physics.json."""
+def load_as_physics(path, physics: int):
+    """A model file's weights in the architecture of ``physics`` version (float64): what an old
+    file's weights compute under the new forms before any retraining. Parameters the other
+    version adds (e.g. the tails' polarisabilities) keep their initial values; weights it does
+    not have are dropped. Returns (model, missing keys, unexpected keys)."""
+    from ..models import build_model
+    from ..models.model_file import read_model_file
+    content = read_model_file(path)
+    model = build_model({**content["model_config"], "physics": int(physics)}).double()
+    state = {k: v.double() if v.is_floating_point() else v
+             for k, v in content["state_dict"].items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    model.metadata = dict(content["metadata"])
+    return model.eval(), list(missing), list(unexpected)
+
+
+def check_files(paths, out, xtb: bool = False, physics: int | None = None) -> dict:
+    """`physics_check` of each model file in ``paths`` (loaded in float64; ``physics``: its
+    weights under that version's forms, `load_as_physics`): the report printed, every number
+    written to ``out``/physics.json."""
     import json
     from pathlib import Path
     from ..models import load_model
     results = {}
     for path in paths:
-        results[str(path)] = physics_check(load_model(path, dtype="float64"), xtb=xtb)
+        if physics is None:
+            model = load_model(path, dtype="float64")
+        else:
+            model, missing, unexpected = load_as_physics(path, physics)
+            print(f"{path}: weights under physics {physics}; new (initial values): "
+                  f"{missing or 'none'}; dropped: {unexpected or 'none'}")
+        results[str(path)] = physics_check(model, xtb=xtb)
         print(format_report(Path(path).stem, results[str(path)]), flush=True)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "physics.json").write_text(json.dumps(results, indent=1))

@@ -92,6 +92,7 @@ class BondGraphPropagation(GlobalBlock):
     """
 
     reach = math.inf
+    through_space = 0.0   # walks follow bonds only
     periodic = True
     not_distributed = ("its walks follow the bonds through the whole molecule, which one "
                        "rank's atoms and ghosts do not hold")

@@ -119,6 +119,7 @@ class ChargeEquilibration(GlobalBlock):
         width = widths[0]
         self.fragments = physics >= 2
         self.reach = float(r_max) if self.fragments else math.inf
+        self.through_space = self.reach
         self.split = SplitCharges(width, channels, r_max, sigma) if self.fragments else None
         self.channels = int(channels)
         self.equilibrate = mode == "qeq"

@@ -382,6 +382,7 @@ class EuclideanFastAttention(GlobalBlock):
         self.separable = physics >= 2
         self.envelope_r_max = self.r_max if self.separable else 0.0
         self.distributed = not self.separable
+        self.through_space = self.r_max if self.separable else math.inf  # ω = 0 couples all
         if self.separable:
             self.not_distributed = ("the separable form (physics 2) multiplies every pair by a "
                                     "switch of its distance, which no per-rank sum carries")

@@ -62,6 +62,7 @@ class TransformerAttention(GlobalBlock):
         super().__init__()
         width = widths[0]
         self.reach = float(r_max) if physics >= 2 else math.inf
+        self.through_space = self.reach
         self.width = width
         self.layout = layout
         self.bias_kind = bias

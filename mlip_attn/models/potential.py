@@ -42,7 +42,9 @@ class Potential(nn.Module):
 
     What the model can do, derived from its components (for metadata, checks and warnings):
     ``is_global`` (an atom's energy can depend on atoms beyond layers × cutoff), ``r_max`` (Å,
-    the shortest reach of its global blocks; 0 when local or unlimited), ``periodic``,
+    the shortest reach of its global blocks; 0 when local or unlimited), ``separation`` (Å, max
+    of the cutoff and every block's through-space reach: two fragments whose closest atoms are
+    farther apart do not interact; inf for physics-1 global blocks), ``periodic``,
     ``conservative`` (False with direct forces), ``invariant`` (False for models that embed raw
     coordinates), ``smooth`` (False with encoders of the bond graph, whose features jump
     when a bond forms or breaks: the energy is then not continuous in MD). ``metadata`` holds
@@ -73,7 +75,8 @@ class Potential(nn.Module):
         self.r_max = float(min(reaches)) if reaches else 0.0
         # fragments whose closest atoms are farther apart than this do not interact (physics
         # 2; through-bond blocks follow bonds, which are shorter than the cutoff)
-        self.separation = float(max([self.cutoff] + reaches))
+        spans = [b.through_space for b in blocks] + [getattr(backbone, "reach", 0.0)]
+        self.separation = float(max([self.cutoff] + spans))
         self.periodic = bool(backbone.periodic and all(b.periodic for b in blocks))
         self.invariant = bool(backbone.invariant)
         self.direct_forces = bool(backbone.direct_forces)
