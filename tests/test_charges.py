@@ -204,3 +204,19 @@ def test_why_split_charges_and_not_fragment_constrained_qeq():
     (qeq_in, sqe_in), (qeq_out, sqe_out) = out.values()
     assert qeq_in > 0.1 and qeq_out < 1e-12            # a jump
     assert sqe_in < 1e-12 and sqe_out < 1e-12          # none
+
+
+def test_charged_fragments_do_not_depend_on_the_atom_order():
+    """Where the charge goes (ties in electronegativity broken by size, then by distance from
+    the centroid) is invariant to permuting the atoms: the energy of a charged cluster of many
+    small fragments is too."""
+    from conftest import make_model, predict, random_molecule
+    model = make_model("painn")
+    atoms = random_molecule(8, seed=1, spread=3.0)
+    atoms.info["charge"] = 1.0
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    shuffled = atoms[perm]
+    shuffled.info["charge"] = 1.0
+    e = float(predict(model, [atoms])["energy"][0])
+    e_perm = float(predict(model, [shuffled])["energy"][0])
+    assert abs(e - e_perm) < 1e-10

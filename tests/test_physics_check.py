@@ -29,12 +29,18 @@ EFA = {"type": "efa", "r_max": 20.0, "vectors": True, "d_qk": 8, "d_v": 8}
 
 
 def test_separability_is_round_off_in_physics_2_and_not_in_physics_1():
+    """Neutral: ΔE at round-off. Charged: ΔE is the induced-dipole tail, k_e α q²/(2R⁴) ≲ 1e-4
+    eV at 40 Å. Physics 1 (ω = 0, charge on every atom): far larger, and no finite reach."""
     p = probes([1, 6])
-    for physics, check in ((2, lambda x: x < 1e-9), (1, lambda x: x > 1e-4)):
-        m = model(physics, EFA)
-        rows = separability(m, p["a"], p["b"], p["charge"])
-        assert [r["gap"] for r in rows] == [40.0, 100.0, 1000.0]
-        assert all(check(abs(r["dE"])) for r in rows), (physics, rows)
+    new, old = model(2, EFA), model(1, EFA)
+    rows = separability(new, p["neutral_a"], p["b"], 0.0)
+    assert [r["gap"] for r in rows] == [40.0, 100.0, 1000.0]
+    assert all(abs(r["dE"]) < 1e-9 and r["dF_A"] < 1e-9 for r in rows), rows
+    rows = separability(new, p["a"], p["b"], p["charge"])
+    assert all(abs(r["dE"]) < 1e-4 for r in rows) and abs(rows[-1]["dE"]) < 1e-9, rows
+    rows = separability(old, p["a"], p["b"], p["charge"])
+    assert [r["gap"] for r in rows] == [100.0, 1000.0]               # separation: inf
+    assert all(abs(r["dE"]) > 1e-4 for r in rows), rows
 
 
 def test_charge_leak_embedding_and_charges_block():
@@ -48,7 +54,10 @@ def test_charge_leak_embedding_and_charges_block():
 def test_tail_beyond_the_reach_is_flat_in_physics_2():
     p = probes([1, 6])
     site, direction = p["tail_axis"]
-    t = tail(model(2, EFA), p["a"], p["b"], p["charge"], site, direction)
+    m = model(2, EFA)
+    with torch.no_grad():
+        m.tail_alpha.fill_(-60.0)       # no polarisability: beyond the reach nothing is left
+    t = tail(m, p["a"], p["b"], p["charge"], site, direction)
     assert t["d"][0] == 12.0 and t["model"][0] == 0.0
     beyond = [e for d, e in zip(t["d"], t["model"]) if d >= 20.0 + 3.0]   # gap > r_max
     assert np.ptp(beyond) < 1e-9 and t["max_force_B"] < 1e-9

@@ -15,7 +15,7 @@ from ..attention.base import GlobalBlock
 from ..data.neighbours import edge_vectors
 from ..encoders.stack import EncoderStack, NoEncoders
 from ..nn import ElementIndex, mlp
-from ..nn.charges import bond_weights, covalent_radii, fragment_charges, fragment_labels, \
+from ..nn.charges import bonded_pairs, covalent_radii, fragment_charges, fragment_labels, \
     pauling_electronegativity
 from ..nn.graph import Graph
 from ..nn.tails import fragment_tail_energies
@@ -152,16 +152,17 @@ class Potential(nn.Module):
 
     def tail_energies(self, graph: Graph, species: torch.Tensor) -> torch.Tensor:
         """Per-atom physical tail energies (N,) eV between charged fragments
-        (`mlip_attn.nn.tails`); zero unless some isolated structure carries a charge (periodic
-        cells: zero, their electrostatics need an Ewald sum)."""
+        (`mlip_attn.nn.tails`); zero unless a structure carries a charge, and zero when the
+        neighbour list crosses periodic boundaries (their electrostatics need an Ewald sum)."""
         charge = graph.charge.to(graph.positions.dtype)
-        zero = torch.zeros_like(graph.positions[:, 0])
-        if not bool((charge != 0).any()) or bool((graph.cell != 0).any()) or graph.owned >= 0:
+        # (0 · α keeps the polarisabilities in the graph: every parameter gets a gradient)
+        zero = torch.zeros_like(graph.positions[:, 0]) + 0.0 * self.tail_alpha.sum()
+        if not bool((charge != 0).any()) or bool((graph.shifts != 0).any()):
             return zero
-        i, j, _ = bond_weights(graph, self.radii)
+        i, j = bonded_pairs(graph, self.radii)
         labels = fragment_labels(graph.positions.shape[0], i, j)
         q_f = fragment_charges(labels, graph.numbers, graph.batch, charge, graph.num_graphs,
-                               self.pauling)
+                               self.pauling, graph.positions)
         alpha = nn.functional.softplus(self.tail_alpha)[species]
         return fragment_tail_energies(graph.positions, graph.batch, labels, q_f, alpha,
                                       self.separation)

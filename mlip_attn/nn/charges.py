@@ -17,7 +17,8 @@ Definitions (all per structure b of a batch; N atoms, F features, C charge chann
   different fragments are never bonded.
 - **fragment charges**: the structure's total charge Q_b goes, whole, to one fragment: for
   Q_b > 0 the one with the lowest mean Pauling electronegativity, for Q_b < 0 the highest (ties:
-  the fragment holding the lowest atom index); every other fragment is neutral
+  the larger fragment, then the one whose centroid is closest to the structure's, so the
+  choice does not depend on the atom order); every other fragment is neutral
   (`fragment_charges`). One fragment (every training molecule): Q_f = Q_b.
 - **split charges**: q = q0 + T (w ∘ π) with q0_i = Q_f/N_f (uniform in the fragment),
   T the bond incidence matrix (+1 on i, −1 on j) and π (M,) one charge-transfer variable per
@@ -53,7 +54,7 @@ periodic cell the bonds come from the periodic neighbour list (images included) 
 Coulomb part of A should come from an Ewald sum instead of Γ (pass ``coulomb=False``).
 """
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -105,6 +106,16 @@ def bond_weights(graph: Graph, radii: Tensor, low: float = BOND_LOW, high: float
     return i[keep], j[keep], w[keep]
 
 
+def bonded_pairs(graph: Graph, radii: Tensor, low: float = BOND_LOW, high: float = BOND_HIGH
+                 ) -> Tuple[Tensor, Tensor]:
+    """(i, j) of every edge of the neighbour list with w_ij > 0, in whichever direction(s) the
+    list holds it (enough for `fragment_labels`; a half list, as LAMMPS may pass, works too)."""
+    w = smooth_bond_weights(graph.lengths, graph.numbers, graph.edge_index,
+                            radii.to(graph.lengths.dtype), low, high)
+    keep = torch.nonzero(w > 0).squeeze(1)
+    return graph.edge_index[0][keep], graph.edge_index[1][keep]
+
+
 def fragment_labels(n_atoms: int, i: Tensor, j: Tensor) -> Tensor:
     """Connected components of the bonds (i, j): each atom's label is the lowest atom index of
     its fragment, (N,) int64. Label propagation, one pass per bond of the longest path."""
@@ -121,23 +132,44 @@ def fragment_labels(n_atoms: int, i: Tensor, j: Tensor) -> Tensor:
     return labels
 
 
+def _keep_best(candidate: Tensor, key: Tensor, batch: Tensor, num_graphs: int,
+               tol: float) -> Tensor:
+    """``candidate`` (N,) restricted, per structure, to the entries whose ``key`` is within
+    ``tol`` of the smallest key among the candidates."""
+    masked = torch.where(candidate, key, torch.full_like(key, float("inf")))
+    best = torch.full((num_graphs,), float("inf"), dtype=key.dtype, device=key.device)
+    best = best.scatter_reduce(0, batch, masked, reduce="amin")
+    return candidate & (masked <= best[batch] + tol)
+
+
 def fragment_charges(labels: Tensor, numbers: Tensor, batch: Tensor, charge: Tensor,
-                     num_graphs: int, electronegativity: Tensor) -> Tensor:
+                     num_graphs: int, electronegativity: Tensor,
+                     positions: Optional[Tensor] = None) -> Tensor:
     """Q_f(i) (N,) e: the total charge of atom i's fragment. Each structure's charge ``charge``
-    (B,) goes whole to one fragment, by the rule of the module docstring; labels from
-    `fragment_labels`, ``electronegativity`` (119,) by atomic number."""
+    (B,) goes whole to one fragment: for a cation the lowest mean Pauling electronegativity
+    (``electronegativity`` (119,) by atomic number), for an anion the highest; ties go to the
+    larger fragment, then (with ``positions`` (N, 3) Å) to the fragment whose centroid is
+    closest to the structure's; only exact symmetry ties are left to the atom order."""
     n = labels.shape[0]
     dtype = charge.dtype
     en = electronegativity.to(dtype)[numbers]
-    size = torch.zeros(n, dtype=dtype, device=labels.device).index_add(0, labels, torch.ones_like(en))
-    mean_en = torch.zeros(n, dtype=dtype, device=labels.device).index_add(0, labels, en) / size.clamp(min=1.0)
-    root = labels == torch.arange(n, device=labels.device)
+    ones = torch.ones_like(en)
+    size = torch.zeros(n, dtype=dtype, device=labels.device).index_add(0, labels, ones)
+    mean_en = torch.zeros(n, dtype=dtype, device=labels.device).index_add(0, labels, en) \
+        / size.clamp(min=1.0)
+    candidate = labels == torch.arange(n, device=labels.device)          # one row per fragment
     sign = torch.sign(charge)[batch]
-    # the best fragment minimises key = sign · mean EN (cations: low EN, anions: high EN)
-    key = torch.where(root, sign * mean_en, torch.full_like(en, float("inf")))
-    best = torch.full((num_graphs,), float("inf"), dtype=dtype, device=labels.device)
-    best = best.scatter_reduce(0, batch, key, reduce="amin")
-    candidate = root & (key <= best[batch] + 1e-12)
+    candidate = _keep_best(candidate, sign * mean_en, batch, num_graphs, 1e-9)
+    candidate = _keep_best(candidate, -size, batch, num_graphs, 0.5)
+    if positions is not None:
+        pos = positions.to(dtype)
+        sums = torch.zeros((num_graphs, 3), dtype=dtype, device=pos.device).index_add(0, batch, pos)
+        counts = torch.zeros(num_graphs, dtype=dtype, device=pos.device).index_add(0, batch, ones)
+        centre = sums / counts.clamp(min=1.0)[:, None]
+        frag = torch.zeros((n, 3), dtype=dtype, device=pos.device).index_add(0, labels, pos) \
+            / size.clamp(min=1.0)[:, None]
+        distance = torch.linalg.norm(frag - centre[batch], dim=1)
+        candidate = _keep_best(candidate, distance, batch, num_graphs, 1e-9)
     index = torch.where(candidate, torch.arange(n, device=labels.device),
                         torch.full_like(labels, n))
     chosen = torch.full((num_graphs,), n, dtype=labels.dtype, device=labels.device)
@@ -257,7 +289,7 @@ class SplitCharges(nn.Module):
         labels = fragment_labels(graph.positions.shape[0], i, j)
         q_f = fragment_charges(labels, graph.numbers, graph.batch,
                                graph.charge.to(graph.positions.dtype), graph.num_graphs,
-                               self.pauling)
+                               self.pauling, graph.positions)
         return i, j, w, labels, q_f
 
     def forward(self, s: Tensor, graph: Graph) -> Tensor:
@@ -303,7 +335,7 @@ class SplitCharges(nn.Module):
         return torch.bmm(gamma, qp)[batch, rank]
 
 
-__all__: List[str] = ["SplitCharges", "bond_weights", "fragment_labels", "fragment_charges",
+__all__: List[str] = ["SplitCharges", "bond_weights", "bonded_pairs", "fragment_labels", "fragment_charges",
                       "split_charges", "equilibrate", "gaussian_coulomb", "pad_structures",
                       "smooth_bond_weights", "covalent_radii", "pauling_electronegativity",
                       "COULOMB"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .charges import bond_weights, covalent_radii, fragment_charges, fragment_labels, \
+from .charges import bonded_pairs, covalent_radii, fragment_charges, fragment_labels, \
     pauling_electronegativity
 from .graph import Graph
 
@@ -47,10 +47,14 @@ class AtomEmbedding(nn.Module):
         """Q_i (N,) e, the charge each atom is embedded with (see the class docstring)."""
         total = graph.charge.to(graph.positions.dtype)
         if self.fragment_charges and bool((total != 0).any()):
-            i, j, _ = bond_weights(graph, self.radii)
+            if 0 <= graph.owned < graph.positions.shape[0]:
+                raise RuntimeError("a charged structure needs all its atoms in one process "
+                                   "without ghost copies: its charge is placed on one bonded "
+                                   "fragment of the whole structure (physics 2)")
+            i, j = bonded_pairs(graph, self.radii)
             labels = fragment_labels(graph.positions.shape[0], i, j)
             return fragment_charges(labels, graph.numbers, graph.batch, total, graph.num_graphs,
-                                    self.pauling)
+                                    self.pauling, graph.positions)
         return total[graph.batch]
 
     def forward(self, species: torch.Tensor, graph: Graph) -> torch.Tensor:
