@@ -81,3 +81,23 @@ def test_cli_prints_every_check_and_writes_json(tmp_path, capsys):
     result = json.loads((tmp_path / "physics.json").read_text())[str(path)]
     assert set(result) >= {"separability", "charge_leak", "tail", "bond_stretch"}
     assert format_report("x", physics_check(model(2))).startswith("# x")
+
+
+def test_shipped_file_violations_are_shown_and_gone_under_physics_2():
+    """The SN2 EFA file as shipped (physics 1): the ion tail climbs by eVs inside its reach and
+    the neutral molecule is embedded with the ion's charge; its weights under the physics-2
+    forms leak nothing and separate exactly."""
+    from mlip_attn.analysis.physics_check import load_as_physics
+    from mlip_attn.models import load_model
+    p = probes([1, 6, 17, 35])
+    site, direction = p["tail_axis"]
+    shipped = load_model("potentials/sn2-efa.pt", dtype="float64")
+    assert shipped.model_config["physics"] == 1
+    t = tail(shipped, p["a"], p["b"], p["charge"], site, direction)
+    assert t["model"][t["d"].index(40.0)] > 1.0 and t["max_force_B"] > 1.0
+    assert charge_leak(shipped, p["a"], p["b"], p["charge"])[0]["embedded"] == 1.0
+    new, missing, unexpected = load_as_physics("potentials/sn2-efa.pt", 2)
+    assert missing == ["tail_alpha"] and unexpected == []
+    assert all(r["embedded"] == 0.0 for r in charge_leak(new, p["a"], p["b"], p["charge"]))
+    rows = separability(new, p["neutral_a"], p["b"], 0.0)
+    assert all(abs(r["dE"]) < 1e-9 and r["dF_A"] < 1e-9 for r in rows), rows
