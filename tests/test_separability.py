@@ -110,3 +110,28 @@ def test_legacy_forms_are_not_separable():
     e_b, _ = energy_forces(model, b, 0.0)
     e, _ = energy_forces(model, apart(a, b, 1000.0), 1.0)
     assert abs(e - e_a - e_b) > 1e-3
+
+
+def test_efa_without_the_switch_is_linear_cost_and_not_separable():
+    """``switch: false`` (physics 2): no ω = 0 mode, the Lebedev factorisation (equal to the exact
+    kernel well inside r_max) and MPI splitting, but a kernel that never reaches zero: the
+    model says so (separation inf)."""
+    from mlip_attn import build_model
+    from mlip_attn.nn.graph import Features
+    cfg = {**MODEL_CONFIGS["painn+efa-l1"], "elements": [1, 6, 8], "width": 16, "layers": 2,
+           "cutoff": 4.0}
+    cfg["attention"] = {**cfg["attention"], "switch": False}
+    model = build_model(cfg).double()
+    block = model.backbone.layers[0].global_block
+    assert float(block.omega[0]) > 0 and block.distributed and not block.separable
+    assert model.separation == float("inf")
+    torch.manual_seed(0)
+    s = torch.randn(7, 16, dtype=torch.float64)
+    v = torch.randn(7, 3, 16, dtype=torch.float64)
+    x = Features(s, v, s.new_zeros((7, 5, 0)))
+    pos = torch.randn(7, 3, dtype=torch.float64) * 2.0
+    batch = torch.zeros(7, dtype=torch.long)
+    fast = block.attend_lebedev(x, pos, batch, 1)
+    exact = block.attend_exact(x, pos, batch, 1)
+    for a, b in zip(fast, exact):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
