@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The issue's bond-stretch path: the far C–H of C12H3+ (held-out frame) stretched 1.0→2.6 Å;
 max |dE/dr| for charge-transfer-efa as shipped (physics 1), its weights under physics 2, and xTB."""
-import ase.io, numpy as np, sys
+import ase.io, numpy as np
 from mlip_attn.analysis.physics_check import bond_stretch, load_as_physics
 from mlip_attn.models import load_model
 frame = next(a for a in ase.io.read("potentials/held_out/charge-transfer-C12.xyz", ":")

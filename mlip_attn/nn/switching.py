@@ -7,7 +7,6 @@ and force derivatives, and anything it multiplies is exactly zero (not small) be
 Shapes: any; r, r_on, r_off in the same length unit (Å). A block with a reach r_max switches
 its pair interactions off between r_max/2 and r_max (`reach_switch`).
 """
-import torch
 from torch import Tensor
 
 
