@@ -101,3 +101,12 @@ def test_shipped_file_violations_are_shown_and_gone_under_physics_2():
     assert all(r["embedded"] == 0.0 for r in charge_leak(new, p["a"], p["b"], p["charge"]))
     rows = separability(new, p["neutral_a"], p["b"], 0.0)
     assert all(abs(r["dE"]) < 1e-9 and r["dF_A"] < 1e-9 for r in rows), rows
+
+
+def test_card_section_lists_every_check():
+    from mlip_attn.analysis.physics_check import card_lines
+    lines = card_lines(physics_check(model(2, EFA)), "m.pt")
+    assert lines[0] == "## Physical checks" and "analyze physics potentials/m.pt" in lines[1]
+    text = "\n".join(lines)
+    for words in ("separability", "charge embedded", "ion tail", "bond stretch"):
+        assert words in text

@@ -200,6 +200,37 @@ def physics_check(model, xtb: bool = False) -> dict:
     }
 
 
+def card_lines(result: dict, file_name: str) -> list[str]:
+    """A model card's "Physical checks" section (markdown lines) from a `physics_check` result."""
+    sep = result["separability"]
+    neutral = [r for r in sep if r["charge"] == 0]
+    charged = [r for r in sep if r["charge"] != 0]
+    leak = max((r["embedded"] or 0.0) for r in result["charge_leak"])
+    block = [r["block"] for r in result["charge_leak"] if r["block"] is not None]
+    t, s = result["tail"], result["bond_stretch"]
+    k40 = t["d"].index(40.0)
+    xtb_tail = f" (GFN2-xTB {t['xtb'][k40]:+.3f} eV)" if "xtb" in t else ""
+    xtb_stretch = (f" (GFN2-xTB {s['xtb_max_abs_dEdr']:.2f} eV/Å)"
+                   if s.get("xtb_max_abs_dEdr") is not None else "")
+    return [
+        "## Physical checks",
+        f"`mlip-attn analyze physics potentials/{file_name}{' --xtb' if xtb_tail else ''}` "
+        f"(float64; physics {result['physics']}; separation {result['separation']:g} Å; "
+        "see docs/longrange-physics.md):",
+        "- separability, neutral fragments: max |ΔE| "
+        f"{max(abs(r['dE']) for r in neutral):.2e} eV, max |ΔF_A| "
+        f"{max(r['dF_A'] for r in neutral):.2e} eV/Å at "
+        + ", ".join(f"{r['gap']:g}" for r in neutral) + " Å",
+        f"- charged fragment + neutral one: max |ΔE| {max(abs(r['dE']) for r in charged):.2e} eV "
+        "(physics 2: the induced-dipole tail)",
+        f"- charge embedded on a neutral fragment 10–100 Å away: {leak:.3f} e"
+        + (f"; charges block Σq there: {max(block):.2e} e" if block else ""),
+        f"- ion tail E(40 Å) − E(12 Å): {t['model'][k40]:+.3f} eV{xtb_tail}; max |ΔF| on the "
+        f"neutral fragment beyond 16 Å: {t['max_force_B']:.3f} eV/Å",
+        f"- bond stretch, max |dE/dr|: {s['max_abs_dEdr']:.2f} eV/Å{xtb_stretch}",
+    ]
+
+
 def format_report(name: str, result: dict) -> str:
     """The checks as plain-text tables."""
     lines = [f"# {name}  (physics {result['physics']}, separation {result['separation']:.1f} Å)",
