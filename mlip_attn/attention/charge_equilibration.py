@@ -76,9 +76,9 @@ def equilibrate_reference(chi: Tensor, hardness: Tensor, positions: Tensor, tota
 
 
 @GLOBAL_BLOCKS.register(
-    "charges", summary="charge equilibration: per-atom charges constrained to the total "
-    "charge, with screened Coulomb electrostatics between them (as in 4G-HDNNP); q, φ and q·φ "
-    "feed the scalars", presets={"charges": {}})
+    "charges", summary="charge equilibration: per-atom charges constrained to each bonded "
+    "fragment's charge, moving only along bonds (split charges), with screened Coulomb "
+    "electrostatics; q, φ and q·φ feed the scalars", presets={"charges": {}})
 class ChargeEquilibration(GlobalBlock):
     """Charges and electrostatic potentials as features (see the module docstring).
 

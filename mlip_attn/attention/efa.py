@@ -255,8 +255,9 @@ EFA_PRESET = {"grid": 50, "d_qk": 16, "d_v": 16}
 
 
 @GLOBAL_BLOCKS.register(
-    "efa", summary="Euclidean fast attention: linear-cost global attention with rotary "
-    "encodings on a Lebedev grid (Frank et al. 2024); reach r_max",
+    "efa", summary="Euclidean fast attention: global attention with rotary encodings (Frank "
+    "et al. 2024); switched to zero at r_max (separable, O(n²)), or with switch: false the "
+    "linear-cost Lebedev factorisation",
     presets={"efa-l0": {**EFA_PRESET, "vectors": False},
              "efa-l1": {**EFA_PRESET, "vectors": True},
              "efa-l2": {**EFA_PRESET, "vectors": True, "tensors": True}})

@@ -27,8 +27,8 @@ from .packing import LAYOUTS, pack, pair_masks, structure_layout
 
 
 @GLOBAL_BLOCKS.register(
-    "transformer", summary="softmax attention over all atoms with physical distance biases "
-    "(power law, Gaussian kernels); O(n²) per structure",
+    "transformer", summary="softmax attention (with a sink, switched off at r_max) over the "
+    "atoms of a structure with physical distance biases (power law, Gaussian kernels); O(n²)",
     presets={"transformer": {"heads": 4, "bias": "power_law_negative"}})
 class TransformerAttention(GlobalBlock):
     """Global block: multi-head attention over the atoms of each structure (GPS-style fusion).
