@@ -110,6 +110,9 @@ def _components(args, extra):
 
 def _analyze(args, extra):
     from pathlib import Path
+    if args.what == "physics":  # the model files only; every number to OUT/physics.json
+        from .analysis.physics_check import check_files
+        return check_files(args.paths, Path(args.out), xtb=args.xtb, physics=args.as_physics)
     if args.what == "reach":
         from .analysis.reach import analyze_reach
         if len(args.paths) < 2:
@@ -296,17 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="seed of the structure recipe "
                    "(resume with the same seed; default 0, or the held-out set's)")
     g.set_defaults(func=_data)
-    an = sub.add_parser("analyze", help="what a model attends to (attention) and how far it "
-                        "sees (reach: force-Jacobian sensitivity against distance)")
-    an.add_argument("what", choices=["attention", "reach"])
+    an = sub.add_parser("analyze", help="what a model attends to (attention), how far it sees "
+                        "(reach: force-Jacobian sensitivity against distance), its physical "
+                        "checks (physics: docs/longrange-physics.md)")
+    an.add_argument("what", choices=["attention", "reach", "physics"])
     an.add_argument("paths", nargs="+", metavar="MODEL... DATA",
-                    help="model file(s) (reach: one or more), then the structures (extxyz or "
-                    "any ASE-readable file)")
+                    help="model file(s) (reach, physics: one or more), then the structures "
+                    "(extxyz or any ASE-readable file; physics: none)")
     an.add_argument("--out", default="analysis", help="folder for the PNGs (and reach.json)")
     an.add_argument("--quantity", default="auto", choices=["auto", "forces", "energies", "targets"],
                     help="reach: ‖∂F_i/∂r_j‖ (forces), ‖∂E_i/∂r_j‖ (energies) or per-atom target "
                     "contributions (targets); auto = targets for property models, else forces")
     an.add_argument("--max-structures", type=int, default=10, help="reach: structures used")
+    an.add_argument("--xtb", action="store_true", help="physics: GFN2-xTB on the same paths")
+    an.add_argument("--as-physics", type=int, default=None, help="physics: the files' weights "
+                    "under this version's forms (no retraining)")
     _add_threads(an)
     an.set_defaults(func=_analyze)
 

@@ -162,9 +162,9 @@ class Registry:
 
 
 BACKBONES = Registry("backbone", "mlip_attn.backbones", "mlip_attn.backbones",
-                     host_arguments=("num_elements", "global_blocks"))
+                     host_arguments=("num_elements", "global_blocks", "physics"))
 GLOBAL_BLOCKS = Registry("global block", "mlip_attn.attention", "mlip_attn.global_blocks",
-                         host_arguments=("widths",))
+                         host_arguments=("widths", "physics"))
 REFERENCE_SYSTEMS = Registry("reference system", "mlip_attn.qm.systems",
                              "mlip_attn.reference_systems", host_arguments=())
 ENCODERS = Registry("encoder", "mlip_attn.encoders", "mlip_attn.encoders",

@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 
 from mlip_attn.analysis.model_card import model_card
+from mlip_attn.analysis.physics_check import physics_check
+from mlip_attn.models import load_model
 from mlip_attn.lammps.export import export_lammps
 from mlip_attn.registry import REFERENCE_SYSTEMS
 
@@ -56,8 +58,14 @@ def main(argv=None) -> None:
         held_out = {h: (shipped[h], errors)
                     for h, errors in results["variants"][variant]["held_out"].items()}
         findings = system().card_findings(results.get("analysis", {}), variant)
+        # the physical checks (separability, charge leak, ion tail, bond stretch) beside xTB
+        try:
+            physics = physics_check(load_model(target, dtype="float64"), xtb=True)
+        except ValueError as exc:   # no probe molecules for these elements
+            print(f"{target.name}: no physical checks on the card ({exc})")
+            physics = None
         card = model_card(target, run, f"{args.system}-{name}: {variant} model ({protocol} "
-                          f"protocol)", description, limits, held_out, findings)
+                          f"protocol)", description, limits, held_out, findings, physics)
         # the card's held-out numbers, exactly, for the test that re-evaluates them
         target.with_suffix(".held_out.json").write_text(json.dumps(
             {h: {"file": path, "errors": errors} for h, (path, errors) in held_out.items()},

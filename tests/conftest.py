@@ -59,11 +59,13 @@ def call_block(block, s, v, positions, batch, num_graphs):
 
 
 def make_model(name: str, elements=(1, 6, 8), width: int = 16, layers: int = 2, cutoff: float = 4.0,
-               dtype=torch.float64, seed: int = 0):
-    """A small model whose zero-initialised branches are randomised, so every path is tested."""
+               dtype=torch.float64, seed: int = 0, physics: int | None = None):
+    """A small model whose zero-initialised branches are randomised, so every path is tested
+    (``physics``: the version of the physical contracts, default the current one)."""
     torch.manual_seed(seed)
+    extra = {} if physics is None else {"physics": physics}
     model = build_model({**MODEL_CONFIGS[name], "elements": list(elements), "width": width,
-                         "layers": layers, "cutoff": cutoff})
+                         "layers": layers, "cutoff": cutoff, **extra})
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))

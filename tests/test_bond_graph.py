@@ -1,6 +1,7 @@
 """Through-bond propagation: smooth bond weights, and walk sums whose sign counts bonds."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mlip_attn.attention.bond_graph import (BRANCH_SOFTENING, BondGraphPropagation,
@@ -35,12 +36,13 @@ def test_bond_weights_are_one_for_bonds_zero_beyond_and_smooth_between():
     assert g[1] == 0 and g[3] == 0 and g[2] < 0                       # C¹ at both ends
 
 
-def test_a_negative_walk_weight_gives_the_sign_of_the_bond_count_at_any_length():
+@pytest.mark.parametrize("physics", [1, 2])
+def test_a_negative_walk_weight_gives_the_sign_of_the_bond_count_at_any_length(physics):
     """One scalar channel with γ < 0, started at the first carbon: the last carbon receives it
     along the one non-backtracking walk, γ^(bonds) — the sign of the bond count and no decay
     beyond |γ| per bond, for short and long chains alike (nearest-neighbour bonds only; the
     2.6 Å next neighbours are not bonds)."""
-    block = BondGraphPropagation((1,), channels=1, steps=40).double()
+    block = BondGraphPropagation((1,), channels=1, steps=40, physics=physics).double()
     with torch.no_grad():
         block.theta.fill_(float(torch.atanh(torch.tensor(-0.8))))
         block.project[0].weight.fill_(1.0)
@@ -52,8 +54,10 @@ def test_a_negative_walk_weight_gives_the_sign_of_the_bond_count_at_any_length()
         s[0] = 1.0
         x = Features(s, torch.zeros(n, 3, 0, dtype=F64), torch.zeros(n, 5, 0, dtype=F64))
         far_end = block(x, graph).scalars[-1, 0]
-        # every bond after the first passes an interior atom: × 1 / (1 + ε) there
-        expected = (-0.8) ** (n - 1) / (1 + BRANCH_SOFTENING) ** (n - 2)
+        # physics 1: every bond after the first passes an interior atom, × 1 / (1 + ε) there;
+        # physics 2 divides by 1 + (other continuing bonds) = 1 on a chain
+        softening = BRANCH_SOFTENING if physics == 1 else 0.0
+        expected = (-0.8) ** (n - 1) / (1 + softening) ** (n - 2)
         torch.testing.assert_close(far_end, torch.tensor(expected, dtype=F64))
 
 

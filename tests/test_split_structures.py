@@ -27,7 +27,9 @@ def efa_block(kind, seed=0):
     options, tensor_channels = EFA_OPTIONS[kind]
     widths = (WIDTH, WIDTH) + ((tensor_channels,) if tensor_channels else ())
     torch.manual_seed(seed)
-    block = EuclideanFastAttention(widths, r_max=30.0, **{**EFA_PRESET, **options}).double()
+    # the split (MPI) form is the Lebedev factorisation of physics 1; physics 2 is one-rank
+    block = EuclideanFastAttention(widths, r_max=30.0, **{**EFA_PRESET, **options},
+                                   physics=1).double()
     with torch.no_grad():
         for p in block.parameters():
             p.add_(0.3 * torch.randn_like(p))

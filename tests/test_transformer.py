@@ -34,10 +34,11 @@ def model_from(config: dict, seed: int = 0):
     return model.double().eval()
 
 
-def global_block(bias: str, layout: str = "auto", fixed: bool = False, seed: int = 0):
+def global_block(bias: str, layout: str = "auto", fixed: bool = False, seed: int = 0,
+                 physics: int = 2, r_max: float = 12.0):
     torch.manual_seed(seed)
     block = TransformerAttention((8,), heads=2, bias=bias, fixed=fixed, layout=layout,
-                                 num_kernels=6).double().eval()
+                                 num_kernels=6, physics=physics, r_max=r_max).double().eval()
     with torch.no_grad():
         for p in block.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -201,15 +202,24 @@ def block_inputs(s, positions, batch, num_graphs):
     return empty_features(s), graph_without_edges(positions, batch, num_graphs)
 
 
-def test_fixed_attention_weights_are_softmax_of_bias():
-    block = global_block("power_law", fixed=True)
+@pytest.mark.parametrize("physics", [1, 2])
+def test_fixed_attention_weights_are_softmax_of_bias(physics):
+    """Physics 1: softmax_j(b_ij). Physics 2: S(r_ij) e^{b_ij} / (1 + Σ_j S(r_ij) e^{b_ij}), the
+    sink softmax with the reach switch S (from r_max/2 = 1.5 Å to r_max = 3 Å here)."""
+    block = global_block("power_law", fixed=True, physics=physics, r_max=3.0)
     pos = torch.tensor([[0, 0, 0], [1.0, 0, 0], [0, 2.0, 0], [0, 0, 3.0]], dtype=torch.float64)
     s = torch.randn(4, 8, dtype=torch.float64)
     batch = torch.zeros(4, dtype=torch.long)
     w, r, pairs = block.attention_weights(*block_inputs(s, pos, batch, 1))
     d = torch.cdist(pos, pos)
     expected = torch.where(pairs[0], d, torch.ones_like(d)) ** -2.0 * pairs[0]   # p = −2
-    expected = expected / expected.sum(-1, keepdim=True)
+    if physics == 1:
+        expected = expected / expected.sum(-1, keepdim=True)
+    else:
+        x = ((d - 1.5) / 1.5).clamp(0, 1)
+        expected = expected * (1 - x ** 3 * (10 - 15 * x + 6 * x ** 2))
+        expected = expected / (1 + expected.sum(-1, keepdim=True))
+        assert expected[0, 3] == 0 and 0 < expected[1, 2] < expected[0, 1]   # 3 Å: beyond
     assert (w[0] - expected).abs().max() < 1e-14        # both heads, no query/key influence
     # and the forward uses exactly these weights: y = W_O concat_h(A^h V^h)
     att = block.attention
@@ -228,8 +238,11 @@ def test_dynamic_attention_uses_queries_and_keys():
     w, _, pairs = block.attention_weights(*block_inputs(s, pos, torch.zeros(5, dtype=torch.long), 1))
     other = torch.randn(5, 8, dtype=torch.float64)
     w2, _, _ = block.attention_weights(*block_inputs(other, pos, torch.zeros(5, dtype=torch.long), 1))
-    assert torch.allclose(w.sum(-1), torch.ones(1, 2, 5, dtype=torch.float64))
+    assert bool((w.sum(-1) < 1).all())         # the sink takes the rest
     assert (w - w2).abs().max() > 1e-4
+    legacy = global_block("power_law", physics=1)
+    w1, _, _ = legacy.attention_weights(*block_inputs(s, pos, torch.zeros(5, dtype=torch.long), 1))
+    assert torch.allclose(w1.sum(-1), torch.ones(1, 2, 5, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("config", [
@@ -309,7 +322,7 @@ def test_direct_forces_and_coordinate_embedding_are_flagged():
     ({"backbone": "painn", "heads": 2}, "model.heads"),
     ({"backbone": "painn", "attention": {"type": "transformer", "bias": "x"}}, "model.attention"),
     ({"backbone": "painn", "attention": {"type": "transformer", "heads": 5}}, "model.attention"),
-    ({"backbone": "painn", "attention": {"type": "transformer", "r_max": 9.0}}, "model.attention"),
+    ({"backbone": "painn", "attention": {"type": "transformer", "r_max": -9.0}}, "model.attention"),
     ({"backbone": "egnn", "attention": {"type": "transformer", "size": 9}}, "model.attention"),
 ])
 def test_config_errors_name_the_key(config, key):
@@ -386,8 +399,9 @@ def test_attention_analysis(tmp_path):
     assert len(maps) == 1
     w, r, pairs = maps[0]["weights"], maps[0]["r"], maps[0]["pairs"]
     p = float(fixed.backbone.layers[0].attention.bias.exponents()[0])
-    expected = torch.where(pairs, r ** p, torch.zeros_like(r))
-    expected = expected / expected.sum(-1, keepdim=True).clamp(min=1e-300)
+    from mlip_attn.nn.switching import reach_switch
+    expected = torch.where(pairs, r ** p * reach_switch(r, 12.0), torch.zeros_like(r))
+    expected = expected / (1 + expected.sum(-1, keepdim=True))     # physics 2: sink softmax
     assert (w[:, 0][pairs] - expected[pairs]).abs().max() < 1e-12
     prof = attention_vs_distance(fixed, mols, bins=6)
     chunked = attention_vs_distance(fixed, mols + [random_molecule(1, seed=3)], bins=6, batch_size=1)
@@ -395,8 +409,8 @@ def test_attention_analysis(tmp_path):
     assert np.array_equal(chunked["count"], prof["count"])
     assert prof["mean"].shape == (1, 6) and prof["count"].sum() == 5 * 4 + 7 * 6
     ok = np.isfinite(prof["mean"][0])
-    # every atom's weights over its partners sum to 1: Σ_bins mean·count = number of atoms
-    assert abs(float((prof["mean"][0][ok] * prof["count"][ok]).sum()) - 12) < 1e-9
+    # every atom's weights over its partners sum to less than 1 (the sink takes the rest)
+    assert 0 < float((prof["mean"][0][ok] * prof["count"][ok]).sum()) < 12
     assert prof["mean"][0][ok][0] > 3 * prof["mean"][0][ok][-1]   # r⁻² attention decays
     glob = model_from({"backbone": "painn", "layers": 3,
                        "attention": {"type": "transformer", "heads": 2,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from .physics_check import card_lines
+
 
 def _reference_method(data_path: Path) -> tuple[int, str, str]:
     """(number of structures, method, settings) from an extxyz file's per-frame metadata."""
@@ -28,12 +30,13 @@ def _errors_row(split: str, errors: dict) -> str:
 
 def model_card(model_path: str | Path, run_dir: str | Path, title: str, description: str,
                limits: list[str], held_out: dict | None = None,
-               findings: list[str] | None = None) -> str:
+               findings: list[str] | None = None, physics: dict | None = None) -> str:
     """Markdown card for the model file ``model_path`` trained in ``run_dir``.
 
     ``held_out``: name → (data file, errors) of test sets never trained on (the card lists
     them and how to reproduce the numbers with ``mlip-attn eval``); ``findings``: lines of
-    the system's own analysis (e.g. torsion barriers of unseen chain lengths)."""
+    the system's own analysis (e.g. torsion barriers of unseen chain lengths); ``physics``: a
+    `mlip_attn.analysis.physics_check.physics_check` result, listed as "Physical checks"."""
     from ..models.model_file import read_model_file
     from ..models import load_model
     model_path, run_dir = Path(model_path), Path(run_dir)
@@ -78,6 +81,7 @@ def model_card(model_path: str | Path, run_dir: str | Path, title: str, descript
            "`mlip-attn eval potentials/" + model_path.name + " FILE --dtype float64`:",
            *[f"- {name}: `{path}`" for name, (path, _) in held_out.items()]] if held_out else []),
         *(["", "## Findings", *[f"- {line}" for line in findings]] if findings else []),
+        *(["", *card_lines(physics, model_path.name)] if physics else []),
         "", "## Limits", *[f"- {item}" for item in limits], "",
         "## Use", "```python",
         "from mlip_attn import AttnCalculator",

@@ -27,6 +27,8 @@ class GlobalBlock(nn.Module):
     order: highest rotation order it reads (set per instance when it depends on the options;
         the builder checks it against the backbone's).
     reach: the largest distance (Å) it resolves (``math.inf``: every pair of a structure).
+    through_space: the distance (Å) beyond which two atoms that are not bonded never interact
+        through it (separability; ``math.inf``: at any distance). Through-bond blocks: 0.
     periodic: supports periodic cells.
     distributed: can run on a structure split over processes (LAMMPS on several MPI ranks):
         it honours ``graph.owned`` (only owned nodes enter its per-structure sums, every node
@@ -38,6 +40,7 @@ class GlobalBlock(nn.Module):
 
     order: int = 0
     reach: float = math.inf
+    through_space: float = math.inf
     periodic: bool = False
     distributed: bool = False
     not_distributed: str = "no form whose sums split over ranks"
@@ -53,6 +56,7 @@ class GlobalBlocks(GlobalBlock):
         self.blocks = nn.ModuleList(blocks)
         self.order = max(b.order for b in blocks)
         self.reach = min(b.reach for b in blocks)
+        self.through_space = max(b.through_space for b in blocks)
         self.periodic = all(b.periodic for b in blocks)
         self.distributed = all(b.distributed for b in blocks)
 

@@ -16,10 +16,11 @@ w_ij = smoothstep of r_ij / (R_i + R_j) (covalent radii R, ASE's table) from 1 b
 Features travel along *non-backtracking* walks (a walk never returns along the bond it just
 came by), each bond multiplying by γ_c = tanh(θ_c) ∈ (−1, 1), learned per channel:
 
-    m_e^(1) = γ w_e X_j,   m_e^(k+1) = γ w_e Σ_{e' = (j ← k'), k' ≠ i} m_{e'}^(k) / (d_j − w_e + ε)
+    m_e^(1) = γ w_e X_j,   m_e^(k+1) = γ w_e Σ_{e' = (j ← k'), k' ≠ i} m_{e'}^(k) / (1 + d_j − w_e − w_e')
     Y_i = X_i + Σ_{e into i} Σ_{k=1..K} m_e^(k)
 
-for directed bonds e = (i ← j), d_j = Σ w_j· the smooth degree. Dividing by the other
+for directed bonds e = (i ← j), d_j = Σ w_j· the smooth degree (model files written before
+physics 2 divide by d_j − w_e + ε instead, see `BRANCH_SOFTENING`). Dividing by the other
 bonds of j averages where walks branch, so nothing grows; along a chain (one way on) a
 feature crosses n bonds with weight γ^n — a diffusive walk (a random walk on the graph) would
 decay like 2^-n there instead. With γ < 0 the sign is (−1)^bonds at every chain length, seen
@@ -38,28 +39,19 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from ..nn.charges import covalent_radii, smooth_bond_weights
 from ..nn.graph import Features, Graph, rank_in_segment
 from ..registry import GLOBAL_BLOCKS, PositiveFloat, PositiveInt
 from .base import GlobalBlock
 
 
-def _covalent_radii() -> Tensor:
-    """Covalent radii (Å) by atomic number, (119,) (ASE's table, Cordero et al. 2008)."""
-    from ase.data import covalent_radii
-    return torch.tensor(covalent_radii, dtype=torch.float64)
+_covalent_radii = covalent_radii  # the bond table, shared with `mlip_attn.nn.charges`
 
-
-def smooth_bond_weights(lengths: Tensor, numbers: Tensor, edge_index: Tensor, radii: Tensor,
-                        low: float, high: float) -> Tensor:
-    """w_ij (E,) ∈ [0, 1]: 1 for r_ij ≤ low·(R_i + R_j), 0 for r_ij ≥ high·(R_i + R_j), a
-    C² smoothstep between (so energies and forces stay continuous when bonds change)."""
-    reference = radii[numbers[edge_index[0]]] + radii[numbers[edge_index[1]]]
-    x = ((lengths / reference - low) / (high - low)).clamp(0.0, 1.0)
-    return 1.0 - x * x * x * (x * (6.0 * x - 15.0) + 10.0)
-
-
-# ε in the branch average w_e / (d_j − w_e + ε): keeps it smooth where the other bonds of j
-# fade out (their messages vanish with their weights); costs a factor 1/(1 + ε) per bond
+# physics 1: ε in the branch average w_e / (d_j − w_e + ε). Where a bond e' of j fades out,
+# its message (∝ w_e') meets 1/(w_e' + ε) on the way on: the product w_e'/(w_e' + ε) rises from
+# 0 to 1 over a bond-weight change of ~ε, a force spike of height ∝ 1/ε when a bond stretches
+# through the window (70 eV/Å on C8H3+). Physics 2 divides by 1 + d_j − w_e − w_e' ≥ 1 instead
+# (the other continuing bonds plus one): equal at full weights, no ε, no spike.
 BRANCH_SOFTENING = 0.01
 
 
@@ -92,17 +84,24 @@ class BondGraphPropagation(GlobalBlock):
         channels: propagated channels per order.
         steps: K, the longest walk (in bonds) that contributes.
         bond_low, bond_high: the smooth bond switch, in units of the sum of covalent radii.
+        physics: set by the model. 2: the branch average without ε (see `BRANCH_SOFTENING`);
+            1: as in model files written before.
+
+    Separable: walks follow bonds only, so atoms of fragments that are not bonded never
+    exchange anything, at any distance.
     """
 
     reach = math.inf
+    through_space = 0.0   # walks follow bonds only
     periodic = True
     not_distributed = ("its walks follow the bonds through the whole molecule, which one "
                        "rank's atoms and ghosts do not hold")
 
     def __init__(self, widths: Tuple[int, ...], channels: PositiveInt = 8,
                  steps: PositiveInt = 24, bond_low: PositiveFloat = 1.15,
-                 bond_high: PositiveFloat = 1.35):
+                 bond_high: PositiveFloat = 1.35, physics: int = 2):
         super().__init__()
+        self.smooth_branches = physics >= 2
         if bond_high <= bond_low:
             raise ValueError(f"bond_high: must exceed bond_low ({bond_low}), got {bond_high}")
         width = widths[0]
@@ -142,7 +141,10 @@ class BondGraphPropagation(GlobalBlock):
         n, c, p = start.shape
         pair_out, pair_in = continuing_bonds(i, j, n)
         degree = torch.zeros(n, dtype=w.dtype, device=w.device).index_add(0, i, w)
-        step = w[pair_out] / (degree[j[pair_out]] - w[pair_out] + self.branch_softening)
+        if self.smooth_branches:
+            step = w[pair_out] / (1.0 + degree[j[pair_out]] - w[pair_out] - w[pair_in])
+        else:
+            step = w[pair_out] / (degree[j[pair_out]] - w[pair_out] + self.branch_softening)
         g = gamma.reshape(1, c * p)
         x = start.reshape(n, c * p)
         batch, b = graph.batch, graph.num_graphs

@@ -41,57 +41,19 @@ from typing import Final, Literal, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..nn.graph import Features, Graph, rank_in_segment
+from ..nn import charges as _charges
+from ..nn.charges import SplitCharges
+from ..nn.graph import Features, Graph
 from ..registry import GLOBAL_BLOCKS, PositiveFloat, PositiveInt
 from .base import GlobalBlock
 
-COULOMB = 14.399645  # eV·Å/e²
-HARDNESS_MIN = 0.5   # eV/e²: keeps A positive definite for any positions
-
-
-def pad_structures(x: Tensor, batch: Tensor, num_graphs: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """Per-atom rows x (N, …) → (B, n_max, …) zero-padded, with ``valid`` (B, n_max) bool and
-    each atom's rank in its structure (N,)."""
-    counts = torch.bincount(batch, minlength=num_graphs)
-    n_max = int(counts.max()) if batch.shape[0] > 0 else 0
-    rank = rank_in_segment(batch, counts)
-    shape = [num_graphs, n_max] + list(x.shape[1:])
-    padded = x.new_zeros(shape).index_put((batch, rank), x)
-    valid = torch.zeros((num_graphs, n_max), dtype=torch.bool, device=x.device).index_put(
-        (batch, rank), torch.ones_like(batch, dtype=torch.bool))
-    return padded, valid, rank
-
-
-def gaussian_coulomb(positions: Tensor, valid: Tensor, sigma: Tensor) -> Tensor:
-    """Γ without its diagonal: γ_ij = erf(r_ij / 2σ) / r_ij (1/Å) for real pairs i ≠ j, zero
-    elsewhere; positions (B, n, 3) Å, valid (B, n). Smooth in the positions (the masked entries
-    take a constant distance, so no NaN reaches the gradient)."""
-    diff = positions.unsqueeze(2) - positions.unsqueeze(1)
-    r2 = (diff * diff).sum(-1)
-    n = positions.shape[1]
-    eye = torch.eye(n, dtype=torch.bool, device=positions.device).unsqueeze(0)
-    pair = valid.unsqueeze(2) & valid.unsqueeze(1) & ~eye
-    r = torch.sqrt(torch.where(pair, r2, torch.ones_like(r2)))
-    return torch.where(pair, torch.erf(r / (2.0 * sigma)) / r, torch.zeros_like(r2))
-
-
-def equilibrate(chi: Tensor, hardness: Tensor, gamma: Tensor, valid: Tensor, total: Tensor,
-                sigma: Tensor, coulomb: float = COULOMB) -> Tensor:
-    """Charges q (B, n, C) minimising E(q) of the module docstring under Σ_i q_ic = Q_b.
-
-    chi (B, n, C) eV/e, hardness J (B, n) eV/e² > 0, gamma (B, n, n) from `gaussian_coulomb`,
-    valid (B, n), total charge Q (B,) e, σ Å, k_e ``coulomb`` (eV·Å/e²). Padding rows get A = 1,
-    χ = 0 and drop out of the constraint, so their charges are 0 and they change nothing."""
-    self_term = coulomb / (sigma * math.sqrt(math.pi))
-    diagonal = torch.where(valid, hardness + self_term, torch.ones_like(hardness))
-    a = coulomb * gamma + torch.diag_embed(diagonal)
-    ones = valid.to(chi.dtype).unsqueeze(-1)                             # (B, n, 1)
-    rhs = torch.cat([chi * ones, ones], dim=-1)                          # (B, n, C + 1)
-    solved = torch.cholesky_solve(rhs, torch.linalg.cholesky(a))         # A⁻¹ [χ, 1]
-    c = chi.shape[-1]
-    a_chi, a_one = solved[..., :c], solved[..., c:]
-    lam = (total.unsqueeze(-1) + a_chi.sum(1)) / a_one.sum(1)            # (B, C)
-    return -a_chi + lam.unsqueeze(1) * a_one
+# the solver lives in `mlip_attn.nn.charges` (shared with the fragment-charge model); these
+# names stay importable from here
+COULOMB = _charges.COULOMB
+HARDNESS_MIN = _charges.HARDNESS_MIN
+pad_structures = _charges.pad_structures
+gaussian_coulomb = _charges.gaussian_coulomb
+equilibrate = _charges.equilibrate
 
 
 def equilibrate_reference(chi: Tensor, hardness: Tensor, positions: Tensor, total: float,
@@ -114,9 +76,9 @@ def equilibrate_reference(chi: Tensor, hardness: Tensor, positions: Tensor, tota
 
 
 @GLOBAL_BLOCKS.register(
-    "charges", summary="charge equilibration: per-atom charges constrained to the total "
-    "charge, with screened Coulomb electrostatics between them (as in 4G-HDNNP); q, φ and q·φ "
-    "feed the scalars", presets={"charges": {}})
+    "charges", summary="charge equilibration: per-atom charges constrained to each bonded "
+    "fragment's charge, moving only along bonds (split charges), with screened Coulomb "
+    "electrostatics; q, φ and q·φ feed the scalars", presets={"charges": {}})
 class ChargeEquilibration(GlobalBlock):
     """Charges and electrostatic potentials as features (see the module docstring).
 
@@ -130,6 +92,14 @@ class ChargeEquilibration(GlobalBlock):
         learn_sigma: train σ (kept positive through its logarithm).
         mode: ``qeq`` (charge equilibration, a solve) or ``shift`` (SpookyNet's uniform
             correction of predicted charges to the total charge).
+        r_max: Å, reach of the Coulomb coupling (physics 2): the solve's and the potential φ's
+            Coulomb kernel is switched off between r_max/2 and r_max (C²).
+        physics: set by the model, not the config. 2 (models built now): charges per bonded
+            fragment — the total charge goes to one fragment (`mlip_attn.nn.charges`), ``qeq``
+            is split-charge equilibration (charge moves only along bonds, so no charge flows
+            between fragments that are not bonded) and ``shift`` corrects each fragment to its
+            own charge; the block's reach is r_max. 1 (model files written before): one
+            constraint over the whole structure, unswitched Coulomb, unlimited reach.
     """
 
     not_distributed = ("its charges come from one linear solve over every atom of the "
@@ -137,14 +107,20 @@ class ChargeEquilibration(GlobalBlock):
 
     channels: Final[int]
     equilibrate: Final[bool]
+    fragments: Final[bool]
     coulomb: Final[float]
     hardness_min: Final[float]
 
     def __init__(self, widths: Tuple[int, ...], channels: PositiveInt = 4,
                  sigma: PositiveFloat = 1.0, learn_sigma: bool = True,
-                 mode: Literal["qeq", "shift"] = "qeq"):
+                 mode: Literal["qeq", "shift"] = "qeq", r_max: PositiveFloat = 10.0,
+                 physics: int = 2):
         super().__init__()
         width = widths[0]
+        self.fragments = physics >= 2
+        self.reach = float(r_max) if self.fragments else math.inf
+        self.through_space = self.reach
+        self.split = SplitCharges(width, channels, r_max, sigma) if self.fragments else None
         self.channels = int(channels)
         self.equilibrate = mode == "qeq"
         self.mode = mode
@@ -164,8 +140,11 @@ class ChargeEquilibration(GlobalBlock):
         nn.init.zeros_(self.out.bias)
 
     def charges(self, x: Features, graph: Graph) -> Tuple[Tensor, Tensor]:
-        """Charges q (N, C) in e, Σ over each structure = its total charge, and the potential of
-        the other charges φ (N, C) in k_e·e/Å (φ_i = Σ_{j≠i} γ_ij q_j)."""
+        """Charges q (N, C) in e, Σ over each structure (physics 2: each bonded fragment) = its
+        total charge, and the potential of the other charges φ (N, C) in k_e·e/Å
+        (φ_i = Σ_{j≠i} γ_ij q_j; physics 2: times the switch to zero at r_max)."""
+        if self.fragments:
+            return self._fragment_charges(x.scalars, graph)
         s = x.scalars
         batch, b = graph.batch, graph.num_graphs
         sigma = torch.exp(self.log_sigma).to(s.dtype)
@@ -183,6 +162,20 @@ class ChargeEquilibration(GlobalBlock):
             q = (chi + ((total.unsqueeze(-1) - chi.sum(1)) / count).unsqueeze(1)) * mask
         phi = torch.bmm(gamma, q)
         return q[batch, rank], phi[batch, rank]
+
+    def _fragment_charges(self, s: Tensor, graph: Graph) -> Tuple[Tensor, Tensor]:
+        """Physics 2: split-charge equilibration (``qeq``) or a per-fragment shift."""
+        if self.equilibrate:
+            q = self.split(s, graph)
+        else:
+            _, _, _, labels, q_f = self.split.fragments(graph)
+            chi = self.electronegativity(s)
+            n = s.shape[0]
+            size = torch.zeros(n, dtype=s.dtype, device=s.device).index_add(
+                0, labels, torch.ones_like(q_f))
+            sums = torch.zeros_like(chi).index_add(0, labels, chi)
+            q = chi + (q_f.unsqueeze(1) - sums[labels]) / size[labels].unsqueeze(1)
+        return q, self.split.potential(q, graph)
 
     def forward(self, x: Features, graph: Graph) -> Features:
         q, phi = self.charges(x, graph)

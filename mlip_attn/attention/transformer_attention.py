@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..nn.graph import Features, Graph
-from ..registry import GLOBAL_BLOCKS, PositiveInt
+from ..registry import GLOBAL_BLOCKS, PositiveFloat, PositiveInt
 from .base import GlobalBlock
 from .biases import BIAS_TYPES, make_bias, pair_distances
 from .multihead import BiasedSelfAttention
@@ -27,8 +27,8 @@ from ..nn.packing import LAYOUTS, pack, pair_masks, structure_layout
 
 
 @GLOBAL_BLOCKS.register(
-    "transformer", summary="softmax attention over all atoms with physical distance biases "
-    "(power law, Gaussian kernels); O(n²) per structure",
+    "transformer", summary="softmax attention (with a sink, switched off at r_max) over the "
+    "atoms of a structure with physical distance biases (power law, Gaussian kernels); O(n²)",
     presets={"transformer": {"heads": 4, "bias": "power_law_negative"}})
 class TransformerAttention(GlobalBlock):
     """Global block: multi-head attention over the atoms of each structure (GPS-style fusion).
@@ -42,26 +42,34 @@ class TransformerAttention(GlobalBlock):
         exponent: (initial) power-law exponent; default −2 (fixed) or −1…−3 across heads.
         num_kernels: K of the Gaussian bias.
         layout: "auto" | "padded" | "block_diagonal" (see `mlip_attn.nn.packing`).
+        r_max: reach (Å): attention weights are switched off between r_max/2 and r_max and
+            normalised with an attention sink (`BiasedSelfAttention`), so atoms farther apart
+            than r_max never interact (physics 2, models built now); model files written
+            before it (physics 1) ignore it: plain softmax over every atom.
+        physics: set by the model (`mlip_attn.models.builder`), not the config.
 
     forward(x: Features, graph) -> Features with scalars (N, F) and zero vectors/tensors.
     """
 
     order = 0
-    reach = math.inf
     not_distributed = "its softmax over every atom needs every atom on every rank"
 
     def __init__(self, widths: Tuple[int, ...], heads: PositiveInt = 4,
                  bias: Literal[BIAS_TYPES] = "power_law_negative", fixed: bool = False,
                  exponent: Optional[float] = None, num_kernels: PositiveInt = 32,
-                 layout: Literal[LAYOUTS] = "auto"):
+                 layout: Literal[LAYOUTS] = "auto", r_max: PositiveFloat = 12.0,
+                 physics: int = 2):
         super().__init__()
         width = widths[0]
+        self.reach = float(r_max) if physics >= 2 else math.inf
+        self.through_space = self.reach
         self.width = width
         self.layout = layout
         self.bias_kind = bias
         self.norm = nn.LayerNorm(width)
         self.attention = BiasedSelfAttention(
-            width, heads, make_bias(bias, heads, width, exponent, num_kernels), fixed, zero_init=True)
+            width, heads, make_bias(bias, heads, width, exponent, num_kernels), fixed, zero_init=True,
+            r_max=self.reach if math.isfinite(self.reach) else 0.0)
 
     def forward(self, x: Features, graph: Graph) -> Features:
         group, slot, sid = structure_layout(graph.batch, graph.num_graphs, self.layout)

@@ -86,11 +86,11 @@ class EGNN(Backbone):
 
     def __init__(self, num_elements: int, global_blocks: Optional[List[Optional[nn.Module]]] = None,
                  width: PositiveInt = 128, layers: PositiveInt = 3, cutoff: PositiveFloat = 5.0,
-                 num_basis: PositiveInt = 20):
+                 num_basis: PositiveInt = 20, physics: int = 2):
         super().__init__()
         global_blocks = global_blocks or [None] * layers
         self.width = width
-        self.embedding = AtomEmbedding(num_elements, width)
+        self.embedding = AtomEmbedding(num_elements, width, physics)
         self.basis = SincRadialBasis(num_basis, cutoff)
         self.cutoff_fn = CosineCutoff(cutoff)
         self.layers = nn.ModuleList([EGNNLayer(width, num_basis, g) for g in global_blocks])
@@ -99,7 +99,7 @@ class EGNN(Backbone):
         r = graph.lengths
         envelope = self.cutoff_fn(r)
         radial = self.basis(r) * envelope[:, None]
-        h = with_atom_inputs(self.embedding(species, graph.batch, graph.charge, graph.spin), graph)
+        h = with_atom_inputs(self.embedding(species, graph), graph)
         for layer in self.layers:
             h = layer(h, radial, envelope, graph)
         return empty_features(h)

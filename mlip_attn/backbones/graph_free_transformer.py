@@ -19,6 +19,8 @@ Options from the paper, NOT the default:
 """
 from __future__ import annotations
 
+import math
+
 from typing import List, Literal, Optional, Tuple
 
 import torch
@@ -30,7 +32,7 @@ from ..nn.packing import LAYOUTS, pack, pair_masks, structure_layout
 from ..nn import AtomEmbedding
 from ..nn.graph import (Features, Graph, centred_positions, empty_features,
                         with_atom_inputs)
-from ..registry import BACKBONES, PositiveInt
+from ..registry import BACKBONES, PositiveFloat, PositiveInt
 from .base import Backbone
 
 
@@ -38,10 +40,10 @@ class TransformerLayer(nn.Module):
     """Pre-LN transformer block on packed atoms (G, n, F)."""
 
     def __init__(self, width: int, heads: int, bias: nn.Module, fixed: bool = False,
-                 mlp_ratio: int = 4):
+                 mlp_ratio: int = 4, r_max: float = 0.0):
         super().__init__()
         self.norm_attention = nn.LayerNorm(width)
-        self.attention = BiasedSelfAttention(width, heads, bias, fixed)
+        self.attention = BiasedSelfAttention(width, heads, bias, fixed, r_max=r_max)
         self.norm_mlp = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(),
                                  nn.Linear(mlp_ratio * width, width))
@@ -85,8 +87,16 @@ class TransformerBackbone(Backbone):
                  exponent: Optional[float] = None, num_kernels: PositiveInt = 32,
                  mlp_ratio: PositiveInt = 4,
                  coordinate_embedding: bool = False, direct_forces: bool = False,
-                 layout: Literal[LAYOUTS] = "auto"):
+                 layout: Literal[LAYOUTS] = "auto", r_max: Optional[PositiveFloat] = 12.0,
+                 physics: int = 2):
         super().__init__()
+        if physics >= 2 and r_max is None:
+            raise ValueError("r_max: the transformer backbone needs a reach (Å)")
+        # coordinate_embedding embeds positions relative to the whole structure's centroid,
+        # which couples fragments at any distance: such a model is not separable
+        self.separable = physics >= 2 and not coordinate_embedding
+        # physics 2: attention switched off between r_max/2 and r_max, with a sink (separable)
+        self.reach = float(r_max) if physics >= 2 and r_max is not None else math.inf
         if any(g is not None for g in global_blocks or []):
             raise ValueError("attention: the transformer backbone is already global; leave "
                              "attention null")
@@ -102,16 +112,17 @@ class TransformerBackbone(Backbone):
         self.coordinate_embedding = bool(coordinate_embedding)
         self.invariant = not self.coordinate_embedding
         self.direct_forces = bool(direct_forces)
-        self.embedding = AtomEmbedding(num_elements, width)
+        self.embedding = AtomEmbedding(num_elements, width, physics)
         self.coordinates = nn.Linear(3, width, bias=False) if self.coordinate_embedding else nn.Identity()
         self.layers = nn.ModuleList([
             TransformerLayer(width, heads, make_bias(bias, heads, num_elements, exponent, num_kernels),
-                             fixed, mlp_ratio) for _ in range(layers)])
+                             fixed, mlp_ratio, self.reach if math.isfinite(self.reach) else 0.0)
+            for _ in range(layers)])
         self.norm = nn.LayerNorm(width)
 
     def forward(self, species: torch.Tensor, graph: Graph) -> Features:
         batch, num_graphs = graph.batch, graph.num_graphs
-        x = with_atom_inputs(self.embedding(species, batch, graph.charge, graph.spin), graph)
+        x = with_atom_inputs(self.embedding(species, graph), graph)
         if self.coordinate_embedding:
             x = x + self.coordinates(centred_positions(graph.positions, batch, num_graphs))
         group, slot, sid = structure_layout(batch, num_graphs, self.layout)

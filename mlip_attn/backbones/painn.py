@@ -52,11 +52,14 @@ class PaiNNLayer(nn.Module):
     """
 
     lmax: Final[int]
+    soft_norm: Final[bool]
     __constants__ = ["compiled_message", "chunk"]   # TorchScript compiles one branch only
 
     def __init__(self, width: int, num_basis: int, lmax: int = 1, tensor_channels: int = 0,
-                 global_block: Optional[nn.Module] = None, first: bool = False):
+                 global_block: Optional[nn.Module] = None, first: bool = False,
+                 soft_norm: bool = False):
         super().__init__()
+        self.soft_norm = bool(soft_norm)
         self.width = width
         self.lmax = lmax
         self.tensor_channels = tensor_channels if lmax >= 2 else 0
@@ -112,7 +115,10 @@ class PaiNNLayer(nn.Module):
                                                  [0, pad]))
             t_local = t_msg + a_tt[:, None, :] * p + a_tv[:, None, :] * symmetric_product(u_t, w_t)
         else:
-            w_norm = torch.sqrt((w * w).sum(dim=1) + 1e-8)
+            if self.soft_norm:  # physics 2: no 1e-8 floor, whose kink sets a force scale
+                w_norm = _soft_norm(w)
+            else:
+                w_norm = torch.sqrt((w * w).sum(dim=1) + 1e-8)
             a = self.update_mlp(torch.cat([s_msg, w_norm], dim=1))
             a_vv, a_sv, a_ss = torch.split(a, F, dim=1)
             s_local = s_msg + a_ss + a_sv * (u * w).sum(dim=1)
@@ -145,6 +151,8 @@ class PaiNN(Backbone):
     Options (``model:`` keys): ``width`` F, ``layers``, ``cutoff`` Å, ``num_basis`` sinc radial
     functions (defaults follow the paper), ``lmax`` 1 or 2, ``tensor_channels`` (rank-2
     channels with ``lmax`` 2, default F / 2). ``global_blocks``: one block (or None) per layer.
+    ``physics`` (set by the model): 2 uses the smooth norm `_soft_norm` in the ℓ = 1 update too
+    and embeds fragment charges (`mlip_attn.nn.embedding.AtomEmbedding`); 1 as before.
     """
 
     order = 1
@@ -153,7 +161,7 @@ class PaiNN(Backbone):
     def __init__(self, num_elements: int, global_blocks: Optional[List[Optional[nn.Module]]] = None,
                  width: PositiveInt = 128, layers: PositiveInt = 3, cutoff: PositiveFloat = 5.0,
                  num_basis: PositiveInt = 20, lmax: Literal[1, 2] = 1,
-                 tensor_channels: Optional[PositiveInt] = None):
+                 tensor_channels: Optional[PositiveInt] = None, physics: int = 2):
         super().__init__()
         global_blocks = global_blocks or [None] * layers
         self.width = width
@@ -163,11 +171,12 @@ class PaiNN(Backbone):
             if lmax >= 2 else 0
         if self.tensor_channels > width:
             raise ValueError(f"tensor_channels: at most width ({width}), got {tensor_channels}")
-        self.embedding = AtomEmbedding(num_elements, width)
+        self.embedding = AtomEmbedding(num_elements, width, physics)
         self.basis = SincRadialBasis(num_basis, cutoff)
         self.cutoff_fn = CosineCutoff(cutoff)
         self.layers = nn.ModuleList([
-            PaiNNLayer(width, num_basis, lmax, self.tensor_channels, g, first=k == 0)
+            PaiNNLayer(width, num_basis, lmax, self.tensor_channels, g, first=k == 0,
+                       soft_norm=physics >= 2)
             for k, g in enumerate(global_blocks)])
 
     @classmethod
@@ -186,7 +195,7 @@ class PaiNN(Backbone):
         rho = torch.cat([self.basis(r) * envelope, envelope], dim=1)       # (E, n_basis + 1)
         unit = graph.vectors / r[:, None]
         geometry = [unit, outer_of_unit(unit)] if self.lmax >= 2 else [unit]
-        s = with_atom_inputs(self.embedding(species, graph.batch, graph.charge, graph.spin), graph)
+        s = with_atom_inputs(self.embedding(species, graph), graph)
         n = s.shape[0]
         v = s.new_zeros((n, 3, self.width))
         t = s.new_zeros((n, 5, self.tensor_channels))

@@ -32,6 +32,18 @@ class RangeWarning(UserWarning):
     """A structure larger than the global attention's reach r_max."""
 
 
+class DomainWarning(UserWarning):
+    """A structure outside what the model was trained on: an interatomic distance shorter than
+    any in training, a composition outside the span its per-element energies were fit on, or a
+    charged structure whose atoms form groups farther apart than the model's reach (where the
+    charge sits is then decided by a rule, or, in physics 1, spread over every atom)."""
+
+
+# a distance this much below the training set's shortest warns (held-out structures of the
+# training distribution dip a little below it)
+SHORT_DISTANCE_MARGIN = 0.95
+
+
 class ChargeWarning(UserWarning):
     """A total charge or spin outside what the model saw in training."""
 
@@ -109,6 +121,7 @@ class AttnCalculator(Calculator):
         data = AtomicData.from_atoms(atoms, _INPUT_KEYS, name="atoms").validate()
         self._check_range(data)
         self._check_charge_spin(data)
+        self._check_domain(data)
         return Batch.collate([data.with_graph(self.cutoff, self.neighbours)]).to(self.device,
                                                                              self.dtype)
 
@@ -123,6 +136,46 @@ class AttnCalculator(Calculator):
             if self.range_check == "raise":
                 raise ValueError(msg)
             warnings.warn(msg, RangeWarning, stacklevel=3)
+
+    def _check_domain(self, data: AtomicData) -> None:
+        """`DomainWarning`s (see the class); checks whose training record is missing from the
+        model file (files written before it) are skipped."""
+        from ..data.statistics import outside_composition_span, shortest_distance
+        problems = []
+        for m in self.models:
+            shortest = m.metadata.get("training_min_distance")
+            if shortest is not None:
+                d = shortest_distance(data.positions, data.cell, data.pbc)
+                if d < SHORT_DISTANCE_MARGIN * shortest:
+                    problems.append(f"an interatomic distance of {d:.3f} Å, shorter than any in "
+                                    f"training ({shortest:.3f} Å)")
+            span = m.metadata.get("training_composition_span")
+            if span and outside_composition_span(data.numbers, span):
+                problems.append("a composition outside the span of the training compositions "
+                                "(the per-element energies E0 are extrapolated)")
+            if problems:
+                break
+        if data.charge != 0 and not data.is_periodic:
+            groups = self._groups_within(data, max(m.separation for m in self.models))
+            if groups > 1:
+                physics = self.models[0].model_config.get("physics", 1)
+                where = ("the whole charge sits on one fragment, chosen by electronegativity "
+                         "(mlip_attn.nn.charges)" if physics >= 2 else
+                         "this model (physics 1) adds the total charge to every atom of every "
+                         "fragment, however far")
+                problems.append(f"total charge {data.charge:g} on {groups} groups of atoms "
+                                f"farther apart than the model's reach: {where}")
+        if problems:
+            warnings.warn("; ".join(problems), DomainWarning, stacklevel=4)
+
+    @staticmethod
+    def _groups_within(data: AtomicData, reach: float) -> int:
+        """How many groups the atoms form when atoms closer than ``reach`` (Å) are joined."""
+        from ..nn.charges import fragment_labels
+        pos = torch.as_tensor(np.asarray(data.positions, dtype=float))
+        close = torch.triu(torch.cdist(pos, pos) < reach, 1)
+        i, j = torch.nonzero(close, as_tuple=True)
+        return int(torch.unique(fragment_labels(len(pos), i, j)).numel())
 
     def _check_charge_spin(self, data: AtomicData) -> None:
         problems = []

@@ -100,7 +100,54 @@ def charge_spin_seen(structures: list[AtomicData]) -> dict:
     ``{"range": [min, max]}`` when there are more than `MAX_LISTED_VALUES`). `AttnCalculator`
     warns about structures outside them."""
     return {"training_charge": _seen([d.charge for d in structures]),
-            "training_spin": _seen([d.spin for d in structures])}
+            "training_spin": _seen([d.spin for d in structures]),
+            **domain_seen(structures)}
+
+
+def shortest_distance(positions: np.ndarray, cell: np.ndarray, pbc, within: float = 3.0) -> float:
+    """The shortest interatomic distance (Å) of one structure (periodic images included), or
+    inf when no pair is closer than ``within``."""
+    from vesin import NeighborList
+    periodic = bool(np.any(np.asarray(pbc)))
+    box = np.asarray(cell, dtype=float) if periodic else np.zeros((3, 3))
+    d = NeighborList(cutoff=within, full_list=False).compute(
+        np.asarray(positions, dtype=float), box, periodic, quantities="d", copy=True)
+    d = np.asarray(d[0] if isinstance(d, (list, tuple)) else d)
+    return float(d.min()) if d.size else float("inf")
+
+
+def domain_seen(structures: list[AtomicData]) -> dict:
+    """What else `AttnCalculator` checks a structure against (`DomainWarning`):
+    ``training_min_distance`` (Å), the shortest interatomic distance in the training set, and
+    ``training_composition_span`` — the elements and an orthonormal basis (rows) of the space
+    the training structures' element counts span: the per-element energies (E0) are only
+    determined along it, so a composition with a part outside it extrapolates them."""
+    shortest = min((shortest_distance(d.positions, d.cell, d.pbc) for d in structures),
+                   default=float("inf"))
+    elements = sorted({int(z) for d in structures for z in np.asarray(d.numbers)})
+    counts = np.array([[int(np.sum(np.asarray(d.numbers) == z)) for z in elements]
+                       for d in structures], dtype=float)
+    out = {}
+    if np.isfinite(shortest):
+        out["training_min_distance"] = round(shortest, 6)
+    if counts.size:
+        _, sv, vt = np.linalg.svd(counts, full_matrices=False)
+        basis = vt[sv > 1e-8 * sv.max()]
+        out["training_composition_span"] = {"elements": elements, "basis": basis.tolist()}
+    return out
+
+
+def outside_composition_span(numbers, span: dict, tol: float = 1e-6) -> bool:
+    """Whether the element counts of ``numbers`` have a part outside ``span`` (relative ``tol``),
+    or an element the span does not know."""
+    numbers = np.asarray(numbers)
+    elements = span["elements"]
+    if not set(int(z) for z in numbers) <= set(elements):
+        return True
+    c = np.array([np.sum(numbers == z) for z in elements], dtype=float)
+    basis = np.asarray(span["basis"], dtype=float).reshape(-1, len(elements))
+    rest = c - basis.T @ (basis @ c)
+    return bool(np.linalg.norm(rest) > tol * max(np.linalg.norm(c), 1.0))
 
 
 def outside_seen(value: float, seen: dict) -> bool:

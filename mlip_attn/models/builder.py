@@ -13,6 +13,16 @@ Keys of ``model:``:
 - ``encoders``: per-atom input encoders, a list of names in `mlip_attn.registry.ENCODERS` or
   ``{type: <name>, <its options>}`` mappings (``[chemical, {type: laplacian, k: 8}]``).
 
+- ``physics``: which form of the physical contracts the model computes (`PHYSICS`, the
+  default, for models built now; 1 for model files written before it — `load_model` sets it
+  for files that lack the key, so they compute what they always did). It reaches every
+  backbone and global block whose constructor takes a ``physics`` argument (a host argument,
+  not a config option of theirs). Version 2: the total charge goes to the atoms of one bonded
+  fragment instead of every atom (`mlip_attn.nn.embedding`), EFA without its ω = 0 mode and
+  with a C² switch to zero at r_max, attention with a reach and an attention sink, split-charge
+  equilibration in the charges block, and the bond graph without its ε force scale (see
+  docs/longrange-physics.md).
+
 Errors name the key (``model.attention.r_max: ...``). The resolved config (every default
 written out) is what the model file stores, so it rebuilds the same architecture.
 """
@@ -28,6 +38,10 @@ from .potential import Potential
 MODEL_DEFAULTS = {"backbone": "painn", "cutoff": 5.0, "attention": None, "targets": []}
 # model-level keys added later; absent from older configs and model files, which keep loading
 OPTIONAL_DEFAULTS = {"encoders": [], "classes": {}}
+# the version of the physical contracts (separability, fragment charges, smooth bonds) that new
+# models get; model files without a ``physics`` key were written under version 1
+PHYSICS = 2
+PHYSICS_VERSIONS = (1, 2)
 # initial values that `fit` computes from the training data; they live in the weights after
 INITIAL_VALUES = ("shift", "scale", "target_mean", "target_std")
 
@@ -54,7 +68,8 @@ def resolve_model_config(model_config: dict) -> dict:
     atomic numbers; errors name the key."""
     cfg = {**MODEL_DEFAULTS, **copy.deepcopy(model_config)}
     backbone = BACKBONES.get(cfg["backbone"], "model.backbone")
-    own = set(MODEL_DEFAULTS) | set(OPTIONAL_DEFAULTS) | {"elements"} | set(INITIAL_VALUES)
+    own = (set(MODEL_DEFAULTS) | set(OPTIONAL_DEFAULTS) | {"elements", "physics"}
+           | set(INITIAL_VALUES))
     options = backbone.parameters()
     unknown = sorted(set(cfg) - own - set(options))
     if unknown:
@@ -77,6 +92,10 @@ def resolve_model_config(model_config: dict) -> dict:
     cfg["targets"] = targets
     cfg["classes"] = resolve_classes(cfg.get("classes"), targets)
     cfg["encoders"] = resolve_encoders(cfg.get("encoders"))
+    physics = cfg.get("physics", PHYSICS)
+    if isinstance(physics, bool) or physics not in PHYSICS_VERSIONS:
+        raise ValueError(f"model.physics: one of {list(PHYSICS_VERSIONS)}, got {physics!r}")
+    cfg["physics"] = physics
     att = cfg["attention"]
     if att is not None:
         if not backbone.factory.accepts_global_blocks:
@@ -166,14 +185,32 @@ def _global_blocks(cfg: dict, widths: tuple[int, ...], layers: int) -> list:
         return [None] * layers
     if isinstance(att, list):
         return [GlobalBlocks([blocks[k] for blocks in
-                              [_global_blocks({"attention": a}, widths, layers) for a in att]])
+                              [_global_blocks({"attention": a, "physics": cfg.get("physics", PHYSICS)},
+                                              widths, layers) for a in att]])
                 for k in range(layers)]
     factory = GLOBAL_BLOCKS[att["type"]].factory
     options = {k: v for k, v in att.items() if k != "type"}
+    options.update(_physics_argument(factory, cfg.get("physics", PHYSICS)))
     try:
         return [factory(widths=widths, **options) for _ in range(layers)]
     except ValueError as exc:
         raise ValueError(f"model.attention.{exc}") from exc
+
+
+def _physics_argument(factory, physics: int) -> dict:
+    """``{"physics": physics}`` for a factory whose constructor takes it, else ``{}`` (plug-in
+    components written without it)."""
+    import inspect
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    return {"physics": physics} if "physics" in inspect.signature(target).parameters else {}
+
+
+def legacy_model_config(model_config: dict) -> dict:
+    """The config of a model file written before ``physics`` existed, marked as version 1 (what
+    it computed then); options added since take their defaults, which version 1 ignores."""
+    cfg = copy.deepcopy(model_config)
+    cfg["physics"] = 1
+    return cfg
 
 
 def build_model(model_config: dict) -> Potential:
@@ -185,7 +222,8 @@ def build_model(model_config: dict) -> Potential:
     blocks = _global_blocks(cfg, component.factory.feature_widths(options), layers)
     try:
         backbone = component.factory(num_elements=len(cfg["elements"]), global_blocks=blocks,
-                                     **options)
+                                     **options, **_physics_argument(component.factory,
+                                                                    cfg["physics"]))
     except ValueError as exc:
         raise ValueError(f"model.{exc}") from exc
     initial = {k: cfg.pop(k, None) for k in INITIAL_VALUES}  # they live in the weights from now on

@@ -19,7 +19,7 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_path
-from .builder import build_model
+from .builder import build_model, legacy_model_config
 from .potential import Potential
 
 FORMAT = "mlip-attn-model"
@@ -56,6 +56,7 @@ def model_metadata(model: Potential, extra: dict | None = None) -> dict:
         # bond-graph encoders jump when a bond forms or breaks: not a continuous energy
         "encoders": [e["type"] for e in cfg.get("encoders") or []],
         "smooth": model.smooth,
+        "physics": cfg.get("physics"),
         "force_field_safe": model.smooth and model.conservative,
         "mlip_attn_version": __version__,
         **(extra or {}),
@@ -142,8 +143,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     except ValueError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
     dtype = saved if dtype is None else resolve_dtype(dtype, "dtype")
+    config = content["model_config"]
+    if "physics" not in config:  # written before the physical contracts: compute as then
+        config = legacy_model_config(config)
     try:
-        model = build_model(content["model_config"])
+        model = build_model(config)
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: the stored model_config cannot be built: {exc}") from exc
     model = model.to(saved)  # load the weights at their own precision (float64 unrounded)

@@ -15,7 +15,10 @@ from ..attention.base import GlobalBlock
 from ..data.neighbours import edge_vectors
 from ..encoders.stack import EncoderStack, NoEncoders
 from ..nn import ElementIndex, mlp
+from ..nn.charges import bonded_pairs, covalent_radii, fragment_charges, fragment_labels, \
+    pauling_electronegativity
 from ..nn.graph import Graph
+from ..nn.tails import fragment_tail_energies
 
 
 class Potential(nn.Module):
@@ -39,7 +42,9 @@ class Potential(nn.Module):
 
     What the model can do, derived from its components (for metadata, checks and warnings):
     ``is_global`` (an atom's energy can depend on atoms beyond layers × cutoff), ``r_max`` (Å,
-    the shortest reach of its global blocks; 0 when local or unlimited), ``periodic``,
+    the shortest reach of its global blocks; 0 when local or unlimited), ``separation`` (Å, max
+    of the cutoff and every block's through-space reach: two fragments whose closest atoms are
+    farther apart do not interact; inf for physics-1 global blocks), ``periodic``,
     ``conservative`` (False with direct forces), ``invariant`` (False for models that embed raw
     coordinates), ``smooth`` (False with encoders of the bond graph, whose features jump
     when a bond forms or breaks: the energy is then not continuous in MD). ``metadata`` holds
@@ -64,8 +69,14 @@ class Potential(nn.Module):
         self.backbone = backbone
         blocks = [m for m in backbone.modules() if isinstance(m, GlobalBlock)]
         reaches = [b.reach for b in blocks if math.isfinite(b.reach)]
+        if math.isfinite(getattr(backbone, "reach", math.inf)):  # a global backbone's reach
+            reaches.append(float(backbone.reach))
         self.is_global = bool(backbone.is_global or blocks)
         self.r_max = float(min(reaches)) if reaches else 0.0
+        # fragments whose closest atoms are farther apart than this do not interact (physics
+        # 2; through-bond blocks follow bonds, which are shorter than the cutoff)
+        spans = [b.through_space for b in blocks] + [getattr(backbone, "reach", 0.0)]
+        self.separation = float(max([self.cutoff] + spans))
         self.periodic = bool(backbone.periodic and all(b.periodic for b in blocks))
         self.invariant = bool(backbone.invariant)
         self.direct_forces = bool(backbone.direct_forces)
@@ -98,6 +109,18 @@ class Potential(nn.Module):
             self.encoders = NoEncoders()
             self.encoder_projection = nn.Identity()
         self.smooth = bool(not encoders or self.encoders.smooth)
+        # physics 2: Coulomb + induced-dipole tails between charged fragments beyond the reach
+        # (`mlip_attn.nn.tails`), with learned per-element polarisabilities α = softplus(θ) Å³
+        self.tails = int(self.model_config.get("physics", 2)) >= 2
+        if self.tails:
+            self.tail_alpha = nn.Parameter(torch.full((n,), math.log(math.e - 1.0),
+                                                      dtype=torch.get_default_dtype()))
+        else:
+            self.register_buffer("tail_alpha", torch.zeros(0), persistent=False)
+        self.register_buffer("radii", covalent_radii().to(torch.get_default_dtype()),
+                             persistent=False)
+        self.register_buffer("pauling", pauling_electronegativity().to(torch.get_default_dtype()),
+                             persistent=False)
 
     def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                         edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,
@@ -123,7 +146,26 @@ class Potential(nn.Module):
                       num_graphs, owned)
         features = self.backbone(species, graph).scalars
         atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
+        if self.tails:
+            atomic = atomic + self.tail_energies(graph, species)
         return atomic, features
+
+    def tail_energies(self, graph: Graph, species: torch.Tensor) -> torch.Tensor:
+        """Per-atom physical tail energies (N,) eV between charged fragments
+        (`mlip_attn.nn.tails`); zero unless a structure carries a charge, and zero when the
+        neighbour list crosses periodic boundaries (their electrostatics need an Ewald sum)."""
+        charge = graph.charge.to(graph.positions.dtype)
+        # (0 · α keeps the polarisabilities in the graph: every parameter gets a gradient)
+        zero = torch.zeros_like(graph.positions[:, 0]) + 0.0 * self.tail_alpha.sum()
+        if not bool((charge != 0).any()) or bool((graph.shifts != 0).any()):
+            return zero
+        i, j = bonded_pairs(graph, self.radii)
+        labels = fragment_labels(graph.positions.shape[0], i, j)
+        q_f = fragment_charges(labels, graph.numbers, graph.batch, charge, graph.num_graphs,
+                               self.pauling, graph.positions)
+        alpha = nn.functional.softplus(self.tail_alpha)[species]
+        return fragment_tail_energies(graph.positions, graph.batch, labels, q_f, alpha,
+                                      self.separation)
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                 edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,

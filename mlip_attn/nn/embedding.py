@@ -1,8 +1,12 @@
-"""Per-atom input embeddings: element type and the structure's total charge and spin."""
+"""Per-atom input embeddings: element type and the charge and spin of the structure."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .charges import bonded_pairs, covalent_radii, fragment_charges, fragment_labels, \
+    pauling_electronegativity
+from .graph import Graph
 
 
 class ElementIndex(nn.Module):
@@ -19,18 +23,41 @@ class ElementIndex(nn.Module):
 
 
 class AtomEmbedding(nn.Module):
-    """s_i = E[type_i] + W [Q_b, S_b] for atom i of structure b: (N,) -> (N, width).
+    """s_i = E[type_i] + W [Q_i, S_b] for atom i of structure b: (N,) -> (N, width).
 
-    The total charge Q and spin S of the structure enter every atom's initial features, so
-    a cation and the neutral molecule at the same geometry get different energies.
+    ``physics`` 2 (models built now): Q_i is the charge of atom i's bonded fragment
+    (`mlip_attn.nn.charges.fragment_charges`: the structure's total charge goes whole to one
+    fragment, every other fragment is neutral), so a neutral molecule far from an ion is
+    embedded as neutral and E(A⁺ + B) = E(A⁺) + E(B) beyond the model's reach. For a
+    structure that is one bonded fragment (a molecule) this is the structure's total charge,
+    as before. ``physics`` 1 (model files written before): Q_i = Q_b for every atom.
+    S_b is the structure's spin, on every atom (a constant per atom: it does not couple
+    fragments, but the spin of A + B is not split between them).
     """
 
-    def __init__(self, num_elements: int, width: int):
+    def __init__(self, num_elements: int, width: int, physics: int = 2):
         super().__init__()
         self.element = nn.Embedding(num_elements, width)
         self.charge_spin = nn.Linear(2, width, bias=False)
+        self.fragment_charges = physics >= 2
+        self.register_buffer("radii", covalent_radii(), persistent=False)
+        self.register_buffer("pauling", pauling_electronegativity(), persistent=False)
 
-    def forward(self, species: torch.Tensor, batch: torch.Tensor, charge: torch.Tensor,
-                spin: torch.Tensor) -> torch.Tensor:
-        global_state = torch.stack([charge, spin], dim=1)            # (B, 2)
-        return self.element(species) + self.charge_spin(global_state)[batch]
+    def atom_charges(self, graph: Graph) -> torch.Tensor:
+        """Q_i (N,) e, the charge each atom is embedded with (see the class docstring)."""
+        total = graph.charge.to(graph.positions.dtype)
+        if self.fragment_charges and bool((total != 0).any()):
+            if 0 <= graph.owned < graph.positions.shape[0]:
+                raise RuntimeError("a charged structure needs all its atoms in one process "
+                                   "without ghost copies: its charge is placed on one bonded "
+                                   "fragment of the whole structure (physics 2)")
+            i, j = bonded_pairs(graph, self.radii)
+            labels = fragment_labels(graph.positions.shape[0], i, j)
+            return fragment_charges(labels, graph.numbers, graph.batch, total, graph.num_graphs,
+                                    self.pauling, graph.positions)
+        return total[graph.batch]
+
+    def forward(self, species: torch.Tensor, graph: Graph) -> torch.Tensor:
+        charge = self.atom_charges(graph).to(self.charge_spin.weight.dtype)
+        state = torch.stack([charge, graph.spin[graph.batch].to(charge.dtype)], dim=1)  # (N, 2)
+        return self.element(species) + self.charge_spin(state)
