@@ -139,6 +139,8 @@ class Coulomb(nn.Module):
         interpolation_nodes: PME B-spline order (torch-pme: 3 … 7).
     """
 
+    __jit_ignored_attributes__ = ["_pme"]
+
     def __init__(self, cutoff: float, accuracy: float = 1e-8, smearing: float = 0.0,
                  method: str = "auto", mesh_spacing: float = 0.0, interpolation_nodes: int = 5,
                  ewald_limit: float = 2.0e7):
@@ -168,6 +170,7 @@ class Coulomb(nn.Module):
             return n * ewald_vector_count(cell, self.k_max) > self.ewald_limit
         return self.method == "pme"
 
+    @torch.jit.unused
     def pme_potential(self, q: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
         """Reciprocal + self + background potential φ (n,) e/Å by torch-pme's PME."""
         if self._pme is None:
