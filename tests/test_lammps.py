@@ -531,7 +531,8 @@ def test_global_models_that_cannot_be_split_are_refused_on_two_ranks(plugin, tmp
     meta = read_export_metadata(exported)
     why = {"TransformerAttention": "softmax", "TransformerBackbone": "softmax",
            "BondGraphPropagation": "bonds through the whole molecule",
-           "ChargeEquilibration": "linear solve over every atom"}   # words of each reason
+           "ChargeEquilibration": "linear solve over every atom",
+           "Electrostatics": "cross-rank form"}   # words of each reason
     expected = [w for cls, w in why.items()
                 if any(type(m).__name__ == cls for m in model.modules())]
     assert expected, f"{name}: no single-rank block known to this test"
