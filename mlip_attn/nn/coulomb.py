@@ -134,10 +134,10 @@ class Coulomb(nn.Module):
         accuracy: ε, the relative size of the neglected terms (sets α and k_max).
         smearing: Gaussian charge width σ (Å); 0 for point charges.
         method: ``ewald``, ``pme`` or ``auto`` (Ewald while N · K ≤ ``ewald_limit``).
-        mesh_spacing: PME mesh spacing (Å); default 0.4 / α (torch-pme rounds the mesh up to
-            a power of two per axis). With 6 interpolation nodes PME matched a 1e-12 Ewald to
-            8.5e-7 relative on 216 rattled NaCl ions (4.3e-5 with 4 nodes; benchmarks/
-            electrostatics.py).
+        mesh_spacing: PME mesh spacing (Å); default 0.2 / α (torch-pme rounds the mesh up to
+            a power of two per axis). With 6 interpolation nodes it matched a 1e-12 Ewald to
+            4e-7 relative on 64 rattled NaCl ions at r_c = 4 Å (0.4 / α: 2.7e-5; 4 nodes:
+            3e-5), see docs/electrostatics.md.
         interpolation_nodes: PME B-spline order (torch-pme: 3 … 7).
     """
 
@@ -161,7 +161,7 @@ class Coulomb(nn.Module):
                 f"Gaussian charges overlap beyond it; use σ ≤ "
                 f"{cutoff / (2.0 * math.sqrt(-math.log(accuracy))):.3g} Å")
         self.method = method
-        self.mesh_spacing = float(mesh_spacing) if mesh_spacing > 0 else 0.4 / self.alpha
+        self.mesh_spacing = float(mesh_spacing) if mesh_spacing > 0 else 0.2 / self.alpha
         self.interpolation_nodes = int(interpolation_nodes)
         self.ewald_limit = float(ewald_limit)
         self._pme = None
