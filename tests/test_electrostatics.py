@@ -48,9 +48,13 @@ def test_charges_sum_to_each_structures_total_charge():
     assert float(q.abs().min()) > 1e-3      # not trivially uniform
 
 
-def test_fresh_charge_head_spreads_the_total_charge():
-    q = ChargeHead(4)(torch.randn(5, 4), torch.zeros(5, dtype=torch.long), torch.tensor([1.0]))
-    torch.testing.assert_close(q, torch.full((5,), 0.2))
+def test_fresh_charges_are_not_zero():
+    """Zero charges are a stationary point of the Coulomb energy (its gradient in q is A q = 0):
+    the head must start away from it, yet sum exactly to the total charge."""
+    torch.manual_seed(0)
+    q = ChargeHead(4)(torch.randn(6, 4), torch.zeros(6, dtype=torch.long), torch.tensor([0.0]))
+    assert float(q.abs().max()) > 1e-2
+    assert abs(float(q.sum())) < 1e-6
 
 
 def test_energy_term_is_the_coulomb_energy_of_its_charges():
@@ -124,7 +128,8 @@ def test_ewald_and_pme_models_agree():
     atoms = rattled_salt((2, 2, 2), seed=6)
     ewald, pme = predict(salt_model("ewald"), [atoms]), predict(salt_model("pme"), [atoms])
     assert abs(float(ewald["energy"] - pme["energy"])) < 1e-5 * abs(float(ewald["energy"]))
-    assert float((ewald["forces"] - pme["forces"]).abs().max()) < 1e-4
+    scale = float(ewald["forces"].abs().max())
+    assert float((ewald["forces"] - pme["forces"]).abs().max()) < 1e-4 * scale, scale  # 2.2e-5 seen
 
 
 def test_smearing_wider_than_the_cutoff_allows_is_a_clear_error():

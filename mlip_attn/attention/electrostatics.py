@@ -18,8 +18,10 @@ Two parts, both built from `mlip_attn.nn.coulomb.Coulomb` (k_e = 14.399645 eV·�
   E_i = ½ k_e q_i φ_i added to every atom's energy, so E(structure) gains the exact Coulomb
   energy of those charges — the physical 1/r tail at every distance, in every periodic image.
 
-Its charge head starts at zero, so a fresh model's charges are Q_b / n_b (zero for neutral
-structures) and a fresh model equals the local model on neutral structures.
+The branch into the scalars starts at zero (as every global block's), but the charge heads
+start random: a fresh model's energy already contains the Coulomb energy of random charges
+(of ~0.1–1 e), so, unlike the attention blocks, a fresh electrostatics model is not the local
+model. Zero charges would be a stationary point the training never leaves (`ChargeHead`).
 
 Periodic cells (nonzero cell) use the tin-foil Ewald sum with a neutralising background for a
 net charge; the real-space part runs over the model's own neighbour list, with its cutoff
@@ -46,14 +48,17 @@ class ChargeHead(nn.Module):
 
         q̃_i = MLP(s_i),   q_i = q̃_i + (Q_b − Σ_{j∈b} q̃_j) / n_b
 
-    (the uniform correction of SpookyNet). The MLP's last layer starts at zero, so q_i = Q_b /
-    n_b at first. Swappable: any module with this forward (e.g. a charge model that lets charge
-    flow only along bonds) can replace it.
+    (the uniform correction of SpookyNet). The MLP starts with PyTorch's default (random)
+    initialisation, not at zero: the Coulomb energy ½ qᵀAq is quadratic in the charges, so at
+    q = 0 its gradient with respect to them vanishes and zero-initialised charges of neutral
+    structures never leave zero (measured: a zero-initialised model trained like a local one,
+    benchmarks/results/rigid-ion-salt-run1-zero-init.log). Swappable: any module with this
+    forward (e.g. a charge model that lets charge flow only along bonds) can replace it.
     """
 
     def __init__(self, width: int):
         super().__init__()
-        self.net = mlp([width, width, 1], zero_last=True)
+        self.net = mlp([width, width, 1])
 
     def forward(self, scalars: Tensor, batch: Tensor, total: Tensor) -> Tensor:
         raw = self.net(scalars).squeeze(-1)
