@@ -2,9 +2,11 @@
 rock-salt supercells with ±1 charges, float64, one thread.
 
     OMP_NUM_THREADS=1 python benchmarks/electrostatics.py [--repeats 2 3 4 5 6] [--cutoff 5]
+    OMP_NUM_THREADS=1 python benchmarks/electrostatics.py --mesh-sweep
 
 Prints, per supercell, N, the number of k-vectors K, the relative energy error of each method
-against Ewald at accuracy 1e-12, and the median wall time of energy + forces.
+against Ewald at accuracy 1e-12, and the median wall time of energy + forces. ``--mesh-sweep``
+prints PME's error and time for mesh spacings and interpolation orders instead.
 """
 import argparse
 import time
@@ -45,14 +47,35 @@ def timed(coulomb, d, q, n=3):
     return e, 1e3 * float(np.median(times))
 
 
+def mesh_sweep(repeats, accuracy):
+    """PME's error (vs Ewald at ε = 1e-12) and time for mesh spacings and interpolation orders.
+    torch-pme makes 2 L / spacing + 1 mesh points per axis, rounded up to a power of two."""
+    print(f"PME mesh sweep, r_c = 5 Å, ε = {accuracy:g}, ±1 charges, energy + forces")
+    print(f"{'N':>6}{'spacing × α':>12}{'nodes':>7}{'rel. error':>12}{'ms':>9}")
+    for r in repeats:
+        d, q = setup(r, 5.0)
+        ewald = run(Coulomb(5.0, accuracy=1e-12, method="ewald"), d, q, forces=False)
+        alpha = Coulomb(5.0, accuracy=accuracy).alpha
+        for spacing in (1.6, 1.2, 0.8, 0.4):
+            for nodes in (4, 6):
+                pme = Coulomb(5.0, accuracy=accuracy, method="pme", mesh_spacing=spacing / alpha,
+                              interpolation_nodes=nodes)
+                e, ms = timed(pme, d, q, n=1)
+                print(f"{len(q):>6}{spacing:>12}{nodes:>7}{abs(e - ewald) / abs(ewald):>12.1e}"
+                      f"{ms:>9.0f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, nargs="+", default=[2, 3, 4, 5, 6])
     parser.add_argument("--cutoff", type=float, default=5.0)
     parser.add_argument("--accuracy", type=float, default=1e-8)
     parser.add_argument("--max-ewald", type=float, default=6e7, help="skip Ewald above N·K")
+    parser.add_argument("--mesh-sweep", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.mesh_sweep:
+        return mesh_sweep(args.repeats, args.accuracy)
     print(f"cutoff {args.cutoff} Å, accuracy {args.accuracy:g}, float64, energy + forces")
     print(f"{'N':>6}{'K':>9}{'Ewald err':>11}{'Ewald ms':>10}{'PME err':>10}{'PME ms':>9}")
     for r in args.repeats:

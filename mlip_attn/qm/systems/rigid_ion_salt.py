@@ -133,13 +133,13 @@ class RigidIonSalt(ReferenceSystem):
     methods = ("rigid-ion-ewald",)
     default_n = 200
     protocols = {"default": Protocol(
-        "2x2x2 cells (≤ 64 ions) with defects; tested on 3x3x3 and 4x4x4 boxes", n=160,
-        data={"repeats": [[2, 2, 2]]},
+        "1x2x2, 2x2x2 and 2x2x3 cells (≤ 96 ions) with defects; tested on 3x3x3 and 4x4x4 "
+        "boxes", n=160, data={"repeats": [[1, 2, 2], [2, 2, 2], [2, 2, 3]]},
         held_out={"3x3x3": HeldOut(16, {"repeats": [[3, 3, 3]]}, seed=1001),
                   "4x4x4": HeldOut(8, {"repeats": [[4, 4, 4]]}, seed=1002)},
         backbone={"backbone": "painn", "cutoff": 5.0, "layers": 2, "num_basis": 16},
         variants={"local": None, "electrostatics": {"type": "electrostatics"}},
-        reference="electrostatics", width=24, training={"epochs": 32})}
+        reference="electrostatics", width=24, training={"epochs": 40})}
     card_description = ("Rock-salt NaCl supercells with Schottky pairs and charged vacancies; "
                         "rigid-ion Ewald + Born–Mayer labels (exact).")
     card_limits = ("Analytic toy: Na and Cl with fixed formal charges, no polarisation.",)
