@@ -133,11 +133,12 @@ class Coulomb(nn.Module):
         cutoff: real-space cutoff r_c (Å) — at most the cutoff of the neighbour list passed in.
         accuracy: ε, the relative size of the neglected terms (sets α and k_max).
         smearing: Gaussian charge width σ (Å); 0 for point charges.
-        method: ``ewald``, ``pme`` or ``auto`` (Ewald while N · K ≤ ``ewald_limit``).
-        mesh_spacing: PME mesh spacing (Å); default 0.2 / α (torch-pme rounds the mesh up to
-            a power of two per axis). With 6 interpolation nodes it matched a 1e-12 Ewald to
-            4e-7 relative on 64 rattled NaCl ions at r_c = 4 Å (0.4 / α: 2.7e-5; 4 nodes:
-            3e-5), see docs/electrostatics.md.
+        method: ``ewald``, ``pme`` or ``auto`` (Ewald while N · K ≤ ``ewald_limit``; default
+            1e6 for accuracy ≥ 1e-6, 2e7 below: the measured crossovers).
+        mesh_spacing: torch-pme's mesh spacing (Å; it makes 2 L / spacing + 1 points per axis,
+            rounded up to a power of two); default 0.4 / α for accuracy ≥ 1e-6 (PME error
+            5.5e-6 / 8.5e-8 relative on 216 / 512 ions) and 0.2 / α below (4e-7 on 64 ions at
+            r_c = 4 Å), see docs/electrostatics.md.
         interpolation_nodes: PME B-spline order (torch-pme: 3 … 7).
     """
 
@@ -145,7 +146,7 @@ class Coulomb(nn.Module):
 
     def __init__(self, cutoff: float, accuracy: float = 1e-8, smearing: float = 0.0,
                  method: str = "auto", mesh_spacing: float = 0.0, interpolation_nodes: int = 6,
-                 ewald_limit: float = 2.0e7):
+                 ewald_limit: float = 0.0):
         super().__init__()
         if method not in ("ewald", "pme", "auto"):
             raise ValueError(f"method must be 'ewald', 'pme' or 'auto', got {method!r}")
@@ -161,9 +162,15 @@ class Coulomb(nn.Module):
                 f"Gaussian charges overlap beyond it; use σ ≤ "
                 f"{cutoff / (2.0 * math.sqrt(-math.log(accuracy))):.3g} Å")
         self.method = method
-        self.mesh_spacing = float(mesh_spacing) if mesh_spacing > 0 else 0.2 / self.alpha
+        if mesh_spacing > 0:
+            self.mesh_spacing = float(mesh_spacing)
+        else:  # measured: benchmarks/electrostatics.py --mesh-sweep (docs/electrostatics.md)
+            self.mesh_spacing = (0.4 if self.accuracy >= 1e-6 else 0.2) / self.alpha
         self.interpolation_nodes = int(interpolation_nodes)
-        self.ewald_limit = float(ewald_limit)
+        # measured crossover (docs/electrostatics.md): at ε = 1e-5 PME is faster from ~200 ions
+        # (N·K ≈ 1e6); at ε = 1e-8 (finer mesh) Ewald stayed faster up to 512 ions (N·K 2e7)
+        self.ewald_limit = (float(ewald_limit) if ewald_limit > 0
+                            else (1.0e6 if self.accuracy >= 1e-6 else 2.0e7))
         self._pme = None
 
     def uses_pme(self, n: int, cell: Tensor) -> bool:
