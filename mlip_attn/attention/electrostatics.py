@@ -21,7 +21,7 @@ Two parts, both built from `mlip_attn.nn.coulomb.Coulomb` (k_e = 14.399645 eV·�
 The branch into the scalars starts at zero (as every global block's), but the charge heads
 start random: a fresh model's energy already contains the Coulomb energy of random charges
 (of ~0.1–1 e), so, unlike the attention blocks, a fresh electrostatics model is not the local
-model. Zero charges would be a stationary point the training never leaves (`ChargeHead`).
+model. Zero charges are a stationary point of the Coulomb energy (`ChargeHead`).
 
 Periodic cells (nonzero cell) use the tin-foil Ewald sum with a neutralising background for a
 net charge; the real-space part runs over the model's own neighbour list, with its cutoff
@@ -50,9 +50,9 @@ class ChargeHead(nn.Module):
 
     (the uniform correction of SpookyNet). The MLP starts with PyTorch's default (random)
     initialisation, not at zero: the Coulomb energy ½ qᵀAq is quadratic in the charges, so at
-    q = 0 its gradient with respect to them vanishes and zero-initialised charges of neutral
-    structures never leave zero (measured: a zero-initialised model trained like a local one,
-    benchmarks/results/rigid-ion-salt-run1-zero-init.log). Swappable: any module with this
+    q = 0 its gradient with respect to them vanishes: zero-initialised charges of neutral
+    structures get no gradient (only charged structures, where q starts at Q_b / n_b, move
+    them). Swappable: any module with this
     forward (e.g. a charge model that lets charge flow only along bonds) can replace it.
     """
 
