@@ -62,14 +62,17 @@ def test_total_charge_of_data_files_is_read_and_a_disagreement_is_named():
     atoms = random_molecule(6, seed=3)
     atoms.calc = AttnCalculator(model, default_dtype="float64")
     atoms.info["charge"] = 1
-    cation = atoms.get_potential_energy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # e.g. a DomainWarning on this random cluster
+        cation = atoms.get_potential_energy()
     del atoms.info["charge"]
     atoms.info["total_charge"] = 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")              # agreeing or single keys: no warning
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         assert atoms.get_potential_energy() == cation
         atoms.info["charge"] = 1
         assert atoms.get_potential_energy() == cation
+    assert not [w for w in seen if "disagree" in str(w.message)]   # agreeing or single keys
     del atoms.info["charge"]
     assert atoms.get_potential_energy() == cation
     atoms.info["charge"] = 0          # a key newly set to 0 is a change too

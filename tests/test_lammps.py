@@ -536,7 +536,8 @@ def test_global_models_that_cannot_be_split_are_refused_on_two_ranks(plugin, tmp
     why = {"TransformerAttention": "softmax", "TransformerBackbone": "softmax",
            "BondGraphPropagation": "bonds through the whole molecule",
            "ChargeEquilibration": "linear solve over every atom",
-           "EuclideanFastAttention": "switch of its distance"}   # words of each reason
+           "EuclideanFastAttention": "switch of its distance",
+           "Electrostatics": "cross-rank form"}   # words of each reason
     expected = [w for cls, w in why.items()
                 if any(type(m).__name__ == cls for m in model.modules())]
     assert expected, f"{name}: no single-rank block known to this test"

@@ -120,7 +120,9 @@ class AtomicData:
         return cls(
             positions=torch.tensor(np.asarray(atoms.positions), dtype=torch.float64),
             numbers=torch.tensor(np.asarray(atoms.numbers), dtype=torch.int64),
-            cell=torch.tensor(np.asarray(atoms.cell.array), dtype=torch.float64),
+            # the cell of a structure periodic in no direction is meaningless: zero (see `cell`)
+            cell=torch.tensor(np.asarray(atoms.cell.array) if atoms.pbc.any() else np.zeros((3, 3)),
+                              dtype=torch.float64),
             pbc=torch.tensor(np.asarray(atoms.pbc), dtype=torch.bool),
             name=name,
             **labels,

@@ -181,7 +181,9 @@ def lammps_metadata(model: Potential, stored: dict | None = None,
         "cutoff": float(model.cutoff),
         "r_max": float(model.r_max),
         "global": model.is_global,
-        "periodic": bool(model.periodic),
+        # blocks with reciprocal-space sums need the box, which the pair style does not pass
+        "periodic": bool(model.periodic) and not any(
+            getattr(b, "needs_cell", False) for b in model.modules()),
         "distributed": distributed,
         "layers": int(layers),
         "dtype": str(model.shift.dtype).replace("torch.", ""),

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..attention.base import GlobalBlock
+from ..attention.electrostatics import NoEnergyTerm
 from ..data.neighbours import edge_vectors
 from ..encoders.stack import EncoderStack, NoEncoders
 from ..nn import ElementIndex, mlp
@@ -121,6 +122,17 @@ class Potential(nn.Module):
                              persistent=False)
         self.register_buffer("pauling", pauling_electronegativity().to(torch.get_default_dtype()),
                              persistent=False)
+        # blocks whose real-space sums run over the model's neighbour list take its cutoff, and
+        # a block with an explicit energy term (electrostatics) adds it from the final scalars
+        for block in blocks:
+            if hasattr(block, "use_cutoff"):
+                try:
+                    block.use_cutoff(self.cutoff)
+                except ValueError as exc:
+                    raise ValueError(f"model.attention.{exc}") from exc
+        terms = [b.energy_term() for b in blocks if hasattr(b, "energy_term")]
+        self.has_energy_term = bool(terms)
+        self.energy_term = terms[-1] if terms else NoEnergyTerm()
 
     def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                         edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,
@@ -148,6 +160,8 @@ class Potential(nn.Module):
         atomic = self.readout(features).squeeze(-1) * self.scale[species] + self.shift[species]
         if self.tails:
             atomic = atomic + self.tail_energies(graph, species)
+        if self.has_energy_term:
+            atomic = atomic + self.energy_term(features, graph)
         return atomic, features
 
     def tail_energies(self, graph: Graph, species: torch.Tensor) -> torch.Tensor:
@@ -189,8 +203,10 @@ class Potential(nn.Module):
             sym = 0.5 * (strain + strain.transpose(1, 2))
             positions = positions + torch.bmm(positions[:, None, :], sym[batch]).squeeze(1)
             shifts = shifts + torch.bmm(shifts[:, None, :], sym[batch[edge_index[0]]]).squeeze(1)
+        # the cell strains too (explicit in reciprocal-space sums); its volume below does not
+        strained_cell = cell + torch.bmm(cell, 0.5 * (strain + strain.transpose(1, 2)))
         atomic, features = self.energies_and_features(positions, numbers, batch, edge_index,
-                                                      shifts, cell, charge, spin)
+                                                      shifts, strained_cell, charge, spin)
         energy = torch.zeros(num_graphs, dtype=atomic.dtype, device=atomic.device)
         energy = energy.index_add(0, batch, atomic)
         out: Dict[str, torch.Tensor] = {"energy": energy, "energies": atomic}

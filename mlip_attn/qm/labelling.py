@@ -17,23 +17,32 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from ase import Atoms
 
-from .methods import METHODS, PYSCF_HINT, compute_label, method_metadata
+from .methods import (METHODS, PERIODIC_METHODS, PYSCF_HINT, compute_label,
+                      compute_periodic_label, method_metadata)
 from .store import Appender, output_atoms, repair
 from .threads import single_thread_environment, worker_init
 
 
-def _task(args) -> tuple[int, float | None, np.ndarray | None, str | None, float]:
-    index, numbers, positions, charge, mult, method, kw = args
+def _task(args) -> tuple[int, float | None, np.ndarray | None, np.ndarray | None, str | None,
+                        float]:
+    """(index, energy, forces, stress or None, error or None, seconds) of one structure."""
+    index, numbers, positions, charge, mult, method, kw, cell = args
     t0 = time.perf_counter()
     try:
-        e, f = compute_label(numbers, positions, charge, mult, method, **kw)
+        stress = None
+        if method in PERIODIC_METHODS:
+            if cell is None:
+                raise ValueError(f"method {method!r} needs a periodic cell")
+            e, f, stress = compute_periodic_label(numbers, positions, cell, method)
+        else:
+            e, f = compute_label(numbers, positions, charge, mult, method, **kw)
         if not (math.isfinite(e) and np.all(np.isfinite(f))):
             raise FloatingPointError(f"non-finite energy/forces (E={e})")
         if f.shape != (len(numbers), 3):
             raise ValueError(f"forces have shape {f.shape}")
-        return index, e, f, None, time.perf_counter() - t0
+        return index, e, f, stress, None, time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and skipped
-        return index, None, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
+        return index, None, None, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
 
 
 @dataclass
@@ -139,7 +148,7 @@ def label_structures(structures: Sequence[Atoms], out_path: str, method: str = "
                 kw = {"smearing": _default_smearing(s, smearing)}
             yield (i, np.asarray(s.numbers), np.asarray(s.positions),
                    int(s.info.get("total_charge", 0)), None if mult is None else int(mult),
-                   method, kw)
+                   method, kw, np.asarray(s.cell.array) if s.pbc.any() else None)
 
     writer = Appender(str(out_path), fsync=fsync)
     bar = tqdm(total=len(todo), disable=not progress, desc=f"{method} -> {os.path.basename(str(out_path))}",
@@ -153,7 +162,7 @@ def label_structures(structures: Sequence[Atoms], out_path: str, method: str = "
             with single_thread_environment():
                 pool = ctx.Pool(int(workers), initializer=worker_init)
             results = pool.imap(_task, tasks(), chunksize=max(1, int(chunksize)))
-        for index, e, f, err, dt in results:
+        for index, e, f, stress, err, dt in results:
             report.compute_s += dt
             if err is not None:
                 report.n_failed += 1
@@ -165,7 +174,7 @@ def label_structures(structures: Sequence[Atoms], out_path: str, method: str = "
                     settings = method_metadata(method, smearing=_default_smearing(
                         structures[index], smearing))[1]
                 writer.write(output_atoms(structures[index], index, e, f, ref_method,
-                                           settings))
+                                           settings, stress=stress))
                 report.n_done += 1
             bar.update(1)
     finally:

@@ -14,7 +14,9 @@ from ase import Atoms
 from .analytic import REF_METHOD, REF_SETTINGS, nacl_energy_forces
 from .threads import single_thread_openmp
 
-METHODS = ("gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp", "nacl-analytic")
+METHODS = ("gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp", "nacl-analytic", "rigid-ion-ewald")
+# methods for periodic cells: `compute_periodic_label` (energy, forces and stress)
+PERIODIC_METHODS = ("rigid-ion-ewald",)
 
 PYSCF_HINT = ("the 'pyscf-b3lyp' method needs PySCF: pip install 'mlip-attn[qm]' "
               "(or pip install pyscf)")
@@ -48,6 +50,10 @@ def method_metadata(method: str, electronic_temperature: float = 300.0,
         sm = f"fermi smearing {smearing:g} Ha" if smearing else "no smearing"
         return "B3LYP/def2-SVP", f"pyscf {v}; density fitting def2-universal-jkfit; {sm}"
     if method == "nacl-analytic":
+        return REF_METHOD, REF_SETTINGS
+    if method == "rigid-ion-ewald":
+        from .systems.rigid_ion_salt import REF_METHOD, REF_SETTINGS
+
         return REF_METHOD, REF_SETTINGS
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
@@ -185,3 +191,16 @@ def compute_label(numbers: np.ndarray, positions: np.ndarray, charge: int = 0,
 
 # indirection so tests (and users) can swap the calculator in the calling process
 _calculator_factory: Callable[..., Any] = make_calculator
+
+
+def compute_periodic_label(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray,
+                           method: str) -> tuple[float, np.ndarray, np.ndarray]:
+    """Energy (eV), forces (N, 3) eV/Å and stress (3, 3) eV/Å³ of one periodic cell (rows of
+    ``cell`` are lattice vectors, Å) with a method of `PERIODIC_METHODS`."""
+    method = method.lower()
+    if method == "rigid-ion-ewald":
+        from .systems.rigid_ion_salt import salt_energy_forces_stress
+
+        return salt_energy_forces_stress(positions, numbers, cell)
+    raise ValueError(f"method {method!r} does not label periodic cells; choose from "
+                     f"{PERIODIC_METHODS}")

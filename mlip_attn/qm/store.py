@@ -149,9 +149,14 @@ def read_done_indices(path: str) -> set[int]:
 
 
 def output_atoms(src: Atoms, index: int, energy: float, forces: np.ndarray,
-                  ref_method: str, ref_settings: str) -> Atoms:
+                  ref_method: str, ref_settings: str, stress: np.ndarray | None = None) -> Atoms:
+    """The labelled frame: periodic structures keep their cell and pbc, and ``stress`` (3, 3)
+    eV/Å³ becomes ``REF_stress``."""
     out = Atoms(numbers=src.numbers, positions=src.positions)
     out.pbc = False
+    if src.pbc.any():
+        out.set_cell(src.cell)
+        out.pbc = src.pbc
     for k, v in src.info.items():
         if k in ("REF_energy", "energy", "free_energy", "stress", "REF_stress"):
             continue
@@ -163,6 +168,8 @@ def output_atoms(src: Atoms, index: int, energy: float, forces: np.ndarray,
     out.info["ref_method"] = ref_method
     out.info["ref_settings"] = ref_settings
     out.info["index"] = int(index)
+    if stress is not None:
+        out.info["REF_stress"] = np.asarray(stress, dtype=float).reshape(3, 3)
     return out
 
 

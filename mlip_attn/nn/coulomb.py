@@ -1,0 +1,231 @@
+"""Coulomb energy of point (or Gaussian-smeared) charges: Ewald or particle-mesh Ewald (PME) in
+periodic cells, a direct sum for isolated structures.
+
+For each structure with charges q_i (e) at r_i (Å) the module returns the electrostatic
+potential at every atom φ_i (e/Å, the potential of all the *other* charges and their periodic
+images), so that the Coulomb energy is
+
+    E = ½ k_e Σ_i q_i φ_i   (eV, k_e = 14.399645 eV·Å/e²),   E_i = ½ k_e q_i φ_i per atom.
+
+Isolated structures (zero cell): φ_i = Σ_{j≠i} q_j γ(r_ij), γ(r) = erf(r / 2σ) / r, the
+interaction of two Gaussian charges of width σ (Å); σ = 0 gives point charges, γ = 1/r.
+The smearing removes the 1/r singularity at short range, which the local model describes.
+
+Periodic structures (tin-foil boundary), Ewald splitting α (1/Å):
+
+    φ_i = Σ_{j,T}' q_j [erfc(α r) − erfc(r / 2σ)] / r        (real space, pairs within the cutoff)
+        + (4π/V) Σ_{k≠0} e^{−k²/4α²}/k² Re(e^{−ik·r_i} S(k)),  S(k) = Σ_j q_j e^{ik·r_j}
+        − 2α q_i / √π − π Q / (V α²)
+
+(the last term is the neutralising background of a net charge Q = Σ q). The real-space pairs
+are the model's own neighbour list (edge_index, lengths), so they never reach beyond its
+cutoff r_c: α = √(−ln ε) / r_c makes erfc(α r_c) ≈ ε, and the reciprocal sum keeps every
+k with |k| ≤ k_max = 2α √(−ln ε) (ε: ``accuracy``). The smeared (σ > 0) periodic energy equals
+the isolated one in the limit of a large cell when erfc(r_c / 2σ) ≤ ε, i.e. σ ≤ r_c / (2√(−ln ε)).
+
+Two reciprocal-space methods (`method`):
+- ``ewald``: the k-sum above, exact to ε, cost O(N · K) with K ∝ V k_max³ vectors — at a fixed
+  real-space cutoff, O(N²); best for small cells.
+- ``pme``: smooth particle-mesh Ewald from torch-pme (BSD-3; charges spread on a mesh with
+  B-splines, FFT), cost O(N log N); its error is set by the mesh spacing.
+``auto`` takes Ewald while N · K ≤ ``ewald_limit`` and PME above.
+
+Forces and stress follow by autograd (positions, and the cell through k and V). Everything is
+TorchScript-compatible except the PME path (torch-pme's calculator), which a scripted model
+reaches only with ``method: ewald``.
+"""
+import math
+from typing import List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+COULOMB = 14.399645  # eV·Å/e²
+
+
+def ewald_splitting(cutoff: float, accuracy: float) -> Tuple[float, float]:
+    """α (1/Å) and k_max (1/Å) for a real-space cutoff (Å) and a relative accuracy ε ∈ (0, 1)."""
+    if not 0.0 < accuracy < 1.0:
+        raise ValueError(f"accuracy must lie in (0, 1), got {accuracy}")
+    if cutoff <= 0.0:
+        raise ValueError(f"cutoff must be positive, got {cutoff}")
+    x = math.sqrt(-math.log(accuracy))
+    alpha = x / cutoff
+    return alpha, 2.0 * alpha * x
+
+
+def reciprocal_vectors(cell: Tensor, k_max: float) -> Tensor:
+    """Half of the nonzero reciprocal lattice vectors with |k| ≤ k_max (one of each ±k pair),
+    (K, 3) in 1/Å, differentiable in ``cell`` (3, 3), rows = lattice vectors (Å)."""
+    recip = 2.0 * math.pi * torch.linalg.inv(cell).transpose(0, 1)      # rows b_i, a_i·b_j = 2πδ
+    lengths = torch.linalg.norm(cell.detach(), dim=1)
+    n = torch.ceil(lengths * k_max / (2.0 * math.pi)).to(torch.long)     # |n_i| ≤ |k| |a_i| / 2π
+    n0, n1, n2 = int(n[0]), int(n[1]), int(n[2])
+    r0 = torch.arange(0, n0 + 1, device=cell.device)
+    r1 = torch.arange(-n1, n1 + 1, device=cell.device)
+    r2 = torch.arange(-n2, n2 + 1, device=cell.device)
+    grid = torch.cartesian_prod(r0, r1, r2)
+    half = (grid[:, 0] > 0) | ((grid[:, 0] == 0) & (grid[:, 1] > 0)) | \
+        ((grid[:, 0] == 0) & (grid[:, 1] == 0) & (grid[:, 2] > 0))
+    grid = grid[half].to(cell.dtype)
+    k = grid @ recip
+    inside = (k.detach() * k.detach()).sum(1) <= k_max * k_max
+    return k[inside]
+
+
+def direct_potential(q: Tensor, positions: Tensor, smearing: float) -> Tensor:
+    """φ (n,) e/Å of isolated charges q (n,) at positions (n, 3) Å: Σ_{j≠i} q_j γ(r_ij)."""
+    n = positions.shape[0]
+    diff = positions.unsqueeze(1) - positions.unsqueeze(0)
+    eye = torch.eye(n, dtype=torch.bool, device=positions.device)
+    r2 = torch.where(eye, torch.ones_like(diff[..., 0]), (diff * diff).sum(-1))
+    r = torch.sqrt(r2)
+    if smearing > 0.0:
+        gamma = torch.erf(r / (2.0 * smearing)) / r
+    else:
+        gamma = 1.0 / r
+    gamma = torch.where(eye, torch.zeros_like(gamma), gamma)
+    return gamma @ q
+
+
+def real_space_potential(q: Tensor, receivers: Tensor, senders: Tensor, lengths: Tensor,
+                         n: int, alpha: float, smearing: float) -> Tensor:
+    """Real-space Ewald part φ (n,) e/Å over the pairs of a full neighbour list."""
+    kernel = torch.erfc(alpha * lengths)
+    if smearing > 0.0:
+        kernel = kernel - torch.erfc(lengths / (2.0 * smearing))
+    return q.new_zeros(n).index_add(0, receivers, q[senders] * kernel / lengths)
+
+
+def structure_factor(q: Tensor, positions: Tensor, k: Tensor) -> Tuple[Tensor, Tensor]:
+    """Re and Im of S(k) = Σ_j q_j e^{ik·r_j}, each (K,), and cos/sin(k·r) (n, K)."""
+    kr = positions @ k.transpose(0, 1)
+    cos, sin = torch.cos(kr), torch.sin(kr)
+    return q @ cos, q @ sin
+
+
+def reciprocal_potential(q: Tensor, positions: Tensor, cell: Tensor, alpha: float,
+                         k_max: float) -> Tensor:
+    """Reciprocal-space Ewald potential + self term + neutralising background, φ (n,) e/Å."""
+    volume = torch.abs(torch.linalg.det(cell))
+    k = reciprocal_vectors(cell, k_max)
+    k2 = (k * k).sum(1)
+    weight = (8.0 * math.pi / volume) * torch.exp(-k2 / (4.0 * alpha * alpha)) / k2  # ±k: 2 × 4π/V
+    kr = positions @ k.transpose(0, 1)
+    cos, sin = torch.cos(kr), torch.sin(kr)
+    s_re, s_im = q @ cos, q @ sin
+    phi = cos @ (weight * s_re) + sin @ (weight * s_im)
+    total = q.sum()
+    return (phi - (2.0 * alpha / math.sqrt(math.pi)) * q
+            - math.pi * total / (volume * alpha * alpha))
+
+
+def ewald_vector_count(cell: Tensor, k_max: float) -> float:
+    """Estimated number of half-space k-vectors, V k_max³ / (12π²)."""
+    volume = float(torch.abs(torch.linalg.det(cell.detach())))
+    return volume * k_max ** 3 / (12.0 * math.pi ** 2)
+
+
+class Coulomb(nn.Module):
+    """Electrostatic potential at every atom of a batch (see the module docstring).
+
+    Args:
+        cutoff: real-space cutoff r_c (Å) — at most the cutoff of the neighbour list passed in.
+        accuracy: ε, the relative size of the neglected terms (sets α and k_max).
+        smearing: Gaussian charge width σ (Å); 0 for point charges.
+        method: ``ewald``, ``pme`` or ``auto`` (Ewald while N · K ≤ ``ewald_limit``; default
+            1e6 for accuracy ≥ 1e-6, 2e7 below: the measured crossovers).
+        mesh_spacing: torch-pme's mesh spacing (Å; it makes 2 L / spacing + 1 points per axis,
+            rounded up to a power of two); default 0.4 / α for accuracy ≥ 1e-6 (PME error
+            5.5e-6 / 8.5e-8 relative on 216 / 512 ions) and 0.2 / α below (4e-7 on 64 ions at
+            r_c = 4 Å), see docs/electrostatics.md.
+        interpolation_nodes: PME B-spline order (torch-pme: 3 … 7).
+    """
+
+    __jit_ignored_attributes__ = ["_pme"]
+
+    def __init__(self, cutoff: float, accuracy: float = 1e-8, smearing: float = 0.0,
+                 method: str = "auto", mesh_spacing: float = 0.0, interpolation_nodes: int = 6,
+                 ewald_limit: float = 0.0):
+        super().__init__()
+        if method not in ("ewald", "pme", "auto"):
+            raise ValueError(f"method must be 'ewald', 'pme' or 'auto', got {method!r}")
+        if smearing < 0.0:
+            raise ValueError(f"smearing must be ≥ 0, got {smearing}")
+        self.cutoff = float(cutoff)
+        self.accuracy = float(accuracy)
+        self.alpha, self.k_max = ewald_splitting(self.cutoff, self.accuracy)
+        self.smearing = float(smearing)
+        if smearing > 0.0 and math.erfc(cutoff / (2.0 * smearing)) > 10.0 * accuracy:
+            raise ValueError(
+                f"smearing {smearing} Å is too wide for the real-space cutoff {cutoff} Å: the "
+                f"Gaussian charges overlap beyond it; use σ ≤ "
+                f"{cutoff / (2.0 * math.sqrt(-math.log(accuracy))):.3g} Å")
+        self.method = method
+        if mesh_spacing > 0:
+            self.mesh_spacing = float(mesh_spacing)
+        else:  # measured: benchmarks/electrostatics.py --mesh-sweep (docs/electrostatics.md)
+            self.mesh_spacing = (0.4 if self.accuracy >= 1e-6 else 0.2) / self.alpha
+        self.interpolation_nodes = int(interpolation_nodes)
+        # measured crossover (docs/electrostatics.md): at ε = 1e-5 PME is faster from ~200 ions
+        # (N·K ≈ 1e6); at ε = 1e-8 (finer mesh) Ewald stayed faster up to 512 ions (N·K 2e7)
+        self.ewald_limit = (float(ewald_limit) if ewald_limit > 0
+                            else (1.0e6 if self.accuracy >= 1e-6 else 2.0e7))
+        self._pme = None
+
+    def uses_pme(self, n: int, cell: Tensor) -> bool:
+        """Whether a structure of n atoms in ``cell`` takes the PME path."""
+        if self.method == "auto":
+            return n * ewald_vector_count(cell, self.k_max) > self.ewald_limit
+        return self.method == "pme"
+
+    @torch.jit.unused
+    def pme_potential(self, q: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
+        """Reciprocal + self + background potential φ (n,) e/Å by torch-pme's PME."""
+        if self._pme is None:
+            try:
+                import torchpme
+            except ImportError as exc:
+                raise ImportError("method 'pme' needs torch-pme: pip install torch-pme") from exc
+            potential = torchpme.CoulombPotential(smearing=1.0 / (math.sqrt(2.0) * self.alpha))
+            self._pme = torchpme.PMECalculator(potential, mesh_spacing=self.mesh_spacing,
+                                               interpolation_nodes=self.interpolation_nodes,
+                                               full_neighbor_list=True)
+        pme = self._pme.to(dtype=q.dtype, device=q.device)
+        empty = torch.zeros((0, 2), dtype=torch.long, device=q.device)
+        out = pme(q.unsqueeze(1), cell, positions, empty, q.new_zeros((0,)))
+        return 2.0 * out.squeeze(1)   # torch-pme returns ½ Σ_j q_j v(r_ij)
+
+    def forward(self, q: Tensor, positions: Tensor, cell: Tensor, batch: Tensor,
+                edge_index: Tensor, lengths: Tensor, num_graphs: int) -> Tensor:
+        """φ (N,) e/Å for charges q (N,) e, positions (N, 3) Å, cell (B, 3, 3) Å (a zero cell:
+        isolated), batch (N,), the full neighbour list edge_index (2, E) (receiver, sender)
+        with its lengths (E,) Å."""
+        phi = torch.zeros_like(q)
+        receivers, senders = edge_index[0], edge_index[1]
+        local = torch.full_like(batch, -1)
+        periodic = torch.abs(torch.linalg.det(cell.detach())) > 1e-12
+        for b in range(num_graphs):
+            atoms = torch.nonzero(batch == b).flatten()
+            n = atoms.shape[0]
+            if n == 0:
+                continue
+            qb, rb = q[atoms], positions[atoms]
+            if not bool(periodic[b]):
+                phi = phi.index_put((atoms,), direct_potential(qb, rb, self.smearing))
+                continue
+            local = local.index_put((atoms,), torch.arange(n, device=q.device))
+            edges = torch.nonzero(batch[receivers] == b).flatten()
+            part = real_space_potential(qb, local[receivers[edges]], local[senders[edges]],
+                                        lengths[edges], n, self.alpha, self.smearing)
+            if self.uses_pme(n, cell[b]):
+                part = part + self.pme_potential(qb, rb, cell[b])
+            else:
+                part = part + reciprocal_potential(qb, rb, cell[b], self.alpha, self.k_max)
+            phi = phi.index_put((atoms,), part)
+        return phi
+
+    def energy(self, q: Tensor, phi: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        """Coulomb energy per structure (B,) eV from charges q (N,) and potentials φ (N,)."""
+        return (0.5 * COULOMB * q * phi).new_zeros(num_graphs).index_add(
+            0, batch, 0.5 * COULOMB * q * phi)

@@ -1,0 +1,147 @@
+"""The electrostatics block inside models: exact total charge, the Coulomb energy term of the
+charges it predicts, periodic invariances (supercells, rotations, translations), stress, Ewald
+against PME, and clear errors. The generic model tests (tests/test_models.py) run on it too."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from scipy.spatial.transform import Rotation
+
+from mlip_attn import build_model
+from mlip_attn.attention.electrostatics import ChargeHead, Electrostatics
+from mlip_attn.nn.coulomb import COULOMB, Coulomb
+
+from conftest import predict, to_batch
+
+
+def salt_model(method="ewald", seed=0, layers=2, cutoff=4.0, backbone="painn"):
+    torch.manual_seed(seed)
+    model = build_model({"backbone": backbone, "elements": [11, 17], "width": 16,
+                         "layers": layers, "cutoff": cutoff,
+                         "attention": {"type": "electrostatics", "method": method}})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return model.double().eval()
+
+
+def rattled_salt(repeat=(1, 1, 1), seed=0, rattle=0.1):
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat(repeat)
+    atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+def test_charges_sum_to_each_structures_total_charge():
+    torch.manual_seed(0)
+    head = ChargeHead(8).double()
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn_like(p))
+    s = torch.randn(11, 8, dtype=torch.float64)
+    batch = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    total = torch.tensor([1.0, -2.0, 0.0], dtype=torch.float64)
+    q = head(s, batch, total)
+    sums = torch.zeros(3, dtype=torch.float64).index_add(0, batch, q)
+    torch.testing.assert_close(sums, total, rtol=0, atol=1e-13)
+    assert float(q.abs().min()) > 1e-3      # not trivially uniform
+
+
+def test_fresh_charges_are_not_zero():
+    """Zero charges are a stationary point of the Coulomb energy (its gradient in q is A q = 0):
+    the head must start away from it, yet sum exactly to the total charge."""
+    torch.manual_seed(0)
+    q = ChargeHead(4)(torch.randn(6, 4), torch.zeros(6, dtype=torch.long), torch.tensor([0.0]))
+    assert float(q.abs().max()) > 1e-2
+    assert abs(float(q.sum())) < 1e-6
+
+
+def test_energy_term_is_the_coulomb_energy_of_its_charges():
+    """Model energy − the same model without the term = ½ k_e Σ q φ, with φ from an
+    independent, more accurate Ewald (other splitting)."""
+    model = salt_model()
+    atoms = rattled_salt(seed=1)
+    batch = to_batch([atoms], model.cutoff)
+    args = (batch.positions, batch.numbers, batch.batch, batch.edge_index, batch.shifts,
+            batch.cell, batch.charge, batch.spin)
+    with torch.no_grad():
+        atomic, features = model.energies_and_features(*args)
+        model.has_energy_term = False
+        without, _ = model.energies_and_features(*args)
+        model.has_energy_term = True
+        q = model.energy_term.charges(features, batch.batch, batch.charge)
+    wide = to_batch([atoms], 7.0)
+    lengths = (wide.positions[wide.edge_index[1]] - wide.positions[wide.edge_index[0]]
+               + wide.shifts).norm(dim=1)
+    smearing = model.energy_term.coulomb.smearing
+    reference = Coulomb(7.0, accuracy=1e-12, smearing=smearing, method="ewald")
+    phi = reference(q, wide.positions, wide.cell, wide.batch, wide.edge_index, lengths, 1)
+    expected = 0.5 * COULOMB * float((q * phi).sum())
+    assert abs(float((atomic - without).sum()) - expected) < 1e-6 * max(1, abs(expected))
+    assert abs(expected) > 1e-2
+
+
+def test_supercell_energy_is_extensive_and_forces_periodic():
+    """A 2×1×1 supercell of a periodic cell: twice the energy, the same forces (both Ewald
+    sums are exact to ε, with different k-vector sets)."""
+    model = salt_model()
+    atoms = rattled_salt(seed=2)
+    one = predict(model, [atoms], stress=True)
+    two = predict(model, [atoms.repeat((2, 1, 1))], stress=True)
+    assert abs(float(two["energy"]) - 2 * float(one["energy"])) < 1e-7 * abs(float(one["energy"]))
+    torch.testing.assert_close(two["forces"][:len(atoms)], one["forces"], rtol=0, atol=1e-7)
+    torch.testing.assert_close(two["stress"], one["stress"], rtol=0, atol=1e-9)
+
+
+def test_periodic_rotation_and_translation_invariance():
+    model = salt_model(backbone="egnn")
+    atoms = rattled_salt(seed=3)
+    ref = predict(model, [atoms])
+    moved = atoms.copy()
+    R = Rotation.random(random_state=4).as_matrix()
+    moved.set_cell(atoms.cell.array @ R.T)
+    moved.positions = atoms.positions @ R.T + np.array([0.7, -1.3, 2.2])
+    moved.wrap()
+    out = predict(model, [moved])
+    assert abs(float(out["energy"] - ref["energy"])) < 1e-9 * abs(float(ref["energy"]))
+    torch.testing.assert_close(out["forces"], ref["forces"] @ torch.tensor(R.T),
+                               rtol=0, atol=1e-9)
+
+
+def test_charged_periodic_cell_has_a_splitting_free_energy():
+    """A net charge (one Na removed, Q = −1): the neutralising background keeps the Coulomb
+    term independent of α; the model runs, forces are finite and the charge matters."""
+    model = salt_model()
+    atoms = rattled_salt(seed=5)
+    del atoms[0]
+    atoms.info["charge"] = -1.0
+    out = predict(model, [atoms], stress=True)
+    neutral = atoms.copy()
+    neutral.info["charge"] = 0.0
+    assert abs(float(out["energy"]) - float(predict(model, [neutral])["energy"])) > 1e-3
+    assert torch.isfinite(out["forces"]).all() and torch.isfinite(out["stress"]).all()
+
+
+def test_ewald_and_pme_models_agree():
+    pytest.importorskip("torchpme")
+    atoms = rattled_salt((2, 2, 2), seed=6)
+    ewald, pme = predict(salt_model("ewald"), [atoms]), predict(salt_model("pme"), [atoms])
+    assert abs(float(ewald["energy"] - pme["energy"])) < 1e-5 * abs(float(ewald["energy"]))
+    scale = float(ewald["forces"].abs().max())
+    assert float((ewald["forces"] - pme["forces"]).abs().max()) < 1e-4 * scale, scale  # 2.2e-5 seen
+
+
+def test_smearing_wider_than_the_cutoff_allows_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"model\.attention\.smearing .* too wide"):
+        build_model({"backbone": "painn", "elements": [1], "width": 8, "cutoff": 3.0,
+                     "attention": {"type": "electrostatics", "smearing": 2.0}})
+
+
+def test_real_space_cutoff_is_the_models():
+    model = salt_model(cutoff=5.0)
+    blocks = [m for m in model.modules() if isinstance(m, Electrostatics)]
+    assert blocks and all(b.coulomb.cutoff == 5.0 for b in blocks)
+    assert model.energy_term.coulomb.cutoff == 5.0
+    alpha = math.sqrt(-math.log(1e-8)) / 5.0
+    assert abs(model.energy_term.coulomb.alpha - alpha) < 1e-12
