@@ -3,10 +3,10 @@
 Everything here is produced by openQDC's own code, so it needs ``openqdc`` installed (about
 1 GB of dependencies; never a dependency of mlip-attn). In a separate environment::
 
-    python3 -m venv /work/venv-openqdc
-    /work/venv-openqdc/bin/pip install torch==2.13.0 --index-url ...   # or a local CPU wheel
-    /work/venv-openqdc/bin/pip install openqdc
-    OMP_NUM_THREADS=1 /work/venv-openqdc/bin/python scripts/make_openqdc_goldens.py \
+    python3 -m venv venv-openqdc
+    venv-openqdc/bin/pip install torch==2.13.0 --index-url ...   # or a local CPU wheel
+    venv-openqdc/bin/pip install openqdc
+    OMP_NUM_THREADS=1 venv-openqdc/bin/python scripts/make_openqdc_goldens.py \
         [--spice-raw SPICE-1.1.4_excerpt.hdf5] [--ani1x-raw ani1x_release_excerpt.hdf5]
 
 It writes

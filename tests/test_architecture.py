@@ -21,8 +21,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlip_attn"
 LONG_MODULES = {
     "mlip_attn.attention.efa": "one algorithm: the fast form, its exact O(N²) reference and "
                                "the Lebedev grid utilities it is tested against",
-    "mlip_attn.cli": "the argument parser of every command, one block each (split with the "
-                     "refactor of the CLI)",
 }
 
 

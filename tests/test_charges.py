@@ -200,7 +200,7 @@ def test_why_split_charges_and_not_fragment_constrained_qeq():
             0.5 + torch.nn.functional.softplus(model.hardness(s)).squeeze(-1), ids, n_f)
         q = equilibrate(chi, hard, gaussian_coulomb(pos, valid, sigma, 10.0), valid,
                         torch.zeros(n_f, dtype=torch.float64), sigma)[ids, rank]
-        out[r] = (float(q[h].abs().max()), float(model(s, g)[h].abs().max()))
+        out[r] = (float(q[h].detach().abs().max()), float(model(s, g)[h].detach().abs().max()))
     (qeq_in, sqe_in), (qeq_out, sqe_out) = out.values()
     assert qeq_in > 0.1 and qeq_out < 1e-12            # a jump
     assert sqe_in < 1e-12 and sqe_out < 1e-12          # none

@@ -2,6 +2,8 @@
 global attention must beat the local model (two ions beyond the cutoff)."""
 from __future__ import annotations
 
+import warnings
+
 import ase.io
 import numpy as np
 import pytest
@@ -17,18 +19,25 @@ from conftest import emt_frames, random_crystal, random_molecule
 EFA = {"type": "efa", "r_max": 10.0, "d_qk": 8, "d_v": 8, "vectors": True}
 
 
-def efa_model():
+def efa_model(**options):
     return build_model({"backbone": "painn", "elements": [1, 6, 8], "width": 8, "layers": 1,
-                        "attention": EFA})
+                        "attention": {**EFA, **options}})
 
 
 def test_structure_beyond_r_max_warns_or_raises():
+    """The linear-cost EFA (Lebedev sums, `switch: false`) aliases beyond its reach: a larger
+    structure is warned about or refused; the separable default does not interact there, so
+    it is not."""
     atoms = random_molecule(6, seed=1)
     atoms.positions[0] += [12.0, 0, 0]
     atoms.calc = AttnCalculator(efa_model())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RangeWarning)
+        atoms.get_potential_energy()
+    atoms.calc = AttnCalculator(efa_model(switch=False))
     with pytest.warns(RangeWarning, match=r"exceeds the model's global reach r_max = 10 Å"):
         atoms.get_potential_energy()
-    atoms.calc = AttnCalculator(efa_model(), range_check="raise")
+    atoms.calc = AttnCalculator(efa_model(switch=False), range_check="raise")
     with pytest.raises(ValueError, match="r_max = 10"):
         atoms.get_potential_energy()
 

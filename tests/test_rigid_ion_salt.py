@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from mlip_attn.qm.systems.rigid_ion_salt import (DEFECTS, K_E, salt_cell,
-                                                  salt_energy_forces_stress, salt_structures)
+from mlip_attn.qm.rigid_ion import K_E, salt_energy_forces_stress
+from mlip_attn.qm.systems.rigid_ion_salt import DEFECTS, salt_cell, salt_structures
 
 
 def test_forces_and_stress_are_energy_derivatives():
@@ -35,7 +35,7 @@ def test_perfect_crystal_coulomb_is_the_madelung_energy():
     """Coulomb part = −M k_e / r₀ per ion pair: the labels minus the repulsion (brute force)."""
     atoms = bulk("NaCl", "rocksalt", a=5.74, cubic=True)
     e, _, _ = salt_energy_forces_stress(atoms.positions, atoms.numbers, atoms.cell.array)
-    from mlip_attn.qm.systems.rigid_ion_salt import CUTOFF, TF_B, TF_C, TF_RHO, TF_SIGMA
+    from mlip_attn.qm.rigid_ion import CUTOFF, TF_B, TF_C, TF_RHO, TF_SIGMA
     rep = 0.0
     n = np.arange(-3, 4)
     images = np.stack(np.meshgrid(n, n, n, indexing="ij"), -1).reshape(-1, 3) @ atoms.cell.array

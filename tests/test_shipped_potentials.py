@@ -43,6 +43,7 @@ def test_shipped_potential_loads_and_has_a_card(path):
     meta = read_model_file(path)["metadata"]
     assert np.isfinite(meta["test"]["energy_mae"]) and np.isfinite(meta["test"]["forces_mae"])
     atoms = _structure(meta["elements"])
+    atoms.info["charge"] = meta.get("training_charge", {}).get("values", [0.0])[0]  # one it knows
     atoms.calc = AttnCalculator(path)
     assert np.isfinite(atoms.get_potential_energy())
     assert np.isfinite(atoms.get_forces()).all()

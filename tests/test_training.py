@@ -193,4 +193,4 @@ def test_help_describes_every_option_and_its_default(command, capsys, monkeypatc
         if action.default is not None and action.default is not False:
             assert f"(default: {action.default})" in text, (command, action.dest)
     if command == "fit":
-        assert "README.md, section 'Config reference'" in " ".join(text.split())
+        assert "docs/guide/config.md" in " ".join(text.split())

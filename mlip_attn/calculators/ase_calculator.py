@@ -9,6 +9,7 @@ win and a warning says so. With several model files
 """
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -90,7 +91,11 @@ class AttnCalculator(Calculator):
         self.device, self.dtype, self.range_check = torch.device(device), dtype, range_check
         self.neighbours = VerletList(skin)
         self.cutoff = max(m.cutoff for m in self.models)
-        self.r_max = max(m.r_max for m in self.models)
+        # a structure larger than a block's reach is only a problem for forms that are not
+        # separable (EFA's Lebedev sums alias beyond r_max); separable forms (physics 2) simply
+        # see no interaction there, so their reach gives no range warning
+        self.r_max = max((m.r_max for m in self.models if not math.isfinite(m.separation)),
+                         default=0.0)
         self.elements = set(first.elements)
         self.is_global = any(m.is_global for m in self.models)
         self.periodic = all(m.periodic for m in self.models)

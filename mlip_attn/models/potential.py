@@ -112,7 +112,9 @@ class Potential(nn.Module):
         self.smooth = bool(not encoders or self.encoders.smooth)
         # physics 2: Coulomb + induced-dipole tails between charged fragments beyond the reach
         # (`mlip_attn.nn.tails`), with learned per-element polarisabilities α = softplus(θ) Å³
-        self.tails = int(self.model_config.get("physics", 2)) >= 2
+        # (none where a block already interacts at any distance: its separation is infinite)
+        self.tails = int(self.model_config.get("physics", 2)) >= 2 and \
+            math.isfinite(self.separation)
         if self.tails:
             self.tail_alpha = nn.Parameter(torch.full((n,), math.log(math.e - 1.0),
                                                       dtype=torch.get_default_dtype()))

@@ -35,7 +35,7 @@ TorchScript-compatible except the PME path (torch-pme's calculator), which a scr
 reaches only with ``method: ewald``.
 """
 import math
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor, nn

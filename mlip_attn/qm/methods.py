@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 from ase import Atoms
 
+from . import rigid_ion
 from .analytic import REF_METHOD, REF_SETTINGS, nacl_energy_forces
 from .threads import single_thread_openmp
 
@@ -52,9 +53,7 @@ def method_metadata(method: str, electronic_temperature: float = 300.0,
     if method == "nacl-analytic":
         return REF_METHOD, REF_SETTINGS
     if method == "rigid-ion-ewald":
-        from .systems.rigid_ion_salt import REF_METHOD, REF_SETTINGS
-
-        return REF_METHOD, REF_SETTINGS
+        return rigid_ion.REF_METHOD, rigid_ion.REF_SETTINGS
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
@@ -199,8 +198,6 @@ def compute_periodic_label(numbers: np.ndarray, positions: np.ndarray, cell: np.
     ``cell`` are lattice vectors, Å) with a method of `PERIODIC_METHODS`."""
     method = method.lower()
     if method == "rigid-ion-ewald":
-        from .systems.rigid_ion_salt import salt_energy_forces_stress
-
-        return salt_energy_forces_stress(positions, numbers, cell)
+        return rigid_ion.salt_energy_forces_stress(positions, numbers, cell)
     raise ValueError(f"method {method!r} does not label periodic cells; choose from "
                      f"{PERIODIC_METHODS}")

@@ -2,6 +2,7 @@
 them against the model (`check_global_reach`)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..data import AtomicData, DataFileError, LabelKeys, read_structures
@@ -82,7 +83,7 @@ def check_global_reach(model, data, log) -> None:
         if periodic:
             raise FitError(f"{periodic[0]}: periodic structure, but this model's global "
                            f"attention supports isolated structures only")
-    if model.r_max > 0:
+    if model.r_max > 0 and math.isinf(model.separation):   # separable forms just do not interact
         extents = [d.extent for d in structures]
         too_big = sum(e > model.r_max for e in extents)
         if too_big:
