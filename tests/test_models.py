@@ -17,7 +17,7 @@ MODELS = sorted(MODEL_CONFIGS)
 
 def rel(a, b):
     a, b = a.detach(), b.detach()
-    return float((a - b).abs().max() / (b.abs().max() + 1e-300))
+    return float((a - b).detach().abs().max() / (b.detach().abs().max() + 1e-300))
 
 
 @pytest.mark.parametrize("name", MODELS)

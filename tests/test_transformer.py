@@ -46,7 +46,7 @@ def global_block(bias: str, layout: str = "auto", fixed: bool = False, seed: int
 
 
 def rel(a, b):
-    return float((a - b).abs().max() / (b.abs().max() + 1e-300))
+    return float((a - b).detach().abs().max() / (b.detach().abs().max() + 1e-300))
 
 
 # ---------------------------------------------------------------- biases
