@@ -113,6 +113,13 @@ def _analyze(args, extra):
     if args.what == "physics":  # the model files only; every number to OUT/physics.json
         from .analysis.physics_check import check_files
         return check_files(args.paths, Path(args.out), xtb=args.xtb, physics=args.as_physics)
+    if args.what == "domain":   # the training domain into the model file (DomainWarnings)
+        from .analysis.domain_calibration import calibrate_domain
+        if not 1 <= len(args.paths) <= 2:
+            raise ValueError("analyze domain: give a model file, then its training data file "
+                             "(or nothing: the model's run folder config.yaml)")
+        calibrate_domain(*args.paths, out=args.write_to)
+        return
     if args.what == "reach":
         from .analysis.reach import analyze_reach
         if len(args.paths) < 2:
@@ -301,8 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_data)
     an = sub.add_parser("analyze", help="what a model attends to (attention), how far it sees "
                         "(reach: force-Jacobian sensitivity against distance), its physical "
-                        "checks (physics: docs/longrange-physics.md)")
-    an.add_argument("what", choices=["attention", "reach", "physics"])
+                        "checks (physics: docs/longrange-physics.md), its training domain "
+                        "(domain: recorded in the model file, for the DomainWarning)")
+    an.add_argument("what", choices=["attention", "reach", "physics", "domain"])
     an.add_argument("paths", nargs="+", metavar="MODEL... DATA",
                     help="model file(s) (reach, physics: one or more), then the structures "
                     "(extxyz or any ASE-readable file; physics: none)")
@@ -314,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--xtb", action="store_true", help="physics: GFN2-xTB on the same paths")
     an.add_argument("--as-physics", type=int, default=None, help="physics: the files' weights "
                     "under this version's forms (no retraining)")
+    an.add_argument("--write-to", default=None, help="domain: write the model file here "
+                    "instead of in place (default: in place, the original kept as MODEL.bak)")
     _add_threads(an)
     an.set_defaults(func=_analyze)
 

@@ -5,7 +5,11 @@ Results: ``energy``/``free_energy`` (eV), ``energies`` (N,) eV, ``forces`` (N,3)
 from ``atoms.info["charge"]`` and ``atoms.info["spin"]`` (ASE's keys), else from the data files'
 ``total_charge`` and ``total_spin``, else 0; where both are set and disagree, ``charge``/``spin``
 win and a warning says so. With several model files
-(a committee) the results are means and ``energy_var``/``forces_comm`` are added.
+(a committee) the results are means and ``energy_var``/``forces_comm`` are added. Model files
+with a recorded domain (`mlip_attn.models.domain`: written by `fit`, or added by
+``mlip-attn analyze domain``) add ``atom_uncertainty`` (N,), each atom's feature-space novelty
+over its element's threshold (the largest over a committee), and ``uncertainty``, its maximum;
+above 1 a `DomainWarning` names the atoms.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from ..data.atomic_data import check_elements
 from ..data.neighbours import VerletList
 from ..data.statistics import describe_seen, outside_seen
 from ..models import Potential, load_model
+from ..models.domain import novelty_scores, unseen_environments
 from ..models.model_file import resolve_dtype
 from ..threads import configure as configure_threads, threads_for_call
 
@@ -35,8 +40,9 @@ class RangeWarning(UserWarning):
 
 class DomainWarning(UserWarning):
     """A structure outside what the model was trained on: an interatomic distance shorter than
-    any in training, a composition outside the span its per-element energies were fit on, or a
-    charged structure whose atoms form groups farther apart than the model's reach (where the
+    any in training, a composition outside the span its per-element energies were fit on, a
+    bonded environment never seen in training, atoms whose features are far from the training
+    atoms' (novelty ``uncertainty`` > 1), or a charged structure whose atoms form groups farther apart than the model's reach (where the
     charge sits is then decided by a rule, or, in physics 1, spread over every atom)."""
 
 
@@ -158,6 +164,13 @@ class AttnCalculator(Calculator):
             if span and outside_composition_span(data.numbers, span):
                 problems.append("a composition outside the span of the training compositions "
                                 "(the per-element energies E0 are extrapolated)")
+            record = m.metadata.get("training_environments")
+            unseen = unseen_environments(data, record) if record else {}
+            if unseen:
+                listed = ", ".join(f"{env} (atoms {_atom_list(atoms)})"
+                                   for env, atoms in list(unseen.items())[:4])
+                more = f" and {len(unseen) - 4} more" if len(unseen) > 4 else ""
+                problems.append(f"bonded environments never seen in training: {listed}{more}")
             if problems:
                 break
         if data.charge != 0 and not data.is_periodic:
@@ -204,8 +217,18 @@ class AttnCalculator(Calculator):
         batch = self._input(self.atoms)
         threads_for_call(int(batch.edge_index.shape[1]))
         periodic = bool(self.atoms.pbc.any())
-        outs = [m.predict(batch, compute_forces=True, compute_stress=periodic) for m in self.models]
+        features: dict[int, torch.Tensor] = {}
+        hooks = [m.readout.register_forward_pre_hook(
+                     lambda _, inputs, k=k: features.__setitem__(k, inputs[0].detach()))
+                 for k, m in enumerate(self.models) if m.metadata.get("feature_novelty")]
+        try:
+            outs = [m.predict(batch, compute_forces=True, compute_stress=periodic)
+                    for m in self.models]
+        finally:
+            for hook in hooks:
+                hook.remove()
         _check_finite(outs)
+        self._novelty(features)
         energies = np.array([float(o["energy"][0]) for o in outs])
         forces = np.stack([o["forces"].detach().cpu().double().numpy() for o in outs])
         self.results["energy"] = float(energies.mean())
@@ -219,6 +242,30 @@ class AttnCalculator(Calculator):
         if len(self.models) > 1:
             self.results["energy_var"] = float(energies.var())
             self.results["forces_comm"] = forces
+
+
+    def _novelty(self, features: dict) -> None:
+        """``atom_uncertainty``/``uncertainty`` from the readout inputs ``features`` (model
+        index → (N, F)), and a `DomainWarning` above 1."""
+        if not features:
+            return
+        numbers = self.atoms.numbers
+        u = np.max([novelty_scores(self.models[k].metadata["feature_novelty"], numbers,
+                                   s.cpu().double().numpy()) for k, s in features.items()], axis=0)
+        self.results["atom_uncertainty"] = u
+        self.results["uncertainty"] = float(u.max())
+        if u.max() > 1.0:
+            novel = np.nonzero(u > 1.0)[0]
+            warnings.warn(f"atoms {_atom_list(novel.tolist())} have features unlike any atom of "
+                          f"their element in training (novelty up to {u.max():.2f}, threshold 1): "
+                          f"the prediction there is an extrapolation", DomainWarning,
+                          stacklevel=3)
+
+
+def _atom_list(indices: list[int], shown: int = 8) -> str:
+    """``0, 3, 7`` or ``0, 3, … (12 atoms)``."""
+    text = ", ".join(str(i) for i in indices[:shown])
+    return text + (f", … ({len(indices)} atoms)" if len(indices) > shown else "")
 
 
 def _check_finite(outs: list[dict]) -> None:

@@ -27,7 +27,7 @@ import yaml
 
 from ..data import Batch
 from ..data.statistics import charge_spin_seen, energy_scale, reference_energies
-from ..models import build_model, save_model
+from ..models import build_model, domain_statistics, save_model
 from ..models.builder import describe_model
 from ..threads import threads_for_call
 from . import distributed
@@ -347,9 +347,10 @@ def finish_run(run: TrainingRun, last_epoch: int) -> FitResult:
     model.load_state_dict(run.best_state)
     test = evaluate(model, run.data.test, size) if run.data.test else {}
     valid = evaluate(model, run.data.valid, size)
-    if run.is_main:
+    if run.is_main:   # + the training domain (`mlip_attn.models.domain`), for DomainWarnings
+        seen = {**run.seen, **domain_statistics(model, run.data.train, run.data.valid or None)}
         save_model(model, run.out / "model.pt", {"best_epoch": run.best_epoch + 1,
-                                                 "valid": valid, "test": test, **run.seen})
+                                                 "valid": valid, "test": test, **seen})
         run.writer.close()
         if test:
             run.log("test: " + format_errors(test))
@@ -361,7 +362,6 @@ def finish_run(run: TrainingRun, last_epoch: int) -> FitResult:
 
 
 # ----------------------------------------------------------------------------- helpers
-
 
 def _error_metrics(run: TrainingRun) -> ErrorMetrics:
     model = run.config["model"]
