@@ -39,8 +39,9 @@ from scipy.stats import spearmanr
 
 from mlip_attn.calculators.ase_calculator import AttnCalculator, DomainWarning
 from mlip_attn.data import AtomicData
+from mlip_attn.data.statistics import charge_spin_seen
 from mlip_attn.models import load_model
-from mlip_attn.models.domain import domain_statistics
+from mlip_attn.models.domain import MARGIN, domain_statistics
 from mlip_attn.qm.labelling import label_structures
 from mlip_attn.qm.systems.base import finish, xtb_optimise
 from mlip_attn.qm.systems.charge_transfer import ChargeTransfer
@@ -51,6 +52,7 @@ from mlip_attn.qm.systems.cumulene import (DISTORTIONS, TRAIN_LENGTHS, Cumulene,
                                            cumulene_ground_state)
 
 ROOT = Path(__file__).resolve().parents[1]
+MARGINS = (1.0, 1.25, 1.5, 2.0, 3.0)
 FAMILIES = {
     "cumulene": {"models": ["cumulene-local", "cumulene-efa"],
                  "held_out": ["cumulene-C11", "cumulene-C12", "cumulene-C15", "cumulene-C16"]},
@@ -200,11 +202,14 @@ def evaluate(calc: AttnCalculator, frames: list[Atoms]) -> list[dict]:
             forces = a.get_forces()
         texts = [str(w.message) for w in caught if issubclass(w.category, DomainWarning)]
         df = np.linalg.norm(forces - atoms.arrays["REF_forces"], axis=1)
-        rows.append({"e_err": abs(energy - atoms.info["REF_energy"]), "natoms": len(a),
+        rows.append({"e_err": float(abs(energy - atoms.info["REF_energy"])), "natoms": len(a),
+                     "angle": float(atoms.info.get("angle", float("nan"))),
                      "f_mae": float(np.mean(np.abs(forces - atoms.arrays["REF_forces"]))),
                      "f_atom": df.tolist(), "warn": bool(texts),
                      "env": any("environments never seen" in t for t in texts),
                      "novel": any("features unlike" in t for t in texts),
+                     "other": any(not ("environments never seen" in t or "features unlike" in t)
+                                  for t in texts),
                      "u": calc.results.get("uncertainty", float("nan")),
                      "u_atom": np.asarray(calc.results.get("atom_uncertainty", [])).tolist()})
     return rows
@@ -213,11 +218,15 @@ def evaluate(calc: AttnCalculator, frames: list[Atoms]) -> list[dict]:
 def summary(rows: list[dict], local_rows: list[dict] | None) -> dict:
     out = {"n": len(rows), "warn": sum(r["warn"] for r in rows),
            "env": sum(r["env"] for r in rows), "novel": sum(r["novel"] for r in rows),
+           "other": sum(r["other"] for r in rows),
            "e_mae_mev": 1000 * float(np.mean([r["e_err"] for r in rows])),
            "f_mae_mev": 1000 * float(np.mean([r["f_mae"] for r in rows]))}
     if local_rows is not None:
-        out["contained"] = sum(r["e_err"] <= l["e_err"] or r["warn"]
-                               for r, l in zip(rows, local_rows))
+        out["contained"] = int(sum(r["e_err"] <= l["e_err"] or r["warn"]
+                                   for r, l in zip(rows, local_rows)))
+        # the largest amount by which global exceeds local on a structure that does not warn
+        out["excess_mev"] = 1000 * max([r["e_err"] - l["e_err"] for r, l in zip(rows, local_rows)
+                                        if not r["warn"]] + [0.0])
     return out
 
 
@@ -229,8 +238,13 @@ def main() -> None:
     out = Path(args.out)
     rng = np.random.default_rng(0)
     report = {}
-    lines = ["| model | set | kind | n | warn (env / novelty) | E MAE (meV) | F MAE (meV/Å) | "
-             "global ≤ local or warned |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | set | kind | n | warn (env / novelty / other) | E MAE (meV) | "
+             "F MAE (meV/Å) | global ≤ local or warned (worst excess, meV) |",
+             "|---|---|---|---|---|---|---|---|"]
+    sweep = ["", "Novelty threshold (margin × the 99.9 % quantile of calibration atoms): "
+             "structures with u > 1 at other margins", "",
+             "| model | kind | " + " | ".join(f"margin {m:g}" for m in MARGINS) + " |",
+             "|---|---|" + "---|" * len(MARGINS)]
     for family, spec in FAMILIES.items():
         train = training_like(family, args.n_train, out)
         builder = cumulene_sets if family == "cumulene" else charge_transfer_sets
@@ -240,7 +254,8 @@ def main() -> None:
         results = {}
         for model_name in spec["models"]:
             model = load_model(ROOT / "potentials" / f"{model_name}.pt", dtype="float64")
-            model.metadata.update(domain_statistics(model, train))
+            # what `mlip-attn analyze domain MODEL DATA` records
+            model.metadata.update({**charge_spin_seen(train), **domain_statistics(model, train)})
             calc = AttnCalculator(model, default_dtype="float64")
             results[model_name] = {**{k: ("held-out", evaluate(calc, v)) for k, v in held.items()},
                                    **{k: ("off-chemistry", evaluate(calc, v))
@@ -251,15 +266,22 @@ def main() -> None:
             for set_name, (kind, rows) in sets.items():
                 s = summary(rows, None if model_name == spec["models"][0]
                             else local[set_name][1])
-                report.setdefault(model_name, {})[set_name] = {"kind": kind, **s}
-                contained = f"{s['contained']}/{s['n']}" if "contained" in s else "—"
+                report.setdefault(model_name, {})[set_name] = {"kind": kind, **s, "rows": [
+                    {k: r[k] for k in ("e_err", "natoms", "angle", "warn", "env", "novel", "u")}
+                    for r in rows]}
+                contained = (f"{s['contained']}/{s['n']} ({s['excess_mev']:.0f})"
+                             if "contained" in s else "—")
                 lines.append(f"| {model_name} | {set_name} | {kind} | {s['n']} | {s['warn']} "
-                             f"({s['env']} / {s['novel']}) | {s['e_mae_mev']:.0f} | "
+                             f"({s['env']} / {s['novel']} / {s['other']}) | {s['e_mae_mev']:.0f} | "
                              f"{s['f_mae_mev']:.0f} | {contained} |")
                 us += [r["u"] for r in rows]
                 es += [r["e_err"] / r["natoms"] for r in rows]
                 ua += [u for r in rows for u in r["u_atom"]]
                 fa += [f for r in rows for f in r["f_atom"]]
+            for kind in ("held-out", "off-chemistry"):
+                u = [r["u"] for k, rows in sets.values() if k == kind for r in rows]
+                sweep.append(f"| {model_name} | {kind} | " + " | ".join(
+                    f"{sum(x > m / MARGIN for x in u)}/{len(u)}" for m in MARGINS) + " |")
             rho_s = spearmanr(us, es).statistic
             rho_a = spearmanr(ua, fa).statistic
             report[model_name]["spearman"] = {"structure_u_vs_e_per_atom": float(rho_s),
@@ -267,7 +289,7 @@ def main() -> None:
             lines.append(f"| {model_name} | Spearman ρ: u vs \\|ΔE\\|/atom {rho_s:.2f} "
                          f"({len(us)} structures), u_i vs \\|ΔF_i\\| {rho_a:.2f} ({len(ua)} atoms)"
                          f" | | | | | | |")
-    print("\n".join(lines))
+    print("\n".join(lines + sweep))
     out.mkdir(parents=True, exist_ok=True)
     (out / "domain.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {out / 'domain.json'}")
