@@ -78,7 +78,8 @@ def methylate(atoms: Atoms, h: int) -> tuple[Atoms, list[int]]:
     e2 = np.cross(u, e1)
     new_c = pos[c] + 1.50 * u
     theta = math.radians(180.0 - 109.5)
-    hs = [new_c + 1.09 * (math.cos(theta) * u + math.sin(theta) * (math.cos(p) * e1 + math.sin(p) * e2))
+    hs = [new_c + 1.09 * (math.cos(theta) * u
+                          + math.sin(theta) * (math.cos(p) * e1 + math.sin(p) * e2))
           for p in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
     keep = [k for k in range(len(atoms)) if k != h]
     out = Atoms(numbers=list(atoms.numbers[keep]) + [6, 1, 1, 1],

@@ -42,8 +42,9 @@ class DomainWarning(UserWarning):
     """A structure outside what the model was trained on: an interatomic distance shorter than
     any in training, a composition outside the span its per-element energies were fit on, a
     bonded environment never seen in training, atoms whose features are far from the training
-    atoms' (novelty ``uncertainty`` > 1), or a charged structure whose atoms form groups farther apart than the model's reach (where the
-    charge sits is then decided by a rule, or, in physics 1, spread over every atom)."""
+    atoms' (novelty ``uncertainty`` > 1), or a charged structure whose atoms form groups
+    farther apart than the model's reach (where the charge sits is then decided by a rule, or,
+    in physics 1, spread over every atom)."""
 
 
 # a distance this much below the training set's shortest warns (held-out structures of the
