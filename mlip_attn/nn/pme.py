@@ -31,14 +31,16 @@ from torch import Tensor
 def fft_size(n: int) -> int:
     """The smallest integer ≥ n (≥ 1) whose only prime factors are 2, 3 and 5."""
     m = max(int(n), 1)
-    while True:
+    smooth = False
+    while not smooth:
         k = m
         for p in (2, 3, 5):
             while k % p == 0:
                 k = k // p
-        if k == 1:
-            return m
-        m += 1
+        smooth = k == 1
+        if not smooth:
+            m += 1
+    return m
 
 
 def mesh_shape(cell: Tensor, spacing: float, order: int) -> List[int]:
@@ -120,9 +122,11 @@ def influence(cell: Tensor, alpha: float, shape: List[int], order: int) -> Tenso
     f0 = torch.fft.fftfreq(shape[0], 1.0 / shape[0], dtype=dtype, device=device)
     f1 = torch.fft.fftfreq(shape[1], 1.0 / shape[1], dtype=dtype, device=device)
     f2 = torch.fft.rfftfreq(shape[2], 1.0 / shape[2], dtype=dtype, device=device)
-    k = 2.0 * math.pi * (f0[:, None, None, None] * recip[0] + f1[None, :, None, None] * recip[1]
-                         + f2[None, None, :, None] * recip[2])          # (M0, M1, M2', 3)
-    k2 = (k * k).sum(-1)
+    # k² = 4π² Σ_de m_d m_e (b_d · b_e), built from broadcast 1-d pieces (no (M³, 3) tensor)
+    metric = (4.0 * math.pi * math.pi) * (recip @ recip.transpose(0, 1))
+    a0, a1, a2 = f0[:, None, None], f1[None, :, None], f2[None, None, :]
+    k2 = (metric[0, 0] * a0 * a0 + 2.0 * metric[0, 1] * a0 * a1 + metric[1, 1] * a1 * a1) \
+        + (2.0 * metric[0, 2] * a0 + 2.0 * metric[1, 2] * a1 + metric[2, 2] * a2) * a2
     zero = k2 == 0
     k2 = torch.where(zero, torch.ones_like(k2), k2)
     volume = torch.abs(torch.linalg.det(cell))
