@@ -312,7 +312,8 @@ def test_export_metadata(tmp_path):
     assert meta["format"] == "mlip-attn-lammps"
     assert meta["elements"] == [1, 6, 8]
     assert meta["cutoff"] == 4.5 and meta["layers"] == 3 and meta["global"] is False
-    assert meta["periodic"] is True and meta["format_version"] == 3
+    assert meta["periodic"] is True and meta["format_version"] == 4
+    assert meta["box_input"] is True and meta["needs_box"] is False
     assert meta["dtype"] == "float64" and meta["torch_version"] and meta["mlip_attn_version"]
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import random_crystal, random_molecule
-from test_lammps import (NKTV2P, _md_on_ranks, assert_close, export, header,  # noqa: F401
+from test_lammps import (NKTV2P, assert_close, export, header,  # noqa: F401
                          lammps_frame, lammps_results, plugin, reference, run_lmp, run_python,
                          write_data)
 
@@ -227,3 +227,19 @@ def test_open_box_on_two_ranks_and_a_slab_box_are_refused(plugin, tmp_path):
     deck = header(tmp_path / "slab.lmp", exported, True).replace("p p p", "p p f") + "run 0\n"
     with pytest.raises(Exception, match="periodic in x, y and z"):
         run_python(plugin, deck)
+
+
+@pytest.mark.slow
+def test_electrostatics_bench_prints_both_tables(plugin, capsys):
+    """`mlip-attn bench --lammps --electrostatics` at small sizes: the ASE ratio, the scaling
+    rows with 2 ranks equal to 1 rank, and a size over the time limit skipped."""
+    from mlip_attn.apps.lammps_bench_electrostatics import run_electrostatics_bench
+    out = run_electrostatics_bench(ase_sizes=(64,), lammps_sizes=(216, 10 ** 6), width=8,
+                                   steps=2, time_limit=5.0)
+    printed = capsys.readouterr().out
+    assert [r["atoms"] for r in out["ase"]] == [64] and out["ase"][0]["ratio"] > 0
+    assert {r["model"] for r in out["scaling"]} == {"local", "electrostatics"}
+    for row in out["scaling"]:
+        assert row["atoms"] == 216 and row["ranks"] == 2
+        assert row["energy_rel_diff"] < 1e-10 and row["force_diff"] < 1e-9
+    assert "this machine has" in printed and "skipped" in printed

@@ -35,7 +35,7 @@ TorchScript-compatible except the PME path (torch-pme's calculator), which a scr
 reaches only with ``method: ewald``.
 """
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -127,6 +127,41 @@ def reciprocal_potential(q: Tensor, positions: Tensor, cell: Tensor, alpha: floa
             - math.pi * total / (volume * alpha * alpha))
 
 
+def ewald_terms(positions: Tensor, cell: Tensor, alpha: float, k_max: float
+                ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Ewald's weights (8π/V) e^{−k²/4α²}/k² (K,) over half of the k-vectors and cos, sin(k·r)
+    (n, K) of the atoms at ``positions`` (n, 3)."""
+    volume = torch.abs(torch.linalg.det(cell))
+    k = reciprocal_vectors(cell, k_max)
+    k2 = (k * k).sum(1)
+    weight = (8.0 * math.pi / volume) * torch.exp(-k2 / (4.0 * alpha * alpha)) / k2
+    kr = positions @ k.transpose(0, 1)
+    return weight, torch.cos(kr), torch.sin(kr)
+
+
+_SHARED: dict = {}
+
+
+def _shared(key, positions: Tensor, cell: Tensor, build):
+    """``build()``, or its value from the previous call with the same ``key``, the same
+    positions tensor (held here, so its identity cannot be reused; unchanged since) and an
+    equal cell: the Coulomb sums of one forward pass (every layer's block and the energy term)
+    read the same atoms, so their stencils, k-vectors and phases are computed once. Eager
+    only (TorchScript recomputes); autograd flows through the shared tensors as through any."""
+    entry = _SHARED.get(key)
+    if (entry is not None and entry["positions"] is positions
+            and entry["version"] == positions._version
+            and entry["cell"].shape == cell.shape and torch.equal(entry["cell"], cell.detach())
+            and entry["grad"] == (positions.requires_grad, cell.requires_grad)):
+        return entry["value"]
+    value = build()
+    _SHARED.clear()   # one structure at a time: keep no older positions alive
+    _SHARED[key] = {"positions": positions, "version": positions._version,
+                    "cell": cell.detach().clone(), "value": value,
+                    "grad": (positions.requires_grad, cell.requires_grad)}
+    return value
+
+
 def ewald_vector_count(cell: Tensor, k_max: float) -> float:
     """Estimated number of half-space k-vectors, V k_max³ / (12π²)."""
     volume = float(torch.abs(torch.linalg.det(cell.detach())))
@@ -200,29 +235,49 @@ class Coulomb(nn.Module):
         volume = torch.abs(torch.linalg.det(cell))
         if self.uses_pme(n_sum, cell):
             shape = pme.mesh_shape(cell, self.mesh_spacing, self.order)
-            flat, weight = pme.spline_stencil(positions, cell, shape, self.order)
+            if torch.jit.is_scripting():
+                flat, weight = pme.spline_stencil(positions, cell, shape, self.order)
+                g = pme.influence(cell, self.alpha, shape, self.order)
+            else:
+                flat, weight, g = self._shared_mesh(positions, cell, shape)
             partial = torch.cat([pme.spread(q[:n_sum], flat[:n_sum], weight[:n_sum], shape),
                                  q[:n_sum].sum().unsqueeze(0)])
             if owned >= 0:
                 partial = self.sums(partial)
-            grid = pme.mesh_potential(partial[:-1], cell, self.alpha, shape, self.order)
+            grid = pme.mesh_potential(partial[:-1], g, shape)
             phi = pme.interpolate(grid, flat, weight)
             total = partial[-1]
         else:
-            k = reciprocal_vectors(cell, self.k_max)
-            k2 = (k * k).sum(1)
-            weight = (8.0 * math.pi / volume) * torch.exp(-k2 / (4.0 * self.alpha ** 2)) / k2
-            kr = positions @ k.transpose(0, 1)
-            cos, sin = torch.cos(kr), torch.sin(kr)
+            if torch.jit.is_scripting():
+                weight, cos, sin = ewald_terms(positions, cell, self.alpha, self.k_max)
+            else:
+                weight, cos, sin = self._shared_ewald(positions, cell)
             partial = torch.cat([q[:n_sum] @ cos[:n_sum], q[:n_sum] @ sin[:n_sum],
                                  q[:n_sum].sum().unsqueeze(0)])
             if owned >= 0:
                 partial = self.sums(partial)
-            nk = k.shape[0]
+            nk = weight.shape[0]
             phi = cos @ (weight * partial[:nk]) + sin @ (weight * partial[nk:2 * nk])
             total = partial[-1]
         return (phi - (2.0 * self.alpha / math.sqrt(math.pi)) * q
                 - math.pi * total / (volume * self.alpha * self.alpha))
+
+    @torch.jit.unused
+    def _shared_mesh(self, positions: Tensor, cell: Tensor, shape: List[int]
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
+        """PME stencils and influence function, shared by the Coulomb sums of one forward
+        (the blocks beside every layer and the energy term: same atoms, same cell)."""
+        key = ("mesh", self.alpha, self.order, tuple(shape))
+        return _shared(key, positions, cell, lambda: (
+            *pme.spline_stencil(positions, cell, shape, self.order),
+            pme.influence(cell, self.alpha, shape, self.order)))
+
+    @torch.jit.unused
+    def _shared_ewald(self, positions: Tensor, cell: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Ewald's k weights and cos/sin(k·r), shared like `_shared_mesh`."""
+        key = ("ewald", self.alpha, self.k_max)
+        return _shared(key, positions, cell,
+                       lambda: ewald_terms(positions, cell, self.alpha, self.k_max))
 
     def forward(self, q: Tensor, positions: Tensor, cell: Tensor, batch: Tensor,
                 edge_index: Tensor, lengths: Tensor, num_graphs: int, owned: int = -1
@@ -250,7 +305,8 @@ class Coulomb(nn.Module):
             n = atoms.shape[0]
             if n == 0:
                 continue
-            qb, rb = q[atoms], positions[atoms]
+            # one structure: the positions tensor itself (its sums are shared, `_shared`)
+            qb, rb = (q, positions) if num_graphs == 1 else (q[atoms], positions[atoms])
             if not bool(periodic[b]):
                 phi = phi.index_put((atoms,), direct_potential(qb, rb, self.smearing))
                 continue

@@ -138,12 +138,12 @@ def influence(cell: Tensor, alpha: float, shape: List[int], order: int) -> Tenso
     return g * b0[:, None, None] * b1[None, :, None] * b2[None, None, :]
 
 
-def mesh_potential(mesh: Tensor, cell: Tensor, alpha: float, shape: List[int], order: int
-                   ) -> Tensor:
-    """The reciprocal potential on the mesh (M_0·M_1·M_2,) e/Å of a charge mesh."""
+def mesh_potential(mesh: Tensor, g: Tensor, shape: List[int]) -> Tensor:
+    """The reciprocal potential on the mesh (M_0·M_1·M_2,) e/Å of a charge mesh, with the
+    influence function ``g`` (`influence`)."""
     grid = mesh.reshape(shape[0], shape[1], shape[2])
     total = shape[0] * shape[1] * shape[2]
-    conv = torch.fft.rfftn(grid) * influence(cell, alpha, shape, order)
+    conv = torch.fft.rfftn(grid) * g
     return total * torch.fft.irfftn(conv, s=[shape[0], shape[1], shape[2]]).reshape(-1)
 
 

@@ -123,7 +123,7 @@ int mpi_allreduce(void *data, int64_t count, int is_double, void *context)
 
 PairMLIPAttn::PairMLIPAttn(LAMMPS *lmp) :
     Pair(lmp), backend(nullptr), cutoff(0.0), layers(1), global_model(false), periodic_model(true),
-    distributed(false), box_input(false), needs_box(false),
+    distributed(false), format_version(0), box_input(false), needs_box(false),
     charge(0.0), spin(0.0), threads(0), warned_vatom(false)
 {
   single_enable = 0;
@@ -260,6 +260,7 @@ void PairMLIPAttn::settings(int narg, char **arg)
     global_model = meta.value("global", false);
     periodic_model = meta.value("periodic", !global_model);   // older files: local models only
     distributed = meta.value("distributed", false);
+    format_version = meta.value("format_version", 0);
     box_input = meta.value("box_input", false);    // format 4 TorchScript exports
     needs_box = meta.value("needs_box", false);
     if (needs_box && !box_input)
@@ -414,8 +415,13 @@ void PairMLIPAttn::init_style()
       error->all(FLERR,
                  "pair_style mlip_attn: '{}' has global attention, which does not support "
                  "periodic cells (as in AttnCalculator); use 'boundary f f f' or 's s s' with "
-                 "a box around an isolated system, or a local model",
-                 model_path);
+                 "a box around an isolated system, or a local model{}",
+                 model_path,
+                 format_version < 4
+                     ? fmt::format(" (if it has an electrostatics block: it was exported in "
+                                   "format {}, without the box; export it again with: "
+                                   "mlip-attn export MODEL.pt --lammps)", format_version)
+                     : std::string());
   }
 
   if (comm->nprocs > 1) {

@@ -49,6 +49,7 @@ class PairMLIPAttn : public Pair {
   bool global_model;                  // global attention or through-bond propagation
   bool periodic_model;                // supports periodic boxes (local, bond-graph only)
   bool distributed;                   // its global sums can be all-reduced over MPI ranks
+  int format_version;                 // export format of the file (metadata)
   bool box_input;                     // the export takes the box (format 4 TorchScript)
   bool needs_box;                     // its energy reads the box (electrostatics: k-space)
   double cell[9];                     // the box passed to the model (rows a, b, c; Å)
