@@ -53,20 +53,27 @@ def _salt_models(work: Path, width: int, layers: int, cutoff: float, accuracy: f
     return paths
 
 
-def _ase_call_ms(model_path: Path, atoms, steps: int) -> float:
-    """Median ms of energy + forces by `AttnCalculator` (float64), positions moved each call."""
+def _ase_call_ms(model_paths, atoms, steps: int) -> list:
+    """Median ms of energy + forces by `AttnCalculator` (float64) for each model file,
+    interleaved call by call (load drifts of a shared machine hit all alike), positions moved
+    before each round."""
     from ..calculators import AttnCalculator
-    a = atoms.copy()
-    a.calc = AttnCalculator(model_path, default_dtype="float64")
+    copies = []
+    for path in model_paths:
+        a = atoms.copy()
+        a.calc = AttnCalculator(path, default_dtype="float64")
+        copies.append(a)
     rng = np.random.default_rng(0)
-    times = []
+    times = [[] for _ in copies]
     for k in range(WARMUP + steps):
-        a.positions = a.positions + rng.normal(scale=1e-3, size=a.positions.shape)
-        t = time.perf_counter()
-        a.get_forces()
-        if k >= WARMUP:
-            times.append(1e3 * (time.perf_counter() - t))
-    return statistics.median(times)
+        moved = atoms.positions + rng.normal(scale=1e-3, size=atoms.positions.shape)
+        for a, t_list in zip(copies, times):
+            a.positions = moved
+            t = time.perf_counter()
+            a.get_forces()
+            if k >= WARMUP:
+                t_list.append(1e3 * (time.perf_counter() - t))
+    return [statistics.median(t) for t in times]
 
 
 def run_electrostatics_bench(ase_sizes=(1000, 10000), lammps_sizes=(10000, 100000),
@@ -97,8 +104,8 @@ def run_electrostatics_bench(ase_sizes=(1000, 10000), lammps_sizes=(10000, 10000
         _print_row(("atoms", "local", "electrostatics", "ratio"), widths)
         for n in ase_sizes:
             atoms = _salt(n)
-            t_local = _ase_call_ms(paths["local"], atoms, steps)
-            t_elec = _ase_call_ms(paths["electrostatics"], atoms, steps)
+            t_local, t_elec = _ase_call_ms([paths["local"], paths["electrostatics"]], atoms,
+                                           steps)
             out["ase"].append({"atoms": len(atoms), "local_ms": t_local,
                                "electrostatics_ms": t_elec, "ratio": t_elec / t_local})
             _print_row((len(atoms), f"{t_local:.0f}", f"{t_elec:.0f}",

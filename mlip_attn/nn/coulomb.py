@@ -45,8 +45,9 @@ from . import pme
 COULOMB = 14.399645  # eV·Å/e²
 # PME mesh spacing × α (measured: benchmarks/electrostatics.py --mesh-sweep) and the N·K
 # above which `auto` takes PME (measured: docs/electrostatics.md)
-MESH_FACTOR = 0.3
-MESH_FACTOR_FINE = 0.2
+MESH_FACTOR_COARSE = 0.35   # accuracy ≥ 1e-5
+MESH_FACTOR = 0.3           # 1e-6 ≤ accuracy < 1e-5
+MESH_FACTOR_FINE = 0.2      # accuracy < 1e-6
 EWALD_LIMIT = 1.0e6
 
 
@@ -215,7 +216,8 @@ class Coulomb(nn.Module):
         self.method = method
         self.order = int(interpolation_nodes)
         # measured (benchmarks/electrostatics.py --mesh-sweep, docs/electrostatics.md)
-        self.mesh_factor = MESH_FACTOR_FINE if self.accuracy < 1e-6 else MESH_FACTOR
+        self.mesh_factor = (MESH_FACTOR_FINE if self.accuracy < 1e-6 else MESH_FACTOR
+                            if self.accuracy < 1e-5 else MESH_FACTOR_COARSE)
         self.mesh_spacing = float(mesh_spacing) if mesh_spacing > 0 else \
             self.mesh_factor / self.alpha
         self.ewald_limit = float(ewald_limit) if ewald_limit > 0 else EWALD_LIMIT
@@ -240,13 +242,13 @@ class Coulomb(nn.Module):
                 g = pme.influence(cell, self.alpha, shape, self.order)
             else:
                 flat, weight, g = self._shared_mesh(positions, cell, shape)
-            partial = torch.cat([pme.spread(q[:n_sum], flat[:n_sum], weight[:n_sum], shape),
-                                 q[:n_sum].sum().unsqueeze(0)])
-            if owned >= 0:
-                partial = self.sums(partial)
-            grid = pme.mesh_potential(partial[:-1], g, shape)
-            phi = pme.interpolate(grid, flat, weight)
-            total = partial[-1]
+            mesh = pme.spread(q[:n_sum], flat[:n_sum], weight[:n_sum], shape)
+            total = q[:n_sum].sum().unsqueeze(0)
+            if owned >= 0:   # two all-reduces: no copy of the mesh into a joint buffer
+                mesh = self.sums(mesh)
+                total = self.sums(total)
+            phi = pme.interpolate(pme.mesh_potential(mesh, g, shape), flat, weight)
+            total = total[0]
         else:
             if torch.jit.is_scripting():
                 weight, cos, sin = ewald_terms(positions, cell, self.alpha, self.k_max)
