@@ -128,7 +128,7 @@ def run_electrostatics_bench(ase_sizes=(1000, 10000), lammps_sizes=(10000, 10000
             for name in ("local", "electrostatics"):
                 guess = estimate.get(name, 0.0) * len(atoms)
                 if guess > 1e3 * time_limit:
-                    _print_row((name, len(atoms), "skipped", f"(est. {guess / 1e3:.0f} s/step "
+                    _print_row((name, len(atoms), "skipped", f" (est. {guess / 1e3:.0f} s/step "
                                 f"> --time-limit {time_limit:g} s)"), widths[:4])
                     continue
                 for r in ranks:
