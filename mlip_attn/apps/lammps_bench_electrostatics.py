@@ -34,13 +34,15 @@ def _salt(n: int):
     return atoms
 
 
-def _salt_models(work: Path, width: int, layers: int, cutoff: float, accuracy: float):
+def _salt_models(work: Path, width: int, layers: int, cutoff: float, accuracy: float,
+                 smearing: float | None = None):
     """Local PaiNN and PaiNN + electrostatics (charges, φ feedback randomised) model files."""
     import torch
     from ..models import build_model, save_model
     paths = {}
     for name, attention in (("local", None), ("electrostatics", {
-            "type": "electrostatics", "accuracy": accuracy, "method": "auto"})):
+            "type": "electrostatics", "accuracy": accuracy, "method": "auto",
+            "smearing": smearing})):
         torch.manual_seed(0)
         model = build_model({"backbone": "painn", "elements": [11, 17], "width": width,
                              "layers": layers, "cutoff": cutoff, "attention": attention})
@@ -79,7 +81,7 @@ def _ase_call_ms(model_paths, atoms, steps: int) -> list:
 def run_electrostatics_bench(ase_sizes=(1000, 10000), lammps_sizes=(10000, 100000),
                              width: int = 64, layers: int = 2, cutoff: float = 5.0,
                              accuracy: float = 1e-5, steps: int = 3, time_limit: float = 30.0,
-                             ranks=(2,)) -> dict:
+                             ranks=(2,), smearing: float | None = None) -> dict:
     """Print and return the electrostatics tables (module docstring, 3.): ``{"ase": rows,
     "scaling": rows}``, ms per energy + forces call (ASE) and per MD step (LAMMPS)."""
     import os
@@ -96,10 +98,10 @@ def run_electrostatics_bench(ase_sizes=(1000, 10000), lammps_sizes=(10000, 10000
     out = {"ase": [], "scaling": []}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        paths = _salt_models(work, width, layers, cutoff, accuracy)
+        paths = _salt_models(work, width, layers, cutoff, accuracy, smearing)
         print(f"3a. Electrostatics in ASE: PaiNN {width} × {layers}, cutoff {cutoff} Å, "
               f"float64, 1 thread, rattled NaCl; electrostatics accuracy {accuracy:g}, method "
-              f"auto; ms per energy + forces (median of {steps})")
+              f"auto, smearing {'default' if smearing is None else f'{smearing:g} Å'}; ms per energy + forces (median of {steps})")
         widths = (8, 12, 17, 8)
         _print_row(("atoms", "local", "electrostatics", "ratio"), widths)
         for n in ase_sizes:

@@ -117,13 +117,13 @@ class Electrostatics(GlobalBlock):
 
     Args:
         widths: the host's channels per rotation order (only scalars are read and written).
-        smearing: Gaussian charge width σ (Å); null = the widest the model's cutoff allows,
-            r_c / (2 √(−ln accuracy)) (0.47 Å at r_c = 4 Å, ε = 1e-8); 0 = point charges.
+        smearing: Gaussian charge width σ (Å); null = r_c / (2 √(−ln accuracy)) (0.47 Å at
+            r_c = 4 Å, ε = 1e-8); 0 = point charges. From that width on there is no
+            real-space sum; wider is cheaper (PME mesh ∝ 1/σ³; docs/electrostatics.md).
         accuracy: ε, the relative size of the neglected Ewald terms.
-        method: reciprocal sum: ``ewald``, ``pme`` (torch-pme) or ``auto`` (Ewald while the
-            number of atoms × k-vectors is at most ``ewald_limit``).
-        ewald_limit: the switch point of ``auto`` (null: 1e6 for accuracy ≥ 1e-6, else 2e7,
-            the measured crossovers).
+        method: reciprocal sum: ``ewald``, ``pme`` (smooth PME, `mlip_attn.nn.pme`) or
+            ``auto`` (Ewald while the number of atoms × k-vectors is at most ``ewald_limit``).
+        ewald_limit: the switch point of ``auto`` (null: 2.5e5, the measured crossover).
     """
 
     __jit_ignored_attributes__ = ["options"]

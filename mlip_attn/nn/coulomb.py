@@ -20,19 +20,20 @@ Periodic structures (tin-foil boundary), Ewald splitting α (1/Å):
 (the last term is the neutralising background of a net charge Q = Σ q). The real-space pairs
 are the model's own neighbour list (edge_index, lengths), so they never reach beyond its
 cutoff r_c: α = √(−ln ε) / r_c makes erfc(α r_c) ≈ ε, and the reciprocal sum keeps every
-k with |k| ≤ k_max = 2α √(−ln ε) (ε: ``accuracy``). The smeared (σ > 0) periodic energy equals
-the isolated one in the limit of a large cell when erfc(r_c / 2σ) ≤ ε, i.e. σ ≤ r_c / (2√(−ln ε)).
+k with |k| ≤ k_max = 2α √(−ln ε) (ε: ``accuracy``). Gaussian charges at least r_c / (2√(−ln ε))
+wide take α = 1/2σ instead: then erfc(αr) − erfc(r/2σ) ≡ 0, there is no real-space part, and
+the smeared interaction is the reciprocal sum alone (cheaper the wider σ: k_max = √(−ln ε)/σ).
 
 Two reciprocal-space methods (`method`):
 - ``ewald``: the k-sum above, exact to ε, cost O(N · K) with K ∝ V k_max³ vectors — at a fixed
   real-space cutoff, O(N²); best for small cells.
-- ``pme``: smooth particle-mesh Ewald from torch-pme (BSD-3; charges spread on a mesh with
-  B-splines, FFT), cost O(N log N); its error is set by the mesh spacing.
+- ``pme``: smooth particle-mesh Ewald (`mlip_attn.nn.pme`: charges spread on a mesh with
+  B-splines, FFT), cost O(N p³ + M log M); its error is set by the mesh spacing.
 ``auto`` takes Ewald while N · K ≤ ``ewald_limit`` and PME above.
 
-Forces and stress follow by autograd (positions, and the cell through k and V). Everything is
-TorchScript-compatible except the PME path (torch-pme's calculator), which a scripted model
-reaches only with ``method: ewald``.
+Forces and stress follow by autograd (positions, and the cell through k, V and the fractional
+coordinates). Both paths are TorchScript-compatible, and both split over processes (LAMMPS
+ranks): S(k), or the charge mesh, is a sum over atoms (`Coulomb`, ``owned``).
 """
 import math
 from typing import List, Tuple
@@ -48,7 +49,7 @@ COULOMB = 14.399645  # eV·Å/e²
 MESH_FACTOR_COARSE = 0.35   # accuracy ≥ 1e-5
 MESH_FACTOR = 0.3           # 1e-6 ≤ accuracy < 1e-5
 MESH_FACTOR_FINE = 0.2      # accuracy < 1e-6
-EWALD_LIMIT = 1.0e6
+EWALD_LIMIT = 2.5e5
 
 
 def ewald_splitting(cutoff: float, accuracy: float) -> Tuple[float, float]:
