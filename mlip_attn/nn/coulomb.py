@@ -144,24 +144,27 @@ def ewald_terms(positions: Tensor, cell: Tensor, alpha: float, k_max: float
 _SHARED: dict = {}
 
 
-def _shared(key, positions: Tensor, cell: Tensor, build):
-    """``build()``, or its value from the previous call with the same ``key``, the same
-    positions tensor (held here, so its identity cannot be reused; unchanged since) and an
-    equal cell: the Coulomb sums of one forward pass (every layer's block and the energy term)
-    read the same atoms, so their stencils, k-vectors and phases are computed once. Eager
-    only (TorchScript recomputes); autograd flows through the shared tensors as through any."""
+def _shared_lookup(key, positions: Tensor, cell: Tensor):
+    """The value stored by `_shared_store` under ``key`` for the same positions tensor (held
+    there, so its identity cannot be reused; unchanged since) and an equal cell, else None.
+    The Coulomb sums of one forward pass (every layer's block and the energy term) read the
+    same atoms, so their stencils, k-vectors and phases are computed once. Eager only
+    (TorchScript recomputes); autograd flows through the shared tensors as through any."""
     entry = _SHARED.get(key)
     if (entry is not None and entry["positions"] is positions
             and entry["version"] == positions._version
             and entry["cell"].shape == cell.shape and torch.equal(entry["cell"], cell.detach())
             and entry["grad"] == (positions.requires_grad, cell.requires_grad)):
         return entry["value"]
-    value = build()
-    _SHARED.clear()   # one structure at a time: keep no older positions alive
+    return None
+
+
+def _shared_store(key, positions: Tensor, cell: Tensor, value) -> None:
+    """Keep ``value`` for `_shared_lookup` (one structure at a time: older entries go)."""
+    _SHARED.clear()
     _SHARED[key] = {"positions": positions, "version": positions._version,
                     "cell": cell.detach().clone(), "value": value,
                     "grad": (positions.requires_grad, cell.requires_grad)}
-    return value
 
 
 def ewald_vector_count(cell: Tensor, k_max: float) -> float:
@@ -271,16 +274,22 @@ class Coulomb(nn.Module):
         """PME stencils and influence function, shared by the Coulomb sums of one forward
         (the blocks beside every layer and the energy term: same atoms, same cell)."""
         key = ("mesh", self.alpha, self.order, tuple(shape))
-        return _shared(key, positions, cell, lambda: (
-            *pme.spline_stencil(positions, cell, shape, self.order),
-            pme.influence(cell, self.alpha, shape, self.order)))
+        value = _shared_lookup(key, positions, cell)
+        if value is None:
+            flat, weight = pme.spline_stencil(positions, cell, shape, self.order)
+            value = (flat, weight, pme.influence(cell, self.alpha, shape, self.order))
+            _shared_store(key, positions, cell, value)
+        return value
 
     @torch.jit.unused
     def _shared_ewald(self, positions: Tensor, cell: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Ewald's k weights and cos/sin(k·r), shared like `_shared_mesh`."""
         key = ("ewald", self.alpha, self.k_max)
-        return _shared(key, positions, cell,
-                       lambda: ewald_terms(positions, cell, self.alpha, self.k_max))
+        value = _shared_lookup(key, positions, cell)
+        if value is None:
+            value = ewald_terms(positions, cell, self.alpha, self.k_max)
+            _shared_store(key, positions, cell, value)
+        return value
 
     def forward(self, q: Tensor, positions: Tensor, cell: Tensor, batch: Tensor,
                 edge_index: Tensor, lengths: Tensor, num_graphs: int, owned: int = -1
