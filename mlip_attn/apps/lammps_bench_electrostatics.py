@@ -101,7 +101,8 @@ def run_electrostatics_bench(ase_sizes=(1000, 10000), lammps_sizes=(10000, 10000
         paths = _salt_models(work, width, layers, cutoff, accuracy, smearing)
         print(f"3a. Electrostatics in ASE: PaiNN {width} × {layers}, cutoff {cutoff} Å, "
               f"float64, 1 thread, rattled NaCl; electrostatics accuracy {accuracy:g}, method "
-              f"auto, smearing {'default' if smearing is None else f'{smearing:g} Å'}; ms per energy + forces (median of {steps})")
+              f"auto, smearing {'default' if smearing is None else f'{smearing:g} Å'}; ms per "
+              f"energy + forces (median of {steps})")
         widths = (8, 12, 17, 8)
         _print_row(("atoms", "local", "electrostatics", "ratio"), widths)
         for n in ase_sizes:
