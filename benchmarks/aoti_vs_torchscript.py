@@ -72,12 +72,13 @@ def run(sizes=(1000,), width: int = 64, layers: int = 2, cutoff: float = 5.0, st
                     batch = Batch.collate([AtomicData.from_atoms(atoms).with_graph(cutoff)]).to(
                         dtype=torch.float64)
                     zero = torch.zeros(1, dtype=torch.float64)
+                    box = batch.cell[0].double()
                     args = (batch.positions, batch.numbers, batch.edge_index, batch.shifts)
                     package_args = split_inputs(*args, len(atoms), zero, zero)
                     timers = {
                         "call_pt2": lambda: compiled(*package_args),
-                        "call_ts": lambda: scripted(*args, len(atoms), zero, zero, False),
-                        "call_ts_virial": lambda: scripted(*args, len(atoms), zero, zero, True)}
+                        "call_ts": lambda: scripted(*args, len(atoms), zero, zero, False, box),
+                        "call_ts_virial": lambda: scripted(*args, len(atoms), zero, zero, True, box)}
                     opened = []
                     if lammps:
                         data = work / f"data-{n}.lmp"
@@ -92,7 +93,7 @@ def run(sizes=(1000,), width: int = 64, layers: int = 2, cutoff: float = 5.0, st
                         for lmp in opened:
                             lmp.close()
                     force_diff = float((compiled(*package_args)[2]
-                                        - scripted(*args, len(atoms), zero, zero, False)[2]
+                                        - scripted(*args, len(atoms), zero, zero, False, box)[2]
                                         ).abs().max())
                     row = {"model": name, "dtype": dtype, "atoms": len(atoms),
                            "compile_s": compile_s, "aoti_call_ms": times["call_pt2"],

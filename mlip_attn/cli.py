@@ -41,7 +41,11 @@ def _bench(args, extra):
         return
     if args.lammps:
         from .apps.lammps_bench import run_lammps_bench
-        run_lammps_bench(sizes=large, steps=args.steps, threads=args.threads)
+        from .apps.lammps_bench_electrostatics import run_electrostatics_bench
+        if not args.electrostatics:
+            run_lammps_bench(sizes=large, steps=args.steps, threads=args.threads)
+            print()
+        run_electrostatics_bench(steps=min(args.steps, 3), time_limit=args.time_limit)
         return
     if args.training:
         from .apps.bench import run_training_bench
@@ -246,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "model call (PaiNN on fcc Cu, 1,000 and 10,000 atoms) and strong scaling "
                    "over MPI ranks (local and EFA)")
     b.add_argument("--steps", type=int, default=10, help="timed MD steps per point (--lammps)")
+    b.add_argument("--electrostatics", action="store_true", help="with --lammps: only the "
+                   "electrostatics tables (ASE cost ratio at 10³/10⁴ ions, LAMMPS strong "
+                   "scaling local vs electrostatics at 10⁴/10⁵ on 1 and 2 ranks)")
+    b.add_argument("--time-limit", type=float, default=30.0, help="with --lammps: skip an "
+                   "electrostatics size whose estimated s per MD step exceeds this")
     b.add_argument("--peers", action="store_true", help="side by side in one process, "
                    "interleaved, with SchNetPack (PaiNN, SchNet), TensorNet, NequIP, Allegro and "
                    "MACE at matched sizes, by order ℓ (docs/results/performance.md says how to install them)")

@@ -145,8 +145,8 @@ def test_reciprocal_vectors_are_the_half_sphere():
 
 @pytest.mark.parametrize("total", [0.0, 2.0])
 def test_agrees_with_torch_pme_ewald_and_pme(total):
-    """The reference is torch-pme's own Ewald (its real space from vesin); our PME path (torch-pme
-    PME for the reciprocal part) and Ewald path agree with it."""
+    """The reference is torch-pme's own Ewald (its real space from vesin); our Ewald and our
+    PME (`mlip_attn.nn.pme`) agree with it."""
     torchpme = pytest.importorskip("torchpme")
     vesin = pytest.importorskip("vesin")
     q, positions, cell = random_ions(6, n=24, total=total, cell_size=9.0)
@@ -166,7 +166,7 @@ def test_agrees_with_torch_pme_ewald_and_pme(total):
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="method"):
         Coulomb(5.0, method="p3m-ish")
-    with pytest.raises(ValueError, match="smearing .* too wide"):
-        Coulomb(4.0, smearing=1.0)
+    with pytest.raises(ValueError, match="interpolation_nodes"):
+        Coulomb(4.0, interpolation_nodes=5)
     with pytest.raises(ValueError, match="accuracy"):
         Coulomb(4.0, accuracy=2.0)

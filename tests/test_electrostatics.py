@@ -124,7 +124,6 @@ def test_charged_periodic_cell_has_a_splitting_free_energy():
 
 
 def test_ewald_and_pme_models_agree():
-    pytest.importorskip("torchpme")
     atoms = rattled_salt((2, 2, 2), seed=6)
     ewald, pme = predict(salt_model("ewald"), [atoms]), predict(salt_model("pme"), [atoms])
     assert abs(float(ewald["energy"] - pme["energy"])) < 1e-5 * abs(float(ewald["energy"]))
@@ -132,10 +131,13 @@ def test_ewald_and_pme_models_agree():
     assert float((ewald["forces"] - pme["forces"]).abs().max()) < 1e-4 * scale, scale  # 2.2e-5 seen
 
 
-def test_smearing_wider_than_the_cutoff_allows_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"model\.attention\.smearing .* too wide"):
-        build_model({"backbone": "painn", "elements": [1], "width": 8, "cutoff": 3.0,
-                     "attention": {"type": "electrostatics", "smearing": 2.0}})
+def test_smearing_wider_than_the_cutoff_takes_no_real_space():
+    """σ beyond r_c / 2√(−ln ε): α = 1/2σ and the smeared interaction is the reciprocal sum
+    alone (it once was an error; tests/test_coulomb_split.py checks the energy)."""
+    model = build_model({"backbone": "painn", "elements": [1], "width": 8, "cutoff": 3.0,
+                         "attention": {"type": "electrostatics", "smearing": 2.0}})
+    assert not model.energy_term.coulomb.real_space
+    assert abs(model.energy_term.coulomb.alpha - 0.25) < 1e-12
 
 
 def test_real_space_cutoff_is_the_models():

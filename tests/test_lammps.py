@@ -56,8 +56,14 @@ NKTV2P = 1.6021765e6            # LAMMPS metal units: pressure (bar) per eV/Å^3
 # models with global attention (non-periodic box), as far as this build has them; those whose
 # global sums can be split over MPI ranks (EFA) and those that cannot (softmax attention)
 GLOBAL_MODELS = [n for n in MODEL_CONFIGS if make_model(n).is_global]
-DISTRIBUTED_MODELS = [n for n in GLOBAL_MODELS if distribution(make_model(n), True)[0]]
-SINGLE_RANK_MODELS = [n for n in GLOBAL_MODELS if n not in DISTRIBUTED_MODELS]
+# electrostatics reads the box: split over ranks in periodic boxes only (its direct sum in an
+# open box runs on one rank; tests/test_lammps_electrostatics.py covers both)
+BOX_MODELS = [n for n in GLOBAL_MODELS
+              if any(getattr(m, "needs_cell", False) for m in make_model(n).modules())]
+DISTRIBUTED_MODELS = [n for n in GLOBAL_MODELS
+                      if distribution(make_model(n), True)[0] and n not in BOX_MODELS]
+SINGLE_RANK_MODELS = [n for n in GLOBAL_MODELS
+                      if n not in DISTRIBUTED_MODELS and n not in BOX_MODELS]
 ROUTES = ["torchscript+ops", "torchscript"]
 RTOL = 1e-10                    # float64: LAMMPS and ASE run the same maths
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning")]
@@ -306,7 +312,8 @@ def test_export_metadata(tmp_path):
     assert meta["format"] == "mlip-attn-lammps"
     assert meta["elements"] == [1, 6, 8]
     assert meta["cutoff"] == 4.5 and meta["layers"] == 3 and meta["global"] is False
-    assert meta["periodic"] is True and meta["format_version"] == 3
+    assert meta["periodic"] is True and meta["format_version"] == 4
+    assert meta["box_input"] is True and meta["needs_box"] is False
     assert meta["dtype"] == "float64" and meta["torch_version"] and meta["mlip_attn_version"]
 
 
@@ -536,8 +543,7 @@ def test_global_models_that_cannot_be_split_are_refused_on_two_ranks(plugin, tmp
     why = {"TransformerAttention": "softmax", "TransformerBackbone": "softmax",
            "BondGraphPropagation": "bonds through the whole molecule",
            "ChargeEquilibration": "linear solve over every atom",
-           "EuclideanFastAttention": "switch of its distance",
-           "Electrostatics": "cross-rank form"}   # words of each reason
+           "EuclideanFastAttention": "switch of its distance"}   # words of each reason
     expected = [w for cls, w in why.items()
                 if any(type(m).__name__ == cls for m in model.modules())]
     assert expected, f"{name}: no single-rank block known to this test"

@@ -16,6 +16,14 @@ Two tables:
    of ``ranks`` × 1 thread, alternating runs; the energy and forces of the first step on n
    ranks against one rank.
 
+3. **Electrostatics** (`mlip_attn.apps.lammps_bench_electrostatics`, also alone:
+   ``--electrostatics``): PaiNN
+   with and without the ``electrostatics`` block (same width, layers, cutoff; ``accuracy``,
+   ``method`` auto) on rattled rock salt (Na⁺/Cl⁻), float64: the ASE cost ratio (energy +
+   forces by `AttnCalculator`) and strong scaling in LAMMPS, local vs electrostatics on 1 and 2
+   ranks, with ΔE/ΔF from 1 rank. A size whose estimated time per step exceeds ``time_limit``
+   seconds (from the smaller size, linearly) is skipped, and the table says so.
+
 Every time is a median of at least ``steps`` per-step times after 2 warm-up steps (LAMMPS
 binary: ``thermo 1`` with the ``cpu`` column, elapsed wall time).
 """
@@ -63,13 +71,13 @@ def _save_model(path: Path, width: int, layers: int, cutoff: float, attention=No
     save_model(model, path)
 
 
-def _deck(data: Path, exported: Path, periodic: bool, threads: int) -> str:
+def _deck(data: Path, exported: Path, periodic: bool, threads: int, species: str = "Cu") -> str:
     return f"""units metal
 boundary {'p p p' if periodic else 'f f f'}
 atom_style atomic
 read_data {data}
 pair_style mlip_attn {exported} threads {threads}
-pair_coeff * * Cu
+pair_coeff * * {species}
 velocity all create 300 1 loop geom
 fix 1 all nve
 timestep 0.001
@@ -115,7 +123,7 @@ def _call(model_path: Path, exported: Path, atoms, cutoff: float, dtype: str):
     scripted = load_torchscript(exported)
     zero = torch.zeros(1, dtype=torch.float64)
     args = (batch.positions.double(), batch.numbers, batch.edge_index, batch.shifts.double(),
-            len(atoms), zero, zero, False)
+            len(atoms), zero, zero, False, batch.cell[0].double())
 
     def script():
         with torch.jit.optimized_execution(False):
@@ -140,13 +148,13 @@ def _side_by_side(timers: dict, steps: int) -> dict:
 # --------------------------------------------------------------------------- lmp binary
 
 def _lammps_run(work: Path, exported: Path, data: Path, periodic: bool, steps: int,
-                threads: int, ranks: int) -> dict:
+                threads: int, ranks: int, species: str = "Cu") -> dict:
     """A run of the ``lmp`` binary on ``ranks`` ranks: per-step ms after warm-up, and the
     first step's energy and forces."""
     from ..lammps.discovery import lmp_environment, lmp_executable, mpirun_executable
     tag = f"{exported.stem}-{data.stem}-{ranks}"
     deck = work / f"in.{tag}"
-    deck.write_text(_deck(data, exported, periodic, threads) + f"""thermo_style custom step pe
+    deck.write_text(_deck(data, exported, periodic, threads, species) + f"""thermo_style custom step pe
 thermo_modify format float %.17g
 run 0
 write_dump all custom {work}/{tag}.forces id fx fy fz modify sort id format float %.17g
@@ -297,3 +305,4 @@ def run_lammps_bench(sizes=(1000, 10000), width: int = 64, layers: int = 2, cuto
               "largest difference from 1 rank at the first step")
         scaling = _scaling_table(work, models, exports, sizes, ranks, steps, threads, rounds)
     return {"one_rank": one_rank, "scaling": scaling}
+

@@ -38,7 +38,7 @@ from ..nn.coulomb import COULOMB, Coulomb
 from ..nn.graph import Features, Graph
 from ..nn.mlp import mlp
 from ..registry import GLOBAL_BLOCKS, PositiveFloat
-from .base import GlobalBlock
+from .base import GlobalBlock, LocalSums
 
 
 class ChargeHead(nn.Module):
@@ -59,9 +59,13 @@ class ChargeHead(nn.Module):
     def __init__(self, width: int):
         super().__init__()
         self.net = mlp([width, width, 1])
+        self.sums = LocalSums()   # split structures: Σ q̃ and n over every process
 
-    def forward(self, scalars: Tensor, batch: Tensor, total: Tensor) -> Tensor:
+    def forward(self, scalars: Tensor, batch: Tensor, total: Tensor, owned: int = -1) -> Tensor:
         raw = self.net(scalars).squeeze(-1)
+        if owned >= 0:   # one structure split over processes: owned atoms' sums, completed
+            part = self.sums(torch.stack([raw[:owned].sum(), torch.ones_like(raw[:owned]).sum()]))
+            return raw + (total[0].to(raw.dtype) - part[0]) / part[1].clamp(min=1.0)
         b = total.shape[0]
         sums = raw.new_zeros(b).index_add(0, batch, raw)
         counts = raw.new_zeros(b).index_add(0, batch, torch.ones_like(raw)).clamp(min=1.0)
@@ -87,9 +91,9 @@ class ElectrostaticEnergy(nn.Module):
 
     def charges_and_potential(self, scalars: Tensor, graph: Graph) -> Tuple[Tensor, Tensor]:
         """Charges q (N,) e and potentials φ (N,) e/Å."""
-        q = self.charges(scalars, graph.batch, graph.charge)
+        q = self.charges(scalars, graph.batch, graph.charge, graph.owned)
         phi = self.coulomb(q, graph.positions, graph.cell, graph.batch, graph.edge_index,
-                           graph.lengths, graph.num_graphs)
+                           graph.lengths, graph.num_graphs, graph.owned)
         return q, phi
 
     def forward(self, scalars: Tensor, graph: Graph) -> Tensor:
@@ -113,20 +117,21 @@ class Electrostatics(GlobalBlock):
 
     Args:
         widths: the host's channels per rotation order (only scalars are read and written).
-        smearing: Gaussian charge width σ (Å); null = the widest the model's cutoff allows,
-            r_c / (2 √(−ln accuracy)) (0.47 Å at r_c = 4 Å, ε = 1e-8); 0 = point charges.
+        smearing: Gaussian charge width σ (Å); null = r_c / (2 √(−ln accuracy)) (0.47 Å at
+            r_c = 4 Å, ε = 1e-8); 0 = point charges. From that width on there is no
+            real-space sum; wider is cheaper (PME mesh ∝ 1/σ³; docs/electrostatics.md).
         accuracy: ε, the relative size of the neglected Ewald terms.
-        method: reciprocal sum: ``ewald``, ``pme`` (torch-pme) or ``auto`` (Ewald while the
-            number of atoms × k-vectors is at most ``ewald_limit``).
-        ewald_limit: the switch point of ``auto`` (null: 1e6 for accuracy ≥ 1e-6, else 2e7,
-            the measured crossovers).
+        method: reciprocal sum: ``ewald``, ``pme`` (smooth PME, `mlip_attn.nn.pme`) or
+            ``auto`` (Ewald while the number of atoms × k-vectors is at most ``ewald_limit``).
+        ewald_limit: the switch point of ``auto`` (null: 2.5e5, the measured crossover).
     """
 
     __jit_ignored_attributes__ = ["options"]
     periodic = True
-    needs_cell = True  # its reciprocal sum reads the cell (LAMMPS does not pass it yet)
-    not_distributed = ("its charges enter a per-structure sum whose cross-rank form (S(k) "
-                       "summed over owned atoms + all-reduce) is not implemented yet")
+    needs_cell = True  # its reciprocal sum reads the cell (the LAMMPS box, export format 4)
+    # split over ranks in periodic boxes: S(k) (or the PME mesh), Σq and n summed over owned
+    # atoms and all-reduced (`Coulomb`, `ChargeHead`); isolated structures: one rank only
+    distributed = True
     k_e: Final[float]
 
     def __init__(self, widths: Tuple[int, ...], smearing: Optional[float] = None,
@@ -171,9 +176,9 @@ class Electrostatics(GlobalBlock):
 
     def forward(self, x: Features, graph: Graph) -> Features:
         s = x.scalars
-        q = self.charges(s, graph.batch, graph.charge)
+        q = self.charges(s, graph.batch, graph.charge, graph.owned)
         phi = self.coulomb(q, graph.positions, graph.cell, graph.batch, graph.edge_index,
-                           graph.lengths, graph.num_graphs)
+                           graph.lengths, graph.num_graphs, graph.owned)
         potential = self.k_e * phi
         ds = self.out(torch.stack([q, potential, q * potential], dim=1))
         return Features(ds, torch.zeros_like(x.vectors), torch.zeros_like(x.tensors))

@@ -9,13 +9,20 @@ The exported module (`LammpsModel`) takes what the pair style has on one MPI ran
   summed at i). Periodic images of local atoms are folded onto the local atom with a non-zero
   shift; explicit ghost atoms have shift zero;
 * ``shifts`` (E, 3) float64 Å; ``n_local``; the total ``charge`` and ``spin`` (1,) float64;
-* ``compute_virial``.
+* ``compute_virial``;
+* ``cell`` (3, 3) float64 Å (format 4): the LAMMPS box, rows a = (xprd, 0, 0),
+  b = (xy, yprd, 0), c = (xz, yz, zprd), read from ``domain->h`` at every call (so it follows
+  fix npt and change_box); zeros unless the box is periodic in x, y and z. Blocks with a
+  reciprocal-space sum (electrostatics) read it; the energy is translation invariant, so the
+  box origin is not needed.
 
 It returns ``(energy, atomic_energies, forces, virial)``: the energy (eV, a 0-d tensor) of the
 *local* atoms only, their per-atom energies (n_local,), forces (n, 3) = -dE_local/dr on every
 node (LAMMPS folds ghost forces back to their owners, newton on), and the virial (6,) in
 LAMMPS order xx, yy, zz, xy, xz, yz (eV), W = -(Σ_nodes r ⊗ ∂E/∂r + Σ_edges s ⊗ ∂E/∂s),
-the symmetric strain derivative -dE/dε of the rank's energy; zeros unless ``compute_virial``.
+the symmetric strain derivative -dE/dε of the rank's energy, with the box strained along
+(−hᵀ ∂E/∂h: the k-space part of an Ewald or PME sum, which no pair term carries); zeros
+unless ``compute_virial``.
 All outputs are float64 whatever the model's dtype. When the structure is split over several
 ranks (a global model on several ranks: ``torch.ops.mlip_attn.sums_across_processes()``),
 ``n_local`` reaches the model as ``Graph.owned``: distributed global blocks (EFA) add only local
@@ -60,13 +67,18 @@ from torch import nn
 from .. import __version__
 from ..atomic import atomic_path
 from ..attention.base import GlobalBlock, GlobalBlocks
+from ..attention.electrostatics import ChargeHead
 from ..models import Potential, load_model
 from ..models.model_file import read_model_file
+from ..nn.coulomb import Coulomb
 
 EXPORT_FORMAT = "mlip-attn-lammps"
 # 2: route, distributed, Graph.owned; 3: PaiNN's message over a list of orders (the op
-# painn_message_orders), split structures asked of sums_across_processes, periodic
-EXPORT_FORMAT_VERSION = 3
+# painn_message_orders), split structures asked of sums_across_processes, periodic;
+# 4: TorchScript exports take the box (``cell``, metadata ``box_input``), ``needs_box``, and
+# ``layers`` counts the ghost hops the model needs (an energy term with a real-space sum adds
+# one)
+EXPORT_FORMAT_VERSION = 4
 METADATA_FILE = "metadata.json"
 ROUTES = ("auto", "aoti", "torchscript+ops", "torchscript")
 
@@ -108,26 +120,28 @@ class LammpsModel(nn.Module):
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, edge_index: torch.Tensor,
                 shifts: torch.Tensor, n_local: int, charge: torch.Tensor, spin: torch.Tensor,
-                compute_virial: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                               torch.Tensor]:
+                compute_virial: bool, cell: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         dtype = self.model.shift.dtype
         pos = positions.to(dtype).detach()
         pos.requires_grad_(True)
         sh = shifts.to(dtype).detach()
+        box = cell.to(dtype).detach().reshape(3, 3)
         if compute_virial:
             sh.requires_grad_(True)
+            box.requires_grad_(True)
         batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-        cell = torch.zeros((1, 3, 3), dtype=dtype, device=pos.device)
         # one rank holds the whole structure (owned = -1: the eager model's own path);
         # several ranks split it (the same sums, completed across ranks)
         owned = n_local if self.split() else -1
-        atomic = self.model.atomic_energies(pos, numbers, batch, edge_index, sh, cell,
+        atomic = self.model.atomic_energies(pos, numbers, batch, edge_index, sh, box.unsqueeze(0),
                                             charge.to(dtype), spin.to(dtype), owned)
         local = atomic[:n_local]
         energy = local.sum()
         inputs: List[torch.Tensor] = [pos]
         if compute_virial:
             inputs.append(sh)
+            inputs.append(box)
         grads = torch.autograd.grad([energy], inputs, allow_unused=True)
         g_pos = grads[0]
         if g_pos is None:
@@ -137,7 +151,11 @@ class LammpsModel(nn.Module):
             g_sh = grads[1]
             if g_sh is None:
                 g_sh = torch.zeros_like(sh)
-            dedeps = pos.detach().t() @ g_pos + sh.detach().t() @ g_sh     # (3, 3) dE/dε
+            g_box = grads[2]
+            if g_box is None:
+                g_box = torch.zeros_like(box)
+            # (3, 3) dE/dε: atoms, periodic shifts and the box (rows) strained alike
+            dedeps = pos.detach().t() @ g_pos + sh.detach().t() @ g_sh + box.detach().t() @ g_box
             w = -0.5 * (dedeps + dedeps.t())
             virial = torch.stack([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]]
                                  ).to(torch.float64)
@@ -170,8 +188,12 @@ def lammps_metadata(model: Potential, stored: dict | None = None,
     """What the pair style reads: elements, cutoff (Å), layers, global, periodic, route, distributed,
     dtype, versions."""
     stored = dict(stored or getattr(model, "metadata", {}) or {})
-    layers = len(model.backbone.layers)  # message-passing hops: the ghost shell is layers × cutoff
+    # hops of the ghost shell (layers × cutoff): one per message-passing layer, and one more
+    # for an energy term whose real-space sum reads the final charges of neighbours
+    layers = len(model.backbone.layers) + int(bool(getattr(
+        getattr(model.energy_term, "coulomb", None), "real_space", False)))
     distributed, why_not = distribution(model, route in ("torchscript+ops", "aoti"))
+    needs_box = any(getattr(b, "needs_cell", False) for b in model.modules())
     meta = {
         **{k: v for k, v in stored.items() if isinstance(v, (str, int, float, bool, list))},
         "format": EXPORT_FORMAT,
@@ -181,9 +203,10 @@ def lammps_metadata(model: Potential, stored: dict | None = None,
         "cutoff": float(model.cutoff),
         "r_max": float(model.r_max),
         "global": model.is_global,
-        # blocks with reciprocal-space sums need the box, which the pair style does not pass
-        "periodic": bool(model.periodic) and not any(
-            getattr(b, "needs_cell", False) for b in model.modules()),
+        # blocks with reciprocal-space sums need the box: TorchScript exports take it (format 4)
+        "periodic": bool(model.periodic) and (route != "aoti" or not needs_box),
+        "box_input": route != "aoti",
+        "needs_box": needs_box,
         "distributed": distributed,
         "layers": int(layers),
         "dtype": str(model.shift.dtype).replace("torch.", ""),
@@ -199,11 +222,15 @@ def lammps_metadata(model: Potential, stored: dict | None = None,
 
 def use_compiled_ops(model: Potential) -> Potential:
     """Point ``model`` at the compiled ``mlip_attn`` ops (they must be loaded): PaiNN layers
-    call ``painn_message_orders``, distributed global blocks sum through `RankSums`. In place."""
+    call ``painn_message_orders``; distributed global blocks, and the Coulomb sums and charge
+    heads of an electrostatics model (its energy term included), sum through `RankSums`.
+    In place."""
     for module in model.modules():
         if hasattr(module, "compiled_message"):
             module.compiled_message = True
         if isinstance(module, GlobalBlock) and module.distributed and hasattr(module, "sums"):
+            module.sums = RankSums()
+        if isinstance(module, (Coulomb, ChargeHead)):
             module.sums = RankSums()
     return model
 
@@ -292,6 +319,10 @@ def export_lammps(model_path: str | os.PathLike, out_path: str | os.PathLike,
         raise ValueError(f"{out_path}: the aoti route writes a .pt2 package and only it "
                          f"(the pair style tells the routes apart by the suffix); "
                          f"route {route!r}")
+    if route == "aoti" and any(getattr(b, "needs_cell", False) for b in model.modules()):
+        raise ValueError(f"{model_path}: its electrostatics block reads the periodic box, which "
+                         "the aoti route does not pass (its k-vectors and mesh follow the box); "
+                         "export it with --route torchscript+ops")
     if device != "cpu" and route != "aoti":
         raise ValueError(f"device {device!r}: only the aoti route compiles for a device "
                          "(TorchScript files run on the device the pair style names)")

@@ -20,27 +20,36 @@ Periodic structures (tin-foil boundary), Ewald splitting α (1/Å):
 (the last term is the neutralising background of a net charge Q = Σ q). The real-space pairs
 are the model's own neighbour list (edge_index, lengths), so they never reach beyond its
 cutoff r_c: α = √(−ln ε) / r_c makes erfc(α r_c) ≈ ε, and the reciprocal sum keeps every
-k with |k| ≤ k_max = 2α √(−ln ε) (ε: ``accuracy``). The smeared (σ > 0) periodic energy equals
-the isolated one in the limit of a large cell when erfc(r_c / 2σ) ≤ ε, i.e. σ ≤ r_c / (2√(−ln ε)).
+k with |k| ≤ k_max = 2α √(−ln ε) (ε: ``accuracy``). Gaussian charges at least r_c / (2√(−ln ε))
+wide take α = 1/2σ instead: then erfc(αr) − erfc(r/2σ) ≡ 0, there is no real-space part, and
+the smeared interaction is the reciprocal sum alone (cheaper the wider σ: k_max = √(−ln ε)/σ).
 
 Two reciprocal-space methods (`method`):
 - ``ewald``: the k-sum above, exact to ε, cost O(N · K) with K ∝ V k_max³ vectors — at a fixed
   real-space cutoff, O(N²); best for small cells.
-- ``pme``: smooth particle-mesh Ewald from torch-pme (BSD-3; charges spread on a mesh with
-  B-splines, FFT), cost O(N log N); its error is set by the mesh spacing.
+- ``pme``: smooth particle-mesh Ewald (`mlip_attn.nn.pme`: charges spread on a mesh with
+  B-splines, FFT), cost O(N p³ + M log M); its error is set by the mesh spacing.
 ``auto`` takes Ewald while N · K ≤ ``ewald_limit`` and PME above.
 
-Forces and stress follow by autograd (positions, and the cell through k and V). Everything is
-TorchScript-compatible except the PME path (torch-pme's calculator), which a scripted model
-reaches only with ``method: ewald``.
+Forces and stress follow by autograd (positions, and the cell through k, V and the fractional
+coordinates). Both paths are TorchScript-compatible, and both split over processes (LAMMPS
+ranks): S(k), or the charge mesh, is a sum over atoms (`Coulomb`, ``owned``).
 """
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from . import pme
+
 COULOMB = 14.399645  # eV·Å/e²
+# PME mesh spacing × α (measured: benchmarks/electrostatics.py --mesh-sweep) and the N·K
+# above which `auto` takes PME (measured: docs/electrostatics.md)
+MESH_FACTOR_COARSE = 0.35   # accuracy ≥ 1e-5
+MESH_FACTOR = 0.3           # 1e-6 ≤ accuracy < 1e-5
+MESH_FACTOR_FINE = 0.2      # accuracy < 1e-6
+EWALD_LIMIT = 2.5e5
 
 
 def ewald_splitting(cutoff: float, accuracy: float) -> Tuple[float, float]:
@@ -120,6 +129,44 @@ def reciprocal_potential(q: Tensor, positions: Tensor, cell: Tensor, alpha: floa
             - math.pi * total / (volume * alpha * alpha))
 
 
+def ewald_terms(positions: Tensor, cell: Tensor, alpha: float, k_max: float
+                ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Ewald's weights (8π/V) e^{−k²/4α²}/k² (K,) over half of the k-vectors and cos, sin(k·r)
+    (n, K) of the atoms at ``positions`` (n, 3)."""
+    volume = torch.abs(torch.linalg.det(cell))
+    k = reciprocal_vectors(cell, k_max)
+    k2 = (k * k).sum(1)
+    weight = (8.0 * math.pi / volume) * torch.exp(-k2 / (4.0 * alpha * alpha)) / k2
+    kr = positions @ k.transpose(0, 1)
+    return weight, torch.cos(kr), torch.sin(kr)
+
+
+_SHARED: dict = {}
+
+
+def _shared_lookup(key, positions: Tensor, cell: Tensor):
+    """The value stored by `_shared_store` under ``key`` for the same positions tensor (held
+    there, so its identity cannot be reused; unchanged since) and an equal cell, else None.
+    The Coulomb sums of one forward pass (every layer's block and the energy term) read the
+    same atoms, so their stencils, k-vectors and phases are computed once. Eager only
+    (TorchScript recomputes); autograd flows through the shared tensors as through any."""
+    entry = _SHARED.get(key)
+    if (entry is not None and entry["positions"] is positions
+            and entry["version"] == positions._version
+            and entry["cell"].shape == cell.shape and torch.equal(entry["cell"], cell.detach())
+            and entry["grad"] == (positions.requires_grad, cell.requires_grad)):
+        return entry["value"]
+    return None
+
+
+def _shared_store(key, positions: Tensor, cell: Tensor, value) -> None:
+    """Keep ``value`` for `_shared_lookup` (one structure at a time: older entries go)."""
+    _SHARED.clear()
+    _SHARED[key] = {"positions": positions, "version": positions._version,
+                    "cell": cell.detach().clone(), "value": value,
+                    "grad": (positions.requires_grad, cell.requires_grad)}
+
+
 def ewald_vector_count(cell: Tensor, k_max: float) -> float:
     """Estimated number of half-space k-vectors, V k_max³ / (12π²)."""
     volume = float(torch.abs(torch.linalg.det(cell.detach())))
@@ -132,17 +179,23 @@ class Coulomb(nn.Module):
     Args:
         cutoff: real-space cutoff r_c (Å) — at most the cutoff of the neighbour list passed in.
         accuracy: ε, the relative size of the neglected terms (sets α and k_max).
-        smearing: Gaussian charge width σ (Å); 0 for point charges.
-        method: ``ewald``, ``pme`` or ``auto`` (Ewald while N · K ≤ ``ewald_limit``; default
-            1e6 for accuracy ≥ 1e-6, 2e7 below: the measured crossovers).
-        mesh_spacing: torch-pme's mesh spacing (Å; it makes 2 L / spacing + 1 points per axis,
-            rounded up to a power of two); default 0.4 / α for accuracy ≥ 1e-6 (PME error
-            5.5e-6 / 8.5e-8 relative on 216 / 512 ions) and 0.2 / α below (4e-7 on 64 ions at
-            r_c = 4 Å), see docs/electrostatics.md.
-        interpolation_nodes: PME B-spline order (torch-pme: 3 … 7).
-    """
+        smearing: Gaussian charge width σ (Å); 0 for point charges. From σ ≥ r_c / (2√(−ln ε))
+            on the splitting is α = 1/(2σ) and the real-space part vanishes identically (the
+            smeared interaction *is* the reciprocal sum): wider charges cost fewer k-vectors.
+        method: ``ewald``, ``pme`` (smooth PME, `mlip_attn.nn.pme`) or ``auto`` (Ewald while
+            N · K ≤ ``ewald_limit``, PME above).
+        mesh_spacing: PME mesh spacing h (Å); 0 = ``mesh_factor`` / α.
+        interpolation_nodes: PME B-spline order p (even, 4 … 8).
+        ewald_limit: the switch point of ``auto`` in N · K (0: the measured default, see
+            docs/electrostatics.md).
 
-    __jit_ignored_attributes__ = ["_pme"]
+    Split structures (``owned`` ≥ 0 in `forward`: one periodic structure whose first ``owned``
+    nodes this process owns, the rest ghost copies): S(k), or the PME charge mesh, and the net
+    charge are summed over the owned nodes and completed by ``sums`` (identity here; the
+    LAMMPS export swaps in an all-reduce over MPI ranks, whose backward all-reduces the
+    gradient). Every node then gets its potential; the real-space part runs over the edges
+    given, which must be complete for the nodes whose potential matters.
+    """
 
     def __init__(self, cutoff: float, accuracy: float = 1e-8, smearing: float = 0.0,
                  method: str = "auto", mesh_spacing: float = 0.0, interpolation_nodes: int = 6,
@@ -152,26 +205,27 @@ class Coulomb(nn.Module):
             raise ValueError(f"method must be 'ewald', 'pme' or 'auto', got {method!r}")
         if smearing < 0.0:
             raise ValueError(f"smearing must be ≥ 0, got {smearing}")
+        if interpolation_nodes not in (4, 6, 8):
+            raise ValueError(f"interpolation_nodes (PME B-spline order) must be 4, 6 or 8, got "
+                             f"{interpolation_nodes}")
         self.cutoff = float(cutoff)
         self.accuracy = float(accuracy)
-        self.alpha, self.k_max = ewald_splitting(self.cutoff, self.accuracy)
+        alpha, _ = ewald_splitting(self.cutoff, self.accuracy)
+        x = math.sqrt(-math.log(self.accuracy))
         self.smearing = float(smearing)
-        if smearing > 0.0 and math.erfc(cutoff / (2.0 * smearing)) > 10.0 * accuracy:
-            raise ValueError(
-                f"smearing {smearing} Å is too wide for the real-space cutoff {cutoff} Å: the "
-                f"Gaussian charges overlap beyond it; use σ ≤ "
-                f"{cutoff / (2.0 * math.sqrt(-math.log(accuracy))):.3g} Å")
+        # σ at least r_c / 2x: α = 1/2σ ≤ x / r_c, erfc(αr) − erfc(r/2σ) ≡ 0, no real space
+        self.real_space = not (smearing > 0.0 and 1.0 / (2.0 * smearing) <= alpha * (1 + 1e-9))
+        self.alpha = alpha if self.real_space else 1.0 / (2.0 * self.smearing)
+        self.k_max = 2.0 * self.alpha * x
         self.method = method
-        if mesh_spacing > 0:
-            self.mesh_spacing = float(mesh_spacing)
-        else:  # measured: benchmarks/electrostatics.py --mesh-sweep (docs/electrostatics.md)
-            self.mesh_spacing = (0.4 if self.accuracy >= 1e-6 else 0.2) / self.alpha
-        self.interpolation_nodes = int(interpolation_nodes)
-        # measured crossover (docs/electrostatics.md): at ε = 1e-5 PME is faster from ~200 ions
-        # (N·K ≈ 1e6); at ε = 1e-8 (finer mesh) Ewald stayed faster up to 512 ions (N·K 2e7)
-        self.ewald_limit = (float(ewald_limit) if ewald_limit > 0
-                            else (1.0e6 if self.accuracy >= 1e-6 else 2.0e7))
-        self._pme = None
+        self.order = int(interpolation_nodes)
+        # measured (benchmarks/electrostatics.py --mesh-sweep, docs/electrostatics.md)
+        self.mesh_factor = (MESH_FACTOR_FINE if self.accuracy < 1e-6 else MESH_FACTOR
+                            if self.accuracy < 1e-5 else MESH_FACTOR_COARSE)
+        self.mesh_spacing = float(mesh_spacing) if mesh_spacing > 0 else \
+            self.mesh_factor / self.alpha
+        self.ewald_limit = float(ewald_limit) if ewald_limit > 0 else EWALD_LIMIT
+        self.sums = nn.Identity()
 
     def uses_pme(self, n: int, cell: Tensor) -> bool:
         """Whether a structure of n atoms in ``cell`` takes the PME path."""
@@ -179,49 +233,102 @@ class Coulomb(nn.Module):
             return n * ewald_vector_count(cell, self.k_max) > self.ewald_limit
         return self.method == "pme"
 
+    def periodic_potential(self, q: Tensor, positions: Tensor, cell: Tensor, owned: int
+                           ) -> Tensor:
+        """Reciprocal + self + background potential φ (n,) e/Å of one periodic structure;
+        ``owned`` ≥ 0: only the first ``owned`` nodes are this process's (see the class)."""
+        n_sum = owned if owned >= 0 else q.shape[0]
+        volume = torch.abs(torch.linalg.det(cell))
+        if self.uses_pme(n_sum, cell):
+            shape = pme.mesh_shape(cell, self.mesh_spacing, self.order)
+            if torch.jit.is_scripting():
+                flat, weight = pme.spline_stencil(positions, cell, shape, self.order)
+                g = pme.influence(cell, self.alpha, shape, self.order)
+            else:
+                flat, weight, g = self._shared_mesh(positions, cell, shape)
+            mesh = pme.spread(q[:n_sum], flat[:n_sum], weight[:n_sum], shape)
+            total = q[:n_sum].sum().unsqueeze(0)
+            if owned >= 0:   # two all-reduces: no copy of the mesh into a joint buffer
+                mesh = self.sums(mesh)
+                total = self.sums(total)
+            phi = pme.interpolate(pme.mesh_potential(mesh, g, shape), flat, weight)
+            total = total[0]
+        else:
+            if torch.jit.is_scripting():
+                weight, cos, sin = ewald_terms(positions, cell, self.alpha, self.k_max)
+            else:
+                weight, cos, sin = self._shared_ewald(positions, cell)
+            partial = torch.cat([q[:n_sum] @ cos[:n_sum], q[:n_sum] @ sin[:n_sum],
+                                 q[:n_sum].sum().unsqueeze(0)])
+            if owned >= 0:
+                partial = self.sums(partial)
+            nk = weight.shape[0]
+            phi = cos @ (weight * partial[:nk]) + sin @ (weight * partial[nk:2 * nk])
+            total = partial[-1]
+        return (phi - (2.0 * self.alpha / math.sqrt(math.pi)) * q
+                - math.pi * total / (volume * self.alpha * self.alpha))
+
     @torch.jit.unused
-    def pme_potential(self, q: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
-        """Reciprocal + self + background potential φ (n,) e/Å by torch-pme's PME."""
-        if self._pme is None:
-            try:
-                import torchpme
-            except ImportError as exc:
-                raise ImportError("method 'pme' needs torch-pme: pip install torch-pme") from exc
-            potential = torchpme.CoulombPotential(smearing=1.0 / (math.sqrt(2.0) * self.alpha))
-            self._pme = torchpme.PMECalculator(potential, mesh_spacing=self.mesh_spacing,
-                                               interpolation_nodes=self.interpolation_nodes,
-                                               full_neighbor_list=True)
-        pme = self._pme.to(dtype=q.dtype, device=q.device)
-        empty = torch.zeros((0, 2), dtype=torch.long, device=q.device)
-        out = pme(q.unsqueeze(1), cell, positions, empty, q.new_zeros((0,)))
-        return 2.0 * out.squeeze(1)   # torch-pme returns ½ Σ_j q_j v(r_ij)
+    def _shared_mesh(self, positions: Tensor, cell: Tensor, shape: List[int]
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
+        """PME stencils and influence function, shared by the Coulomb sums of one forward
+        (the blocks beside every layer and the energy term: same atoms, same cell)."""
+        key = ("mesh", self.alpha, self.order, tuple(shape))
+        value = _shared_lookup(key, positions, cell)
+        if value is None:
+            flat, weight = pme.spline_stencil(positions, cell, shape, self.order)
+            value = (flat, weight, pme.influence(cell, self.alpha, shape, self.order))
+            _shared_store(key, positions, cell, value)
+        return value
+
+    @torch.jit.unused
+    def _shared_ewald(self, positions: Tensor, cell: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Ewald's k weights and cos/sin(k·r), shared like `_shared_mesh`."""
+        key = ("ewald", self.alpha, self.k_max)
+        value = _shared_lookup(key, positions, cell)
+        if value is None:
+            value = ewald_terms(positions, cell, self.alpha, self.k_max)
+            _shared_store(key, positions, cell, value)
+        return value
 
     def forward(self, q: Tensor, positions: Tensor, cell: Tensor, batch: Tensor,
-                edge_index: Tensor, lengths: Tensor, num_graphs: int) -> Tensor:
+                edge_index: Tensor, lengths: Tensor, num_graphs: int, owned: int = -1
+                ) -> Tensor:
         """φ (N,) e/Å for charges q (N,) e, positions (N, 3) Å, cell (B, 3, 3) Å (a zero cell:
         isolated), batch (N,), the full neighbour list edge_index (2, E) (receiver, sender)
-        with its lengths (E,) Å."""
+        with its lengths (E,) Å; ``owned`` ≥ 0: one periodic structure split over processes
+        (see the class docstring)."""
+        periodic = torch.abs(torch.linalg.det(cell.detach())) > 1e-12
+        if owned >= 0:
+            if num_graphs != 1 or not bool(periodic[0]):
+                raise ValueError("Coulomb over a structure split between processes needs one "
+                                 "periodic structure (the direct sum of an isolated one has "
+                                 "no per-process form)")
+            phi = self.periodic_potential(q, positions, cell[0], owned)
+            if self.real_space:
+                phi = phi + real_space_potential(q, edge_index[0], edge_index[1], lengths,
+                                                 q.shape[0], self.alpha, self.smearing)
+            return phi
         phi = torch.zeros_like(q)
         receivers, senders = edge_index[0], edge_index[1]
         local = torch.full_like(batch, -1)
-        periodic = torch.abs(torch.linalg.det(cell.detach())) > 1e-12
         for b in range(num_graphs):
             atoms = torch.nonzero(batch == b).flatten()
             n = atoms.shape[0]
             if n == 0:
                 continue
-            qb, rb = q[atoms], positions[atoms]
+            # one structure: the positions tensor itself (its sums are shared, `_shared`)
+            qb, rb = (q, positions) if num_graphs == 1 else (q[atoms], positions[atoms])
             if not bool(periodic[b]):
                 phi = phi.index_put((atoms,), direct_potential(qb, rb, self.smearing))
                 continue
-            local = local.index_put((atoms,), torch.arange(n, device=q.device))
-            edges = torch.nonzero(batch[receivers] == b).flatten()
-            part = real_space_potential(qb, local[receivers[edges]], local[senders[edges]],
-                                        lengths[edges], n, self.alpha, self.smearing)
-            if self.uses_pme(n, cell[b]):
-                part = part + self.pme_potential(qb, rb, cell[b])
-            else:
-                part = part + reciprocal_potential(qb, rb, cell[b], self.alpha, self.k_max)
+            part = self.periodic_potential(qb, rb, cell[b], -1)
+            if self.real_space:
+                local = local.index_put((atoms,), torch.arange(n, device=q.device))
+                edges = torch.nonzero(batch[receivers] == b).flatten()
+                part = part + real_space_potential(qb, local[receivers[edges]],
+                                                   local[senders[edges]], lengths[edges], n,
+                                                   self.alpha, self.smearing)
             phi = phi.index_put((atoms,), part)
         return phi
 

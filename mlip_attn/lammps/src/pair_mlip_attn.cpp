@@ -23,6 +23,13 @@
    included, is then finished with the global sums. The backward pass all-reduces the
    gradients of those sums, so the forces of local atoms carry the global part and the ghost
    forces (local part) come back by reverse communication as for local models.
+
+   The box (export format 4): exports with `box_input` get the box at every call, rows
+   a = (xprd, 0, 0), b = (xy, yprd, 0), c = (xz, yz, zprd) from domain->h (so fix npt and
+   change_box are followed), zeros unless the box is periodic in x, y and z. Electrostatics
+   models (`needs_box`) sum the reciprocal space (Ewald's S(k), or the PME charge mesh) over
+   each rank's local atoms and all-reduce it like EFA's sums; their virial includes the
+   strain of the box (-h^T dE/dh), the k-space part that no pair term carries.
 ------------------------------------------------------------------------- */
 
 #include "pair_mlip_attn.h"
@@ -116,7 +123,7 @@ int mpi_allreduce(void *data, int64_t count, int is_double, void *context)
 
 PairMLIPAttn::PairMLIPAttn(LAMMPS *lmp) :
     Pair(lmp), backend(nullptr), cutoff(0.0), layers(1), global_model(false), periodic_model(true),
-    distributed(false),
+    distributed(false), format_version(0), box_input(false), needs_box(false),
     charge(0.0), spin(0.0), threads(0), warned_vatom(false)
 {
   single_enable = 0;
@@ -242,7 +249,7 @@ void PairMLIPAttn::settings(int narg, char **arg)
     if (meta.value("format", std::string()) != "mlip-attn-lammps")
       error->all(FLERR, "pair_style mlip_attn: '{}' is not an mlip-attn LAMMPS export; {}",
                  model_path, EXPORT_HINT);
-    if (meta.value("format_version", 0) > 3)
+    if (meta.value("format_version", 0) > 4)
       error->all(FLERR,
                  "pair_style mlip_attn: '{}' has export format {} which this plugin does not "
                  "read; update mlip-attn and rebuild the plugin (mlip-attn build-lammps)",
@@ -253,6 +260,15 @@ void PairMLIPAttn::settings(int narg, char **arg)
     global_model = meta.value("global", false);
     periodic_model = meta.value("periodic", !global_model);   // older files: local models only
     distributed = meta.value("distributed", false);
+    format_version = meta.value("format_version", 0);
+    box_input = meta.value("box_input", false);    // format 4 TorchScript exports
+    needs_box = meta.value("needs_box", false);
+    if (needs_box && !box_input)
+      error->all(FLERR,
+                 "pair_style mlip_attn: '{}' has an electrostatics block, which reads the "
+                 "periodic box, but was exported without the box input (export format {}); "
+                 "export it again: mlip-attn export MODEL.pt --lammps --route torchscript+ops",
+                 model_path, meta.value("format_version", 0));
     route = meta.value("route", std::string("torchscript"));
     // format 2 called an l <= 1 form of the message op that no longer exists
     if (route == "torchscript+ops" && meta.value("format_version", 0) < 3)
@@ -286,6 +302,42 @@ void PairMLIPAttn::settings(int narg, char **arg)
   }
 
   check_ranks();
+}
+
+/* ----------------------------------------------------------------------
+   models that read the box: fully periodic (Ewald / PME) or fully open (direct sum, one rank)
+------------------------------------------------------------------------- */
+
+void PairMLIPAttn::check_box()
+{
+  if (!needs_box) return;
+  const int periodic = domain->xperiodic + domain->yperiodic + domain->zperiodic;
+  if (periodic != 0 && periodic != 3)
+    error->all(FLERR,
+               "pair_style mlip_attn: '{}' has an electrostatics block, which needs a box "
+               "periodic in x, y and z (Ewald/PME) or in none (direct sum); this box is "
+               "periodic in {} of 3 directions (slab corrections are not implemented)",
+               model_path, periodic);
+  if (periodic == 0 && comm->nprocs > 1)
+    error->all(FLERR,
+               "pair_style mlip_attn: '{}' has an electrostatics block; in a non-periodic box "
+               "it is a direct sum over every pair of atoms, which one rank's atoms cannot "
+               "complete: run it on one MPI rank (this run has {}), or in a periodic box, "
+               "where its reciprocal sums split over ranks",
+               model_path, comm->nprocs);
+}
+
+void PairMLIPAttn::fill_cell()
+{
+  for (double &c : cell) c = 0.0;
+  if (!(domain->xperiodic && domain->yperiodic && domain->zperiodic)) return;
+  const double *h = domain->h;    // xprd, yprd, zprd, yz, xz, xy
+  cell[0] = h[0];
+  cell[3] = h[5];
+  cell[4] = h[1];
+  cell[6] = h[4];
+  cell[7] = h[3];
+  cell[8] = h[2];
 }
 
 /* ----------------------------------------------------------------------
@@ -356,14 +408,20 @@ void PairMLIPAttn::init_style()
     error->all(FLERR, "pair_style mlip_attn requires 'newton on' (the default)");
   if (atom->tag_enable == 0)
     error->all(FLERR, "pair_style mlip_attn requires atom IDs (atom_modify id yes)");
+  check_box();
   if (global_model) {
     check_ranks();
     if (!periodic_model && (domain->xperiodic || domain->yperiodic || domain->zperiodic))
       error->all(FLERR,
                  "pair_style mlip_attn: '{}' has global attention, which does not support "
                  "periodic cells (as in AttnCalculator); use 'boundary f f f' or 's s s' with "
-                 "a box around an isolated system, or a local model",
-                 model_path);
+                 "a box around an isolated system, or a local model{}",
+                 model_path,
+                 format_version < 4
+                     ? fmt::format(" (if it has an electrostatics block: it was exported in "
+                                   "format {}, without the box; export it again with: "
+                                   "mlip-attn export MODEL.pt --lammps)", format_version)
+                     : std::string());
   }
 
   if (comm->nprocs > 1) {
@@ -504,9 +562,11 @@ void PairMLIPAttn::compute(int eflag, int vflag)
   // global sums of distributed models: MPI_Allreduce over this communicator during the call
   const bool reduce = global_model && comm->nprocs > 1;
   if (reduce) backend->set_allreduce(&mpi_allreduce, &world);
+  fill_cell();    // every step: fix npt and change_box move it
   bool ok = model->compute(nnodes, positions.data(), numbers.data(), nedges, edges.data(),
-                           shifts.data(), nlocal, charge, spin, vflag_global != 0, energy,
-                           atomic.data(), forces.data(), w, err);
+                           shifts.data(), nlocal, charge, spin, vflag_global != 0,
+                           box_input ? cell : nullptr, energy, atomic.data(), forces.data(), w,
+                           err);
   if (reduce) backend->set_allreduce(nullptr, nullptr);
   if (!ok) error->one(FLERR, "pair_style mlip_attn: model evaluation failed: {}", err);
 

@@ -34,6 +34,8 @@ class PairMLIPAttn : public Pair {
   void allocate();
   void build_graph();
   void check_ranks();
+  void check_box();
+  void fill_cell();
   static std::string route_description(const std::string &route);
 
   mlip_attn::TorchBackend *backend;   // the torch side (loaded once per process)
@@ -47,6 +49,10 @@ class PairMLIPAttn : public Pair {
   bool global_model;                  // global attention or through-bond propagation
   bool periodic_model;                // supports periodic boxes (local, bond-graph only)
   bool distributed;                   // its global sums can be all-reduced over MPI ranks
+  int format_version;                 // export format of the file (metadata)
+  bool box_input;                     // the export takes the box (format 4 TorchScript)
+  bool needs_box;                     // its energy reads the box (electrostatics: k-space)
+  double cell[9];                     // the box passed to the model (rows a, b, c; Å)
   std::string not_distributed_reason; // why not (metadata), for the error message
   double charge, spin;                // total charge / spin of the system
   int threads;                        // torch threads (0 = torch's default)

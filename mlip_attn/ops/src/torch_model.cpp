@@ -51,8 +51,8 @@ class TorchScriptModel : public TorchModel {
 
   bool compute(int64_t n, const double *positions, const int64_t *numbers, int64_t n_edges,
                const int64_t *edges, const double *shifts, int64_t n_local, double charge,
-               double spin, bool compute_virial, double &energy, double *atomic, double *forces,
-               double *virial, std::string &error) override
+               double spin, bool compute_virial, const double *cell, double &energy,
+               double *atomic, double *forces, double *virial, std::string &error) override
   {
     try {
       auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
@@ -65,6 +65,9 @@ class TorchScriptModel : public TorchModel {
       auto q = torch::full({1}, charge, f64.device(device_));
       auto s = torch::full({1}, spin, f64.device(device_));
       std::vector<torch::jit::IValue> inputs{pos, num, edge, sh, n_local, q, s, compute_virial};
+      if (cell)    // export format 4: the box
+        inputs.emplace_back(
+            torch::from_blob(const_cast<double *>(cell), {3, 3}, f64).clone().to(device_));
       auto out = module_.forward(inputs).toTuple();
       energy = out->elements()[0].toTensor().item<double>();
       return copy_outputs(out->elements()[1].toTensor(), out->elements()[2].toTensor(),
@@ -93,9 +96,13 @@ class AotiModel : public TorchModel {
 
   bool compute(int64_t n, const double *positions, const int64_t *numbers, int64_t n_edges,
                const int64_t *edges, const double *shifts, int64_t n_local, double charge,
-               double spin, bool compute_virial, double &energy, double *atomic, double *forces,
-               double *virial, std::string &error) override
+               double spin, bool compute_virial, const double *cell, double &energy,
+               double *atomic, double *forces, double *virial, std::string &error) override
   {
+    if (cell) {    // packages never take the box (models that need it are not exported so)
+      error = "this .pt2 package takes no box";
+      return false;
+    }
     try {
       auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
       auto i64 = torch::TensorOptions().dtype(torch::kInt64);

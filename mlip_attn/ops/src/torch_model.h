@@ -28,12 +28,14 @@ class TorchModel {
   // positions n*3, numbers n, edges 2*n_edges (row 0 = i, row 1 = j), shifts n_edges*3.
   // Outputs: energy of the local atoms; atomic (n_local, may be null); forces n*3
   // (overwritten); virial[6] xx,yy,zz,xy,xz,yz (eV) when compute_virial.
+  // cell: the box (9, rows a, b, c in Å; zeros if not periodic) for exports that take it
+  // (export format 4, metadata box_input), nullptr for those that do not.
   // Returns false and sets `error` on failure.
   virtual bool compute(int64_t n, const double *positions, const int64_t *numbers,
                        int64_t n_edges, const int64_t *edges, const double *shifts,
                        int64_t n_local, double charge, double spin, bool compute_virial,
-                       double &energy, double *atomic, double *forces, double *virial,
-                       std::string &error) = 0;
+                       const double *cell, double &energy, double *atomic, double *forces,
+                       double *virial, std::string &error) = 0;
 };
 
 // What libmlip_attn_torch.so offers (one instance per process).
