@@ -19,39 +19,25 @@ constexpr int64_t kMaxP = 1024;   // C·D of one atom's queries / keys
 MLIP_ATTN_INLINE void angles(const Frequencies &f, int64_t K, double t, double *c, double *s)
 {
   if (f.arithmetic && K > 1) {
-    const double c0 = std::cos(f.omega[0] * t), s0 = std::sin(f.omega[0] * t);
     const double d = f.omega[1] - f.omega[0];
-    const double cd = std::cos(d * t), sd = std::sin(d * t);
-    c[0] = c0;
-    s[0] = s0;
+    double cd, sd;
+    ::sincos(d * t, &sd, &cd);
+    if (f.start == Frequencies::Start::zero) {          // ω_k = k Δ (physics 1)
+      c[0] = 1.0;
+      s[0] = 0.0;
+    } else if (f.start == Frequencies::Start::step) {   // ω_k = (k + 1) Δ (physics 2)
+      c[0] = cd;
+      s[0] = sd;
+    } else {
+      ::sincos(f.omega[0] * t, &s[0], &c[0]);
+    }
     for (int64_t k = 1; k < K; k++) {
       c[k] = c[k - 1] * cd - s[k - 1] * sd;
       s[k] = s[k - 1] * cd + c[k - 1] * sd;
     }
     return;
   }
-  for (int64_t k = 0; k < K; k++) {
-    c[k] = std::cos(f.omega[k] * t);
-    s[k] = std::sin(f.omega[k] * t);
-  }
-}
-
-// sinc(ω_k r) and its derivative in r, k < K (series below x² = 1e-4 as efa.py's _sinc_sq)
-MLIP_ATTN_INLINE void sincs(const Frequencies &f, int64_t K, double r, double *sinc,
-                            double *dsinc)
-{
-  double c[kMaxK], s[kMaxK];
-  angles(f, K, r, c, s);
-  for (int64_t k = 0; k < K; k++) {
-    const double w = f.omega[k], x = w * r, x2 = x * x;
-    if (x2 < 1e-4) {
-      sinc[k] = 1.0 - x2 / 6.0 + x2 * x2 / 120.0 - x2 * x2 * x2 / 5040.0;
-      if (dsinc) dsinc[k] = w * x * (-1.0 / 3.0 + x2 / 30.0 - x2 * x2 / 840.0);
-    } else {
-      sinc[k] = s[k] / x;
-      if (dsinc) dsinc[k] = w * (c[k] - sinc[k]) / x;
-    }
-  }
+  for (int64_t k = 0; k < K; k++) ::sincos(f.omega[k] * t, &s[k], &c[k]);
 }
 
 // the C² switch S(r) from r_max/2 to r_max and dS/dr (r_max ≤ 0: 1 and 0)
@@ -71,34 +57,59 @@ MLIP_ATTN_INLINE void switch_of(double r, double r_max, double &S, double &dS)
   dS = -30.0 * t * t * (1.0 - t) * (1.0 - t) / width;
 }
 
+// per grid direction: CC[e] = s cos θ_k, SS[e] = ∓ s sin θ_k (− for e = 2k, + for 2k + 1),
+// so out[e] = x[e] CC[e] + x[e ^ 1] SS[e]; for the backward SN[e] = s sin θ_k and
+// TT[e] = ∓ s cos θ_k (dSS/dθ), dout[e]/dθ = −x[e] SN[e] + x[e ^ 1] TT[e]
+template <typename T>
+MLIP_ATTN_INLINE void grid_factors(const Rotation<T> &rot, int64_t g, double t, T *CC, T *SS,
+                                   T *SN, T *TT)
+{
+  double c[kMaxK], s[kMaxK];
+  const int64_t K = rot.D / 2;
+  angles(*rot.freq, K, t, c, s);
+  const double w = rot.scale[g];
+  for (int64_t k = 0; k < K; k++) {
+    const T cw = T(c[k] * w), sw = T(s[k] * w);
+    CC[2 * k] = CC[2 * k + 1] = cw;
+    SS[2 * k] = -sw;
+    SS[2 * k + 1] = sw;
+    if (SN) {
+      SN[2 * k] = SN[2 * k + 1] = sw;
+      TT[2 * k] = -cw;
+      TT[2 * k + 1] = cw;
+    }
+  }
+}
+
+template <typename T>
+MLIP_ATTN_INLINE void swapped_pairs(const T *x, int64_t n, T *xs)
+{
+  for (int64_t e = 0; e < n; e += 2) {
+    xs[e] = x[e + 1];
+    xs[e + 1] = x[e];
+  }
+}
+
 template <typename T>
 MLIP_ATTN_INLINE void rotate_forward_impl(const Rotation<T> &rot, int64_t begin, int64_t end,
                                           T *out)
 {
-  const int64_t G = rot.G, C = rot.C, D = rot.D, K = D / 2;
-  double c[kMaxK], s[kMaxK];
-  T cs[kMaxK], sn[kMaxK];
+  const int64_t G = rot.G, C = rot.C, D = rot.D, P = C * D;
+  T CC[2 * kMaxK], SS[2 * kMaxK], xs[kMaxP];
   for (int64_t n = begin; n < end; n++) {
-    const T *x = rot.x + n * C * D;
+    const T *x = rot.x + n * P;
     const T *r = rot.centred + 3 * n;
+    swapped_pairs(x, P, xs);
     for (int64_t g = 0; g < G; g++) {
       const double *u = rot.dirs + 3 * g;
       const double t = u[0] * double(r[0]) + u[1] * double(r[1]) + u[2] * double(r[2]);
-      angles(*rot.freq, K, t, c, s);
-      for (int64_t k = 0; k < K; k++) {
-        cs[k] = T(c[k] * rot.scale[g]);
-        sn[k] = T(s[k] * rot.scale[g]);
-      }
-      T *o = out + (n * G + g) * C * D;
+      grid_factors<T>(rot, g, t, CC, SS, nullptr, nullptr);
+      T *o = out + (n * G + g) * P;
       for (int64_t ch = 0; ch < C; ch++) {
-        const T *xc = x + ch * D;
+        const T *xc = x + ch * D, *xsc = xs + ch * D;
         T *oc = o + ch * D;
 #pragma omp simd
-        for (int64_t k = 0; k < K; k++) {
-          const T a = xc[2 * k], b = xc[2 * k + 1];
-          oc[2 * k] = a * cs[k] - b * sn[k];
-          oc[2 * k + 1] = a * sn[k] + b * cs[k];
-        }
+        for (int64_t e = 0; e < D; e++) oc[e] = xc[e] * CC[e] + xsc[e] * SS[e];
       }
     }
   }
@@ -108,59 +119,72 @@ template <typename T>
 MLIP_ATTN_INLINE void rotate_backward_impl(const Rotation<T> &rot, int64_t begin, int64_t end,
                                            const T *grad, T *g_x, T *g_centred)
 {
-  const int64_t G = rot.G, C = rot.C, D = rot.D, K = D / 2;
-  double c[kMaxK], s[kMaxK];
-  T cs[kMaxK], sn[kMaxK], gt[kMaxK];
-  T gx[kMaxP];
+  const int64_t G = rot.G, C = rot.C, D = rot.D, K = D / 2, P = C * D;
+  T CC[2 * kMaxK], SS[2 * kMaxK], SN[2 * kMaxK], TT[2 * kMaxK], gt[2 * kMaxK];
+  T xs[kMaxP], acc1[kMaxP], acc2[kMaxP];
   for (int64_t n = begin; n < end; n++) {
-    const T *x = rot.x + n * C * D;
+    const T *x = rot.x + n * P;
     const T *r = rot.centred + 3 * n;
-    std::fill(gx, gx + C * D, T(0));
+    swapped_pairs(x, P, xs);
+    std::fill(acc1, acc1 + P, T(0));
+    std::fill(acc2, acc2 + P, T(0));
     double gr[3] = {0.0, 0.0, 0.0};
     for (int64_t g = 0; g < G; g++) {
       const double *u = rot.dirs + 3 * g;
       const double t = u[0] * double(r[0]) + u[1] * double(r[1]) + u[2] * double(r[2]);
-      angles(*rot.freq, K, t, c, s);
-      for (int64_t k = 0; k < K; k++) {
-        cs[k] = T(c[k] * rot.scale[g]);
-        sn[k] = T(s[k] * rot.scale[g]);
-        gt[k] = T(0);
-      }
-      const T *go = grad + (n * G + g) * C * D;
+      grid_factors<T>(rot, g, t, CC, SS, SN, TT);
+      const T *go = grad + (n * G + g) * P;
+      std::fill(gt, gt + D, T(0));
       for (int64_t ch = 0; ch < C; ch++) {
-        const T *xc = x + ch * D, *gc = go + ch * D;
-        T *gxc = gx + ch * D;
+        const T *xc = x + ch * D, *xsc = xs + ch * D, *gc = go + ch * D;
+        T *a1 = acc1 + ch * D, *a2 = acc2 + ch * D;
 #pragma omp simd
-        for (int64_t k = 0; k < K; k++) {
-          const T a = xc[2 * k], b = xc[2 * k + 1], ga = gc[2 * k], gb = gc[2 * k + 1];
-          gxc[2 * k] += ga * cs[k] + gb * sn[k];
-          gxc[2 * k + 1] += gb * cs[k] - ga * sn[k];
-          gt[k] += ga * (-a * sn[k] - b * cs[k]) + gb * (a * cs[k] - b * sn[k]);
+        for (int64_t e = 0; e < D; e++) {
+          a1[e] += gc[e] * CC[e];
+          a2[e] += gc[e] * SS[e];
+          gt[e] += gc[e] * (xsc[e] * TT[e] - xc[e] * SN[e]);
         }
       }
       if (g_centred) {
         double dt = 0.0;   // d/dt of Σ_k (…)(ω_k t)
-        for (int64_t k = 0; k < K; k++) dt += double(gt[k]) * rot.freq->omega[k];
+        for (int64_t k = 0; k < K; k++)
+          dt += (double(gt[2 * k]) + double(gt[2 * k + 1])) * rot.freq->omega[k];
         gr[0] += dt * u[0];
         gr[1] += dt * u[1];
         gr[2] += dt * u[2];
       }
     }
-    if (g_x) std::copy(gx, gx + C * D, g_x + n * C * D);
+    if (g_x) {
+      T *gx = g_x + n * P;
+      for (int64_t e = 0; e < P; e += 2) {   // out[e] took x[e] CC[e] and x[e ^ 1] SS[e]
+        gx[e] = acc1[e] + acc2[e + 1];
+        gx[e + 1] = acc1[e + 1] + acc2[e];
+      }
+    }
     if (g_centred)
       for (int d = 0; d < 3; d++) g_centred[3 * n + d] = T(gr[d]);
   }
 }
 
-// Visit the candidate partners j of atom i (its structure's atoms in the 27 cells around its
-// own, i itself included) with r² = |r_i − r_j|² and the difference vector.
-template <typename T, typename Body>
-MLIP_ATTN_INLINE void for_each_partner(const Pairs<T> &p, int64_t i, Body body)
+// The partners j ≠ i of atom i that i owns: its structure's atoms within r_max in the 27
+// cells around its own, each unordered pair owned by one end (i < j when i + j is odd, i > j
+// when even: about half of every atom's partners, so ranges of atoms balance), with
+// r = |r_i − r_j| and the difference vector r_i − r_j. Gathered into a list (not a callback:
+// a lambda would be compiled without the caller's AVX clone target).
+struct Partner {
+  int64_t j;
+  double r, d[3];
+};
+
+template <typename T>
+MLIP_ATTN_INLINE void gather_partners(const Pairs<T> &p, int64_t i, std::vector<Partner> &out)
 {
+  out.clear();
   const Cells &cl = *p.cells;
   const int64_t b = p.batch[i];
   const int64_t *dims = cl.dims.data() + 3 * b, *own = cl.atom_cell.data() + 3 * i;
   const T *ri = p.positions + 3 * i;
+  const double r_max2 = p.r_max * p.r_max;
   for (int64_t x = std::max<int64_t>(own[0] - 1, 0); x <= std::min(own[0] + 1, dims[0] - 1); x++)
     for (int64_t y = std::max<int64_t>(own[1] - 1, 0); y <= std::min(own[1] + 1, dims[1] - 1); y++)
       for (int64_t z = std::max<int64_t>(own[2] - 1, 0); z <= std::min(own[2] + 1, dims[2] - 1);
@@ -168,14 +192,96 @@ MLIP_ATTN_INLINE void for_each_partner(const Pairs<T> &p, int64_t i, Body body)
         const int64_t cell = cl.structure_offset[b] + (x * dims[1] + y) * dims[2] + z;
         for (int64_t a = cl.start[cell]; a < cl.start[cell + 1]; a++) {
           const int64_t j = cl.atoms[a];
+          if (j == i || (((i + j) & 1) ? j < i : j > i)) continue;
           const T *rj = p.positions + 3 * j;
-          const double d[3] = {double(ri[0]) - double(rj[0]), double(ri[1]) - double(rj[1]),
-                               double(ri[2]) - double(rj[2])};
-          const double r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-          if (p.r_max > 0.0 && r2 >= p.r_max * p.r_max) continue;   // S = 0 exactly
-          body(j, r2, d);
+          Partner e{j, 0.0, {double(ri[0]) - double(rj[0]), double(ri[1]) - double(rj[1]),
+                             double(ri[2]) - double(rj[2])}};
+          const double r2 = e.d[0] * e.d[0] + e.d[1] * e.d[1] + e.d[2] * e.d[2];
+          if (p.r_max > 0.0 && r2 >= r_max2) continue;   // S = 0 exactly
+          e.r = std::sqrt(r2);
+          out.push_back(e);
         }
       }
+}
+
+// For atom i's partner list: ws[k·M + p] = S(r_p) sinc(ω_k r_p) and (when `deriv`)
+// wd[k·M + p] = d/dr of it, computed for all M partners at once (the loops over partners
+// vectorise; one sincos per partner when the frequencies are arithmetic from 0 or Δ).
+struct Table {
+  std::vector<double> r, inv_r, S, dS, c, s, ws, wd;
+};
+
+MLIP_ATTN_INLINE void fill_table(const Frequencies &f, int64_t K, double r_max,
+                                 const std::vector<Partner> &partners, bool deriv, Table &t)
+{
+  const int64_t M = int64_t(partners.size());
+  t.r.resize(M);
+  t.inv_r.resize(M);
+  t.S.resize(M);
+  t.dS.resize(M);
+  t.c.resize(K * M);
+  t.s.resize(K * M);
+  t.ws.resize(K * M);
+  if (deriv) t.wd.resize(K * M);
+  double *r = t.r.data(), *inv_r = t.inv_r.data(), *c = t.c.data(), *s = t.s.data();
+  for (int64_t p = 0; p < M; p++) {
+    r[p] = partners[p].r;
+    inv_r[p] = r[p] > 0.0 ? 1.0 / r[p] : 0.0;
+    switch_of(r[p], r_max, t.S[p], t.dS[p]);
+  }
+  if (f.arithmetic && K > 1 && f.start != Frequencies::Start::other) {
+    const double step = f.omega[1] - f.omega[0];
+    double *cd = c + (K - 1) * M, *sd = s + (K - 1) * M;   // scratch: overwritten last
+    for (int64_t p = 0; p < M; p++) ::sincos(step * r[p], &sd[p], &cd[p]);
+    const bool zero = f.start == Frequencies::Start::zero;
+    std::vector<double> cstep(cd, cd + M), sstep(sd, sd + M);
+    const double *cs_ = cstep.data(), *ss_ = sstep.data();
+#pragma omp simd
+    for (int64_t p = 0; p < M; p++) {
+      c[p] = zero ? 1.0 : cs_[p];
+      s[p] = zero ? 0.0 : ss_[p];
+    }
+    for (int64_t k = 1; k < K; k++) {
+      const double *cp = c + (k - 1) * M, *sp = s + (k - 1) * M;
+      double *ck = c + k * M, *sk = s + k * M;
+#pragma omp simd
+      for (int64_t p = 0; p < M; p++) {
+        ck[p] = cp[p] * cs_[p] - sp[p] * ss_[p];
+        sk[p] = sp[p] * cs_[p] + cp[p] * ss_[p];
+      }
+    }
+  } else {
+    for (int64_t p = 0; p < M; p++)
+      for (int64_t k = 0; k < K; k++) ::sincos(f.omega[k] * r[p], &s[k * M + p], &c[k * M + p]);
+  }
+  const double *S = t.S.data(), *dS = t.dS.data();
+  for (int64_t k = 0; k < K; k++) {
+    const double w = f.omega[k], iw = f.inverse[k];
+    const double *ck = c + k * M, *sk = s + k * M;
+    double *ws = t.ws.data() + k * M, *wd = deriv ? t.wd.data() + k * M : nullptr;
+#pragma omp simd
+    for (int64_t p = 0; p < M; p++) {
+      const double x = w * r[p], x2 = x * x;
+      const bool small = x2 < 1e-4;
+      const double sinc = small ? 1.0 - x2 / 6.0 + x2 * x2 / 120.0 - x2 * x2 * x2 / 5040.0
+                                : sk[p] * iw * inv_r[p];
+      ws[p] = S[p] * sinc;
+      if (deriv) {
+        const double dsinc = small ? w * x * (-1.0 / 3.0 + x2 / 30.0 - x2 * x2 / 840.0)
+                                   : (ck[p] - sinc) * inv_r[p];
+        wd[p] = dS[p] * sinc + S[p] * dsinc;
+      }
+    }
+  }
+}
+
+// Σ_k table[k·M + p] qk[k]
+template <typename T>
+MLIP_ATTN_INLINE double column(const double *table, int64_t M, int64_t p, const T *qk, int64_t K)
+{
+  double sum = 0.0;
+  for (int64_t k = 0; k < K; k++) sum += table[k * M + p] * double(qk[k]);
+  return sum;
 }
 
 // per-k dot products Σ_c Σ_t a[c, 2k+t] b[c, 2k+t] into qk (K)
@@ -192,29 +298,57 @@ MLIP_ATTN_INLINE void head_dots(const T *a, const T *b, int64_t C, int64_t D, T 
   for (int64_t k = 0; k < D / 2; k++) qk[k] = tmp[2 * k] + tmp[2 * k + 1];
 }
 
+template <typename T> MLIP_ATTN_INLINE T dot(const T *a, const T *b, int64_t n)
+{
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t e = 0; e < n; e++) sum += a[e] * b[e];
+  return sum;
+}
+
+template <typename T> MLIP_ATTN_INLINE void axpy(T a, const T *x, T *y, int64_t n)
+{
+#pragma omp simd
+  for (int64_t e = 0; e < n; e++) y[e] += a * x[e];
+}
+
+// y += a ⊙ w ⊙ x over C components of D channels (w per channel)
+template <typename T>
+MLIP_ATTN_INLINE void axpy_w(T a, const T *w, const T *x, T *y, int64_t C, int64_t D)
+{
+  for (int64_t ch = 0; ch < C; ch++) {
+    const T *xc = x + ch * D;
+    T *yc = y + ch * D;
+#pragma omp simd
+    for (int64_t e = 0; e < D; e++) yc[e] += a * w[e] * xc[e];
+  }
+}
+
 template <typename T>
 MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, int64_t begin, int64_t end, T *y)
 {
   const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
-  double sinc[kMaxK];
   T qk[kMaxK];
+  std::vector<Partner> partners;
+  Table table;
   for (int64_t i = begin; i < end; i++) {
+    const T *qi = p.q + i * P, *ki = p.k + i * P, *vi = p.val + i * V;
     T *yi = y + i * V;
-    std::fill(yi, yi + V, T(0));
-    const T *qi = p.q + i * P;
-    for_each_partner(p, i, [&](int64_t j, double r2, const double *) {
-      const double r = std::sqrt(r2);
-      double S, dS;
-      switch_of(r, p.r_max, S, dS);
-      sincs(*p.freq, K, r, sinc, nullptr);
-      head_dots(qi, p.k + j * P, C, D, qk);
-      double att = 0.0;
-      for (int64_t k = 0; k < K; k++) att += sinc[k] * double(qk[k]);
-      const T a = T(att * S);
-      const T *vj = p.val + j * V;
-#pragma omp simd
-      for (int64_t v = 0; v < V; v++) yi[v] += a * vj[v];
-    });
+    head_dots(qi, ki, C, D, qk);   // n = m: sinc = S = 1
+    T a_ii = 0;
+    for (int64_t k = 0; k < K; k++) a_ii += qk[k];
+    axpy(a_ii, vi, yi, V);
+    gather_partners(p, i, partners);
+    fill_table(*p.freq, K, p.r_max, partners, false, table);
+    const int64_t M = int64_t(partners.size());
+    for (int64_t e = 0; e < M; e++) {
+      const int64_t j = partners[e].j;
+      const T *qj = p.q + j * P, *kj = p.k + j * P, *vj = p.val + j * V;
+      head_dots(qi, kj, C, D, qk);
+      axpy(T(column(table.ws.data(), M, e, qk, K)), vj, yi, V);
+      head_dots(qj, ki, C, D, qk);
+      axpy(T(column(table.ws.data(), M, e, qk, K)), vi, y + j * V, V);
+    }
   }
 }
 
@@ -223,70 +357,58 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, int64_t begin, int6
                                           const T *g_y, T *g_q, T *g_k, T *g_val, T *g_pos)
 {
   const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
-  double sinc[kMaxK], dsinc[kMaxK];
-  T qk_ij[kMaxK], qk_ji[kMaxK], w[kMaxK * 2];
+  T qk_ij[kMaxK], qk_ji[kMaxK], w[kMaxK * 2], ones[kMaxK * 2];
+  std::fill(ones, ones + D, T(1));
+  std::vector<Partner> partners;
+  Table table;
   for (int64_t i = begin; i < end; i++) {
     const T *qi = p.q + i * P, *ki = p.k + i * P, *vi = p.val + i * V, *gyi = g_y + i * V;
-    T *gqi = g_q ? g_q + i * P : nullptr, *gki = g_k ? g_k + i * P : nullptr;
-    T *gvi = g_val ? g_val + i * V : nullptr;
-    if (gqi) std::fill(gqi, gqi + P, T(0));
-    if (gki) std::fill(gki, gki + P, T(0));
-    if (gvi) std::fill(gvi, gvi + V, T(0));
-    double gr[3] = {0.0, 0.0, 0.0};
-    for_each_partner(p, i, [&](int64_t j, double r2, const double *d) {
-      const double r = std::sqrt(r2);
-      double S, dS;
-      switch_of(r, p.r_max, S, dS);
-      sincs(*p.freq, K, r, sinc, dsinc);
+    {   // n = m: A_ii = Σ_k ⟨q_i, k_i⟩_k (sinc = S = 1, no position dependence)
+      const T g_ii = dot(gyi, vi, V);
+      if (g_q) axpy_w(g_ii, ones, ki, g_q + i * P, C, D);
+      if (g_k) axpy_w(g_ii, ones, qi, g_k + i * P, C, D);
+      if (g_val) {
+        head_dots(qi, ki, C, D, qk_ij);
+        T a_ii = 0;
+        for (int64_t k = 0; k < K; k++) a_ii += qk_ij[k];
+        axpy(a_ii, gyi, g_val + i * V, V);
+      }
+    }
+    gather_partners(p, i, partners);
+    fill_table(*p.freq, K, p.r_max, partners, g_pos != nullptr, table);
+    const int64_t M = int64_t(partners.size());
+    for (int64_t e = 0; e < M; e++) {
+      const int64_t j = partners[e].j;
+      const double *d = partners[e].d;
       const T *qj = p.q + j * P, *kj = p.k + j * P, *vj = p.val + j * V, *gyj = g_y + j * V;
-      T g_ij = 0, g_ji = 0;   // dL/dA_ij = g_y_i · v_j, dL/dA_ji = g_y_j · v_i
-#pragma omp simd reduction(+ : g_ij, g_ji)
-      for (int64_t v = 0; v < V; v++) {
-        g_ij += gyi[v] * vj[v];
-        g_ji += gyj[v] * vi[v];
+      const T g_ij = dot(gyi, vj, V), g_ji = dot(gyj, vi, V);   // dL/dA_ij, dL/dA_ji
+      for (int64_t k = 0; k < K; k++) w[2 * k] = w[2 * k + 1] = T(table.ws[k * M + e]);
+      if (g_q) {
+        axpy_w(g_ij, w, kj, g_q + i * P, C, D);
+        axpy_w(g_ji, w, ki, g_q + j * P, C, D);
       }
-      for (int64_t k = 0; k < K; k++) w[2 * k] = w[2 * k + 1] = T(S * sinc[k]);
-      if (gqi)
-        for (int64_t ch = 0; ch < C; ch++) {
-          const T *kc = kj + ch * D;
-          T *gc = gqi + ch * D;
-#pragma omp simd
-          for (int64_t e = 0; e < D; e++) gc[e] += g_ij * w[e] * kc[e];
-        }
-      if (gki)
-        for (int64_t ch = 0; ch < C; ch++) {
-          const T *qc = qj + ch * D;
-          T *gc = gki + ch * D;
-#pragma omp simd
-          for (int64_t e = 0; e < D; e++) gc[e] += g_ji * w[e] * qc[e];
-        }
-      if (gvi || (g_pos && r2 > 0.0)) {
+      if (g_k) {
+        axpy_w(g_ij, w, qi, g_k + j * P, C, D);
+        axpy_w(g_ji, w, qj, g_k + i * P, C, D);
+      }
+      if (g_val || g_pos) {
+        head_dots(qi, kj, C, D, qk_ij);
         head_dots(qj, ki, C, D, qk_ji);
-        double a_ji = 0.0;
-        for (int64_t k = 0; k < K; k++) a_ji += sinc[k] * double(qk_ji[k]);
-        if (gvi) {
-          const T a = T(a_ji * S);
-#pragma omp simd
-          for (int64_t v = 0; v < V; v++) gvi[v] += a * gyj[v];
+        if (g_val) {
+          axpy(T(column(table.ws.data(), M, e, qk_ij, K)), gyi, g_val + j * V, V);
+          axpy(T(column(table.ws.data(), M, e, qk_ji, K)), gyj, g_val + i * V, V);
         }
-        if (g_pos && r2 > 0.0) {
-          head_dots(qi, kj, C, D, qk_ij);
-          double a_ij = 0.0, da_ij = 0.0, da_ji = 0.0;
-          for (int64_t k = 0; k < K; k++) {
-            a_ij += sinc[k] * double(qk_ij[k]);
-            da_ij += dsinc[k] * double(qk_ij[k]);
-            da_ji += dsinc[k] * double(qk_ji[k]);
+        if (g_pos) {
+          const double dA_ij = column(table.wd.data(), M, e, qk_ij, K);
+          const double dA_ji = column(table.wd.data(), M, e, qk_ji, K);
+          const double f = (double(g_ij) * dA_ij + double(g_ji) * dA_ji) * table.inv_r[e];
+          for (int c = 0; c < 3; c++) {
+            g_pos[3 * i + c] += T(f * d[c]);
+            g_pos[3 * j + c] -= T(f * d[c]);
           }
-          const double dA_ij = dS * a_ij + S * da_ij, dA_ji = dS * a_ji + S * da_ji;
-          const double f = (double(g_ij) * dA_ij + double(g_ji) * dA_ji) / r;
-          gr[0] += f * d[0];
-          gr[1] += f * d[1];
-          gr[2] += f * d[2];
         }
       }
-    });
-    if (g_pos)
-      for (int c = 0; c < 3; c++) g_pos[3 * i + c] = T(gr[c]);
+    }
   }
 }
 
@@ -359,9 +481,13 @@ Frequencies::Frequencies(std::vector<double> w) : omega(std::move(w))
   const int64_t K = int64_t(omega.size());
   double largest = 0.0;
   for (double x : omega) largest = std::max(largest, std::abs(x));
+  const double tol = 1e-12 * largest;
   arithmetic = K > 1;
   for (int64_t k = 2; k < K && arithmetic; k++)
-    arithmetic = std::abs(omega[k] - (omega[0] + k * (omega[1] - omega[0]))) <= 1e-12 * largest;
+    arithmetic = std::abs(omega[k] - (omega[0] + k * (omega[1] - omega[0]))) <= tol;
+  if (arithmetic && omega[0] == 0.0) start = Start::zero;
+  else if (arithmetic && std::abs(omega[0] - (omega[1] - omega[0])) <= tol) start = Start::step;
+  for (double x : omega) inverse.push_back(x != 0.0 ? 1.0 / x : 0.0);
 }
 
 template <typename T>

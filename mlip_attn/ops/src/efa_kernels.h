@@ -13,12 +13,12 @@
  *    S the C² switch from r_max/2 to r_max (mlip_attn/nn/switching.py); r_max ≤ 0: every pair
  *    of the structure and S = 1 (the unswitched exact form). Pairs are found with a cell list
  *    (cells ≥ r_max wide) and never stored: O(N) memory, O(pairs·(C·D + V)) time; the N×N×K
- *    tensors of the ATen form are never formed. Its first derivatives g_q, g_k, g_v, g_r are
- *    computed per owning atom (each pair visited from both ends), so threads never share an
- *    output row.
+ *    tensors of the ATen form are never formed. Each unordered pair is visited once (one
+ *    sincos, one switch) and gives both directions; first derivatives g_q, g_k, g_v, g_r.
  *
- * Every function works on a range of atoms [begin, end) writing only those atoms' rows, so the
- * caller (efa_ops.cpp) threads them freely. Layouts row-major and contiguous. Angles, sinc and
+ * Every function works on a range of atoms [begin, end). The rotation writes only those atoms'
+ * rows; the pair loops also add into their partners' rows, so the caller (efa_ops.cpp) gives
+ * each thread zeroed buffers of its own and sums them. Layouts row-major and contiguous. Angles, sinc and
  * switch values are computed in float64 for either T. No torch in here (-O3, AVX2 / AVX-512
  * clones chosen at run time).
  */
@@ -33,8 +33,10 @@ namespace mlip_attn_efa {
 // ω_k = ω_0 + k Δ for all k (to 1e-12 relative): cos/sin of the K angles by the
 // angle-addition recursion from one cos/sin pair each (else one std::sin/cos per angle)
 struct Frequencies {
-  std::vector<double> omega;
+  std::vector<double> omega, inverse;   // inverse: 1/ω_k (0 for ω_k = 0)
   bool arithmetic = false;
+  // ω_0 = 0 (physics 1) or ω_0 = Δ (physics 2): one sincos per angle set
+  enum class Start { other, zero, step } start = Start::other;
   explicit Frequencies(std::vector<double> w);
 };
 
@@ -78,10 +80,10 @@ template <typename T> struct Pairs {
   int64_t C = 0, D = 0, V = 0;
 };
 
-// y (N, V) rows [begin, end)
+// y (N, V), zeroed by the caller: summed into (the range's atoms and their partners)
 template <typename T> void pairs_forward(const Pairs<T> &p, int64_t begin, int64_t end, T *y);
-// g_y (N, V) -> g_q, g_k (N, C·D), g_val (N, V), g_positions (N, 3): rows [begin, end), each
-// nullptr if not wanted (written, not summed into)
+// g_y (N, V) -> g_q, g_k (N, C·D), g_val (N, V), g_positions (N, 3), zeroed by the caller and
+// summed into, each nullptr if not wanted
 template <typename T> void pairs_backward(const Pairs<T> &p, int64_t begin, int64_t end,
                                           const T *g_y, T *g_q, T *g_k, T *g_val, T *g_pos);
 

@@ -244,15 +244,17 @@ Tensor pairs_forward(const Tensor &q, const Tensor &k, const Tensor &val,
   const Tensor bc = batch.to(at::kLong).contiguous();
   const int64_t N = q.size(0), B = N > 0 ? bc.max().item<int64_t>() + 1 : 0;
   const efa::Frequencies freq(doubles(omega));
-  Tensor y = at::empty({N, val.size(1)}, q.options());
+  const int64_t slots = at::get_num_threads();
+  Tensor y = at::zeros({slots, N, val.size(1)}, q.options());   // one buffer per thread
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention", [&] {
     const efa::Cells cells = efa::build_cells<scalar_t>(pc.data_ptr<scalar_t>(),
                                                         bc.data_ptr<int64_t>(), N, B, r_max);
     const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, cells, r_max);
-    scalar_t *out = y.data_ptr<scalar_t>();
-    at::parallel_for(0, N, 8, [&](int64_t b, int64_t e) { efa::pairs_forward(p, b, e, out); });
+    at::parallel_for(0, N, 8, [&](int64_t b, int64_t e) {
+      efa::pairs_forward(p, b, e, y[at::get_thread_num()].data_ptr<scalar_t>());
+    });
   });
-  return y;
+  return slots == 1 ? y[0] : y.sum(0);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
@@ -279,22 +281,35 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
   const Tensor gc = g_y.to(q.dtype()).contiguous(), bc = batch.to(at::kLong).contiguous();
   const int64_t N = q.size(0), B = N > 0 ? bc.max().item<int64_t>() + 1 : 0;
   const efa::Frequencies freq(doubles(omega));
-  Tensor g_q = needs[0] ? at::empty_like(qc) : empty, g_k = needs[1] ? at::empty_like(qc) : empty;
-  Tensor g_v = needs[2] ? at::empty_like(vc) : empty;
-  Tensor g_p = needs[3] ? at::empty({N, 3}, q.options()) : empty;
+  // one zeroed buffer per thread (the loops add into partners' rows), summed afterwards
+  const int64_t slots = at::get_num_threads(), P = q.size(1) * q.size(2);
+  auto buffer = [&](int64_t need, int64_t width) {
+    return need ? at::zeros({slots, N, width}, q.options()) : empty;
+  };
+  Tensor g_q = buffer(needs[0], P), g_k = buffer(needs[1], P), g_v = buffer(needs[2], val.size(1));
+  Tensor g_p = buffer(needs[3], 3);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention_backward", [&] {
     const efa::Cells cells = efa::build_cells<scalar_t>(pc.data_ptr<scalar_t>(),
                                                         bc.data_ptr<int64_t>(), N, B, r_max);
     const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, cells, r_max);
-    auto ptr = [&](Tensor &t, int64_t need) { return need ? t.data_ptr<scalar_t>() : nullptr; };
-    scalar_t *pq = ptr(g_q, needs[0]), *pk = ptr(g_k, needs[1]), *pv = ptr(g_v, needs[2]),
-             *pp = ptr(g_p, needs[3]);
     const scalar_t *gy = gc.data_ptr<scalar_t>();
     at::parallel_for(0, N, 8, [&](int64_t b, int64_t e) {
-      efa::pairs_backward(p, b, e, gy, pq, pk, pv, pp);
+      const int64_t t = at::get_thread_num();
+      auto ptr = [&](Tensor &x, int64_t need) {
+        return need ? x[t].data_ptr<scalar_t>() : nullptr;
+      };
+      efa::pairs_backward(p, b, e, gy, ptr(g_q, needs[0]), ptr(g_k, needs[1]),
+                          ptr(g_v, needs[2]), ptr(g_p, needs[3]));
     });
   });
-  return {g_q, g_k, g_v, needs[3] ? g_p.to(positions.dtype()) : empty};
+  auto total = [&](const Tensor &x, int64_t need) {
+    return !need ? empty : (slots == 1 ? x[0] : x.sum(0));
+  };
+  auto shaped = [&](const Tensor &x, int64_t need) {
+    return need ? total(x, 1).view(q.sizes()) : empty;
+  };
+  return {shaped(g_q, needs[0]), shaped(g_k, needs[1]),
+          total(g_v, needs[2]), needs[3] ? total(g_p, 1).to(positions.dtype()) : empty};
 }
 
 // ------------------------------------------------------------------ autograd
