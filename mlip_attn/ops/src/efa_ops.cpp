@@ -148,7 +148,21 @@ Tensor rotate_forward(const Tensor &x, const Tensor &centred, const Tensor &dirs
   return out;
 }
 
-// first derivatives by differentiating the ATen form (non-CPU devices)
+// Autograd back on for a scope: a backward op runs below autograd (the dispatcher excludes its
+// keys), and the ATen form must record a graph to be differentiated
+struct AutogradOn {
+  c10::impl::LocalDispatchKeySet saved;
+  AutogradOn() : saved(c10::impl::tls_local_dispatch_key_set())
+  {
+    c10::impl::LocalDispatchKeySet now = saved;
+    now.excluded_ = now.excluded_ - c10::autograd_dispatch_keyset_with_ADInplaceOrView;
+    c10::impl::_force_tls_local_dispatch_key_set(now);
+  }
+  ~AutogradOn() { c10::impl::_force_tls_local_dispatch_key_set(saved); }
+};
+
+// first derivatives by differentiating the ATen form (non-CPU devices, > 64 frequencies, and
+// second derivatives with create_graph)
 variable_list aten_gradients(const std::function<Tensor(const variable_list &)> &forward,
                              const variable_list &inputs, const Tensor &grad,
                              const std::vector<bool> &needs, bool create_graph)
@@ -157,7 +171,10 @@ variable_list aten_gradients(const std::function<Tensor(const variable_list &)> 
   std::vector<size_t> where;
   for (size_t a = 0; a < inputs.size(); a++) {
     if (create_graph) {
-      leaves.push_back(inputs[a]);
+      // a view of each input: the gradient with respect to it counts only the direct paths
+      // from the output (not those through the other inputs' history, e.g. positions → q),
+      // and stays connected to the input for the next derivative
+      leaves.push_back(inputs[a].requires_grad() ? inputs[a].view_as(inputs[a]) : inputs[a]);
     } else {
       leaves.push_back(inputs[a].detach().requires_grad_(needs[a]));
     }
@@ -166,6 +183,7 @@ variable_list aten_gradients(const std::function<Tensor(const variable_list &)> 
   variable_list out(inputs.size());
   if (where.empty()) return out;
   at::AutoGradMode grad_mode(true);
+  AutogradOn autograd_on;
   const Tensor y = forward(leaves);
   variable_list wrt;
   for (size_t a : where) wrt.push_back(leaves[a]);
