@@ -211,6 +211,39 @@ struct Table {
   std::vector<double> r, inv_r, S, dS, c, s, ws, wd;
 };
 
+// ws and wd expanded per channel, partner-major: row p holds ws[k(e)·M + p] for e < D (the
+// channel pair of frequency k), so a pair's A = Σ_e (Σ_c q[c, e] k[c, e]) · row[e] is one
+// vector multiply-add over D channels
+template <typename T> struct Rows {
+  std::vector<T> ws, wd;
+};
+
+template <typename T>
+MLIP_ATTN_INLINE void expand_rows(const Table &t, int64_t K, int64_t M, bool deriv, Rows<T> &rows)
+{
+  const int64_t D = 2 * K;
+  rows.ws.resize(M * D);
+  if (deriv) rows.wd.resize(M * D);
+  for (int64_t k = 0; k < K; k++)
+    for (int64_t p = 0; p < M; p++) {
+      rows.ws[p * D + 2 * k] = rows.ws[p * D + 2 * k + 1] = T(t.ws[k * M + p]);
+      if (deriv) rows.wd[p * D + 2 * k] = rows.wd[p * D + 2 * k + 1] = T(t.wd[k * M + p]);
+    }
+}
+
+// channel products Σ_c a[c, e] b[c, e] into prod (D)
+template <typename T>
+MLIP_ATTN_INLINE void channel_products(const T *a, const T *b, int64_t C, int64_t D, T *prod)
+{
+#pragma omp simd
+  for (int64_t e = 0; e < D; e++) prod[e] = a[e] * b[e];
+  for (int64_t ch = 1; ch < C; ch++) {
+    const T *ac = a + ch * D, *bc = b + ch * D;
+#pragma omp simd
+    for (int64_t e = 0; e < D; e++) prod[e] += ac[e] * bc[e];
+  }
+}
+
 MLIP_ATTN_INLINE void fill_table(const Frequencies &f, int64_t K, double r_max,
                                  const std::vector<Partner> &partners, bool deriv, Table &t)
 {
@@ -275,29 +308,6 @@ MLIP_ATTN_INLINE void fill_table(const Frequencies &f, int64_t K, double r_max,
   }
 }
 
-// Σ_k table[k·M + p] qk[k]
-template <typename T>
-MLIP_ATTN_INLINE double column(const double *table, int64_t M, int64_t p, const T *qk, int64_t K)
-{
-  double sum = 0.0;
-  for (int64_t k = 0; k < K; k++) sum += table[k * M + p] * double(qk[k]);
-  return sum;
-}
-
-// per-k dot products Σ_c Σ_t a[c, 2k+t] b[c, 2k+t] into qk (K)
-template <typename T>
-MLIP_ATTN_INLINE void head_dots(const T *a, const T *b, int64_t C, int64_t D, T *qk)
-{
-  T tmp[kMaxK * 2];
-  std::fill(tmp, tmp + D, T(0));
-  for (int64_t ch = 0; ch < C; ch++) {
-    const T *ac = a + ch * D, *bc = b + ch * D;
-#pragma omp simd
-    for (int64_t e = 0; e < D; e++) tmp[e] += ac[e] * bc[e];
-  }
-  for (int64_t k = 0; k < D / 2; k++) qk[k] = tmp[2 * k] + tmp[2 * k + 1];
-}
-
 template <typename T> MLIP_ATTN_INLINE T dot(const T *a, const T *b, int64_t n)
 {
   T sum = 0;
@@ -328,26 +338,29 @@ template <typename T>
 MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, int64_t begin, int64_t end, T *y)
 {
   const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
-  T qk[kMaxK];
+  T prod[2 * kMaxK];
   std::vector<Partner> partners;
   Table table;
+  Rows<T> rows;
   for (int64_t i = begin; i < end; i++) {
     const T *qi = p.q + i * P, *ki = p.k + i * P, *vi = p.val + i * V;
     T *yi = y + i * V;
-    head_dots(qi, ki, C, D, qk);   // n = m: sinc = S = 1
+    channel_products(qi, ki, C, D, prod);   // n = m: sinc = S = 1
     T a_ii = 0;
-    for (int64_t k = 0; k < K; k++) a_ii += qk[k];
+    for (int64_t e = 0; e < D; e++) a_ii += prod[e];
     axpy(a_ii, vi, yi, V);
     gather_partners(p, i, partners);
-    fill_table(*p.freq, K, p.r_max, partners, false, table);
     const int64_t M = int64_t(partners.size());
+    fill_table(*p.freq, K, p.r_max, partners, false, table);
+    expand_rows(table, K, M, false, rows);
     for (int64_t e = 0; e < M; e++) {
       const int64_t j = partners[e].j;
       const T *qj = p.q + j * P, *kj = p.k + j * P, *vj = p.val + j * V;
-      head_dots(qi, kj, C, D, qk);
-      axpy(T(column(table.ws.data(), M, e, qk, K)), vj, yi, V);
-      head_dots(qj, ki, C, D, qk);
-      axpy(T(column(table.ws.data(), M, e, qk, K)), vi, y + j * V, V);
+      const T *w = rows.ws.data() + e * D;
+      channel_products(qi, kj, C, D, prod);
+      axpy(dot(prod, w, D), vj, yi, V);
+      channel_products(qj, ki, C, D, prod);
+      axpy(dot(prod, w, D), vi, y + j * V, V);
     }
   }
 }
@@ -357,32 +370,34 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, int64_t begin, int6
                                           const T *g_y, T *g_q, T *g_k, T *g_val, T *g_pos)
 {
   const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
-  T qk_ij[kMaxK], qk_ji[kMaxK], w[kMaxK * 2], ones[kMaxK * 2];
+  T p_ij[2 * kMaxK], p_ji[2 * kMaxK], ones[kMaxK * 2];
   std::fill(ones, ones + D, T(1));
   std::vector<Partner> partners;
   Table table;
+  Rows<T> rows;
   for (int64_t i = begin; i < end; i++) {
     const T *qi = p.q + i * P, *ki = p.k + i * P, *vi = p.val + i * V, *gyi = g_y + i * V;
-    {   // n = m: A_ii = Σ_k ⟨q_i, k_i⟩_k (sinc = S = 1, no position dependence)
+    {   // n = m: A_ii = Σ ⟨q_i, k_i⟩ (sinc = S = 1, no position dependence)
       const T g_ii = dot(gyi, vi, V);
       if (g_q) axpy_w(g_ii, ones, ki, g_q + i * P, C, D);
       if (g_k) axpy_w(g_ii, ones, qi, g_k + i * P, C, D);
       if (g_val) {
-        head_dots(qi, ki, C, D, qk_ij);
+        channel_products(qi, ki, C, D, p_ij);
         T a_ii = 0;
-        for (int64_t k = 0; k < K; k++) a_ii += qk_ij[k];
+        for (int64_t e = 0; e < D; e++) a_ii += p_ij[e];
         axpy(a_ii, gyi, g_val + i * V, V);
       }
     }
     gather_partners(p, i, partners);
-    fill_table(*p.freq, K, p.r_max, partners, g_pos != nullptr, table);
     const int64_t M = int64_t(partners.size());
+    fill_table(*p.freq, K, p.r_max, partners, g_pos != nullptr, table);
+    expand_rows(table, K, M, g_pos != nullptr, rows);
     for (int64_t e = 0; e < M; e++) {
       const int64_t j = partners[e].j;
       const double *d = partners[e].d;
       const T *qj = p.q + j * P, *kj = p.k + j * P, *vj = p.val + j * V, *gyj = g_y + j * V;
+      const T *w = rows.ws.data() + e * D;
       const T g_ij = dot(gyi, vj, V), g_ji = dot(gyj, vi, V);   // dL/dA_ij, dL/dA_ji
-      for (int64_t k = 0; k < K; k++) w[2 * k] = w[2 * k + 1] = T(table.ws[k * M + e]);
       if (g_q) {
         axpy_w(g_ij, w, kj, g_q + i * P, C, D);
         axpy_w(g_ji, w, ki, g_q + j * P, C, D);
@@ -392,15 +407,15 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, int64_t begin, int6
         axpy_w(g_ji, w, qj, g_k + i * P, C, D);
       }
       if (g_val || g_pos) {
-        head_dots(qi, kj, C, D, qk_ij);
-        head_dots(qj, ki, C, D, qk_ji);
+        channel_products(qi, kj, C, D, p_ij);
+        channel_products(qj, ki, C, D, p_ji);
         if (g_val) {
-          axpy(T(column(table.ws.data(), M, e, qk_ij, K)), gyi, g_val + j * V, V);
-          axpy(T(column(table.ws.data(), M, e, qk_ji, K)), gyj, g_val + i * V, V);
+          axpy(dot(p_ij, w, D), gyi, g_val + j * V, V);
+          axpy(dot(p_ji, w, D), gyj, g_val + i * V, V);
         }
         if (g_pos) {
-          const double dA_ij = column(table.wd.data(), M, e, qk_ij, K);
-          const double dA_ji = column(table.wd.data(), M, e, qk_ji, K);
+          const T *wd = rows.wd.data() + e * D;
+          const double dA_ij = double(dot(p_ij, wd, D)), dA_ji = double(dot(p_ji, wd, D));
           const double f = (double(g_ij) * dA_ij + double(g_ji) * dA_ji) * table.inv_r[e];
           for (int c = 0; c < 3; c++) {
             g_pos[3 * i + c] += T(f * d[c]);
