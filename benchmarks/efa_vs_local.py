@@ -5,10 +5,10 @@ the same structure, for both forms of the block:
 * ``lebedev`` (``switch: false``): the linear-cost Lebedev factorisation.
 
 Each at ℓ = 0 (``efa-l0``) and ℓ = 1 (``efa-l1``), eager (`Potential.predict`, what
-`AttnCalculator` runs), energy + forces. ``--efa-route python`` runs EFA as before the fused
-kernels (dense N×N×K switched form, ATen rotation), ``ops`` with them (the default where the
-compiled library builds); the PaiNN message takes the compiled op either way, so the ratio
-isolates EFA. ``--aoti`` also times the ``.pt2`` LAMMPS route (compiles ~1 min per model).
+`AttnCalculator` runs), energy + forces. Route ``ops``: EFA on its compiled kernels
+(`mlip_attn.attention.efa_ops`); ``python``: EFA as before them (the dense N×N×K switched form,
+the ATen rotation); ``--efa-route both`` (default) times both side by side in one run. The PaiNN
+message takes its compiled op on every route, so the ratio isolates EFA. ``--aoti`` also times the ``.pt2`` LAMMPS route (compiles ~1 min per model).
 
 Models: PaiNN (width × layers, random weights), alone and with the presets (reach r_max just
 beyond the structure, so every pair of atoms attends); structure: ``mlip-attn bench``'s random
@@ -81,6 +81,11 @@ def efa_route(route: str):
     return efa_kernels(route == "ops")
 
 
+def _call(model, batch, route: str):
+    with efa_route(route):
+        return model.predict(batch, compute_forces=True)
+
+
 def time_models(atoms: int, models, width, layers, cutoff, steps, dtype, route, aoti,
                 dense_max_gb, profile=None) -> dict:
     torch_dtype = getattr(torch, dtype)
@@ -88,29 +93,31 @@ def time_models(atoms: int, models, width, layers, cutoff, steps, dtype, route, 
     calls = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in models:
-            if route == "python" and dense_gb(kind, atoms) > dense_max_gb:
-                print(f"  skip {kind} at {atoms} atoms: dense form needs "
-                      f"~{dense_gb(kind, atoms):.1f} GB per N×N×K tensor", flush=True)
-                continue
             model = make_model(kind, width, layers, cutoff, r_max, torch_dtype)
-            calls[f"eager {kind}"] = (lambda m=model, b=batch: m.predict(b, compute_forces=True))
+            routes = ["ops", "python"] if route == "both" and kind != "painn" else [
+                "ops" if route == "both" else route]
+            for r in routes:   # eager, EFA on its kernels (ops) or as before them (python)
+                if r == "python" and dense_gb(kind, atoms) > dense_max_gb:
+                    print(f"  skip python {kind} at {atoms} atoms: dense form needs "
+                          f"~{dense_gb(kind, atoms):.1f} GB per N×N×K tensor", flush=True)
+                    continue
+                calls[f"{r} {kind}"] = (lambda m=model, b=batch, r=r: _call(m, b, r))
             if aoti:
                 calls[f"aoti {kind}"] = aoti_call(model, batch, atoms, dtype, Path(tmp), kind)
-        with efa_route(route):
-            for f in calls.values():    # warm-up
+        for f in calls.values():    # warm-up
+            f()
+        times = {k: [] for k in calls}
+        for _ in range(steps):
+            for k, f in calls.items():
+                t = time.perf_counter()
                 f()
-            times = {k: [] for k in calls}
-            for _ in range(steps):
-                for k, f in calls.items():
-                    t = time.perf_counter()
-                    f()
-                    times[k].append(1e3 * (time.perf_counter() - t))
-            if profile:
-                from torch.profiler import ProfilerActivity
-                from torch.profiler import profile as torch_profile
-                with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-                    calls[f"eager {profile}"]()
-                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+                times[k].append(1e3 * (time.perf_counter() - t))
+        if profile:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                calls[f"{'ops' if route == 'both' else route} {profile}"]()
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     print(f"  {atoms} atoms ({batch.edge_index.shape[1]} pairs within {cutoff} Å), "
           f"r_max {r_max:.1f} Å", flush=True)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -170,7 +177,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--efa-route", default="ops", choices=["ops", "python"])
+    parser.add_argument("--efa-route", default="both", choices=["ops", "python", "both"],
+                        help="EFA on its compiled kernels, as before them, or both side by "
+                             "side (default)")
     parser.add_argument("--aoti", action="store_true", help="also time the .pt2 route")
     parser.add_argument("--memory", action="store_true", help="peak memory per model")
     parser.add_argument("--dense-max-gb", type=float, default=2.0)
@@ -192,10 +201,10 @@ def main() -> None:
                          args.dtype, args.efa_route, args.aoti, args.dense_max_gb, args.profile)
         for key, value in ms.items():
             route, kind = key.split(" ")
-            base = ms.get(f"{route} painn")
+            base = ms.get(f"{route} painn", ms.get("ops painn"))
             rows.setdefault((route, kind), {})[atoms] = (value, value / base if base else None)
     head = "".join(f"{f'{a} atoms ms':>16}{'× local':>9}" for a in args.atoms)
-    print(f"{'route':<7}{'model':<24}{head}")
+    print(f"{'route':<7}{'model':<24}{head}")   # ratio: against the local PaiNN
     for (route, kind), by_size in rows.items():
         cells = ""
         for a in args.atoms:
@@ -204,11 +213,13 @@ def main() -> None:
         print(f"{route:<7}{kind:<24}{cells}")
     if args.memory:
         print(f"\npeak memory of one call (MB above the footprint before it), fresh process each")
+        routes = ["ops", "python"] if args.efa_route == "both" else [args.efa_route]
         for atoms in args.atoms:
             for kind in args.models:
-                m = peak_memory(kind, atoms, args, args.efa_route)
-                print(f"{atoms:>7} {kind:<24} "
-                      f"{'skipped' if m is None else json.dumps(m)}", flush=True)
+                for route in routes if kind != "painn" else routes[:1]:
+                    m = peak_memory(kind, atoms, args, route)
+                    print(f"{atoms:>7} {route:<7}{kind:<24} "
+                          f"{'skipped' if m is None else json.dumps(m)}", flush=True)
 
 
 if __name__ == "__main__":
