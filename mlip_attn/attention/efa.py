@@ -302,9 +302,10 @@ class EuclideanFastAttention(GlobalBlock):
             to round-off, O(n²) per structure, one process). False: no switch, the
             linear-cost Lebedev factorisation and MPI splitting for large systems; without the
             ω = 0 mode the kernel decays like 1/(ω_1 r) but never reaches zero, so fragments
-            beyond r_max still interact weakly (not separable to round-off). Measured cost of
-            the switch (painn+efa-l1, width 32, 2 layers, float32, one thread): 0.62 s vs
-            0.33 s at 500 atoms, 60 s and 9.5 GB vs 3.4 s and 0.9 GB at 4,000 atoms.
+            beyond r_max still interact weakly (not separable to round-off). The switched form
+            costs O(pairs within r_max): the compiled pair kernel (`efa_ops`) keeps its memory
+            O(N); the Python form builds N×N×K tensors (9.5 GB at 4,000 atoms). Measured
+            costs: docs/results/performance.md ("EFA beside the local model").
         physics: set by the model, not the config (`mlip_attn.models.builder`). 2 (models
             built now): the separable form — frequencies ω_k = k·b_max/(K·r_max), k = 1..K
             (no ω = 0 channel, which couples every pair at any distance), and the exact kernel
