@@ -209,7 +209,8 @@ def main() -> None:
         cells = ""
         for a in args.atoms:
             v, r = by_size.get(a, (None, None))
-            cells += f"{'—':>16}{'':>9}" if v is None else f"{v:>16.1f}{r:>9.2f}"
+            cells += f"{'—':>16}{'':>9}" if v is None else (
+                f"{v:>16.1f}{'—' if r is None else f'{r:.2f}':>9}")
         print(f"{route:<7}{kind:<24}{cells}")
     if args.memory:
         print(f"\npeak memory of one call (MB above the footprint before it), fresh process each")
