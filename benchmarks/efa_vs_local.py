@@ -139,15 +139,17 @@ def aoti_call(model, batch, atoms, dtype, tmp: Path, kind):
 
 
 def peak_memory_child(kind, atoms, width, layers, cutoff, dtype, route) -> None:
-    """In a fresh process: peak RSS (MB) of one energy + forces call above the footprint
-    before it; printed as JSON."""
+    """In a fresh process: peak RSS (MB) of one energy + forces call above the resident
+    memory before it (after a warm-up call of the same kind, whose peak is the same); printed
+    as JSON."""
     torch_dtype = getattr(torch, dtype)
     load_ops()
     batch, r_max = structure(atoms, cutoff, torch_dtype)
     model = make_model(kind, width, layers, cutoff, r_max, torch_dtype)
     with efa_route(route):
-        model.predict(batch, compute_forces=False)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        model.predict(batch, compute_forces=True)
+        with open("/proc/self/statm") as statm:   # resident pages now
+            before = int(statm.read().split()[1]) * resource.getpagesize() / 2**20
         t = time.perf_counter()
         model.predict(batch, compute_forces=True)
         seconds = time.perf_counter() - t
