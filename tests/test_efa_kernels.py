@@ -311,3 +311,26 @@ def test_traced_forces_graph_holds_the_ops_and_agrees(ops, switch):
         want = module(*args)
     for a, b in zip(got, want):
         scaled_close(a, b)
+
+
+@pytest.mark.slow
+def test_pt2_package_with_the_ops_equals_one_without(ops, tmp_path):
+    """AOTInductor compiles the ops into a ``.pt2`` (physics 1: the Lebedev form split over
+    ranks, whose trace has no data-dependent charge branches): called with and without ghost
+    nodes (the owned-sums path), it equals a package traced with EFA in ATen to 1e-10."""
+    from conftest import make_model
+    from mlip_attn import save_model
+    from mlip_attn.lammps.aoti import load_aoti, split_inputs
+    from mlip_attn.lammps.export import export_lammps
+    model = make_model("painn+efa-l1", width=8, layers=1, physics=1)
+    save_model(model, tmp_path / "m.pt")
+    fused = load_aoti(export_lammps(tmp_path / "m.pt", tmp_path / "a.pt2", route="aoti"))
+    with efa_kernels(False):
+        aten = load_aoti(export_lammps(tmp_path / "m.pt", tmp_path / "b.pt2", route="aoti"))
+    batch = to_batch([random_molecule(9, seed=2)], model.cutoff)
+    args = (batch.positions, batch.numbers, batch.edge_index, batch.shifts)
+    zero = torch.zeros(1, dtype=F64)
+    for n_local in (9, 6, 1):
+        for a, b in zip(fused(*split_inputs(*args, n_local, zero, zero)),
+                        aten(*split_inputs(*args, n_local, zero, zero))):
+            scaled_close(a, b)
