@@ -36,6 +36,7 @@ from ..nn.graph import Features, Graph, centred_positions, rank_in_segment
 from ..nn.switching import reach_switch
 from ..registry import GLOBAL_BLOCKS, PositiveFloat, PositiveInt
 from .base import GlobalBlock, LocalSums
+from .efa_ops import kernels_enabled
 
 __all__ = [
     "EuclideanFastAttention",
@@ -212,9 +213,9 @@ def _dense_attention(q: Tensor, k: Tensor, val: Tensor, positions: Tensor, omega
     r2 = (diff * diff).sum(-1)                                                  # (B, n, n)
     att = (_sinc_sq(r2.unsqueeze(-1) * omega * omega) * qk).sum(-1)
     if r_max > 0.0:
-        # √ of r² + 1 on the diagonal and padding keeps the gradient finite; S(1) = 1 there
+        # √ of r² + 1 on the diagonal and padding keeps the gradient finite; S(0) = 1 there
         r = torch.sqrt(torch.where(r2 > 0, r2, torch.ones_like(r2)))
-        att = att * reach_switch(r, r_max)
+        att = att * torch.where(r2 > 0, reach_switch(r, r_max), torch.ones_like(r2))
     y = torch.bmm(att, vp)
     return y[0] if num_graphs == 1 else y[batch, rank]
 
@@ -233,6 +234,16 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (N, G, 1, K)
     rotated = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
     return rotated.reshape(n, cos.shape[1] * c * d)  # explicit: n may be 0 (an empty rank)
+
+
+def _rotations(q: Tensor, k: Tensor, centred: Tensor, dirs: Tensor, omega: Tensor,
+               lam: Tensor) -> Tuple[Tensor, Tensor]:
+    """q and k (N, C, d_qk) rotated on the grid (directions (G, 3), weights λ (G,)) at the
+    centred positions (N, 3) Å: (N, G·C·d_qk) each, the quadrature weights folded into q."""
+    theta = (centred @ dirs.transpose(0, 1)).unsqueeze(-1) * omega  # (N, G, K)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    lam = lam.view(1, -1, 1)
+    return _rotate(q, cos * lam, sin * lam), _rotate(k, cos, sin)
 
 
 def _rms_normalised(v: Tensor) -> Tensor:
@@ -291,9 +302,10 @@ class EuclideanFastAttention(GlobalBlock):
             to round-off, O(n²) per structure, one process). False: no switch, the
             linear-cost Lebedev factorisation and MPI splitting for large systems; without the
             ω = 0 mode the kernel decays like 1/(ω_1 r) but never reaches zero, so fragments
-            beyond r_max still interact weakly (not separable to round-off). Measured cost of
-            the switch (painn+efa-l1, width 32, 2 layers, float32, one thread): 0.62 s vs
-            0.33 s at 500 atoms, 60 s and 9.5 GB vs 3.4 s and 0.9 GB at 4,000 atoms.
+            beyond r_max still interact weakly (not separable to round-off). The switched form
+            costs O(pairs within r_max): the compiled pair kernel (`efa_ops`) keeps its memory
+            O(N); the Python form builds N×N×K tensors (9.5 GB at 4,000 atoms). Measured
+            costs: docs/results/performance.md ("EFA beside the local model").
         physics: set by the model, not the config (`mlip_attn.models.builder`). 2 (models
             built now): the separable form — frequencies ω_k = k·b_max/(K·r_max), k = 1..K
             (no ω = 0 channel, which couples every pair at any distance), and the exact kernel
@@ -326,6 +338,7 @@ class EuclideanFastAttention(GlobalBlock):
     """
 
     separable: Final[bool]
+    compiled_message: Final[bool]  # TorchScript: call the compiled EFA ops (set by the export)
     envelope_r_max: float
     vectors: Final[bool]  # Final: TorchScript drops the unused branch
     tensors: Final[bool]
@@ -385,6 +398,7 @@ class EuclideanFastAttention(GlobalBlock):
         self.separable = physics >= 2 and bool(switch)
         self.envelope_r_max = self.r_max if self.separable else 0.0
         self.switch = bool(switch)
+        self.compiled_message = False
         self.distributed = not self.separable
         # physics 1 (ω = 0) or no switch (a 1/r tail): coupled at any distance
         self.through_space = self.r_max if self.separable else math.inf
@@ -538,12 +552,15 @@ class EuclideanFastAttention(GlobalBlock):
             centred = positions - self._split_centroid(positions, num_graphs, owned)
         else:
             centred = centred_positions(positions, batch, num_graphs)
-        c = centred @ dirs.transpose(0, 1)  # (N, G)
-        theta = c.unsqueeze(-1) * omega  # (N, G, K)
-        cos, sin = torch.cos(theta), torch.sin(theta)
-        lam = lam.view(1, -1, 1)
-        q_rot = _rotate(q, cos * lam, sin * lam)  # quadrature weights folded into q
-        k_rot = _rotate(k, cos, sin)
+        if torch.jit.is_scripting():   # the export's choice, a constant (one branch compiled)
+            if self.compiled_message:
+                q_rot, k_rot = self._rotations_fused(q, k, centred)
+            else:
+                q_rot, k_rot = _rotations(q, k, centred, dirs, omega, lam)
+        elif self._eager_kernels():
+            q_rot, k_rot = self._rotations_fused(q, k, centred)
+        else:
+            q_rot, k_rot = _rotations(q, k, centred, dirs, omega, lam)
         if owned >= 0:  # S = K̃ᵀV over the owned nodes, completed across processes
             y = q_rot @ self.sums(k_rot[:owned].transpose(0, 1) @ val[:owned])
         else:
@@ -569,9 +586,34 @@ class EuclideanFastAttention(GlobalBlock):
         val_n over n in m's structure (n = m included), D = C·d_qk — the limit the Lebedev
         quadrature approximates; O(n²) per structure (`_dense_attention`)."""
         q, k, val = self._project(x)
-        y = _dense_attention(q, k, val, positions, self.omega.to(q.dtype), batch, num_graphs,
-                             self.envelope_r_max)
+        omega = self.omega.to(q.dtype)
+        if torch.jit.is_scripting():   # the export's choice, a constant (one branch compiled)
+            if self.compiled_message:
+                y = torch.ops.mlip_attn.efa_pair_attention(q, k, val, positions, batch, omega,
+                                                           self.envelope_r_max)
+            else:
+                y = _dense_attention(q, k, val, positions, omega, batch, num_graphs,
+                                     self.envelope_r_max)
+        elif self._eager_kernels():   # pairs within r_max, O(N) memory (`efa_ops`)
+            y = torch.ops.mlip_attn.efa_pair_attention(q, k, val, positions, batch, omega,
+                                                       self.envelope_r_max)
+        else:
+            y = _dense_attention(q, k, val, positions, omega, batch, num_graphs,
+                                 self.envelope_r_max)
         return self._split(y / math.sqrt(self.n_comp * self.d_qk))
+
+    @torch.jit.unused
+    def _eager_kernels(self) -> bool:
+        """Whether eager EFA takes the compiled ops now (`efa_ops.kernels_enabled`);
+        TorchScript takes them where the export set ``compiled_message``."""
+        return kernels_enabled(self.training)
+
+    def _rotations_fused(self, q: Tensor, k: Tensor, centred: Tensor) -> Tuple[Tensor, Tensor]:
+        """`_rotations` by the compiled op ``mlip_attn::efa_rotate`` (float64 grid)."""
+        one = torch.ones_like(self.weights)
+        return (torch.ops.mlip_attn.efa_rotate(q, centred, self.directions, self.omega,
+                                               self.weights),
+                torch.ops.mlip_attn.efa_rotate(k, centred, self.directions, self.omega, one))
 
     def _branch(self, y_s: Tensor, y_v: Tensor, y_t: Tensor, x: Features) -> Features:
         """MLP(Dense(y) + x): scalars by a 2-layer SiLU MLP, vectors (and the host's tensors)

@@ -30,8 +30,10 @@ TORCH_LIBRARY_NAME = "libmlip_attn_torch.so"
 # written into the library's folder by `mlip_attn.nn.policy` when building it on first use
 # failed (the reason), so later processes do not try again; a successful build removes it
 FAILED_MARKER = "build_failed.txt"
-TORCH_SOURCES = [SOURCE_DIR / n for n in ("ops.cpp", "painn_kernels.cpp", "torch_model.cpp")]
-TORCH_HEADERS = [SOURCE_DIR / n for n in ("ops.h", "painn_kernels.h", "torch_model.h")]
+TORCH_SOURCES = [SOURCE_DIR / n for n in ("ops.cpp", "painn_kernels.cpp", "torch_model.cpp",
+                                          "efa_ops.cpp", "efa_kernels.cpp")]
+TORCH_HEADERS = [SOURCE_DIR / n for n in ("ops.h", "painn_kernels.h", "torch_model.h",
+                                          "efa_kernels.h")]
 # the fused message loops: vectorised (-O3, the `omp simd` reductions); products and sums
 # rounded separately, as ATen's element-wise operations round them (contracting them into fused
 # multiply-adds was no faster here and moved float32 forces by up to ~12 roundings from the
@@ -191,10 +193,12 @@ def build_torch_library(force: bool = False, verbose: bool = False,
         flags = _common_flags() + [f"-I{p}" for p in torch_inc]
         per_file = {src: flags for src in TORCH_SOURCES}
         per_file[SOURCE_DIR / "painn_kernels.cpp"] = flags + KERNEL_FLAGS
+        per_file[SOURCE_DIR / "efa_kernels.cpp"] = flags + KERNEL_FLAGS   # EFA's fused loops
         # at::parallel_for is inlined from ATen's OpenMP header: without -fopenmp it runs on
         # one thread. The OpenMP runtime it links (libgomp.so.1) resolves to torch's own copy
         # (torch/lib, on the rpath and already loaded), so one runtime serves both
         per_file[SOURCE_DIR / "ops.cpp"] = flags + ["-fopenmp"]
+        per_file[SOURCE_DIR / "efa_ops.cpp"] = flags + ["-fopenmp"]
         objects = _compile(cxx, per_file, TORCH_HEADERS, force, verbose, jobs)
         _link(cxx, objects, so, [f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-ltorch",
                                  "-ltorch_cpu", "-lc10", "-fopenmp"], verbose)

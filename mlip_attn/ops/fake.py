@@ -3,7 +3,8 @@
 dtypes and devices (no data). Registered once per process by `register_fake_kernels`
 (`mlip_attn.ops.library.load_ops` calls it after loading the library).
 
-Shapes as in `mlip_attn.ops.library`: phi (N, F + 2ΣF_l), features L tensors (N, m_l, F_l),
+EFA's ops (``efa_rotate``, ``efa_pair_attention`` and their backwards) as in
+`mlip_attn.attention.efa_ops`. Shapes as in `mlip_attn.ops.library`: phi (N, F + 2ΣF_l), features L tensors (N, m_l, F_l),
 geometry L tensors (E, m_l), rho (E, K), weight (F + 2ΣF_l, K).
 ``kernel_instruction_set`` and ``sums_across_processes`` return a string and a bool (no
 tensors) and have no fake kernel: an exported graph never calls them.
@@ -43,6 +44,30 @@ def _allreduce(x):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
+def _efa_rotate(x, centred, directions, omega, scale):
+    """(N, G·C·D): x (N, C, D) rotated on G grid directions."""
+    return x.new_empty((x.shape[0], directions.shape[0] * x.shape[1] * x.shape[2]))
+
+
+def _efa_rotate_backward(grad, x, centred, directions, omega, scale, needs: List[int]):
+    """g_x (N, C, D) and g_centred (N, 3) where ``needs`` asks for them, else (0,)."""
+    return (x.new_empty(x.shape if needs[0] else (0,)),
+            centred.new_empty(centred.shape if needs[1] else (0,)))
+
+
+def _efa_pairs(q, k, val, positions, batch, omega, r_max: float):
+    """y (N, V) in q's dtype."""
+    return q.new_empty((q.shape[0], val.shape[1]))
+
+
+def _efa_pairs_backward(g_y, q, k, val, positions, batch, omega, r_max: float,
+                        needs: List[int]):
+    """g_q, g_k (N, C, D), g_val (N, V), g_positions (N, 3) where ``needs`` asks for them."""
+    return (q.new_empty(q.shape if needs[0] else (0,)), q.new_empty(q.shape if needs[1] else (0,)),
+            q.new_empty(val.shape if needs[2] else (0,)),
+            positions.new_empty(positions.shape if needs[3] else (0,)))
+
+
 def register_fake_kernels() -> None:
     """Register the fake kernels (the ops must be loaded); idempotent."""
     global _registered
@@ -51,4 +76,8 @@ def register_fake_kernels() -> None:
     torch.library.register_fake("mlip_attn::painn_message_orders")(_message)
     torch.library.register_fake("mlip_attn::painn_message_orders_backward")(_message_backward)
     torch.library.register_fake("mlip_attn::allreduce_sum")(_allreduce)
+    torch.library.register_fake("mlip_attn::efa_rotate")(_efa_rotate)
+    torch.library.register_fake("mlip_attn::efa_rotate_backward")(_efa_rotate_backward)
+    torch.library.register_fake("mlip_attn::efa_pair_attention")(_efa_pairs)
+    torch.library.register_fake("mlip_attn::efa_pair_attention_backward")(_efa_pairs_backward)
     _registered = True

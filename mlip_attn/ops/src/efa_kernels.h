@@ -1,0 +1,92 @@
+/* Euclidean fast attention (mlip_attn/attention/efa.py) as fused CPU loops: the two costly
+ * parts of the block, without the tensors ATen operations pass between them.
+ *
+ * 1. The Lebedev form's rotation (ERoPE on the grid): for atom n, grid direction u_g (weight
+ *    s_g) and channel pair (a, b) = x[n, c, 2k : 2k + 2],
+ *        θ = ω_k (u_g · r_n),   out[n, g, c, 2k] = s_g (a cos θ − b sin θ),
+ *                               out[n, g, c, 2k+1] = s_g (a sin θ + b cos θ),
+ *    computed per atom with cos/sin of the K angles in registers (no (N, G, K) angle, cos and
+ *    sin tensors, no stack/cat), and its first derivatives g_x (N, C, D), g_r (N, 3).
+ * 2. The switched (separable, physics 2) exact form: for atoms m, n of one structure with
+ *    r = |r_m − r_n| < r_max (n = m included),
+ *        A_mn = S(r) Σ_k sinc(ω_k r) Σ_c Σ_t q[m, c, 2k+t] k[n, c, 2k+t],   y_m = Σ_n A_mn v_n,
+ *    S the C² switch from r_max/2 to r_max (mlip_attn/nn/switching.py); r_max ≤ 0: every pair
+ *    of the structure and S = 1 (the unswitched exact form). Pairs are found with a cell list
+ *    (cells ≥ r_max wide) and never stored: O(N) memory, O(pairs·(C·D + V)) time; the N×N×K
+ *    tensors of the ATen form are never formed. Each unordered pair is visited once (one
+ *    sincos, one switch) and gives both directions; first derivatives g_q, g_k, g_v, g_r.
+ *
+ * Every function works on a range of atoms [begin, end). The rotation writes only those atoms'
+ * rows; the pair loops also add into their partners' rows, so the caller (efa_ops.cpp) gives
+ * each thread zeroed buffers of its own and sums them. Layouts row-major and contiguous. Angles, sinc and
+ * switch values are computed in float64 for either T. No torch in here (-O3, AVX2 / AVX-512
+ * clones chosen at run time).
+ */
+#ifndef MLIP_ATTN_EFA_KERNELS_H
+#define MLIP_ATTN_EFA_KERNELS_H
+
+#include <cstdint>
+#include <vector>
+
+namespace mlip_attn_efa {
+
+// ω_k = ω_0 + k Δ for all k (to 1e-12 relative): cos/sin of the K angles by the
+// angle-addition recursion from one cos/sin pair each (else one std::sin/cos per angle)
+struct Frequencies {
+  std::vector<double> omega, inverse;   // inverse: 1/ω_k (0 for ω_k = 0)
+  bool arithmetic = false;
+  // ω_0 = 0 (physics 1) or ω_0 = Δ (physics 2): one sincos per angle set
+  enum class Start { other, zero, step } start = Start::other;
+  explicit Frequencies(std::vector<double> w);
+};
+
+template <typename T> struct Rotation {
+  const T *x = nullptr;          // (N, C, D)
+  const T *centred = nullptr;    // (N, 3) Å
+  const double *dirs = nullptr;  // (G, 3)
+  const double *scale = nullptr; // (G,)
+  const Frequencies *freq = nullptr;  // K = D / 2
+  int64_t G = 0, C = 0, D = 0;
+};
+
+// out (N, G·C·D) rows [begin, end)
+template <typename T> void rotate_forward(const Rotation<T> &rot, int64_t begin, int64_t end,
+                                          T *out);
+// grad (N, G·C·D) -> g_x (N, C, D), g_centred (N, 3): rows [begin, end), each nullptr if not
+// wanted (written, not summed into)
+template <typename T> void rotate_backward(const Rotation<T> &rot, int64_t begin, int64_t end,
+                                           const T *grad, T *g_x, T *g_centred);
+
+// Atoms sorted into cells ≥ r_max wide, per structure: the candidate partners of an atom are
+// the atoms of its structure in the 27 cells around its own.
+struct Cells {
+  std::vector<int64_t> structure_offset;  // (B,) first cell of each structure
+  std::vector<int64_t> dims;              // (B, 3)
+  std::vector<int64_t> atom_cell;         // (N, 3) cell coordinates of each atom
+  std::vector<int64_t> start;             // (cells + 1) CSR into `atoms`
+  std::vector<int64_t> atoms;             // (N,) atom indices sorted by cell
+};
+template <typename T> Cells build_cells(const T *positions, const int64_t *batch, int64_t N,
+                                        int64_t B, double r_max);
+
+template <typename T> struct Pairs {
+  const T *q = nullptr, *k = nullptr;    // (N, C·D)
+  const T *val = nullptr;                // (N, V)
+  const T *positions = nullptr;          // (N, 3) Å
+  const int64_t *batch = nullptr;        // (N,)
+  const Frequencies *freq = nullptr;     // K = D / 2
+  const Cells *cells = nullptr;
+  double r_max = 0.0;                    // ≤ 0: no switch, every pair of a structure
+  int64_t C = 0, D = 0, V = 0;
+};
+
+// y (N, V), zeroed by the caller: summed into (the range's atoms and their partners)
+template <typename T> void pairs_forward(const Pairs<T> &p, int64_t begin, int64_t end, T *y);
+// g_y (N, V) -> g_q, g_k (N, C·D), g_val (N, V), g_positions (N, 3), zeroed by the caller and
+// summed into, each nullptr if not wanted
+template <typename T> void pairs_backward(const Pairs<T> &p, int64_t begin, int64_t end,
+                                          const T *g_y, T *g_q, T *g_k, T *g_val, T *g_pos);
+
+}    // namespace mlip_attn_efa
+
+#endif

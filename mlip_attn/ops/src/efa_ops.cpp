@@ -1,0 +1,479 @@
+/* The Euclidean fast attention ops (mlip_attn/attention/efa.py, efa_ops.py), registered under
+ * `mlip_attn` next to the PaiNN message (ops.cpp) with the same contract:
+ *
+ *   efa_rotate(x (N, C, D), centred (N, 3), directions (G, 3), omega (K,), scale (G,))
+ *       -> (N, G·C·D): x's channel pairs rotated by θ = ω_k (u_g · r_n), times s_g;
+ *   efa_rotate_backward(grad, x, centred, directions, omega, scale, needs[2]) -> (g_x, g_centred);
+ *   efa_pair_attention(q (N, C, D), k (N, C, D), val (N, V), positions (N, 3), batch (N,),
+ *       omega (K,), r_max) -> y (N, V): y_m = Σ_n S(r_mn) Σ_k sinc(ω_k r_mn) ⟨q_m^(k), k_n^(k)⟩
+ *       val_n over n of m's structure within r_max (every n, S = 1, if r_max ≤ 0);
+ *   efa_pair_attention_backward(g_y, q, k, val, positions, batch, omega, r_max, needs[4])
+ *       -> (g_q, g_k, g_val, g_positions).
+ *
+ * On the CPU the fused loops of efa_kernels.cpp; elsewhere the same maths in ATen operations.
+ * Forward and backward are separate ops called through the dispatcher below autograd, so a
+ * tracer (torch.export) records them as graph nodes (fake kernels: mlip_attn/ops/fake.py). A
+ * gradient not asked for comes back as an empty (0,) tensor. The backward is first order; when
+ * grad mode is on in the backward (create_graph: a force loss, a Hessian) it recomputes the
+ * forward in differentiable ATen operations and differentiates that instead, as the PaiNN
+ * message does. directions, omega, scale, batch and r_max are constants (no gradient).
+ */
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "efa_kernels.h"
+
+namespace {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+namespace efa = mlip_attn_efa;
+
+std::vector<double> doubles(const Tensor &t)
+{
+  const Tensor d = t.detach().to(at::kCPU, at::kDouble).contiguous();
+  return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+}
+
+bool fused(const Tensor &x) { return x.device().is_cpu() && x.size(-1) / 2 <= 64; }
+
+// ------------------------------------------------------------------ ATen forms (any device,
+// differentiable): the reference maths of efa.py
+
+Tensor rotate_aten(const Tensor &x, const Tensor &centred, const Tensor &dirs,
+                   const Tensor &omega, const Tensor &scale)
+{
+  const auto o = x.options();
+  const c10::SymInt n = x.sym_size(0), c = x.sym_size(1), d = x.sym_size(2);
+  const Tensor t = at::matmul(centred, dirs.to(o).t());                 // (N, G)
+  const Tensor theta = t.unsqueeze(-1) * omega.to(o);                  // (N, G, K)
+  const Tensor s = scale.to(o).view({1, -1, 1});
+  const Tensor cos = (at::cos(theta) * s).unsqueeze(2), sin = (at::sin(theta) * s).unsqueeze(2);
+  const Tensor pairs = x.reshape_symint({n, 1, c, d / 2, 2});
+  const Tensor a = pairs.select(-1, 0), b = pairs.select(-1, 1);      // (N, 1, C, K)
+  const Tensor rotated = at::stack({a * cos - b * sin, a * sin + b * cos}, -1);
+  return rotated.reshape_symint({n, dirs.sym_size(0) * c * d});
+}
+
+// every ordered pair (i, j) of one structure within r_max (i = j included), from the cells
+std::pair<Tensor, Tensor> pair_list(const Tensor &positions, const Tensor &batch, double r_max)
+{
+  const Tensor pos = positions.detach().to(at::kCPU, at::kDouble).contiguous();
+  const Tensor b = batch.to(at::kCPU, at::kLong).contiguous();
+  const int64_t N = pos.size(0), B = N > 0 ? b.max().item<int64_t>() + 1 : 0;
+  const efa::Cells cells = efa::build_cells<double>(pos.data_ptr<double>(),
+                                                    b.data_ptr<int64_t>(), N, B, r_max);
+  const double *p = pos.data_ptr<double>();
+  const int64_t *bb = b.data_ptr<int64_t>();
+  std::vector<int64_t> I, J;
+  for (int64_t i = 0; i < N; i++) {
+    const int64_t *dims = cells.dims.data() + 3 * bb[i], *own = cells.atom_cell.data() + 3 * i;
+    for (int64_t x = std::max<int64_t>(own[0] - 1, 0); x <= std::min(own[0] + 1, dims[0] - 1); x++)
+      for (int64_t y = std::max<int64_t>(own[1] - 1, 0); y <= std::min(own[1] + 1, dims[1] - 1); y++)
+        for (int64_t z = std::max<int64_t>(own[2] - 1, 0); z <= std::min(own[2] + 1, dims[2] - 1); z++) {
+          const int64_t cell = cells.structure_offset[bb[i]] + (x * dims[1] + y) * dims[2] + z;
+          for (int64_t a = cells.start[cell]; a < cells.start[cell + 1]; a++) {
+            const int64_t j = cells.atoms[a];
+            double r2 = 0.0;
+            for (int d = 0; d < 3; d++) r2 += (p[3 * i + d] - p[3 * j + d]) * (p[3 * i + d] - p[3 * j + d]);
+            if (r_max > 0.0 && r2 >= r_max * r_max) continue;
+            I.push_back(i);
+            J.push_back(j);
+          }
+        }
+  }
+  auto as_tensor = [&](std::vector<int64_t> &v) {
+    return torch::tensor(v, torch::kLong).to(positions.device());
+  };
+  return {as_tensor(I), as_tensor(J)};
+}
+
+Tensor sinc_sq(const Tensor &x2)
+{
+  const Tensor small = x2 < 1e-4;
+  const Tensor x = at::sqrt(at::where(small, at::ones_like(x2), x2));
+  const Tensor series = 1.0 - x2 / 6.0 + x2 * x2 / 120.0 - x2 * x2 * x2 / 5040.0;
+  return at::where(small, series, at::sin(x) / x);
+}
+
+Tensor pairs_aten(const Tensor &q, const Tensor &k, const Tensor &val, const Tensor &positions,
+                  const Tensor &batch, const Tensor &omega, double r_max)
+{
+  const auto [I, J] = pair_list(positions, batch, r_max);
+  const int64_t E = I.size(0), C = q.size(1), D = q.size(2);
+  const Tensor qk = (q.index_select(0, I) * k.index_select(0, J))
+                        .reshape({E, C, D / 2, 2}).sum(at::IntArrayRef{1, 3});   // (E, K)
+  const Tensor diff = positions.index_select(0, I) - positions.index_select(0, J);
+  const Tensor r2 = (diff * diff).sum(-1);
+  const Tensor w = omega.to(q.options());
+  Tensor att = (sinc_sq(r2.unsqueeze(-1) * w * w) * qk).sum(-1);        // (E,)
+  if (r_max > 0.0) {
+    const Tensor r = at::sqrt(at::where(r2 > 0, r2, at::ones_like(r2)));
+    const Tensor t = ((r - 0.5 * r_max) / (0.5 * r_max)).clamp(0.0, 1.0);
+    const Tensor S = 1.0 - t * t * t * (t * (6.0 * t - 15.0) + 10.0);
+    att = att * at::where(r2 > 0, S, at::ones_like(S));
+  }
+  return at::zeros({q.size(0), val.size(1)}, val.options())
+      .index_add(0, I, att.unsqueeze(-1) * val.index_select(0, J));
+}
+
+// ------------------------------------------------------------------ the ops' kernels
+
+Tensor rotate_forward(const Tensor &x, const Tensor &centred, const Tensor &dirs,
+                      const Tensor &omega, const Tensor &scale)
+{
+  TORCH_CHECK(x.dim() == 3 && x.size(2) % 2 == 0 && centred.dim() == 2 && centred.size(1) == 3
+                  && dirs.dim() == 2 && dirs.size(1) == 3 && omega.numel() == x.size(2) / 2
+                  && scale.numel() == dirs.size(0),
+              "mlip_attn::efa_rotate: x (N, C, 2K), centred (N, 3), directions (G, 3), omega "
+              "(K,), scale (G,), got ", x.sizes(), ", ", centred.sizes(), ", ", dirs.sizes(),
+              ", ", omega.sizes(), ", ", scale.sizes());
+  if (!fused(x)) return rotate_aten(x, centred, dirs, omega, scale);
+  const Tensor xc = x.contiguous(), rc = centred.to(x.dtype()).contiguous();
+  const std::vector<double> u = doubles(dirs), s = doubles(scale);
+  const efa::Frequencies freq(doubles(omega));
+  const int64_t N = x.size(0), G = dirs.size(0), C = x.size(1), D = x.size(2);
+  Tensor out = at::empty({N, G * C * D}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "efa_rotate", [&] {
+    efa::Rotation<scalar_t> rot{xc.data_ptr<scalar_t>(), rc.data_ptr<scalar_t>(), u.data(),
+                                s.data(), &freq, G, C, D};
+    scalar_t *o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, N, 16, [&](int64_t b, int64_t e) { efa::rotate_forward(rot, b, e, o); });
+  });
+  return out;
+}
+
+// Autograd back on for a scope: a backward op runs below autograd (the dispatcher excludes its
+// keys), and the ATen form must record a graph to be differentiated
+struct AutogradOn {
+  c10::impl::LocalDispatchKeySet saved;
+  AutogradOn() : saved(c10::impl::tls_local_dispatch_key_set())
+  {
+    c10::impl::LocalDispatchKeySet now = saved;
+    now.excluded_ = now.excluded_ - c10::autograd_dispatch_keyset_with_ADInplaceOrView;
+    c10::impl::_force_tls_local_dispatch_key_set(now);
+  }
+  ~AutogradOn() { c10::impl::_force_tls_local_dispatch_key_set(saved); }
+};
+
+// first derivatives by differentiating the ATen form (non-CPU devices, > 64 frequencies, and
+// second derivatives with create_graph)
+variable_list aten_gradients(const std::function<Tensor(const variable_list &)> &forward,
+                             const variable_list &inputs, const Tensor &grad,
+                             const std::vector<bool> &needs, bool create_graph)
+{
+  variable_list leaves;
+  std::vector<size_t> where;
+  for (size_t a = 0; a < inputs.size(); a++) {
+    if (create_graph) {
+      // a view of each input: the gradient with respect to it counts only the direct paths
+      // from the output (not those through the other inputs' history, e.g. positions → q),
+      // and stays connected to the input for the next derivative
+      leaves.push_back(inputs[a].requires_grad() ? inputs[a].view_as(inputs[a]) : inputs[a]);
+    } else {
+      leaves.push_back(inputs[a].detach().requires_grad_(needs[a]));
+    }
+    if (needs[a] && leaves[a].requires_grad()) where.push_back(a);
+  }
+  variable_list out(inputs.size());
+  if (where.empty()) return out;
+  at::AutoGradMode grad_mode(true);
+  AutogradOn autograd_on;
+  const Tensor y = forward(leaves);
+  variable_list wrt;
+  for (size_t a : where) wrt.push_back(leaves[a]);
+  const variable_list g = torch::autograd::grad({y}, wrt, {grad}, true, create_graph, true);
+  for (size_t w = 0; w < where.size(); w++) out[where[w]] = g[w];
+  return out;
+}
+
+std::tuple<Tensor, Tensor> rotate_backward(const Tensor &grad, const Tensor &x,
+                                           const Tensor &centred, const Tensor &dirs,
+                                           const Tensor &omega, const Tensor &scale,
+                                           at::IntArrayRef needs)
+{
+  TORCH_CHECK(needs.size() == 2, "mlip_attn::efa_rotate_backward: needs (x, centred), got ",
+              needs.size(), " entries");
+  const Tensor empty = at::empty({0}, x.options());
+  if (!fused(x)) {
+    const variable_list g = aten_gradients(
+        [&](const variable_list &in) { return rotate_aten(in[0], in[1], dirs, omega, scale); },
+        {x, centred}, grad, {needs[0] != 0, needs[1] != 0}, false);
+    return {g[0].defined() ? g[0] : empty, g[1].defined() ? g[1] : empty};
+  }
+  const Tensor xc = x.contiguous(), rc = centred.to(x.dtype()).contiguous();
+  const Tensor gc = grad.to(x.dtype()).contiguous();
+  const std::vector<double> u = doubles(dirs), s = doubles(scale);
+  const efa::Frequencies freq(doubles(omega));
+  const int64_t N = x.size(0), G = dirs.size(0), C = x.size(1), D = x.size(2);
+  Tensor g_x = needs[0] ? at::empty_like(xc) : empty;
+  Tensor g_r = needs[1] ? at::empty({N, 3}, x.options()) : empty;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "efa_rotate_backward", [&] {
+    efa::Rotation<scalar_t> rot{xc.data_ptr<scalar_t>(), rc.data_ptr<scalar_t>(), u.data(),
+                                s.data(), &freq, G, C, D};
+    const scalar_t *go = gc.data_ptr<scalar_t>();
+    scalar_t *px = needs[0] ? g_x.data_ptr<scalar_t>() : nullptr;
+    scalar_t *pr = needs[1] ? g_r.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, N, 16, [&](int64_t b, int64_t e) {
+      efa::rotate_backward(rot, b, e, go, px, pr);
+    });
+  });
+  return {g_x, needs[1] ? g_r.to(centred.dtype()) : empty};
+}
+
+template <typename T>
+efa::Pairs<T> pairs_of(const Tensor &q, const Tensor &k, const Tensor &val, const Tensor &pos,
+                       const Tensor &batch, const efa::Frequencies &freq, const efa::Cells &cells,
+                       double r_max)
+{
+  return efa::Pairs<T>{q.data_ptr<T>(), k.data_ptr<T>(), val.data_ptr<T>(), pos.data_ptr<T>(),
+                       batch.data_ptr<int64_t>(), &freq, &cells, r_max, q.size(1), q.size(2),
+                       val.size(1)};
+}
+
+void check_pairs(const Tensor &q, const Tensor &k, const Tensor &val, const Tensor &positions,
+                 const Tensor &batch, const Tensor &omega)
+{
+  TORCH_CHECK(q.dim() == 3 && q.size(2) % 2 == 0 && k.sizes() == q.sizes() && val.dim() == 2
+                  && val.size(0) == q.size(0) && positions.dim() == 2
+                  && positions.size(0) == q.size(0) && positions.size(1) == 3
+                  && batch.dim() == 1 && batch.size(0) == q.size(0)
+                  && omega.numel() == q.size(2) / 2,
+              "mlip_attn::efa_pair_attention: q, k (N, C, 2K), val (N, V), positions (N, 3), "
+              "batch (N,), omega (K,), got ", q.sizes(), ", ", k.sizes(), ", ", val.sizes(),
+              ", ", positions.sizes(), ", ", batch.sizes(), ", ", omega.sizes());
+  TORCH_CHECK(q.size(1) * q.size(2) <= 1024, "mlip_attn::efa_pair_attention: at most 1,024 "
+              "query channels per atom, got ", q.size(1) * q.size(2));
+}
+
+Tensor pairs_forward(const Tensor &q, const Tensor &k, const Tensor &val,
+                     const Tensor &positions, const Tensor &batch, const Tensor &omega,
+                     double r_max)
+{
+  check_pairs(q, k, val, positions, batch, omega);
+  if (!fused(q)) return pairs_aten(q, k, val, positions, batch, omega, r_max);
+  const Tensor qc = q.contiguous(), kc = k.to(q.dtype()).contiguous();
+  const Tensor vc = val.to(q.dtype()).contiguous(), pc = positions.to(q.dtype()).contiguous();
+  const Tensor bc = batch.to(at::kLong).contiguous();
+  const int64_t N = q.size(0), B = N > 0 ? bc.max().item<int64_t>() + 1 : 0;
+  const efa::Frequencies freq(doubles(omega));
+  const int64_t slots = at::get_num_threads();
+  Tensor y = at::zeros({slots, N, val.size(1)}, q.options());   // one buffer per thread
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention", [&] {
+    const efa::Cells cells = efa::build_cells<scalar_t>(pc.data_ptr<scalar_t>(),
+                                                        bc.data_ptr<int64_t>(), N, B, r_max);
+    const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, cells, r_max);
+    at::parallel_for(0, N, 8, [&](int64_t b, int64_t e) {
+      efa::pairs_forward(p, b, e, y[at::get_thread_num()].data_ptr<scalar_t>());
+    });
+  });
+  return slots == 1 ? y[0] : y.sum(0);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
+    const Tensor &g_y, const Tensor &q, const Tensor &k, const Tensor &val,
+    const Tensor &positions, const Tensor &batch, const Tensor &omega, double r_max,
+    at::IntArrayRef needs)
+{
+  TORCH_CHECK(needs.size() == 4, "mlip_attn::efa_pair_attention_backward: needs (q, k, val, "
+              "positions), got ", needs.size(), " entries");
+  check_pairs(q, k, val, positions, batch, omega);
+  const Tensor empty = at::empty({0}, q.options());
+  if (!fused(q)) {
+    const variable_list g = aten_gradients(
+        [&](const variable_list &in) {
+          return pairs_aten(in[0], in[1], in[2], in[3], batch, omega, r_max);
+        },
+        {q, k, val, positions}, g_y, {needs[0] != 0, needs[1] != 0, needs[2] != 0, needs[3] != 0},
+        false);
+    return {g[0].defined() ? g[0] : empty, g[1].defined() ? g[1] : empty,
+            g[2].defined() ? g[2] : empty, g[3].defined() ? g[3] : empty};
+  }
+  const Tensor qc = q.contiguous(), kc = k.to(q.dtype()).contiguous();
+  const Tensor vc = val.to(q.dtype()).contiguous(), pc = positions.to(q.dtype()).contiguous();
+  const Tensor gc = g_y.to(q.dtype()).contiguous(), bc = batch.to(at::kLong).contiguous();
+  const int64_t N = q.size(0), B = N > 0 ? bc.max().item<int64_t>() + 1 : 0;
+  const efa::Frequencies freq(doubles(omega));
+  // one zeroed buffer per thread (the loops add into partners' rows), summed afterwards
+  const int64_t slots = at::get_num_threads(), P = q.size(1) * q.size(2);
+  auto buffer = [&](int64_t need, int64_t width) {
+    return need ? at::zeros({slots, N, width}, q.options()) : empty;
+  };
+  Tensor g_q = buffer(needs[0], P), g_k = buffer(needs[1], P), g_v = buffer(needs[2], val.size(1));
+  Tensor g_p = buffer(needs[3], 3);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention_backward", [&] {
+    const efa::Cells cells = efa::build_cells<scalar_t>(pc.data_ptr<scalar_t>(),
+                                                        bc.data_ptr<int64_t>(), N, B, r_max);
+    const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, cells, r_max);
+    const scalar_t *gy = gc.data_ptr<scalar_t>();
+    at::parallel_for(0, N, 8, [&](int64_t b, int64_t e) {
+      const int64_t t = at::get_thread_num();
+      auto ptr = [&](Tensor &x, int64_t need) {
+        return need ? x[t].data_ptr<scalar_t>() : nullptr;
+      };
+      efa::pairs_backward(p, b, e, gy, ptr(g_q, needs[0]), ptr(g_k, needs[1]),
+                          ptr(g_v, needs[2]), ptr(g_p, needs[3]));
+    });
+  });
+  auto total = [&](const Tensor &x, int64_t need) {
+    return !need ? empty : (slots == 1 ? x[0] : x.sum(0));
+  };
+  auto shaped = [&](const Tensor &x, int64_t need) {
+    return need ? total(x, 1).view(q.sizes()) : empty;
+  };
+  return {shaped(g_q, needs[0]), shaped(g_k, needs[1]),
+          total(g_v, needs[2]), needs[3] ? total(g_p, 1).to(positions.dtype()) : empty};
+}
+
+// ------------------------------------------------------------------ autograd
+
+struct EfaRotate : public torch::autograd::Function<EfaRotate> {
+  static Tensor forward(AutogradContext *ctx, Tensor x, Tensor centred, Tensor dirs, Tensor omega,
+                        Tensor scale)
+  {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mlip_attn::efa_rotate", "")
+                         .typed<Tensor(const Tensor &, const Tensor &, const Tensor &,
+                                       const Tensor &, const Tensor &)>();
+    ctx->save_for_backward({x, centred, dirs, omega, scale});
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(x, centred, dirs, omega, scale);
+  }
+
+  static variable_list backward(AutogradContext *ctx, variable_list grads)
+  {
+    const auto s = ctx->get_saved_variables();
+    const std::vector<bool> needs{ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+    variable_list result(5);
+    if (!grads[0].defined()) return result;
+    if (at::GradMode::is_enabled()) {   // create_graph: a differentiable backward
+      const variable_list g = aten_gradients(
+          [&](const variable_list &in) { return rotate_aten(in[0], in[1], s[2], s[3], s[4]); },
+          {s[0], s[1]}, grads[0], needs, true);
+      result[0] = g[0];
+      result[1] = g[1];
+      return result;
+    }
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mlip_attn::efa_rotate_backward", "")
+                         .typed<std::tuple<Tensor, Tensor>(
+                             const Tensor &, const Tensor &, const Tensor &, const Tensor &,
+                             const Tensor &, const Tensor &, at::IntArrayRef)>();
+    std::tuple<Tensor, Tensor> g;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      g = op.call(grads[0], s[0], s[1], s[2], s[3], s[4],
+                  std::vector<int64_t>{needs[0], needs[1]});
+    }
+    if (needs[0]) result[0] = std::get<0>(g);
+    if (needs[1]) result[1] = std::get<1>(g);
+    return result;
+  }
+};
+
+struct EfaPairs : public torch::autograd::Function<EfaPairs> {
+  static Tensor forward(AutogradContext *ctx, Tensor q, Tensor k, Tensor val, Tensor positions,
+                        Tensor batch, Tensor omega, double r_max)
+  {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mlip_attn::efa_pair_attention", "")
+                         .typed<Tensor(const Tensor &, const Tensor &, const Tensor &,
+                                       const Tensor &, const Tensor &, const Tensor &, double)>();
+    ctx->save_for_backward({q, k, val, positions, batch, omega});
+    ctx->saved_data["r_max"] = r_max;
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(q, k, val, positions, batch, omega, r_max);
+  }
+
+  static variable_list backward(AutogradContext *ctx, variable_list grads)
+  {
+    const auto s = ctx->get_saved_variables();
+    const double r_max = ctx->saved_data["r_max"].toDouble();
+    const std::vector<bool> needs{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                  ctx->needs_input_grad(2), ctx->needs_input_grad(3)};
+    variable_list result(7);
+    if (!grads[0].defined()) return result;
+    if (at::GradMode::is_enabled()) {   // create_graph: a differentiable backward
+      const variable_list g = aten_gradients(
+          [&](const variable_list &in) {
+            return pairs_aten(in[0], in[1], in[2], in[3], s[4], s[5], r_max);
+          },
+          {s[0], s[1], s[2], s[3]}, grads[0], needs, true);
+      for (int a = 0; a < 4; a++) result[a] = g[a];
+      return result;
+    }
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mlip_attn::efa_pair_attention_backward", "")
+                         .typed<std::tuple<Tensor, Tensor, Tensor, Tensor>(
+                             const Tensor &, const Tensor &, const Tensor &, const Tensor &,
+                             const Tensor &, const Tensor &, const Tensor &, double,
+                             at::IntArrayRef)>();
+    std::tuple<Tensor, Tensor, Tensor, Tensor> g;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      g = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], r_max,
+                  std::vector<int64_t>{needs[0], needs[1], needs[2], needs[3]});
+    }
+    if (needs[0]) result[0] = std::get<0>(g);
+    if (needs[1]) result[1] = std::get<1>(g);
+    if (needs[2]) result[2] = std::get<2>(g);
+    if (needs[3]) result[3] = std::get<3>(g);
+    return result;
+  }
+};
+
+Tensor rotate_autograd(const Tensor &x, const Tensor &centred, const Tensor &dirs,
+                       const Tensor &omega, const Tensor &scale)
+{
+  return EfaRotate::apply(x, centred, dirs, omega, scale);
+}
+
+Tensor pairs_autograd(const Tensor &q, const Tensor &k, const Tensor &val,
+                      const Tensor &positions, const Tensor &batch, const Tensor &omega,
+                      double r_max)
+{
+  return EfaPairs::apply(q, k, val, positions, batch, omega, r_max);
+}
+
+// ------------------------------------------------------------------ registration
+
+struct Registration {
+  std::unique_ptr<torch::Library> def;
+  Registration()
+  {
+    if (c10::Dispatcher::singleton().findSchema({"mlip_attn::efa_rotate", ""}).has_value())
+      return;
+    def = std::make_unique<torch::Library>(torch::Library::FRAGMENT, "mlip_attn", std::nullopt,
+                                           __FILE__, __LINE__);
+    def->def("efa_rotate(Tensor x, Tensor centred, Tensor directions, Tensor omega, "
+             "Tensor scale) -> Tensor");
+    def->def("efa_rotate_backward(Tensor grad, Tensor x, Tensor centred, Tensor directions, "
+             "Tensor omega, Tensor scale, int[] needs) -> (Tensor, Tensor)");
+    def->def("efa_pair_attention(Tensor q, Tensor k, Tensor val, Tensor positions, "
+             "Tensor batch, Tensor omega, float r_max) -> Tensor");
+    def->def("efa_pair_attention_backward(Tensor g_y, Tensor q, Tensor k, Tensor val, "
+             "Tensor positions, Tensor batch, Tensor omega, float r_max, int[] needs) -> "
+             "(Tensor, Tensor, Tensor, Tensor)");
+    using c10::DispatchKey;
+    def->impl("efa_rotate", torch::dispatch(DispatchKey::Autograd, TORCH_FN(rotate_autograd)));
+    def->impl("efa_rotate", torch::dispatch(DispatchKey::CompositeExplicitAutograd,
+                                            TORCH_FN(rotate_forward)));
+    def->impl("efa_rotate_backward", torch::dispatch(DispatchKey::CompositeExplicitAutograd,
+                                                     TORCH_FN(rotate_backward)));
+    def->impl("efa_pair_attention",
+              torch::dispatch(DispatchKey::Autograd, TORCH_FN(pairs_autograd)));
+    def->impl("efa_pair_attention", torch::dispatch(DispatchKey::CompositeExplicitAutograd,
+                                                    TORCH_FN(pairs_forward)));
+    def->impl("efa_pair_attention_backward",
+              torch::dispatch(DispatchKey::CompositeExplicitAutograd, TORCH_FN(pairs_backward)));
+  }
+};
+
+Registration registration;
+
+}    // namespace
