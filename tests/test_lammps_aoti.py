@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_model, random_crystal, random_molecule
+from conftest import MODEL_CONFIGS, make_model, random_crystal, random_molecule
 from test_lammps import (_md_on_ranks, _single_point_on_ranks, assert_close, lammps_frame,
                          lammps_results, plugin, reference, write_data)  # noqa: F401
 
-from mlip_attn import save_model
+from mlip_attn import build_model, save_model
 from mlip_attn.lammps.export import export_lammps, load_torchscript, read_export_metadata
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning")]
@@ -48,7 +48,15 @@ def painn_exports(tmp_path_factory):
 @pytest.fixture(scope="module")
 def efa_exports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("aoti-efa")
-    model = make_model("painn+efa-l1", width=8, layers=1)
+    # the linear-cost EFA (Lebedev sums, ``switch: false``): the form whose sums go across ranks
+    torch.manual_seed(0)
+    config = {**MODEL_CONFIGS["painn+efa-l1"], "elements": [1, 6, 8], "width": 8, "layers": 1}
+    config["attention"] = {**config["attention"], "switch": False}
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    model = model.to(torch.float64).eval()
     return model, *_export_both(model, folder, "efa")
 
 
@@ -167,3 +175,20 @@ def test_no_torchscript_deprecation_warning_in_export_or_calculator(tmp_path, ca
         atoms.calc = AttnCalculator(tmp_path / "m.pt")
         assert np.isfinite(atoms.get_forces()).all()
     assert "torchscript+ops" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_aoti_package_of_a_physics_2_model_is_for_neutral_structures(plugin, tmp_path,
+                                                                      painn_exports):
+    """A physics-2 model places a total charge on one bonded fragment, a branch on the
+    charge's value that a compiled graph cannot take: the package is traced for neutral
+    structures (its metadata says so), and the pair style refuses a charge for it, naming the
+    route that takes one."""
+    from mlip_attn.lammps.aoti import read_aoti_metadata
+    from test_lammps import header, run_python
+    _, package, _ = painn_exports
+    assert read_aoti_metadata(package)["neutral_only"] is True
+    write_data(tmp_path / "data.lmp", random_molecule(6, seed=2))
+    deck = header(tmp_path / "data.lmp", package, False, "charge 1")
+    with pytest.raises(Exception, match="neutral structures only.*torchscript"):
+        run_python(plugin, deck)

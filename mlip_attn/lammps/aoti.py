@@ -19,7 +19,8 @@ is a size, dynamic like the others, never a value the graph would have to read):
   `mlip_attn.lammps.export.LammpsModel`);
 * ``charge``, ``spin`` (1,) float64.
 
-Any of n_local, n_ghost and E may be 0.
+Any of n_local, n_ghost and E may be 0. A physics-2 model is traced for neutral structures
+(`neutral_only`): the pair style refuses a ``charge`` keyword for such a package.
 
 It returns ``energy`` (0-d) of the local atoms, their per-atom energies (n_local,), forces
 (n, 3) = -dE_local/dr on every node and the virial (6,) (always computed: it costs one more
@@ -29,6 +30,7 @@ Lebedev sums as the whole structure's). Compiling takes minutes (once per model 
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -158,6 +160,24 @@ def compile_package(program: torch.export.ExportedProgram, out_path: Path, meta:
     return out_path
 
 
+def neutral_only(model: Potential) -> bool:
+    """Take out of ``model`` (in place) the branches that only charged structures take: the
+    embedding's fragment charges and the tails between charged fragments (physics 2). A traced
+    graph cannot branch on the total charge's value, and on a neutral structure both branches
+    give the same numbers, so the package computes neutral structures exactly and the pair
+    style refuses a ``charge`` for it (``neutral_only`` in its metadata). True where the model
+    had such a branch."""
+    had = False
+    for module in model.modules():
+        if getattr(module, "fragment_charges", False) is True:
+            module.fragment_charges = False
+            had = True
+    if model.tails:
+        model.tails = False
+        had = True
+    return had
+
+
 def export_aoti(model: Potential, out_path: str | os.PathLike, meta: dict,
                 device: str = "cpu") -> Path:
     """Trace and compile ``model`` (already on the compiled ops, `use_compiled_ops`, in the
@@ -169,8 +189,10 @@ def export_aoti(model: Potential, out_path: str | os.PathLike, meta: dict,
     if out_path.suffix != SUFFIX:
         raise ValueError(f"{out_path}: an AOTInductor package is named *{SUFFIX} (the pair "
                          "style tells the routes apart by the suffix)")
-    module = AotiLammpsModel(model.eval().requires_grad_(False).to(where),
-                             bool(meta.get("global") and meta.get("distributed")))
+    model = copy.deepcopy(model).eval().requires_grad_(False).to(where)
+    if neutral_only(model):
+        meta = {**meta, "neutral_only": True}
+    module = AotiLammpsModel(model, bool(meta.get("global") and meta.get("distributed")))
     with warnings.catch_warnings():
         # torch's own modules that Inductor imports (torch.utils.mkldnn) still define
         # TorchScript methods and warn about it; this route calls no TorchScript

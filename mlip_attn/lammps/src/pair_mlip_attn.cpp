@@ -263,6 +263,12 @@ void PairMLIPAttn::settings(int narg, char **arg)
     format_version = meta.value("format_version", 0);
     box_input = meta.value("box_input", false);    // format 4 TorchScript exports
     needs_box = meta.value("needs_box", false);
+    if (meta.value("neutral_only", false) && charge != 0.0)
+      error->all(FLERR,
+                 "pair_style mlip_attn: '{}' (route aoti) computes neutral structures only: a "
+                 "compiled graph cannot branch on the total charge, which physics-2 models place "
+                 "on one bonded fragment; export with --route torchscript+ops for charge {}",
+                 model_path, charge);
     if (needs_box && !box_input)
       error->all(FLERR,
                  "pair_style mlip_attn: '{}' has an electrostatics block, which reads the "
