@@ -36,36 +36,13 @@ from torch import Tensor, nn
 
 from ..nn.coulomb import COULOMB, Coulomb
 from ..nn.graph import Features, Graph
-from ..nn.mlp import mlp
+from ..nn.latent_charges import EN_SCALE, UniformCharges, charge_model
 from ..registry import GLOBAL_BLOCKS, PositiveFloat
 from .base import GlobalBlock
 
 
-class ChargeHead(nn.Module):
-    """Per-atom charges from scalars, summing exactly to each structure's total charge.
-
-    scalars s (N, F), batch (N,), total charge Q (B,) e → q (N,) e:
-
-        q̃_i = MLP(s_i),   q_i = q̃_i + (Q_b − Σ_{j∈b} q̃_j) / n_b
-
-    (the uniform correction of SpookyNet). The MLP starts with PyTorch's default (random)
-    initialisation, not at zero: the Coulomb energy ½ qᵀAq is quadratic in the charges, so at
-    q = 0 its gradient with respect to them vanishes: zero-initialised charges of neutral
-    structures get no gradient (only charged structures, where q starts at Q_b / n_b, move
-    them). Swappable: any module with this
-    forward (e.g. a charge model that lets charge flow only along bonds) can replace it.
-    """
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.net = mlp([width, width, 1])
-
-    def forward(self, scalars: Tensor, batch: Tensor, total: Tensor) -> Tensor:
-        raw = self.net(scalars).squeeze(-1)
-        b = total.shape[0]
-        sums = raw.new_zeros(b).index_add(0, batch, raw)
-        counts = raw.new_zeros(b).index_add(0, batch, torch.ones_like(raw)).clamp(min=1.0)
-        return raw + ((total.to(raw.dtype) - sums) / counts)[batch]
+# the earlier name of the uniform rule (kept for code that imports it)
+ChargeHead = UniformCharges
 
 
 def default_smearing(cutoff: float, accuracy: float) -> float:
@@ -79,15 +56,15 @@ class ElectrostaticEnergy(nn.Module):
 
     k_e: Final[float]
 
-    def __init__(self, width: int, coulomb: Coulomb):
+    def __init__(self, charges: nn.Module, coulomb: Coulomb):
         super().__init__()
-        self.charges = ChargeHead(width)
+        self.charges = charges
         self.coulomb = coulomb
         self.k_e = COULOMB
 
     def charges_and_potential(self, scalars: Tensor, graph: Graph) -> Tuple[Tensor, Tensor]:
         """Charges q (N,) e and potentials φ (N,) e/Å."""
-        q = self.charges(scalars, graph.batch, graph.charge)
+        q = self.charges(scalars, graph)
         phi = self.coulomb(q, graph.positions, graph.cell, graph.batch, graph.edge_index,
                            graph.lengths, graph.num_graphs)
         return q, phi
@@ -120,6 +97,17 @@ class Electrostatics(GlobalBlock):
             number of atoms × k-vectors is at most ``ewald_limit``).
         ewald_limit: the switch point of ``auto`` (null: 1e6 for accuracy ≥ 1e-6, else 2e7,
             the measured crossovers).
+        charges: the charge rule: ``flow`` (charge moves only between atoms closer than
+            ``charge_reach``; fragment charges by issue 25's rule; `FlowCharges`) or
+            ``uniform`` (the earlier whole-structure correction, which leaks charge between
+            far fragments; kept for comparison).
+        charge_reach: r_q (Å) of ``flow``; null = the model cutoff.
+        en_scale: ``flow``'s per-element offsets start at en_scale × Pauling electronegativity
+            (e per unit); 0 = start at zero.
+        feedback: feed q, k_e φ and k_e q φ of every layer back to the scalars (the φ feedback);
+            false: the block only adds the Coulomb energy of charges from the final scalars
+            (one Coulomb sum per evaluation instead of one per layer plus one, and the
+            features stay local, so fragments beyond the reach interact only by Coulomb).
     """
 
     __jit_ignored_attributes__ = ["options"]
@@ -128,26 +116,44 @@ class Electrostatics(GlobalBlock):
     not_distributed = ("its charges enter a per-structure sum whose cross-rank form (S(k) "
                        "summed over owned atoms + all-reduce) is not implemented yet")
     k_e: Final[float]
+    feedback: Final[bool]
 
     def __init__(self, widths: Tuple[int, ...], smearing: Optional[float] = None,
                  accuracy: PositiveFloat = 1e-8,
                  method: Literal["auto", "ewald", "pme"] = "auto",
-                 ewald_limit: Optional[float] = None):
+                 ewald_limit: Optional[float] = None,
+                 charges: Literal["flow", "uniform"] = "flow",
+                 charge_reach: Optional[float] = None, en_scale: float = EN_SCALE,
+                 feedback: bool = False):
         super().__init__()
         if not accuracy < 1.0:
             raise ValueError(f"accuracy: must be below 1, got {accuracy}")
         if smearing is not None and smearing < 0:
             raise ValueError(f"smearing: must be ≥ 0 (or null), got {smearing}")
+        if charge_reach is not None and charge_reach <= 0:
+            raise ValueError(f"charge_reach: must be positive (or null), got {charge_reach}")
         width = widths[0]
         self.width = width
         self.options = {"smearing": smearing, "accuracy": float(accuracy), "method": method,
-                        "ewald_limit": float(ewald_limit) if ewald_limit else 0.0}
+                        "ewald_limit": float(ewald_limit) if ewald_limit else 0.0,
+                        "charges": charges, "charge_reach": float(charge_reach or 0.0),
+                        "en_scale": float(en_scale)}
         self.k_e = COULOMB
-        self.charges = ChargeHead(width)
+        self.feedback = bool(feedback)
+        # without feedback the per-layer charges are never evaluated: a width-1 stand-in keeps
+        # the forward scriptable without adding unused parameters to the count
+        self.charges = self.make_charges(width) if self.feedback else UniformCharges(1)
         self.coulomb = self.make_coulomb(5.0)
-        self.out = nn.Linear(3, width)
+        self.out = nn.Linear(3, width, bias=self.feedback)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out.weight.requires_grad_(self.feedback)
+        if self.out.bias is not None:
+            nn.init.zeros_(self.out.bias)
+
+    @torch.jit.unused
+    def make_charges(self, width: int) -> nn.Module:
+        o = self.options
+        return charge_model(o["charges"], width, o["charge_reach"], o["en_scale"])
 
     @torch.jit.unused
     def make_coulomb(self, cutoff: float) -> Coulomb:
@@ -161,19 +167,46 @@ class Electrostatics(GlobalBlock):
 
     @torch.jit.unused
     def use_cutoff(self, cutoff: float) -> None:
-        """Set the real-space cutoff to the model's (the `Potential` calls this)."""
+        """Set the real-space cutoff (and the charge reach) to the model's (the `Potential`
+        calls this)."""
         self.coulomb = self.make_coulomb(cutoff)
+        self.charges.use_cutoff(cutoff)
 
     @torch.jit.unused
     def energy_term(self) -> ElectrostaticEnergy:
         """The Coulomb energy of charges from the final scalars, with this block's settings."""
-        return ElectrostaticEnergy(self.width, self.make_coulomb(self.coulomb.cutoff))
+        charges = self.make_charges(self.width)
+        charges.use_cutoff(self.coulomb.cutoff)
+        return ElectrostaticEnergy(charges, self.make_coulomb(self.coulomb.cutoff))
 
     def forward(self, x: Features, graph: Graph) -> Features:
         s = x.scalars
-        q = self.charges(s, graph.batch, graph.charge)
+        if not self.feedback:
+            return Features(torch.zeros_like(s), torch.zeros_like(x.vectors),
+                            torch.zeros_like(x.tensors))
+        q = self.charges(s, graph)
         phi = self.coulomb(q, graph.positions, graph.cell, graph.batch, graph.edge_index,
                            graph.lengths, graph.num_graphs)
         potential = self.k_e * phi
         ds = self.out(torch.stack([q, potential, q * potential], dim=1))
         return Features(ds, torch.zeros_like(x.vectors), torch.zeros_like(x.tensors))
+
+
+@torch.jit.unused
+def latent_charges(model, batch, grad: bool = False) -> Tensor:
+    """The charges q (N,) e of a model's Coulomb energy term for a `mlip_attn.data.Batch`:
+    what the model puts on each atom, for analysis and tests (``grad``: keep the graph, so
+    that q can be differentiated with respect to ``batch.positions``)."""
+    if not getattr(model, "has_energy_term", False):
+        raise ValueError("latent_charges: the model has no electrostatics block")
+    args = (batch.positions, batch.numbers, batch.batch, batch.edge_index, batch.shifts,
+            batch.cell, batch.charge, batch.spin)
+    with torch.set_grad_enabled(grad):
+        _, features = model.energies_and_features(*args)
+        i, j = batch.edge_index[0], batch.edge_index[1]
+        vectors = batch.positions[j] - batch.positions[i] + batch.shifts
+        graph = Graph(batch.positions, batch.numbers, batch.batch, batch.edge_index, vectors,
+                      torch.linalg.norm(vectors, dim=1), batch.shifts, batch.cell, batch.charge,
+                      batch.spin, features.new_zeros((features.shape[0], 0)),
+                      int(batch.charge.shape[0]))
+        return model.energy_term.charges(features, graph)
