@@ -133,8 +133,9 @@ def test_flow_charges_put_opposite_charges_on_the_ions_of_a_neutral_salt():
 
 
 def test_energy_term_is_the_coulomb_energy_of_its_charges():
-    """Model energy − the same model without the term = ½ k_e Σ q φ, with φ from an
-    independent, more accurate Ewald (other splitting)."""
+    """Model energy − the same model without the term = ½ k_e Σ q φ + Σ (χ_Z q + ½ J_Z q²),
+    with φ from an independent, more accurate Ewald (other splitting) and the charging energy
+    written out here."""
     model = salt_model()
     atoms = rattled_salt(seed=1)
     batch = to_batch([atoms], model.cutoff)
@@ -154,6 +155,12 @@ def test_energy_term_is_the_coulomb_energy_of_its_charges():
     reference = Coulomb(7.0, accuracy=1e-12, smearing=smearing, method="ewald")
     phi = reference(q, wide.positions, wide.cell, wide.batch, wide.edge_index, lengths, 1)
     expected = 0.5 * COULOMB * float((q * phi).sum())
+    term = model.energy_term
+    z = batch.numbers
+    chi, hardness = 5.0 * term.chi.detach()[z], 20.0 * term.hardness.detach()[z]
+    charging = float((chi * q + 0.5 * hardness * q * q).sum())
+    assert abs(charging) > 1e-2       # the randomised χ and J are in play
+    expected = expected + charging
     assert abs(float((atomic - without).sum()) - expected) < 1e-6 * max(1, abs(expected))
     assert abs(expected) > 1e-2
 

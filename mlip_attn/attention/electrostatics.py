@@ -50,17 +50,57 @@ def default_smearing(cutoff: float, accuracy: float) -> float:
     return cutoff / (2.0 * math.sqrt(-math.log(accuracy)))
 
 
+# scales of the charging energy's per-element parameters (they start at zero): Adam moves a
+# parameter by about the learning rate per step, so these set how fast χ_Z (eV/e) and J_Z
+# (eV/e²) can follow the charges (docs/electrostatics.md, "what decided the charge model")
+CHI_SCALE = 5.0
+HARDNESS_SCALE = 20.0
+
+
+def atomic_hardness() -> Tensor:
+    """IP − EA (eV) by atomic number (119,), from the chemical encoder's table (mendeleev
+    values); 0 where either is missing."""
+    import csv
+    from pathlib import Path
+    table = torch.zeros(119, dtype=torch.float64)
+    path = Path(__file__).resolve().parent.parent / "encoders" / "chemical_table.csv"
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            if row["ionisation_energy"] and row["electron_affinity"]:
+                table[int(row["Z"])] = float(row["ionisation_energy"]) - float(row["electron_affinity"])
+    return table
+
+
 class ElectrostaticEnergy(nn.Module):
-    """Coulomb energy per atom E_i = ½ k_e q_i φ_i (N,) eV of charges from the final scalars
-    (N, F) (a `ChargeHead`), for every structure of a graph."""
+    """Electrostatic energy per atom (N,) eV of charges from the final scalars (N, F):
+
+        E_i = ½ k_e q_i φ_i  +  χ_Z q_i + ½ J_Z q_i²   (the second part with ``self_energy``)
+
+    The charging (self) energy is QEq's: per-element electronegativity χ_Z (eV/e) and hardness
+    J_Z (eV/e²), learned, starting at zero. Why it is there: the per-element energies E0 are fit
+    to the reference energies before training, so they already contain the Madelung energy of
+    the true charges, and the Coulomb term counts it again, ∝ q². Without a term ∝ q_i² the
+    cheapest way for the fit to remove the double count is to shrink the charges (the ±0.2–0.3 e
+    seen on the rigid-ion salt); J_Z q_i²/2 removes it at any charge scale, and χ_Z q_i breaks
+    the q → −q symmetry of neutral cells."""
 
     k_e: Final[float]
+    self_energy: Final[bool]
 
-    def __init__(self, charges: nn.Module, coulomb: Coulomb):
+    def __init__(self, charges: nn.Module, coulomb: Coulomb, self_energy: bool = True):
         super().__init__()
         self.charges = charges
         self.coulomb = coulomb
         self.k_e = COULOMB
+        self.self_energy = bool(self_energy)
+        if self.self_energy:
+            self.chi = nn.Parameter(torch.zeros(119))
+            # J_Z starts at the atom's chemical hardness, ionisation energy − electron affinity
+            # (eV; Parr–Pearson, the QEq hardness; 0 where the table has no value)
+            self.hardness = nn.Parameter(atomic_hardness().float() / HARDNESS_SCALE)
+        else:   # not parameters, not saved: the model file is that of a block without them
+            self.register_buffer("chi", torch.zeros(119), persistent=False)
+            self.register_buffer("hardness", torch.zeros(119), persistent=False)
 
     def charges_and_potential(self, scalars: Tensor, graph: Graph) -> Tuple[Tensor, Tensor]:
         """Charges q (N,) e and potentials φ (N,) e/Å."""
@@ -69,9 +109,17 @@ class ElectrostaticEnergy(nn.Module):
                            graph.lengths, graph.num_graphs)
         return q, phi
 
+    def charging_energy(self, q: Tensor, numbers: Tensor) -> Tensor:
+        """χ_Z q_i + ½ J_Z q_i² (N,) eV (zero without ``self_energy``)."""
+        if not self.self_energy:
+            return torch.zeros_like(q)
+        chi = CHI_SCALE * self.chi.to(q.dtype)[numbers]
+        hardness = HARDNESS_SCALE * self.hardness.to(q.dtype)[numbers]
+        return chi * q + 0.5 * hardness * q * q
+
     def forward(self, scalars: Tensor, graph: Graph) -> Tensor:
         q, phi = self.charges_and_potential(scalars, graph)
-        return 0.5 * self.k_e * q * phi
+        return 0.5 * self.k_e * q * phi + self.charging_energy(q, graph.numbers)
 
 
 class NoEnergyTerm(nn.Module):
@@ -108,6 +156,7 @@ class Electrostatics(GlobalBlock):
             false: the block only adds the Coulomb energy of charges from the final scalars
             (one Coulomb sum per evaluation instead of one per layer plus one, and the
             features stay local, so fragments beyond the reach interact only by Coulomb).
+        self_energy: add the charging energy χ_Z q + ½ J_Z q² (`ElectrostaticEnergy`).
     """
 
     __jit_ignored_attributes__ = ["options"]
@@ -124,7 +173,7 @@ class Electrostatics(GlobalBlock):
                  ewald_limit: Optional[float] = None,
                  charges: Literal["flow", "uniform"] = "flow",
                  charge_reach: Optional[float] = None, en_scale: float = EN_SCALE,
-                 feedback: bool = False):
+                 feedback: bool = False, self_energy: bool = True):
         super().__init__()
         if not accuracy < 1.0:
             raise ValueError(f"accuracy: must be below 1, got {accuracy}")
@@ -137,7 +186,7 @@ class Electrostatics(GlobalBlock):
         self.options = {"smearing": smearing, "accuracy": float(accuracy), "method": method,
                         "ewald_limit": float(ewald_limit) if ewald_limit else 0.0,
                         "charges": charges, "charge_reach": float(charge_reach or 0.0),
-                        "en_scale": float(en_scale)}
+                        "en_scale": float(en_scale), "self_energy": bool(self_energy)}
         self.k_e = COULOMB
         self.feedback = bool(feedback)
         # without feedback the per-layer charges are never evaluated: a width-1 stand-in keeps
@@ -177,7 +226,8 @@ class Electrostatics(GlobalBlock):
         """The Coulomb energy of charges from the final scalars, with this block's settings."""
         charges = self.make_charges(self.width)
         charges.use_cutoff(self.coulomb.cutoff)
-        return ElectrostaticEnergy(charges, self.make_coulomb(self.coulomb.cutoff))
+        return ElectrostaticEnergy(charges, self.make_coulomb(self.coulomb.cutoff),
+                                   self.options["self_energy"])
 
     def forward(self, x: Features, graph: Graph) -> Features:
         s = x.scalars

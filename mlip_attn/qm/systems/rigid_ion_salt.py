@@ -97,10 +97,11 @@ class RigidIonSalt(ReferenceSystem):
             "offsets varied one at a time", n=160, data=_TRAIN, held_out=_HELD_OUT,
             backbone=_BACKBONE, variants={
                 "local": None, "electrostatics": _BLOCK,
-                "uniform-feedback": {**_BLOCK, "charges": "uniform", "feedback": True},
-                "flow-feedback": {**_BLOCK, "feedback": True},
+                "no-self-energy": {**_BLOCK, "self_energy": False},
                 "uniform": {**_BLOCK, "charges": "uniform"},
-                "flow-en0": {**_BLOCK, "en_scale": 0.0}},
+                "feedback": {**_BLOCK, "feedback": True},
+                "uniform-feedback-no-self-energy": {**_BLOCK, "charges": "uniform",
+                                                    "feedback": True, "self_energy": False}},
             reference="electrostatics", width=24, training={"epochs": 40})}
     card_description = ("Rock-salt NaCl supercells with Schottky pairs and charged vacancies; "
                         "rigid-ion Ewald + Born–Mayer labels (exact).")
