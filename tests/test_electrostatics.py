@@ -229,3 +229,32 @@ def test_real_space_cutoff_is_the_models():
     assert model.energy_term.coulomb.cutoff == 5.0
     alpha = math.sqrt(-math.log(1e-8)) / 5.0
     assert abs(model.energy_term.coulomb.alpha - alpha) < 1e-12
+
+
+def test_auto_rule_is_flow_for_molecules_and_cell_wide_in_periodic_cells():
+    """``charges: auto``: an isolated structure gets exactly the flow rule's charges; a periodic
+    cell one constraint over the cell, so removing an ion leaves its charge uncompensated
+    (the flow rule's neighbours would make up for it)."""
+    from ase.build import molecule
+    from mlip_attn.nn.latent_charges import CellOrFragmentCharges, FlowCharges
+    torch.manual_seed(0)
+    auto = CellOrFragmentCharges(8, reach=4.0).double()
+    flow = FlowCharges(8, reach=4.0).double()
+    flow.load_state_dict(auto.state_dict())
+    mol = graph_of([molecule("CH3OH")], charges=[1.0])
+    s = torch.randn(6, 8, dtype=torch.float64)
+    torch.testing.assert_close(auto(s, mol), flow(s, mol), rtol=0, atol=0)
+    with torch.no_grad():
+        for p in auto.net.parameters():
+            p.zero_()
+    atoms = rattled_salt((1, 1, 1), seed=0)
+    q_bulk = auto(torch.zeros(len(atoms), 8, dtype=torch.float64), graph_of([atoms])).detach()
+    na = torch.tensor(atoms.numbers == 11)
+    assert float(q_bulk[na].min()) > 0 and float(q_bulk[~na].max()) < 0
+    del atoms[0]
+    q = auto(torch.zeros(len(atoms), 8, dtype=torch.float64),
+             graph_of([atoms], charges=[-1.0])).detach()
+    assert abs(float(q.sum()) + 1.0) < 1e-12
+    # every remaining ion keeps its bulk charge, shifted by the same −(1 − q_Na)/n
+    shift = (-1.0 + float(q_bulk[0])) / len(atoms)
+    torch.testing.assert_close(q, q_bulk[1:] + shift, rtol=0, atol=1e-12)

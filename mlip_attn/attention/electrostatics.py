@@ -86,9 +86,13 @@ class ElectrostaticEnergy(nn.Module):
 
     k_e: Final[float]
     self_energy: Final[bool]
+    chi_scale: Final[float]
+    hardness_scale: Final[float]
 
     def __init__(self, charges: nn.Module, coulomb: Coulomb, self_energy: bool = True):
         super().__init__()
+        self.chi_scale = CHI_SCALE
+        self.hardness_scale = HARDNESS_SCALE
         self.charges = charges
         self.coulomb = coulomb
         self.k_e = COULOMB
@@ -113,8 +117,8 @@ class ElectrostaticEnergy(nn.Module):
         """χ_Z q_i + ½ J_Z q_i² (N,) eV (zero without ``self_energy``)."""
         if not self.self_energy:
             return torch.zeros_like(q)
-        chi = CHI_SCALE * self.chi.to(q.dtype)[numbers]
-        hardness = HARDNESS_SCALE * self.hardness.to(q.dtype)[numbers]
+        chi = self.chi_scale * self.chi.to(q.dtype)[numbers]
+        hardness = self.hardness_scale * self.hardness.to(q.dtype)[numbers]
         return chi * q + 0.5 * hardness * q * q
 
     def forward(self, scalars: Tensor, graph: Graph) -> Tensor:
@@ -171,7 +175,7 @@ class Electrostatics(GlobalBlock):
                  accuracy: PositiveFloat = 1e-8,
                  method: Literal["auto", "ewald", "pme"] = "auto",
                  ewald_limit: Optional[float] = None,
-                 charges: Literal["flow", "uniform"] = "flow",
+                 charges: Literal["auto", "flow", "uniform"] = "flow",
                  charge_reach: Optional[float] = None, en_scale: float = EN_SCALE,
                  feedback: bool = False, self_energy: bool = True):
         super().__init__()

@@ -99,6 +99,7 @@ class RigidIonSalt(ReferenceSystem):
                 "local": None, "electrostatics": _BLOCK,
                 "no-self-energy": {**_BLOCK, "self_energy": False},
                 "uniform": {**_BLOCK, "charges": "uniform"},
+                "auto": {**_BLOCK, "charges": "auto"},
                 "feedback": {**_BLOCK, "feedback": True},
                 "uniform-feedback-no-self-energy": {**_BLOCK, "charges": "uniform",
                                                     "feedback": True, "self_energy": False}},
