@@ -149,10 +149,11 @@ class Electrostatics(GlobalBlock):
             number of atoms × k-vectors is at most ``ewald_limit``).
         ewald_limit: the switch point of ``auto`` (null: 1e6 for accuracy ≥ 1e-6, else 2e7,
             the measured crossovers).
-        charges: the charge rule: ``flow`` (charge moves only between atoms closer than
-            ``charge_reach``; fragment charges by issue 25's rule; `FlowCharges`) or
-            ``uniform`` (the earlier whole-structure correction, which leaks charge between
-            far fragments; kept for comparison).
+        charges: the charge rule: ``auto`` (one constraint over a periodic cell, the flow
+            rule for isolated structures; `CellOrFragmentCharges`), ``flow`` (charge moves
+            only between atoms closer than ``charge_reach``, fragment charges by issue 25's
+            rule, also in cells; `FlowCharges`) or ``uniform`` (the earlier whole-structure
+            correction, which leaks charge between far fragments; kept for comparison).
         charge_reach: r_q (Å) of ``flow``; null = the model cutoff.
         en_scale: ``flow``'s per-element offsets start at en_scale × Pauling electronegativity
             (e per unit); 0 = start at zero.
@@ -175,7 +176,7 @@ class Electrostatics(GlobalBlock):
                  accuracy: PositiveFloat = 1e-8,
                  method: Literal["auto", "ewald", "pme"] = "auto",
                  ewald_limit: Optional[float] = None,
-                 charges: Literal["auto", "flow", "uniform"] = "flow",
+                 charges: Literal["auto", "flow", "uniform"] = "auto",
                  charge_reach: Optional[float] = None, en_scale: float = EN_SCALE,
                  feedback: bool = False, self_energy: bool = True):
         super().__init__()

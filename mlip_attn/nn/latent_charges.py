@@ -72,10 +72,13 @@ class FlowCharges(nn.Module):
         return self.net(scalars).squeeze(-1) + self.offset.to(scalars.dtype)[graph.numbers]
 
     def forward(self, scalars: Tensor, graph: Graph) -> Tensor:
-        a = self.latent(scalars, graph)
+        return self.flow(self.latent(scalars, graph), graph)
+
+    def flow(self, a: Tensor, graph: Graph) -> Tensor:
+        """The flow rule's charges (N,) e from the latent a (N,)."""
         i, j = graph.edge_index[0], graph.edge_index[1]
         w = self.weights(graph)
-        n = scalars.shape[0]
+        n = a.shape[0]
         flow = torch.zeros_like(a).index_add(0, i, w * (a[j] - a[i]))
         keep = torch.nonzero(w > 0).squeeze(1)
         labels = fragment_labels(n, i[keep], j[keep])
@@ -94,8 +97,8 @@ class CellOrFragmentCharges(FlowCharges):
     more negative charge in both)."""
 
     def forward(self, scalars: Tensor, graph: Graph) -> Tensor:
-        flow = super().forward(scalars, graph)
         a = self.latent(scalars, graph)
+        flow = self.flow(a, graph)
         b = graph.num_graphs
         sums = a.new_zeros(b).index_add(0, graph.batch, a)
         counts = a.new_zeros(b).index_add(0, graph.batch, torch.ones_like(a)).clamp(min=1.0)

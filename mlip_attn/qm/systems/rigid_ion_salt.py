@@ -99,7 +99,7 @@ class RigidIonSalt(ReferenceSystem):
                 "local": None, "electrostatics": _BLOCK,
                 "no-self-energy": {**_BLOCK, "self_energy": False},
                 "uniform": {**_BLOCK, "charges": "uniform"},
-                "auto": {**_BLOCK, "charges": "auto"},
+                "flow": {**_BLOCK, "charges": "flow"},
                 "feedback": {**_BLOCK, "feedback": True},
                 "uniform-feedback-no-self-energy": {**_BLOCK, "charges": "uniform",
                                                     "feedback": True, "self_energy": False}},
