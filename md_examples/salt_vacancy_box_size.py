@@ -58,14 +58,14 @@ def nve_drift(calc, ps: float, timestep_fs: float, seed: int = 0):
     """(drift meV/atom/ps, max |E − E0| meV/atom, atoms, seconds) of an NVE run."""
     from ase import units
     from ase.build import bulk
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.md.verlet import VelocityVerlet
     from mlip_attn.qm.systems.rigid_ion_salt import LATTICE_A
     atoms = bulk("NaCl", "rocksalt", a=LATTICE_A, cubic=True).repeat(3)
     del atoms[0]
     atoms.info["charge"] = -1.0
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature_K=600, rng=np.random.default_rng(seed))
     Stationary(atoms)
     steps = max(1, int(round(ps * 1000 / timestep_fs)))
     dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
@@ -96,7 +96,9 @@ def main(argv=None) -> None:
         args.efa = str(POTENTIALS / f"{SYSTEM}-electrostatics.pt")
     paths = model_paths(args, SYSTEM)
     from mlip_attn.calculators import AttnCalculator
-    calcs = {name: AttnCalculator(path, default_dtype=args.dtype) for name, path in paths.items()}
+    names = {"local": "local", "efa": "global"}
+    calcs = {names[name]: AttnCalculator(path, default_dtype=args.dtype)
+             for name, path in paths.items()}
     sizes = list(range(2, args.max_box + 1))
     exact = vacancy_energies(None, sizes, exact=True)
     rows = {name: vacancy_energies(calc, sizes) for name, calc in calcs.items()}
