@@ -10,18 +10,20 @@ and forces alone, with no charge labels.
 
 Two parts, both built from `mlip_attn.nn.coulomb.Coulomb` (k_e = 14.399645 eV·Å/e²):
 
-- the block beside each layer (``attention: {type: electrostatics}``): charges q (N,) from the
-  layer's scalars by a `ChargeHead`, φ (N,) e/Å at every atom, then q, k_e φ / (eV/e) and
-  k_e q φ / eV reach the scalars through a zero-initialised linear map;
 - the energy term (`ElectrostaticEnergy`, which `mlip_attn.models.potential.Potential` adds
-  when a model has such a block): charges from the *final* scalars and
-  E_i = ½ k_e q_i φ_i added to every atom's energy, so E(structure) gains the exact Coulomb
-  energy of those charges — the physical 1/r tail at every distance, in every periodic image.
+  when a model has such a block): charges q (N,) from the *final* scalars by a charge rule of
+  `mlip_attn.nn.latent_charges` (default ``auto``: one constraint over a periodic cell, charge
+  flow only within the cutoff for isolated structures), the potential φ (N,) e/Å, and
+  E_i = ½ k_e q_i φ_i + χ_Z q_i + ½ J_Z q_i² (the Coulomb energy of the charges, exact in every
+  periodic image, plus QEq's charging energy, J_Z started at IP − EA; docs/electrostatics.md
+  says why);
+- optionally (``feedback: true``) the block beside each layer: charges from that layer's
+  scalars, φ, then q, k_e φ and k_e q φ into the scalars through a zero-initialised linear map.
+  Off by default: it breaks separability and transferred worse to larger boxes (measured).
 
-The branch into the scalars starts at zero (as every global block's), but the charge heads
-start random: a fresh model's energy already contains the Coulomb energy of random charges
-(of ~0.1–1 e), so, unlike the attention blocks, a fresh electrostatics model is not the local
-model. Zero charges are a stationary point of the Coulomb energy (`ChargeHead`).
+Models with the block embed the fragment's charge per atom (Q_f / N_f), not Q_f on every atom.
+The charges start away from zero (zero is a stationary point of the Coulomb energy), so a fresh
+electrostatics model is not the local model.
 
 Periodic cells (nonzero cell) use the tin-foil Ewald sum with a neutralising background for a
 net charge; the real-space part runs over the model's own neighbour list, with its cutoff
