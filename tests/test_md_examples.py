@@ -43,3 +43,21 @@ def test_missing_potential_is_explained(tmp_path):
                           str(tmp_path / "nope.pt"), "--efa", str(tmp_path / "nope.pt")],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "no such model file" in run.stderr
+
+
+def test_salt_vacancy_example_runs_with_an_electrostatics_model(tmp_path):
+    """The periodic example: vacancy energy vs box size and a few NVE steps, both models."""
+    paths = []
+    for name, attention in (("local", None), ("efa", {"type": "electrostatics",
+                                                      "accuracy": 1e-5})):
+        path = tmp_path / f"{name}.pt"
+        save_model(build_model({"backbone": "painn", "elements": ["Na", "Cl"], "width": 8,
+                                "layers": 1, "cutoff": 4.0, "attention": attention}), path)
+        paths += [f"--{name}", str(path)]
+    run = subprocess.run([sys.executable, str(EXAMPLES / "salt_vacancy_box_size.py"), *paths,
+                          "--max-box", "3", "--nve-ps", "0.004", "--out", str(tmp_path / "plots")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "6.09" in run.stdout and "6.685" in run.stdout      # the exact vacancy energies
+    assert run.stdout.count("NVE ") == 2
+    assert list((tmp_path / "plots").glob("*.png"))

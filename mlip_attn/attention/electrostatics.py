@@ -10,18 +10,20 @@ and forces alone, with no charge labels.
 
 Two parts, both built from `mlip_attn.nn.coulomb.Coulomb` (k_e = 14.399645 eV·Å/e²):
 
-- the block beside each layer (``attention: {type: electrostatics}``): charges q (N,) from the
-  layer's scalars by a `ChargeHead`, φ (N,) e/Å at every atom, then q, k_e φ / (eV/e) and
-  k_e q φ / eV reach the scalars through a zero-initialised linear map;
 - the energy term (`ElectrostaticEnergy`, which `mlip_attn.models.potential.Potential` adds
-  when a model has such a block): charges from the *final* scalars and
-  E_i = ½ k_e q_i φ_i added to every atom's energy, so E(structure) gains the exact Coulomb
-  energy of those charges — the physical 1/r tail at every distance, in every periodic image.
+  when a model has such a block): charges q (N,) from the *final* scalars by a charge rule of
+  `mlip_attn.nn.latent_charges` (default ``auto``: one constraint over a periodic cell, charge
+  flow only within the cutoff for isolated structures), the potential φ (N,) e/Å, and
+  E_i = ½ k_e q_i φ_i + χ_Z q_i + ½ J_Z q_i² (the Coulomb energy of the charges, exact in every
+  periodic image, plus QEq's charging energy, J_Z started at IP − EA; docs/electrostatics.md
+  says why);
+- optionally (``feedback: true``) the block beside each layer: charges from that layer's
+  scalars, φ, then q, k_e φ and k_e q φ into the scalars through a zero-initialised linear map.
+  Off by default: it breaks separability and transferred worse to larger boxes (measured).
 
-The branch into the scalars starts at zero (as every global block's), but the charge heads
-start random: a fresh model's energy already contains the Coulomb energy of random charges
-(of ~0.1–1 e), so, unlike the attention blocks, a fresh electrostatics model is not the local
-model. Zero charges are a stationary point of the Coulomb energy (`ChargeHead`).
+Models with the block embed the fragment's charge per atom (Q_f / N_f), not Q_f on every atom.
+The charges start away from zero (zero is a stationary point of the Coulomb energy), so a fresh
+electrostatics model is not the local model.
 
 Periodic cells (nonzero cell) use the tin-foil Ewald sum with a neutralising background for a
 net charge; the real-space part runs over the model's own neighbour list, with its cutoff
@@ -36,40 +38,13 @@ from torch import Tensor, nn
 
 from ..nn.coulomb import COULOMB, Coulomb
 from ..nn.graph import Features, Graph
-from ..nn.mlp import mlp
+from ..nn.latent_charges import EN_SCALE, UniformCharges, charge_model
 from ..registry import GLOBAL_BLOCKS, PositiveFloat
-from .base import GlobalBlock, LocalSums
+from .base import GlobalBlock
 
 
-class ChargeHead(nn.Module):
-    """Per-atom charges from scalars, summing exactly to each structure's total charge.
-
-    scalars s (N, F), batch (N,), total charge Q (B,) e → q (N,) e:
-
-        q̃_i = MLP(s_i),   q_i = q̃_i + (Q_b − Σ_{j∈b} q̃_j) / n_b
-
-    (the uniform correction of SpookyNet). The MLP starts with PyTorch's default (random)
-    initialisation, not at zero: the Coulomb energy ½ qᵀAq is quadratic in the charges, so at
-    q = 0 its gradient with respect to them vanishes: zero-initialised charges of neutral
-    structures get no gradient (only charged structures, where q starts at Q_b / n_b, move
-    them). Swappable: any module with this
-    forward (e.g. a charge model that lets charge flow only along bonds) can replace it.
-    """
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.net = mlp([width, width, 1])
-        self.sums = LocalSums()   # split structures: Σ q̃ and n over every process
-
-    def forward(self, scalars: Tensor, batch: Tensor, total: Tensor, owned: int = -1) -> Tensor:
-        raw = self.net(scalars).squeeze(-1)
-        if owned >= 0:   # one structure split over processes: owned atoms' sums, completed
-            part = self.sums(torch.stack([raw[:owned].sum(), torch.ones_like(raw[:owned]).sum()]))
-            return raw + (total[0].to(raw.dtype) - part[0]) / part[1].clamp(min=1.0)
-        b = total.shape[0]
-        sums = raw.new_zeros(b).index_add(0, batch, raw)
-        counts = raw.new_zeros(b).index_add(0, batch, torch.ones_like(raw)).clamp(min=1.0)
-        return raw + ((total.to(raw.dtype) - sums) / counts)[batch]
+# the earlier name of the uniform rule (kept for code that imports it)
+ChargeHead = UniformCharges
 
 
 def default_smearing(cutoff: float, accuracy: float) -> float:
@@ -77,28 +52,80 @@ def default_smearing(cutoff: float, accuracy: float) -> float:
     return cutoff / (2.0 * math.sqrt(-math.log(accuracy)))
 
 
+# scales of the charging energy's per-element parameters (they start at zero): Adam moves a
+# parameter by about the learning rate per step, so these set how fast χ_Z (eV/e) and J_Z
+# (eV/e²) can follow the charges (docs/electrostatics.md, "what decided the charge model")
+CHI_SCALE = 5.0
+HARDNESS_SCALE = 20.0
+
+
+def atomic_hardness() -> Tensor:
+    """IP − EA (eV) by atomic number (119,), from the chemical encoder's table (mendeleev
+    values); 0 where either is missing."""
+    import csv
+    from pathlib import Path
+    table = torch.zeros(119, dtype=torch.float64)
+    path = Path(__file__).resolve().parent.parent / "encoders" / "chemical_table.csv"
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            if row["ionisation_energy"] and row["electron_affinity"]:
+                table[int(row["Z"])] = float(row["ionisation_energy"]) - float(row["electron_affinity"])
+    return table
+
+
 class ElectrostaticEnergy(nn.Module):
-    """Coulomb energy per atom E_i = ½ k_e q_i φ_i (N,) eV of charges from the final scalars
-    (N, F) (a `ChargeHead`), for every structure of a graph."""
+    """Electrostatic energy per atom (N,) eV of charges from the final scalars (N, F):
+
+        E_i = ½ k_e q_i φ_i  +  χ_Z q_i + ½ J_Z q_i²   (the second part with ``self_energy``)
+
+    The charging (self) energy is QEq's: per-element electronegativity χ_Z (eV/e) and hardness
+    J_Z (eV/e²), learned, starting at zero. Why it is there: the per-element energies E0 are fit
+    to the reference energies before training, so they already contain the Madelung energy of
+    the true charges, and the Coulomb term counts it again, ∝ q². Without a term ∝ q_i² the
+    cheapest way for the fit to remove the double count is to shrink the charges (the ±0.2–0.3 e
+    seen on the rigid-ion salt); J_Z q_i²/2 removes it at any charge scale, and χ_Z q_i breaks
+    the q → −q symmetry of neutral cells."""
 
     k_e: Final[float]
+    self_energy: Final[bool]
+    chi_scale: Final[float]
+    hardness_scale: Final[float]
 
-    def __init__(self, width: int, coulomb: Coulomb):
+    def __init__(self, charges: nn.Module, coulomb: Coulomb, self_energy: bool = True):
         super().__init__()
-        self.charges = ChargeHead(width)
+        self.chi_scale = CHI_SCALE
+        self.hardness_scale = HARDNESS_SCALE
+        self.charges = charges
         self.coulomb = coulomb
         self.k_e = COULOMB
+        self.self_energy = bool(self_energy)
+        if self.self_energy:
+            self.chi = nn.Parameter(torch.zeros(119))
+            # J_Z starts at the atom's chemical hardness, ionisation energy − electron affinity
+            # (eV; Parr–Pearson, the QEq hardness; 0 where the table has no value)
+            self.hardness = nn.Parameter(atomic_hardness().float() / HARDNESS_SCALE)
+        else:   # not parameters, not saved: the model file is that of a block without them
+            self.register_buffer("chi", torch.zeros(119), persistent=False)
+            self.register_buffer("hardness", torch.zeros(119), persistent=False)
 
     def charges_and_potential(self, scalars: Tensor, graph: Graph) -> Tuple[Tensor, Tensor]:
         """Charges q (N,) e and potentials φ (N,) e/Å."""
-        q = self.charges(scalars, graph.batch, graph.charge, graph.owned)
+        q = self.charges(scalars, graph)
         phi = self.coulomb(q, graph.positions, graph.cell, graph.batch, graph.edge_index,
                            graph.lengths, graph.num_graphs, graph.owned)
         return q, phi
 
+    def charging_energy(self, q: Tensor, numbers: Tensor) -> Tensor:
+        """χ_Z q_i + ½ J_Z q_i² (N,) eV (zero without ``self_energy``)."""
+        if not self.self_energy:
+            return torch.zeros_like(q)
+        chi = self.chi_scale * self.chi.to(q.dtype)[numbers]
+        hardness = self.hardness_scale * self.hardness.to(q.dtype)[numbers]
+        return chi * q + 0.5 * hardness * q * q
+
     def forward(self, scalars: Tensor, graph: Graph) -> Tensor:
         q, phi = self.charges_and_potential(scalars, graph)
-        return 0.5 * self.k_e * q * phi
+        return 0.5 * self.k_e * q * phi + self.charging_energy(q, graph.numbers)
 
 
 class NoEnergyTerm(nn.Module):
@@ -124,35 +151,68 @@ class Electrostatics(GlobalBlock):
         method: reciprocal sum: ``ewald``, ``pme`` (smooth PME, `mlip_attn.nn.pme`) or
             ``auto`` (Ewald while the number of atoms × k-vectors is at most ``ewald_limit``).
         ewald_limit: the switch point of ``auto`` (null: 2.5e5, the measured crossover).
+        charges: the charge rule: ``auto`` (one constraint over a periodic cell, the flow
+            rule for isolated structures; `CellOrFragmentCharges`), ``flow`` (charge moves
+            only between atoms closer than ``charge_reach``, fragment charges by issue 25's
+            rule, also in cells; `FlowCharges`; one process only) or ``uniform`` (the earlier
+            whole-structure correction, which leaks charge between far fragments; kept for
+            comparison).
+        charge_reach: r_q (Å) of ``flow``; null = the model cutoff.
+        en_scale: ``flow``'s per-element offsets start at en_scale × Pauling electronegativity
+            (e per unit); 0 = start at zero.
+        feedback: feed q, k_e φ and k_e q φ of every layer back to the scalars (the φ feedback);
+            false: the block only adds the Coulomb energy of charges from the final scalars
+            (one Coulomb sum per evaluation instead of one per layer plus one, and the
+            features stay local, so fragments beyond the reach interact only by Coulomb).
+        self_energy: add the charging energy χ_Z q + ½ J_Z q² (`ElectrostaticEnergy`).
     """
 
     __jit_ignored_attributes__ = ["options"]
     periodic = True
     needs_cell = True  # its reciprocal sum reads the cell (the LAMMPS box, export format 4)
     # split over ranks in periodic boxes: S(k) (or the PME mesh), Σq and n summed over owned
-    # atoms and all-reduced (`Coulomb`, `ChargeHead`); isolated structures: one rank only
+    # atoms and all-reduced (`Coulomb`, the charge models' ``sums``); isolated structures and
+    # the 'flow' rule: one rank only
     distributed = True
     k_e: Final[float]
+    feedback: Final[bool]
 
     def __init__(self, widths: Tuple[int, ...], smearing: Optional[float] = None,
                  accuracy: PositiveFloat = 1e-8,
                  method: Literal["auto", "ewald", "pme"] = "auto",
-                 ewald_limit: Optional[float] = None):
+                 ewald_limit: Optional[float] = None,
+                 charges: Literal["auto", "flow", "uniform"] = "auto",
+                 charge_reach: Optional[float] = None, en_scale: float = EN_SCALE,
+                 feedback: bool = False, self_energy: bool = True):
         super().__init__()
         if not accuracy < 1.0:
             raise ValueError(f"accuracy: must be below 1, got {accuracy}")
         if smearing is not None and smearing < 0:
             raise ValueError(f"smearing: must be ≥ 0 (or null), got {smearing}")
+        if charge_reach is not None and charge_reach <= 0:
+            raise ValueError(f"charge_reach: must be positive (or null), got {charge_reach}")
         width = widths[0]
         self.width = width
         self.options = {"smearing": smearing, "accuracy": float(accuracy), "method": method,
-                        "ewald_limit": float(ewald_limit) if ewald_limit else 0.0}
+                        "ewald_limit": float(ewald_limit) if ewald_limit else 0.0,
+                        "charges": charges, "charge_reach": float(charge_reach or 0.0),
+                        "en_scale": float(en_scale), "self_energy": bool(self_energy)}
         self.k_e = COULOMB
-        self.charges = ChargeHead(width)
+        self.feedback = bool(feedback)
+        # without feedback the per-layer charges are never evaluated: a width-1 stand-in keeps
+        # the forward scriptable without adding unused parameters to the count
+        self.charges = self.make_charges(width) if self.feedback else UniformCharges(1)
         self.coulomb = self.make_coulomb(5.0)
-        self.out = nn.Linear(3, width)
+        self.out = nn.Linear(3, width, bias=self.feedback)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out.weight.requires_grad_(self.feedback)
+        if self.out.bias is not None:
+            nn.init.zeros_(self.out.bias)
+
+    @torch.jit.unused
+    def make_charges(self, width: int) -> nn.Module:
+        o = self.options
+        return charge_model(o["charges"], width, o["charge_reach"], o["en_scale"])
 
     @torch.jit.unused
     def make_coulomb(self, cutoff: float) -> Coulomb:
@@ -166,19 +226,47 @@ class Electrostatics(GlobalBlock):
 
     @torch.jit.unused
     def use_cutoff(self, cutoff: float) -> None:
-        """Set the real-space cutoff to the model's (the `Potential` calls this)."""
+        """Set the real-space cutoff (and the charge reach) to the model's (the `Potential`
+        calls this)."""
         self.coulomb = self.make_coulomb(cutoff)
+        self.charges.use_cutoff(cutoff)
 
     @torch.jit.unused
     def energy_term(self) -> ElectrostaticEnergy:
         """The Coulomb energy of charges from the final scalars, with this block's settings."""
-        return ElectrostaticEnergy(self.width, self.make_coulomb(self.coulomb.cutoff))
+        charges = self.make_charges(self.width)
+        charges.use_cutoff(self.coulomb.cutoff)
+        return ElectrostaticEnergy(charges, self.make_coulomb(self.coulomb.cutoff),
+                                   self.options["self_energy"])
 
     def forward(self, x: Features, graph: Graph) -> Features:
         s = x.scalars
-        q = self.charges(s, graph.batch, graph.charge, graph.owned)
+        if not self.feedback:
+            return Features(torch.zeros_like(s), torch.zeros_like(x.vectors),
+                            torch.zeros_like(x.tensors))
+        q = self.charges(s, graph)
         phi = self.coulomb(q, graph.positions, graph.cell, graph.batch, graph.edge_index,
                            graph.lengths, graph.num_graphs, graph.owned)
         potential = self.k_e * phi
         ds = self.out(torch.stack([q, potential, q * potential], dim=1))
         return Features(ds, torch.zeros_like(x.vectors), torch.zeros_like(x.tensors))
+
+
+@torch.jit.unused
+def latent_charges(model, batch, grad: bool = False) -> Tensor:
+    """The charges q (N,) e of a model's Coulomb energy term for a `mlip_attn.data.Batch`:
+    what the model puts on each atom, for analysis and tests (``grad``: keep the graph, so
+    that q can be differentiated with respect to ``batch.positions``)."""
+    if not getattr(model, "has_energy_term", False):
+        raise ValueError("latent_charges: the model has no electrostatics block")
+    args = (batch.positions, batch.numbers, batch.batch, batch.edge_index, batch.shifts,
+            batch.cell, batch.charge, batch.spin)
+    with torch.set_grad_enabled(grad):
+        _, features = model.energies_and_features(*args)
+        i, j = batch.edge_index[0], batch.edge_index[1]
+        vectors = batch.positions[j] - batch.positions[i] + batch.shifts
+        graph = Graph(batch.positions, batch.numbers, batch.batch, batch.edge_index, vectors,
+                      torch.linalg.norm(vectors, dim=1), batch.shifts, batch.cell, batch.charge,
+                      batch.spin, features.new_zeros((features.shape[0], 0)),
+                      int(batch.charge.shape[0]))
+        return model.energy_term.charges(features, graph)

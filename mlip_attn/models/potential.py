@@ -135,6 +135,8 @@ class Potential(nn.Module):
         terms = [b.energy_term() for b in blocks if hasattr(b, "energy_term")]
         self.has_energy_term = bool(terms)
         self.energy_term = terms[-1] if terms else NoEnergyTerm()
+        if terms and hasattr(getattr(backbone, "embedding", None), "charge_density"):
+            backbone.embedding.charge_density = True   # its charges carry Q (embedding.py)
 
     def atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, batch: torch.Tensor,
                         edge_index: torch.Tensor, shifts: torch.Tensor, cell: torch.Tensor,

@@ -40,6 +40,10 @@ class AtomEmbedding(nn.Module):
         self.element = nn.Embedding(num_elements, width)
         self.charge_spin = nn.Linear(2, width, bias=False)
         self.fragment_charges = physics >= 2
+        # per-atom charge density Q_f / N_f instead of Q_f (set by `Potential` for models with
+        # an electrostatics block, whose charges carry Q: a Q on every atom of a periodic cell
+        # is an extensive knob that extrapolates as N, measured in docs/electrostatics.md)
+        self.charge_density = False
         self.register_buffer("radii", covalent_radii(), persistent=False)
         self.register_buffer("pauling", pauling_electronegativity(), persistent=False)
 
@@ -53,8 +57,16 @@ class AtomEmbedding(nn.Module):
                                    "fragment of the whole structure (physics 2)")
             i, j = bonded_pairs(graph, self.radii)
             labels = fragment_labels(graph.positions.shape[0], i, j)
-            return fragment_charges(labels, graph.numbers, graph.batch, total, graph.num_graphs,
-                                    self.pauling, graph.positions)
+            q_f = fragment_charges(labels, graph.numbers, graph.batch, total, graph.num_graphs,
+                                   self.pauling, graph.positions)
+            if self.charge_density:
+                size = torch.zeros_like(q_f).index_add(0, labels, torch.ones_like(q_f))
+                return q_f / size[labels]
+            return q_f
+        if self.charge_density:
+            counts = torch.zeros_like(total).index_add(0, graph.batch,
+                                                      torch.ones_like(graph.positions[:, 0]))
+            return (total / counts.clamp(min=1.0))[graph.batch]
         return total[graph.batch]
 
     def forward(self, species: torch.Tensor, graph: Graph) -> torch.Tensor:

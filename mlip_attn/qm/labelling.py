@@ -33,7 +33,7 @@ def _task(args) -> tuple[int, float | None, np.ndarray | None, np.ndarray | None
         if method in PERIODIC_METHODS:
             if cell is None:
                 raise ValueError(f"method {method!r} needs a periodic cell")
-            e, f, stress = compute_periodic_label(numbers, positions, cell, method)
+            e, f, stress = compute_periodic_label(numbers, positions, cell, method, int(charge))
         else:
             e, f = compute_label(numbers, positions, charge, mult, method, **kw)
         if not (math.isfinite(e) and np.all(np.isfinite(f))):

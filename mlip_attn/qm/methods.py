@@ -15,9 +15,11 @@ from . import rigid_ion
 from .analytic import REF_METHOD, REF_SETTINGS, nacl_energy_forces
 from .threads import single_thread_openmp
 
-METHODS = ("gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp", "nacl-analytic", "rigid-ion-ewald")
-# methods for periodic cells: `compute_periodic_label` (energy, forces and stress)
-PERIODIC_METHODS = ("rigid-ion-ewald",)
+METHODS = ("gfn2-xtb", "gfn1-xtb", "pyscf-b3lyp", "nacl-analytic", "rigid-ion-ewald",
+           "gfn1-xtb-pbc", "gfn2-xtb-pbc")
+# methods for periodic cells: `compute_periodic_label` (energy, forces and stress); the xTB
+# ones are tblite's periodic GFN1/GFN2 (Ewald electrostatics, Γ-point), one thread
+PERIODIC_METHODS = ("rigid-ion-ewald", "gfn1-xtb-pbc", "gfn2-xtb-pbc")
 
 PYSCF_HINT = ("the 'pyscf-b3lyp' method needs PySCF: pip install 'mlip-attn[qm]' "
               "(or pip install pyscf)")
@@ -36,6 +38,12 @@ def method_metadata(method: str, electronic_temperature: float = 300.0,
                     accuracy: float = 1.0, smearing: float | None = None) -> tuple[str, str]:
     """(ref_method, ref_settings) strings recorded on every frame."""
     method = method.lower()
+    if method in ("gfn1-xtb-pbc", "gfn2-xtb-pbc"):
+        name = "GFN2-xTB" if method.startswith("gfn2") else "GFN1-xTB"
+        return name + " (periodic)", (f"tblite {_tblite_version()}; periodic cell, Γ point; "
+                                      f"electronic_temperature={electronic_temperature:g} K; "
+                                      f"accuracy={accuracy:g}; SCF retries: eeq guess / "
+                                      "mixer damping")
     if method in ("gfn2-xtb", "gfn1-xtb"):
         name = "GFN2-xTB" if method == "gfn2-xtb" else "GFN1-xTB"
         return name, (f"tblite {_tblite_version()}; electronic_temperature="
@@ -193,11 +201,36 @@ _calculator_factory: Callable[..., Any] = make_calculator
 
 
 def compute_periodic_label(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray,
-                           method: str) -> tuple[float, np.ndarray, np.ndarray]:
+                           method: str, charge: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
     """Energy (eV), forces (N, 3) eV/Å and stress (3, 3) eV/Å³ of one periodic cell (rows of
-    ``cell`` are lattice vectors, Å) with a method of `PERIODIC_METHODS`."""
+    ``cell`` are lattice vectors, Å; ``charge`` e, xTB only) with a method of
+    `PERIODIC_METHODS`."""
     method = method.lower()
     if method == "rigid-ion-ewald":
         return rigid_ion.salt_energy_forces_stress(positions, numbers, cell)
+    if method in ("gfn1-xtb-pbc", "gfn2-xtb-pbc"):
+        return xtb_periodic_label(numbers, positions, cell, method[:8], charge)
     raise ValueError(f"method {method!r} does not label periodic cells; choose from "
                      f"{PERIODIC_METHODS}")
+
+
+def xtb_periodic_label(numbers, positions, cell, method: str = "gfn1-xtb", charge: int = 0
+                       ) -> tuple[float, np.ndarray, np.ndarray]:
+    """tblite GFN1/GFN2-xTB of a fully periodic cell: energy (eV), forces (eV/Å) and stress
+    (3, 3) eV/Å³ (ASE sign: (1/V) dE/dε), single-threaded, walking ``XTB_SCF_LADDER``."""
+    from ase.calculators.calculator import CalculationFailed
+    from ase.stress import voigt_6_to_full_3x3_stress
+    err: Exception | None = None
+    for settings in XTB_SCF_LADDER:
+        atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+        atoms.calc = _calculator_factory(method, charge=charge, **settings)
+        try:
+            with single_thread_openmp():
+                e = float(atoms.get_potential_energy())
+                f = np.array(atoms.get_forces(), dtype=float)
+                stress = voigt_6_to_full_3x3_stress(atoms.get_stress())
+            return e, f, np.asarray(stress, dtype=float)
+        except CalculationFailed as exc:
+            err = exc
+    assert err is not None
+    raise err
