@@ -46,7 +46,7 @@ def check(name: str, temperatures, ps: float, dt: float) -> list[dict]:
     runs = [nve_run(path, atoms, t, ps=ps, dt_fs=dt, dtype=dtype) for t in temperatures]
     (HERE / f"{name}.nve.json").write_text(json.dumps({"start": start, "runs": runs}, indent=1))
     command = (f"python potentials/nve_check.py {name}"
-               + ("" if ps == 2.0 else f" --ps {ps:g}")
+               + ("" if ps == 2.0 else f" --ps {ps:g}") + ("" if dt == 0.5 else f" --dt {dt:g}")
                + ("" if list(temperatures) == [300.0, 600.0] else
                   " --temperatures " + " ".join(f"{t:g}" for t in temperatures)))
     card = HERE / f"{name}.md"
