@@ -308,13 +308,19 @@ class SN2(ReferenceSystem):
         "relaxed scans along ξ = r(C–Y) − r(C–X) and halide ions placed around the methyl "
         "halide from every direction at 3.5–12 Å from the carbon (8 Å for Cl⁻ and 5 Å for Br⁻ "
         "next to CH3Br, where xTB starts to leak charge onto the molecule), rattled by up to "
-        "0.05 Å. The ion–dipole attraction reaches beyond a local model's cutoff.")
+        "0.05 Å (protocol `tails`: Cl⁻ + CH3Cl also at 12–20 Å). The ion–dipole attraction "
+        "reaches beyond a local model's cutoff.")
     card_limits = (
         "Total charge −1 (atoms.info['charge'] = -1); other charges are extrapolation.",
         "Elements H, C, Cl, Br in these reactions only; no solvent.",
         "A halide further than 8 Å (Cl⁻) or 5 Å (Br⁻) from CH3Br is outside the data: xTB "
         "itself is wrong there.",
-        "Isolated structures only.")
+        "Isolated structures only.",
+        "Physics-2 files: the energy is not continuous where the free halide enters the "
+        "carbon's bond window (C–X ≈ 2.4 Å): the total charge moves from the ion to the whole "
+        "complex at once (fragment charges, docs/longrange-physics.md), so NVE through the "
+        "reaction complex does not conserve energy exactly (measured on the collinear Cl⁻ "
+        "approach: a 23 meV step for sn2-efa, 4 meV for sn2-local).")
 
     def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
         return sn2_structures(n, seed=seed, **options)
