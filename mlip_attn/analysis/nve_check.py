@@ -25,14 +25,20 @@ def nve_run(path, atoms, temperature: float, ps: float = 2.0, dt_fs: float = 0.5
     ``ps`` picoseconds with time step ``dt_fs`` fs, model file ``path`` in ``dtype``; the total
     energy is sampled every ``every`` steps. Returns the numbers of the module docstring."""
     from ase import units
-    from ase.md.velocitydistribution import (MaxwellBoltzmannDistribution, Stationary,
-                                             ZeroRotation)
+    from ase.md import velocitydistribution as velocities
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
     from ..calculators.ase_calculator import AttnCalculator, DomainWarning
     atoms = atoms.copy()
     atoms.calc = AttnCalculator(str(path), default_dtype=dtype, threads=1)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature,
-                                 rng=np.random.default_rng(seed))
+    # ASE ≥ 3.29 calls it thermalize_momenta (MaxwellBoltzmannDistribution, deprecated there,
+    # is the same draw)
+    thermalize = getattr(velocities, "thermalize_momenta", None)
+    if thermalize is None:
+        velocities.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature,
+                                                rng=np.random.default_rng(seed))
+    else:
+        thermalize(atoms, temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     if not atoms.pbc.any():
         ZeroRotation(atoms)
