@@ -1,7 +1,7 @@
 """Copy trained long-range benchmark models into potentials/ with a model card each.
 
     python potentials/ship.py RUNS --system cumulene [--protocol lengths]
-                              [--variants local=local efa=efa+bond-graph]
+                              [--variants local=local efa=efa+bond-graph] [--nve]
 
 RUNS is the ``--out`` folder of ``mlip-attn benchmark longrange`` (runs in
 RUNS/<system>/<protocol>/<variant>); without ``--variants`` it ships ``local`` and the
@@ -10,7 +10,10 @@ protocol's reference variant as ``<system>-local`` and ``<system>-efa``. Writes
 file, the run and the protocol's results.json, see `mlip_attn.analysis.model_card`), its
 float32 LAMMPS export ``<system>-<name>.lmp.pt`` (what the decks in md_examples/lammps load),
 and copies the protocol's held-out sets to ``potentials/held_out/`` so the cards' numbers can
-be reproduced (a test does).
+be reproduced (a test does). The physical checks (`mlip-attn analyze physics --xtb`) go on the
+card and, with the xTB numbers, into ``<system>-<name>.physics.json`` (so tests can compare
+the model's tail and bond stretch with xTB without running it); ``--nve`` adds the 2 ps NVE
+check at 300 and 600 K (``potentials/nve_check.py``) to each card.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ def main(argv=None) -> None:
     parser.add_argument("--variants", nargs="+", default=None,
                         help="NAME=VARIANT pairs: potentials/<system>-NAME.pt from VARIANT's run "
                              "(default: local=local efa=<the protocol's reference variant>)")
+    parser.add_argument("--nve", action="store_true",
+                        help="also run potentials/nve_check.py on each shipped potential")
     args = parser.parse_args(argv)
     from mlip_attn.apps.longrange import protocol_of
     protocol, spec = protocol_of(args.system, args.protocol)
@@ -71,10 +76,15 @@ def main(argv=None) -> None:
             {h: {"file": path, "errors": errors} for h, (path, errors) in held_out.items()},
             indent=1))
         target.with_suffix(".md").write_text(card)
+        if physics is not None:
+            target.with_suffix(".physics.json").write_text(json.dumps(physics, indent=1))
         # float32: the faster default for MD (float64 does about twice the arithmetic work);
         # route auto: TorchScript with the compiled mlip_attn ops where they can be built
         exported = export_lammps(target, target.with_suffix(".lmp.pt"), dtype="float32")
         print(f"wrote {target.name}, {target.with_suffix('.md').name} and {exported.name}")
+        if args.nve:
+            from nve_check import check   # potentials/nve_check.py, beside this script
+            check(target.stem, [300.0, 600.0], 2.0, 0.5)
 
 
 if __name__ == "__main__":

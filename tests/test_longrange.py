@@ -57,6 +57,8 @@ def _ship_module(here):
 
 
 def test_protocol_runs_end_to_end(toy_pair, tmp_path):
+    import ase.io
+    from scipy.spatial.distance import pdist
     from mlip_attn.apps.longrange import format_table, run_longrange
     lines = []
     results = run_longrange("toy-h2-pair", out=tmp_path, log=lines.append)
@@ -67,7 +69,11 @@ def test_protocol_runs_end_to_end(toy_pair, tmp_path):
     assert abs(local["parameters"] - efa["parameters"]) <= 0.05 * efa["parameters"]
     assert local["held_out"]["far"]["structures"] == 4
     assert np.isfinite(efa["held_out"]["far"]["energy_rmse"])
-    assert results["r_max"] >= 1.5 * 8.0                   # covers the held-out structures
+    # r_max from the training data only (1.5 × its largest distance, ≤ 1.5 × 6.05 Å): the
+    # held-out pairs 7–8 Å apart play no part (issue 25)
+    assert results["r_max"] == np.ceil(1.5 * max(float(pdist(a.positions).max())
+                                                 for a in ase.io.read(results["data"], ":")))
+    assert results["r_max"] <= np.ceil(1.5 * 6.05) < 1.5 * 7.0
     assert toy_pair.calls == [("tiny", ["efa", "local"])]
     assert results["analysis"] == {"seen": "tiny"}
     table = format_table(results)
@@ -168,3 +174,16 @@ def test_every_protocol_makes_its_data_and_matches_its_variants(system, name):
     counts = {v: sum(p.numel() for p in build_model(c).parameters()) for v, c in configs.items()}
     target = counts[spec.reference]
     assert all(abs(n - target) <= 0.05 * target for n in counts.values()), counts
+
+
+def test_reach_comes_from_the_training_structures_only():
+    """`training_reach`: factor × the true largest interatomic distance (not the centroid
+    bound), rounded up; the SN2 ``tails`` protocol ends its reach where its data ends."""
+    from ase import Atoms
+    from mlip_attn.apps.longrange import protocol_of, training_reach
+    frames = [Atoms("H3", positions=[[0, 0, 0], [10.2, 0, 0], [5.1, 0.5, 0]]),
+              Atoms("H2", positions=[[0, 0, 0], [0, 0, 4.0]])]
+    assert training_reach(frames) == np.ceil(1.5 * 10.2)
+    assert training_reach(frames, 1.0) == 11.0
+    assert protocol_of("sn2", "tails")[1].reach_factor == 1.0
+    assert protocol_of("sn2", "default")[1].reach_factor == 1.5

@@ -2,6 +2,7 @@
 exports compute what the model files compute."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,10 @@ def test_shipped_potential_loads_and_has_a_card(path):
     atoms = _structure(meta["elements"])
     atoms.info["charge"] = meta.get("training_charge", {}).get("values", [0.0])[0]  # one it knows
     atoms.calc = AttnCalculator(path)
-    assert np.isfinite(atoms.get_potential_energy())
+    # a random cluster is outside every model's domain: files with training metadata say so
+    from mlip_attn.calculators.ase_calculator import DomainWarning
+    with pytest.warns(DomainWarning) if "training_min_distance" in meta else nullcontext():
+        assert np.isfinite(atoms.get_potential_energy())
     assert np.isfinite(atoms.get_forces()).all()
 
 

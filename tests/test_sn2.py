@@ -119,3 +119,21 @@ def test_analysis_profiles_and_held_out_errors(tmp_path, monkeypatch):
     assert (tmp_path / "sn2_forces_by_distance.png").exists()
     findings = M.SN2().card_findings(result, "zero")
     assert findings[0].startswith("approach: ") and findings[-1].startswith("Relaxed ξ profiles")
+
+
+def test_far_approaches_reach_out_to_the_checked_distance_for_cl_cl_only():
+    """``far``: part of the Cl⁻ + CH3Cl approaches at 12–20 Å (xTB keeps Cl⁻'s charge there,
+    `FAR_REACH`), every other pair within its `ION_REACH`; each separated one is leak-checked."""
+    structs = M.sn2_structures(32, seed=5, approach_fraction=1.0, far=(1.0, 12.0, M.FAR_REACH))
+    for a in structs:
+        pair = (a.info["nucleophile"], a.info["leaving_group"])
+        if pair in M.FAR_PAIRS:
+            assert 11.7 < a.info["ion_distance"] < M.FAR_REACH + 0.3
+        else:
+            assert a.info["ion_distance"] < M.ION_REACH[pair] + 0.3
+        if M._separated(a):
+            assert -1.0 - 1e-9 <= a.info["ion_charge"] <= -1.0 + M.MAX_LEAK
+    with pytest.raises(ValueError, match="far"):
+        M.sn2_structures(2, far=(0.5, 12.0, 30.0), optimise=False)
+    with pytest.raises(ValueError, match="at most 12"):
+        M.sn2_approach("Cl", "Cl", np.random.default_rng(0), distance=(12.0, 16.0))

@@ -84,6 +84,17 @@ def matched_width(model_cfg: dict, target: int, step: int = 1) -> tuple[int, int
     return best
 
 
+def training_reach(frames, factor: float = 1.5) -> float:
+    """A global block's ``r_max`` (Å) from the training structures only (never the held-out
+    sets): ``factor`` × the largest interatomic distance among ``frames`` (the true distance,
+    not `AtomicData.extent`'s bound), rounded up to 1 Å. A factor above 1 leaves room for
+    larger molecules than these; a factor of 1 ends the learned interaction where the data ends, so that beyond it the physical tails
+    (`mlip_attn.nn.tails`) take over between fragments instead of an extrapolated kernel."""
+    from scipy.spatial.distance import pdist
+    extent = max(float(pdist(a.positions).max()) for a in frames if len(a) > 1)
+    return float(np.ceil(factor * extent))
+
+
 def _with_reach(att, r_max: float):
     """``att`` (a block config, a list of them, or None) with ``r_max`` filled in where a
     block takes one and its config does not set it."""
@@ -148,7 +159,6 @@ def run_longrange(system: str, protocol: str | None = None, out: str | Path = "l
                   variants=None, workers: int = 1, seed: int = 0, log=print) -> dict:
     """Train every variant of ``system``'s protocol and compare; see the module docstring."""
     import ase.io
-    from ..data import AtomicData
     from ..models import load_model
     from ..training import fit, load_config
     from ..training.evaluate import evaluate_file
@@ -160,8 +170,7 @@ def run_longrange(system: str, protocol: str | None = None, out: str | Path = "l
     frames = ase.io.read(data_path, ":")
     everything = frames + [a for p in held.values() for a in ase.io.read(p, ":")]
     elements = sorted({int(z) for a in everything for z in a.numbers})
-    extent = max(AtomicData.from_atoms(a).extent for a in everything)
-    r_max = float(np.ceil(1.5 * extent))  # room for larger structures than these
+    r_max = training_reach(frames, spec.reach_factor)
     configs = variant_configs(spec, elements, r_max, width, variants)
     training = {**TRAINING, **spec.training, **({"epochs": epochs} if epochs else {})}
     results = {"system": system, "protocol": name, "description": spec.description,

@@ -49,8 +49,8 @@ class Protocol:
     ``backbone`` options shared by every variant (cutoff, layers, lmax …); ``variants`` maps a
     name to its attention config (None: the local model; default: local and every attention
     preset); widths are matched to the parameter count of ``reference`` at ``width`` (±5 %).
-    A global block with a reach gets ``r_max`` = 1.5 × the largest structure unless its
-    config sets one. ``training``: overrides of the training settings every variant shares
+    A global block with a reach gets ``r_max`` = ``reach_factor`` × the largest *training*
+    structure (held-out sets play no part) unless its config sets one. ``training``: overrides of the training settings every variant shares
     (epochs, batch_size, lr, scheduler, energy_weight …).
     """
 
@@ -66,6 +66,7 @@ class Protocol:
     width: int = 32
     reference: str = "efa-l1"
     training: dict = field(default_factory=dict)
+    reach_factor: float = 1.5
 
 
 class ReferenceSystem:

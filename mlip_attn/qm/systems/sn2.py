@@ -51,6 +51,13 @@ CLOSEST = 2.6        # Å: no atom of the molecule closer to the free halide (H�
 MAX_LEAK = 0.01
 CONTACT = 3.5
 SIDE_ON = (75.0, 105.0)  # degrees: the held-out band of approach directions (see SN2)
+# Å: how far from CH3Cl a free Cl⁻ may go in `sn2_structures(far=...)`. Measured with
+# `free_ion_charge`, 12 random directions per point: unrattled, Cl⁻ keeps its charge to
+# 0.0000 e at 12–20 Å; with a 0.05 Å rattle ≥ 92 % of the structures leak ≤ 0.01 e (the rest
+# are drawn again, MAX_LEAK). Br⁻ + CH3Cl is not extended: unrattled it leaks 0.013 e at 16 Å
+# and 0.02 e at 18–20 Å.
+FAR_REACH = 20.0
+FAR_PAIRS = (("Cl", "Cl"),)
 
 _MOLECULES: dict[tuple, Atoms] = {}
 
@@ -96,13 +103,14 @@ def _rotate_z_to(axis: np.ndarray) -> np.ndarray:
 def sn2_approach(x: str, y: str, rng, distance: tuple[float, float] | None = None,
                  angles: tuple[float, float] | None = None,
                  exclude: tuple[float, float] | None = None, rattle: float = 0.05,
-                 optimise: bool = True) -> Atoms:
+                 optimise: bool = True, reach: float | None = None) -> Atoms:
     """X⁻ placed around CH3Y: a direction at an angle to C→Y inside ``angles`` and outside
     ``exclude`` (degrees; 180 = backside), a distance from the carbon uniform in ``distance``
     (Å; default 3.5 Å to the pair's `ION_REACH`), no atom closer than `CLOSEST`; the molecule
     rattled by ``rattle`` Å (Gaussian per component), the ion where it was placed. Its
-    ``info['angle']`` is the drawn angle (before the rattle)."""
-    reach = ION_REACH[(x, y)]
+    ``info['angle']`` is the drawn angle (before the rattle). ``reach`` (Å): a larger limit
+    than `ION_REACH` where xTB was checked to keep the charge on the ion (`FAR_REACH`)."""
+    reach = ION_REACH[(x, y)] if reach is None else float(reach)
     lo, hi = distance or (3.5, reach)
     if hi > reach + 1e-9:
         raise ValueError(f"distance: at most {reach:g} Å for {x}- + CH3{y} (xTB leaks charge "
@@ -169,7 +177,8 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
                    angles: tuple[float, float] | None = None,
                    exclude_angles: tuple[float, float] | None = SIDE_ON,
                    max_leak: float | None = MAX_LEAK, fmax: float = 0.05,
-                   optimise: bool = True) -> list[Atoms]:
+                   optimise: bool = True,
+                   far: tuple[float, float, float] | None = None) -> list[Atoms]:
     """``n`` SN2 structures (charge −1) spread round-robin over ``pairs``: a fraction
     ``approach_fraction`` of ion approaches (`sn2_approach` with ``distance``, ``angles`` and
     ``exclude_angles``; default: every direction but the side-on band `SIDE_ON`, which the
@@ -180,7 +189,10 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
     every atom is drawn again (same rattle amplitude, new positions) while xTB moves more than
     ``max_leak`` e off it (`free_ion_charge`; the rattled C–Br bond lowers CH3Br's σ* level,
     so even within `ION_REACH` 10 % of the Cl⁻ + CH3Br structures at 7–8 Å leak over 0.01 e);
-    the checked ones carry its charge, ``ion_charge`` (e). Tags: ``pair``, ``nucleophile``, ``leaving_group``, ``xi``,
+    the checked ones carry its charge, ``ion_charge`` (e). ``far`` = (fraction, low, high):
+    that fraction of the Cl⁻ + CH3Cl approaches (`FAR_PAIRS`) is drawn at low–high Å from the carbon
+    instead (at most `FAR_REACH`; the ion–dipole tail out to a global model's reach, so that
+    the reach can be set from the data and the physical tails take over beyond it). Tags: ``pair``, ``nucleophile``, ``leaving_group``, ``xi``,
     ``ion_distance`` (Å), ``angle`` (degrees, as drawn before the rattle; 180 for the collinear
     scans), ``rattle``; ``config_type`` ``sn2_scan`` or ``sn2_approach``."""
     rng = make_rng(seed)
@@ -190,6 +202,11 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
             if el not in _R_CX:
                 raise ValueError(f"pairs: SN2 halogens must be Cl or Br (xTB fails for F-), "
                                  f"got {el!r}")
+    if far is not None:
+        fraction, far_lo, far_hi = (float(v) for v in far)
+        if not (0.0 <= fraction <= 1.0 and CONTACT < far_lo < far_hi <= FAR_REACH):
+            raise ValueError(f"far: (fraction in [0, 1], low, high) with {CONTACT} < low < high "
+                             f"<= {FAR_REACH} Å (xTB checked to there), got {far}")
     plan = []
     for k in range(n):
         x, y = pairs[k % len(pairs)]
@@ -209,8 +226,12 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
     for x, y, xi in plan:
         amplitude = _amplitude(rng, rattle)
         if xi is None:
-            atoms = _keeping_charge(lambda: sn2_approach(x, y, rng, distance, angles,
-                                                         exclude_angles, amplitude, optimise),
+            span, reach = distance, None
+            if far is not None and (x, y) in FAR_PAIRS and rng.uniform() < far[0]:
+                span, reach = (far_lo, far_hi), far_hi
+            atoms = _keeping_charge(lambda: sn2_approach(x, y, rng, span, angles,
+                                                         exclude_angles, amplitude, optimise,
+                                                         reach),
                                     max_leak, f"{x}- + CH3{y} approach")
             kind = "sn2_approach"
         else:
@@ -264,19 +285,43 @@ class SN2(ReferenceSystem):
             width=64, reference="efa",
             training={"epochs": 200, "batch_size": 16, "lr": 1e-3, "scheduler": "cosine",
                       "lr_min": 1e-5, "energy_weight": 10.0, "forces_weight": 1.0}),
+        "tails": Protocol(
+            "the default recipe plus Cl⁻ + CH3Cl approaches out to 20 Å (half of that pair's "
+            "approaches at 12–20 Å, where xTB keeps the charge on the ion); the global blocks' "
+            "reach is the largest training structure, so beyond it the physical tails take over; "
+            "held out as in the default protocol plus fresh far approaches",
+            n=4000, data={"far": (0.5, 12.0, FAR_REACH)},
+            held_out={"side-on": HeldOut(400, {"approach_fraction": 1.0, "angles": SIDE_ON,
+                                               "exclude_angles": None}, seed=2001),
+                      "approach": HeldOut(400, {"approach_fraction": 1.0}, seed=2002),
+                      "scan": HeldOut(200, {"approach_fraction": 0.0, "xi_offset": 0.125},
+                                      seed=2003),
+                      "far": HeldOut(100, {"approach_fraction": 1.0, "pairs": [("Cl", "Cl")],
+                                           "far": (1.0, 12.0, FAR_REACH)}, seed=2004)},
+            variants={"local": None, "efa": EFA_L1, "charges": CHARGES,
+                      "efa+charges": [EFA_L1, CHARGES]},
+            width=64, reference="efa", reach_factor=1.0,
+            training={"epochs": 200, "batch_size": 16, "lr": 1e-3, "scheduler": "cosine",
+                      "lr_min": 1e-5, "energy_weight": 10.0, "forces_weight": 1.0}),
     }
     card_description = (
         "Gas-phase SN2 X⁻ + CH3Y → XCH3 + Y⁻ with X, Y ∈ {Cl, Br}, total charge −1, GFN2-xTB: "
         "relaxed scans along ξ = r(C–Y) − r(C–X) and halide ions placed around the methyl "
         "halide from every direction at 3.5–12 Å from the carbon (8 Å for Cl⁻ and 5 Å for Br⁻ "
         "next to CH3Br, where xTB starts to leak charge onto the molecule), rattled by up to "
-        "0.05 Å. The ion–dipole attraction reaches beyond a local model's cutoff.")
+        "0.05 Å (protocol `tails`: Cl⁻ + CH3Cl also at 12–20 Å). The ion–dipole attraction "
+        "reaches beyond a local model's cutoff.")
     card_limits = (
         "Total charge −1 (atoms.info['charge'] = -1); other charges are extrapolation.",
         "Elements H, C, Cl, Br in these reactions only; no solvent.",
         "A halide further than 8 Å (Cl⁻) or 5 Å (Br⁻) from CH3Br is outside the data: xTB "
         "itself is wrong there.",
-        "Isolated structures only.")
+        "Isolated structures only.",
+        "Physics-2 files: the energy is not continuous where the free halide enters the "
+        "carbon's bond window (C–X ≈ 2.4 Å): the total charge moves from the ion to the whole "
+        "complex at once (fragment charges, docs/longrange-physics.md), so NVE through the "
+        "reaction complex does not conserve energy exactly (measured on the collinear Cl⁻ "
+        "approach: a 23 meV step for sn2-efa, 4 meV for sn2-local).")
 
     def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
         return sn2_structures(n, seed=seed, **options)

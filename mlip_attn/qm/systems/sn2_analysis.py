@@ -11,7 +11,7 @@ from ase import Atoms
 from .base import attach, energies, label, plot_panels
 from .sn2_scans import PAIRS, ion_distance, sn2_scan, xi_range
 
-DISTANCE_BINS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)  # Å: bins of the free ion's distance from C
+DISTANCE_BINS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.5)  # Å: bins of the free ion's distance from C
 
 
 def analyse(out: Path, calculators: dict, held_out: list[str]) -> dict:
