@@ -937,10 +937,6 @@ def test_plugin_problems_fail_in_ci_and_build_failures_always(tmp_path, ci, env,
 def test_salt_vacancy_deck_runs_with_the_shipped_electrostatics_potential(plugin, tmp_path):
     """md_examples/lammps/in.salt_vacancy: the periodic electrostatics potential in a periodic
     box (needs the format-4 export, which passes the box to the model)."""
-    from mlip_attn.lammps.export import EXPORT_FORMAT_VERSION
-    if EXPORT_FORMAT_VERSION < 4:
-        pytest.skip("waits for export format 4 (periodic boxes passed to the model, branch "
-                    "issue-26-lammps): format 3 exports electrostatics models as periodic: false")
     root = Path(__file__).resolve().parents[1]
     examples = root / "md_examples" / "lammps"
     model = root / "potentials" / "rigid-ion-salt-electrostatics.lmp.pt"
