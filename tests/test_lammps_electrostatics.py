@@ -18,7 +18,7 @@ from test_lammps import (NKTV2P, assert_close, export, header,  # noqa: F401
                          write_data)
 
 from mlip_attn import build_model
-from mlip_attn.attention.electrostatics import ChargeHead
+from mlip_attn.nn.latent_charges import FlowCharges, UniformCharges
 from mlip_attn.lammps.export import read_export_metadata
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning")]
@@ -74,7 +74,7 @@ def test_one_rank_equals_ase_with_the_k_space_virial(plugin, tmp_path, backbone,
     neutral = electrostatics_model(backbone, method, smearing)
     with torch.no_grad():
         for head in neutral.modules():
-            if isinstance(head, ChargeHead):
+            if isinstance(head, (FlowCharges, UniformCharges)):
                 for p in head.parameters():
                     p.zero_()
     e0, _, _, w0 = reference(neutral, atoms)
@@ -243,3 +243,34 @@ def test_electrostatics_bench_prints_both_tables(plugin, capsys):
         assert row["atoms"] == 216 and row["ranks"] == 2
         assert row["energy_rel_diff"] < 1e-10 and row["force_diff"] < 1e-9
     assert "this machine has" in printed and "skipped" in printed
+
+
+def test_charged_cell_on_two_ranks_equals_ase(plugin, tmp_path):
+    """A charged periodic cell (``charge -1``) split over 2 ranks: the embedding spreads Q over
+    every rank's atoms (its count all-reduced) and the charges keep the cell-wide constraint,
+    so energy and forces equal ASE with atoms.info['charge'] = -1."""
+    model = electrostatics_model(method="ewald")
+    exported = export(model, tmp_path)
+    atoms = crystal()
+    write_data(tmp_path / "data.lmp", atoms)
+    deck = header(tmp_path / "data.lmp", exported, True, "charge -1") + textwrap.dedent(f"""\
+        thermo_modify format float %.17g
+        run 0
+        print "RESULT $(pe:%.17g)"
+        write_dump all custom {tmp_path}/f.dump id x y z fx fy fz modify sort id &
+            format float %.17g
+        """)
+    (tmp_path / "in.charged").write_text(deck)
+    proc = run_lmp(tmp_path / "in.charged", plugin, nprocs=2)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    energy = float([line.split()[1] for line in proc.stdout.splitlines()
+                    if line.startswith("RESULT")][-1])
+    dump = np.loadtxt(tmp_path / "f.dump", skiprows=9)
+    charged = atoms.copy()
+    charged.positions = dump[:, 1:4]
+    charged.info["charge"] = -1.0
+    e_ref, _, f_ref, _ = reference(model, charged)
+    neutral_e = reference(model, atoms)[0]
+    assert abs(e_ref - neutral_e) > 1e-3        # the charge matters to this model
+    assert_close(energy, e_ref, "energy of the charged cell, 2 ranks vs ASE")
+    assert_close(dump[:, 4:], f_ref, "forces of the charged cell, 2 ranks vs ASE")

@@ -28,7 +28,7 @@ electrostatics model is not the local model.
 Periodic cells (nonzero cell) use the tin-foil Ewald sum with a neutralising background for a
 net charge; the real-space part runs over the model's own neighbour list, with its cutoff
 setting the splitting (`Coulomb`). Isolated structures (zero cell) take the direct sum. Forces
-and stress by autograd. Costs: Ewald O(N·K) per structure; PME (torch-pme) O(N log N).
+and stress by autograd. Costs: Ewald O(N·K) per structure; PME (`mlip_attn.nn.pme`) O(N log N).
 """
 import math
 from typing import Final, Literal, Optional, Tuple

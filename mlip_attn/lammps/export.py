@@ -67,6 +67,7 @@ from torch import nn
 from .. import __version__
 from ..atomic import atomic_path
 from ..attention.base import GlobalBlock, GlobalBlocks
+from ..nn.embedding import AtomEmbedding
 from ..nn.latent_charges import FlowCharges, UniformCharges
 from ..models import Potential, load_model
 from ..models.model_file import read_model_file
@@ -230,7 +231,7 @@ def use_compiled_ops(model: Potential) -> Potential:
             module.compiled_message = True
         if isinstance(module, GlobalBlock) and module.distributed and hasattr(module, "sums"):
             module.sums = RankSums()
-        if isinstance(module, (Coulomb, FlowCharges, UniformCharges)):
+        if isinstance(module, (Coulomb, FlowCharges, UniformCharges, AtomEmbedding)):
             module.sums = RankSums()
     return model
 

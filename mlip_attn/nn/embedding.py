@@ -44,12 +44,20 @@ class AtomEmbedding(nn.Module):
         # an electrostatics block, whose charges carry Q: a Q on every atom of a periodic cell
         # is an extensive knob that extrapolates as N, measured in docs/electrostatics.md)
         self.charge_density = False
+        # split structures (LAMMPS ranks): the atom count over every process (identity here;
+        # the export swaps in an all-reduce), for the charge density of a split periodic cell
+        self.sums = nn.Identity()
         self.register_buffer("radii", covalent_radii(), persistent=False)
         self.register_buffer("pauling", pauling_electronegativity(), persistent=False)
 
     def atom_charges(self, graph: Graph) -> torch.Tensor:
         """Q_i (N,) e, the charge each atom is embedded with (see the class docstring)."""
         total = graph.charge.to(graph.positions.dtype)
+        if self.charge_density and graph.owned >= 0:
+            # a periodic cell split over processes (open boxes run in one): the electrostatics
+            # block constrains charge cell-wide there, so Q spreads over every process's atoms
+            n = self.sums(graph.positions.new_full((1,), float(graph.owned)))
+            return (total[0] / n.clamp(min=1.0)).expand(graph.positions.shape[0])
         if self.fragment_charges and bool((total != 0).any()):
             if 0 <= graph.owned < graph.positions.shape[0]:
                 raise RuntimeError("a charged structure needs all its atoms in one process "
@@ -61,7 +69,11 @@ class AtomEmbedding(nn.Module):
                                    self.pauling, graph.positions)
             if self.charge_density:
                 size = torch.zeros_like(q_f).index_add(0, labels, torch.ones_like(q_f))
-                return q_f / size[labels]
+                # periodic cells: Q over the cell (the block's cell-wide charge constraint)
+                counts = torch.zeros_like(total).index_add(0, graph.batch, torch.ones_like(q_f))
+                cell_wide = (total / counts.clamp(min=1.0))[graph.batch]
+                periodic = graph.cell.reshape(graph.num_graphs, 9).abs().sum(dim=1) > 0
+                return torch.where(periodic[graph.batch], cell_wide, q_f / size[labels])
             return q_f
         if self.charge_density:
             counts = torch.zeros_like(total).index_add(0, graph.batch,
