@@ -281,7 +281,8 @@ def test_torchscript_export_calls_the_ops_with_the_same_answer(ops, switch):
     assert ("mlip_attn::efa_pair_attention" if switch else "mlip_attn::efa_rotate") in graph
     zero = torch.zeros(1, dtype=F64)
     energy, _, forces, _ = scripted(batch.positions, batch.numbers, batch.edge_index,
-                                    batch.shifts, len(atoms), zero, zero, False)
+                                    batch.shifts, len(atoms), zero, zero, False,
+                                    torch.zeros(3, 3, dtype=torch.float64))   # format 4: the box
     scaled_close(energy, want["energy"][0])
     scaled_close(forces, want["forces"])
 

@@ -44,7 +44,6 @@ def make_model(name, **kwargs):
 
 from mlip_attn import AttnCalculator, save_model  # noqa: E402
 from mlip_attn.attention.bond_graph import BondGraphPropagation  # noqa: E402
-from mlip_attn.attention.efa import EuclideanFastAttention  # noqa: E402
 from mlip_attn.lammps import build as lbuild  # noqa: E402
 from mlip_attn.lammps.discovery import (lammps_instance, lmp_environment,  # noqa: E402
                                         lmp_executable, mpirun_executable)
@@ -373,16 +372,19 @@ def _crystal_for_mpi():
     return atoms
 
 
-def _md_on_ranks(plugin, tmp_path, exported, atoms, nprocs, periodic, temperature=600):
-    """20 MD steps (neighbour-list rebuilds every step) on ``nprocs`` ranks: the thermo table
-    (step, pe, etotal, the virial) and the final forces by atom ID."""
+VIRIAL_COLUMNS = "step pe etotal c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]"
+
+
+def _md_on_ranks(plugin, tmp_path, exported, atoms, nprocs, periodic, temperature=600,
+                 fix="fix nve all nve", columns=VIRIAL_COLUMNS):
+    """20 MD steps with ``fix`` (neighbour-list rebuilds every step) on ``nprocs`` ranks: the
+    thermo table (``columns``: step, pe, etotal, the virial) and the final forces by atom ID."""
     virial = "compute vir all pressure NULL virial\n"
-    columns = "step pe etotal c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]"
     deck = header(tmp_path / "data.lmp", exported, periodic) + virial + textwrap.dedent(f"""\
         neighbor 0.5 bin
         neigh_modify every 1 delay 0 check yes
         velocity all create {temperature} 11 mom yes loop geom
-        fix nve all nve
+        {fix}
         timestep 0.0005
         thermo_style custom {columns}
         thermo_modify format float %.17g

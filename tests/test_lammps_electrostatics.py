@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import random_crystal, random_molecule
-from test_lammps import (NKTV2P, assert_close, export, header,  # noqa: F401
+from test_lammps import (NKTV2P, _md_on_ranks, assert_close, export, header,  # noqa: F401
                          lammps_frame, lammps_results, plugin, reference, run_lmp, run_python,
                          write_data)
 
@@ -151,27 +151,8 @@ def test_several_ranks_equal_one_rank_under_npt(plugin, tmp_path, method, smeari
 def _npt_on_ranks(plugin, tmp_path, exported, atoms, nprocs, fix):
     """20 MD steps with ``fix`` on ``nprocs`` ranks: thermo (step pe etotal vol press pxy) and
     the final forces by atom ID."""
-    from test_lammps import thermo_table
-    columns = "step pe etotal vol press pxy"
-    deck = header(tmp_path / "data.lmp", exported, True) + textwrap.dedent(f"""\
-        neighbor 0.5 bin
-        neigh_modify every 1 delay 0 check yes
-        velocity all create 600 11 mom yes loop geom
-        {fix}
-        timestep 0.0005
-        thermo_style custom {columns}
-        thermo_modify format float %.17g
-        thermo 5
-        dump d all custom 20 {tmp_path}/forces{nprocs}.dump id fx fy fz
-        dump_modify d sort id format float %.17g
-        run 20
-        """)
-    (tmp_path / f"in.{nprocs}").write_text(deck)
-    proc = run_lmp(tmp_path / f"in.{nprocs}", plugin, nprocs=nprocs)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    last = (tmp_path / f"forces{nprocs}.dump").read_text().splitlines()[-len(atoms):]
-    forces = np.array([[float(v) for v in line.split()[1:]] for line in last])
-    return thermo_table(proc.stdout), forces, proc.stdout
+    return _md_on_ranks(plugin, tmp_path, exported, atoms, nprocs, True, fix=fix,
+                        columns="step pe etotal vol press pxy")
 
 
 def test_changed_box_equals_ase_on_two_ranks(plugin, tmp_path):
