@@ -9,7 +9,7 @@ from mlip_attn.data.neighbours import neighbour_list
 from mlip_attn.nn import pme
 from mlip_attn.nn.coulomb import Coulomb
 
-from test_coulomb import energy, random_ions
+from test_coulomb import energy, random_ions, strain_gradient
 
 
 def test_fft_sizes_and_bspline_partition_of_unity():
@@ -47,16 +47,7 @@ def test_pme_stress_is_the_strain_derivative():
     """PME is differentiable in the cell (k vectors, volume, fractional coordinates)."""
     q, positions, cell = random_ions(8, n=30, total=0.5, cell_size=9.0)
     coulomb = Coulomb(4.0, accuracy=1e-6, method="pme")
-    pos, c = torch.tensor(positions), torch.tensor(cell)
-    strain = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
-    edge_index, shifts = neighbour_list(positions, cell, np.array([True] * 3), 4.0)
-    edge_index, shifts = torch.from_numpy(edge_index), torch.from_numpy(shifts)
-    sym = 0.5 * (strain + strain.T)
-    p, s, cc = pos + pos @ sym, shifts + shifts @ sym, c + c @ sym
-    lengths = (p[edge_index[1]] - p[edge_index[0]] + s).norm(dim=1)
-    batch = torch.zeros(len(q), dtype=torch.long)
-    e = coulomb.energy(q, coulomb(q, p, cc[None], batch, edge_index, lengths, 1), batch, 1)
-    (grad,) = torch.autograd.grad(e.sum(), strain)
+    grad = strain_gradient(coulomb, q, positions, cell, 4.0)
     h = 1e-5
     for a, b in [(0, 0), (1, 2), (2, 2)]:
         eps = np.zeros((3, 3))
