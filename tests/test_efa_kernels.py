@@ -8,7 +8,6 @@ Needs a C++ compiler (the ops are built once per torch version and sources); ski
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -16,25 +15,14 @@ import pytest
 import torch
 
 from conftest import MODEL_CONFIGS, random_molecule, to_batch
+from test_compiled_ops import ops  # noqa: F401  (the compiled library, built once, or a skip)
 
 from mlip_attn import build_model
 from mlip_attn.attention.efa import _dense_attention, _rotations, lebedev_grid
 from mlip_attn.attention.efa_ops import efa_kernels, kernels_enabled
-from mlip_attn.lammps.build import PluginBuildError
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning")
 F64 = torch.float64
-
-
-@pytest.fixture(scope="module")
-def ops():
-    if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler to build the mlip_attn ops")
-    from mlip_attn.ops.library import load_ops
-    try:
-        return load_ops()
-    except PluginBuildError as exc:
-        pytest.skip(f"cannot build the mlip_attn ops here: {str(exc)[:300]}")
 
 
 def rotation_inputs(n=6, c=4, d=8, grid=14, seed=0, physics=2):
