@@ -178,7 +178,8 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
                    exclude_angles: tuple[float, float] | None = SIDE_ON,
                    max_leak: float | None = MAX_LEAK, fmax: float = 0.05,
                    optimise: bool = True,
-                   far: tuple[float, float, float] | None = None) -> list[Atoms]:
+                   far: tuple[float, float, float] | None = None,
+                   isolated: float = 0.0) -> list[Atoms]:
     """``n`` SN2 structures (charge −1) spread round-robin over ``pairs``: a fraction
     ``approach_fraction`` of ion approaches (`sn2_approach` with ``distance``, ``angles`` and
     ``exclude_angles``; default: every direction but the side-on band `SIDE_ON`, which the
@@ -192,7 +193,11 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
     the checked ones carry its charge, ``ion_charge`` (e). ``far`` = (fraction, low, high):
     that fraction of the Cl⁻ + CH3Cl approaches (`FAR_PAIRS`) is drawn at low–high Å from the carbon
     instead (at most `FAR_REACH`; the ion–dipole tail out to a global model's reach, so that
-    the reach can be set from the data and the physical tails take over beyond it). Tags: ``pair``, ``nucleophile``, ``leaving_group``, ``xi``,
+    the reach can be set from the data and the physical tails take over beyond it).
+    ``isolated``: round(isolated × n) separated fragments appended after the n structures
+    (`isolated_fragments`: rattled CH3Cl and CH3Br, charge 0, and the free Cl⁻ and Br⁻,
+    charge −1), the limit that a halide far beyond a global block's reach reaches; the first
+    n structures do not depend on it. Tags: ``pair``, ``nucleophile``, ``leaving_group``, ``xi``,
     ``ion_distance`` (Å), ``angle`` (degrees, as drawn before the rattle; 180 for the collinear
     scans), ``rattle``; ``config_type`` ``sn2_scan`` or ``sn2_approach``."""
     rng = make_rng(seed)
@@ -207,6 +212,8 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
         if not (0.0 <= fraction <= 1.0 and CONTACT < far_lo < far_hi <= FAR_REACH):
             raise ValueError(f"far: (fraction in [0, 1], low, high) with {CONTACT} < low < high "
                              f"<= {FAR_REACH} Å (xTB checked to there), got {far}")
+    if not 0.0 <= isolated <= 1.0:
+        raise ValueError(f"isolated: a fraction of n in [0, 1], got {isolated}")
     plan = []
     for k in range(n):
         x, y = pairs[k % len(pairs)]
@@ -246,6 +253,36 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
                                            ion_distance=ion_distance(atoms),
                                            angle=float(atoms.info.get("angle", 180.0)),
                                            **checked)))
+    if isolated:
+        out += isolated_fragments(int(round(isolated * n)), seed, rattle, optimise)
+    return out
+
+
+# per 8 isolated fragments: 3 CH3Cl, 3 CH3Br (rattled), 1 Cl⁻, 1 Br⁻ (one atom: one energy)
+ISOLATED = ("CH3Cl", "CH3Br", "CH3Cl", "CH3Br", "CH3Cl", "CH3Br", "Cl", "Br")
+
+
+def isolated_fragments(n: int, seed=0, rattle: float | tuple[float, float] = (0.0, 0.05),
+                       optimise: bool = True) -> list[Atoms]:
+    """``n`` separated SN2 fragments, cycling through `ISOLATED`: the methyl halides (charge 0,
+    rattled by ``rattle`` Å as `sn2_structures`) and the free halides (charge −1). Their own
+    random stream (``seed``, 25), so appending them changes no other structure. Tags:
+    ``config_type`` ``sn2_isolated``, ``fragment``, ``total_charge``, ``rattle``."""
+    rng = np.random.default_rng([int(seed) if not isinstance(seed, np.random.Generator)
+                                 else 0, 25])
+    out = []
+    for k in range(n):
+        name = ISOLATED[k % len(ISOLATED)]
+        if name.startswith("CH3"):
+            atoms = methyl_halide(name[3:], optimise)
+            amplitude = _amplitude(rng, rattle)
+            atoms.positions += rng.normal(0.0, amplitude, atoms.positions.shape)
+            charge = 0
+        else:
+            atoms, amplitude, charge = Atoms(name, positions=[[0.0, 0.0, 0.0]]), 0.0, -1
+        out.append(finish(atoms, {"config_type": "sn2_isolated", "system": "sn2",
+                                  "fragment": name + ("-" if charge else ""),
+                                  "total_charge": charge, "rattle": amplitude}))
     return out
 
 
@@ -289,8 +326,9 @@ class SN2(ReferenceSystem):
             "the default recipe plus Cl⁻ + CH3Cl approaches out to 20 Å (half of that pair's "
             "approaches at 12–20 Å, where xTB keeps the charge on the ion); the global blocks' "
             "reach is the largest training structure, so beyond it the physical tails take over; "
+            "3 % isolated CH3Cl, CH3Br, Cl⁻ and Br⁻ (the separated limit beyond the reach); "
             "held out as in the default protocol plus fresh far approaches",
-            n=4000, data={"far": (0.5, 12.0, FAR_REACH)},
+            n=4000, data={"far": (0.5, 12.0, FAR_REACH), "isolated": 0.03},
             held_out={"side-on": HeldOut(400, {"approach_fraction": 1.0, "angles": SIDE_ON,
                                                "exclude_angles": None}, seed=2001),
                       "approach": HeldOut(400, {"approach_fraction": 1.0}, seed=2002),
