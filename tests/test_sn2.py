@@ -137,3 +137,23 @@ def test_far_approaches_reach_out_to_the_checked_distance_for_cl_cl_only():
         M.sn2_structures(2, far=(0.5, 12.0, 30.0), optimise=False)
     with pytest.raises(ValueError, match="at most 12"):
         M.sn2_approach("Cl", "Cl", np.random.default_rng(0), distance=(12.0, 16.0))
+
+
+def test_isolated_fragments_are_appended_without_changing_the_recipe():
+    """``isolated``: the separated limit (neutral CH3X, free X⁻) appended after the n structures
+    of the recipe, which stay the same (so a labelled file resumes)."""
+    plain = M.sn2_structures(9, seed=3, approach_fraction=0.0, optimise=False, max_leak=None)
+    more = M.sn2_structures(9, seed=3, approach_fraction=0.0, optimise=False, max_leak=None,
+                            isolated=1.0)
+    assert len(more) == 9 + 9
+    for a, b in zip(plain, more):
+        np.testing.assert_array_equal(a.positions, b.positions)
+    extra = more[9:]
+    assert [a.info["fragment"] for a in extra] == ["CH3Cl", "CH3Br", "CH3Cl", "CH3Br", "CH3Cl",
+                                                  "CH3Br", "Cl-", "Br-", "CH3Cl"]
+    for a in extra:
+        assert a.info["config_type"] == "sn2_isolated"
+        assert a.info["total_charge"] == (-1 if len(a) == 1 else 0)
+    assert M.SN2.protocols["tails"].data["isolated"] == 0.03
+    with pytest.raises(ValueError, match="isolated"):
+        M.sn2_structures(2, isolated=2.0, optimise=False)

@@ -355,11 +355,11 @@ class SN2(ReferenceSystem):
         "A halide further than 8 Å (Cl⁻) or 5 Å (Br⁻) from CH3Br is outside the data: xTB "
         "itself is wrong there.",
         "Isolated structures only.",
-        "Physics-2 files: the energy is not continuous where the free halide enters the "
-        "carbon's bond window (C–X ≈ 2.4 Å): the total charge moves from the ion to the whole "
-        "complex at once (fragment charges, docs/longrange-physics.md), so NVE through the "
-        "reaction complex does not conserve energy exactly (measured on the collinear Cl⁻ "
-        "approach: a 23 meV step for sn2-efa, 4 meV for sn2-local).")
+        "Physics-2 files (the earlier sn2-local/-efa): the energy is not continuous where the "
+        "free halide enters the carbon's bond window (C–X ≈ 2.4 Å), where the total charge "
+        "moved from the ion to the whole complex at once (a 23 meV step for the physics-2 "
+        "sn2-efa, 4 meV for sn2-local). Physics 3 moves it continuously through the window "
+        "(docs/longrange-physics.md, 'Continuous charge placement').")
 
     def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
         return sn2_structures(n, seed=seed, **options)
