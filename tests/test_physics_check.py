@@ -109,5 +109,21 @@ def test_card_section_lists_every_check():
     lines = card_lines(physics_check(model(2, EFA)), "m.pt")
     assert lines[0] == "## Physical checks" and "analyze physics potentials/m.pt" in lines[1]
     text = "\n".join(lines)
-    for words in ("separability", "charge embedded", "ion tail", "bond stretch"):
+    for words in ("separability", "charge embedded", "ion tail", "bond stretch",
+                  "entering the bond window"):
         assert words in text
+
+
+def test_entry_step_is_there_under_physics_2_and_gone_under_physics_3():
+    """The same SN2 weights with the physics-2 and the physics-3 charge placement: Cl⁻ moved
+    onto CH3Cl through the C–Cl bond window (2.40 Å) steps by meV, then by nothing."""
+    from mlip_attn.analysis.physics_check import entry_step, load_as_physics
+    p = probes([1, 6, 17])
+    site, direction = p["tail_axis"]
+    steps = {}
+    for physics in (2, 3):
+        m = load_as_physics("potentials/sn2-efa.pt", physics)[0]
+        steps[physics] = entry_step(m, p["a"], p["b"], p["charge"], site, direction,
+                                    d_range=(2.3, 2.5))
+    assert steps[2]["max_step"] > 5e-3 and abs(steps[2]["at"] - 2.4025) < 1e-6
+    assert steps[3]["max_step"] < 1e-4

@@ -14,6 +14,10 @@ model does off its training set, measured the same way for every model.
   GFN2-xTB's (``xtb=True``, tblite).
 - **bond stretch**: one bond stretched through and beyond the bonding range: the largest
   |dE/dr| (eV/Å) along the path, optionally beside xTB's on the same path.
+- **entry step**: the charged fragment moved toward the neutral one along the tail path, 4 → 2 Å
+  in 0.005 Å steps (through the bond window): the largest |ΔE − ∫ dE/dd dd| between consecutive
+  points (trapezoid rule; eV), an energy step that the forces do not see (physics 2 places the
+  charge discretely, physics 3 continuously: docs/longrange-physics.md).
 
 The probe molecules follow the model's elements (`probes`): Cl⁻ + CH3Cl for models that know
 C, H and Cl, C2H4 + C2H2 for C/H models, Cu clusters for copper. Everything runs in float64.
@@ -182,6 +186,26 @@ def bond_stretch(model, atoms: Atoms, i: int, j: int, r_range: tuple[float, floa
     return out
 
 
+def entry_step(model, a: Atoms, b: Atoms, charge: float, site: int, direction: np.ndarray,
+               d_range: tuple[float, float] = (2.0, 4.0), step: float = 0.005) -> dict:
+    """A's centroid at b[site] + d·direction for d over ``d_range`` (Å) in ``step`` Å: the largest
+    |E(d + h) − E(d) − h (E'(d) + E'(d + h))/2| (eV), E' = dE/dd from the forces on A, and where."""
+    ds = np.arange(d_range[0], d_range[1] + 0.5 * step, step)
+    centre = a.positions.mean(axis=0)
+    energies, slopes = [], []
+    for d in ds:
+        moved = a.copy()
+        moved.positions += b.positions[site] + d * direction - centre
+        e, f = evaluate(model, moved + b, charge)
+        energies.append(e)
+        slopes.append(float(-(f[:len(a)] @ direction).sum()))
+    slopes = np.array(slopes)
+    residual = np.abs(np.diff(energies) - 0.5 * step * (slopes[1:] + slopes[:-1]))
+    k = int(residual.argmax())
+    return {"d_range": list(d_range), "step": step, "max_step": float(residual[k]),
+            "at": float(0.5 * (ds[k] + ds[k + 1]))}
+
+
 def physics_check(model, xtb: bool = False) -> dict:
     """Every check above for ``model`` (a `Potential`, evaluated in float64)."""
     model = model.double().eval()
@@ -197,6 +221,7 @@ def physics_check(model, xtb: bool = False) -> dict:
         "tail": tail(model, p["a"], p["b"], p["charge"], site, direction, xtb),
         "bond_stretch": bond_stretch(model, stretch_atoms, i, j, r_range,
                                      p["stretch_charge"], xtb=xtb),
+        "entry_step": entry_step(model, p["a"], p["b"], p["charge"], site, direction),
     }
 
 
@@ -228,7 +253,9 @@ def card_lines(result: dict, file_name: str) -> list[str]:
         f"- ion tail E(40 Å) − E(12 Å): {t['model'][k40]:+.3f} eV{xtb_tail}; max |ΔF| on the "
         f"neutral fragment beyond 16 Å: {t['max_force_B']:.3f} eV/Å",
         f"- bond stretch, max |dE/dr|: {s['max_abs_dEdr']:.2f} eV/Å{xtb_stretch}",
-    ]
+    ] + ([f"- charged fragment entering the bond window (4 → 2 Å, 0.005 Å steps): largest "
+          f"energy step the forces do not integrate to {result['entry_step']['max_step']:.1e} "
+          f"eV (at {result['entry_step']['at']:.3f} Å)"] if "entry_step" in result else [])
 
 
 def format_report(name: str, result: dict) -> str:
@@ -252,6 +279,11 @@ def format_report(name: str, result: dict) -> str:
     s = result["bond_stretch"]
     ref = f", xTB {s['xtb_max_abs_dEdr']:.3f}" if s.get("xtb_max_abs_dEdr") is not None else ""
     lines.append(f"bond stretch      max |dE/dr| {s['max_abs_dEdr']:.3f} eV/Å{ref}")
+    if "entry_step" in result:
+        g = result["entry_step"]
+        lines.append(f"entry step        max |ΔE − ∫dE/dd| {g['max_step']:.2e} eV at "
+                     f"{g['at']:.3f} Å ({g['d_range'][1]:g} → {g['d_range'][0]:g} Å, "
+                     f"{g['step']:g} Å steps)")
     return "\n".join(lines)
 
 

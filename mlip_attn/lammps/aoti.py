@@ -19,7 +19,7 @@ is a size, dynamic like the others, never a value the graph would have to read):
   `mlip_attn.lammps.export.LammpsModel`);
 * ``charge``, ``spin`` (1,) float64.
 
-Any of n_local, n_ghost and E may be 0. A physics-2 model is traced for neutral structures
+Any of n_local, n_ghost and E may be 0. A physics-2 or -3 model is traced for neutral structures
 (`neutral_only`): the pair style refuses a ``charge`` keyword for such a package.
 
 It returns ``energy`` (0-d) of the local atoms, their per-atom energies (n_local,), forces
@@ -162,7 +162,7 @@ def compile_package(program: torch.export.ExportedProgram, out_path: Path, meta:
 
 def neutral_only(model: Potential) -> bool:
     """Take out of ``model`` (in place) the branches that only charged structures take: the
-    embedding's fragment charges and the tails between charged fragments (physics 2). A traced
+    embedding's fragment charges and the tails between charged fragments (physics ≥ 2). A traced
     graph cannot branch on the total charge's value, and on a neutral structure both branches
     give the same numbers, so the package computes neutral structures exactly and the pair
     style refuses a ``charge`` for it (``neutral_only`` in its metadata). True where the model
