@@ -52,3 +52,12 @@ def test_card_section_replaces_an_older_one_before_the_limits():
     assert "Domain warnings" in once and "- far" in once
     twice = with_section(once, card_lines([{**runs[0], "blew_up": True}], "c", "s"))
     assert twice.count("## NVE check") == 1 and "| yes |" in twice and "## Limits" in twice
+
+
+def test_repeated_novelty_warnings_merge_into_one_line():
+    from mlip_attn.analysis.nve_check import summarise_warnings
+    tail = ("have features unlike any atom of their element in training (novelty up to {}, "
+            "threshold 1): the prediction there is an extrapolation")
+    lines = summarise_warnings([f"atoms 4 {tail.format('1.01')}", f"atoms 2, 4 {tail.format('1.48')}",
+                                "a fragment beyond the reach"])
+    assert lines == ["a fragment beyond the reach", f"atoms 2, 4 {tail.format('1.48')}"]

@@ -86,10 +86,32 @@ def card_lines(runs: list[dict], command: str, start: str) -> list[str]:
                      f"{r['drift_meV_per_atom_ps']:+.3f} | {r['max_excursion_meV_per_atom']:.3f} | "
                      f"{r['mean_temperature']:.0f} | {r['shortest_distance']:.2f} | "
                      f"{'yes' if r['blew_up'] else 'no'} |")
-    warned = sorted({m for r in runs for m in r["domain_warnings"]})
+    warned = summarise_warnings([m for r in runs for m in r["domain_warnings"]])
     if warned:
         lines += ["", "Domain warnings during these runs:", *[f"- {m}" for m in warned]]
     return lines
+
+
+def summarise_warnings(messages: list[str]) -> list[str]:
+    """Distinct warnings, those that differ only in the atoms named and the novelty value
+    merged into one (the atoms' union, the largest novelty): an MD run repeats them every step."""
+    import re
+    merged: dict[str, tuple[set, float]] = {}
+    for message in messages:
+        found = re.match(r"atoms ([0-9, ]+) (have .*novelty up to )([0-9.]+)(.*)", message)
+        if found is None:
+            merged.setdefault(message, (set(), -1.0))
+            continue
+        key = found.group(2) + "{}" + found.group(4)
+        atoms, top = merged.get(key, (set(), -1.0))
+        atoms |= {int(a) for a in found.group(1).split(",")}
+        merged[key] = (atoms, max(top, float(found.group(3))))
+    out = []
+    for key, (atoms, top) in merged.items():
+        out.append(key if top < 0 else
+                   f"atoms {', '.join(str(a) for a in sorted(atoms))} "
+                   + key.replace("{}", f"{top:.2f}"))
+    return sorted(out)
 
 
 def with_section(card: str, lines: list[str], before: str = "## Limits") -> str:
