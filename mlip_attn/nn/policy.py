@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import warnings
 
 ROUTES = ("auto", "python")
 ROUTE_ENV = "MLIP_ATTN_KERNELS"     # "python": never load or build the compiled ops
@@ -82,6 +83,7 @@ def _from_environment() -> MessagePolicy:
 _policy = _from_environment()
 # what "auto" resolved to in this process: None (not yet), "compiled" or "python", and why
 _compiled: dict = {"route": None, "why": ""}
+_gpu_warned: list = []   # non-empty once a CUDA tensor met no Triton (one warning per process)
 
 
 def current() -> MessagePolicy:
@@ -151,6 +153,24 @@ def compiled_message_available() -> bool:
     if _compiled["route"] is None:
         _resolve_compiled()
     return _compiled["route"] == "compiled"
+
+
+def triton_kernels_for(tensor) -> bool:
+    """Whether a message sum or EFA rotation on ``tensor`` takes the Triton kernels of
+    `mlip_attn.ops.gpu`: a CUDA tensor, Triton importable, and a route other than ``python``.
+    CPU tensors keep the compiled C++ ops. A CUDA tensor without Triton takes the ATen form, and
+    the first such call in a process warns, saying why."""
+    if _policy.route == "python" or not tensor.is_cuda:
+        return False
+    from ..ops import gpu
+    if gpu.available():
+        return True
+    if not _gpu_warned:
+        _gpu_warned.append(str(tensor.device))
+        warnings.warn(f"mlip_attn: no GPU kernels for {tensor.device}: {gpu.why_not()}. The "
+                      "PaiNN message and EFA's rotation run as ATen operations there (correct, "
+                      "slower).", RuntimeWarning, stacklevel=2)
+    return False
 
 
 def prepare() -> str:
