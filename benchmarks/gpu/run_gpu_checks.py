@@ -6,10 +6,10 @@ machine's own torch with CUDA and Triton, no network): about 8 minutes in all.
 
 Steps, each written to ``--out`` (default ``$OUT``, else ``gpu-checks/``) as it ends:
 
-1. ``env.json``: Python, torch, CUDA, the device's name, Triton, and which of the package's
-   dependencies import. ASE and vesin (absent on the GPU machine) are installed from
-   ``--wheels`` (made by ``benchmarks/gpu/fetch_wheels.sh`` on a machine with network) into a
-   folder outside the repository, with ``--no-index --no-deps``.
+1. ``env.json``: Python, torch, CUDA, the device's name, Triton, and which of the modules the
+   checks need import. Missing ones (ASE and vesin are absent on the GPU machine; PyYAML,
+   pytest may be) are installed from ``--wheels`` (made by ``benchmarks/gpu/fetch_wheels.sh``
+   on a machine with network) into a folder outside the repository, ``--no-index --no-deps``.
 2. ``kernels.json``: the Triton kernels against their ATen forms in float64 on the device,
    without ASE or vesin (PaiNN message and EFA rotation, values and first derivatives).
 3. ``pytest.txt`` / ``pytest.xml``: ``tests/test_triton_kernels.py`` (the real kernels on the
@@ -35,8 +35,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ["numpy", "scipy", "ase", "vesin", "yaml", "triton", "e3nn", "h5py", "tqdm"]
-WHEEL_NAMES = {"ase": "ase", "vesin": "vesin", "yaml": "pyyaml", "tqdm": "tqdm"}
+# what the checks import (yaml: the CLI's ``main`` imports the training package) and, for the
+# pure-Python ones and PyYAML, the wheel that brings each (benchmarks/gpu/fetch_wheels.sh)
+WHEEL_NAMES = {"ase": "ase", "vesin": "vesin", "yaml": "pyyaml", "tqdm": "tqdm",
+               "pytest": "pytest", "pluggy": "pluggy", "iniconfig": "iniconfig",
+               "packaging": "packaging", "pygments": "pygments"}
+if sys.version_info < (3, 11):
+    WHEEL_NAMES.update(exceptiongroup="exceptiongroup", tomli="tomli")
+MODULES = ["numpy", "scipy", "triton", "e3nn", *WHEEL_NAMES]
 # ℓ ≤ 1 local first (the target), EFA's linear-cost form (Triton rotation), ℓ ≤ 2, the
 # electrostatics block; the switched EFA form is O(pairs within r_max): N² in these boxes
 MODELS = ["painn", "painn+efa-l1:lebedev", "painn-l2", "painn+electrostatics"]
@@ -104,14 +110,15 @@ def probe(run: Run) -> dict:
     installed = []
     if run.args.wheels and any(m in WHEEL_NAMES for m in missing):
         target = Path(os.environ.get("TMPDIR", "/tmp")) / "mlip_attn_gpu_site"
-        names = [WHEEL_NAMES[m] for m in missing if m in WHEEL_NAMES]
-        cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--find-links",
-               str(Path(run.args.wheels).resolve()), "--target", str(target), *names]
-        code = run.child(cmd, "pip.txt", 120)
-        if code != 0:   # no pip: a wheel is a zip file; unpack those made for this Python
-            code = unpack_wheels(Path(run.args.wheels), target, names)
-        if code == 0:
-            installed = names
+        folder = Path(run.args.wheels).resolve()
+        # one at a time, so that a wheel missing from the folder costs only its own module;
+        # without pip, a wheel (a zip file) made for this Python is unpacked
+        for name in [WHEEL_NAMES[m] for m in missing if m in WHEEL_NAMES]:
+            cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps",
+                   "--find-links", str(folder), "--target", str(target), name]
+            if run.child(cmd, "pip.txt", 60) == 0 or unpack_wheels(folder, target, [name]) == 0:
+                installed.append(name)
+        if installed:
             run.env["PYTHONPATH"] += os.pathsep + str(target)
             sys.path.append(str(target))
             importlib.invalidate_caches()
