@@ -15,6 +15,7 @@ tensors (numpy), which is how the tests check them on a machine without a GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 _state: dict = {"ok": None, "why": ""}
@@ -51,4 +52,13 @@ def runs_on(tensor) -> bool:
     return tensor.device.type == "cpu" and interpreted() and available()
 
 
-__all__ = ["available", "interpreted", "runs_on", "why_not"]
+def on_device_of(tensor):
+    """A context in which Triton launches on ``tensor``'s GPU (Triton launches on the current
+    CUDA device, which may be another: ``cuda:1`` tensors under a ``cuda:0`` default)."""
+    if tensor.is_cuda:
+        import torch
+        return torch.cuda.device(tensor.device)
+    return contextlib.nullcontext()
+
+
+__all__ = ["available", "interpreted", "on_device_of", "runs_on", "why_not"]

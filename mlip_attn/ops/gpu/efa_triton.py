@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_device_of
+
 BLOCK_N = 16
 
 
@@ -125,8 +127,10 @@ def rotate_forward(x, centred, directions, omega, scale) -> torch.Tensor:
     P = C * K
     if N and G and P:
         block_p = _block_p(P)
-        _rotate_forward[(triton.cdiv(N, BLOCK_N), G, triton.cdiv(P, block_p))](
-            x, centred, dirs, omega, scale, out, N, G, P, K, BLOCK_N=BLOCK_N, BLOCK_P=block_p)
+        with on_device_of(x):
+            _rotate_forward[(triton.cdiv(N, BLOCK_N), G, triton.cdiv(P, block_p))](
+                x, centred, dirs, omega, scale, out, N, G, P, K, BLOCK_N=BLOCK_N,
+                BLOCK_P=block_p)
     return out
 
 
@@ -141,9 +145,10 @@ def rotate_backward(grad, x, centred, directions, omega, scale, need_x: bool, ne
     g_r = torch.zeros_like(centred)
     if N and G and P and (need_x or need_r):
         block_p = _block_p(P)
-        _rotate_backward[(triton.cdiv(N, BLOCK_N), triton.cdiv(P, block_p))](
-            grad, x, centred, dirs, omega, scale, g_x, g_r, N, G, P, K, NEED_X=bool(need_x),
-            NEED_R=bool(need_r), BLOCK_N=BLOCK_N, BLOCK_P=block_p)
+        with on_device_of(x):
+            _rotate_backward[(triton.cdiv(N, BLOCK_N), triton.cdiv(P, block_p))](
+                grad, x, centred, dirs, omega, scale, g_x, g_r, N, G, P, K,
+                NEED_X=bool(need_x), NEED_R=bool(need_r), BLOCK_N=BLOCK_N, BLOCK_P=block_p)
     return (g_x if need_x else None), (g_r if need_r else None)
 
 

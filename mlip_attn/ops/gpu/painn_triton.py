@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_device_of
+
 BLOCK_E = 32
 
 
@@ -165,10 +167,11 @@ def message_forward(phi, features, geometry, rho, weight, receivers, senders, fi
         grid, block_c = _grid(E, width)
         feature, geo, target = ((phi, rho, ds) if order < 0 else
                                 (features[order], geometry[order], out[order]))
-        _message_forward[grid](phi, weight, rho, receivers, senders, feature, geo, target,
-                               E, K, C, col_a, col_b, width,
-                               M=0 if order < 0 else int(geo.shape[1]), FIRST=bool(first),
-                               BLOCK_E=BLOCK_E, BLOCK_C=block_c)
+        with on_device_of(phi):
+            _message_forward[grid](phi, weight, rho, receivers, senders, feature, geo, target,
+                                   E, K, C, col_a, col_b, width,
+                                   M=0 if order < 0 else int(geo.shape[1]), FIRST=bool(first),
+                                   BLOCK_E=BLOCK_E, BLOCK_C=block_c)
     return ds, out
 
 
@@ -199,11 +202,12 @@ def message_backward(g_ds, g_out, phi, features, geometry, rho, weight, receiver
             feature, geo = features[order], geometry[order]
             grad, gf, gg, M = g_out[order].contiguous(), g_f[order], g_geo[order], int(geo.shape[1])
             nf, ng = need_f[order], need_g[order]
-        _message_backward[grid](phi, weight, rho, receivers, senders, feature, geo, grad,
-                                g_phi, g_rho, g_w, gf, gg, E, K, C, col_a, col_b, width,
-                                M=M, FIRST=bool(first), NEED_PHI=bool(need_phi),
-                                NEED_RHO=bool(need_rho), NEED_W=bool(need_w), NEED_F=nf,
-                                NEED_G=ng, BLOCK_E=BLOCK_E, BLOCK_C=block_c)
+        with on_device_of(phi):
+            _message_backward[grid](phi, weight, rho, receivers, senders, feature, geo, grad,
+                                    g_phi, g_rho, g_w, gf, gg, E, K, C, col_a, col_b, width,
+                                    M=M, FIRST=bool(first), NEED_PHI=bool(need_phi),
+                                    NEED_RHO=bool(need_rho), NEED_W=bool(need_w), NEED_F=nf,
+                                    NEED_G=ng, BLOCK_E=BLOCK_E, BLOCK_C=block_c)
     return (g_phi if need_phi else None, g_rho if need_rho else None, g_w if need_w else None,
             [g if n else None for g, n in zip(g_f, need_f)],
             [g if n else None for g, n in zip(g_geo, need_g)])
