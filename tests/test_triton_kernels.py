@@ -1,8 +1,8 @@
 """The Triton kernels of `mlip_attn.ops.gpu` against the ATen reference forms.
 
 On a machine with a CUDA device (and without ``TRITON_INTERPRET`` set) the kernels run on the
-GPU; elsewhere this module sets ``TRITON_INTERPRET=1`` before the kernels are imported, and
-Triton's interpreter runs them on CPU tensors (numpy): the same kernel code, checked for its
+GPU; elsewhere ``TRITON_INTERPRET=1`` is set while this module's tests run, and Triton's
+interpreter runs them on CPU tensors (numpy): the same kernel code, checked for its
 arithmetic and indexing, not for GPU timing or atomics under contention. Sizes are small: the
 interpreter runs every program of the grid in Python. Skipped, saying so, without Triton.
 """
@@ -19,23 +19,37 @@ import pytest
 import torch
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-if not ON_GPU:
-    os.environ["TRITON_INTERPRET"] = "1"   # before the kernels' module is imported
 
-from conftest import MODEL_CONFIGS, random_molecule, to_batch  # noqa: E402
+from conftest import MODEL_CONFIGS, random_molecule, to_batch
 
-from mlip_attn import build_model  # noqa: E402
-from mlip_attn.attention.efa import _rotations, lebedev_grid  # noqa: E402
-from mlip_attn.nn.painn_message import message_reference  # noqa: E402
-from mlip_attn.ops import gpu  # noqa: E402
+from mlip_attn import build_model
+from mlip_attn.attention.efa import _rotations, lebedev_grid
+from mlip_attn.nn.painn_message import message_reference
+from mlip_attn.ops import gpu
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 needs_triton = pytest.mark.skipif(not gpu.available(), reason=f"no Triton: {gpu.why_not()}")
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def interpreter_off_the_gpu():
+    """Triton's interpreter for this module's tests where there is no GPU: Triton reads
+    ``TRITON_INTERPRET`` when a kernel is defined and when it runs, so it is set while these
+    tests run, and restored afterwards (other modules never see it)."""
+    before = os.environ.get("TRITON_INTERPRET")
+    if not ON_GPU:
+        os.environ["TRITON_INTERPRET"] = "1"
+    yield
+    if before is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = before
+
+
 def _kernels():
-    """The kernel modules, (re)imported so that their ``@triton.jit`` saw the mode above."""
+    """The kernel modules, (re)imported so that ``@triton.jit`` made them for this machine:
+    compiled on a GPU, interpreted elsewhere."""
     from mlip_attn.ops.gpu import efa_triton, painn_triton
     interpreted = type(painn_triton._message_forward).__name__ == "InterpretedFunction"
     if interpreted == ON_GPU:   # imported earlier in this process under the other mode

@@ -24,6 +24,14 @@ BLOCK_N = 16
 
 
 @triton.jit
+def _add(a, b):
+    """The combine of a sum (``tl.reduce``). The kernels use Triton builtins only, never
+    ``triton.language``'s own jit helpers (``tl.sum``, ``tl.zeros``), so that the interpreter
+    runs them even when Triton was imported before ``TRITON_INTERPRET`` was set."""
+    return a + b
+
+
+@triton.jit
 def _rotate_forward(x, centred, dirs, omega, scale, out, N, G, P, K,
                     BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr):
     """P = C·K channel pairs per atom, p = c·K + k; x (N, 2P), out (N, G·2P)."""
@@ -61,11 +69,11 @@ def _rotate_backward(grad, x, centred, dirs, omega, scale, g_x, g_centred, N, G,
     w = tl.load(omega + p % K, mask=mp, other=0.0)
     a = tl.load(x + n[:, None] * (2 * P) + 2 * p[None, :], mask=mask, other=0.0)
     b = tl.load(x + n[:, None] * (2 * P) + 2 * p[None, :] + 1, mask=mask, other=0.0)
-    acc_a = tl.zeros((BLOCK_N, BLOCK_P), dtype=a.dtype)
-    acc_b = tl.zeros((BLOCK_N, BLOCK_P), dtype=a.dtype)
-    gr0 = tl.zeros((BLOCK_N,), dtype=a.dtype)
-    gr1 = tl.zeros((BLOCK_N,), dtype=a.dtype)
-    gr2 = tl.zeros((BLOCK_N,), dtype=a.dtype)
+    acc_a = tl.full((BLOCK_N, BLOCK_P), 0.0, a.dtype)
+    acc_b = tl.full((BLOCK_N, BLOCK_P), 0.0, a.dtype)
+    gr0 = tl.full((BLOCK_N,), 0.0, a.dtype)
+    gr1 = tl.full((BLOCK_N,), 0.0, a.dtype)
+    gr2 = tl.full((BLOCK_N,), 0.0, a.dtype)
     for g in range(G):
         u0, u1, u2 = tl.load(dirs + g * 3), tl.load(dirs + g * 3 + 1), tl.load(dirs + g * 3 + 2)
         s = tl.load(scale + g)
@@ -79,7 +87,7 @@ def _rotate_backward(grad, x, centred, dirs, omega, scale, g_x, g_centred, N, G,
             acc_b += gb * cs - ga * sn
         if NEED_R:
             g_theta = ga * (-a * sn - b * cs) + gb * (a * cs - b * sn)
-            g_t = tl.sum(g_theta * w[None, :], axis=1)
+            g_t = tl.reduce(g_theta * w[None, :], 1, _add)
             gr0 += g_t * u0
             gr1 += g_t * u1
             gr2 += g_t * u2

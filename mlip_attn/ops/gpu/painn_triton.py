@@ -32,9 +32,17 @@ BLOCK_E = 32
 
 
 @triton.jit
+def _add(a, b):
+    """The combine of a sum (``tl.reduce``). The kernels use Triton builtins only, never
+    ``triton.language``'s own jit helpers (``tl.sum``, ``tl.zeros``), so that the interpreter
+    runs them even when Triton was imported before ``TRITON_INTERPRET`` was set."""
+    return a + b
+
+
+@triton.jit
 def _filter(rho, weight, e, me, col, mc, K, BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr):
     """(BLOCK_E, BLOCK_C) filter rho[e] @ weight[col]ᵀ, zero outside the masks."""
-    acc = tl.zeros((BLOCK_E, BLOCK_C), dtype=rho.dtype.element_ty)
+    acc = tl.full((BLOCK_E, BLOCK_C), 0.0, rho.dtype.element_ty)
     for k in range(K):
         r = tl.load(rho + e * K + k, mask=me, other=0.0)
         w = tl.load(weight + col * K + k, mask=mc, other=0.0)
@@ -79,10 +87,10 @@ def _weight_terms(g_filt, rho, weight, g_rho, g_weight, e, me, col, mc, K,
     for k in range(K):
         if NEED_RHO:
             w = tl.load(weight + col * K + k, mask=mc, other=0.0)
-            tl.atomic_add(g_rho + e * K + k, tl.sum(g_filt * w[None, :], axis=1), mask=me)
+            tl.atomic_add(g_rho + e * K + k, tl.reduce(g_filt * w[None, :], 1, _add), mask=me)
         if NEED_W:
             r = tl.load(rho + e * K + k, mask=me, other=0.0)
-            tl.atomic_add(g_weight + col * K + k, tl.sum(g_filt * r[:, None], axis=0), mask=mc)
+            tl.atomic_add(g_weight + col * K + k, tl.reduce(g_filt * r[:, None], 0, _add), mask=mc)
 
 
 @triton.jit
@@ -109,14 +117,14 @@ def _message_backward(phi, weight, rho, receivers, senders, feature, geometry, g
         phi_b = tl.load(phi + j[:, None] * C + col_b + c[None, :], mask=mask, other=0.0)
         xa = phi_a * filt_a
         xb = phi_b * filt_b
-        g_xa = tl.zeros((BLOCK_E, BLOCK_C), dtype=phi.dtype.element_ty)
-        g_xb = tl.zeros((BLOCK_E, BLOCK_C), dtype=phi.dtype.element_ty)
+        g_xa = tl.full((BLOCK_E, BLOCK_C), 0.0, phi.dtype.element_ty)
+        g_xb = tl.full((BLOCK_E, BLOCK_C), 0.0, phi.dtype.element_ty)
         for m in tl.static_range(M):
             gd = tl.load(grad + (i[:, None] * M + m) * width + c[None, :], mask=mask, other=0.0)
             geo = tl.load(geometry + e * M + m, mask=me, other=0.0)
             g_xb += gd * geo[:, None]
             if NEED_G:
-                tl.atomic_add(g_geometry + e * M + m, tl.sum(gd * xb, axis=1), mask=me)
+                tl.atomic_add(g_geometry + e * M + m, tl.reduce(gd * xb, 1, _add), mask=me)
             if not FIRST:
                 f = tl.load(feature + (j[:, None] * M + m) * width + c[None, :], mask=mask,
                             other=0.0)
