@@ -168,7 +168,8 @@ def rel(a, b):
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-300))
 small = len(sys.argv) > 2 and sys.argv[2] == "small"   # the interpreter: tiny sizes
 n, e, f, w1, w2, k = (12, 60, 4, 3, 2, 3) if small else (300, 6000, 32, 16, 8, 8)
-phi, feats, geo = rnd(n, f + 2 * w1 + 2 * w2), [rnd(n, 3, w1), rnd(n, 5, w2)], [rnd(e, 3), rnd(e, 5)]
+phi = rnd(n, f + 2 * w1 + 2 * w2)
+feats, geo = [rnd(n, 3, w1), rnd(n, 5, w2)], [rnd(e, 3), rnd(e, 5)]
 rho, wt = rnd(e, k), rnd(f + 2 * w1 + 2 * w2, k)
 i = torch.sort(torch.randint(0, n, (e,), generator=g)).values.to(device)
 j = torch.randint(0, n, (e,), generator=g).to(device)

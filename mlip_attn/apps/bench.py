@@ -225,7 +225,8 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
         failed, last = False, None
         for n in sizes:
             skip = "skipped (a smaller size already failed)" if failed else None
-            if time_cap and last and last["median_s"] * n / last["atoms"] * (repeats + 1) > time_cap:
+            predicted = last["median_s"] * n / last["atoms"] * (repeats + 1) if last else 0.0
+            if time_cap and predicted > time_cap:
                 skip = f"skipped (estimated over the time cap of {time_cap:g} s)"
             r = (measure(kind, n, repeats, width, layers, cutoff, periodic,
                          "cpu" if kind == "neighbour-list" else device, time_cap) if not skip

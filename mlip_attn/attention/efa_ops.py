@@ -14,11 +14,11 @@ Eager EFA takes them where the PaiNN message takes its op (the message policy,
 `mlip_attn.nn.policy`: not with ``MLIP_ATTN_KERNELS=python`` or ``route="python"``), in eval
 mode (inference: energy and forces; training keeps plain autograd, whose double backward a force
 loss needs), and unless `efa_kernels` (False) turns them off, for side-by-side checks and
-benchmarks. On CUDA tensors, eager EFA in eval mode rotates on the Triton kernels of `mlip_attn.ops.gpu`
-(`triton_kernels`) where Triton imports; the exact form's pair op has no GPU kernel (it takes
-the C++ library's ATen form there). A TorchScript export calls them when the export sets the block's
-``compiled_message`` (`mlip_attn.lammps.export.use_compiled_ops`). Both routes compute the same
-function (float64: to ~1e-13).
+benchmarks. On CUDA tensors, eager EFA in eval mode rotates on the Triton kernels of
+`mlip_attn.ops.gpu` (`triton_kernels`) where Triton imports; the exact form's pair op has no
+GPU kernel (it takes the C++ library's ATen form there). A TorchScript export calls them when
+the export sets the block's ``compiled_message`` (`mlip_attn.lammps.export.use_compiled_ops`).
+Both routes compute the same function (float64: to ~1e-13).
 """
 from __future__ import annotations
 

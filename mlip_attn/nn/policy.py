@@ -1,6 +1,6 @@
 """How message sums run: one policy for PaiNN and EGNN, with one override point.
 
-A message sum (PaiNN's filter × neighbour features, EGNN's edge network) can run three ways:
+A message sum (PaiNN's filter × neighbour features, EGNN's edge network) can run four ways:
 
 * **compiled** (PaiNN): ``torch.ops.mlip_attn.painn_message_orders``, the fused per-edge C++
   loops of `mlip_attn.ops` (built once per torch version on first use, about 40 s; the same op
@@ -8,6 +8,8 @@ A message sum (PaiNN's filter × neighbour features, EGNN's edge network) can ru
 * **chunked** (Python): the same maths over edge chunks with a recomputing backward, so no edge
   tensor larger than a chunk is kept (`mlip_attn.nn.painn_message.ChunkedMessage`,
   `mlip_attn.nn.egnn_message.ChunkedEdgeMessages`);
+* **Triton** (PaiNN, CUDA tensors): the GPU kernels of `mlip_attn.ops.gpu`, where Triton
+  imports (`triton_kernels_for`); without Triton, CUDA tensors run the ATen form;
 * **one pass**: plain autograd over all edges (fastest for small training batches, whose force
   loss differentiates the message twice).
 

@@ -130,7 +130,8 @@ def rotate_forward(x, centred, directions, omega, scale) -> torch.Tensor:
     N, C, D = x.shape
     G, K = int(dirs.shape[0]), int(omega.shape[0])
     if D != 2 * K:
-        raise ValueError(f"efa rotation: x (N, C, 2K) with K = {K} frequencies, got {tuple(x.shape)}")
+        raise ValueError(f"efa rotation: x (N, C, 2K) with K = {K} frequencies, got "
+                         f"{tuple(x.shape)}")
     out = x.new_empty((N, G * C * D))
     P = C * K
     if N and G and P:

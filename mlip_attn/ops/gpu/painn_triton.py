@@ -246,8 +246,9 @@ class TritonMessage(torch.autograd.Function):
         needs += [ctx.needs_input_grad[8 + 2 * k] for k in range(L)]
         if torch.is_grad_enabled():   # create_graph: differentiate the ATen form instead
             return (None, *_differentiable_backward(ctx, g_ds, g_out, needs))
-        g_ds = torch.zeros((phi.shape[0], int(phi.shape[1]) - 2 * sum(f.shape[2] for f in features)),
-                           dtype=phi.dtype, device=phi.device) if g_ds is None else g_ds
+        if g_ds is None:   # Δs unused
+            width = int(phi.shape[1]) - 2 * sum(int(f.shape[2]) for f in features)
+            g_ds = phi.new_zeros((phi.shape[0], width))
         g_out = [torch.zeros_like(f) if g is None else g for g, f in zip(g_out, features)]
         g_phi, g_rho, g_w, g_f, g_geo = message_backward(
             g_ds, g_out, phi, features, geometry, rho, weight, receivers, senders, ctx.first,
