@@ -33,9 +33,14 @@ def _bench(args, extra):
                   repeats=args.repeats if args.repeats != 5 else 7, width=args.width,
                   layers=args.layers, cutoff=args.cutoff, quick=args.quick)
         return
-    from .apps.bench import run_bench
-    run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats, width=args.width,
-              layers=args.layers, cutoff=args.cutoff, device=args.device)
+    from .apps.bench import run_bench, write_bench_json
+    rows = run_bench(sizes=args.sizes, models=args.models, repeats=args.repeats,
+                     width=args.width, layers=args.layers, cutoff=args.cutoff,
+                     device=args.device, time_cap=args.time_cap,
+                     neighbour_list=not args.no_neighbour_list)
+    if args.json:
+        write_bench_json(args.json, rows, device=args.device, width=args.width,
+                         layers=args.layers, cutoff=args.cutoff, repeats=args.repeats)
 
 
 def add_bench(sub, add_threads) -> None:
@@ -49,6 +54,12 @@ def add_bench(sub, add_threads) -> None:
                    "painn@all (see `mlip-attn components`)")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (plain bench only)")
+    b.add_argument("--time-cap", type=float, default=None, help="seconds per point (plain "
+                   "bench): a point is ended after it, larger sizes skipped when predicted over it")
+    b.add_argument("--no-neighbour-list", action="store_true", help="plain bench: no "
+                   "neighbour-list rows")
+    b.add_argument("--json", default=None, help="also write the plain bench's rows, with the "
+                   "device, torch and Triton versions, to this JSON file")
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--layers", type=int, default=3)
     b.add_argument("--cutoff", type=float, default=5.0)

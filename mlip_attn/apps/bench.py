@@ -28,7 +28,8 @@ DENSITY = 0.1  # atoms / Å^3
 BENCH_MODES = ("roofline", "under_load", "lammps", "training", "peers")  # the CPU-only modes
 
 MODEL_NAMES_HELP = ("<backbone> or <backbone>+<attention preset>, optionally @<encoders> "
-                    "(comma-separated, or 'all'), e.g. painn, painn-l2, egnn, painn+efa-l1, "
+                    "(comma-separated, or 'all'), e.g. painn, painn-l2, egnn, painn+efa-l1 "
+                    "(painn+efa-l1:lebedev: EFA's linear-cost form, switch false), "
                     "painn+transformer, painn@all, egnn@chemical (see `mlip-attn components`)")
 
 
@@ -59,6 +60,10 @@ def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float
     BACKBONES.get(backbone, f"benchmark model {kind!r}: backbone")
     cfg = {"backbone": backbone, "elements": [1, 6, 8], "width": width, "layers": layers,
            "cutoff": cutoff, **own}
+    preset, _, form = preset.partition(":")
+    if form not in ("", "lebedev"):
+        raise ValueError(f"benchmark model {kind!r}: the only form suffix is ':lebedev', got "
+                         f"{form!r}")
     if preset:
         presets = GLOBAL_BLOCKS.presets()
         if preset not in presets:
@@ -67,7 +72,7 @@ def model_config(kind: str, width: int, layers: int, cutoff: float, r_max: float
         block, options = presets[preset]
         if "r_max" in GLOBAL_BLOCKS[block].parameters():
             options.setdefault("r_max", r_max)
-        cfg["attention"] = {"type": block, **options}
+        cfg["attention"] = {"type": block, **options, **({"switch": False} if form else {})}
     if encoders:
         names = ENCODERS.names() if encoders == "all" else encoders.split(",")
         for name in names:
@@ -158,15 +163,22 @@ def _measure(kind: str, n_atoms: int, repeats: int, width: int, layers: int, cut
 
 
 def measure(kind: str, n_atoms: int, repeats: int = 5, width: int = 128, layers: int = 3,
-            cutoff: float = 5.0, periodic: bool = True, device: str = "cpu") -> dict:
+            cutoff: float = 5.0, periodic: bool = True, device: str = "cpu",
+            time_cap: float | None = None) -> dict:
     """Median seconds and peak memory (MB: the whole process's resident memory on the CPU,
-    the device's allocations on a GPU) for one point, in a fresh process."""
+    the device's allocations on a GPU) for one point, in a fresh process, ended (an error
+    row) after ``time_cap`` seconds if given."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_measure, args=(kind, n_atoms, repeats, width, layers, cutoff,
                                                    periodic, queue, device))
     proc.start()
-    proc.join()
+    proc.join(time_cap)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        return {"median_s": float("nan"), "edges": 0, "peak_mb": float("nan"),
+                "error": f"over the time cap ({time_cap:g} s for the point)"}
     if proc.exitcode != 0:
         return {"median_s": float("nan"), "edges": 0, "peak_mb": float("nan"),
                 "error": f"failed (exit code {proc.exitcode}; out of memory?)"}
@@ -191,9 +203,12 @@ def _device_name(device: str) -> str:
 
 def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int = 5,
               width: int = 128, layers: int = 3, cutoff: float = 5.0,
-              neighbour_list: bool = True, device: str = "cpu") -> list[dict]:
+              neighbour_list: bool = True, device: str = "cpu",
+              time_cap: float | None = None) -> list[dict]:
     """Print and return a table of throughput (atom·steps/s, µs/atom/step) and peak memory
-    per point on ``device``, and the log-log slope of time against atoms per model."""
+    per point on ``device``, and the log-log slope of time against atoms per model.
+    ``time_cap`` (s): a point is ended after it, and a size is skipped when the last one's
+    time, scaled linearly in atoms over its repeats, predicts more."""
     import torch
     check_device(device)
     periodic = all(is_periodic(m) for m in models)
@@ -207,16 +222,21 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
     for kind in (["neighbour-list"] if neighbour_list else []) + list(models):
         if kind != "neighbour-list":
             model_config(kind, width, layers, cutoff, 10.0)  # a clear error for a bad name
-        failed = False
+        failed, last = False, None
         for n in sizes:
+            skip = "skipped (a smaller size already failed)" if failed else None
+            predicted = last["median_s"] * n / last["atoms"] * (repeats + 1) if last else 0.0
+            if time_cap and predicted > time_cap:
+                skip = f"skipped (estimated over the time cap of {time_cap:g} s)"
             r = (measure(kind, n, repeats, width, layers, cutoff, periodic,
-                         "cpu" if kind == "neighbour-list" else device) if not failed else
-                 {"median_s": float("nan"), "edges": 0, "peak_mb": float("nan"),
-                  "error": "skipped (a smaller size already failed)"})
+                         "cpu" if kind == "neighbour-list" else device, time_cap) if not skip
+                 else {"median_s": float("nan"), "edges": 0, "peak_mb": float("nan"),
+                       "error": skip})
             failed = failed or "error" in r
             r.update(model=kind, atoms=n, device="cpu" if kind == "neighbour-list" else device,
                      us_per_atom_step=1e6 * r["median_s"] / n)
             rows.append(r)
+            last = r if "error" not in r else last
             pairs = f"{r['edges']:,}" if r["edges"] else "-"
             print(f"{kind:<15}{n:>8}{pairs:>11}{1e3 * r['median_s']:>12.2f}"
                   f"{n / r['median_s']:>15,.0f}{r['us_per_atom_step']:>14.2f}"
@@ -227,6 +247,30 @@ def run_bench(sizes=(100, 1000, 10000), models=("painn", "egnn"), repeats: int =
         if math.isfinite(slope):
             print(f"{'':<15}log-log slope of time vs atoms: {slope:.2f}", flush=True)
     return rows
+
+
+def write_bench_json(path, rows: list[dict], device: str, **settings) -> dict:
+    """Write `run_bench`'s ``rows`` to ``path`` (JSON) with what produced them: the device's
+    name, torch, CUDA and Triton versions, the route of PaiNN's message there, and
+    ``settings`` (width, layers, ...). NaN times (failed or skipped points) become null."""
+    import json
+    import platform
+
+    import torch
+
+    from ..nn.policy import describe
+    from ..ops import gpu
+    on_gpu = device != "cpu"
+    info = {"device": _device_name(device), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "triton": gpu.why_not() if gpu.available() else None,
+            "message_route": ("triton" if gpu.available() else "aten") if on_gpu else describe(),
+            "python": platform.python_version(), "float": "float32", **settings}
+    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+              for k, v in r.items()} for r in rows]
+    document = {"settings": info, "rows": clean}
+    with open(path, "w") as handle:
+        json.dump(document, handle, indent=1)
+    return document
 
 
 def training_structures(kind: str, n_structures: int, atoms: int):

@@ -36,7 +36,7 @@ from ..nn.graph import Features, Graph, centred_positions, rank_in_segment
 from ..nn.switching import reach_switch
 from ..registry import GLOBAL_BLOCKS, PositiveFloat, PositiveInt
 from .base import GlobalBlock, LocalSums
-from .efa_ops import kernels_enabled
+from .efa_ops import kernels_enabled, rotations_triton, triton_kernels
 
 __all__ = [
     "EuclideanFastAttention",
@@ -557,6 +557,8 @@ class EuclideanFastAttention(GlobalBlock):
                 q_rot, k_rot = self._rotations_fused(q, k, centred)
             else:
                 q_rot, k_rot = _rotations(q, k, centred, dirs, omega, lam)
+        elif self._triton_kernels(q):   # CUDA tensors: Triton kernels (`efa_ops`)
+            q_rot, k_rot = self._rotations_triton(q, k, centred)
         elif self._eager_kernels():
             q_rot, k_rot = self._rotations_fused(q, k, centred)
         else:
@@ -607,6 +609,16 @@ class EuclideanFastAttention(GlobalBlock):
         """Whether eager EFA takes the compiled ops now (`efa_ops.kernels_enabled`);
         TorchScript takes them where the export set ``compiled_message``."""
         return kernels_enabled(self.training)
+
+    @torch.jit.unused
+    def _triton_kernels(self, q: Tensor) -> bool:
+        """Whether eager EFA rotates ``q``'s device on Triton (`efa_ops.triton_kernels`)."""
+        return triton_kernels(q, self.training)
+
+    @torch.jit.unused
+    def _rotations_triton(self, q: Tensor, k: Tensor, centred: Tensor) -> Tuple[Tensor, Tensor]:
+        """`_rotations` by the Triton kernels (`efa_ops.rotations_triton`)."""
+        return rotations_triton(q, k, centred, self.directions, self.omega, self.weights)
 
     def _rotations_fused(self, q: Tensor, k: Tensor, centred: Tensor) -> Tuple[Tensor, Tensor]:
         """`_rotations` by the compiled op ``mlip_attn::efa_rotate`` (float64 grid)."""

@@ -14,15 +14,19 @@ Eager EFA takes them where the PaiNN message takes its op (the message policy,
 `mlip_attn.nn.policy`: not with ``MLIP_ATTN_KERNELS=python`` or ``route="python"``), in eval
 mode (inference: energy and forces; training keeps plain autograd, whose double backward a force
 loss needs), and unless `efa_kernels` (False) turns them off, for side-by-side checks and
-benchmarks. A TorchScript export calls them when the export sets the block's
-``compiled_message`` (`mlip_attn.lammps.export.use_compiled_ops`). Both routes compute the same
-function (float64: to ~1e-13).
+benchmarks. On CUDA tensors, eager EFA in eval mode rotates on the Triton kernels of
+`mlip_attn.ops.gpu` (`triton_kernels`) where Triton imports; the exact form's pair op has no
+GPU kernel (it takes the C++ library's ATen form there). A TorchScript export calls them when
+the export sets the block's ``compiled_message`` (`mlip_attn.lammps.export.use_compiled_ops`).
+Both routes compute the same function (float64: to ~1e-13).
 """
 from __future__ import annotations
 
 import contextlib
 
-from ..nn.policy import compiled_message_available
+import torch
+
+from ..nn.policy import compiled_message_available, triton_kernels_for
 
 _state = {"enabled": True}
 
@@ -30,6 +34,21 @@ _state = {"enabled": True}
 def kernels_enabled(training: bool) -> bool:
     """Whether eager EFA calls the compiled ops now (``training``: the block's mode)."""
     return _state["enabled"] and not training and compiled_message_available()
+
+
+def triton_kernels(x: torch.Tensor, training: bool) -> bool:
+    """Whether eager EFA rotates ``x`` (a query/key tensor) on the Triton kernels now: a CUDA
+    tensor (`mlip_attn.nn.policy.triton_kernels_for`), eval mode, `efa_kernels` not off."""
+    return _state["enabled"] and not training and triton_kernels_for(x)
+
+
+def rotations_triton(q: torch.Tensor, k: torch.Tensor, centred: torch.Tensor,
+                     directions: torch.Tensor, omega: torch.Tensor, weights: torch.Tensor):
+    """q and k (N, C, d_qk) rotated on the grid by the Triton kernels, the quadrature weights
+    folded into q: as `mlip_attn.attention.efa._rotations` ((N, G·C·d_qk) each)."""
+    from ..ops.gpu.efa_triton import efa_rotate_triton
+    return (efa_rotate_triton(q, centred, directions, omega, weights),
+            efa_rotate_triton(k, centred, directions, omega, torch.ones_like(weights)))
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from typing import List, Tuple
 
 import torch
 
-from .policy import compiled_message_available, current
+from .policy import compiled_message_available, current, triton_kernels_for
 
 
 def _offsets(phi: torch.Tensor, features: List[torch.Tensor]) -> List[int]:
@@ -186,12 +186,17 @@ def painn_message(phi: torch.Tensor, features: List[torch.Tensor], geometry: Lis
     policy (`mlip_attn.nn.policy.current`): in training, one plain-autograd pass for graphs of
     fewer than ``one_pass_below`` edges; otherwise (and always with ``inference``: eval mode,
     no double backward) the compiled op (fused per-edge loops on the CPU) where the policy
-    allows it and it is available, else `ChunkedMessage` in chunks of ``chunk`` edges (default
+    allows it and it is available (CUDA tensors: the Triton kernels of `mlip_attn.ops.gpu`
+    where Triton imports), else `ChunkedMessage` in chunks of ``chunk`` edges (default
     ``policy.chunk()``) with the recomputing backward."""
     policy = current()
     if not inference and senders.shape[0] < policy.one_pass_below:
         return message_reference(phi, features, geometry, rho, weight, receivers, senders, first)
     chunk = policy.chunk() if chunk is None else chunk
+    if triton_kernels_for(phi):   # CUDA: Triton kernels; second derivatives via the ATen form
+        from ..ops.gpu.painn_triton import painn_message_triton
+        return painn_message_triton(phi, features, geometry, rho, weight, receivers, senders,
+                                    first, message_reference)
     if compiled_message_available():
         ds, out = torch.ops.mlip_attn.painn_message_orders(
             phi, features, geometry, rho, weight, receivers, senders, first, chunk)

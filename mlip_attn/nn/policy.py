@@ -1,6 +1,6 @@
 """How message sums run: one policy for PaiNN and EGNN, with one override point.
 
-A message sum (PaiNN's filter × neighbour features, EGNN's edge network) can run three ways:
+A message sum (PaiNN's filter × neighbour features, EGNN's edge network) can run four ways:
 
 * **compiled** (PaiNN): ``torch.ops.mlip_attn.painn_message_orders``, the fused per-edge C++
   loops of `mlip_attn.ops` (built once per torch version on first use, about 40 s; the same op
@@ -8,6 +8,8 @@ A message sum (PaiNN's filter × neighbour features, EGNN's edge network) can ru
 * **chunked** (Python): the same maths over edge chunks with a recomputing backward, so no edge
   tensor larger than a chunk is kept (`mlip_attn.nn.painn_message.ChunkedMessage`,
   `mlip_attn.nn.egnn_message.ChunkedEdgeMessages`);
+* **Triton** (PaiNN, CUDA tensors): the GPU kernels of `mlip_attn.ops.gpu`, where Triton
+  imports (`triton_kernels_for`); without Triton, CUDA tensors run the ATen form;
 * **one pass**: plain autograd over all edges (fastest for small training batches, whose force
   loss differentiates the message twice).
 
@@ -22,6 +24,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import warnings
 
 ROUTES = ("auto", "python")
 ROUTE_ENV = "MLIP_ATTN_KERNELS"     # "python": never load or build the compiled ops
@@ -82,6 +85,7 @@ def _from_environment() -> MessagePolicy:
 _policy = _from_environment()
 # what "auto" resolved to in this process: None (not yet), "compiled" or "python", and why
 _compiled: dict = {"route": None, "why": ""}
+_gpu_warned: list = []   # non-empty once a CUDA tensor met no Triton (one warning per process)
 
 
 def current() -> MessagePolicy:
@@ -151,6 +155,24 @@ def compiled_message_available() -> bool:
     if _compiled["route"] is None:
         _resolve_compiled()
     return _compiled["route"] == "compiled"
+
+
+def triton_kernels_for(tensor) -> bool:
+    """Whether a message sum or EFA rotation on ``tensor`` takes the Triton kernels of
+    `mlip_attn.ops.gpu`: a CUDA tensor, Triton importable, and a route other than ``python``.
+    CPU tensors keep the compiled C++ ops. A CUDA tensor without Triton takes the ATen form, and
+    the first such call in a process warns, saying why."""
+    if _policy.route == "python" or not tensor.is_cuda:
+        return False
+    from ..ops import gpu
+    if gpu.available():
+        return True
+    if not _gpu_warned:
+        _gpu_warned.append(str(tensor.device))
+        warnings.warn(f"mlip_attn: no GPU kernels for {tensor.device}: {gpu.why_not()}. The "
+                      "PaiNN message and EFA's rotation run as ATen operations there (correct, "
+                      "slower).", RuntimeWarning, stacklevel=2)
+    return False
 
 
 def prepare() -> str:
