@@ -467,7 +467,7 @@ MLIP_ATTN_INLINE void sincos_reduced(double x, double &s_out, double &c_out)
 // one sincos per direction and the angle-addition recursion over k (as `angles`); others one
 // sincos per (k, g). work: 5 G doubles.
 template <typename T>
-MLIP_ATTN_INLINE void grid_table(const Grid<T> &grid, const T *r, double *work, T *Ct, T *St)
+MLIP_ATTN_INLINE void grid_table(const Rotation<T> &grid, const T *r, double *work, T *Ct, T *St)
 {
   const int64_t G = grid.G, K = grid.D / 2;
   const Frequencies &f = *grid.freq;
@@ -515,7 +515,7 @@ MLIP_ATTN_INLINE void grid_table(const Grid<T> &grid, const T *r, double *work, 
 }
 
 template <typename T>
-MLIP_ATTN_INLINE void grid_rotate_impl(const Grid<T> &grid, int64_t begin, int64_t end, T *out)
+MLIP_ATTN_INLINE void grid_rotate_impl(const Rotation<T> &grid, int64_t begin, int64_t end, T *out)
 {
   const int64_t G = grid.G, C = grid.C, D = grid.D, K = D / 2, GK = G * K;
   std::vector<T> table(2 * GK);
@@ -540,7 +540,7 @@ MLIP_ATTN_INLINE void grid_rotate_impl(const Grid<T> &grid, int64_t begin, int64
 }
 
 template <typename T>
-MLIP_ATTN_INLINE void grid_rotate_backward_impl(const Grid<T> &grid, int64_t begin, int64_t end,
+MLIP_ATTN_INLINE void grid_rotate_backward_impl(const Rotation<T> &grid, int64_t begin, int64_t end,
                                                 const T *grad, T *g_x, T *g_centred, T *rows)
 {
   const int64_t G = grid.G, C = grid.C, D = grid.D, K = D / 2, GK = G * K;
@@ -632,9 +632,9 @@ MLIP_ATTN_DISPATCH(rotate_forward, (const Rotation<T> &r, int64_t b, int64_t e, 
 MLIP_ATTN_DISPATCH(rotate_backward,
                    (const Rotation<T> &r, int64_t b, int64_t e, const T *g, T *gx, T *gc),
                    (r, b, e, g, gx, gc))
-MLIP_ATTN_DISPATCH(grid_rotate, (const Grid<T> &r, int64_t b, int64_t e, T *out), (r, b, e, out))
+MLIP_ATTN_DISPATCH(grid_rotate, (const Rotation<T> &r, int64_t b, int64_t e, T *out), (r, b, e, out))
 MLIP_ATTN_DISPATCH(grid_rotate_backward,
-                   (const Grid<T> &r, int64_t b, int64_t e, const T *g, T *gx, T *gc, T *rows),
+                   (const Rotation<T> &r, int64_t b, int64_t e, const T *g, T *gx, T *gc, T *rows),
                    (r, b, e, g, gx, gc, rows))
 MLIP_ATTN_DISPATCH(pairs_forward, (const Pairs<T> &p, int64_t b, int64_t e, T *y), (p, b, e, y))
 MLIP_ATTN_DISPATCH(pairs_backward,
@@ -672,13 +672,13 @@ void rotate_backward(const Rotation<T> &rot, int64_t begin, int64_t end, const T
 }
 
 template <typename T>
-void grid_rotate(const Grid<T> &grid, int64_t begin, int64_t end, T *out)
+void grid_rotate(const Rotation<T> &grid, int64_t begin, int64_t end, T *out)
 {
   grid_rotate_any<T>(grid, begin, end, out);
 }
 
 template <typename T>
-void grid_rotate_backward(const Grid<T> &grid, int64_t begin, int64_t end, const T *grad, T *g_x,
+void grid_rotate_backward(const Rotation<T> &grid, int64_t begin, int64_t end, const T *grad, T *g_x,
                           T *g_centred, T *rows)
 {
   grid_rotate_backward_any<T>(grid, begin, end, grad, g_x, g_centred, rows);
@@ -757,8 +757,8 @@ Cells build_cells(const T *positions, const int64_t *batch, int64_t N, int64_t B
   template void rotate_forward<T>(const Rotation<T> &, int64_t, int64_t, T *);              \
   template void rotate_backward<T>(const Rotation<T> &, int64_t, int64_t, const T *, T *,   \
                                    T *);                                                    \
-  template void grid_rotate<T>(const Grid<T> &, int64_t, int64_t, T *);                   \
-  template void grid_rotate_backward<T>(const Grid<T> &, int64_t, int64_t, const T *, T *,  \
+  template void grid_rotate<T>(const Rotation<T> &, int64_t, int64_t, T *);                   \
+  template void grid_rotate_backward<T>(const Rotation<T> &, int64_t, int64_t, const T *, T *,  \
                                         T *, T *);                                          \
   template Cells build_cells<T>(const T *, const int64_t *, int64_t, int64_t, double);      \
   template void pairs_forward<T>(const Pairs<T> &, int64_t, int64_t, T *);                  \

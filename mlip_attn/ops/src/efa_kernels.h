@@ -65,22 +65,14 @@ template <typename T> void rotate_backward(const Rotation<T> &rot, int64_t begin
 // a permutation of efa_rotate's [g][c][2k + t]; the sums S = Σ_n R_nᵀ v_n and the products
 // R_n S take only this layout (S is internal to the ops and the sum across processes). The
 // loops run over the grid directions (vectorised), with cos/sin in float64 from a branch-free
-// polynomial (one per direction, and the angle-addition recursion over arithmetic ω_k).
-template <typename T> struct Grid {
-  const T *x = nullptr;           // (N, C, D)
-  const T *centred = nullptr;     // (N, 3) Å
-  const double *dirs = nullptr;   // (G, 3)
-  const double *scale = nullptr;  // (G,)
-  const Frequencies *freq = nullptr;   // K = D / 2
-  int64_t G = 0, C = 0, D = 0;
-};
-
+// polynomial (one per direction, and the angle-addition recursion over arithmetic ω_k). The
+// inputs are efa_rotate's (Rotation).
 // R of atoms [begin, end) into out ((end − begin), P): out's first row is atom begin's
-template <typename T> void grid_rotate(const Grid<T> &grid, int64_t begin, int64_t end, T *out);
+template <typename T> void grid_rotate(const Rotation<T> &grid, int64_t begin, int64_t end, T *out);
 // grad ((end − begin), P) of those rows -> g_x (N, C, D), g_centred (N, 3): their rows [begin,
 // end) written, each nullptr if not wanted; rows, if not nullptr: R as grid_rotate's out, from
 // the same cos/sin (a backward needs both)
-template <typename T> void grid_rotate_backward(const Grid<T> &grid, int64_t begin, int64_t end,
+template <typename T> void grid_rotate_backward(const Rotation<T> &grid, int64_t begin, int64_t end,
                                                 const T *grad, T *g_x, T *g_centred, T *rows);
 
 // Atoms sorted into cells ≥ r_max wide, per structure: the candidate partners of an atom are

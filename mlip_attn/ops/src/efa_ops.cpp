@@ -421,10 +421,10 @@ struct GridInputs {
         freq(doubles(omega_))
   {
   }
-  template <typename T> efa::Grid<T> grid() const
+  template <typename T> efa::Rotation<T> grid() const
   {
-    return efa::Grid<T>{x.data_ptr<T>(), centred.data_ptr<T>(), dirs.data(), scale.data(),
-                        &freq, int64_t(scale.size()), x.size(1), x.size(2)};
+    return efa::Rotation<T>{x.data_ptr<T>(), centred.data_ptr<T>(), dirs.data(), scale.data(),
+                            &freq, int64_t(scale.size()), x.size(1), x.size(2)};
   }
 };
 
@@ -489,7 +489,7 @@ Tensor grid_apply_forward(const Tensor &q, const Tensor &centred, const Tensor &
 // (V, P)) taken back through the rotation into g_x, g_centred (nullptr: not wanted), and, where
 // `rows` is wanted, its rows R written (from the same cos/sin) into `rows`; `scratch` holds g_R
 template <typename T>
-void grid_tile_backward(const efa::Grid<T> &grid, int64_t b, int64_t e, const Tensor &w,
+void grid_tile_backward(const efa::Rotation<T> &grid, int64_t b, int64_t e, const Tensor &w,
                         const Tensor &M, Tensor &scratch, T *g_x, T *g_centred, T *rows)
 {
   Tensor g_rows = scratch.narrow(0, 0, e - b);
@@ -703,6 +703,38 @@ Tensor pairs_autograd(const Tensor &q, const Tensor &k, const Tensor &val,
   return EfaPairs::apply(q, k, val, positions, batch, omega, r_max);
 }
 
+// The backward of a grid op (saved: x, centred, directions, omega, scale, w, batch; w = val of
+// efa_grid_sums or sums of efa_grid_apply): its backward op `name` (gradients of x, centred and
+// w), or, with create_graph, `aten` (the op's differentiable ATen form of x, centred, w)
+// differentiated
+variable_list grid_op_backward(const char *name, AutogradContext *ctx, const variable_list &grads,
+                               const std::function<Tensor(const variable_list &)> &aten)
+{
+  const auto s = ctx->get_saved_variables();
+  const std::vector<bool> needs{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                ctx->needs_input_grad(5)};
+  variable_list result(8);
+  if (!grads[0].defined()) return result;
+  variable_list g(3);
+  if (at::GradMode::is_enabled()) {   // create_graph: a differentiable backward
+    g = aten_gradients(aten, {s[0], s[1], s[5]}, grads[0], needs, true);
+  } else {
+    const auto op = c10::Dispatcher::singleton()
+                        .findSchemaOrThrow(name, "")
+                        .typed<std::tuple<Tensor, Tensor, Tensor>(
+                            const Tensor &, const Tensor &, const Tensor &, const Tensor &,
+                            const Tensor &, const Tensor &, const Tensor &, const Tensor &,
+                            at::IntArrayRef)>();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    std::tie(g[0], g[1], g[2]) = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
+                                         std::vector<int64_t>{needs[0], needs[1], needs[2]});
+  }
+  if (needs[0]) result[0] = g[0];
+  if (needs[1]) result[1] = g[1];
+  if (needs[2]) result[5] = g[2];
+  return result;
+}
+
 struct EfaGridSums : public torch::autograd::Function<EfaGridSums> {
   static Tensor forward(AutogradContext *ctx, Tensor k, Tensor centred, Tensor dirs, Tensor omega,
                         Tensor scale, Tensor val, Tensor batch, int64_t num_graphs)
@@ -722,33 +754,10 @@ struct EfaGridSums : public torch::autograd::Function<EfaGridSums> {
   {
     const auto s = ctx->get_saved_variables();
     const int64_t B = ctx->saved_data["num_graphs"].toInt();
-    const std::vector<bool> needs{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                  ctx->needs_input_grad(5)};
-    variable_list result(8);
-    if (!grads[0].defined()) return result;
-    std::tuple<Tensor, Tensor, Tensor> g;
-    if (at::GradMode::is_enabled()) {   // create_graph: a differentiable backward
-      const variable_list a = aten_gradients(
-          [&](const variable_list &in) {
-            return grid_sums_aten(in[0], in[1], s[2], s[3], s[4], in[2], s[6], B);
-          },
-          {s[0], s[1], s[5]}, grads[0], needs, true);
-      g = {a[0], a[1], a[2]};
-    } else {
-      static auto op = c10::Dispatcher::singleton()
-                           .findSchemaOrThrow("mlip_attn::efa_grid_sums_backward", "")
-                           .typed<std::tuple<Tensor, Tensor, Tensor>(
-                               const Tensor &, const Tensor &, const Tensor &, const Tensor &,
-                               const Tensor &, const Tensor &, const Tensor &, const Tensor &,
-                               at::IntArrayRef)>();
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      g = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                  std::vector<int64_t>{needs[0], needs[1], needs[2]});
-    }
-    if (needs[0]) result[0] = std::get<0>(g);
-    if (needs[1]) result[1] = std::get<1>(g);
-    if (needs[2]) result[5] = std::get<2>(g);
-    return result;
+    return grid_op_backward("mlip_attn::efa_grid_sums_backward", ctx, grads,
+                            [&](const variable_list &in) {
+                              return grid_sums_aten(in[0], in[1], s[2], s[3], s[4], in[2], s[6], B);
+                            });
   }
 };
 
@@ -769,32 +778,11 @@ struct EfaGridApply : public torch::autograd::Function<EfaGridApply> {
   static variable_list backward(AutogradContext *ctx, variable_list grads)
   {
     const auto s = ctx->get_saved_variables();
-    const std::vector<bool> needs{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                  ctx->needs_input_grad(5)};
-    variable_list result(7);
-    if (!grads[0].defined()) return result;
-    std::tuple<Tensor, Tensor, Tensor> g;
-    if (at::GradMode::is_enabled()) {   // create_graph: a differentiable backward
-      const variable_list a = aten_gradients(
-          [&](const variable_list &in) {
-            return grid_apply_aten(in[0], in[1], s[2], s[3], s[4], in[2], s[6]);
-          },
-          {s[0], s[1], s[5]}, grads[0], needs, true);
-      g = {a[0], a[1], a[2]};
-    } else {
-      static auto op = c10::Dispatcher::singleton()
-                           .findSchemaOrThrow("mlip_attn::efa_grid_apply_backward", "")
-                           .typed<std::tuple<Tensor, Tensor, Tensor>(
-                               const Tensor &, const Tensor &, const Tensor &, const Tensor &,
-                               const Tensor &, const Tensor &, const Tensor &, const Tensor &,
-                               at::IntArrayRef)>();
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      g = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                  std::vector<int64_t>{needs[0], needs[1], needs[2]});
-    }
-    if (needs[0]) result[0] = std::get<0>(g);
-    if (needs[1]) result[1] = std::get<1>(g);
-    if (needs[2]) result[5] = std::get<2>(g);
+    variable_list result = grid_op_backward(
+        "mlip_attn::efa_grid_apply_backward", ctx, grads, [&](const variable_list &in) {
+          return grid_apply_aten(in[0], in[1], s[2], s[3], s[4], in[2], s[6]);
+        });
+    result.resize(7);
     return result;
   }
 };
