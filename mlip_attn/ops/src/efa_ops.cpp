@@ -445,6 +445,7 @@ Tensor grid_sums_forward(const Tensor &k, const Tensor &centred, const Tensor &d
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "efa_grid_sums", [&] {
     const auto grid = in.grid<scalar_t>();
     at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
       const Tensor rows = at::empty({kTile, P}, k.options()), mine = S[at::get_thread_num()];
       for (int64_t t = t0; t < t1; t++) {
         const auto [b, e, g] = tiles[t];
@@ -473,6 +474,7 @@ Tensor grid_apply_forward(const Tensor &q, const Tensor &centred, const Tensor &
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_grid_apply", [&] {
     const auto grid = in.grid<scalar_t>();
     at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
       const Tensor rows = at::empty({kTile, P}, q.options());
       for (int64_t t = t0; t < t1; t++) {
         const auto [b, e, g] = tiles[t];
@@ -528,6 +530,7 @@ std::tuple<Tensor, Tensor, Tensor> grid_apply_backward(
     scalar_t *pq = needs[0] ? g_q.data_ptr<scalar_t>() : nullptr;
     scalar_t *pr = needs[1] ? g_r.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
       Tensor rows = at::empty({kTile, P}, q.options()), scratch = at::empty_like(rows);
       for (int64_t t = t0; t < t1; t++) {
         const auto [b, e, g] = tiles[t];
@@ -576,6 +579,7 @@ std::tuple<Tensor, Tensor, Tensor> grid_sums_backward(
     scalar_t *pk = needs[0] ? g_k.data_ptr<scalar_t>() : nullptr;
     scalar_t *pr = needs[1] ? g_r.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
       Tensor rows = at::empty({kTile, P}, k.options()), scratch = at::empty_like(rows);
       for (int64_t t = t0; t < t1; t++) {
         const auto [b, e, g] = tiles[t];
