@@ -128,6 +128,20 @@ def test_grid_ops_equal_the_python_lebedev_form(ops, c, physics):
         scaled_close(a, b, 1e-12)
 
 
+@pytest.mark.parametrize("d", [2, 8])
+def test_grid_ops_with_any_frequencies(ops, d):
+    """Frequencies that are not arithmetic (or one alone) take one sincos per angle instead of
+    the angle-addition recursion: the same function and gradients."""
+    q, k, val, pos, batch, dirs, _, lam, graphs = grid_inputs(c=4, d=d, grid=50)
+    omega = torch.rand(d // 2, dtype=F64, generator=torch.Generator().manual_seed(3)) + 0.05
+    args = (q, k, val, pos, batch, dirs, omega, lam, graphs)
+    got, want = grid_fused(*args), grid_reference(*args)
+    scaled_close(got, want, 1e-12)
+    g = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad(got, args[:4], g), torch.autograd.grad(want, args[:4], g)):
+        scaled_close(a, b, 1e-12)
+
+
 def test_grid_ops_first_and_second_derivatives(ops):
     q, k, val, pos, batch, dirs, omega, lam, b = grid_inputs(sizes=(3, 2), c=2, d=4, v=2, grid=6)
     sums = lambda k, r, v: torch.ops.mlip_attn.efa_grid_sums(  # noqa: E731
