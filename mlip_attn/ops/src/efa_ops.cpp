@@ -487,16 +487,34 @@ Tensor grid_apply_forward(const Tensor &q, const Tensor &centred, const Tensor &
   return y;
 }
 
-// One tile's backward: the gradient of its rows g_R = w M (w (N, V) the tile's rows of w, M
-// (V, P)) taken back through the rotation into g_x, g_centred (nullptr: not wanted), and, where
-// `rows` is wanted, its rows R written (from the same cos/sin) into `rows`; `scratch` holds g_R
+// The tiles of a grid op's backward: per tile, the gradient of its rotated rows g_R = w Mt_b
+// (w (N, V), Mt (B, V, P)) taken back through the rotation into g_x, g_centred (nullptr: not
+// wanted); with `rows_wanted`, the tile's rotated rows R (e − b, P) (from the same cos/sin) are
+// handed to `use_rows` with the tile's atoms [b, e) and structure
+using Tiles = std::vector<std::array<int64_t, 3>>;
+using RowsUse = std::function<void(const Tensor &, int64_t, int64_t, int64_t)>;
+
 template <typename T>
-void grid_tile_backward(const efa::Rotation<T> &grid, int64_t b, int64_t e, const Tensor &w,
-                        const Tensor &M, Tensor &scratch, T *g_x, T *g_centred, T *rows)
+void grid_backward_tiles(const efa::Rotation<T> &grid, const Tiles &tiles, const Tensor &w,
+                         const Tensor &Mt, int64_t P, T *g_x, T *g_centred, bool rows_wanted,
+                         const RowsUse &use_rows)
 {
-  Tensor g_rows = scratch.narrow(0, 0, e - b);
-  at::mm_out(g_rows, w.narrow(0, b, e - b), M);
-  efa::grid_rotate_backward(grid, b, e, scratch.data_ptr<T>(), g_x, g_centred, rows);
+  at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
+    Tensor rows = at::empty({kTile, P}, w.options()), scratch = at::empty_like(rows);
+    for (int64_t t = t0; t < t1; t++) {
+      const auto [b, e, g] = tiles[t];
+      T *pR = rows_wanted ? rows.data_ptr<T>() : nullptr;
+      if (g_x || g_centred) {
+        Tensor g_rows = scratch.narrow(0, 0, e - b);
+        at::mm_out(g_rows, w.narrow(0, b, e - b), Mt[g]);
+        efa::grid_rotate_backward(grid, b, e, scratch.data_ptr<T>(), g_x, g_centred, pR);
+      } else if (pR) {
+        efa::grid_rotate(grid, b, e, pR);
+      }
+      if (pR) use_rows(rows.narrow(0, 0, e - b), b, e, g);
+    }
+  });
 }
 
 std::tuple<Tensor, Tensor, Tensor> grid_apply_backward(
@@ -526,22 +544,12 @@ std::tuple<Tensor, Tensor, Tensor> grid_apply_backward(
   Tensor g_r = needs[1] ? at::empty({N, 3}, q.options()) : empty;
   Tensor g_S = needs[2] ? at::zeros({slots, B, P, St.size(1)}, q.options()) : empty;
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_grid_apply_backward", [&] {
-    const auto grid = in.grid<scalar_t>();
-    scalar_t *pq = needs[0] ? g_q.data_ptr<scalar_t>() : nullptr;
-    scalar_t *pr = needs[1] ? g_r.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
-      Tensor rows = at::empty({kTile, P}, q.options()), scratch = at::empty_like(rows);
-      for (int64_t t = t0; t < t1; t++) {
-        const auto [b, e, g] = tiles[t];
-        scalar_t *pR = needs[2] ? rows.data_ptr<scalar_t>() : nullptr;
-        if (needs[0] || needs[1]) grid_tile_backward(grid, b, e, gy, St[g], scratch, pq, pr, pR);
-        else if (pR) efa::grid_rotate(grid, b, e, pR);
-        if (needs[2])   // g_S_b += R(q)ᵀ g_y over the tile
-          g_S[at::get_thread_num()][g].addmm_(rows.narrow(0, 0, e - b).t(),
-                                              gy.narrow(0, b, e - b));
-      }
-    });
+    grid_backward_tiles<scalar_t>(
+        in.grid<scalar_t>(), tiles, gy, St, P, needs[0] ? g_q.data_ptr<scalar_t>() : nullptr,
+        needs[1] ? g_r.data_ptr<scalar_t>() : nullptr, needs[2] != 0,
+        [&](const Tensor &R, int64_t b, int64_t e, int64_t g) {   // g_S_b += R(q)ᵀ g_y
+          g_S[at::get_thread_num()][g].addmm_(R.t(), gy.narrow(0, b, e - b));
+        });
   });
   return {g_q, needs[1] ? g_r.to(centred.dtype()) : empty,
           !needs[2] ? empty : (slots == 1 ? g_S[0] : g_S.sum(0)).to(sums.dtype())};
@@ -575,23 +583,13 @@ std::tuple<Tensor, Tensor, Tensor> grid_sums_backward(
   Tensor g_r = needs[1] ? at::empty({N, 3}, k.options()) : empty;
   Tensor g_v = needs[2] ? at::empty({N, gS.size(2)}, k.options()) : empty;
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "efa_grid_sums_backward", [&] {
-    const auto grid = in.grid<scalar_t>();
-    scalar_t *pk = needs[0] ? g_k.data_ptr<scalar_t>() : nullptr;
-    scalar_t *pr = needs[1] ? g_r.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
-      Tensor rows = at::empty({kTile, P}, k.options()), scratch = at::empty_like(rows);
-      for (int64_t t = t0; t < t1; t++) {
-        const auto [b, e, g] = tiles[t];
-        scalar_t *pR = needs[2] ? rows.data_ptr<scalar_t>() : nullptr;
-        if (needs[0] || needs[1]) grid_tile_backward(grid, b, e, vc, gSt[g], scratch, pk, pr, pR);
-        else if (pR) efa::grid_rotate(grid, b, e, pR);
-        if (needs[2]) {   // g_val = R(k) g_S_b over the tile
+    grid_backward_tiles<scalar_t>(
+        in.grid<scalar_t>(), tiles, vc, gSt, P, needs[0] ? g_k.data_ptr<scalar_t>() : nullptr,
+        needs[1] ? g_r.data_ptr<scalar_t>() : nullptr, needs[2] != 0,
+        [&](const Tensor &R, int64_t b, int64_t e, int64_t g) {   // g_val = R(k) g_S_b
           Tensor out = g_v.narrow(0, b, e - b);
-          at::mm_out(out, rows.narrow(0, 0, e - b), gS[g]);
-        }
-      }
-    });
+          at::mm_out(out, R, gS[g]);
+        });
   });
   return {g_k, needs[1] ? g_r.to(centred.dtype()) : empty,
           needs[2] ? g_v.to(val.dtype()) : empty};
