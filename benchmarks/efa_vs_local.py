@@ -13,7 +13,8 @@ message takes its compiled op on every route, so the ratio isolates EFA. ``--aot
 Models: PaiNN (width × layers, random weights), alone and with the presets (reach r_max just
 beyond the structure, so every pair of atoms attends); structure: ``mlip-attn bench``'s random
 C/H/O box as an isolated cluster (global attention refuses periodic cells). Float32 by default,
-``--threads`` torch threads (1: the machine is shared); median ms of ``steps`` calls,
+``--threads`` torch threads (1: the machine is shared); median ms of ``steps`` calls (``--clock
+cpu``: the process's CPU time instead of elapsed time),
 interleaved model by model, after warm-up; ratio = against the local model of the same size and
 route. ``--memory``: peak resident memory (MB) of one call of each model in a fresh process,
 above the process's footprint before the call. ``--profile MODEL`` prints the eager profile of
@@ -86,8 +87,11 @@ def _call(model, batch, route: str):
         return model.predict(batch, compute_forces=True)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def time_models(atoms: int, models, width, layers, cutoff, steps, dtype, route, aoti,
-                dense_max_gb, profile=None) -> dict:
+                dense_max_gb, profile=None, clock: str = "wall") -> dict:
     torch_dtype = getattr(torch, dtype)
     batch, r_max = structure(atoms, cutoff, torch_dtype)
     calls = {}
@@ -107,11 +111,12 @@ def time_models(atoms: int, models, width, layers, cutoff, steps, dtype, route, 
         for f in calls.values():    # warm-up
             f()
         times = {k: [] for k in calls}
+        now = CLOCKS[clock]
         for _ in range(steps):
             for k, f in calls.items():
-                t = time.perf_counter()
+                t = now()
                 f()
-                times[k].append(1e3 * (time.perf_counter() - t))
+                times[k].append(1e3 * (now() - t))
         if profile:
             from torch.profiler import ProfilerActivity
             from torch.profiler import profile as torch_profile
@@ -186,6 +191,9 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="peak memory per model")
     parser.add_argument("--dense-max-gb", type=float, default=2.0)
     parser.add_argument("--profile", default=None, choices=MODELS)
+    parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
+                        help="wall: elapsed time; cpu: this process's CPU time (with one "
+                             "thread, what a shared, loaded machine inflates least)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -196,11 +204,13 @@ def main() -> None:
     load_ops()
     print(f"energy + forces, random C/H/O cluster, PaiNN {args.width} × {args.layers}, cutoff "
           f"{args.cutoff} Å, {args.dtype}, {args.threads} thread(s), EFA route "
-          f"{args.efa_route}, torch {torch.__version__}; median of {args.steps} (ms)", flush=True)
+          f"{args.efa_route}, torch {torch.__version__}; median of {args.steps} (ms, {args.clock} "
+          f"clock)", flush=True)
     rows = {}
     for atoms in args.atoms:
         ms = time_models(atoms, args.models, args.width, args.layers, args.cutoff, args.steps,
-                         args.dtype, args.efa_route, args.aoti, args.dense_max_gb, args.profile)
+                         args.dtype, args.efa_route, args.aoti, args.dense_max_gb, args.profile,
+                         args.clock)
         for key, value in ms.items():
             route, kind = key.split(" ")
             base = ms.get(f"{route} painn", ms.get("ops painn"))

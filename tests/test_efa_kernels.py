@@ -1,6 +1,6 @@
-"""EFA's compiled ops (``mlip_attn::efa_rotate``, ``mlip_attn::efa_pair_attention`` and their
-backward ops, `mlip_attn.attention.efa_ops`): the same function as the Python forms to round-off
-in float64, first and second derivatives, threads, instruction-set clones, the eager model,
+"""EFA's compiled ops (``mlip_attn::efa_rotate``, the grid sums with the rotation fused in,
+``efa_grid_sums`` / ``efa_grid_apply``, ``mlip_attn::efa_pair_attention`` and their backward ops,
+`mlip_attn.attention.efa_ops`): the same function as the Python forms to round-off in float64, first and second derivatives, threads, instruction-set clones, the eager model,
 TorchScript and the traced (``torch.export``) forces graph with the fake kernels.
 
 Needs a C++ compiler (the ops are built once per torch version and sources); skipped otherwise.
@@ -18,7 +18,8 @@ from conftest import MODEL_CONFIGS, random_molecule, to_batch
 from test_compiled_ops import ops  # noqa: F401  (the compiled library, built once, or a skip)
 
 from mlip_attn import build_model
-from mlip_attn.attention.efa import _dense_attention, _rotations, lebedev_grid
+from mlip_attn.attention.efa import (_dense_attention, _rotations, _segment_attention,
+                                    lebedev_grid)
 from mlip_attn.attention.efa_ops import efa_kernels, kernels_enabled
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*:DeprecationWarning")
@@ -92,6 +93,128 @@ def test_rotate_op_aten_form_beyond_the_fused_width(ops):
     assert torch.autograd.gradcheck(f, (x, centred))
 
 
+# ------------------------------------------------------------------ the grid sums (rotation fused)
+
+
+def grid_reference(q, k, val, centred, batch, dirs, omega, lam, num_graphs):
+    """The Python Lebedev form: rotated q (weights folded in), k, and S = K̃ᵀV per structure."""
+    q_rot, k_rot = _rotations(q, k, centred, dirs, omega, lam)
+    return _segment_attention(q_rot, k_rot, val, batch, num_graphs)
+
+
+def grid_fused(q, k, val, centred, batch, dirs, omega, lam, num_graphs):
+    sums = torch.ops.mlip_attn.efa_grid_sums(k, centred, dirs, omega, torch.ones_like(lam), val,
+                                             batch, num_graphs)
+    return torch.ops.mlip_attn.efa_grid_apply(q, centred, dirs, omega, lam, sums, batch)
+
+
+def grid_inputs(sizes=(9, 6), c=4, d=8, v=5, grid=14, physics=2, seed=0):
+    q, k, val, pos, batch = pair_inputs(sizes, c, d, v, seed=seed)
+    dirs, lam = lebedev_grid(grid)
+    return q, k, val, pos, batch, dirs, omega_of(d, physics), lam, len(sizes)
+
+
+@pytest.mark.parametrize("c", [1, 4])
+@pytest.mark.parametrize("physics", [1, 2])
+def test_grid_ops_equal_the_python_lebedev_form(ops, c, physics):
+    """Two structures in a batch, ℓ = 0 (c = 1) and ℓ = 1 channels, ω from 0 (physics 1) or Δ:
+    y and its gradients with respect to q, k, val and the positions equal the Python form
+    (`_rotations` + `_segment_attention`) to 1e-12."""
+    args = grid_inputs(c=c, d=10, physics=physics)
+    got, want = grid_fused(*args), grid_reference(*args)
+    scaled_close(got, want, 1e-12)
+    g = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad(got, args[:4], g), torch.autograd.grad(want, args[:4], g)):
+        scaled_close(a, b, 1e-12)
+
+
+@pytest.mark.parametrize("d", [2, 8])
+def test_grid_ops_with_any_frequencies(ops, d):
+    """Frequencies that are not arithmetic (or one alone) take one sincos per angle instead of
+    the angle-addition recursion: the same function and gradients."""
+    q, k, val, pos, batch, dirs, _, lam, graphs = grid_inputs(c=4, d=d, grid=50)
+    omega = torch.rand(d // 2, dtype=F64, generator=torch.Generator().manual_seed(3)) + 0.05
+    args = (q, k, val, pos, batch, dirs, omega, lam, graphs)
+    got, want = grid_fused(*args), grid_reference(*args)
+    scaled_close(got, want, 1e-12)
+    g = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad(got, args[:4], g), torch.autograd.grad(want, args[:4], g)):
+        scaled_close(a, b, 1e-12)
+
+
+def test_grid_ops_first_and_second_derivatives(ops):
+    q, k, val, pos, batch, dirs, omega, lam, b = grid_inputs(sizes=(3, 2), c=2, d=4, v=2, grid=6)
+    sums = lambda k, r, v: torch.ops.mlip_attn.efa_grid_sums(  # noqa: E731
+        k, r, dirs, omega, lam, v, batch, b)
+    S = sums(k, pos, val).detach().requires_grad_(True)
+    apply = lambda q, r, S: torch.ops.mlip_attn.efa_grid_apply(  # noqa: E731
+        q, r, dirs, omega, lam, S, batch)
+    for f, x in ((sums, (k, pos, val)), (apply, (q, pos, S))):
+        assert torch.autograd.gradcheck(f, x)
+        assert torch.autograd.gradgradcheck(f, x)
+
+
+def test_grid_ops_aten_form_beyond_the_fused_width(ops):
+    """More than 64 frequencies take the ATen form inside the ops (as a GPU would)."""
+    args = grid_inputs(sizes=(3, 2), c=1, d=132, v=2, grid=6)
+    scaled_close(grid_fused(*args), grid_reference(*args), 1e-12)
+    q, k, val, pos, batch, dirs, omega, lam, b = args
+    f = lambda *x: grid_fused(*x, batch, dirs, omega, lam, b)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (q, k, val, pos))
+
+
+def test_grid_ops_on_two_threads_equal_one(ops):
+    """Tiles of 64 atoms spread over threads, each adding into sums of its own."""
+    args = grid_inputs(sizes=(150, 90))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            y = grid_fused(*args)
+            results.append((y, *torch.autograd.grad(y.square().sum(), args[:4])))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        scaled_close(a, b, 1e-13)
+
+
+def test_grid_ops_split_over_processes_equal_the_python_form(ops):
+    """The block's owned-sums path (one structure split over processes, ``owned`` ≥ 0): S over
+    the first ``owned`` nodes, y for every node (ghosts included), kernels on and off."""
+    from mlip_attn.attention.efa import EuclideanFastAttention
+    from mlip_attn.nn.graph import Features
+    torch.manual_seed(0)
+    block = EuclideanFastAttention((16, 16), r_max=8.0, grid=50, d_qk=8, d_v=4, vectors=True,
+                                   switch=False, physics=1).to(F64).eval()
+    n = 12
+    x = Features(torch.randn(n, 16, dtype=F64), torch.randn(n, 3, 16, dtype=F64),
+                 torch.zeros(n, 5, 0, dtype=F64))
+    pos = (2.0 * torch.randn(n, 3, dtype=F64)).requires_grad_(True)
+    batch = torch.zeros(n, dtype=torch.long)
+    assert "mlip_attn::efa_grid_sums" in _op_names(lambda: block.attend(x, pos, batch, 1, 7))
+    for owned in (12, 7):
+        outs = []
+        for on in (True, False):
+            with efa_kernels(on):
+                y_s, y_v, _ = block.attend(x, pos, batch, 1, owned)   # no rank-2 rows
+                energy = y_s.square().sum() + y_v.square().sum()
+                outs.append((y_s, y_v, torch.autograd.grad(energy, pos)[0]))
+        for a, b in zip(*outs):
+            scaled_close(a, b, 1e-12)
+
+
+def test_grid_ops_bad_inputs_are_clear_errors(ops):
+    q, k, val, pos, batch, dirs, omega, lam, b = grid_inputs()
+    with pytest.raises(RuntimeError, match="efa_grid_sums: x"):
+        torch.ops.mlip_attn.efa_grid_sums(k, pos[:3], dirs, omega, lam, val, batch, b)
+    with pytest.raises(RuntimeError, match="batch entries must be in"):
+        torch.ops.mlip_attn.efa_grid_sums(k, pos, dirs, omega, lam, val, batch, 1)
+    sums = torch.ops.mlip_attn.efa_grid_sums(k, pos, dirs, omega, lam, val, batch, b)
+    with pytest.raises(RuntimeError, match="efa_grid_apply: sums"):
+        torch.ops.mlip_attn.efa_grid_apply(q[:, :2], pos, dirs, omega, lam, sums, batch)
+
+
 # ------------------------------------------------------------------ the pairwise exact form
 
 
@@ -158,7 +281,8 @@ def test_bad_shapes_are_clear_errors(ops):
 CLONE_CHECK = """
 import sys, torch
 sys.path.insert(0, {tests!r})
-from test_efa_kernels import pair_inputs, rotation_inputs, omega_of, scaled_close
+from test_efa_kernels import (pair_inputs, rotation_inputs, omega_of, scaled_close, grid_inputs,
+                              grid_fused, grid_reference)
 from mlip_attn.attention.efa import _dense_attention, _rotations
 from mlip_attn.ops import load_ops
 load_ops()
@@ -169,6 +293,8 @@ scaled_close(torch.ops.mlip_attn.efa_pair_attention(q, k, val, pos, batch, omega
 x, centred, dirs, omega, lam = rotation_inputs(d=10)
 scaled_close(torch.ops.mlip_attn.efa_rotate(x, centred, dirs, omega, lam),
              _rotations(x, x, centred, dirs, omega, lam)[0], 1e-13)
+args = grid_inputs(sizes=(70, 5), c=4, d=10, grid=50)
+scaled_close(grid_fused(*args), grid_reference(*args), 1e-12)
 print("ok")
 """
 
@@ -215,9 +341,11 @@ def test_eager_models_take_the_kernels_with_the_same_answer(ops, preset, switch)
     one batch equal the Python forms' to 1e-10 (r_max 6 Å: the switch acts inside them)."""
     model = efa_model(preset, switch, r_max=6.0)
     batch = to_batch([random_molecule(11, seed=1), random_molecule(7, seed=2)], model.cutoff)
-    op = "mlip_attn::efa_pair_attention" if switch else "mlip_attn::efa_rotate"
+    op = "mlip_attn::efa_pair_attention" if switch else "mlip_attn::efa_grid_apply"
     names = _op_names(lambda: model.predict(batch, compute_forces=True))
     assert op in names and f"{op}_backward" in names
+    if not switch:
+        assert {"mlip_attn::efa_grid_sums", "mlip_attn::efa_grid_sums_backward"} <= names
     got = model.predict(batch, compute_forces=True)
     with efa_kernels(False):
         assert op not in _op_names(lambda: model.predict(batch, compute_forces=True))
@@ -266,7 +394,7 @@ def test_torchscript_export_calls_the_ops_with_the_same_answer(ops, switch):
                             compiled_ops=True)
     with torch.jit.optimized_execution(True):
         graph = str(scripted.inlined_graph)
-    assert ("mlip_attn::efa_pair_attention" if switch else "mlip_attn::efa_rotate") in graph
+    assert ("mlip_attn::efa_pair_attention" if switch else "mlip_attn::efa_grid_apply") in graph
     zero = torch.zeros(1, dtype=F64)
     energy, _, forces, _ = scripted(batch.positions, batch.numbers, batch.edge_index,
                                     batch.shifts, len(atoms), zero, zero, False,
@@ -293,7 +421,7 @@ def test_traced_forces_graph_holds_the_ops_and_agrees(ops, switch):
     args = example_inputs(model)
     program = trace(module, args)
     graph = str(program.graph)
-    op = "efa_pair_attention" if switch else "efa_rotate"
+    op = "efa_pair_attention" if switch else "efa_grid_apply"
     assert f"mlip_attn.{op}.default" in graph and f"mlip_attn.{op}_backward.default" in graph
     got = program.module()(*args)
     with efa_kernels(False):

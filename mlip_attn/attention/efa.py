@@ -554,20 +554,47 @@ class EuclideanFastAttention(GlobalBlock):
             centred = centred_positions(positions, batch, num_graphs)
         if torch.jit.is_scripting():   # the export's choice, a constant (one branch compiled)
             if self.compiled_message:
-                q_rot, k_rot = self._rotations_fused(q, k, centred)
+                y = self._grid_fused(q, k, val, centred, batch, num_graphs, owned)
             else:
                 q_rot, k_rot = _rotations(q, k, centred, dirs, omega, lam)
+                y = self._grid_products(q_rot, k_rot, val, batch, num_graphs, owned)
         elif self._triton_kernels(q):   # CUDA tensors: Triton kernels (`efa_ops`)
             q_rot, k_rot = self._rotations_triton(q, k, centred)
+            y = self._grid_products(q_rot, k_rot, val, batch, num_graphs, owned)
         elif self._eager_kernels():
-            q_rot, k_rot = self._rotations_fused(q, k, centred)
+            y = self._grid_fused(q, k, val, centred, batch, num_graphs, owned)
         else:
             q_rot, k_rot = _rotations(q, k, centred, dirs, omega, lam)
-        if owned >= 0:  # S = K̃ᵀV over the owned nodes, completed across processes
-            y = q_rot @ self.sums(k_rot[:owned].transpose(0, 1) @ val[:owned])
-        else:
-            y = _segment_attention(q_rot, k_rot, val, batch, num_graphs)
+            y = self._grid_products(q_rot, k_rot, val, batch, num_graphs, owned)
         return self._split(y / math.sqrt(self.n_comp * self.d_qk))
+
+    def _grid_products(self, q_rot: Tensor, k_rot: Tensor, val: Tensor, batch: Tensor,
+                       num_graphs: int, owned: int) -> Tensor:
+        """y = q̃ S with S = K̃ᵀV per structure, from the rotated q̃, k̃ (N, G·C·d_qk); ``owned`` ≥ 0:
+        S over the owned nodes, completed across processes by ``sums``."""
+        if owned >= 0:
+            return q_rot @ self.sums(k_rot[:owned].transpose(0, 1) @ val[:owned])
+        return _segment_attention(q_rot, k_rot, val, batch, num_graphs)
+
+    def _grid_fused(self, q: Tensor, k: Tensor, val: Tensor, centred: Tensor, batch: Tensor,
+                    num_graphs: int, owned: int) -> Tensor:
+        """`_grid_products` of the rotated q, k by the compiled ops (float64 grid). On the CPU
+        ``mlip_attn::efa_grid_sums`` / ``efa_grid_apply``: the rotation fused into the grid
+        sums, tiles of atoms whose rotated rows never leave the cache (S (B, P, V) in the ops'
+        own layout of P); elsewhere ``efa_rotate`` (the device's kernel) and matmuls."""
+        if q.device.type != "cpu":
+            q_rot, k_rot = self._rotations_fused(q, k, centred)
+            return self._grid_products(q_rot, k_rot, val, batch, num_graphs, owned)
+        one = torch.ones_like(self.weights)
+        if owned >= 0:   # one structure (checked by _split_centroid): S of the owned nodes
+            sums = self.sums(torch.ops.mlip_attn.efa_grid_sums(
+                k[:owned], centred[:owned], self.directions, self.omega, one, val[:owned],
+                batch[:owned], 1))
+        else:
+            sums = torch.ops.mlip_attn.efa_grid_sums(k, centred, self.directions, self.omega,
+                                                     one, val, batch, num_graphs)
+        return torch.ops.mlip_attn.efa_grid_apply(q, centred, self.directions, self.omega,
+                                                  self.weights, sums, batch)
 
     def _split_centroid(self, positions: Tensor, num_graphs: int, owned: int) -> Tensor:
         """(1, 3) centroid (Å) of one structure split over processes: this process's owned

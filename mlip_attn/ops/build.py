@@ -32,8 +32,8 @@ TORCH_LIBRARY_NAME = "libmlip_attn_torch.so"
 FAILED_MARKER = "build_failed.txt"
 TORCH_SOURCES = [SOURCE_DIR / n for n in ("ops.cpp", "painn_kernels.cpp", "torch_model.cpp",
                                           "efa_ops.cpp", "efa_kernels.cpp")]
-TORCH_HEADERS = [SOURCE_DIR / n for n in ("ops.h", "painn_kernels.h", "torch_model.h",
-                                          "efa_kernels.h")]
+TORCH_HEADERS = [SOURCE_DIR / n for n in ("ops.h", "painn_kernels.h", "kernel_isa.h",
+                                          "torch_model.h", "efa_kernels.h")]
 # the fused message loops: vectorised (-O3, the `omp simd` reductions); products and sums
 # rounded separately, as ATen's element-wise operations round them (contracting them into fused
 # multiply-adds was no faster here and moved float32 forces by up to ~12 roundings from the

@@ -3,8 +3,8 @@
 dtypes and devices (no data). Registered once per process by `register_fake_kernels`
 (`mlip_attn.ops.library.load_ops` calls it after loading the library).
 
-EFA's ops (``efa_rotate``, ``efa_pair_attention`` and their backwards) as in
-`mlip_attn.attention.efa_ops`. Shapes as in `mlip_attn.ops.library`: phi (N, F + 2ΣF_l), features L tensors (N, m_l, F_l),
+EFA's ops (``efa_rotate``, ``efa_grid_sums``, ``efa_grid_apply``, ``efa_pair_attention`` and
+their backwards) as in `mlip_attn.attention.efa_ops`. Shapes as in `mlip_attn.ops.library`: phi (N, F + 2ΣF_l), features L tensors (N, m_l, F_l),
 geometry L tensors (E, m_l), rho (E, K), weight (F + 2ΣF_l, K).
 ``kernel_instruction_set`` and ``sums_across_processes`` return a string and a bool (no
 tensors) and have no fake kernel: an exported graph never calls them.
@@ -55,6 +55,33 @@ def _efa_rotate_backward(grad, x, centred, directions, omega, scale, needs: List
             centred.new_empty(centred.shape if needs[1] else (0,)))
 
 
+def _efa_grid_sums(k, centred, directions, omega, scale, val, batch, num_graphs: int):
+    """S (B, G·C·D, V): the grid sums of each structure, in k's dtype."""
+    width = directions.shape[0] * k.shape[1] * k.shape[2]
+    return k.new_empty((num_graphs, width, val.shape[1]))
+
+
+def _efa_grid_sums_backward(g_sums, k, centred, directions, omega, scale, val, batch,
+                            needs: List[int]):
+    """g_k (N, C, D), g_centred (N, 3), g_val (N, V) where ``needs`` asks for them."""
+    return (k.new_empty(k.shape if needs[0] else (0,)),
+            centred.new_empty(centred.shape if needs[1] else (0,)),
+            val.new_empty(val.shape if needs[2] else (0,)))
+
+
+def _efa_grid_apply(q, centred, directions, omega, scale, sums, batch):
+    """y (N, V) in q's dtype."""
+    return q.new_empty((q.shape[0], sums.shape[2]))
+
+
+def _efa_grid_apply_backward(g_y, q, centred, directions, omega, scale, sums, batch,
+                             needs: List[int]):
+    """g_q (N, C, D), g_centred (N, 3), g_sums (B, P, V) where ``needs`` asks for them."""
+    return (q.new_empty(q.shape if needs[0] else (0,)),
+            centred.new_empty(centred.shape if needs[1] else (0,)),
+            sums.new_empty(sums.shape if needs[2] else (0,)))
+
+
 def _efa_pairs(q, k, val, positions, batch, omega, r_max: float):
     """y (N, V) in q's dtype."""
     return q.new_empty((q.shape[0], val.shape[1]))
@@ -78,6 +105,10 @@ def register_fake_kernels() -> None:
     torch.library.register_fake("mlip_attn::allreduce_sum")(_allreduce)
     torch.library.register_fake("mlip_attn::efa_rotate")(_efa_rotate)
     torch.library.register_fake("mlip_attn::efa_rotate_backward")(_efa_rotate_backward)
+    torch.library.register_fake("mlip_attn::efa_grid_sums")(_efa_grid_sums)
+    torch.library.register_fake("mlip_attn::efa_grid_sums_backward")(_efa_grid_sums_backward)
+    torch.library.register_fake("mlip_attn::efa_grid_apply")(_efa_grid_apply)
+    torch.library.register_fake("mlip_attn::efa_grid_apply_backward")(_efa_grid_apply_backward)
     torch.library.register_fake("mlip_attn::efa_pair_attention")(_efa_pairs)
     torch.library.register_fake("mlip_attn::efa_pair_attention_backward")(_efa_pairs_backward)
     _registered = True

@@ -15,8 +15,9 @@ C++ compiler only) registers, under ``torch.ops.mlip_attn``:
 * ``allreduce_sum(x) -> x`` summed over MPI ranks inside the LAMMPS plugin (which sets the
   communicator around each call of a global model on several ranks), the identity everywhere
   else; its backward is itself;
-* ``efa_rotate`` / ``efa_pair_attention`` and their ``_backward`` ops: Euclidean fast
-  attention's grid rotation and its switched exact form over pairs within r_max
+* ``efa_rotate`` / ``efa_grid_sums`` / ``efa_grid_apply`` / ``efa_pair_attention`` and their
+  ``_backward`` ops: Euclidean fast attention's grid rotation, its grid sums with the rotation
+  fused in, and its switched exact form over pairs within r_max
   (``src/efa_ops.cpp``; when EFA calls them: `mlip_attn.attention.efa_ops`);
 * ``sums_across_processes() -> bool``: whether ``allreduce_sum`` sums over several processes
   now, i.e. whether the structure is split between ranks (False outside the plugin).

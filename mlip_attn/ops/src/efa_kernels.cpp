@@ -1,5 +1,6 @@
 // Fused CPU loops of Euclidean fast attention: see efa_kernels.h for the maths and layouts.
 #include "efa_kernels.h"
+#include "kernel_isa.h"
 
 #include <algorithm>
 #include <cmath>
@@ -432,47 +433,190 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, int64_t begin, int6
   }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MLIP_ATTN_EFA_CLONES 1
-#define AVX2 __attribute__((target("avx2,fma")))
-#define AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
-#endif
+// ------------------------------------------------------------------ the grid sums' rotation
+// (layout [c][t][g][k], see efa_kernels.h)
 
-enum class Isa { generic, avx2, avx512 };
-
-// the best instruction set the CPU has, or a lesser one named by MLIP_ATTN_KERNEL_ISA
-// ("avx2", "generic"), as painn_kernels.cpp
-Isa isa()
+// sin and cos of x (|x| < 2^20 rad) to ~1 ulp, branch-free so that `omp simd` vectorises it:
+// x = j π/2 + r (Cody–Waite, π/2 in three parts), the fdlibm polynomials on |r| ≤ π/4, and
+// the quadrant j mod 4 choosing signs and swapping sin and cos
+MLIP_ATTN_INLINE void sincos_reduced(double x, double &s_out, double &c_out)
 {
-  static const Isa chosen = [] {
-    Isa best = Isa::generic;
-#ifdef MLIP_ATTN_EFA_CLONES
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-        && __builtin_cpu_supports("avx512dq"))
-      best = Isa::avx512;
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      best = Isa::avx2;
-#endif
-    const char *wanted = std::getenv("MLIP_ATTN_KERNEL_ISA");
-    if (wanted == nullptr) return best;
-    const std::string name(wanted);
-    if (name == "generic") return Isa::generic;
-    if (name == "avx2" && best != Isa::generic) return Isa::avx2;
-    return best;
-  }();
-  return chosen;
+  constexpr double two_over_pi = 6.36619772367581382433e-01;
+  constexpr double pio2_1 = 1.57079632673412561417e+00, pio2_2 = 6.07710050630396597660e-11,
+                   pio2_3 = 2.02226624879595063154e-21;
+  constexpr double shift = 6755399441055744.0;   // 1.5 · 2^52: adding it rounds to an integer
+  const double jd = (x * two_over_pi + shift) - shift;
+  const double r = ((x - jd * pio2_1) - jd * pio2_2) - jd * pio2_3;
+  const double z = r * r;
+  const double sp = r + r * z * (-1.66666666666666324348e-01 + z * (8.33333333332248946124e-03
+                    + z * (-1.98412698298579493134e-04 + z * (2.75573137070700676789e-06
+                    + z * (-2.50507602534068634195e-08 + z * 1.58969099521155010221e-10)))));
+  const double cp = 1.0 - 0.5 * z + z * z * (4.16666666666666019037e-02
+                    + z * (-1.38888888888741095749e-03 + z * (2.48015872894767294178e-05
+                    + z * (-2.75573143513906633035e-07 + z * (2.08757232129817482790e-09
+                    + z * -1.13596475577881948265e-11)))));
+  const int64_t j = int64_t(jd);
+  const bool swap = (j & 1) != 0;
+  const double s = swap ? cp : sp, c = swap ? sp : cp;
+  s_out = (j & 2) ? -s : s;
+  c_out = ((j + 1) & 2) ? -c : c;
 }
 
+// One atom's table, layout [k][g]: Ct[k G + g] = s_g cos θ, St[k G + g] = s_g sin θ,
+// θ = ω_k t_g, t_g = u_g · r; vectorised over the grid directions. Arithmetic frequencies take
+// one sincos per direction and the angle-addition recursion over k (as `angles`); others one
+// sincos per (k, g). work: 5 G doubles.
+template <typename T>
+MLIP_ATTN_INLINE void grid_table(const Rotation<T> &grid, const T *r, double *work, T *Ct, T *St)
+{
+  const int64_t G = grid.G, K = grid.D / 2;
+  const Frequencies &f = *grid.freq;
+  const double r0 = double(r[0]), r1 = double(r[1]), r2 = double(r[2]);
+  const double *u = grid.dirs, *w = grid.scale;
+  double *t = work, *c = t + G, *s = c + G, *cd = s + G, *sd = cd + G;
+#pragma omp simd
+  for (int64_t g = 0; g < G; g++) t[g] = u[3 * g] * r0 + u[3 * g + 1] * r1 + u[3 * g + 2] * r2;
+  const bool recursion = f.arithmetic && K > 1;
+  if (recursion) {
+    const double d = f.omega[1] - f.omega[0], w0 = f.omega[0];
+    const bool zero = f.start == Frequencies::Start::zero,
+               step = f.start == Frequencies::Start::step;
+#pragma omp simd
+    for (int64_t g = 0; g < G; g++) {
+      sincos_reduced(d * t[g], sd[g], cd[g]);
+      c[g] = zero ? 1.0 : cd[g];
+      s[g] = zero ? 0.0 : sd[g];
+    }
+    if (!zero && !step) {   // ω_0 = any
+#pragma omp simd
+      for (int64_t g = 0; g < G; g++) sincos_reduced(w0 * t[g], s[g], c[g]);
+    }
+  }
+  for (int64_t k = 0; k < K; k++) {
+    T *ck = Ct + k * G, *sk = St + k * G;
+    const double wk = f.omega[k];
+    if (recursion && k > 0) {
+#pragma omp simd
+      for (int64_t g = 0; g < G; g++) {
+        const double cn = c[g] * cd[g] - s[g] * sd[g], sn = s[g] * cd[g] + c[g] * sd[g];
+        c[g] = cn;
+        s[g] = sn;
+      }
+    } else if (!recursion) {
+#pragma omp simd
+      for (int64_t g = 0; g < G; g++) sincos_reduced(wk * t[g], s[g], c[g]);
+    }
+#pragma omp simd
+    for (int64_t g = 0; g < G; g++) {
+      ck[g] = T(w[g] * c[g]);
+      sk[g] = T(w[g] * s[g]);
+    }
+  }
+}
+
+template <typename T>
+MLIP_ATTN_INLINE void grid_rotate_impl(const Rotation<T> &grid, int64_t begin, int64_t end, T *out)
+{
+  const int64_t G = grid.G, C = grid.C, D = grid.D, K = D / 2, GK = G * K;
+  std::vector<T> table(2 * GK);
+  std::vector<double> work(5 * G);
+  T *Ct = table.data(), *St = Ct + GK;
+  for (int64_t n = begin; n < end; n++) {
+    grid_table(grid, grid.centred + 3 * n, work.data(), Ct, St);
+    T *row = out + (n - begin) * 2 * C * GK;
+    for (int64_t c = 0; c < C; c++) {
+      const T *x = grid.x + (n * C + c) * D;
+      for (int64_t k = 0; k < K; k++) {
+        const T a = x[2 * k], b = x[2 * k + 1], *ck = Ct + k * G, *sk = St + k * G;
+        T *pa = row + (2 * c * K + k) * G, *pb = pa + GK;
+#pragma omp simd
+        for (int64_t g = 0; g < G; g++) {
+          pa[g] = a * ck[g] - b * sk[g];
+          pb[g] = a * sk[g] + b * ck[g];
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+MLIP_ATTN_INLINE void grid_rotate_backward_impl(const Rotation<T> &grid, int64_t begin, int64_t end,
+                                                const T *grad, T *g_x, T *g_centred, T *rows)
+{
+  const int64_t G = grid.G, C = grid.C, D = grid.D, K = D / 2, GK = G * K;
+  std::vector<T> table(3 * GK);
+  std::vector<double> work(6 * G);
+  T *Ct = table.data(), *St = Ct + GK, *gth = St + GK;   // gth: ∂/∂θ per (k, g)
+  double *gt = work.data() + 5 * G;                        // ∂/∂t per g
+  for (int64_t n = begin; n < end; n++) {
+    grid_table(grid, grid.centred + 3 * n, work.data(), Ct, St);
+    std::fill(gth, gth + GK, T(0));
+    const T *row = grad + (n - begin) * 2 * C * GK;
+    for (int64_t c = 0; c < C; c++) {
+      const T *x = grid.x + (n * C + c) * D;
+      for (int64_t k = 0; k < K; k++) {
+        const T a = x[2 * k], b = x[2 * k + 1], *ck = Ct + k * G, *sk = St + k * G;
+        const T *pa = row + (2 * c * K + k) * G, *pb = pa + GK;
+        T *tk = gth + k * G, ga = T(0), gb = T(0);
+        // out_a = a C − b S, out_b = a S + b C; dC/dθ = −S, dS/dθ = C
+#pragma omp simd reduction(+ : ga, gb)
+        for (int64_t g = 0; g < G; g++) {
+          ga += pa[g] * ck[g] + pb[g] * sk[g];
+          gb += pb[g] * ck[g] - pa[g] * sk[g];
+          tk[g] += pb[g] * (a * ck[g] - b * sk[g]) - pa[g] * (a * sk[g] + b * ck[g]);
+        }
+        if (rows) {
+          T *ra = rows + (n - begin) * 2 * C * GK + (2 * c * K + k) * G, *rb = ra + GK;
+#pragma omp simd
+          for (int64_t g = 0; g < G; g++) {
+            ra[g] = a * ck[g] - b * sk[g];
+            rb[g] = a * sk[g] + b * ck[g];
+          }
+        }
+        if (g_x) {
+          g_x[(n * C + c) * D + 2 * k] = ga;
+          g_x[(n * C + c) * D + 2 * k + 1] = gb;
+        }
+      }
+    }
+    if (g_centred) {
+      std::fill(gt, gt + G, 0.0);
+      for (int64_t k = 0; k < K; k++) {
+        const double wk = grid.freq->omega[k];
+        const T *tk = gth + k * G;
+#pragma omp simd
+        for (int64_t g = 0; g < G; g++) gt[g] += wk * double(tk[g]);
+      }
+      double gr0 = 0.0, gr1 = 0.0, gr2 = 0.0;
+      const double *u = grid.dirs;
+#pragma omp simd reduction(+ : gr0, gr1, gr2)
+      for (int64_t g = 0; g < G; g++) {
+        gr0 += gt[g] * u[3 * g];
+        gr1 += gt[g] * u[3 * g + 1];
+        gr2 += gt[g] * u[3 * g + 2];
+      }
+      g_centred[3 * n] = T(gr0);
+      g_centred[3 * n + 1] = T(gr1);
+      g_centred[3 * n + 2] = T(gr2);
+    }
+  }
+}
+
+using mlip_attn_kernels::Isa;
+using mlip_attn_kernels::kernel_isa;
+
 // one entry point per kernel: a generic, an AVX2 and an AVX-512 clone of the same body
-#ifdef MLIP_ATTN_EFA_CLONES
+#ifdef MLIP_ATTN_X86_CLONES
 #define MLIP_ATTN_DISPATCH(NAME, PARAMS, ARGS)                                        \
   template <typename T> void NAME##_generic PARAMS { NAME##_impl<T> ARGS; }           \
-  template <typename T> AVX2 void NAME##_avx2 PARAMS { NAME##_impl<T> ARGS; }         \
-  template <typename T> AVX512 void NAME##_avx512 PARAMS { NAME##_impl<T> ARGS; }     \
+  template <typename T> MLIP_ATTN_AVX2 void NAME##_avx2 PARAMS { NAME##_impl<T> ARGS; } \
+  template <typename T> MLIP_ATTN_AVX512 void NAME##_avx512 PARAMS                    \
+  {                                                                                   \
+    NAME##_impl<T> ARGS;                                                              \
+  }                                                                                   \
   template <typename T> void NAME##_any PARAMS                                        \
   {                                                                                   \
-    switch (isa()) {                                                                  \
+    switch (kernel_isa()) {                                                           \
     case Isa::avx512: NAME##_avx512<T> ARGS; return;                                  \
     case Isa::avx2: NAME##_avx2<T> ARGS; return;                                      \
     default: NAME##_generic<T> ARGS;                                                  \
@@ -488,6 +632,10 @@ MLIP_ATTN_DISPATCH(rotate_forward, (const Rotation<T> &r, int64_t b, int64_t e, 
 MLIP_ATTN_DISPATCH(rotate_backward,
                    (const Rotation<T> &r, int64_t b, int64_t e, const T *g, T *gx, T *gc),
                    (r, b, e, g, gx, gc))
+MLIP_ATTN_DISPATCH(grid_rotate, (const Rotation<T> &r, int64_t b, int64_t e, T *out), (r, b, e, out))
+MLIP_ATTN_DISPATCH(grid_rotate_backward,
+                   (const Rotation<T> &r, int64_t b, int64_t e, const T *g, T *gx, T *gc, T *rows),
+                   (r, b, e, g, gx, gc, rows))
 MLIP_ATTN_DISPATCH(pairs_forward, (const Pairs<T> &p, int64_t b, int64_t e, T *y), (p, b, e, y))
 MLIP_ATTN_DISPATCH(pairs_backward,
                    (const Pairs<T> &p, int64_t b, int64_t e, const T *gy, T *gq, T *gk,
@@ -521,6 +669,19 @@ void rotate_backward(const Rotation<T> &rot, int64_t begin, int64_t end, const T
                      T *g_centred)
 {
   rotate_backward_any<T>(rot, begin, end, grad, g_x, g_centred);
+}
+
+template <typename T>
+void grid_rotate(const Rotation<T> &grid, int64_t begin, int64_t end, T *out)
+{
+  grid_rotate_any<T>(grid, begin, end, out);
+}
+
+template <typename T>
+void grid_rotate_backward(const Rotation<T> &grid, int64_t begin, int64_t end, const T *grad, T *g_x,
+                          T *g_centred, T *rows)
+{
+  grid_rotate_backward_any<T>(grid, begin, end, grad, g_x, g_centred, rows);
 }
 
 template <typename T>
@@ -596,6 +757,9 @@ Cells build_cells(const T *positions, const int64_t *batch, int64_t N, int64_t B
   template void rotate_forward<T>(const Rotation<T> &, int64_t, int64_t, T *);              \
   template void rotate_backward<T>(const Rotation<T> &, int64_t, int64_t, const T *, T *,   \
                                    T *);                                                    \
+  template void grid_rotate<T>(const Rotation<T> &, int64_t, int64_t, T *);                   \
+  template void grid_rotate_backward<T>(const Rotation<T> &, int64_t, int64_t, const T *, T *,  \
+                                        T *, T *);                                          \
   template Cells build_cells<T>(const T *, const int64_t *, int64_t, int64_t, double);      \
   template void pairs_forward<T>(const Pairs<T> &, int64_t, int64_t, T *);                  \
   template void pairs_backward<T>(const Pairs<T> &, int64_t, int64_t, const T *, T *, T *,  \

@@ -57,6 +57,24 @@ template <typename T> void rotate_forward(const Rotation<T> &rot, int64_t begin,
 template <typename T> void rotate_backward(const Rotation<T> &rot, int64_t begin, int64_t end,
                                            const T *grad, T *g_x, T *g_centred);
 
+// The Lebedev form's grid sums with the rotation fused into them (efa_ops.cpp, efa_grid_*):
+// atom n's rotated features R_n (P = 2·C·K·G) in the layout [c][t][k][g], t = 0, 1 the two
+// halves of channel pair k, (a, b) = x[n, c, 2k : 2k + 2]:
+//     R_n[c][0][k][g] = s_g (a cos θ − b sin θ),   R_n[c][1][k][g] = s_g (a sin θ + b cos θ),
+//     θ = ω_k (u_g · r_n),
+// a permutation of efa_rotate's [g][c][2k + t]; the sums S = Σ_n R_nᵀ v_n and the products
+// R_n S take only this layout (S is internal to the ops and the sum across processes). The
+// loops run over the grid directions (vectorised), with cos/sin in float64 from a branch-free
+// polynomial (one per direction, and the angle-addition recursion over arithmetic ω_k). The
+// inputs are efa_rotate's (Rotation).
+// R of atoms [begin, end) into out ((end − begin), P): out's first row is atom begin's
+template <typename T> void grid_rotate(const Rotation<T> &grid, int64_t begin, int64_t end, T *out);
+// grad ((end − begin), P) of those rows -> g_x (N, C, D), g_centred (N, 3): their rows [begin,
+// end) written, each nullptr if not wanted; rows, if not nullptr: R as grid_rotate's out, from
+// the same cos/sin (a backward needs both)
+template <typename T> void grid_rotate_backward(const Rotation<T> &grid, int64_t begin, int64_t end,
+                                                const T *grad, T *g_x, T *g_centred, T *rows);
+
 // Atoms sorted into cells ≥ r_max wide, per structure: the candidate partners of an atom are
 // the atoms of its structure in the 27 cells around its own.
 struct Cells {

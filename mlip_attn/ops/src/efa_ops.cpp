@@ -23,6 +23,7 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <vector>
 
 #include "efa_kernels.h"
@@ -330,6 +331,270 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
           total(g_v, needs[2]), needs[3] ? total(g_p, 1).to(positions.dtype()) : empty};
 }
 
+// ------------------------------------------------------------------ the Lebedev form's grid
+// sums with the rotation fused in (efa_kernels.h, Grid): S (B, P, V) and y (N, V)
+
+// ATen form of the rotation in the grid sums' layout [c][t][k][g] (N, 2·C·K·G)
+Tensor grid_rotate_aten(const Tensor &x, const Tensor &centred, const Tensor &dirs,
+                        const Tensor &omega, const Tensor &scale)
+{
+  const auto o = x.options();
+  const int64_t n = x.size(0), c = x.size(1), d = x.size(2), G = dirs.size(0);
+  const Tensor t = at::matmul(centred.to(o), dirs.to(o).t());          // (N, G)
+  const Tensor theta = t.unsqueeze(-1) * omega.to(o);                 // (N, G, K)
+  const Tensor s = scale.to(o).view({1, -1, 1});
+  const Tensor cos = (at::cos(theta) * s).transpose(1, 2).unsqueeze(1);   // (N, 1, K, G)
+  const Tensor sin = (at::sin(theta) * s).transpose(1, 2).unsqueeze(1);
+  const Tensor pairs = x.reshape({n, c, d / 2, 1, 2});
+  const Tensor a = pairs.select(-1, 0), b = pairs.select(-1, 1);     // (N, C, K, 1)
+  return at::stack({a * cos - b * sin, a * sin + b * cos}, 2).reshape({n, c * 2 * G * (d / 2)});
+}
+
+// S_b = Σ_{n in b} R(k_n)ᵀ val_n, (B, P, V)
+Tensor grid_sums_aten(const Tensor &k, const Tensor &centred, const Tensor &dirs,
+                      const Tensor &omega, const Tensor &scale, const Tensor &val,
+                      const Tensor &batch, int64_t num_graphs)
+{
+  const Tensor R = grid_rotate_aten(k, centred, dirs, omega, scale);
+  const int64_t N = k.size(0), P = R.size(1), V = val.size(1);
+  const Tensor onehot = at::one_hot(batch.to(at::kLong), num_graphs).to(val.dtype());   // (N, B)
+  const Tensor w = (onehot.unsqueeze(-1) * val.unsqueeze(1)).reshape({N, num_graphs * V});
+  return at::matmul(R.t(), w).view({P, num_graphs, V}).permute({1, 0, 2});
+}
+
+// y_n = R(q_n) S_{b(n)}, (N, V)
+Tensor grid_apply_aten(const Tensor &q, const Tensor &centred, const Tensor &dirs,
+                       const Tensor &omega, const Tensor &scale, const Tensor &sums,
+                       const Tensor &batch)
+{
+  const Tensor R = grid_rotate_aten(q, centred, dirs, omega, scale);
+  const int64_t N = q.size(0), P = R.size(1), B = sums.size(0), V = sums.size(2);
+  const Tensor y = at::matmul(R, sums.permute({1, 0, 2}).reshape({P, B * V})).view({N, B, V});
+  return y.gather(1, batch.to(at::kLong).view({N, 1, 1}).expand({N, 1, V})).squeeze(1);
+}
+
+void check_grid(const char *op, const Tensor &x, const Tensor &centred, const Tensor &dirs,
+                const Tensor &omega, const Tensor &scale, const Tensor &batch)
+{
+  TORCH_CHECK(x.dim() == 3 && x.size(2) % 2 == 0 && centred.dim() == 2
+                  && centred.size(0) == x.size(0) && centred.size(1) == 3 && dirs.dim() == 2
+                  && dirs.size(1) == 3 && omega.numel() == x.size(2) / 2
+                  && scale.numel() == dirs.size(0) && batch.dim() == 1
+                  && batch.size(0) == x.size(0),
+              "mlip_attn::", op, ": x (N, C, 2K), centred (N, 3), directions (G, 3), omega "
+              "(K,), scale (G,), batch (N,), got ", x.sizes(), ", ", centred.sizes(), ", ",
+              dirs.sizes(), ", ", omega.sizes(), ", ", scale.sizes(), ", ", batch.sizes());
+}
+
+int64_t grid_width(const Tensor &x, const Tensor &dirs)
+{
+  return 2 * x.size(1) * dirs.size(0) * (x.size(2) / 2);
+}
+
+constexpr int64_t kTile = 64;   // atoms per tile: their rotated rows (64 × P) stay in L2
+
+// runs of at most kTile consecutive atoms of one structure: (begin, end, structure)
+std::vector<std::array<int64_t, 3>> grid_tiles(const Tensor &batch, int64_t num_graphs)
+{
+  const int64_t N = batch.size(0), *b = batch.data_ptr<int64_t>();
+  std::vector<std::array<int64_t, 3>> tiles;
+  for (int64_t start = 0; start < N;) {
+    TORCH_CHECK(b[start] >= 0 && b[start] < num_graphs, "mlip_attn::efa_grid: batch entries "
+                "must be in [0, ", num_graphs, "), got ", b[start]);
+    int64_t end = start + 1;
+    while (end < N && end - start < kTile && b[end] == b[start]) end++;
+    tiles.push_back({start, end, b[start]});
+    start = end;
+  }
+  return tiles;
+}
+
+// the inputs of the grid loops: contiguous, in x's dtype, the grid in float64
+struct GridInputs {
+  Tensor x, centred, batch;
+  std::vector<double> dirs, scale;
+  efa::Frequencies freq;
+  GridInputs(const Tensor &x_, const Tensor &centred_, const Tensor &dirs_, const Tensor &omega_,
+             const Tensor &scale_, const Tensor &batch_)
+      : x(x_.contiguous()), centred(centred_.to(x_.dtype()).contiguous()),
+        batch(batch_.to(at::kLong).contiguous()), dirs(doubles(dirs_)), scale(doubles(scale_)),
+        freq(doubles(omega_))
+  {
+  }
+  template <typename T> efa::Rotation<T> grid() const
+  {
+    return efa::Rotation<T>{x.data_ptr<T>(), centred.data_ptr<T>(), dirs.data(), scale.data(),
+                            &freq, int64_t(scale.size()), x.size(1), x.size(2)};
+  }
+};
+
+Tensor grid_sums_forward(const Tensor &k, const Tensor &centred, const Tensor &dirs,
+                         const Tensor &omega, const Tensor &scale, const Tensor &val,
+                         const Tensor &batch, int64_t num_graphs)
+{
+  check_grid("efa_grid_sums", k, centred, dirs, omega, scale, batch);
+  TORCH_CHECK(val.dim() == 2 && val.size(0) == k.size(0) && num_graphs >= 0,
+              "mlip_attn::efa_grid_sums: val (N, V) and num_graphs >= 0, got ", val.sizes(),
+              ", ", num_graphs);
+  if (!fused(k)) return grid_sums_aten(k, centred, dirs, omega, scale, val, batch, num_graphs);
+  const GridInputs in(k, centred, dirs, omega, scale, batch);
+  const Tensor vc = val.to(k.dtype()).contiguous();
+  const int64_t P = grid_width(k, dirs), V = val.size(1), slots = at::get_num_threads();
+  const auto tiles = grid_tiles(in.batch, num_graphs);
+  Tensor S = at::zeros({slots, num_graphs, P, V}, k.options());   // one buffer per thread
+  AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "efa_grid_sums", [&] {
+    const auto grid = in.grid<scalar_t>();
+    at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
+      const Tensor rows = at::empty({kTile, P}, k.options()), mine = S[at::get_thread_num()];
+      for (int64_t t = t0; t < t1; t++) {
+        const auto [b, e, g] = tiles[t];
+        efa::grid_rotate(grid, b, e, rows.data_ptr<scalar_t>());
+        mine[g].addmm_(rows.narrow(0, 0, e - b).t(), vc.narrow(0, b, e - b));
+      }
+    });
+  });
+  return slots == 1 ? S[0] : S.sum(0);
+}
+
+Tensor grid_apply_forward(const Tensor &q, const Tensor &centred, const Tensor &dirs,
+                          const Tensor &omega, const Tensor &scale, const Tensor &sums,
+                          const Tensor &batch)
+{
+  check_grid("efa_grid_apply", q, centred, dirs, omega, scale, batch);
+  TORCH_CHECK(sums.dim() == 3 && sums.size(1) == grid_width(q, dirs),
+              "mlip_attn::efa_grid_apply: sums (B, ", grid_width(q, dirs), ", V), got ",
+              sums.sizes());
+  if (!fused(q)) return grid_apply_aten(q, centred, dirs, omega, scale, sums, batch);
+  const GridInputs in(q, centred, dirs, omega, scale, batch);
+  const Tensor Sc = sums.to(q.dtype()).contiguous();
+  const int64_t P = Sc.size(1);
+  const auto tiles = grid_tiles(in.batch, Sc.size(0));
+  Tensor y = at::empty({q.size(0), Sc.size(2)}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_grid_apply", [&] {
+    const auto grid = in.grid<scalar_t>();
+    at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
+      const Tensor rows = at::empty({kTile, P}, q.options());
+      for (int64_t t = t0; t < t1; t++) {
+        const auto [b, e, g] = tiles[t];
+        efa::grid_rotate(grid, b, e, rows.data_ptr<scalar_t>());
+        Tensor out = y.narrow(0, b, e - b);
+        at::mm_out(out, rows.narrow(0, 0, e - b), Sc[g]);
+      }
+    });
+  });
+  return y;
+}
+
+// The tiles of a grid op's backward: per tile, the gradient of its rotated rows g_R = w Mt_b
+// (w (N, V), Mt (B, V, P)) taken back through the rotation into g_x, g_centred (nullptr: not
+// wanted); with `rows_wanted`, the tile's rotated rows R (e − b, P) (from the same cos/sin) are
+// handed to `use_rows` with the tile's atoms [b, e) and structure
+using Tiles = std::vector<std::array<int64_t, 3>>;
+using RowsUse = std::function<void(const Tensor &, int64_t, int64_t, int64_t)>;
+
+template <typename T>
+void grid_backward_tiles(const efa::Rotation<T> &grid, const Tiles &tiles, const Tensor &w,
+                         const Tensor &Mt, int64_t P, T *g_x, T *g_centred, bool rows_wanted,
+                         const RowsUse &use_rows)
+{
+  at::parallel_for(0, int64_t(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;   // as the caller, on every thread
+    Tensor rows = at::empty({kTile, P}, w.options()), scratch = at::empty_like(rows);
+    for (int64_t t = t0; t < t1; t++) {
+      const auto [b, e, g] = tiles[t];
+      T *pR = rows_wanted ? rows.data_ptr<T>() : nullptr;
+      if (g_x || g_centred) {
+        Tensor g_rows = scratch.narrow(0, 0, e - b);
+        at::mm_out(g_rows, w.narrow(0, b, e - b), Mt[g]);
+        efa::grid_rotate_backward(grid, b, e, scratch.data_ptr<T>(), g_x, g_centred, pR);
+      } else if (pR) {
+        efa::grid_rotate(grid, b, e, pR);
+      }
+      if (pR) use_rows(rows.narrow(0, 0, e - b), b, e, g);
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor> grid_apply_backward(
+    const Tensor &g_y, const Tensor &q, const Tensor &centred, const Tensor &dirs,
+    const Tensor &omega, const Tensor &scale, const Tensor &sums, const Tensor &batch,
+    at::IntArrayRef needs)
+{
+  TORCH_CHECK(needs.size() == 3, "mlip_attn::efa_grid_apply_backward: needs (q, centred, "
+              "sums), got ", needs.size(), " entries");
+  check_grid("efa_grid_apply_backward", q, centred, dirs, omega, scale, batch);
+  const Tensor empty = at::empty({0}, q.options());
+  if (!fused(q)) {
+    const variable_list g = aten_gradients(
+        [&](const variable_list &in) {
+          return grid_apply_aten(in[0], in[1], dirs, omega, scale, in[2], batch);
+        },
+        {q, centred, sums}, g_y, {needs[0] != 0, needs[1] != 0, needs[2] != 0}, false);
+    return {g[0].defined() ? g[0] : empty, g[1].defined() ? g[1] : empty,
+            g[2].defined() ? g[2] : empty};
+  }
+  const GridInputs in(q, centred, dirs, omega, scale, batch);
+  const Tensor gy = g_y.to(q.dtype()).contiguous();
+  const Tensor St = sums.to(q.dtype()).transpose(1, 2).contiguous();   // (B, V, P)
+  const int64_t N = q.size(0), B = St.size(0), P = St.size(2), slots = at::get_num_threads();
+  const auto tiles = grid_tiles(in.batch, B);
+  Tensor g_q = needs[0] ? at::empty_like(in.x) : empty;
+  Tensor g_r = needs[1] ? at::empty({N, 3}, q.options()) : empty;
+  Tensor g_S = needs[2] ? at::zeros({slots, B, P, St.size(1)}, q.options()) : empty;
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_grid_apply_backward", [&] {
+    grid_backward_tiles<scalar_t>(
+        in.grid<scalar_t>(), tiles, gy, St, P, needs[0] ? g_q.data_ptr<scalar_t>() : nullptr,
+        needs[1] ? g_r.data_ptr<scalar_t>() : nullptr, needs[2] != 0,
+        [&](const Tensor &R, int64_t b, int64_t e, int64_t g) {   // g_S_b += R(q)ᵀ g_y
+          g_S[at::get_thread_num()][g].addmm_(R.t(), gy.narrow(0, b, e - b));
+        });
+  });
+  return {g_q, needs[1] ? g_r.to(centred.dtype()) : empty,
+          !needs[2] ? empty : (slots == 1 ? g_S[0] : g_S.sum(0)).to(sums.dtype())};
+}
+
+std::tuple<Tensor, Tensor, Tensor> grid_sums_backward(
+    const Tensor &g_sums, const Tensor &k, const Tensor &centred, const Tensor &dirs,
+    const Tensor &omega, const Tensor &scale, const Tensor &val, const Tensor &batch,
+    at::IntArrayRef needs)
+{
+  TORCH_CHECK(needs.size() == 3, "mlip_attn::efa_grid_sums_backward: needs (k, centred, val), "
+              "got ", needs.size(), " entries");
+  check_grid("efa_grid_sums_backward", k, centred, dirs, omega, scale, batch);
+  const Tensor empty = at::empty({0}, k.options());
+  if (!fused(k)) {
+    const int64_t B = g_sums.size(0);
+    const variable_list g = aten_gradients(
+        [&](const variable_list &in) {
+          return grid_sums_aten(in[0], in[1], dirs, omega, scale, in[2], batch, B);
+        },
+        {k, centred, val}, g_sums, {needs[0] != 0, needs[1] != 0, needs[2] != 0}, false);
+    return {g[0].defined() ? g[0] : empty, g[1].defined() ? g[1] : empty,
+            g[2].defined() ? g[2] : empty};
+  }
+  const GridInputs in(k, centred, dirs, omega, scale, batch);
+  const Tensor gS = g_sums.to(k.dtype()).contiguous(), vc = val.to(k.dtype()).contiguous();
+  const Tensor gSt = needs[0] || needs[1] ? gS.transpose(1, 2).contiguous() : gS;   // (B, V, P)
+  const int64_t N = k.size(0), P = gS.size(1);
+  const auto tiles = grid_tiles(in.batch, gS.size(0));
+  Tensor g_k = needs[0] ? at::empty_like(in.x) : empty;
+  Tensor g_r = needs[1] ? at::empty({N, 3}, k.options()) : empty;
+  Tensor g_v = needs[2] ? at::empty({N, gS.size(2)}, k.options()) : empty;
+  AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "efa_grid_sums_backward", [&] {
+    grid_backward_tiles<scalar_t>(
+        in.grid<scalar_t>(), tiles, vc, gSt, P, needs[0] ? g_k.data_ptr<scalar_t>() : nullptr,
+        needs[1] ? g_r.data_ptr<scalar_t>() : nullptr, needs[2] != 0,
+        [&](const Tensor &R, int64_t b, int64_t e, int64_t g) {   // g_val = R(k) g_S_b
+          Tensor out = g_v.narrow(0, b, e - b);
+          at::mm_out(out, R, gS[g]);
+        });
+  });
+  return {g_k, needs[1] ? g_r.to(centred.dtype()) : empty,
+          needs[2] ? g_v.to(val.dtype()) : empty};
+}
+
 // ------------------------------------------------------------------ autograd
 
 struct EfaRotate : public torch::autograd::Function<EfaRotate> {
@@ -440,6 +705,104 @@ Tensor pairs_autograd(const Tensor &q, const Tensor &k, const Tensor &val,
   return EfaPairs::apply(q, k, val, positions, batch, omega, r_max);
 }
 
+// The backward of a grid op (saved: x, centred, directions, omega, scale, w, batch; w = val of
+// efa_grid_sums or sums of efa_grid_apply): its backward op `name` (gradients of x, centred and
+// w), or, with create_graph, `aten` (the op's differentiable ATen form of x, centred, w)
+// differentiated
+variable_list grid_op_backward(const char *name, AutogradContext *ctx, const variable_list &grads,
+                               const std::function<Tensor(const variable_list &)> &aten)
+{
+  const auto s = ctx->get_saved_variables();
+  const std::vector<bool> needs{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                ctx->needs_input_grad(5)};
+  variable_list result(8);
+  if (!grads[0].defined()) return result;
+  variable_list g(3);
+  if (at::GradMode::is_enabled()) {   // create_graph: a differentiable backward
+    g = aten_gradients(aten, {s[0], s[1], s[5]}, grads[0], needs, true);
+  } else {
+    const auto op = c10::Dispatcher::singleton()
+                        .findSchemaOrThrow(name, "")
+                        .typed<std::tuple<Tensor, Tensor, Tensor>(
+                            const Tensor &, const Tensor &, const Tensor &, const Tensor &,
+                            const Tensor &, const Tensor &, const Tensor &, const Tensor &,
+                            at::IntArrayRef)>();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    std::tie(g[0], g[1], g[2]) = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
+                                         std::vector<int64_t>{needs[0], needs[1], needs[2]});
+  }
+  if (needs[0]) result[0] = g[0];
+  if (needs[1]) result[1] = g[1];
+  if (needs[2]) result[5] = g[2];
+  return result;
+}
+
+struct EfaGridSums : public torch::autograd::Function<EfaGridSums> {
+  static Tensor forward(AutogradContext *ctx, Tensor k, Tensor centred, Tensor dirs, Tensor omega,
+                        Tensor scale, Tensor val, Tensor batch, int64_t num_graphs)
+  {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mlip_attn::efa_grid_sums", "")
+                         .typed<Tensor(const Tensor &, const Tensor &, const Tensor &,
+                                       const Tensor &, const Tensor &, const Tensor &,
+                                       const Tensor &, int64_t)>();
+    ctx->save_for_backward({k, centred, dirs, omega, scale, val, batch});
+    ctx->saved_data["num_graphs"] = num_graphs;
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(k, centred, dirs, omega, scale, val, batch, num_graphs);
+  }
+
+  static variable_list backward(AutogradContext *ctx, variable_list grads)
+  {
+    const auto s = ctx->get_saved_variables();
+    const int64_t B = ctx->saved_data["num_graphs"].toInt();
+    return grid_op_backward("mlip_attn::efa_grid_sums_backward", ctx, grads,
+                            [&](const variable_list &in) {
+                              return grid_sums_aten(in[0], in[1], s[2], s[3], s[4], in[2], s[6], B);
+                            });
+  }
+};
+
+struct EfaGridApply : public torch::autograd::Function<EfaGridApply> {
+  static Tensor forward(AutogradContext *ctx, Tensor q, Tensor centred, Tensor dirs, Tensor omega,
+                        Tensor scale, Tensor sums, Tensor batch)
+  {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mlip_attn::efa_grid_apply", "")
+                         .typed<Tensor(const Tensor &, const Tensor &, const Tensor &,
+                                       const Tensor &, const Tensor &, const Tensor &,
+                                       const Tensor &)>();
+    ctx->save_for_backward({q, centred, dirs, omega, scale, sums, batch});
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(q, centred, dirs, omega, scale, sums, batch);
+  }
+
+  static variable_list backward(AutogradContext *ctx, variable_list grads)
+  {
+    const auto s = ctx->get_saved_variables();
+    variable_list result = grid_op_backward(
+        "mlip_attn::efa_grid_apply_backward", ctx, grads, [&](const variable_list &in) {
+          return grid_apply_aten(in[0], in[1], s[2], s[3], s[4], in[2], s[6]);
+        });
+    result.resize(7);
+    return result;
+  }
+};
+
+Tensor grid_sums_autograd(const Tensor &k, const Tensor &centred, const Tensor &dirs,
+                          const Tensor &omega, const Tensor &scale, const Tensor &val,
+                          const Tensor &batch, int64_t num_graphs)
+{
+  return EfaGridSums::apply(k, centred, dirs, omega, scale, val, batch, num_graphs);
+}
+
+Tensor grid_apply_autograd(const Tensor &q, const Tensor &centred, const Tensor &dirs,
+                           const Tensor &omega, const Tensor &scale, const Tensor &sums,
+                           const Tensor &batch)
+{
+  return EfaGridApply::apply(q, centred, dirs, omega, scale, sums, batch);
+}
+
 // ------------------------------------------------------------------ registration
 
 struct Registration {
@@ -459,6 +822,16 @@ struct Registration {
     def->def("efa_pair_attention_backward(Tensor g_y, Tensor q, Tensor k, Tensor val, "
              "Tensor positions, Tensor batch, Tensor omega, float r_max, int[] needs) -> "
              "(Tensor, Tensor, Tensor, Tensor)");
+    def->def("efa_grid_sums(Tensor k, Tensor centred, Tensor directions, Tensor omega, "
+             "Tensor scale, Tensor val, Tensor batch, int num_graphs) -> Tensor");
+    def->def("efa_grid_sums_backward(Tensor g_sums, Tensor k, Tensor centred, "
+             "Tensor directions, Tensor omega, Tensor scale, Tensor val, Tensor batch, "
+             "int[] needs) -> (Tensor, Tensor, Tensor)");
+    def->def("efa_grid_apply(Tensor q, Tensor centred, Tensor directions, Tensor omega, "
+             "Tensor scale, Tensor sums, Tensor batch) -> Tensor");
+    def->def("efa_grid_apply_backward(Tensor g_y, Tensor q, Tensor centred, Tensor directions, "
+             "Tensor omega, Tensor scale, Tensor sums, Tensor batch, int[] needs) -> "
+             "(Tensor, Tensor, Tensor)");
     using c10::DispatchKey;
     def->impl("efa_rotate", torch::dispatch(DispatchKey::Autograd, TORCH_FN(rotate_autograd)));
     def->impl("efa_rotate", torch::dispatch(DispatchKey::CompositeExplicitAutograd,
@@ -471,6 +844,18 @@ struct Registration {
                                                     TORCH_FN(pairs_forward)));
     def->impl("efa_pair_attention_backward",
               torch::dispatch(DispatchKey::CompositeExplicitAutograd, TORCH_FN(pairs_backward)));
+    def->impl("efa_grid_sums",
+              torch::dispatch(DispatchKey::Autograd, TORCH_FN(grid_sums_autograd)));
+    def->impl("efa_grid_sums", torch::dispatch(DispatchKey::CompositeExplicitAutograd,
+                                               TORCH_FN(grid_sums_forward)));
+    def->impl("efa_grid_sums_backward", torch::dispatch(DispatchKey::CompositeExplicitAutograd,
+                                                        TORCH_FN(grid_sums_backward)));
+    def->impl("efa_grid_apply",
+              torch::dispatch(DispatchKey::Autograd, TORCH_FN(grid_apply_autograd)));
+    def->impl("efa_grid_apply", torch::dispatch(DispatchKey::CompositeExplicitAutograd,
+                                                TORCH_FN(grid_apply_forward)));
+    def->impl("efa_grid_apply_backward", torch::dispatch(DispatchKey::CompositeExplicitAutograd,
+                                                         TORCH_FN(grid_apply_backward)));
   }
 };
 

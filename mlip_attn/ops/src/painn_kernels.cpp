@@ -11,6 +11,7 @@
  * add -O3, -fopenmp-simd (the reductions) and -ffp-contract=off (see mlip_attn/ops/build.py, KERNEL_FLAGS).
  */
 #include "painn_kernels.h"
+#include "kernel_isa.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -256,53 +257,19 @@ void run_generic(const Message<T> &m, int64_t b, int64_t e, const Sums<T> *s, co
   run<T, 16>(m, b, e, s, g);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MLIP_ATTN_X86_CLONES 1
-template <typename T> __attribute__((target("avx2,fma")))
+#ifdef MLIP_ATTN_X86_CLONES
+template <typename T> MLIP_ATTN_AVX2
 void run_avx2(const Message<T> &m, int64_t b, int64_t e, const Sums<T> *s, const Gradients<T> *g)
 {
   run<T, 32>(m, b, e, s, g);
 }
-template <typename T> __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+template <typename T> MLIP_ATTN_AVX512
 void run_avx512(const Message<T> &m, int64_t b, int64_t e, const Sums<T> *s,
                 const Gradients<T> *g)
 {
   run<T, 64>(m, b, e, s, g);
 }
 #endif
-
-enum class Isa { generic, avx2, avx512 };
-
-Isa best_supported()
-{
-#ifdef MLIP_ATTN_X86_CLONES
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-      && __builtin_cpu_supports("avx512dq"))
-    return Isa::avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
-#endif
-  return Isa::generic;
-}
-
-// The best clone the CPU supports, or a lesser one named by MLIP_ATTN_KERNEL_ISA ("avx2",
-// "generic": how the tests run every clone on one machine); never one the CPU lacks
-Isa detect()
-{
-  const Isa best = best_supported();
-  const char *wanted = std::getenv("MLIP_ATTN_KERNEL_ISA");
-  if (wanted == nullptr) return best;
-  const std::string name(wanted);
-  if (name == "generic") return Isa::generic;
-  if (name == "avx2" && best != Isa::generic) return Isa::avx2;
-  return best;
-}
-
-Isa isa()
-{
-  static const Isa chosen = detect();
-  return chosen;
-}
 
 // the clone for this CPU
 template <typename T>
@@ -311,8 +278,8 @@ void dispatch(const Message<T> &msg, int64_t begin, int64_t end, const Sums<T> *
 {
   if (begin >= end) return;
 #ifdef MLIP_ATTN_X86_CLONES
-  if (isa() == Isa::avx512) return run_avx512(msg, begin, end, sums, grads);
-  if (isa() == Isa::avx2) return run_avx2(msg, begin, end, sums, grads);
+  if (kernel_isa() == Isa::avx512) return run_avx512(msg, begin, end, sums, grads);
+  if (kernel_isa() == Isa::avx2) return run_avx2(msg, begin, end, sums, grads);
 #endif
   run_generic(msg, begin, end, sums, grads);
 }
@@ -331,9 +298,31 @@ void backward(const Message<T> &msg, int64_t begin, int64_t end, const Gradients
   dispatch<T>(msg, begin, end, nullptr, &grads);
 }
 
+Isa kernel_isa()
+{
+  static const Isa chosen = [] {
+    Isa best = Isa::generic;
+#ifdef MLIP_ATTN_X86_CLONES
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512dq"))
+      best = Isa::avx512;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      best = Isa::avx2;
+#endif
+    const char *wanted = std::getenv("MLIP_ATTN_KERNEL_ISA");
+    if (wanted == nullptr) return best;
+    const std::string name(wanted);
+    if (name == "generic") return Isa::generic;
+    if (name == "avx2" && best != Isa::generic) return Isa::avx2;
+    return best;
+  }();
+  return chosen;
+}
+
 const char *instruction_set()
 {
-  switch (isa()) {
+  switch (kernel_isa()) {
   case Isa::avx512: return "avx512";
   case Isa::avx2: return "avx2";
   default: return "generic";

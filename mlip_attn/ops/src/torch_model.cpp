@@ -42,6 +42,27 @@ bool copy_outputs(const at::Tensor &atomic_out, const at::Tensor &forces_out,
   return true;
 }
 
+// The model's input tensors on `device`, both routes: positions (n, 3), numbers (n,), edges
+// (2, E), shifts (E, 3), charge and spin (1,); from_blob, so no copies on the CPU (the model
+// never writes to its inputs)
+struct Inputs {
+  at::Tensor positions, numbers, edges, shifts, charge, spin;
+};
+
+Inputs make_inputs(int64_t n, const double *positions, const int64_t *numbers, int64_t n_edges,
+                   const int64_t *edges, const double *shifts, double charge, double spin,
+                   const torch::Device &device)
+{
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  return Inputs{
+      torch::from_blob(const_cast<double *>(positions), {n, 3}, f64).to(device),
+      torch::from_blob(const_cast<int64_t *>(numbers), {n}, i64).to(device),
+      torch::from_blob(const_cast<int64_t *>(edges), {2, n_edges}, i64).to(device),
+      torch::from_blob(const_cast<double *>(shifts), {n_edges, 3}, f64).to(device),
+      torch::full({1}, charge, f64.device(device)), torch::full({1}, spin, f64.device(device))};
+}
+
 class TorchScriptModel : public TorchModel {
  public:
   TorchScriptModel(torch::jit::script::Module module, torch::Device device) :
@@ -55,19 +76,15 @@ class TorchScriptModel : public TorchModel {
                double *atomic, double *forces, double *virial, std::string &error) override
   {
     try {
-      auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-      auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-      // from_blob: no copies on the CPU; the model never writes to its inputs
-      auto pos = torch::from_blob(const_cast<double *>(positions), {n, 3}, f64).to(device_);
-      auto num = torch::from_blob(const_cast<int64_t *>(numbers), {n}, i64).to(device_);
-      auto edge = torch::from_blob(const_cast<int64_t *>(edges), {2, n_edges}, i64).to(device_);
-      auto sh = torch::from_blob(const_cast<double *>(shifts), {n_edges, 3}, f64).to(device_);
-      auto q = torch::full({1}, charge, f64.device(device_));
-      auto s = torch::full({1}, spin, f64.device(device_));
-      std::vector<torch::jit::IValue> inputs{pos, num, edge, sh, n_local, q, s, compute_virial};
+      const Inputs in = make_inputs(n, positions, numbers, n_edges, edges, shifts, charge, spin,
+                                    device_);
+      std::vector<torch::jit::IValue> inputs{in.positions, in.numbers, in.edges, in.shifts,
+                                             n_local, in.charge, in.spin, compute_virial};
       if (cell)    // export format 4: the box
-        inputs.emplace_back(
-            torch::from_blob(const_cast<double *>(cell), {3, 3}, f64).clone().to(device_));
+        inputs.emplace_back(torch::from_blob(const_cast<double *>(cell), {3, 3},
+                                             torch::TensorOptions().dtype(torch::kFloat64))
+                                .clone()
+                                .to(device_));
       auto out = module_.forward(inputs).toTuple();
       energy = out->elements()[0].toTensor().item<double>();
       return copy_outputs(out->elements()[1].toTensor(), out->elements()[2].toTensor(),
@@ -104,18 +121,14 @@ class AotiModel : public TorchModel {
       return false;
     }
     try {
-      auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-      auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-      auto pos = torch::from_blob(const_cast<double *>(positions), {n, 3}, f64).to(device_);
-      auto num = torch::from_blob(const_cast<int64_t *>(numbers), {n}, i64).to(device_);
-      auto edge = torch::from_blob(const_cast<int64_t *>(edges), {2, n_edges}, i64).to(device_);
-      auto sh = torch::from_blob(const_cast<double *>(shifts), {n_edges, 3}, f64).to(device_);
-      auto q = torch::full({1}, charge, f64.device(device_));
-      auto s = torch::full({1}, spin, f64.device(device_));
+      const Inputs in = make_inputs(n, positions, numbers, n_edges, edges, shifts, charge, spin,
+                                    device_);
       const int64_t n_ghost = n - n_local;
-      std::vector<at::Tensor> inputs{pos.narrow(0, 0, n_local), pos.narrow(0, n_local, n_ghost),
-                                     num.narrow(0, 0, n_local), num.narrow(0, n_local, n_ghost),
-                                     edge, sh, q, s};
+      std::vector<at::Tensor> inputs{in.positions.narrow(0, 0, n_local),
+                                     in.positions.narrow(0, n_local, n_ghost),
+                                     in.numbers.narrow(0, 0, n_local),
+                                     in.numbers.narrow(0, n_local, n_ghost),
+                                     in.edges, in.shifts, in.charge, in.spin};
       auto out = loader_->run(inputs);
       if (out.size() != 4) {
         error = "the package returned " + std::to_string(out.size()) + " outputs, not 4";
