@@ -229,8 +229,13 @@ def test_real_space_cutoff_is_the_models():
     blocks = [m for m in model.modules() if isinstance(m, Electrostatics)]
     assert blocks and all(b.coulomb.cutoff == 5.0 for b in blocks)
     assert model.energy_term.coulomb.cutoff == 5.0
+    # the default charge width (0.91 Å at r_c = 5 Å) is wider than the real-space sum needs:
+    # α = 1/2σ; point charges split at the cutoff, α = √(−ln ε) / r_c
+    from mlip_attn.attention.electrostatics import default_smearing
+    assert abs(model.energy_term.coulomb.alpha - 1 / (2 * default_smearing(5.0))) < 1e-12
+    point = salt_model(cutoff=5.0, smearing=0.0)
     alpha = math.sqrt(-math.log(1e-8)) / 5.0
-    assert abs(model.energy_term.coulomb.alpha - alpha) < 1e-12
+    assert abs(point.energy_term.coulomb.alpha - alpha) < 1e-12
 
 
 def test_auto_rule_is_flow_for_molecules_and_cell_wide_in_periodic_cells():

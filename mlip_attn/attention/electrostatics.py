@@ -241,6 +241,8 @@ class Electrostatics(GlobalBlock):
                         "en_scale": float(en_scale), "self_energy": bool(self_energy)}
         self.k_e = COULOMB
         self.feedback = bool(feedback)
+        # without feedback its features are zero: the backbone skips the call
+        self.adds_features = self.feedback
         # without feedback the per-layer charges are never evaluated: a width-1 stand-in keeps
         # the forward scriptable without adding unused parameters to the count
         self.charges = self.make_charges(width) if self.feedback else UniformCharges(1)
