@@ -200,6 +200,8 @@ class Electrostatics(GlobalBlock):
             (one Coulomb sum per evaluation instead of one per layer plus one, and the
             features stay local, so fragments beyond the reach interact only by Coulomb).
         self_energy: add the charging energy χ_Z q + ½ J_Z q² (`ElectrostaticEnergy`).
+        physics: set by the model, not the config. 3 (models built now): the fragment charge
+            of isolated structures is placed continuously (`mlip_attn.nn.placement`).
     """
 
     __jit_ignored_attributes__ = ["options"]
@@ -223,7 +225,7 @@ class Electrostatics(GlobalBlock):
                  ewald_limit: Union[float, None, Literal["auto"]] = "auto",
                  charges: Literal["auto", "flow", "uniform"] = "auto",
                  charge_reach: Optional[float] = None, en_scale: float = EN_SCALE,
-                 feedback: bool = False, self_energy: bool = True):
+                 feedback: bool = False, self_energy: bool = True, physics: int = 3):
         super().__init__()
         if not accuracy < 1.0:
             raise ValueError(f"accuracy: must be below 1, got {accuracy}")
@@ -240,7 +242,8 @@ class Electrostatics(GlobalBlock):
                         "mesh_factor": mesh_factor, "spline_order": spline_order,
                         "ewald_limit": ewald_limit,
                         "charges": charges, "charge_reach": float(charge_reach or 0.0),
-                        "en_scale": float(en_scale), "self_energy": bool(self_energy)}
+                        "en_scale": float(en_scale), "self_energy": bool(self_energy),
+                        "continuous": physics >= 3}
         self.k_e = COULOMB
         self.feedback = bool(feedback)
         # without feedback its features are zero: the backbone skips the call
@@ -258,7 +261,8 @@ class Electrostatics(GlobalBlock):
     @torch.jit.unused
     def make_charges(self, width: int) -> nn.Module:
         o = self.options
-        return charge_model(o["charges"], width, o["charge_reach"], o["en_scale"])
+        return charge_model(o["charges"], width, o["charge_reach"], o["en_scale"],
+                            o["continuous"])
 
     @classmethod
     def resolve_settings(cls, options: dict, cutoff: float) -> dict:
