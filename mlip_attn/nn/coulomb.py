@@ -249,7 +249,12 @@ class Coulomb(nn.Module):
         ``owned`` ≥ 0: only the first ``owned`` nodes are this process's (see the class)."""
         n_sum = owned if owned >= 0 else q.shape[0]
         volume = torch.abs(torch.linalg.det(cell))
-        if self.uses_pme(n_sum, cell):
+        n_all = n_sum
+        if owned >= 0 and self.method == "auto":
+            # the switch must see the whole structure's atoms, not this rank's: otherwise the
+            # method (and its ~1e-6 error) would depend on the decomposition
+            n_all = int(self.sums(q.new_full((1,), float(n_sum)).detach())[0])
+        if self.uses_pme(n_all, cell):
             shape = pme.mesh_shape(cell, self.mesh_spacing, self.order)
             if torch.jit.is_scripting():
                 flat, weight = pme.spline_stencil(positions, cell, shape, self.order)
