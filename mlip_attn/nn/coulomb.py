@@ -243,18 +243,24 @@ class Coulomb(nn.Module):
             return n * ewald_vector_count(cell, self.k_max) > self.ewald_limit
         return self.method == "pme"
 
+    def switch_count(self, q: Tensor, owned: int) -> int:
+        """The atom count that `auto` compares: the whole structure's, also when it is split
+        over processes (``owned`` ≥ 0: this process's owned atoms, completed by ``sums``, one
+        scalar all-reduce), so that the method, and its ~1e-6 error, does not depend on the
+        decomposition."""
+        if owned < 0:
+            return q.shape[0]
+        if self.method != "auto":
+            return owned
+        return int(self.sums(q.new_full((1,), float(owned)).detach())[0])
+
     def periodic_potential(self, q: Tensor, positions: Tensor, cell: Tensor, owned: int
                            ) -> Tensor:
         """Reciprocal + self + background potential φ (n,) e/Å of one periodic structure;
         ``owned`` ≥ 0: only the first ``owned`` nodes are this process's (see the class)."""
         n_sum = owned if owned >= 0 else q.shape[0]
         volume = torch.abs(torch.linalg.det(cell))
-        n_all = n_sum
-        if owned >= 0 and self.method == "auto":
-            # the switch must see the whole structure's atoms, not this rank's: otherwise the
-            # method (and its ~1e-6 error) would depend on the decomposition
-            n_all = int(self.sums(q.new_full((1,), float(n_sum)).detach())[0])
-        if self.uses_pme(n_all, cell):
+        if self.uses_pme(self.switch_count(q, owned), cell):
             shape = pme.mesh_shape(cell, self.mesh_spacing, self.order)
             if torch.jit.is_scripting():
                 flat, weight = pme.spline_stencil(positions, cell, shape, self.order)
