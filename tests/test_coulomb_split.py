@@ -123,3 +123,25 @@ def test_split_structure_equals_the_whole(method, smearing):
         owned = len(r)
         phi = potential(order, image)
         assert torch.allclose(phi[:owned], whole[order[:owned]], rtol=0, atol=1e-12)
+
+
+def test_the_auto_switch_counts_the_atoms_of_every_process():
+    """Split over processes, ``auto`` must choose Ewald or PME from the whole structure's atoms
+    (its ``sums`` complete the count), not from this process's: 2 ranks once took Ewald where
+    1 rank took PME, 3e-7 apart."""
+    import torch
+    from torch import nn
+    from mlip_attn.nn.coulomb import Coulomb
+
+    class TwoEqualRanks(nn.Module):     # an all-reduce over two processes holding the same
+        def forward(self, x):
+            return 2.0 * x
+
+    coulomb = Coulomb(5.0, accuracy=1e-5, smearing=0.91, method="auto")
+    q = torch.zeros(216, dtype=torch.float64)
+    assert coulomb.switch_count(q, -1) == 216
+    assert coulomb.switch_count(q, 108) == 108        # identity sums: one process
+    coulomb.sums = TwoEqualRanks()
+    assert coulomb.switch_count(q, 108) == 216
+    cell = torch.eye(3, dtype=torch.float64) * 17.22
+    assert coulomb.uses_pme(216, cell) and not coulomb.uses_pme(108, cell)

@@ -135,8 +135,8 @@ def test_flow_charges_put_opposite_charges_on_the_ions_of_a_neutral_salt():
 def test_energy_term_is_the_coulomb_energy_of_its_charges():
     """Model energy − the same model without the term = ½ k_e Σ q φ + Σ (χ_Z q + ½ J_Z q²),
     with φ from an independent, more accurate Ewald (other splitting) and the charging energy
-    written out here."""
-    model = salt_model()
+    written out here (at ε = 1e-8; the default 1e-5 leaves ~2e-5 eV here)."""
+    model = salt_model(accuracy=1e-8)
     atoms = rattled_salt(seed=1)
     batch = to_batch([atoms], model.cutoff)
     args = (batch.positions, batch.numbers, batch.batch, batch.edge_index, batch.shifts,
@@ -229,8 +229,13 @@ def test_real_space_cutoff_is_the_models():
     blocks = [m for m in model.modules() if isinstance(m, Electrostatics)]
     assert blocks and all(b.coulomb.cutoff == 5.0 for b in blocks)
     assert model.energy_term.coulomb.cutoff == 5.0
-    alpha = math.sqrt(-math.log(1e-8)) / 5.0
-    assert abs(model.energy_term.coulomb.alpha - alpha) < 1e-12
+    # the default charge width (0.91 Å at r_c = 5 Å) is wider than the real-space sum needs:
+    # α = 1/2σ; point charges split at the cutoff, α = √(−ln ε) / r_c
+    from mlip_attn.attention.electrostatics import default_smearing
+    assert abs(model.energy_term.coulomb.alpha - 1 / (2 * default_smearing(5.0))) < 1e-12
+    point = salt_model(cutoff=5.0, smearing=0.0)
+    alpha = math.sqrt(-math.log(1e-5)) / 5.0
+    assert abs(point.energy_term.coulomb.alpha - alpha) < 1e-12
 
 
 def test_auto_rule_is_flow_for_molecules_and_cell_wide_in_periodic_cells():

@@ -70,7 +70,9 @@ def model_card(model_path: str | Path, run_dir: str | Path, title: str, descript
         f"(seed {config['data']['split_seed']}); E0s: {config['data']['e0s']}",
         f"- {train['epochs']} epochs, batch {train['batch_size']}, lr {train['lr']:g} "
         f"({train['scheduler']}), loss weights energy {train['energy_weight']:g} / forces "
-        f"{train['forces_weight']:g}, EMA {train['ema_decay']}; best validation epoch "
+        f"{train['forces_weight']:g}"
+        + (f" / stress {train['stress_weight']:g}" if train.get("stress_weight") else "")
+        + f", EMA {train['ema_decay']}; best validation epoch "
         f"{meta.get('best_epoch')}",
         "", "## Errors (held-out structures)", "",
         "| split | E MAE (meV) | E RMSE (meV) | E MAE (meV/atom) | F MAE (meV/Å) | F RMSE (meV/Å) |",

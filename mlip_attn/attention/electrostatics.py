@@ -31,12 +31,12 @@ setting the splitting (`Coulomb`). Isolated structures (zero cell) take the dire
 and stress by autograd. Costs: Ewald O(N·K) per structure; PME (`mlip_attn.nn.pme`) O(N log N).
 """
 import math
-from typing import Final, Literal, Optional, Tuple
+from typing import Final, Literal, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..nn.coulomb import COULOMB, Coulomb
+from ..nn.coulomb import COULOMB, EWALD_LIMIT, Coulomb, legacy_mesh_factor
 from ..nn.graph import Features, Graph
 from ..nn.latent_charges import EN_SCALE, UniformCharges, charge_model
 from ..registry import GLOBAL_BLOCKS, PositiveFloat
@@ -47,9 +47,30 @@ from .base import GlobalBlock
 ChargeHead = UniformCharges
 
 
-def default_smearing(cutoff: float, accuracy: float) -> float:
-    """The widest Gaussian charge (Å) whose overlap the real-space cutoff still contains."""
+def legacy_smearing(cutoff: float, accuracy: float) -> float:
+    """σ (Å) of ``smearing: null``, the default of model files written before the settings
+    were stored explicitly: r_c / (2√(−ln ε)), the widest charge whose overlap the
+    real-space cutoff contains to ε (0.74 Å at r_c = 5 Å, ε = 1e-5)."""
     return cutoff / (2.0 * math.sqrt(-math.log(accuracy)))
+
+
+# the default charge width: erfc(r_c / 2σ) = SMEARING_TAIL, i.e. the part of the smeared pair
+# interaction beyond the cutoff (what no local correction can represent) is 1e-4 of 1/r there
+# (σ = 0.91 Å at r_c = 5 Å, independent of ε). Measured on the rigid-ion salt
+# (docs/electrostatics.md, "Choosing the charge width"): 0.08 meV/ion of such error, against
+# 0.43 at σ = 1 Å; cost 1.31× instead of 1.44× the local model at 10⁴ ions.
+SMEARING_TAIL = 1e-4
+
+
+def default_smearing(cutoff: float) -> float:
+    """σ (Å) of ``smearing: auto``: r_c / (2 erfc⁻¹(`SMEARING_TAIL`))."""
+    from scipy.special import erfcinv
+    return cutoff / (2.0 * float(erfcinv(SMEARING_TAIL)))
+
+
+# the PME settings of new models (``auto``) and of files that predate them (null)
+SPLINE_ORDER = 6
+LEGACY_SPLINE_ORDER = 6
 
 
 # scales of the charging energy's per-element parameters (they start at zero): Adam moves a
@@ -142,15 +163,29 @@ class NoEnergyTerm(nn.Module):
 class Electrostatics(GlobalBlock):
     """Charges and their electrostatic potential as features (see the module docstring).
 
+    Settings that have a default rule (``smearing``, ``mesh_factor``, ``spline_order``,
+    ``ewald_limit``) take ``auto``, the rule of the current version, which `resolve_settings`
+    turns into a number when a model is built: the model file stores that number, so a later
+    change of a default never changes what an existing file computes. ``null`` is the rule of
+    files written before the settings were stored (`legacy_smearing`, `legacy_mesh_factor`,
+    order 6, 2.5e5); `STORED_DEFAULTS` fills keys such files lack.
+
     Args:
         widths: the host's channels per rotation order (only scalars are read and written).
-        smearing: Gaussian charge width σ (Å); null = r_c / (2 √(−ln accuracy)) (0.47 Å at
-            r_c = 4 Å, ε = 1e-8); 0 = point charges. From that width on there is no
-            real-space sum; wider is cheaper (PME mesh ∝ 1/σ³; docs/electrostatics.md).
-        accuracy: ε, the relative size of the neglected Ewald terms.
+        smearing: Gaussian charge width σ (Å); ``auto`` = r_c / (2 erfc⁻¹(1e-4)) (0.91 Å at
+            r_c = 5 Å, `default_smearing`); null = r_c / (2 √(−ln accuracy)) (older files);
+            0 = point charges. From r_c / (2 √(−ln accuracy)) on there is no real-space sum;
+            wider is cheaper (PME mesh ∝ 1/σ³; docs/electrostatics.md).
+        accuracy: ε, the relative size of the neglected Ewald terms (default 1e-5: PME's
+            energy error ~4e-6 relative and force error ~5e-5 eV/Å for ±1 e charges, far
+            below a fitted model's; 1e-8 costs a 5× finer mesh; docs/electrostatics.md).
         method: reciprocal sum: ``ewald``, ``pme`` (smooth PME, `mlip_attn.nn.pme`) or
             ``auto`` (Ewald while the number of atoms × k-vectors is at most ``ewald_limit``).
-        ewald_limit: the switch point of ``auto`` (null: 2.5e5, the measured crossover).
+        mesh_factor: PME mesh spacing × α; ``auto``/null: by accuracy (0.35 for ε ≥ 1e-5, 0.3
+            down to 1e-6, 0.2 below; `legacy_mesh_factor`, measured).
+        spline_order: PME B-spline order (4, 6 or 8); ``auto``/null: 6.
+        ewald_limit: the switch point of ``auto`` in atoms × k-vectors (``auto``/null: 2.5e5,
+            the measured crossover).
         charges: the charge rule: ``auto`` (one constraint over a periodic cell, the flow
             rule for isolated structures; `CellOrFragmentCharges`), ``flow`` (charge moves
             only between atoms closer than ``charge_reach``, fragment charges by issue 25's
@@ -170,6 +205,8 @@ class Electrostatics(GlobalBlock):
     """
 
     __jit_ignored_attributes__ = ["options"]
+    # what a model file written before these keys existed computed with (see the class)
+    STORED_DEFAULTS = {"mesh_factor": None, "spline_order": None}
     periodic = True
     needs_cell = True  # its reciprocal sum reads the cell (the LAMMPS box, export format 4)
     # split over ranks in periodic boxes: S(k) (or the PME mesh), Σq and n summed over owned
@@ -179,29 +216,38 @@ class Electrostatics(GlobalBlock):
     k_e: Final[float]
     feedback: Final[bool]
 
-    def __init__(self, widths: Tuple[int, ...], smearing: Optional[float] = None,
-                 accuracy: PositiveFloat = 1e-8,
+    def __init__(self, widths: Tuple[int, ...],
+                 smearing: Union[float, None, Literal["auto"]] = "auto",
+                 accuracy: PositiveFloat = 1e-5,
                  method: Literal["auto", "ewald", "pme"] = "auto",
-                 ewald_limit: Optional[float] = None,
+                 mesh_factor: Union[PositiveFloat, None, Literal["auto"]] = "auto",
+                 spline_order: Union[Literal[4, 6, 8], None, Literal["auto"]] = "auto",
+                 ewald_limit: Union[float, None, Literal["auto"]] = "auto",
                  charges: Literal["auto", "flow", "uniform"] = "auto",
                  charge_reach: Optional[float] = None, en_scale: float = EN_SCALE,
                  feedback: bool = False, self_energy: bool = True, physics: int = 3):
         super().__init__()
         if not accuracy < 1.0:
             raise ValueError(f"accuracy: must be below 1, got {accuracy}")
-        if smearing is not None and smearing < 0:
-            raise ValueError(f"smearing: must be ≥ 0 (or null), got {smearing}")
+        if isinstance(smearing, (int, float)) and smearing < 0:
+            raise ValueError(f"smearing: must be ≥ 0 (or auto, or null), got {smearing}")
+        if isinstance(ewald_limit, (int, float)) and ewald_limit <= 0:
+            raise ValueError(f"ewald_limit: must be positive (or auto, or null), got "
+                             f"{ewald_limit}")
         if charge_reach is not None and charge_reach <= 0:
             raise ValueError(f"charge_reach: must be positive (or null), got {charge_reach}")
         width = widths[0]
         self.width = width
         self.options = {"smearing": smearing, "accuracy": float(accuracy), "method": method,
-                        "ewald_limit": float(ewald_limit) if ewald_limit else 0.0,
+                        "mesh_factor": mesh_factor, "spline_order": spline_order,
+                        "ewald_limit": ewald_limit,
                         "charges": charges, "charge_reach": float(charge_reach or 0.0),
                         "en_scale": float(en_scale), "self_energy": bool(self_energy),
                         "continuous": physics >= 3}
         self.k_e = COULOMB
         self.feedback = bool(feedback)
+        # without feedback its features are zero: the backbone skips the call
+        self.adds_features = self.feedback
         # without feedback the per-layer charges are never evaluated: a width-1 stand-in keeps
         # the forward scriptable without adding unused parameters to the count
         self.charges = self.make_charges(width) if self.feedback else UniformCharges(1)
@@ -218,15 +264,32 @@ class Electrostatics(GlobalBlock):
         return charge_model(o["charges"], width, o["charge_reach"], o["en_scale"],
                             o["continuous"])
 
+    @classmethod
+    def resolve_settings(cls, options: dict, cutoff: float) -> dict:
+        """``options`` (resolved by the registry) with every ``auto`` setting replaced by its
+        number for a model of ``cutoff`` Å (what the model file stores; null stays null)."""
+        out = dict(options)
+        accuracy = float(out["accuracy"])
+        rules = {"smearing": lambda: default_smearing(cutoff),
+                 "mesh_factor": lambda: legacy_mesh_factor(accuracy),
+                 "spline_order": lambda: SPLINE_ORDER,
+                 "ewald_limit": lambda: EWALD_LIMIT}
+        for key, rule in rules.items():
+            if out.get(key, "auto") == "auto":
+                out[key] = rule()
+        return out
+
     @torch.jit.unused
     def make_coulomb(self, cutoff: float) -> Coulomb:
         """The Coulomb sum for a model whose neighbour list reaches ``cutoff`` Å."""
-        o = self.options
+        o = self.resolve_settings(self.options, cutoff)
         smearing = o["smearing"]
         if smearing is None:
-            smearing = default_smearing(cutoff, o["accuracy"])
-        return Coulomb(cutoff, accuracy=o["accuracy"], smearing=smearing, method=o["method"],
-                       ewald_limit=o["ewald_limit"])
+            smearing = legacy_smearing(cutoff, o["accuracy"])
+        order = LEGACY_SPLINE_ORDER if o["spline_order"] is None else int(o["spline_order"])
+        return Coulomb(cutoff, accuracy=o["accuracy"], smearing=float(smearing),
+                       method=o["method"], mesh_factor=float(o["mesh_factor"] or 0.0),
+                       interpolation_nodes=order, ewald_limit=float(o["ewald_limit"] or 0.0))
 
     @torch.jit.unused
     def use_cutoff(self, cutoff: float) -> None:

@@ -30,7 +30,10 @@ class EGNNLayer(nn.Module):
         self.edge_out = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU())
         self.edge_gate = nn.Linear(width, 1)
         self.node_mlp = mlp([2 * width, width, width])
-        self.has_global = global_block is not None
+        # a block whose output is zero by construction (``adds_features`` false: the
+        # electrostatics block without φ feedback) is not called
+        self.has_global = global_block is not None and bool(
+            getattr(global_block, "adds_features", True))
         self.global_block = global_block if global_block is not None else NoGlobalBlock()
 
     def forward(self, h: torch.Tensor, radial: torch.Tensor, envelope: torch.Tensor,

@@ -73,7 +73,10 @@ class PaiNNLayer(nn.Module):
         self.update_uv = nn.Linear(width, 2 * width, bias=False)
         self.update_tensor = nn.Linear(T, 2 * T, bias=False) if lmax >= 2 else nn.Identity()
         self.update_mlp = mlp([2 * width + T, width, 3 * width + 4 * T])
-        self.has_global = global_block is not None
+        # a block whose output is zero by construction (``adds_features`` false: the
+        # electrostatics block without φ feedback) is not called
+        self.has_global = global_block is not None and bool(
+            getattr(global_block, "adds_features", True))
         self.global_block = global_block if global_block is not None else NoGlobalBlock()
 
     def forward(self, s: torch.Tensor, v: torch.Tensor, t: torch.Tensor, rho: torch.Tensor,

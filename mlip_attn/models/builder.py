@@ -105,21 +105,26 @@ def resolve_model_config(model_config: dict) -> dict:
         if isinstance(att, list):
             if not att:
                 raise ValueError("model.attention: an empty list; use null for a local model")
-            cfg["attention"] = [_resolve_block(a, f"model.attention[{k}]")
+            cfg["attention"] = [_resolve_block(a, f"model.attention[{k}]", cfg["cutoff"])
                                 for k, a in enumerate(att)]
         else:
-            cfg["attention"] = _resolve_block(att, "model.attention")
+            cfg["attention"] = _resolve_block(att, "model.attention", cfg["cutoff"])
     return cfg
 
 
-def _resolve_block(att, where: str) -> dict:
-    """One global block's config with its defaults filled in."""
+def _resolve_block(att, where: str, cutoff: float) -> dict:
+    """One global block's config with its defaults filled in; a block class with
+    ``resolve_settings(options, cutoff)`` turns its ``auto`` settings into the numbers the
+    model file then stores (`mlip_attn.attention.electrostatics.Electrostatics`)."""
     if not isinstance(att, dict) or "type" not in att:
         raise ValueError(f"{where}: must be null, a mapping with a type in "
                          f"{GLOBAL_BLOCKS.names()} or a list of such mappings, got {att!r}")
     block = GLOBAL_BLOCKS.get(att["type"], f"{where}.type")
     options = {k: v for k, v in att.items() if k != "type"}
-    return {"type": att["type"], **block.resolve(options, where)}
+    resolved = block.resolve(options, where)
+    if hasattr(block.factory, "resolve_settings"):
+        resolved = block.factory.resolve_settings(resolved, cutoff)
+    return {"type": att["type"], **resolved}
 
 
 def resolve_classes(classes, targets: list) -> dict:
@@ -211,6 +216,23 @@ def legacy_model_config(model_config: dict) -> dict:
     it computed then); options added since take their defaults, which version 1 ignores."""
     cfg = copy.deepcopy(model_config)
     cfg["physics"] = 1
+    return cfg
+
+
+def stored_block_defaults(model_config: dict) -> dict:
+    """A model file's config with the options its global blocks lack set to what the file
+    computed with when it was written (the block class's ``STORED_DEFAULTS``), not to
+    today's defaults."""
+    att = model_config.get("attention")
+    if att is None:
+        return model_config
+    cfg = copy.deepcopy(model_config)
+    blocks = cfg["attention"] if isinstance(cfg["attention"], list) else [cfg["attention"]]
+    for block in blocks:
+        if isinstance(block, dict) and block.get("type") in GLOBAL_BLOCKS.names():
+            stored = getattr(GLOBAL_BLOCKS[block["type"]].factory, "STORED_DEFAULTS", {})
+            for key, value in stored.items():
+                block.setdefault(key, value)
     return cfg
 
 

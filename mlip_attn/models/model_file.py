@@ -19,7 +19,7 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_path
-from .builder import build_model, legacy_model_config
+from .builder import build_model, legacy_model_config, stored_block_defaults
 from .potential import Potential
 
 FORMAT = "mlip-attn-model"
@@ -146,6 +146,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     config = content["model_config"]
     if "physics" not in config:  # written before the physical contracts: compute as then
         config = legacy_model_config(config)
+    config = stored_block_defaults(config)  # options added since: as the file computed then
     try:
         model = build_model(config)
     except (ValueError, TypeError) as exc:

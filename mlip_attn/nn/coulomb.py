@@ -52,6 +52,12 @@ MESH_FACTOR_FINE = 0.2      # accuracy < 1e-6
 EWALD_LIMIT = 2.5e5
 
 
+def legacy_mesh_factor(accuracy: float) -> float:
+    """PME mesh spacing × α by accuracy (the measured table above)."""
+    return (MESH_FACTOR_FINE if accuracy < 1e-6 else MESH_FACTOR if accuracy < 1e-5
+            else MESH_FACTOR_COARSE)
+
+
 def ewald_splitting(cutoff: float, accuracy: float) -> Tuple[float, float]:
     """α (1/Å) and k_max (1/Å) for a real-space cutoff (Å) and a relative accuracy ε ∈ (0, 1)."""
     if not 0.0 < accuracy < 1.0:
@@ -185,6 +191,7 @@ class Coulomb(nn.Module):
         method: ``ewald``, ``pme`` (smooth PME, `mlip_attn.nn.pme`) or ``auto`` (Ewald while
             N · K ≤ ``ewald_limit``, PME above).
         mesh_spacing: PME mesh spacing h (Å); 0 = ``mesh_factor`` / α.
+        mesh_factor: h × α when ``mesh_spacing`` is 0; 0 = by accuracy (`legacy_mesh_factor`).
         interpolation_nodes: PME B-spline order p (even, 4 … 8).
         ewald_limit: the switch point of ``auto`` in N · K (0: the measured default, see
             docs/electrostatics.md).
@@ -199,7 +206,7 @@ class Coulomb(nn.Module):
 
     def __init__(self, cutoff: float, accuracy: float = 1e-8, smearing: float = 0.0,
                  method: str = "auto", mesh_spacing: float = 0.0, interpolation_nodes: int = 6,
-                 ewald_limit: float = 0.0):
+                 ewald_limit: float = 0.0, mesh_factor: float = 0.0):
         super().__init__()
         if method not in ("ewald", "pme", "auto"):
             raise ValueError(f"method must be 'ewald', 'pme' or 'auto', got {method!r}")
@@ -220,8 +227,11 @@ class Coulomb(nn.Module):
         self.method = method
         self.order = int(interpolation_nodes)
         # measured (benchmarks/electrostatics.py --mesh-sweep, docs/electrostatics.md)
-        self.mesh_factor = (MESH_FACTOR_FINE if self.accuracy < 1e-6 else MESH_FACTOR
-                            if self.accuracy < 1e-5 else MESH_FACTOR_COARSE)
+        if mesh_factor < 0.0:
+            raise ValueError(f"mesh_factor must be positive (or 0: by accuracy), got "
+                             f"{mesh_factor}")
+        self.mesh_factor = float(mesh_factor) if mesh_factor > 0 else \
+            legacy_mesh_factor(self.accuracy)
         self.mesh_spacing = float(mesh_spacing) if mesh_spacing > 0 else \
             self.mesh_factor / self.alpha
         self.ewald_limit = float(ewald_limit) if ewald_limit > 0 else EWALD_LIMIT
@@ -233,13 +243,24 @@ class Coulomb(nn.Module):
             return n * ewald_vector_count(cell, self.k_max) > self.ewald_limit
         return self.method == "pme"
 
+    def switch_count(self, q: Tensor, owned: int) -> int:
+        """The atom count that `auto` compares: the whole structure's, also when it is split
+        over processes (``owned`` ≥ 0: this process's owned atoms, completed by ``sums``, one
+        scalar all-reduce), so that the method, and its ~1e-6 error, does not depend on the
+        decomposition."""
+        if owned < 0:
+            return q.shape[0]
+        if self.method != "auto":
+            return owned
+        return int(self.sums(q.new_full((1,), float(owned)).detach())[0])
+
     def periodic_potential(self, q: Tensor, positions: Tensor, cell: Tensor, owned: int
                            ) -> Tensor:
         """Reciprocal + self + background potential φ (n,) e/Å of one periodic structure;
         ``owned`` ≥ 0: only the first ``owned`` nodes are this process's (see the class)."""
         n_sum = owned if owned >= 0 else q.shape[0]
         volume = torch.abs(torch.linalg.det(cell))
-        if self.uses_pme(n_sum, cell):
+        if self.uses_pme(self.switch_count(q, owned), cell):
             shape = pme.mesh_shape(cell, self.mesh_spacing, self.order)
             if torch.jit.is_scripting():
                 flat, weight = pme.spline_stencil(positions, cell, shape, self.order)

@@ -68,6 +68,7 @@ def salt_structures(n: int, seed=0, repeats=((2, 2, 2),), defects=DEFECTS,
 
 
 _TRAIN = {"repeats": [[1, 2, 2], [2, 2, 2], [2, 2, 3]]}
+_TRAIN_LONG = {"repeats": [[1, 2, 2], [2, 2, 2], [2, 2, 3], [2, 3, 3]]}
 _HELD_OUT = {"3x3x3": HeldOut(16, {"repeats": [[3, 3, 3]]}, seed=1001),
              "4x4x4": HeldOut(8, {"repeats": [[4, 4, 4]]}, seed=1002)}
 _BACKBONE = {"backbone": "painn", "cutoff": 5.0, "layers": 2, "num_basis": 16}
@@ -103,7 +104,16 @@ class RigidIonSalt(ReferenceSystem):
                 "feedback": {**_BLOCK, "feedback": True},
                 "uniform-feedback-no-self-energy": {**_BLOCK, "charges": "uniform",
                                                     "feedback": True, "self_energy": False}},
-            reference="electrostatics", width=24, training={"epochs": 40})}
+            reference="electrostatics", width=24, training={"epochs": 40}),
+        # the shipped pair: the charge-model protocol's models with a longer budget, more and
+        # larger cells (still ≤ 144 ions) and the energy and stress weighted up (the held-out
+        # energy error was extensive short-range error: docs/electrostatics.md)
+        "long": Protocol(
+            "1x2x2 to 2x3x3 cells (≤ 144 ions), 50 epochs, energy and stress weighted; tested "
+            "on 3x3x3 and 4x4x4 boxes", n=240, data=_TRAIN_LONG, held_out=_HELD_OUT,
+            backbone=_BACKBONE, variants={"local": None, "electrostatics": _BLOCK},
+            reference="electrostatics", width=24,
+            training={"epochs": 50, "energy_weight": 100.0, "stress_weight": 100.0})}
     card_description = ("Rock-salt NaCl supercells with Schottky pairs and charged vacancies; "
                         "rigid-ion Ewald + Born–Mayer labels (exact).")
     card_limits = ("Analytic toy: Na and Cl with fixed formal charges, no polarisation.",)
