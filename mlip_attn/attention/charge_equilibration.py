@@ -94,7 +94,9 @@ class ChargeEquilibration(GlobalBlock):
             correction of predicted charges to the total charge).
         r_max: Å, reach of the Coulomb coupling (physics 2): the solve's and the potential φ's
             Coulomb kernel is switched off between r_max/2 and r_max (C²).
-        physics: set by the model, not the config. 2 (models built now): charges per bonded
+        physics: set by the model, not the config. 3 (models built now): as 2, with the
+            fragment charge placed continuously inside a fragment whose bonds are forming
+            (`mlip_attn.nn.placement`). 2: charges per bonded
             fragment — the total charge goes to one fragment (`mlip_attn.nn.charges`), ``qeq``
             is split-charge equilibration (charge moves only along bonds, so no charge flows
             between fragments that are not bonded) and ``shift`` corrects each fragment to its
@@ -114,13 +116,14 @@ class ChargeEquilibration(GlobalBlock):
     def __init__(self, widths: Tuple[int, ...], channels: PositiveInt = 4,
                  sigma: PositiveFloat = 1.0, learn_sigma: bool = True,
                  mode: Literal["qeq", "shift"] = "qeq", r_max: PositiveFloat = 10.0,
-                 physics: int = 2):
+                 physics: int = 3):
         super().__init__()
         width = widths[0]
         self.fragments = physics >= 2
         self.reach = float(r_max) if self.fragments else math.inf
         self.through_space = self.reach
-        self.split = SplitCharges(width, channels, r_max, sigma) if self.fragments else None
+        self.split = SplitCharges(width, channels, r_max, sigma, continuous=physics >= 3) \
+            if self.fragments else None
         self.channels = int(channels)
         self.equilibrate = mode == "qeq"
         self.mode = mode
@@ -168,13 +171,7 @@ class ChargeEquilibration(GlobalBlock):
         if self.equilibrate:
             q = self.split(s, graph)
         else:
-            _, _, _, labels, q_f = self.split.fragments(graph)
-            chi = self.electronegativity(s)
-            n = s.shape[0]
-            size = torch.zeros(n, dtype=s.dtype, device=s.device).index_add(
-                0, labels, torch.ones_like(q_f))
-            sums = torch.zeros_like(chi).index_add(0, labels, chi)
-            q = chi + (q_f.unsqueeze(1) - sums[labels]) / size[labels].unsqueeze(1)
+            q = self.split.shifted(self.electronegativity(s), graph)
         return q, self.split.potential(q, graph)
 
     def forward(self, x: Features, graph: Graph) -> Features:

@@ -165,6 +165,8 @@ class Electrostatics(GlobalBlock):
             (one Coulomb sum per evaluation instead of one per layer plus one, and the
             features stay local, so fragments beyond the reach interact only by Coulomb).
         self_energy: add the charging energy χ_Z q + ½ J_Z q² (`ElectrostaticEnergy`).
+        physics: set by the model, not the config. 3 (models built now): the fragment charge
+            of isolated structures is placed continuously (`mlip_attn.nn.placement`).
     """
 
     __jit_ignored_attributes__ = ["options"]
@@ -183,7 +185,7 @@ class Electrostatics(GlobalBlock):
                  ewald_limit: Optional[float] = None,
                  charges: Literal["auto", "flow", "uniform"] = "auto",
                  charge_reach: Optional[float] = None, en_scale: float = EN_SCALE,
-                 feedback: bool = False, self_energy: bool = True):
+                 feedback: bool = False, self_energy: bool = True, physics: int = 3):
         super().__init__()
         if not accuracy < 1.0:
             raise ValueError(f"accuracy: must be below 1, got {accuracy}")
@@ -196,7 +198,8 @@ class Electrostatics(GlobalBlock):
         self.options = {"smearing": smearing, "accuracy": float(accuracy), "method": method,
                         "ewald_limit": float(ewald_limit) if ewald_limit else 0.0,
                         "charges": charges, "charge_reach": float(charge_reach or 0.0),
-                        "en_scale": float(en_scale), "self_energy": bool(self_energy)}
+                        "en_scale": float(en_scale), "self_energy": bool(self_energy),
+                        "continuous": physics >= 3}
         self.k_e = COULOMB
         self.feedback = bool(feedback)
         # without feedback the per-layer charges are never evaluated: a width-1 stand-in keeps
@@ -212,7 +215,8 @@ class Electrostatics(GlobalBlock):
     @torch.jit.unused
     def make_charges(self, width: int) -> nn.Module:
         o = self.options
-        return charge_model(o["charges"], width, o["charge_reach"], o["en_scale"])
+        return charge_model(o["charges"], width, o["charge_reach"], o["en_scale"],
+                            o["continuous"])
 
     @torch.jit.unused
     def make_coulomb(self, cutoff: float) -> Coulomb:

@@ -21,7 +21,8 @@ Keys of ``model:``:
   fragment instead of every atom (`mlip_attn.nn.embedding`), EFA without its ω = 0 mode and
   with a C² switch to zero at r_max, attention with a reach and an attention sink, split-charge
   equilibration in the charges block, and the bond graph without its ε force scale (see
-  docs/longrange-physics.md).
+  docs/longrange-physics.md). Version 3: as 2, with the fragment charge placed continuously
+  inside a fragment whose bonds are forming (`mlip_attn.nn.placement`; version 2 steps there).
 
 Errors name the key (``model.attention.r_max: ...``). The resolved config (every default
 written out) is what the model file stores, so it rebuilds the same architecture.
@@ -40,8 +41,8 @@ MODEL_DEFAULTS = {"backbone": "painn", "cutoff": 5.0, "attention": None, "target
 OPTIONAL_DEFAULTS = {"encoders": [], "classes": {}}
 # the version of the physical contracts (separability, fragment charges, smooth bonds) that new
 # models get; model files without a ``physics`` key were written under version 1
-PHYSICS = 2
-PHYSICS_VERSIONS = (1, 2)
+PHYSICS = 3
+PHYSICS_VERSIONS = (1, 2, 3)
 # initial values that `fit` computes from the training data; they live in the weights after
 INITIAL_VALUES = ("shift", "scale", "target_mean", "target_std")
 

@@ -17,7 +17,8 @@ from ..data.neighbours import edge_vectors
 from ..encoders.stack import EncoderStack, NoEncoders
 from ..nn import ElementIndex, mlp
 from ..nn.charges import bonded_pairs, covalent_radii, fragment_charges, fragment_labels, \
-    pauling_electronegativity
+    pauling_electronegativity, bond_weights
+from ..nn.placement import bond_states, expected
 from ..nn.graph import Graph
 from ..nn.tails import fragment_tail_energies
 
@@ -115,6 +116,9 @@ class Potential(nn.Module):
         # (none where a block already interacts at any distance: its separation is infinite)
         self.tails = int(self.model_config.get("physics", 2)) >= 2 and \
             math.isfinite(self.separation)
+        # physics 3: the tails of the expected bond states inside a charged fragment
+        # (`mlip_attn.nn.placement`), continuous where physics 2 steps when a bond forms
+        self.continuous_placement = int(self.model_config.get("physics", 2)) >= 3
         if self.tails:
             self.tail_alpha = nn.Parameter(torch.full((n,), math.log(math.e - 1.0),
                                                       dtype=torch.get_default_dtype()))
@@ -177,11 +181,22 @@ class Potential(nn.Module):
         zero = torch.zeros_like(graph.positions[:, 0]) + 0.0 * self.tail_alpha.sum()
         if not bool((charge != 0).any()) or bool((graph.shifts != 0).any()):
             return zero
+        n = graph.positions.shape[0]
         i, j = bonded_pairs(graph, self.radii)
-        labels = fragment_labels(graph.positions.shape[0], i, j)
+        labels = fragment_labels(n, i, j)
         q_f = fragment_charges(labels, graph.numbers, graph.batch, charge, graph.num_graphs,
                                self.pauling, graph.positions)
         alpha = nn.functional.softplus(self.tail_alpha)[species]
+        if self.continuous_placement:
+            bi, bj, w = bond_weights(graph, self.radii)
+            p, state_labels, state_q = bond_states(n, bi, bj, w, labels, q_f, graph.numbers,
+                                                   graph.batch,
+                                                   charge, graph.num_graphs, self.pauling)
+            if p.shape[0] > 1:
+                energies = [fragment_tail_energies(graph.positions, graph.batch, state_labels[s],
+                                                   state_q[s], alpha, self.separation)
+                            for s in range(p.shape[0])]
+                return expected(p, torch.stack(energies), graph.batch)
         return fragment_tail_energies(graph.positions, graph.batch, labels, q_f, alpha,
                                       self.separation)
 

@@ -59,7 +59,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .fragments import fragment_charges, fragment_labels
 from .graph import Graph, rank_in_segment
+from .placement import bond_states, expected_component_mean, placed_charges
 from .switching import reach_switch, smoothstep
 
 COULOMB = 14.399645  # k_e, eV·Å/e²
@@ -114,67 +116,6 @@ def bonded_pairs(graph: Graph, radii: Tensor, low: float = BOND_LOW, high: float
                             radii.to(graph.lengths.dtype), low, high)
     keep = torch.nonzero(w > 0).squeeze(1)
     return graph.edge_index[0][keep], graph.edge_index[1][keep]
-
-
-def fragment_labels(n_atoms: int, i: Tensor, j: Tensor) -> Tensor:
-    """Connected components of the bonds (i, j): each atom's label is the lowest atom index of
-    its fragment, (N,) int64. Label propagation, one pass per bond of the longest path."""
-    labels = torch.arange(n_atoms, device=i.device)
-    if i.shape[0] == 0:
-        return labels
-    changed = True
-    while changed:
-        low = torch.minimum(labels[i], labels[j])
-        new = labels.scatter_reduce(0, i, low, reduce="amin").scatter_reduce(0, j, low, reduce="amin")
-        new = new[new]  # pointer jumping: follow labels to their roots
-        changed = bool((new != labels).any())
-        labels = new
-    return labels
-
-
-def _keep_best(candidate: Tensor, key: Tensor, batch: Tensor, num_graphs: int,
-               tol: float) -> Tensor:
-    """``candidate`` (N,) restricted, per structure, to the entries whose ``key`` is within
-    ``tol`` of the smallest key among the candidates."""
-    masked = torch.where(candidate, key, torch.full_like(key, float("inf")))
-    best = torch.full((num_graphs,), float("inf"), dtype=key.dtype, device=key.device)
-    best = best.scatter_reduce(0, batch, masked, reduce="amin")
-    return candidate & (masked <= best[batch] + tol)
-
-
-def fragment_charges(labels: Tensor, numbers: Tensor, batch: Tensor, charge: Tensor,
-                     num_graphs: int, electronegativity: Tensor,
-                     positions: Optional[Tensor] = None) -> Tensor:
-    """Q_f(i) (N,) e: the total charge of atom i's fragment. Each structure's charge ``charge``
-    (B,) goes whole to one fragment: for a cation the lowest mean Pauling electronegativity
-    (``electronegativity`` (119,) by atomic number), for an anion the highest; ties go to the
-    larger fragment, then (with ``positions`` (N, 3) Å) to the fragment whose centroid is
-    closest to the structure's; only exact symmetry ties are left to the atom order."""
-    n = labels.shape[0]
-    dtype = charge.dtype
-    en = electronegativity.to(dtype)[numbers]
-    ones = torch.ones_like(en)
-    size = torch.zeros(n, dtype=dtype, device=labels.device).index_add(0, labels, ones)
-    mean_en = torch.zeros(n, dtype=dtype, device=labels.device).index_add(0, labels, en) \
-        / size.clamp(min=1.0)
-    candidate = labels == torch.arange(n, device=labels.device)          # one row per fragment
-    sign = torch.sign(charge)[batch]
-    candidate = _keep_best(candidate, sign * mean_en, batch, num_graphs, 1e-9)
-    candidate = _keep_best(candidate, -size, batch, num_graphs, 0.5)
-    if positions is not None:
-        pos = positions.to(dtype)
-        sums = torch.zeros((num_graphs, 3), dtype=dtype, device=pos.device).index_add(0, batch, pos)
-        counts = torch.zeros(num_graphs, dtype=dtype, device=pos.device).index_add(0, batch, ones)
-        centre = sums / counts.clamp(min=1.0)[:, None]
-        frag = torch.zeros((n, 3), dtype=dtype, device=pos.device).index_add(0, labels, pos) \
-            / size.clamp(min=1.0)[:, None]
-        distance = torch.linalg.norm(frag - centre[batch], dim=1)
-        candidate = _keep_best(candidate, distance, batch, num_graphs, 1e-9)
-    index = torch.where(candidate, torch.arange(n, device=labels.device),
-                        torch.full_like(labels, n))
-    chosen = torch.full((num_graphs,), n, dtype=labels.dtype, device=labels.device)
-    chosen = chosen.scatter_reduce(0, batch, index, reduce="amin")
-    return torch.where(labels == chosen[batch], charge[batch], torch.zeros_like(en))
 
 
 def pad_structures(x: Tensor, batch: Tensor, num_graphs: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -253,6 +194,8 @@ class SplitCharges(nn.Module):
         sigma: Å, width of the Gaussian charges.
         kappa: eV/e², initial bond hardness (learned, kept positive).
         coulomb: couple the charges by Coulomb inside the solve.
+        continuous: (physics 3) q0 is the expected fragment share over the bond states of the
+            charged fragment (`mlip_attn.nn.placement`), continuous when a bond forms.
 
     ``forward(s (N, F), graph) -> q (N, C)`` e; ``potential(q, graph) -> φ (N, C)`` e/Å.
     A fresh module has χ = 0, so its charges are q0 (the fragment charge spread evenly).
@@ -263,10 +206,12 @@ class SplitCharges(nn.Module):
     coulomb: bool
     k_e: float
     hardness_min: float
+    continuous: bool
 
     def __init__(self, width: int, channels: int = 1, r_max: float = 10.0, sigma: float = 1.0,
-                 kappa: float = 0.5, coulomb: bool = True):
+                 kappa: float = 0.5, coulomb: bool = True, continuous: bool = False):
         super().__init__()
+        self.continuous = bool(continuous)
         self.channels = int(channels)
         self.r_max = float(r_max)
         self.coulomb = bool(coulomb) and r_max > 0
@@ -284,20 +229,39 @@ class SplitCharges(nn.Module):
         self.register_buffer("pauling", pauling_electronegativity(), persistent=False)
 
     def fragments(self, graph: Graph) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Bonds (i, j, w) with i < j, fragment labels (N,) and the fragment charge Q_f (N,) e."""
+        """Bonds (i, j, w) with i < j, fragment labels (N,) and each atom's share of its
+        fragment's charge q0 (N,) e (Q_f/N_f; ``continuous``: its expectation over bond
+        states)."""
         i, j, w = bond_weights(graph, self.radii)
-        labels = fragment_labels(graph.positions.shape[0], i, j)
-        q_f = fragment_charges(labels, graph.numbers, graph.batch,
-                               graph.charge.to(graph.positions.dtype), graph.num_graphs,
-                               self.pauling, graph.positions)
-        return i, j, w, labels, q_f
+        labels, q0 = placed_charges(graph.positions.shape[0], i, j, w, graph.numbers,
+                                    graph.batch, graph.positions,
+                                    graph.charge.to(graph.positions.dtype), graph.num_graphs,
+                                    self.pauling, self.continuous, True)
+        return i, j, w, labels, q0
+
+    def shifted(self, x: Tensor, graph: Graph) -> Tensor:
+        """x (N, C) shifted so that every fragment carries its charge: q = x − mean_f(x) + q0
+        (SpookyNet's correction per fragment; ``continuous``: the expectation over bond states
+        of the state's components, so the shift does not jump when a bond forms)."""
+        i, j, w, labels, q0 = self.fragments(graph)
+        if self.continuous:
+            charge = graph.charge.to(graph.positions.dtype)
+            q_f = fragment_charges(labels, graph.numbers, graph.batch, charge, graph.num_graphs,
+                                   self.pauling, graph.positions)
+            p, state_labels, _ = bond_states(graph.positions.shape[0], i, j, w, labels, q_f,
+                                             graph.numbers, graph.batch, charge,
+                                             graph.num_graphs, self.pauling)
+            return x - expected_component_mean(p, state_labels, x, graph.batch) \
+                + q0.to(x.dtype).unsqueeze(1)
+        ones = torch.ones_like(x[:, 0])
+        size = torch.zeros_like(ones).index_add(0, labels, ones)
+        sums = torch.zeros_like(x).index_add(0, labels, x)
+        return x - sums[labels] / size[labels].unsqueeze(1) + q0.to(x.dtype).unsqueeze(1)
 
     def forward(self, s: Tensor, graph: Graph) -> Tensor:
         dtype = s.dtype
         batch, b = graph.batch, graph.num_graphs
-        i, j, w, labels, q_f = self.fragments(graph)
-        size = torch.zeros_like(q_f).index_add(0, labels, torch.ones_like(q_f))
-        q0 = q_f / size[labels]
+        i, j, w, labels, q0 = self.fragments(graph)
         sigma = torch.exp(self.log_sigma).to(dtype)
         kappa = torch.exp(self.log_kappa).to(dtype)
         positions, valid, rank = pad_structures(graph.positions, batch, b)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .charges import bonded_pairs, covalent_radii, fragment_charges, fragment_labels, \
-    pauling_electronegativity
+from .charges import bond_weights, covalent_radii, pauling_electronegativity
 from .graph import Graph
+from .placement import placed_charges
 
 
 class ElementIndex(nn.Module):
@@ -30,16 +30,21 @@ class AtomEmbedding(nn.Module):
     fragment, every other fragment is neutral), so a neutral molecule far from an ion is
     embedded as neutral and E(A⁺ + B) = E(A⁺) + E(B) beyond the model's reach. For a
     structure that is one bonded fragment (a molecule) this is the structure's total charge,
-    as before. ``physics`` 1 (model files written before): Q_i = Q_b for every atom.
+    as before. ``physics`` 3 (models built now): inside the charged fragment the placement
+    is continuous, the expectation over the states of its bonds in their window
+    (`mlip_attn.nn.placement`), so an ion entering a bond window is no energy step; physics 2
+    (model files written before it) places the charge discretely. ``physics`` 1 (model files
+    written before both): Q_i = Q_b for every atom.
     S_b is the structure's spin, on every atom (a constant per atom: it does not couple
     fragments, but the spin of A + B is not split between them).
     """
 
-    def __init__(self, num_elements: int, width: int, physics: int = 2):
+    def __init__(self, num_elements: int, width: int, physics: int = 3):
         super().__init__()
         self.element = nn.Embedding(num_elements, width)
         self.charge_spin = nn.Linear(2, width, bias=False)
         self.fragment_charges = physics >= 2
+        self.continuous = physics >= 3
         # per-atom charge density Q_f / N_f instead of Q_f (set by `Potential` for models with
         # an electrostatics block, whose charges carry Q: a Q on every atom of a periodic cell
         # is an extensive knob that extrapolates as N, measured in docs/electrostatics.md)
@@ -62,19 +67,21 @@ class AtomEmbedding(nn.Module):
             if 0 <= graph.owned < graph.positions.shape[0]:
                 raise RuntimeError("a charged structure needs all its atoms in one process "
                                    "without ghost copies: its charge is placed on one bonded "
-                                   "fragment of the whole structure (physics 2)")
-            i, j = bonded_pairs(graph, self.radii)
-            labels = fragment_labels(graph.positions.shape[0], i, j)
-            q_f = fragment_charges(labels, graph.numbers, graph.batch, total, graph.num_graphs,
-                                   self.pauling, graph.positions)
+                                   "fragment of the whole structure (physics ≥ 2)")
+            i, j, w = bond_weights(graph, self.radii)
+            periodic = graph.cell.reshape(graph.num_graphs, 9).abs().sum(dim=1) > 0
+            placed = total
+            if self.charge_density:  # periodic cells take the cell-wide share below: no work
+                placed = torch.where(periodic, torch.zeros_like(total), total)
+            _, q = placed_charges(graph.positions.shape[0], i, j, w, graph.numbers, graph.batch,
+                                  graph.positions, placed, graph.num_graphs, self.pauling,
+                                  self.continuous, self.charge_density)
             if self.charge_density:
-                size = torch.zeros_like(q_f).index_add(0, labels, torch.ones_like(q_f))
                 # periodic cells: Q over the cell (the block's cell-wide charge constraint)
-                counts = torch.zeros_like(total).index_add(0, graph.batch, torch.ones_like(q_f))
+                counts = torch.zeros_like(total).index_add(0, graph.batch, torch.ones_like(q))
                 cell_wide = (total / counts.clamp(min=1.0))[graph.batch]
-                periodic = graph.cell.reshape(graph.num_graphs, 9).abs().sum(dim=1) > 0
-                return torch.where(periodic[graph.batch], cell_wide, q_f / size[labels])
-            return q_f
+                return torch.where(periodic[graph.batch], cell_wide, q)
+            return q
         if self.charge_density:
             counts = torch.zeros_like(total).index_add(0, graph.batch,
                                                       torch.ones_like(graph.positions[:, 0]))

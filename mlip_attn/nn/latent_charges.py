@@ -25,9 +25,11 @@ What this gives:
   its charges do not depend on the other molecule at all (separable charges);
 - periodic cells: a condensed phase is one fragment (its atoms are closer than r_q), so ions
   carry charge (ions in water, a salt) and a charged cell spreads Q over the cell;
-- smoothness: q is C² in the positions while the fragments stay the same; when a charged
-  fragment splits, Q_f/N_f jumps (as issue 25's embedding does). A neutral structure's
-  fragments are all neutral: its charges never jump.
+- smoothness: q is C² in the positions while the fragments stay the same. ``continuous``
+  (physics 3): Q_f/N_f is the expectation over the states of the charged fragment's edges in
+  their window r_q/2 < r < r_q (`mlip_attn.nn.placement`), so it does not jump when a charged
+  fragment splits; otherwise (physics 2) it jumps there. A neutral structure's fragments are
+  all neutral: its charges never jump.
 
 Cost O(E), one scatter; no linear solve (unlike split-charge equilibration, whose bond-space
 solve is O(M³) per structure and impractical for condensed phases with ~40 pairs per atom).
@@ -37,7 +39,8 @@ from typing import List
 import torch
 from torch import Tensor, nn
 
-from .charges import fragment_charges, fragment_labels, pauling_electronegativity
+from .charges import pauling_electronegativity
+from .placement import placed_charges
 from .graph import Graph
 from .mlp import mlp
 from .switching import switch
@@ -50,10 +53,13 @@ class FlowCharges(nn.Module):
     charge (module docstring). ``reach`` ≤ 0: take the model cutoff (`use_cutoff`)."""
 
     reach: float
+    continuous: bool
 
-    def __init__(self, width: int, reach: float = 0.0, en_scale: float = EN_SCALE):
+    def __init__(self, width: int, reach: float = 0.0, en_scale: float = EN_SCALE,
+                 continuous: bool = False):
         super().__init__()
         self.reach = float(reach)
+        self.continuous = bool(continuous)
         self.net = mlp([width, width, 1])
         self.offset = nn.Parameter(en_scale * pauling_electronegativity().float())
         self.register_buffer("pauling", pauling_electronegativity(), persistent=False)
@@ -92,6 +98,11 @@ class FlowCharges(nn.Module):
 
     def flow(self, a: Tensor, graph: Graph) -> Tensor:
         """The flow rule's charges (N,) e from the latent a (N,)."""
+        return self.flow_with(a, graph, graph.charge.to(a.dtype))
+
+    def flow_with(self, a: Tensor, graph: Graph, charge: Tensor) -> Tensor:
+        """The flow rule's charges (N,) e from the latent a (N,) for total charges ``charge``
+        (B,) e."""
         if graph.owned >= 0:
             raise RuntimeError("the 'flow' charge rule places a structure's charge on one "
                                "fragment of the whole structure: it runs in one process "
@@ -100,12 +111,9 @@ class FlowCharges(nn.Module):
         w = self.weights(graph)
         n = a.shape[0]
         flow = torch.zeros_like(a).index_add(0, i, w * (a[j] - a[i]))
-        keep = torch.nonzero(w > 0).squeeze(1)
-        labels = fragment_labels(n, i[keep], j[keep])
-        q_f = fragment_charges(labels, graph.numbers, graph.batch, graph.charge.to(a.dtype),
-                               graph.num_graphs, self.pauling, graph.positions)
-        size = torch.zeros_like(a).index_add(0, labels, torch.ones_like(a))
-        return q_f / size[labels] + flow
+        _, q0 = placed_charges(n, i, j, w, graph.numbers, graph.batch, graph.positions,
+                               charge, graph.num_graphs, self.pauling, self.continuous, True)
+        return q0 + flow
 
 
 class CellOrFragmentCharges(FlowCharges):
@@ -121,8 +129,10 @@ class CellOrFragmentCharges(FlowCharges):
         cell = self.cell_constrained(a, graph)
         if graph.owned >= 0:   # split structures are periodic cells (LAMMPS refuses others)
             return cell
-        flow = self.flow(a, graph)
         periodic = graph.cell.reshape(graph.num_graphs, 9).abs().sum(dim=1) > 0
+        # periodic cells take the cell-wide charges: their flow part is computed neutral
+        charge = torch.where(periodic, torch.zeros_like(graph.charge), graph.charge).to(a.dtype)
+        flow = self.flow_with(a, graph, charge)
         return torch.where(periodic[graph.batch], cell, flow)
 
 
@@ -155,12 +165,14 @@ class UniformCharges(nn.Module):
 CHARGE_RULES = {"flow": FlowCharges, "auto": CellOrFragmentCharges, "uniform": UniformCharges}
 
 
-def charge_model(rule: str, width: int, reach: float = 0.0, en_scale: float = EN_SCALE):
-    """A charge model by name: ``flow`` (`FlowCharges`) or ``uniform`` (`UniformCharges`)."""
+def charge_model(rule: str, width: int, reach: float = 0.0, en_scale: float = EN_SCALE,
+                 continuous: bool = False):
+    """A charge model by name: ``flow`` (`FlowCharges`), ``auto`` (`CellOrFragmentCharges`)
+    or ``uniform`` (`UniformCharges`); ``continuous``: the physics-3 fragment placement."""
     if rule == "flow":
-        return FlowCharges(width, reach, en_scale)
+        return FlowCharges(width, reach, en_scale, continuous)
     if rule == "auto":
-        return CellOrFragmentCharges(width, reach, en_scale)
+        return CellOrFragmentCharges(width, reach, en_scale, continuous)
     if rule == "uniform":
         return UniformCharges(width)
     raise ValueError(f"charges: {rule!r} is not one of {sorted(CHARGE_RULES)}")
