@@ -44,12 +44,14 @@ def _setup(runs: Path, system: str, protocol: str | None):
 
 
 def finetune(runs: Path, system: str, protocol: str | None, variant: str, init: Path,
-             epochs: int, lr: float | None) -> Path:
+             epochs: int, lr: float | None, physics: int | None = None) -> Path:
     name, spec, out, data_path, _ = _setup(runs, system, protocol)
     frames = ase.io.read(data_path, ":")
     elements = sorted({int(z) for a in frames for z in a.numbers})
     r_max = longrange.training_reach(frames, spec.reach_factor)
     model_cfg = longrange.variant_configs(spec, elements, r_max, None, [variant])[variant]
+    if physics is not None:   # an older version than the default for models built now
+        model_cfg = {**model_cfg, "physics": physics}
     training = {**longrange.TRAINING, **spec.training}
     if epochs:
         training = {**training, "epochs": epochs, **({"lr": lr} if lr else {})}
@@ -135,6 +137,8 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=0,
                         help="fine-tuning epochs (0: re-mark the weights unchanged)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--physics", type=int, default=None,
+                        help="physics version of the run (default: that of models built now)")
     parser.add_argument("--results", nargs="+", metavar="VARIANT",
                         help="write results.json for these runs instead")
     args = parser.parse_args(argv)
@@ -145,7 +149,7 @@ def main(argv=None) -> None:
     if not args.variant or not args.init or args.epochs < 0:
         parser.error("--variant and --init are needed (and --epochs ≥ 0)")
     finetune(args.runs, args.system, args.protocol, args.variant, args.init, args.epochs,
-             args.lr)
+             args.lr, args.physics)
 
 
 if __name__ == "__main__":
