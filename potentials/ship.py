@@ -13,7 +13,9 @@ and copies the protocol's held-out sets to ``potentials/held_out/`` so the cards
 be reproduced (a test does). The physical checks (`mlip-attn analyze physics --xtb`) go on the
 card and, with the xTB numbers, into ``<system>-<name>.physics.json`` (so tests can compare
 the model's tail and bond stretch with xTB without running it); ``--nve`` adds the 2 ps NVE
-check at 300 and 600 K (``potentials/nve_check.py``) to each card.
+check at 300 and 600 K (``potentials/nve_check.py``) to each card. Runs made by
+``potentials/finetune.py`` (a shipped file's weights carried to the current physics) get a
+"Weights" line on the card saying where they started and how many epochs they were tuned.
 """
 from __future__ import annotations
 
