@@ -13,7 +13,9 @@ and copies the protocol's held-out sets to ``potentials/held_out/`` so the cards
 be reproduced (a test does). The physical checks (`mlip-attn analyze physics --xtb`) go on the
 card and, with the xTB numbers, into ``<system>-<name>.physics.json`` (so tests can compare
 the model's tail and bond stretch with xTB without running it); ``--nve`` adds the 2 ps NVE
-check at 300 and 600 K (``potentials/nve_check.py``) to each card.
+check at 300 and 600 K (``potentials/nve_check.py``) to each card. Runs made by
+``potentials/finetune.py`` (a shipped file's weights carried to the current physics) get a
+"Weights" line on the card saying where they started and how many epochs they were tuned.
 """
 from __future__ import annotations
 
@@ -29,6 +31,36 @@ from mlip_attn.lammps.export import export_lammps
 from mlip_attn.registry import REFERENCE_SYSTEMS
 
 HERE = Path(__file__).resolve().parent
+
+def provenance(meta: dict) -> str | None:
+    """The card line for a file whose weights started from an older shipped file
+    (`potentials/finetune.py` records ``initialised_from`` in the metadata), or None."""
+    init, now = meta.get("initialised_from"), meta.get("physics")
+    if not init:
+        return None
+    origin = (f"the physics-{init['physics']} `{init['file']}` (best epoch "
+              f"{init['best_epoch']} of its training)")
+    if init["fine_tuning_epochs"] == 0:
+        return (f"- Weights: those of {origin}, unchanged, re-marked physics {now}: for this "
+                f"architecture physics {now} computes what physics {init['physics']} did on "
+                f"any structure that is one bonded molecule (the held-out errors are the same); "
+                f"the training settings above are the original run's "
+                f"(`potentials/finetune.py --epochs 0`)")
+    return (f"- Weights: initialised from {origin} and fine-tuned {init['fine_tuning_epochs']} "
+            f"epochs under physics {now} with the settings above (`potentials/finetune.py`); "
+            f"new weights started from their initial values: {', '.join(init['missing']) or 'none'}")
+
+
+def with_provenance(card: str, target: Path) -> str:
+    """``card`` with the `provenance` line after its training-settings line."""
+    from mlip_attn.models.model_file import read_model_file
+    line = provenance(read_model_file(target)["metadata"])
+    if line is None:
+        return card
+    lines = card.splitlines()
+    k = next(i for i, x in enumerate(lines) if "best validation epoch" in x)
+    return "\n".join(lines[:k + 1] + [line] + lines[k + 1:]) + "\n"
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,8 +101,9 @@ def main(argv=None) -> None:
         except ValueError as exc:   # no probe molecules for these elements
             print(f"{target.name}: no physical checks on the card ({exc})")
             physics = None
-        card = model_card(target, run, f"{args.system}-{name}: {variant} model ({protocol} "
-                          f"protocol)", description, limits, held_out, findings, physics)
+        card = with_provenance(model_card(target, run, f"{args.system}-{name}: {variant} model "
+                                          f"({protocol} protocol)", description, limits,
+                                          held_out, findings, physics), target)
         # the card's held-out numbers, exactly, for the test that re-evaluates them
         target.with_suffix(".held_out.json").write_text(json.dumps(
             {h: {"file": path, "errors": errors} for h, (path, errors) in held_out.items()},

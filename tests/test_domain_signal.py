@@ -116,11 +116,21 @@ def test_novelty_refuses_statistics_of_another_width(model):
 
 
 def test_old_files_without_records_give_no_spurious_warnings():
-    calc = AttnCalculator("potentials/cumulene-efa.pt", default_dtype="float64")
+    calc = AttnCalculator("potentials/sn2-charges.pt", default_dtype="float64")
     assert "feature_novelty" not in calc.models[0].metadata
-    for atoms in ase.io.read("potentials/held_out/cumulene-C11.xyz", ":10"):
+    for atoms in ase.io.read("potentials/held_out/sn2-scan.xyz", ":10"):
         assert domain_warnings(calc, atoms) == []
         assert "uncertainty" not in calc.results
+
+
+def test_reshipped_file_with_records_is_quiet_on_its_held_out_lengths():
+    """cumulene-efa, re-shipped with the training-domain records of its run: held-out chain
+    lengths it never saw (C11) are inside its domain (no warning, novelty below 1)."""
+    calc = AttnCalculator("potentials/cumulene-efa.pt", default_dtype="float64")
+    assert "feature_novelty" in calc.models[0].metadata
+    for atoms in ase.io.read("potentials/held_out/cumulene-C11.xyz", ":10"):
+        assert domain_warnings(calc, atoms) == []
+        assert calc.results["uncertainty"] < 1.0
 
 
 def test_analyze_domain_writes_a_valid_file_and_keeps_the_weights(training, tmp_path, capsys):

@@ -84,21 +84,21 @@ def test_cli_prints_every_check_and_writes_json(tmp_path, capsys):
 
 
 def test_shipped_file_violations_are_shown_and_gone_under_physics_2():
-    """A file still shipped under physics 1 (charge-transfer-efa): a neutral molecule 100 Å
-    from a cation is embedded with the cation's charge and the pair is off by eVs; its weights
-    under the physics-2 forms leak nothing and separate exactly. (The SN2 files, retrained
-    under physics 2, meet the targets: tests/test_shipped_physics.py.)"""
+    """The file still shipped under physics 1 (sn2-charges): a neutral molecule 100 Å from an
+    anion is embedded with the anion's charge and the pair is off by 0.27 eV (target: 20 meV);
+    its weights under the physics-2 forms leak nothing and separate exactly. (The files
+    re-shipped under physics ≥ 2 meet the targets: tests/test_shipped_physics.py.)"""
     from mlip_attn.analysis.physics_check import load_as_physics
     from mlip_attn.models import load_model
-    path = "potentials/charge-transfer-efa.pt"
-    p = probes([1, 6])
+    path = "potentials/sn2-charges.pt"
     shipped = load_model(path, dtype="float64")
+    p = probes(shipped.elements)
     assert shipped.model_config["physics"] == 1
     rows = separability(shipped, p["a"], p["b"], p["charge"])
-    assert all(abs(r["dE"]) > 1.0 for r in rows), rows
+    assert all(abs(r["dE"]) > 0.1 for r in rows), rows
     assert charge_leak(shipped, p["a"], p["b"], p["charge"])[0]["embedded"] == 1.0
     new, missing, unexpected = load_as_physics(path, 2)
-    assert missing == ["tail_alpha"] and unexpected == []
+    assert "tail_alpha" in missing and unexpected == []
     assert all(r["embedded"] == 0.0 for r in charge_leak(new, p["a"], p["b"], p["charge"]))
     rows = separability(new, p["neutral_a"], p["b"], 0.0)
     assert all(abs(r["dE"]) < 1e-9 and r["dF_A"] < 1e-9 for r in rows), rows

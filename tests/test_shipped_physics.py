@@ -1,9 +1,10 @@
-"""Issue 25's physical targets on the shipped potentials retrained under physics 3.
+"""Issue 25's physical targets on the shipped potentials re-shipped under physics ≥ 2.
 
 The model side is computed here (float64, a few seconds per file); the GFN2-xTB side is the
-number `potentials/ship.py` cached in ``<name>.physics.json`` when it shipped the file (so no
-xTB runs here), and the test first checks that the cached model numbers are what the file
-computes now. Potentials still shipped under physics 1 are not listed: their violations are
+number `potentials/ship.py` (and, for the charge-transfer chains,
+`potentials/charge_transfer_stretch.py`) cached when it shipped the file (so no xTB runs
+here), and the test first checks that the cached model numbers are what the file computes now.
+Potentials still shipped under physics 1 (sn2-charges) are not listed: their violations are
 in docs/longrange-physics.md.
 """
 from __future__ import annotations
@@ -19,8 +20,12 @@ from mlip_attn.analysis.physics_check import (bond_stretch, charge_leak, probes,
 from mlip_attn.models import load_model
 
 POTENTIALS = Path(__file__).resolve().parents[1] / "potentials"
-# the files retrained under physics 3 (potentials/README.md), and the targets each meets
+# the files shipped under physics ≥ 2 (potentials/README.md), and the targets each meets
+PHYSICS_2 = ["sn2-local", "sn2-efa", "cumulene-local", "cumulene-efa", "charge-transfer-local",
+             "charge-transfer-efa"]
+# the files retrained under physics 3 (continuous charge placement through bond windows)
 RETRAINED = ["sn2-local", "sn2-efa"]
+CHARGE_TRANSFER = ["charge-transfer-local", "charge-transfer-efa"]
 # the whole 12–60 Å tail within 50 meV of xTB, both files (sn2-efa's separated limit beyond its
 # 22 Å reach is pinned by the isolated CH3Cl and Cl⁻ of the tails recipe since physics 3)
 TAIL_TARGET = {"sn2-local": 60.0, "sn2-efa": 60.0}
@@ -32,13 +37,13 @@ def _load(name):
     return model, cached
 
 
-@pytest.mark.parametrize("name", RETRAINED)
+@pytest.mark.parametrize("name", PHYSICS_2)
 def test_separable_and_no_charge_leak(name):
     """Neutral fragments beyond the reach: |ΔE| ≤ 1 meV and |ΔF_A| ≤ 1 meV/Å (here: round-off);
     a charged fragment beside a neutral one at 100 Å within 20 meV of E(A, q) + E(B, 0); no
     charge on the neutral fragment 10 Å or more away."""
     model, _ = _load(name)
-    assert model.model_config["physics"] == 3
+    assert model.model_config["physics"] >= 2
     p = probes(model.elements)
     for row in separability(model, p["neutral_a"], p["b"], 0.0):
         assert abs(row["dE"]) < 1e-9 and row["dF_A"] < 1e-9, row
@@ -66,7 +71,7 @@ def test_ion_tail_follows_xtb(name):
     assert t["max_force_B"] <= 0.5
 
 
-@pytest.mark.parametrize("name", RETRAINED)
+@pytest.mark.parametrize("name", PHYSICS_2)
 def test_bond_stretch_within_twice_xtb(name):
     """The probe's bond stretched through dissociation: max |dE/dr| ≤ 2 × xTB's on the path."""
     model, cached = _load(name)
@@ -86,3 +91,62 @@ def test_no_energy_step_where_the_ion_bonds(name):
     site, direction = p["tail_axis"]
     step = entry_step(model, p["a"], p["b"], p["charge"], site, direction, d_range=(2.3, 2.5))
     assert step["max_step"] < 1e-4 and cached["entry_step"]["max_step"] < 1e-4
+
+
+def _chains():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ct_chains", POTENTIALS / "charge_transfer_stretch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", CHARGE_TRANSFER)
+def test_charge_transfer_chains_separate(name):
+    """The issue's chains: C12H3+ beside a neutral C12H2 at 100 and 1,000 Å within 20 meV of
+    E(A, +1) + E(B, 0) (physics 1: off by 6.7 eV), and two neutral C12H2 to ≤ 1 meV and 1 meV/Å."""
+    module = _chains()
+    model = load_model(POTENTIALS / f"{name}.pt", dtype="float64")
+    cation, neutral, _, _ = module.chains()
+    for row in separability(model, cation, neutral, 1.0):
+        if row["gap"] >= 100.0:
+            assert abs(row["dE"]) <= 0.020, row
+    for row in separability(model, neutral, neutral, 0.0):
+        assert abs(row["dE"]) <= 1e-3 and row["dF_A"] <= 1e-3, row
+
+
+@pytest.mark.parametrize("name", [
+    "charge-transfer-local",
+    pytest.param("charge-transfer-efa", marks=pytest.mark.xfail(strict=True, reason=(
+        "open: 26.2 eV/Å at 1.36 Å against xTB's 5.78 (fine-tuned physics-1 weights; 94 of "
+        "3,000 training structures have a C–H in the bond window, docs/longrange-physics.md)")))])
+def test_charge_transfer_chain_stretch_within_twice_xtb(name):
+    """The cation's far C–H stretched 1.0–2.6 Å: max |dE/dr| is what was cached and ≤ 2 ×
+    GFN2-xTB's on the same path (cached by potentials/charge_transfer_stretch.py)."""
+    module = _chains()
+    cached = json.loads(module.OUT.read_text())
+    model = load_model(POTENTIALS / f"{name}.pt", dtype="float64")
+    cation, _, i, j = module.chains()
+    s = bond_stretch(model, cation, i, j, module.R_RANGE, 1.0, module.POINTS)
+    assert s["max_abs_dEdr"] == pytest.approx(
+        cached["models"][name]["stretch"]["max_abs_dEdr"], rel=1e-6)
+    assert s["max_abs_dEdr"] <= 2.0 * cached["xtb"]["max_abs_dEdr"]
+
+
+def test_remarked_local_file_computes_what_its_physics_1_weights_did():
+    """cumulene-local was re-marked physics 2 without retraining (its card says so): on its
+    held-out structures the file computes exactly what the same weights under the physics-1
+    forms compute (for an ℓ ≤ 2 local PaiNN, a neutral molecule meets none of the changes)."""
+    import ase.io
+    from mlip_attn.analysis.physics_check import evaluate, load_as_physics
+    from mlip_attn.models.model_file import read_model_file
+    path = POTENTIALS / "cumulene-local.pt"
+    assert read_model_file(path)["metadata"]["initialised_from"]["fine_tuning_epochs"] == 0
+    model, _ = _load("cumulene-local")
+    old, missing, unexpected = load_as_physics(path, 1)
+    assert missing == [] and unexpected == ["tail_alpha"]
+    for frame in ase.io.read(POTENTIALS / "held_out" / "cumulene-C15.xyz", ":5"):
+        e, f = evaluate(model, frame)
+        e1, f1 = evaluate(old, frame)
+        assert e == pytest.approx(e1, abs=1e-10)
+        np.testing.assert_allclose(f, f1, atol=1e-10)
