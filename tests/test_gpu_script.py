@@ -76,7 +76,8 @@ def test_bench_time_cap_json_and_the_lebedev_form(tmp_path, capsys):
     with pytest.raises(ValueError, match="only form suffix"):
         model_config("painn+efa-l1:dense", 8, 1, 5.0, 10.0)
     assert "time cap" in measure("painn", 20, repeats=1, width=8, layers=1, time_cap=0.05)["error"]
-    rows = run_bench(sizes=[20, 200000], models=["painn"], repeats=1, width=8, layers=1,
+    # 10⁷ atoms: predicted from the 20-atom time (≥ 0.1 ms) at ≥ 1,000 s, far over the cap
+    rows = run_bench(sizes=[20, 10_000_000], models=["painn"], repeats=1, width=8, layers=1,
                      neighbour_list=False, time_cap=60.0)
     assert rows[0]["median_s"] > 0 and "estimated over the time cap" in rows[1]["error"]
     document = write_bench_json(tmp_path / "b.json", rows, device="cpu", width=8)
