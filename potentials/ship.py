@@ -40,15 +40,24 @@ def provenance(meta: dict) -> str | None:
         return None
     origin = (f"the physics-{init['physics']} `{init['file']}` (best epoch "
               f"{init['best_epoch']} of its training)")
+    earlier = init.get("from")
+    if earlier:   # that file was itself carried over from an older one
+        origin = (f"the physics-{init['physics']} `{init['file']}` (itself the physics-"
+                  f"{earlier['physics']} file's weights, best epoch {earlier['best_epoch']}, "
+                  f"fine-tuned {earlier['fine_tuning_epochs']} epochs)")
     if init["fine_tuning_epochs"] == 0:
         return (f"- Weights: those of {origin}, unchanged, re-marked physics {now}: for this "
                 f"architecture physics {now} computes what physics {init['physics']} did on "
                 f"any structure that is one bonded molecule (the held-out errors are the same); "
                 f"the training settings above are the original run's "
                 f"(`potentials/finetune.py --epochs 0`)")
+    chosen = ("; the last epoch's weights (`--select last`), not those of the lowest "
+              "validation loss, which one validation structure dominated (docs/longrange-"
+              "physics.md)" if init.get("selected") == "last" else "")
     return (f"- Weights: initialised from {origin} and fine-tuned {init['fine_tuning_epochs']} "
             f"epochs under physics {now} with the settings above (`potentials/finetune.py`); "
-            f"new weights started from their initial values: {', '.join(init['missing']) or 'none'}")
+            f"new weights started from their initial values: {', '.join(init['missing']) or 'none'}"
+            + chosen)
 
 
 def with_provenance(card: str, target: Path) -> str:

@@ -76,6 +76,29 @@ def test_bad_options_are_named(call, message):
         call()
 
 
+def test_bonds_protocol_adds_one_stretched_ch_per_extra_structure():
+    """The `bonds` protocol's data: the `lengths` structures unchanged, then 8 % more with one
+    hydrogen pulled along its C–H to 1.0–2.6 Å and every other atom where it was drawn."""
+    recipe = CT.ChargeTransfer()
+    plain = recipe.structures(25, seed=4, optimise=False)
+    data = recipe.structures(25, seed=4, stretched=0.4, optimise=False)
+    assert len(data) == 35
+    for a, b in zip(plain, data[:25]):
+        np.testing.assert_array_equal(a.positions, b.positions)
+    for a in data[25:]:
+        h = a.info["stretched_h"]
+        assert a.numbers[h] == 1 and a.info["config_type"] == "charge_transfer_stretch"
+        carbons = np.where(a.numbers == 6)[0]
+        r = np.linalg.norm(a.positions[carbons] - a.positions[h], axis=1).min()
+        assert 1.0 <= r <= 2.6 and r == pytest.approx(a.info["ch_distance"], abs=1e-9)
+        others = [k for k in range(len(a)) if k != h]
+        assert np.linalg.norm(a.positions[others][:, None] - a.positions[others][None],
+                              axis=-1)[np.triu_indices(len(others), 1)].min() > 0.8
+    assert {"stretched": 0.08}.items() <= recipe.protocols["bonds"].data.items()
+    with pytest.raises(ValueError, match="stretched: a fraction"):
+        recipe.structures(5, stretched=1.5, optimise=False)
+
+
 def test_proton_distances():
     a = CH.add_protons(CH.polyyne(8), [0, 7])
     a.info["n_protons"] = 2

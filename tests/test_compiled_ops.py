@@ -309,3 +309,18 @@ def test_aoti_benchmark_runs_and_agrees(ops):
     rows = bench.run(sizes=(32,), width=8, layers=1, steps=1, dtypes=("float64",),
                      models=("painn",), lammps=False)
     assert rows[0]["force_diff"] < 1e-10 and rows[0]["aoti_call_ms"] > 0
+
+def test_library_cache_is_per_torch_installation(monkeypatch, tmp_path):
+    """The compiled libraries are cached per torch (and lammps) installation, not only per
+    version: one linked against a removed virtual environment's libtorch fails to load
+    ("libtorch_cpu.so: cannot open shared object file"), so a new environment builds its own."""
+    from mlip_attn.lammps import build as lammps_build
+    from mlip_attn.ops import build as ops_build
+    real = ops_build._package_dir
+    first = (ops_build.torch_library_dir(), lammps_build.default_plugin_dir())
+    assert first == (ops_build.torch_library_dir(), lammps_build.default_plugin_dir())
+    monkeypatch.setattr(ops_build, "_package_dir", lambda name: tmp_path / "elsewhere" / name
+                        if name == "torch" else real(name))
+    moved = (ops_build.torch_library_dir(), lammps_build.default_plugin_dir())
+    assert moved[0] != first[0] and moved[1] != first[1]
+    assert moved[0].name.rsplit("-", 1)[0] == first[0].name.rsplit("-", 1)[0]   # same sources

@@ -187,3 +187,58 @@ def test_reach_comes_from_the_training_structures_only():
     assert training_reach(frames, 1.0) == 11.0
     assert protocol_of("sn2", "tails")[1].reach_factor == 1.0
     assert protocol_of("sn2", "default")[1].reach_factor == 1.5
+
+
+def test_card_provenance_names_every_carry_over(tmp_path):
+    """A file fine-tuned from a file that was itself carried over says both steps on its card
+    (potentials/finetune.py records the chain, ship.py writes it)."""
+    ship = _ship_module(tmp_path / "potentials")
+    once = {"file": "x.pt", "physics": 1, "best_epoch": 148, "fine_tuning_epochs": 10,
+            "missing": ["tail_alpha"]}
+    twice = {"file": "x.pt", "physics": 2, "best_epoch": 10, "fine_tuning_epochs": 20,
+             "missing": [], "from": once}
+    assert ship.provenance({"physics": 4}) is None
+    line = ship.provenance({"physics": 2, "initialised_from": once})
+    assert "physics-1 `x.pt` (best epoch 148" in line and "fine-tuned 10 epochs under physics 2" in line
+    line = ship.provenance({"physics": 4, "initialised_from": twice})
+    assert ("physics-2 `x.pt` (itself the physics-1 file's weights, best epoch 148, fine-tuned "
+            "10 epochs)") in line and "fine-tuned 20 epochs under physics 4" in line
+    assert "--select last" not in line
+    assert "the last epoch's weights (`--select last`)" in ship.provenance(
+        {"physics": 4, "initialised_from": {**twice, "selected": "last"}})
+
+
+def test_finetune_can_ship_the_last_epoch_and_rechoose_on_a_finished_run(toy_pair, tmp_path):
+    """potentials/finetune.py --select last: the last epoch's (EMA) weights, test errors of
+    those weights on the card's metadata; on a finished run folder it only re-chooses (no
+    epoch is trained again) and keeps the carry-over record."""
+    import importlib.util
+    from pathlib import Path
+    import torch
+    from mlip_attn.apps.longrange import run_longrange
+    from mlip_attn.models.model_file import read_model_file
+    run_longrange("toy-h2-pair", out=tmp_path / "first", variants=["local"])
+    init = tmp_path / "first" / "toy-h2-pair" / "tiny" / "local" / "model.pt"
+    path = Path(__file__).resolve().parents[1] / "potentials" / "finetune.py"
+    spec = importlib.util.spec_from_file_location("finetune_under_test", path)
+    ft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ft)
+    runs = tmp_path / "tuned"
+    best = ft.finetune(runs, "toy-h2-pair", None, "local", init, 3, 1e-3)
+    chosen = read_model_file(best)["metadata"]
+    metrics = (best.parent / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 4 and chosen["initialised_from"]["fine_tuning_epochs"] == 3
+    assert chosen["initialised_from"]["file"] == "tiny/local/model.pt"   # a run's, not "model.pt"
+    last = ft.finetune(runs, "toy-h2-pair", None, "local", init, 3, 1e-3, select="last")
+    meta = read_model_file(last)["metadata"]
+    assert (last.parent / "metrics.csv").read_text().splitlines() == metrics   # nothing trained
+    assert meta["best_epoch"] == 3 and meta["initialised_from"]["fine_tuning_epochs"] == 3
+    assert meta["initialised_from"]["selected"] == "last"
+    ema = torch.load(last.parent / "checkpoint.pt", weights_only=True)["ema"]["shadow"]
+    weights = read_model_file(last)["state_dict"]
+    assert all(torch.equal(weights[k], ema[k].to(weights[k].dtype)) for k in weights)
+    again = ft.finetune(runs, "toy-h2-pair", None, "local", init, 3, 1e-3)     # best, again
+    assert read_model_file(again)["metadata"]["best_epoch"] == chosen["best_epoch"]
+    assert (last.parent / "metrics.csv").read_text().splitlines() == metrics
+    with pytest.raises(SystemExit, match="stopped after epoch 3, not 5"):
+        ft.finetune(runs, "toy-h2-pair", None, "local", init, 5, 1e-3, select="last")

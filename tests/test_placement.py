@@ -127,6 +127,55 @@ def test_separated_fragments_keep_integer_charges():
     assert q[-1] == -1.0 and np.all(q[:-1] == 0.0)
 
 
+def test_physics_4_leaves_a_cations_charge_on_the_chain_when_a_c_h_breaks():
+    """A C–H pulled out of C2H5⁺ through its window (1.23–1.44 Å × (R_C + R_H)) to broken:
+    physics 3 (Pauling electronegativity: H 2.20 < C 2.55) hands the charge to the bare proton,
+    physics 4 (a lone hydrogen hosts last) keeps it on C2H4, as xTB does; both continuously,
+    and identical to each other while the bond is whole."""
+    base = molecule("C2H6")
+    c, h = 0, 2
+    direction = (base.positions[h] - base.positions[c]) / np.linalg.norm(
+        base.positions[h] - base.positions[c])
+
+    def pulled(r: float) -> Atoms:
+        atoms = base.copy()
+        atoms.positions[h] = atoms.positions[c] + r * direction
+        return charged(atoms, 1.0)
+    m3, m4 = model(3), model(4)
+    q3, q4 = _embedded(m3, pulled(1.09)), _embedded(m4, pulled(1.09))
+    np.testing.assert_array_equal(q3, q4)                  # one fragment: the same charge
+    broken3, broken4 = _embedded(m3, pulled(2.6)), _embedded(m4, pulled(2.6))
+    assert broken3[h] == 1.0 and np.all(np.delete(broken3, h) == 0.0)
+    assert broken4[h] == 0.0 and np.all(np.delete(broken4, h) == 1.0)
+    path = np.array([_embedded(m4, pulled(r))[h] for r in np.arange(1.0, 2.6, 0.01)])
+    assert path.max() <= 1.0 and np.abs(np.diff(path)).max() < 0.1   # no step
+
+
+@pytest.mark.parametrize("fragments, charge, physics_3, physics_4", [
+    ([[6] * 12 + [1] * 3, [6] * 12 + [1] * 2], 1.0, 0, 0),   # C12H3 + C12H2: the radical
+    ([[6] * 12 + [1] * 2, [1]], 1.0, 1, 0),                  # C12H2 + H: the chain (xTB)
+    ([[6, 1, 1, 1], [6, 1, 1, 1, 1]], 1.0, 1, 0),            # CH3 + CH4: the radical
+    ([[6, 6, 1, 1, 1, 1], [6, 6, 1, 1]], 1.0, 0, 0),         # C2H4 + C2H2: IP 10.5 < 11.4 eV
+    ([[8, 1, 1], [1]], 1.0, 1, 0),                           # H2O + H: H2O⁺ + H, not H⁺
+    ([[11], [8, 1, 1]], 1.0, 0, 0),                          # Na + H2O: Na
+    ([[17], [6, 17, 1, 1, 1]], -1.0, 0, 0),                  # Cl + CH3Cl, anion: Cl
+])
+def test_which_fragment_hosts_the_charge(fragments, charge, physics_3, physics_4):
+    """The host rule (`mlip_attn.nn.fragments`): physics 4 gives a cation's charge to a
+    many-atom radical first and to a lone hydrogen last, else by the lowest mean
+    electronegativity as physics 3; anions are unchanged."""
+    from mlip_attn.nn.fragments import fragment_charges, host_scores
+    numbers = torch.tensor([z for f in fragments for z in f])
+    starts = np.cumsum([0] + [len(f) for f in fragments])
+    labels = torch.tensor([int(starts[k]) for k, f in enumerate(fragments) for _ in f])
+    batch = torch.zeros(len(numbers), dtype=torch.long)
+    total = torch.tensor([charge], dtype=torch.float64)
+    for physics, host in ((3, physics_3), (4, physics_4)):
+        q = fragment_charges(labels, numbers, batch, total, 1, host_scores(physics))
+        assert [float(q[s]) for s in starts[:-1]] == [charge if k == host else 0.0
+                                                      for k in range(len(fragments))], physics
+
+
 def test_forces_are_the_energy_gradient_inside_the_window():
     m = model(3, {"type": "efa", "r_max": 12.0})
     for atoms in (chloride_approach(2.25), sn2_pair(2.2, 2.35)):
@@ -207,7 +256,7 @@ def test_flow_charges_keep_fragment_totals_and_do_not_jump_at_the_reach():
     charge continuously as it leaves the reach; each separated fragment keeps its own total."""
     from mlip_attn.nn.graph import Graph
     torch.manual_seed(0)
-    flow = {c: FlowCharges(8, reach=4.0, continuous=c).double() for c in (False, True)}
+    flow = {p == 3: FlowCharges(8, reach=4.0, physics=p).double() for p in (2, 3)}
     flow[True].load_state_dict(flow[False].state_dict())
     s = torch.randn(6, 8, dtype=torch.float64)
 

@@ -157,3 +157,27 @@ def test_isolated_fragments_are_appended_without_changing_the_recipe():
     assert M.SN2.protocols["tails"].data["isolated"] == 0.03
     with pytest.raises(ValueError, match="isolated"):
         M.sn2_structures(2, isolated=2.0, optimise=False)
+
+
+def test_hydrogen_contacts_are_appended_after_the_recipe_and_its_fragments():
+    """``contacts`` (protocol `contacts`): the free halide 1.5–2.6 Å from a hydrogen, outside its
+    C–H bond and no closer to any other atom, appended after the recipe and the isolated
+    fragments, which stay the same (so the tails data resume into the contacts file)."""
+    plain = M.sn2_structures(8, seed=3, approach_fraction=0.0, optimise=False, max_leak=None,
+                             isolated=0.25)
+    more = M.sn2_structures(8, seed=3, approach_fraction=0.0, optimise=False, max_leak=None,
+                            isolated=0.25, contacts=1.0)
+    assert len(plain) == 10 and len(more) == 18
+    for a, b in zip(plain, more):
+        np.testing.assert_array_equal(a.positions, b.positions)
+    for a in more[10:]:
+        assert a.info["config_type"] == "sn2_contact" and a.info["total_charge"] == -1
+        hydrogens = np.where(a.numbers == 1)[0]
+        d = np.linalg.norm(a.positions[1:] - a.positions[0], axis=1)
+        closest = np.linalg.norm(a.positions[hydrogens] - a.positions[0], axis=1).min()
+        assert 1.4 <= closest <= 2.7 and d.min() == pytest.approx(closest)
+        assert abs(closest - a.info["h_distance"]) < 0.25     # the molecule is rattled
+    assert M.SN2.protocols["contacts"].data == {**M.SN2.protocols["tails"].data,
+                                                "contacts": 0.05}
+    with pytest.raises(ValueError, match="contacts"):
+        M.sn2_structures(2, contacts=-0.1, optimise=False)

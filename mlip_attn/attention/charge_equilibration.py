@@ -116,13 +116,13 @@ class ChargeEquilibration(GlobalBlock):
     def __init__(self, widths: Tuple[int, ...], channels: PositiveInt = 4,
                  sigma: PositiveFloat = 1.0, learn_sigma: bool = True,
                  mode: Literal["qeq", "shift"] = "qeq", r_max: PositiveFloat = 10.0,
-                 physics: int = 3):
+                 physics: int = 4):
         super().__init__()
         width = widths[0]
         self.fragments = physics >= 2
         self.reach = float(r_max) if self.fragments else math.inf
         self.through_space = self.reach
-        self.split = SplitCharges(width, channels, r_max, sigma, continuous=physics >= 3) \
+        self.split = SplitCharges(width, channels, r_max, sigma, physics=physics) \
             if self.fragments else None
         self.channels = int(channels)
         self.equilibrate = mode == "qeq"

@@ -225,7 +225,7 @@ class Electrostatics(GlobalBlock):
                  ewald_limit: Union[float, None, Literal["auto"]] = "auto",
                  charges: Literal["auto", "flow", "uniform"] = "auto",
                  charge_reach: Optional[float] = None, en_scale: float = EN_SCALE,
-                 feedback: bool = False, self_energy: bool = True, physics: int = 3):
+                 feedback: bool = False, self_energy: bool = True, physics: int = 4):
         super().__init__()
         if not accuracy < 1.0:
             raise ValueError(f"accuracy: must be below 1, got {accuracy}")
@@ -243,7 +243,7 @@ class Electrostatics(GlobalBlock):
                         "ewald_limit": ewald_limit,
                         "charges": charges, "charge_reach": float(charge_reach or 0.0),
                         "en_scale": float(en_scale), "self_energy": bool(self_energy),
-                        "continuous": physics >= 3}
+                        "physics": int(physics)}
         self.k_e = COULOMB
         self.feedback = bool(feedback)
         # without feedback its features are zero: the backbone skips the call
@@ -262,7 +262,7 @@ class Electrostatics(GlobalBlock):
     def make_charges(self, width: int) -> nn.Module:
         o = self.options
         return charge_model(o["charges"], width, o["charge_reach"], o["en_scale"],
-                            o["continuous"])
+                            o["physics"])
 
     @classmethod
     def resolve_settings(cls, options: dict, cutoff: float) -> dict:

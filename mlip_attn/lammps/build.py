@@ -8,9 +8,12 @@ entry), uses the exact class layouts of the LAMMPS it was compiled against and i
 (lammps, torch) pair; it loads the torch side with RTLD_DEEPBIND (see ``src/torch_loader.cpp``:
 liblammps' reference BLAS would otherwise replace torch's for float64)::
 
-    ~/.cache/mlip_attn/torch/<torch version>-<sources hash>/libmlip_attn_torch.so
-    ~/.cache/mlip_attn/lammps/<lammps version>-torch<torch version>/mlip_attnplugin.so
-                                                                    build_info.json
+    ~/.cache/mlip_attn/torch/<torch version>-<sources hash>-<install tag>/libmlip_attn_torch.so
+    ~/.cache/mlip_attn/lammps/<lammps version>-torch<torch version>-<install tag>/mlip_attnplugin.so
+                                                                                  build_info.json
+
+(the install tag hashes where torch and lammps are installed: a library built against one
+virtual environment's libtorch does not load once it is gone)
 
 (``$MLIP_ATTN_CACHE`` or ``$XDG_CACHE_HOME/mlip_attn`` replace ``~/.cache/mlip_attn``).
 ``build_info.json`` records the versions it was built for; `check_plugin` compares them with
@@ -37,7 +40,8 @@ from pathlib import Path
 from ..ops.build import SOURCE_DIR as OPS_SOURCE_DIR
 from ..ops.build import (INFO_NAME, TORCH_HEADERS, TORCH_SOURCES, PluginBuildError, _compile,
                         _compiler, _common_flags, _dist_version, _link, _lock, _package_dir,
-                        _sources_hash, build_torch_library, cache_root, torch_version)
+                        _sources_hash, build_torch_library, cache_root, install_tag,
+                        torch_version)
 
 PLUGIN_NAME = "mlip_attnplugin.so"   # LAMMPS auto-loads *plugin.so from $LAMMPS_PLUGIN_PATH
 # the LAMMPS side (mlip_attnplugin.so): pair style, plugin entry, loader of the torch side
@@ -83,10 +87,12 @@ def _date_string(num: int) -> str:
 
 
 def default_plugin_dir(lammps: str | None = None, torch: str | None = None) -> Path:
-    """The cache folder for the installed (or given) lammps and torch versions."""
+    """The cache folder for the installed (or given) lammps and torch versions and their
+    installation (`install_tag`)."""
     lammps = lammps or lammps_version()
     torch = torch or torch_version()
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{lammps}-torch{torch}")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_",
+                  f"{lammps}-torch{torch}-{install_tag('torch', 'lammps')}")
     return cache_root() / "lammps" / safe
 
 

@@ -23,6 +23,9 @@ Keys of ``model:``:
   equilibration in the charges block, and the bond graph without its ε force scale (see
   docs/longrange-physics.md). Version 3: as 2, with the fragment charge placed continuously
   inside a fragment whose bonds are forming (`mlip_attn.nn.placement`; version 2 steps there).
+  Version 4: as 3, with a cation's charge placed on a many-atom radical first and on a lone
+  hydrogen last (`mlip_attn.nn.fragments`: a C–H pulled out of a hydrocarbon cation leaves
+  the charge on the chain, not on a bare proton).
 
 Errors name the key (``model.attention.r_max: ...``). The resolved config (every default
 written out) is what the model file stores, so it rebuilds the same architecture.
@@ -41,8 +44,8 @@ MODEL_DEFAULTS = {"backbone": "painn", "cutoff": 5.0, "attention": None, "target
 OPTIONAL_DEFAULTS = {"encoders": [], "classes": {}}
 # the version of the physical contracts (separability, fragment charges, smooth bonds) that new
 # models get; model files without a ``physics`` key were written under version 1
-PHYSICS = 3
-PHYSICS_VERSIONS = (1, 2, 3)
+PHYSICS = 4
+PHYSICS_VERSIONS = (1, 2, 3, 4)
 # initial values that `fit` computes from the training data; they live in the weights after
 INITIAL_VALUES = ("shift", "scale", "target_mean", "target_std")
 

@@ -17,7 +17,8 @@ from ..data.neighbours import edge_vectors
 from ..encoders.stack import EncoderStack, NoEncoders
 from ..nn import ElementIndex, mlp
 from ..nn.charges import bonded_pairs, covalent_radii, fragment_charges, fragment_labels, \
-    pauling_electronegativity, bond_weights
+    bond_weights
+from ..nn.fragments import host_scores
 from ..nn.placement import bond_states, expected
 from ..nn.graph import Graph
 from ..nn.tails import fragment_tail_energies
@@ -126,8 +127,8 @@ class Potential(nn.Module):
             self.register_buffer("tail_alpha", torch.zeros(0), persistent=False)
         self.register_buffer("radii", covalent_radii().to(torch.get_default_dtype()),
                              persistent=False)
-        self.register_buffer("pauling", pauling_electronegativity().to(torch.get_default_dtype()),
-                             persistent=False)
+        self.register_buffer("hosts", host_scores(int(self.model_config.get("physics", 2)))
+                             .to(torch.get_default_dtype()), persistent=False)
         # blocks whose real-space sums run over the model's neighbour list take its cutoff, and
         # a block with an explicit energy term (electrostatics) adds it from the final scalars
         for block in blocks:
@@ -185,13 +186,13 @@ class Potential(nn.Module):
         i, j = bonded_pairs(graph, self.radii)
         labels = fragment_labels(n, i, j)
         q_f = fragment_charges(labels, graph.numbers, graph.batch, charge, graph.num_graphs,
-                               self.pauling, graph.positions)
+                               self.hosts, graph.positions)
         alpha = nn.functional.softplus(self.tail_alpha)[species]
         if self.continuous_placement:
             bi, bj, w = bond_weights(graph, self.radii)
             p, state_labels, state_q = bond_states(n, bi, bj, w, labels, q_f, graph.numbers,
                                                    graph.batch,
-                                                   charge, graph.num_graphs, self.pauling)
+                                                   charge, graph.num_graphs, self.hosts)
             if p.shape[0] > 1:
                 energies = [fragment_tail_energies(graph.positions, graph.batch, state_labels[s],
                                                    state_q[s], alpha, self.separation)

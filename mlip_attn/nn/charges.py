@@ -54,12 +54,12 @@ periodic cell the bonds come from the periodic neighbour list (images included) 
 Coulomb part of A should come from an Ewald sum instead of Γ (pass ``coulomb=False``).
 """
 import math
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .fragments import fragment_charges, fragment_labels
+from .fragments import fragment_charges, fragment_labels, host_scores, pauling_electronegativity
 from .graph import Graph, rank_in_segment
 from .placement import bond_states, expected_component_mean, placed_charges
 from .switching import reach_switch, smoothstep
@@ -73,20 +73,6 @@ def covalent_radii() -> Tensor:
     """Covalent radii (Å) by atomic number, (119,) (ASE's table, Cordero et al. 2008)."""
     from ase.data import covalent_radii as table
     return torch.tensor(table, dtype=torch.float64)
-
-
-def pauling_electronegativity() -> Tensor:
-    """Pauling electronegativities by atomic number, (119,) (mendeleev values shipped with the
-    chemical encoder; 2.0 where undefined)."""
-    import csv
-    from pathlib import Path
-    table = torch.full((119,), 2.0, dtype=torch.float64)
-    path = Path(__file__).resolve().parent.parent / "encoders" / "chemical_table.csv"
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            if row["en_pauling"]:
-                table[int(row["Z"])] = float(row["en_pauling"])
-    return table
 
 
 def smooth_bond_weights(lengths: Tensor, numbers: Tensor, edge_index: Tensor, radii: Tensor,
@@ -194,8 +180,10 @@ class SplitCharges(nn.Module):
         sigma: Å, width of the Gaussian charges.
         kappa: eV/e², initial bond hardness (learned, kept positive).
         coulomb: couple the charges by Coulomb inside the solve.
-        continuous: (physics 3) q0 is the expected fragment share over the bond states of the
-            charged fragment (`mlip_attn.nn.placement`), continuous when a bond forms.
+        physics: the model's physics version: from 3, q0 is the expected fragment share over
+            the bond states of the charged fragment (`mlip_attn.nn.placement`), continuous
+            when a bond forms; from 4, a cation's charge goes by the physics-4 host rule
+            (`mlip_attn.nn.fragments`).
 
     ``forward(s (N, F), graph) -> q (N, C)`` e; ``potential(q, graph) -> φ (N, C)`` e/Å.
     A fresh module has χ = 0, so its charges are q0 (the fragment charge spread evenly).
@@ -209,9 +197,9 @@ class SplitCharges(nn.Module):
     continuous: bool
 
     def __init__(self, width: int, channels: int = 1, r_max: float = 10.0, sigma: float = 1.0,
-                 kappa: float = 0.5, coulomb: bool = True, continuous: bool = False):
+                 kappa: float = 0.5, coulomb: bool = True, physics: int = 2):
         super().__init__()
-        self.continuous = bool(continuous)
+        self.continuous = physics >= 3
         self.channels = int(channels)
         self.r_max = float(r_max)
         self.coulomb = bool(coulomb) and r_max > 0
@@ -226,7 +214,7 @@ class SplitCharges(nn.Module):
         self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
         self.log_kappa = nn.Parameter(torch.tensor(math.log(kappa)))
         self.register_buffer("radii", covalent_radii(), persistent=False)
-        self.register_buffer("pauling", pauling_electronegativity(), persistent=False)
+        self.register_buffer("hosts", host_scores(physics), persistent=False)
 
     def fragments(self, graph: Graph) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Bonds (i, j, w) with i < j, fragment labels (N,) and each atom's share of its
@@ -236,7 +224,7 @@ class SplitCharges(nn.Module):
         labels, q0 = placed_charges(graph.positions.shape[0], i, j, w, graph.numbers,
                                     graph.batch, graph.positions,
                                     graph.charge.to(graph.positions.dtype), graph.num_graphs,
-                                    self.pauling, self.continuous, True)
+                                    self.hosts, self.continuous, True)
         return i, j, w, labels, q0
 
     def shifted(self, x: Tensor, graph: Graph) -> Tensor:
@@ -247,10 +235,10 @@ class SplitCharges(nn.Module):
         if self.continuous:
             charge = graph.charge.to(graph.positions.dtype)
             q_f = fragment_charges(labels, graph.numbers, graph.batch, charge, graph.num_graphs,
-                                   self.pauling, graph.positions)
+                                   self.hosts, graph.positions)
             p, state_labels, _ = bond_states(graph.positions.shape[0], i, j, w, labels, q_f,
                                              graph.numbers, graph.batch, charge,
-                                             graph.num_graphs, self.pauling)
+                                             graph.num_graphs, self.hosts)
             return x - expected_component_mean(p, state_labels, x, graph.batch) \
                 + q0.to(x.dtype).unsqueeze(1)
         ones = torch.ones_like(x[:, 0])

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .charges import bond_weights, covalent_radii, pauling_electronegativity
+from .charges import bond_weights, covalent_radii
+from .fragments import host_scores
 from .graph import Graph
 from .placement import placed_charges
 
@@ -39,7 +40,7 @@ class AtomEmbedding(nn.Module):
     fragments, but the spin of A + B is not split between them).
     """
 
-    def __init__(self, num_elements: int, width: int, physics: int = 3):
+    def __init__(self, num_elements: int, width: int, physics: int = 4):
         super().__init__()
         self.element = nn.Embedding(num_elements, width)
         self.charge_spin = nn.Linear(2, width, bias=False)
@@ -53,7 +54,7 @@ class AtomEmbedding(nn.Module):
         # the export swaps in an all-reduce), for the charge density of a split periodic cell
         self.sums = nn.Identity()
         self.register_buffer("radii", covalent_radii(), persistent=False)
-        self.register_buffer("pauling", pauling_electronegativity(), persistent=False)
+        self.register_buffer("hosts", host_scores(physics), persistent=False)
 
     def atom_charges(self, graph: Graph) -> torch.Tensor:
         """Q_i (N,) e, the charge each atom is embedded with (see the class docstring)."""
@@ -74,7 +75,7 @@ class AtomEmbedding(nn.Module):
             if self.charge_density:  # periodic cells take the cell-wide share below: no work
                 placed = torch.where(periodic, torch.zeros_like(total), total)
             _, q = placed_charges(graph.positions.shape[0], i, j, w, graph.numbers, graph.batch,
-                                  graph.positions, placed, graph.num_graphs, self.pauling,
+                                  graph.positions, placed, graph.num_graphs, self.hosts,
                                   self.continuous, self.charge_density)
             if self.charge_density:
                 # periodic cells: Q over the cell (the block's cell-wide charge constraint)

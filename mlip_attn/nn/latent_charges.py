@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .charges import pauling_electronegativity
+from .fragments import host_scores
 from .placement import placed_charges
 from .graph import Graph
 from .mlp import mlp
@@ -56,13 +57,13 @@ class FlowCharges(nn.Module):
     continuous: bool
 
     def __init__(self, width: int, reach: float = 0.0, en_scale: float = EN_SCALE,
-                 continuous: bool = False):
+                 physics: int = 2):
         super().__init__()
         self.reach = float(reach)
-        self.continuous = bool(continuous)
+        self.continuous = physics >= 3
         self.net = mlp([width, width, 1])
         self.offset = nn.Parameter(en_scale * pauling_electronegativity().float())
-        self.register_buffer("pauling", pauling_electronegativity(), persistent=False)
+        self.register_buffer("hosts", host_scores(physics), persistent=False)
         # split structures (LAMMPS ranks): per-structure sums over this process's owned atoms
         # in, sums over every process out (identity here; the export swaps in an all-reduce)
         self.sums = nn.Identity()
@@ -112,7 +113,7 @@ class FlowCharges(nn.Module):
         n = a.shape[0]
         flow = torch.zeros_like(a).index_add(0, i, w * (a[j] - a[i]))
         _, q0 = placed_charges(n, i, j, w, graph.numbers, graph.batch, graph.positions,
-                               charge, graph.num_graphs, self.pauling, self.continuous, True)
+                               charge, graph.num_graphs, self.hosts, self.continuous, True)
         return q0 + flow
 
 
@@ -166,13 +167,14 @@ CHARGE_RULES = {"flow": FlowCharges, "auto": CellOrFragmentCharges, "uniform": U
 
 
 def charge_model(rule: str, width: int, reach: float = 0.0, en_scale: float = EN_SCALE,
-                 continuous: bool = False):
+                 physics: int = 2):
     """A charge model by name: ``flow`` (`FlowCharges`), ``auto`` (`CellOrFragmentCharges`)
-    or ``uniform`` (`UniformCharges`); ``continuous``: the physics-3 fragment placement."""
+    or ``uniform`` (`UniformCharges``); ``physics``: the model's physics version (3: the
+    continuous fragment placement, 4: the physics-4 cation host rule)."""
     if rule == "flow":
-        return FlowCharges(width, reach, en_scale, continuous)
+        return FlowCharges(width, reach, en_scale, physics)
     if rule == "auto":
-        return CellOrFragmentCharges(width, reach, en_scale, continuous)
+        return CellOrFragmentCharges(width, reach, en_scale, physics)
     if rule == "uniform":
         return UniformCharges(width)
     raise ValueError(f"charges: {rule!r} is not one of {sorted(CHARGE_RULES)}")

@@ -13,9 +13,9 @@ completely apart (w = 0 between them: integer charges, separability) and makes t
   ones between the same two components merge into one with w = 1 − Π(1 − w) (`window_bonds`);
 - a state s: each window bond formed with probability w, independently,
   P(s) = Π_formed w · Π_unformed (1 − w). In each state the components of the formed bonds are
-  the fragments and L's charge goes to one of them by the electronegativity rule of
-  `fragment_charges` (anion: highest mean Pauling electronegativity, cation: lowest; then the
-  larger). Components that tie on both (the two Cl of the SN2 transition state Cl···C···Cl
+  the fragments and L's charge goes to one of them by the host rule of `fragment_charges`
+  (anion: highest mean Pauling electronegativity; cation: lowest, from physics 4 a many-atom
+  radical first and a lone hydrogen last; then the larger). Components that tie on both (the two Cl of the SN2 transition state Cl···C···Cl
   when neither C–Cl bond is formed) share the charge in proportion to 1/W_c, W_c = Π w of the
   window bonds that leave component c (`state_charges`): smooth in the positions, equal at
   symmetric geometries (physics 2's centroid tie-break is a discrete function of the
@@ -40,7 +40,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor
 
-from .fragments import fragment_charges, fragment_labels
+from .fragments import fragment_charges, fragment_labels, host_key
 
 # window bonds of one structure's charged fragment above which the 2^k enumeration refuses
 MAX_WINDOW_BONDS = 10
@@ -72,24 +72,22 @@ def window_bonds(n_atoms: int, i: Tensor, j: Tensor, w: Tensor, in_charged: Tens
 
 
 def state_charges(labels: Tensor, in_charged: Tensor, numbers: Tensor, batch: Tensor,
-                  charge: Tensor, num_graphs: int, electronegativity: Tensor,
+                  charge: Tensor, num_graphs: int, hosts: Tensor,
                   a: Tensor, b: Tensor, w: Tensor, formed: Tensor) -> Tensor:
     """Q_i (N,) e in one bond state: each structure's charge ``charge`` (B,) goes to the
     component(s) of its charged fragment (``labels`` (N,): the state's component labels,
-    ``in_charged`` (N,) bool) with the best mean electronegativity (``electronegativity``
-    (119,); anion: highest, cation: lowest), then the largest. Components that tie on both
+    ``in_charged`` (N,) bool) with the best mean host score (``hosts`` (2, 119),
+    `mlip_attn.nn.fragments.host_scores`; cation: lowest, anion: highest), then the largest. Components that tie on both
     share it in proportion to 1/W_c, W_c = Π w over the unformed window bonds (a, b, w (K,),
     ``formed`` (K,) bool) that leave c: the less bonded of two tied components (the leaving
     Cl⁻ of an SN2 exit) carries more of the charge, equal shares at symmetric geometries, and
     all of it as its last bond breaks, as the rule between separated fragments then gives."""
     n = labels.shape[0]
-    en = electronegativity.to(torch.float64)[numbers]
-    ones = torch.ones_like(en)
-    size = torch.zeros_like(en).index_add(0, labels, ones)
-    mean_en = torch.zeros_like(en).index_add(0, labels, en) / size.clamp(min=1.0)
+    ones = torch.ones(n, dtype=torch.float64, device=labels.device)
+    size = torch.zeros_like(ones).index_add(0, labels, ones)
     candidate = (labels == torch.arange(n, device=labels.device)) & in_charged
-    sign = torch.sign(charge.to(torch.float64))[batch]
-    for key, tol in ((sign * mean_en, 1e-9), (-size, 0.5)):
+    host = host_key(hosts, numbers, labels, torch.sign(charge.to(torch.float64))[batch])
+    for key, tol in ((host, 1e-9), (-size, 0.5)):
         masked = torch.where(candidate, key, torch.full_like(key, float("inf")))
         best = torch.full((num_graphs,), float("inf"), dtype=key.dtype, device=key.device)
         best = best.scatter_reduce(0, batch, masked, reduce="amin")
@@ -99,7 +97,7 @@ def state_charges(labels: Tensor, in_charged: Tensor, numbers: Tensor, batch: Te
     leaving = (~formed) & (la != lb)
     minus_log = torch.where(leaving, -torch.log(w.to(torch.float64)),
                             torch.zeros_like(w, dtype=torch.float64))
-    score = torch.zeros_like(en).index_add(0, la, minus_log).index_add(0, lb, minus_log)
+    score = torch.zeros_like(ones).index_add(0, la, minus_log).index_add(0, lb, minus_log)
     masked = torch.where(candidate, score, torch.full_like(score, -float("inf")))
     top = torch.full((num_graphs,), -float("inf"), dtype=score.dtype, device=score.device)
     top = top.scatter_reduce(0, batch, masked, reduce="amax")
@@ -113,7 +111,7 @@ def state_charges(labels: Tensor, in_charged: Tensor, numbers: Tensor, batch: Te
 
 def bond_states(n_atoms: int, i: Tensor, j: Tensor, w: Tensor, labels: Tensor, q_f: Tensor,
                 numbers: Tensor, batch: Tensor, charge: Tensor, num_graphs: int,
-                electronegativity: Tensor, max_bonds: int = MAX_WINDOW_BONDS
+                hosts: Tensor, max_bonds: int = MAX_WINDOW_BONDS
                 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Every bond state of every structure's charged fragment (module docstring).
 
@@ -157,7 +155,7 @@ def bond_states(n_atoms: int, i: Tensor, j: Tensor, w: Tensor, labels: Tensor, q
         lab = torch.where(in_charged, inside, labels)
         state_labels.append(lab)
         state_q.append(state_charges(lab, in_charged, numbers, batch, charge, num_graphs,
-                                     electronegativity, a, b, wq, formed))
+                                     hosts, a, b, wq, formed))
     return torch.stack(probabilities), torch.stack(state_labels), torch.stack(state_q)
 
 
@@ -191,7 +189,7 @@ def expected_component_mean(p: Tensor, labels: Tensor, x: Tensor, batch: Tensor)
 
 def placed_charges(n_atoms: int, i: Tensor, j: Tensor, w: Tensor, numbers: Tensor,
                    batch: Tensor, positions: Tensor, charge: Tensor, num_graphs: int,
-                   electronegativity: Tensor, continuous: bool, density: bool
+                   hosts: Tensor, continuous: bool, density: bool
                    ) -> Tuple[Tensor, Tensor]:
     """Fragment labels (N,) (components of the edges with w > 0) and each atom's placed charge
     (N,) e: the charge of its fragment, or with ``density`` its per-atom share Q_f/N_f.
@@ -201,11 +199,11 @@ def placed_charges(n_atoms: int, i: Tensor, j: Tensor, w: Tensor, numbers: Tenso
     bonded = w > 0
     i, j, w = i[bonded], j[bonded], w[bonded]
     labels = fragment_labels(n_atoms, i, j)
-    q_f = fragment_charges(labels, numbers, batch, charge, num_graphs, electronegativity,
+    q_f = fragment_charges(labels, numbers, batch, charge, num_graphs, hosts,
                            positions)
     if continuous:
         p, state_labels, state_q = bond_states(n_atoms, i, j, w, labels, q_f, numbers, batch,
-                                               charge, num_graphs, electronegativity)
+                                               charge, num_graphs, hosts)
         if density:
             return labels, expected_density(p, state_labels, state_q, batch)
         return labels, expected(p, state_q, batch)

@@ -3,7 +3,9 @@ CPU loops they call (``src/painn_kernels.cpp``) and the C++ model runner a host 
 (``src/torch_model.cpp``); and the compile helpers `mlip_attn.lammps.build` shares.
 
 The library needs torch and a C++ compiler only (no LAMMPS), and is built once per torch
-version and sources into ``<cache>/torch/<torch version>-<sources hash>/``. Python loads it
+version, sources and torch installation into ``<cache>/torch/<torch version>-<hash>/`` (a
+library linked against one installation's libtorch does not load once that installation is
+gone, e.g. a recreated virtual environment, so each gets its own). Python loads it
 (`mlip_attn.ops.library`) for the eager model and the export; the LAMMPS plugin loads the same
 file, so the ops register once per process.
 """
@@ -98,6 +100,15 @@ def _sources_hash(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def install_tag(*packages: str) -> str:
+    """A short hash of where ``packages`` are installed (their folders, resolved): the cache key
+    part that keeps a library built against one installation from being loaded in another."""
+    h = hashlib.sha256()
+    for name in packages:
+        h.update(str(_package_dir(name).resolve()).encode())
+    return h.hexdigest()[:8]
+
+
 @contextlib.contextmanager
 def _lock(folder: Path):
     import fcntl
@@ -169,11 +180,13 @@ def _common_flags() -> list[str]:
 
 
 def torch_library_dir(torch: str | None = None) -> Path:
-    """Folder of ``libmlip_attn_torch.so`` for the installed (or given) torch version and the
-    current C++ sources: ``<cache>/torch/<torch version>-<sources hash>/``."""
+    """Folder of ``libmlip_attn_torch.so`` for the installed (or given) torch version, the
+    current C++ sources and the torch installation:
+    ``<cache>/torch/<torch version>-<sources hash>-<install tag>/``."""
     torch = torch or torch_version()
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", torch)
-    return cache_root() / "torch" / f"{safe}-{_sources_hash(TORCH_SOURCES + TORCH_HEADERS)}"
+    return cache_root() / "torch" / (f"{safe}-{_sources_hash(TORCH_SOURCES + TORCH_HEADERS)}"
+                                     f"-{install_tag('torch')}")
 
 
 def build_torch_library(force: bool = False, verbose: bool = False,

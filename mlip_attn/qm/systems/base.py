@@ -20,7 +20,7 @@ numbers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,12 @@ class Protocol:
     reference: str = "efa-l1"
     training: dict = field(default_factory=dict)
     reach_factor: float = 1.5
+
+    def plus(self, description: str, **data) -> "Protocol":
+        """This protocol with more ``data`` options (recipes append their structures after the
+        ones they make now, so a labelled file resumes) and ``description`` appended."""
+        return replace(self, description=f"{self.description}; {description}",
+                       data={**self.data, **data})
 
 
 class ReferenceSystem:

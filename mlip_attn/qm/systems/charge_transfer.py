@@ -145,6 +145,28 @@ def charge_transfer_structures(n_carbons: Sequence[int], n_per_length: int | Seq
     return out
 
 
+STRETCH_RANGE = (1.0, 2.6)   # Å: a C–H from compressed, through its bond window, to broken
+
+
+def stretch_one_ch(atoms: Atoms, rng: np.random.Generator,
+                   r_range: tuple[float, float] = STRETCH_RANGE) -> Atoms:
+    """A copy of a chain with one hydrogen, drawn uniformly, moved along its C–H direction to
+    a distance from its carbon (the nearest one) drawn uniformly from ``r_range`` Å; tagged
+    ``stretched_h`` (its index) and ``ch_distance``. This is the path a bond takes when it
+    stretches or breaks in hot MD, through the bond graph's window (1.23–1.44 Å for C–H),
+    which distorted ground states never enter."""
+    out = atoms.copy()
+    hydrogens = np.where(out.numbers == 1)[0]
+    carbons = np.where(out.numbers == 6)[0]
+    h = int(hydrogens[rng.integers(len(hydrogens))])
+    c = int(carbons[np.argmin(np.linalg.norm(out.positions[carbons] - out.positions[h], axis=1))])
+    d = out.positions[h] - out.positions[c]
+    r = float(rng.uniform(*r_range))
+    out.positions[h] = out.positions[c] + r * d / np.linalg.norm(d)
+    out.info.update({"stretched_h": h, "ch_distance": r})
+    return out
+
+
 # ------------------------------------------------------------------------ the system
 
 def _held_out(n: int, seed: int, **options) -> HeldOut:
@@ -183,6 +205,10 @@ class ChargeTransfer(ReferenceSystem):
             training={"epochs": 150, "batch_size": 16, "lr": 1e-3, "scheduler": "cosine",
                       "lr_min": 1e-5, "energy_weight": 100.0}),
     }
+    protocols["bonds"] = protocols["lengths"].plus(
+        "plus 8 % more structures with one C–H pulled to 1.0–2.6 Å (through the bond window to "
+        "broken), the path a hot MD run takes and the distorted ground states never enter",
+        stretched=0.08)
     card_description = (
         "Polyynes H–C_n–H with n = 6, 8, 10, 14, 18: neutral, protonated at a terminal carbon "
         "or at sites 2–4 of the chain (+1), at both ends or at one end and an interior site "
@@ -196,11 +222,27 @@ class ChargeTransfer(ReferenceSystem):
         "GFN2-xTB's Mulliken picture of the delocalised hole; no DFT validation.")
 
     def structures(self, n: int, seed: int = 0, n_carbons: Sequence[int] = TRAIN_LENGTHS,
-                   **options) -> list[Atoms]:
-        lengths = list(n_carbons)
-        counts = [n // len(lengths) + (1 if i < n % len(lengths) else 0)
-                  for i in range(len(lengths))]
-        return charge_transfer_structures(lengths, counts, seed=seed, **options)
+                   stretched: float = 0.0, **options) -> list[Atoms]:
+        """``n`` structures split evenly over ``n_carbons``; ``stretched``: round(stretched ×
+        n) more after them, drawn the same way (another seed) with one C–H pulled to 1.0–2.6 Å
+        (`stretch_one_ch`)."""
+        if not 0.0 <= stretched <= 1.0:
+            raise ValueError(f"stretched: a fraction of n in [0, 1], got {stretched}")
+
+        def draw(m: int, s: int) -> list[Atoms]:
+            lengths = list(n_carbons)
+            counts = [m // len(lengths) + (1 if i < m % len(lengths) else 0)
+                      for i in range(len(lengths))]
+            return charge_transfer_structures(lengths, counts, seed=s, **options)
+        out = draw(n, seed)
+        extra = int(round(stretched * n))
+        if extra:
+            rng = make_rng(seed + 7919)
+            for atoms in draw(extra, seed + 7919):
+                s_atoms = stretch_one_ch(atoms, rng)
+                s_atoms.info["config_type"] = "charge_transfer_stretch"
+                out.append(s_atoms)
+        return out
 
     def analysis(self, out: Path, calculators: dict, protocol: str) -> dict:
         """On every held-out set: energy RMSE (overall and per chain length and kind), force

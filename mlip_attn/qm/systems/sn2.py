@@ -34,18 +34,19 @@ Atom order: X (the nucleophile; the free ion in approach structures), C, Y, H, H
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
 from ...registry import REFERENCE_SYSTEMS
-from .base import HeldOut, Protocol, ReferenceSystem, finish, make_rng, xtb_optimise
-from .sn2_scans import (ion_distance, ION_REACH, PAIRS, sn2_scan, sn2_xi, xi_range, _R_CX,
-                        _sn2_guess, _sn2_info)
+from .base import HeldOut, Protocol, ReferenceSystem, finish, make_rng
+# the geometry and the scans, re-exported: `sn2` is where the recipe's names are looked up
+from .sn2_geometry import (CLOSEST, CONTACT_RANGE, ISOLATED, _amplitude,  # noqa: F401
+                           hydrogen_contacts, isolated_fragments, methyl_halide, sn2_approach)
+from .sn2_scans import (ion_distance, ION_REACH, PAIRS, sn2_scan, sn2_xi,  # noqa: F401
+                        xi_range, _R_CX, _sn2_info)
 
-CLOSEST = 2.6        # Å: no atom of the molecule closer to the free halide (H···X⁻ contacts)
 # the free halide must keep its charge to within MAX_LEAK e once it is further than CONTACT Å
 # from every atom (closer, charge transfer into hydrogen and halogen bonds is chemistry)
 MAX_LEAK = 0.01
@@ -58,79 +59,6 @@ SIDE_ON = (75.0, 105.0)  # degrees: the held-out band of approach directions (se
 # and 0.02 e at 18–20 Å.
 FAR_REACH = 20.0
 FAR_PAIRS = (("Cl", "Cl"),)
-
-_MOLECULES: dict[tuple, Atoms] = {}
-
-
-def methyl_halide(y: str, optimise: bool = True) -> Atoms:
-    """CH3Y (atoms C, Y, H, H, H; C at the origin, Y near +z), GFN2-xTB-optimised (cached)."""
-    key = (y, bool(optimise))
-    if key not in _MOLECULES:
-        molecule = _sn2_guess("Cl", y, -12.0)[1:]
-        if optimise:
-            molecule = xtb_optimise(molecule, 0, 0.01, 200)
-        molecule.positions -= molecule.positions[0]
-        _MOLECULES[key] = molecule
-    return _MOLECULES[key].copy()
-
-
-def _direction(rng, angles: tuple[float, float] | None, exclude: tuple[float, float] | None,
-               axis: np.ndarray) -> np.ndarray:
-    """A random unit vector whose angle to ``axis`` is inside ``angles`` (degrees, uniform on
-    the sphere's zone) and outside ``exclude``."""
-    lo, hi = angles or (0.0, 180.0)
-    while True:
-        cos = rng.uniform(math.cos(math.radians(hi)), math.cos(math.radians(lo)))
-        phi = rng.uniform(0.0, 2 * math.pi)
-        sin = math.sqrt(max(0.0, 1.0 - cos * cos))
-        local = np.array([sin * math.cos(phi), sin * math.sin(phi), cos])
-        angle = math.degrees(math.acos(np.clip(cos, -1.0, 1.0)))
-        if exclude is None or not exclude[0] <= angle <= exclude[1]:
-            # axis is +z for the molecules of `methyl_halide`; rotate if it is not
-            return local if np.allclose(axis, [0, 0, 1]) else _rotate_z_to(axis) @ local
-
-
-def _rotate_z_to(axis: np.ndarray) -> np.ndarray:
-    """Rotation matrix taking +z onto the unit vector ``axis``."""
-    z = np.array([0.0, 0.0, 1.0])
-    v, c = np.cross(z, axis), float(z @ axis)
-    if np.linalg.norm(v) < 1e-12:
-        return np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
-    k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + k + k @ k / (1.0 + c)
-
-
-def sn2_approach(x: str, y: str, rng, distance: tuple[float, float] | None = None,
-                 angles: tuple[float, float] | None = None,
-                 exclude: tuple[float, float] | None = None, rattle: float = 0.05,
-                 optimise: bool = True, reach: float | None = None) -> Atoms:
-    """X⁻ placed around CH3Y: a direction at an angle to C→Y inside ``angles`` and outside
-    ``exclude`` (degrees; 180 = backside), a distance from the carbon uniform in ``distance``
-    (Å; default 3.5 Å to the pair's `ION_REACH`), no atom closer than `CLOSEST`; the molecule
-    rattled by ``rattle`` Å (Gaussian per component), the ion where it was placed. Its
-    ``info['angle']`` is the drawn angle (before the rattle). ``reach`` (Å): a larger limit
-    than `ION_REACH` where xTB was checked to keep the charge on the ion (`FAR_REACH`)."""
-    reach = ION_REACH[(x, y)] if reach is None else float(reach)
-    lo, hi = distance or (3.5, reach)
-    if hi > reach + 1e-9:
-        raise ValueError(f"distance: at most {reach:g} Å for {x}- + CH3{y} (xTB leaks charge "
-                         f"onto CH3Br further out, see ION_REACH), got {hi:g}")
-    molecule = methyl_halide(y, optimise)
-    axis = molecule.positions[1] / np.linalg.norm(molecule.positions[1])   # C at the origin
-    for _ in range(1000):
-        ion = _direction(rng, angles, exclude, axis) * rng.uniform(lo, hi)
-        if np.min(np.linalg.norm(molecule.positions - ion, axis=1)) >= CLOSEST:
-            break
-    else:
-        raise RuntimeError(f"{x}- + CH3{y}: no ion position {lo:g}–{hi:g} Å from the carbon "
-                           f"at angles {angles} keeps {CLOSEST} Å from every atom")
-    moved = molecule.positions + rng.normal(0.0, rattle, molecule.positions.shape)
-    atoms = Atoms([x] + list(molecule.get_chemical_symbols()),
-                  positions=np.vstack([ion[None, :], moved]))
-    atoms.info["angle"] = math.degrees(math.acos(np.clip(ion @ axis / np.linalg.norm(ion),
-                                                         -1.0, 1.0)))
-    return atoms
-
 
 def free_ion_charge(atoms: Atoms) -> float:
     """GFN2-xTB Mulliken charge (e) of the free halide (X or Y, whichever is further from C)."""
@@ -164,12 +92,6 @@ def _keeping_charge(make, max_leak: float | None, what: str, attempts: int = 200
                        f"free halide every time; lower its distance range")
 
 
-def _amplitude(rng, rattle) -> float:
-    if np.isscalar(rattle):
-        return float(rattle)
-    return float(rng.uniform(float(rattle[0]), float(rattle[1])))
-
-
 def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
                    xi_step: float = 0.25, xi_offset: float = 0.0,
                    rattle: float | tuple[float, float] = (0.0, 0.05),
@@ -179,7 +101,7 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
                    max_leak: float | None = MAX_LEAK, fmax: float = 0.05,
                    optimise: bool = True,
                    far: tuple[float, float, float] | None = None,
-                   isolated: float = 0.0) -> list[Atoms]:
+                   isolated: float = 0.0, contacts: float = 0.0) -> list[Atoms]:
     """``n`` SN2 structures (charge −1) spread round-robin over ``pairs``: a fraction
     ``approach_fraction`` of ion approaches (`sn2_approach` with ``distance``, ``angles`` and
     ``exclude_angles``; default: every direction but the side-on band `SIDE_ON`, which the
@@ -197,7 +119,9 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
     ``isolated``: round(isolated × n) separated fragments appended after the n structures
     (`isolated_fragments`: rattled CH3Cl and CH3Br, charge 0, and the free Cl⁻ and Br⁻,
     charge −1), the limit that a halide far beyond a global block's reach reaches; the first
-    n structures do not depend on it. Tags: ``pair``, ``nucleophile``, ``leaving_group``, ``xi``,
+    n structures do not depend on it. ``contacts``: round(contacts × n) ion–hydrogen contacts
+    appended after those (`hydrogen_contacts`: the free halide 1.5–2.6 Å from a hydrogen, the
+    range `CLOSEST` keeps out of the approaches, where a hot MD run takes the ion). Tags: ``pair``, ``nucleophile``, ``leaving_group``, ``xi``,
     ``ion_distance`` (Å), ``angle`` (degrees, as drawn before the rattle; 180 for the collinear
     scans), ``rattle``; ``config_type`` ``sn2_scan`` or ``sn2_approach``."""
     rng = make_rng(seed)
@@ -212,8 +136,9 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
         if not (0.0 <= fraction <= 1.0 and CONTACT < far_lo < far_hi <= FAR_REACH):
             raise ValueError(f"far: (fraction in [0, 1], low, high) with {CONTACT} < low < high "
                              f"<= {FAR_REACH} Å (xTB checked to there), got {far}")
-    if not 0.0 <= isolated <= 1.0:
-        raise ValueError(f"isolated: a fraction of n in [0, 1], got {isolated}")
+    for name, value in (("isolated", isolated), ("contacts", contacts)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name}: a fraction of n in [0, 1], got {value}")
     plan = []
     for k in range(n):
         x, y = pairs[k % len(pairs)]
@@ -255,34 +180,8 @@ def sn2_structures(n: int, seed=0, pairs=PAIRS, approach_fraction: float = 0.5,
                                            **checked)))
     if isolated:
         out += isolated_fragments(int(round(isolated * n)), seed, rattle, optimise)
-    return out
-
-
-# per 8 isolated fragments: 3 CH3Cl, 3 CH3Br (rattled), 1 Cl⁻, 1 Br⁻ (one atom: one energy)
-ISOLATED = ("CH3Cl", "CH3Br", "CH3Cl", "CH3Br", "CH3Cl", "CH3Br", "Cl", "Br")
-
-
-def isolated_fragments(n: int, seed=0, rattle: float | tuple[float, float] = (0.0, 0.05),
-                       optimise: bool = True) -> list[Atoms]:
-    """``n`` separated SN2 fragments, cycling through `ISOLATED`: the methyl halides (charge 0,
-    rattled by ``rattle`` Å as `sn2_structures`) and the free halides (charge −1). Their own
-    random stream (``seed``, 25), so appending them changes no other structure. Tags:
-    ``config_type`` ``sn2_isolated``, ``fragment``, ``total_charge``, ``rattle``."""
-    rng = np.random.default_rng([int(seed) if not isinstance(seed, np.random.Generator)
-                                 else 0, 25])
-    out = []
-    for k in range(n):
-        name = ISOLATED[k % len(ISOLATED)]
-        if name.startswith("CH3"):
-            atoms = methyl_halide(name[3:], optimise)
-            amplitude = _amplitude(rng, rattle)
-            atoms.positions += rng.normal(0.0, amplitude, atoms.positions.shape)
-            charge = 0
-        else:
-            atoms, amplitude, charge = Atoms(name, positions=[[0.0, 0.0, 0.0]]), 0.0, -1
-        out.append(finish(atoms, {"config_type": "sn2_isolated", "system": "sn2",
-                                  "fragment": name + ("-" if charge else ""),
-                                  "total_charge": charge, "rattle": amplitude}))
+    if contacts:
+        out += hydrogen_contacts(int(round(contacts * n)), pairs, seed, rattle, optimise)
     return out
 
 
@@ -343,6 +242,10 @@ class SN2(ReferenceSystem):
             training={"epochs": 200, "batch_size": 16, "lr": 1e-3, "scheduler": "cosine",
                       "lr_min": 1e-5, "energy_weight": 10.0, "forces_weight": 1.0}),
     }
+    protocols["contacts"] = protocols["tails"].plus(
+        "plus 5 % ion–hydrogen contacts (the free halide 1.5–2.6 Å from a hydrogen, closer "
+        "than any approach: where a 600 K run of the tails-only sn2-efa collapsed)",
+        contacts=0.05)
     card_description = (
         "Gas-phase SN2 X⁻ + CH3Y → XCH3 + Y⁻ with X, Y ∈ {Cl, Br}, total charge −1, GFN2-xTB: "
         "relaxed scans along ξ = r(C–Y) − r(C–X) and halide ions placed around the methyl "
