@@ -61,7 +61,8 @@ def host_key(hosts: Tensor, numbers: Tensor, labels: Tensor, sign: Tensor) -> Te
     """(N,) float64, per fragment root (``labels``' entries): the key whose smallest value
     hosts the charge. Cations (``sign`` (N,) > 0): the mean of row 0, plus 1000 for a fragment
     that is not a many-atom radical (odd electron count, row 2) and 1000 more for a lone
-    hydrogen (no electron counts: no ranks); anions: −mean of row 1."""
+    hydrogen (a table without electron counts, physics < 4, adds nothing); anions: −mean of
+    row 1."""
     scores = hosts.to(torch.float64)[:, numbers]                      # (3, N)
     ones = torch.ones_like(scores[0])
     size = torch.zeros_like(ones).index_add(0, labels, ones).clamp(min=1.0)
@@ -89,9 +90,9 @@ def fragment_charges(labels: Tensor, numbers: Tensor, batch: Tensor, charge: Ten
                      positions: Optional[Tensor] = None) -> Tensor:
     """Q_f(i) (N,) e: the total charge of atom i's fragment. Each structure's charge ``charge``
     (B,) goes whole to one fragment, the best by `host_key` (``hosts`` (3, 119),
-    `host_scores`); ties go to the larger fragment,
-    then (with ``positions`` (N, 3) Å) to the fragment whose centroid is closest to the
-    structure's; only exact symmetry ties are left to the atom order."""
+    `host_scores`); ties go to the larger fragment, then (with ``positions`` (N, 3) Å) to the
+    fragment whose centroid is closest to the structure's; only exact symmetry ties are left
+    to the atom order."""
     n = labels.shape[0]
     dtype = charge.dtype
     ones = torch.ones(n, dtype=dtype, device=labels.device)

@@ -169,7 +169,7 @@ CHARGE_RULES = {"flow": FlowCharges, "auto": CellOrFragmentCharges, "uniform": U
 def charge_model(rule: str, width: int, reach: float = 0.0, en_scale: float = EN_SCALE,
                  physics: int = 2):
     """A charge model by name: ``flow`` (`FlowCharges`), ``auto`` (`CellOrFragmentCharges`)
-    or ``uniform`` (`UniformCharges``); ``physics``: the model's physics version (3: the
+    or ``uniform`` (`UniformCharges`); ``physics``: the model's physics version (3: the
     continuous fragment placement, 4: the physics-4 cation host rule)."""
     if rule == "flow":
         return FlowCharges(width, reach, en_scale, physics)

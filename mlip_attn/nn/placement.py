@@ -15,8 +15,8 @@ completely apart (w = 0 between them: integer charges, separability) and makes t
   P(s) = Π_formed w · Π_unformed (1 − w). In each state the components of the formed bonds are
   the fragments and L's charge goes to one of them by the host rule of `fragment_charges`
   (anion: highest mean Pauling electronegativity; cation: lowest, from physics 4 a many-atom
-  radical first and a lone hydrogen last; then the larger). Components that tie on both (the two Cl of the SN2 transition state Cl···C···Cl
-  when neither C–Cl bond is formed) share the charge in proportion to 1/W_c, W_c = Π w of the
+  radical first and a lone hydrogen last; then the larger). Components that tie on both (the
+  two Cl of the SN2 transition state Cl···C···Cl when neither C–Cl bond is formed) share the charge in proportion to 1/W_c, W_c = Π w of the
   window bonds that leave component c (`state_charges`): smooth in the positions, equal at
   symmetric geometries (physics 2's centroid tie-break is a discrete function of the
   positions), and all on the leaving ion as its last bond breaks — what the rule between
