@@ -55,6 +55,26 @@ def _rotate_z_to(axis: np.ndarray) -> np.ndarray:
     return np.eye(3) + k + k @ k / (1.0 + c)
 
 
+def _with_ion(x: str, molecule: Atoms, ion: np.ndarray, rng, rattle: float) -> Atoms:
+    """X (the free halide at ``ion``, Å) + the molecule rattled by ``rattle`` Å (Gaussian per
+    component), atom order X, C, Y, H, H, H."""
+    moved = molecule.positions + rng.normal(0.0, rattle, molecule.positions.shape)
+    return Atoms([x] + list(molecule.get_chemical_symbols()),
+                 positions=np.vstack([ion[None, :], moved]))
+
+
+def _angle(ion: np.ndarray, axis: np.ndarray) -> float:
+    """Degrees between ``ion`` (from the carbon at the origin) and the unit vector ``axis``."""
+    return math.degrees(math.acos(np.clip(ion @ axis / np.linalg.norm(ion), -1.0, 1.0)))
+
+
+def _appended_rng(seed, stream: int) -> np.random.Generator:
+    """The random stream ``stream`` of ``seed`` for structures appended after the recipe's
+    own, so appending them changes no other structure."""
+    return np.random.default_rng([int(seed) if not isinstance(seed, np.random.Generator)
+                                  else 0, stream])
+
+
 def sn2_approach(x: str, y: str, rng, distance: tuple[float, float] | None = None,
                  angles: tuple[float, float] | None = None,
                  exclude: tuple[float, float] | None = None, rattle: float = 0.05,
@@ -79,11 +99,8 @@ def sn2_approach(x: str, y: str, rng, distance: tuple[float, float] | None = Non
     else:
         raise RuntimeError(f"{x}- + CH3{y}: no ion position {lo:g}–{hi:g} Å from the carbon "
                            f"at angles {angles} keeps {CLOSEST} Å from every atom")
-    moved = molecule.positions + rng.normal(0.0, rattle, molecule.positions.shape)
-    atoms = Atoms([x] + list(molecule.get_chemical_symbols()),
-                  positions=np.vstack([ion[None, :], moved]))
-    atoms.info["angle"] = math.degrees(math.acos(np.clip(ion @ axis / np.linalg.norm(ion),
-                                                         -1.0, 1.0)))
+    atoms = _with_ion(x, molecule, ion, rng, rattle)
+    atoms.info["angle"] = _angle(ion, axis)
     return atoms
 
 
@@ -105,8 +122,7 @@ def hydrogen_contacts(n: int, pairs=PAIRS, seed=0,
     molecule rattled as `sn2_structures`. Their own random stream (``seed``, 26), so appending
     them changes no other structure. Tags as the approaches', ``config_type``
     ``sn2_contact``, ``h_distance`` (Å)."""
-    rng = np.random.default_rng([int(seed) if not isinstance(seed, np.random.Generator)
-                                 else 0, 26])
+    rng = _appended_rng(seed, 26)
     out = []
     for k in range(n):
         x, y = tuple(pairs[k % len(pairs)])
@@ -127,17 +143,11 @@ def hydrogen_contacts(n: int, pairs=PAIRS, seed=0,
         else:
             raise RuntimeError(f"{x}- + CH3{y}: no ion position near a hydrogen")
         amplitude = _amplitude(rng, rattle)
-        moved = molecule.positions + rng.normal(0.0, amplitude, molecule.positions.shape)
-        atoms = Atoms([x] + list(molecule.get_chemical_symbols()),
-                      positions=np.vstack([ion[None, :], moved]))
+        atoms = _with_ion(x, molecule, ion, rng, amplitude)
+        axis = molecule.positions[1] / np.linalg.norm(molecule.positions[1])
         out.append(finish(atoms, _sn2_info(x, y, sn2_xi(atoms), config_type="sn2_contact",
                                            rattle=amplitude, ion_distance=ion_distance(atoms),
-                                           angle=math.degrees(math.acos(np.clip(
-                                               ion @ molecule.positions[1]
-                                               / np.linalg.norm(ion)
-                                               / np.linalg.norm(molecule.positions[1]),
-                                               -1.0, 1.0))),
-                                           h_distance=d)))
+                                           angle=_angle(ion, axis), h_distance=d)))
     return out
 
 
@@ -151,8 +161,7 @@ def isolated_fragments(n: int, seed=0, rattle: float | tuple[float, float] = (0.
     rattled by ``rattle`` Å as `sn2_structures`) and the free halides (charge −1). Their own
     random stream (``seed``, 25), so appending them changes no other structure. Tags:
     ``config_type`` ``sn2_isolated``, ``fragment``, ``total_charge``, ``rattle``."""
-    rng = np.random.default_rng([int(seed) if not isinstance(seed, np.random.Generator)
-                                 else 0, 25])
+    rng = _appended_rng(seed, 25)
     out = []
     for k in range(n):
         name = ISOLATED[k % len(ISOLATED)]
