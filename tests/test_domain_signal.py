@@ -15,8 +15,8 @@ from mlip_attn.calculators.ase_calculator import AttnCalculator, DomainWarning
 from mlip_attn.cli import main
 from mlip_attn.data import AtomicData
 from mlip_attn.models import ModelFileError, load_model, save_model
-from mlip_attn.models.domain import (atom_environments, domain_statistics, novelty_scores,
-                                     unseen_environments)
+from mlip_attn.models.domain import (atom_environments, domain_statistics, environments_seen,
+                                     novelty_scores, unseen_environments)
 from mlip_attn.training import fit, load_config
 
 from conftest import make_model
@@ -90,6 +90,32 @@ def test_unseen_environment_warns_and_seen_ones_do_not(model):
     assert any("never seen in training" in t and "C[C(C,C,H);H(C);H(C);H(C)]" in t
                and f"atoms {methyl[0]}" in t for t in texts)
     assert set(unseen) >= {"C[C(C,C,H);H(C);H(C);H(C)]", "H[C(C,H,H,H)]"}
+
+
+def test_environments_that_do_not_saturate_are_not_checked(model):
+    """Rattled rock salt: bonds by covalent radii (Na–Na below 4.15 Å) cut through the 4.06 Å
+    second shell, so fresh cells have second-shell environments no training cell had. The
+    record measures that on its calibration cells and switches the check off; the molecules'
+    record stays on, and a model whose record is off does not flag a methyl group by its
+    environment."""
+    from mlip_attn.qm.systems.rigid_ion_salt import salt_structures
+    cells = [AtomicData.from_atoms(a) for a in salt_structures(12, seed=3)]
+    salt = environments_seen(cells[:9], calibration=cells[9:])
+    assert salt["unseen_fraction"] > 0.1 and not salt["usable"]
+    assert set(salt["environments"]) >= set(environments_seen(cells[9:])["environments"])
+    ethylene = [AtomicData.from_atoms(a) for a in rattled("C2H4", 12, 5)]
+    molecules = environments_seen(ethylene[:9], calibration=ethylene[9:])
+    assert molecules["unseen_fraction"] == 0.0 and molecules["usable"]
+    assert model.metadata["training_environments"]["usable"]
+    off = make_model("painn", elements=CH)
+    off.load_state_dict(model.state_dict())
+    off.metadata = {**model.metadata, "training_environments": {
+        **model.metadata["training_environments"], "usable": False}}
+    texts = domain_warnings(AttnCalculator(off, default_dtype="float64"), molecule("C3H6_Cs"))
+    assert not any("never seen in training" in t for t in texts)
+    assert any("never seen in training" in t for t in
+               domain_warnings(AttnCalculator(model, default_dtype="float64"),
+                               molecule("C3H6_Cs")))
 
 
 def test_novelty_is_invariant_to_rotation_and_permutation(model):

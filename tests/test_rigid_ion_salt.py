@@ -93,3 +93,30 @@ def test_data_command_writes_periodic_frames_with_stress(tmp_path):
                                         frames[0].cell.array)
     assert abs(e - frames[0].info["REF_energy"]) < 1e-6
     np.testing.assert_allclose(frames[0].info["REF_stress"].reshape(3, 3), s, atol=1e-9)
+
+
+def test_long_protocol_starts_the_latent_charges_at_the_formal_charges():
+    """The shipped salt recipe starts Na/Cl at ±1 e (offsets 0.9 × Pauling χ); from the default
+    0.05 the fit stopped at ±0.57 e with a size-dependent energy bias (docs/electrostatics.md)."""
+    import torch
+
+    from mlip_attn.apps.longrange import variant_configs
+    from mlip_attn.attention.electrostatics import latent_charges
+    from mlip_attn.data import AtomicData, Batch
+    from mlip_attn.models import build_model
+    from mlip_attn.qm.systems.rigid_ion_salt import RigidIonSalt
+    torch.manual_seed(0)
+    protocol = RigidIonSalt.protocols["long"]
+    configs = variant_configs(protocol, [11, 17], r_max=0.0, names=["electrostatics"])
+    model = build_model(configs["electrostatics"]).double()
+    atoms = bulk("NaCl", "rocksalt", a=5.74, cubic=True)
+    batch = Batch.collate([AtomicData.from_atoms(atoms).with_graph(model.cutoff)]).to("cpu",
+                                                                                  torch.float64)
+    from mlip_attn.nn.latent_charges import FlowCharges
+    rule = next(m for m in model.modules() if isinstance(m, FlowCharges))
+    # the offsets alone: q = −a + mean(a) in a neutral cell, ±(a_Cl − a_Na)/2 = ±0.9 × 2.23 / 2
+    assert abs(0.5 * (rule.offset[17] - rule.offset[11]).item() - 1.0) < 0.01
+    q = latent_charges(model, batch)   # plus the MLP's random start
+    na = torch.as_tensor(atoms.numbers == 11)
+    assert bool((q[na] > 0.5).all()) and bool((q[~na] < -0.5).all())
+    assert abs(float(q.sum())) < 1e-12

@@ -73,9 +73,12 @@ def calibrate_domain(model_path, data_path=None, out=None, log=print) -> dict:
             log(f"original kept as {backup}")
     atomic_save({**content, "metadata": {**content["metadata"], **records}}, target)
     _check_same_weights(target, content["state_dict"])
-    novelty = records["feature_novelty"]
-    log(f"{target}: domain from {source}: {len(records['training_environments']['environments'])}"
-        f" bonded environments, novelty statistics for elements "
+    novelty, envs = records["feature_novelty"], records["training_environments"]
+    checked = "" if envs["usable"] else (
+        f" (not checked: {100 * envs['unseen_fraction']:.0f} % of the calibration atoms have "
+        f"one the rest never had)")
+    log(f"{target}: domain from {source}: {len(envs['environments'])} bonded environments"
+        f"{checked}, novelty statistics for elements "
         f"{sorted(int(z) for z in novelty['elements'])} (thresholds from "
         f"{novelty['calibration_structures']} structures)")
     return records

@@ -166,7 +166,8 @@ class AttnCalculator(Calculator):
                 problems.append("a composition outside the span of the training compositions "
                                 "(the per-element energies E0 are extrapolated)")
             record = m.metadata.get("training_environments")
-            unseen = unseen_environments(data, record) if record else {}
+            usable = record and record.get("usable", True)   # older files: not measured
+            unseen = unseen_environments(data, record) if usable else {}
             if unseen:
                 listed = ", ".join(f"{env} (atoms {_atom_list(atoms)})"
                                    for env, atoms in list(unseen.items())[:4])

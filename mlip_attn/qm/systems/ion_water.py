@@ -95,7 +95,10 @@ class IonWater(ReferenceSystem):
                         "density, random (unrelaxed) placements; periodic GFN1-xTB labels "
                         "(tblite, Γ point).")
     card_limits = ("Tiny cells (≤ 26 atoms): strong finite-size effects, hot disordered "
-                   "liquid; GFN1-xTB, not DFT.",)
+                   "liquid; GFN1-xTB, not DFT.",
+                   "Γ-point labels are not size-consistent: a 2×2×1 supercell of the same cell "
+                   "is 0.15–0.24 eV lower per cell (docs/electrostatics.md), so energies do "
+                   "not transfer between box sizes.")
 
     def structures(self, n: int, seed: int = 0, **options) -> list[Atoms]:
         return ion_water_structures(n, seed=seed, **options)
