@@ -129,3 +129,16 @@ def emt_xyz(tmp_path):
     path = tmp_path / "emt.xyz"
     ase.io.write(path, emt_frames(40), format="extxyz")
     return path
+
+
+def domain_warnings(calc, atoms) -> list[str]:
+    """The `DomainWarning` messages ``calc`` gives for a copy of ``atoms`` (its info kept)."""
+    import warnings
+
+    from mlip_attn.calculators.ase_calculator import DomainWarning
+    atoms = atoms.copy()
+    atoms.calc = calc
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        atoms.get_potential_energy()
+    return [str(w.message) for w in caught if issubclass(w.category, DomainWarning)]

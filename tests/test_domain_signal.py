@@ -19,7 +19,7 @@ from mlip_attn.models.domain import (atom_environments, domain_statistics, envir
                                      novelty_scores, unseen_environments)
 from mlip_attn.training import fit, load_config
 
-from conftest import make_model
+from conftest import domain_warnings, make_model
 
 CH = (1, 6)
 
@@ -46,15 +46,6 @@ def model(training):
     model = make_model("painn", elements=CH)
     model.metadata = domain_statistics(model, [AtomicData.from_atoms(a) for a in training])
     return model
-
-
-def domain_warnings(calc, atoms) -> list[str]:
-    atoms = atoms.copy()
-    atoms.calc = calc
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        atoms.get_potential_energy()
-    return [str(w.message) for w in caught if issubclass(w.category, DomainWarning)]
 
 
 def test_environments_of_radius_one_and_two():
