@@ -10,7 +10,7 @@ fine-tuning, into a `mlip-attn benchmark longrange` run folder that `potentials/
 The run is the protocol's (`mlip_attn.apps.longrange`: same data file, split, model config
 with r_max from the training structures, loss) except that the weights start from ``--init``
 (weights the new version adds keep their initial values; none may be dropped) and the
-training section takes ``--epochs``/``--lr``. ``--epochs 0`` trains nothing: the file's
+training section takes ``--epochs``/``--lr`` (and ``--energy-weight``). ``--epochs 0`` trains nothing: the file's
 weights are re-marked under the current physics (valid/test errors and the training-domain
 records recomputed on the run's split; config.yaml keeps the protocol's training section,
 which is how the weights were trained). The model file's metadata records ``initialised_from``
@@ -58,7 +58,8 @@ def _select_last(run, epoch: int) -> None:
 
 def finetune(runs: Path, system: str, protocol: str | None, variant: str, init: Path,
              epochs: int, lr: float | None, physics: int | None = None,
-             select: str = "best", n: int | None = None) -> Path:
+             select: str = "best", n: int | None = None,
+             energy_weight: float | None = None) -> Path:
     name, spec, out, data_path, _ = _setup(runs, system, protocol, n)
     frames = ase.io.read(data_path, ":")
     elements = sorted({int(z) for a in frames for z in a.numbers})
@@ -68,7 +69,8 @@ def finetune(runs: Path, system: str, protocol: str | None, variant: str, init: 
         model_cfg = {**model_cfg, "physics": physics}
     training = {**longrange.TRAINING, **spec.training}
     if epochs:
-        training = {**training, "epochs": epochs, **({"lr": lr} if lr else {})}
+        training = {**training, "epochs": epochs, **({"lr": lr} if lr else {}),
+                    **({"energy_weight": energy_weight} if energy_weight else {})}
     run_dir = out / variant
     config = load_config(None, {
         "model": model_cfg,
@@ -179,6 +181,10 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=0,
                         help="fine-tuning epochs (0: re-mark the weights unchanged)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--energy-weight", type=float, default=None,
+                        help="loss weight of the per-atom energy (default: the protocol's); a "
+                        "higher one for a last stage at a low learning rate, as MACE's second "
+                        "stage does, when a few meV of energy are invisible beside the forces")
     parser.add_argument("--n", type=int, default=None,
                         help="structures, as `mlip-attn benchmark longrange --n` made the data")
     parser.add_argument("--physics", type=int, default=None,
@@ -196,7 +202,7 @@ def main(argv=None) -> None:
     if not args.variant or not args.init or args.epochs < 0:
         parser.error("--variant and --init are needed (and --epochs ≥ 0)")
     finetune(args.runs, args.system, args.protocol, args.variant, args.init, args.epochs,
-             args.lr, args.physics, args.select, args.n)
+             args.lr, args.physics, args.select, args.n, args.energy_weight)
 
 
 if __name__ == "__main__":

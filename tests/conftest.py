@@ -1,6 +1,8 @@
 """Shared fixtures: small labelled data sets (ASE's EMT), models with non-trivial weights."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,9 @@ from mlip_attn.registry import BACKBONES, GLOBAL_BLOCKS
 
 # options a test supplies where a preset leaves a required option open (it depends on the data)
 TEST_OPTIONS = {"r_max": 40.0}
+# the last potential shipped under physics 1 (sn2-charges until stop 34; replaced by a physics-4
+# file), kept as a fixture: how old files load, what their violations are
+LEGACY_SN2_CHARGES = Path(__file__).resolve().parent / "data/legacy/sn2-charges-physics1.pt"
 
 
 def _model_matrix() -> dict:

@@ -19,7 +19,7 @@ from mlip_attn.models.domain import (atom_environments, domain_statistics, envir
                                      novelty_scores, unseen_environments)
 from mlip_attn.training import fit, load_config
 
-from conftest import domain_warnings, make_model
+from conftest import LEGACY_SN2_CHARGES, domain_warnings, make_model
 
 CH = (1, 6)
 
@@ -133,7 +133,7 @@ def test_novelty_refuses_statistics_of_another_width(model):
 
 
 def test_old_files_without_records_give_no_spurious_warnings():
-    calc = AttnCalculator("potentials/sn2-charges.pt", default_dtype="float64")
+    calc = AttnCalculator(str(LEGACY_SN2_CHARGES), default_dtype="float64")
     assert "feature_novelty" not in calc.models[0].metadata
     for atoms in ase.io.read("potentials/held_out/sn2-scan.xyz", ":10"):
         assert domain_warnings(calc, atoms) == []

@@ -14,6 +14,8 @@ from mlip_attn.analysis.physics_check import (bond_stretch, charge_leak, format_
 from mlip_attn.cli import main
 from mlip_attn.models import save_model
 
+from conftest import LEGACY_SN2_CHARGES
+
 
 def model(physics: int, attention=None, seed: int = 0):
     torch.manual_seed(seed)
@@ -84,13 +86,14 @@ def test_cli_prints_every_check_and_writes_json(tmp_path, capsys):
 
 
 def test_shipped_file_violations_are_shown_and_gone_under_physics_2():
-    """The file still shipped under physics 1 (sn2-charges): a neutral molecule 100 Å from an
-    anion is embedded with the anion's charge and the pair is off by 0.27 eV (target: 20 meV);
-    its weights under the physics-2 forms leak nothing and separate exactly. (The files
-    re-shipped under physics ≥ 2 meet the targets: tests/test_shipped_physics.py.)"""
+    """The last file shipped under physics 1 (sn2-charges until stop 34, kept as a fixture of an
+    old file): a neutral molecule 100 Å from an anion is embedded with the anion's charge and
+    the pair is off by 0.27 eV (target: 20 meV); its weights under the physics-2 forms leak
+    nothing and separate exactly. (The shipped files, all physics ≥ 2, meet the targets:
+    tests/test_shipped_physics.py.)"""
     from mlip_attn.analysis.physics_check import load_as_physics
     from mlip_attn.models import load_model
-    path = "potentials/sn2-charges.pt"
+    path = str(LEGACY_SN2_CHARGES)
     shipped = load_model(path, dtype="float64")
     p = probes(shipped.elements)
     assert shipped.model_config["physics"] == 1
