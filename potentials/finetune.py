@@ -10,8 +10,8 @@ fine-tuning, into a `mlip-attn benchmark longrange` run folder that `potentials/
 The run is the protocol's (`mlip_attn.apps.longrange`: same data file, split, model config
 with r_max from the training structures, loss) except that the weights start from ``--init``
 (weights the new version adds keep their initial values; none may be dropped) and the
-training section takes ``--epochs``/``--lr`` (and ``--energy-weight``). ``--epochs 0`` trains nothing: the file's
-weights are re-marked under the current physics (valid/test errors and the training-domain
+training section takes ``--epochs``/``--lr`` (and ``--energy-weight``). ``--epochs 0`` trains
+nothing: the file's weights are re-marked under the current physics (valid/test errors and the training-domain
 records recomputed on the run's split; config.yaml keeps the protocol's training section,
 which is how the weights were trained). The model file's metadata records ``initialised_from``
 (file, its physics version, its best epoch, the fine-tuning epochs), which ship.py puts on the

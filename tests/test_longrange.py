@@ -242,3 +242,24 @@ def test_finetune_can_ship_the_last_epoch_and_rechoose_on_a_finished_run(toy_pai
     assert (last.parent / "metrics.csv").read_text().splitlines() == metrics
     with pytest.raises(SystemExit, match="stopped after epoch 3, not 5"):
         ft.finetune(runs, "toy-h2-pair", None, "local", init, 5, 1e-3, select="last")
+
+
+def test_finetune_energy_weight_sets_the_runs_loss(toy_pair, tmp_path):
+    """potentials/finetune.py --energy-weight: the fine-tuning run's loss takes that per-atom
+    energy weight (config.yaml's training section), the forces' weight stays the protocol's."""
+    import importlib.util
+    from pathlib import Path
+    import yaml
+    from mlip_attn.apps.longrange import run_longrange
+    run_longrange("toy-h2-pair", out=tmp_path / "first", variants=["local"])
+    init = tmp_path / "first" / "toy-h2-pair" / "tiny" / "local" / "model.pt"
+    path = Path(__file__).resolve().parents[1] / "potentials" / "finetune.py"
+    spec = importlib.util.spec_from_file_location("finetune_energy_weight", path)
+    ft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ft)
+    before = yaml.safe_load((init.parent / "config.yaml").read_text())["training"]
+    tuned = ft.finetune(tmp_path / "tuned", "toy-h2-pair", None, "local", init, 1, 1e-4,
+                        energy_weight=123.0)
+    training = yaml.safe_load((tuned.parent / "config.yaml").read_text())["training"]
+    assert training["energy_weight"] == 123.0 != before["energy_weight"]
+    assert training["forces_weight"] == before["forces_weight"]
