@@ -208,21 +208,27 @@ def test_card_provenance_names_every_carry_over(tmp_path):
         {"physics": 4, "initialised_from": {**twice, "selected": "last"}})
 
 
-def test_finetune_can_ship_the_last_epoch_and_rechoose_on_a_finished_run(toy_pair, tmp_path):
-    """potentials/finetune.py --select last: the last epoch's (EMA) weights, test errors of
-    those weights on the card's metadata; on a finished run folder it only re-chooses (no
-    epoch is trained again) and keeps the carry-over record."""
+def _finetune_and_a_toy_model(tmp_path):
+    """potentials/finetune.py as a module, and a toy-h2-pair local model.pt to start from."""
     import importlib.util
     from pathlib import Path
-    import torch
     from mlip_attn.apps.longrange import run_longrange
-    from mlip_attn.models.model_file import read_model_file
     run_longrange("toy-h2-pair", out=tmp_path / "first", variants=["local"])
     init = tmp_path / "first" / "toy-h2-pair" / "tiny" / "local" / "model.pt"
     path = Path(__file__).resolve().parents[1] / "potentials" / "finetune.py"
     spec = importlib.util.spec_from_file_location("finetune_under_test", path)
     ft = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ft)
+    return ft, init
+
+
+def test_finetune_can_ship_the_last_epoch_and_rechoose_on_a_finished_run(toy_pair, tmp_path):
+    """potentials/finetune.py --select last: the last epoch's (EMA) weights, test errors of
+    those weights on the card's metadata; on a finished run folder it only re-chooses (no
+    epoch is trained again) and keeps the carry-over record."""
+    import torch
+    from mlip_attn.models.model_file import read_model_file
+    ft, init = _finetune_and_a_toy_model(tmp_path)
     runs = tmp_path / "tuned"
     best = ft.finetune(runs, "toy-h2-pair", None, "local", init, 3, 1e-3)
     chosen = read_model_file(best)["metadata"]
@@ -247,16 +253,8 @@ def test_finetune_can_ship_the_last_epoch_and_rechoose_on_a_finished_run(toy_pai
 def test_finetune_energy_weight_sets_the_runs_loss(toy_pair, tmp_path):
     """potentials/finetune.py --energy-weight: the fine-tuning run's loss takes that per-atom
     energy weight (config.yaml's training section), the forces' weight stays the protocol's."""
-    import importlib.util
-    from pathlib import Path
     import yaml
-    from mlip_attn.apps.longrange import run_longrange
-    run_longrange("toy-h2-pair", out=tmp_path / "first", variants=["local"])
-    init = tmp_path / "first" / "toy-h2-pair" / "tiny" / "local" / "model.pt"
-    path = Path(__file__).resolve().parents[1] / "potentials" / "finetune.py"
-    spec = importlib.util.spec_from_file_location("finetune_energy_weight", path)
-    ft = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ft)
+    ft, init = _finetune_and_a_toy_model(tmp_path)
     before = yaml.safe_load((init.parent / "config.yaml").read_text())["training"]
     tuned = ft.finetune(tmp_path / "tuned", "toy-h2-pair", None, "local", init, 1, 1e-4,
                         energy_weight=123.0)
