@@ -7,7 +7,8 @@ when a second derivative is taken), fake kernels for ``torch.export`` (`mlip_att
 * ``efa_rotate(x, centred, directions, omega, scale) -> (N, G·C·d_qk)``: the Lebedev form's
   grid rotation of queries or keys, fused (no (N, G, K) angle tensors);
 * ``efa_pair_attention(q, k, val, positions, batch, omega, r_max) -> (N, V)``: the exact
-  (switched) form as a loop over the pairs within r_max found by a cell list, O(N) memory
+  (switched) form over the pairs within r_max, atoms in tiles of 16 along a Morton curve whose
+  tile pairs beyond r_max are skipped, the loops vectorised over a tile's atoms; O(N) memory
   (no N×N×K tensor).
 
 Eager EFA takes them where the PaiNN message takes its op (the message policy,

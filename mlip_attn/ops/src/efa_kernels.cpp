@@ -15,6 +15,8 @@ namespace {
 
 constexpr int64_t kMaxK = 64;     // frequencies per head (d_qk / 2)
 constexpr int64_t kMaxP = 1024;   // C·D of one atom's queries / keys
+constexpr int64_t kLanes = kPairLanes;
+constexpr int64_t kBackwardRows = 4;   // rows of a backward's block (divides kLanes)
 
 // cos/sin(ω_k t), k < K, into c, s
 MLIP_ATTN_INLINE void angles(const Frequencies &f, int64_t K, double t, double *c, double *s)
@@ -167,275 +169,6 @@ MLIP_ATTN_INLINE void rotate_backward_impl(const Rotation<T> &rot, int64_t begin
   }
 }
 
-// The partners j ≠ i of atom i that i owns: its structure's atoms within r_max in the 27
-// cells around its own, each unordered pair owned by one end (i < j when i + j is odd, i > j
-// when even: about half of every atom's partners, so ranges of atoms balance), with
-// r = |r_i − r_j| and the difference vector r_i − r_j. Gathered into a list (not a callback:
-// a lambda would be compiled without the caller's AVX clone target).
-struct Partner {
-  int64_t j;
-  double r, d[3];
-};
-
-template <typename T>
-MLIP_ATTN_INLINE void gather_partners(const Pairs<T> &p, int64_t i, std::vector<Partner> &out)
-{
-  out.clear();
-  const Cells &cl = *p.cells;
-  const int64_t b = p.batch[i];
-  const int64_t *dims = cl.dims.data() + 3 * b, *own = cl.atom_cell.data() + 3 * i;
-  const T *ri = p.positions + 3 * i;
-  const double r_max2 = p.r_max * p.r_max;
-  for (int64_t x = std::max<int64_t>(own[0] - 1, 0); x <= std::min(own[0] + 1, dims[0] - 1); x++)
-    for (int64_t y = std::max<int64_t>(own[1] - 1, 0); y <= std::min(own[1] + 1, dims[1] - 1); y++)
-      for (int64_t z = std::max<int64_t>(own[2] - 1, 0); z <= std::min(own[2] + 1, dims[2] - 1);
-           z++) {
-        const int64_t cell = cl.structure_offset[b] + (x * dims[1] + y) * dims[2] + z;
-        for (int64_t a = cl.start[cell]; a < cl.start[cell + 1]; a++) {
-          const int64_t j = cl.atoms[a];
-          if (j == i || (((i + j) & 1) ? j < i : j > i)) continue;
-          const T *rj = p.positions + 3 * j;
-          Partner e{j, 0.0, {double(ri[0]) - double(rj[0]), double(ri[1]) - double(rj[1]),
-                             double(ri[2]) - double(rj[2])}};
-          const double r2 = e.d[0] * e.d[0] + e.d[1] * e.d[1] + e.d[2] * e.d[2];
-          if (p.r_max > 0.0 && r2 >= r_max2) continue;   // S = 0 exactly
-          e.r = std::sqrt(r2);
-          out.push_back(e);
-        }
-      }
-}
-
-// For atom i's partner list: ws[k·M + p] = S(r_p) sinc(ω_k r_p) and (when `deriv`)
-// wd[k·M + p] = d/dr of it, computed for all M partners at once (the loops over partners
-// vectorise; one sincos per partner when the frequencies are arithmetic from 0 or Δ).
-struct Table {
-  std::vector<double> r, inv_r, S, dS, c, s, ws, wd;
-};
-
-// ws and wd expanded per channel, partner-major: row p holds ws[k(e)·M + p] for e < D (the
-// channel pair of frequency k), so a pair's A = Σ_e (Σ_c q[c, e] k[c, e]) · row[e] is one
-// vector multiply-add over D channels
-template <typename T> struct Rows {
-  std::vector<T> ws, wd;
-};
-
-template <typename T>
-MLIP_ATTN_INLINE void expand_rows(const Table &t, int64_t K, int64_t M, bool deriv, Rows<T> &rows)
-{
-  const int64_t D = 2 * K;
-  rows.ws.resize(M * D);
-  if (deriv) rows.wd.resize(M * D);
-  for (int64_t p = 0; p < M; p++) {
-    T *ws = rows.ws.data() + p * D;
-    for (int64_t k = 0; k < K; k++) ws[2 * k] = ws[2 * k + 1] = T(t.ws[k * M + p]);
-    if (!deriv) continue;
-    T *wd = rows.wd.data() + p * D;
-    for (int64_t k = 0; k < K; k++) wd[2 * k] = wd[2 * k + 1] = T(t.wd[k * M + p]);
-  }
-}
-
-// channel products Σ_c a[c, e] b[c, e] into prod (D)
-template <typename T>
-MLIP_ATTN_INLINE void channel_products(const T *a, const T *b, int64_t C, int64_t D, T *prod)
-{
-#pragma omp simd
-  for (int64_t e = 0; e < D; e++) prod[e] = a[e] * b[e];
-  for (int64_t ch = 1; ch < C; ch++) {
-    const T *ac = a + ch * D, *bc = b + ch * D;
-#pragma omp simd
-    for (int64_t e = 0; e < D; e++) prod[e] += ac[e] * bc[e];
-  }
-}
-
-MLIP_ATTN_INLINE void fill_table(const Frequencies &f, int64_t K, double r_max,
-                                 const std::vector<Partner> &partners, bool deriv, Table &t)
-{
-  const int64_t M = int64_t(partners.size());
-  t.r.resize(M);
-  t.inv_r.resize(M);
-  t.S.resize(M);
-  t.dS.resize(M);
-  t.c.resize(K * M);
-  t.s.resize(K * M);
-  t.ws.resize(K * M);
-  if (deriv) t.wd.resize(K * M);
-  double *r = t.r.data(), *inv_r = t.inv_r.data(), *c = t.c.data(), *s = t.s.data();
-  for (int64_t p = 0; p < M; p++) {
-    r[p] = partners[p].r;
-    inv_r[p] = r[p] > 0.0 ? 1.0 / r[p] : 0.0;
-    switch_of(r[p], r_max, t.S[p], t.dS[p]);
-  }
-  if (f.arithmetic && K > 1 && f.start != Frequencies::Start::other) {
-    const double step = f.omega[1] - f.omega[0];
-    double *cd = c + (K - 1) * M, *sd = s + (K - 1) * M;   // scratch: overwritten last
-    for (int64_t p = 0; p < M; p++) ::sincos(step * r[p], &sd[p], &cd[p]);
-    const bool zero = f.start == Frequencies::Start::zero;
-    std::vector<double> cstep(cd, cd + M), sstep(sd, sd + M);
-    const double *cs_ = cstep.data(), *ss_ = sstep.data();
-#pragma omp simd
-    for (int64_t p = 0; p < M; p++) {
-      c[p] = zero ? 1.0 : cs_[p];
-      s[p] = zero ? 0.0 : ss_[p];
-    }
-    for (int64_t k = 1; k < K; k++) {
-      const double *cp = c + (k - 1) * M, *sp = s + (k - 1) * M;
-      double *ck = c + k * M, *sk = s + k * M;
-#pragma omp simd
-      for (int64_t p = 0; p < M; p++) {
-        ck[p] = cp[p] * cs_[p] - sp[p] * ss_[p];
-        sk[p] = sp[p] * cs_[p] + cp[p] * ss_[p];
-      }
-    }
-  } else {
-    for (int64_t p = 0; p < M; p++)
-      for (int64_t k = 0; k < K; k++) ::sincos(f.omega[k] * r[p], &s[k * M + p], &c[k * M + p]);
-  }
-  const double *S = t.S.data(), *dS = t.dS.data();
-  for (int64_t k = 0; k < K; k++) {
-    const double w = f.omega[k], iw = f.inverse[k];
-    const double *ck = c + k * M, *sk = s + k * M;
-    double *ws = t.ws.data() + k * M, *wd = deriv ? t.wd.data() + k * M : nullptr;
-#pragma omp simd
-    for (int64_t p = 0; p < M; p++) {
-      const double x = w * r[p], x2 = x * x;
-      const bool small = x2 < 1e-4;
-      // the series' divisions as products (vector divisions are slow; ≤ 1 ulp apart)
-      const double sinc = small ? 1.0 - x2 * (1.0 / 6.0) + x2 * x2 * (1.0 / 120.0)
-                                      - x2 * x2 * x2 * (1.0 / 5040.0)
-                                : sk[p] * iw * inv_r[p];
-      ws[p] = S[p] * sinc;
-      if (deriv) {
-        const double dsinc = small ? w * x * (-1.0 / 3.0 + x2 * (1.0 / 30.0)
-                                              - x2 * x2 * (1.0 / 840.0))
-                                   : (ck[p] - sinc) * inv_r[p];
-        wd[p] = dS[p] * sinc + S[p] * dsinc;
-      }
-    }
-  }
-}
-
-template <typename T> MLIP_ATTN_INLINE T dot(const T *a, const T *b, int64_t n)
-{
-  T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t e = 0; e < n; e++) sum += a[e] * b[e];
-  return sum;
-}
-
-template <typename T> MLIP_ATTN_INLINE void axpy(T a, const T *x, T *y, int64_t n)
-{
-#pragma omp simd
-  for (int64_t e = 0; e < n; e++) y[e] += a * x[e];
-}
-
-// y += a ⊙ w ⊙ x over C components of D channels (w per channel)
-template <typename T>
-MLIP_ATTN_INLINE void axpy_w(T a, const T *w, const T *x, T *y, int64_t C, int64_t D)
-{
-  for (int64_t ch = 0; ch < C; ch++) {
-    const T *xc = x + ch * D;
-    T *yc = y + ch * D;
-#pragma omp simd
-    for (int64_t e = 0; e < D; e++) yc[e] += a * w[e] * xc[e];
-  }
-}
-
-template <typename T>
-MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, int64_t begin, int64_t end, T *y)
-{
-  const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
-  T prod[2 * kMaxK];
-  std::vector<Partner> partners;
-  Table table;
-  Rows<T> rows;
-  for (int64_t i = begin; i < end; i++) {
-    const T *qi = p.q + i * P, *ki = p.k + i * P, *vi = p.val + i * V;
-    T *yi = y + i * V;
-    channel_products(qi, ki, C, D, prod);   // n = m: sinc = S = 1
-    T a_ii = 0;
-    for (int64_t e = 0; e < D; e++) a_ii += prod[e];
-    axpy(a_ii, vi, yi, V);
-    gather_partners(p, i, partners);
-    const int64_t M = int64_t(partners.size());
-    fill_table(*p.freq, K, p.r_max, partners, false, table);
-    expand_rows(table, K, M, false, rows);
-    for (int64_t e = 0; e < M; e++) {
-      const int64_t j = partners[e].j;
-      const T *qj = p.q + j * P, *kj = p.k + j * P, *vj = p.val + j * V;
-      const T *w = rows.ws.data() + e * D;
-      channel_products(qi, kj, C, D, prod);
-      axpy(dot(prod, w, D), vj, yi, V);
-      channel_products(qj, ki, C, D, prod);
-      axpy(dot(prod, w, D), vi, y + j * V, V);
-    }
-  }
-}
-
-template <typename T>
-MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, int64_t begin, int64_t end,
-                                          const T *g_y, T *g_q, T *g_k, T *g_val, T *g_pos)
-{
-  const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
-  T p_ij[2 * kMaxK], p_ji[2 * kMaxK], ones[kMaxK * 2];
-  std::fill(ones, ones + D, T(1));
-  std::vector<Partner> partners;
-  Table table;
-  Rows<T> rows;
-  for (int64_t i = begin; i < end; i++) {
-    const T *qi = p.q + i * P, *ki = p.k + i * P, *vi = p.val + i * V, *gyi = g_y + i * V;
-    {   // n = m: A_ii = Σ ⟨q_i, k_i⟩ (sinc = S = 1, no position dependence)
-      const T g_ii = dot(gyi, vi, V);
-      if (g_q) axpy_w(g_ii, ones, ki, g_q + i * P, C, D);
-      if (g_k) axpy_w(g_ii, ones, qi, g_k + i * P, C, D);
-      if (g_val) {
-        channel_products(qi, ki, C, D, p_ij);
-        T a_ii = 0;
-        for (int64_t e = 0; e < D; e++) a_ii += p_ij[e];
-        axpy(a_ii, gyi, g_val + i * V, V);
-      }
-    }
-    gather_partners(p, i, partners);
-    const int64_t M = int64_t(partners.size());
-    fill_table(*p.freq, K, p.r_max, partners, g_pos != nullptr, table);
-    expand_rows(table, K, M, g_pos != nullptr, rows);
-    for (int64_t e = 0; e < M; e++) {
-      const int64_t j = partners[e].j;
-      const double *d = partners[e].d;
-      const T *qj = p.q + j * P, *kj = p.k + j * P, *vj = p.val + j * V, *gyj = g_y + j * V;
-      const T *w = rows.ws.data() + e * D;
-      const T g_ij = dot(gyi, vj, V), g_ji = dot(gyj, vi, V);   // dL/dA_ij, dL/dA_ji
-      if (g_q) {
-        axpy_w(g_ij, w, kj, g_q + i * P, C, D);
-        axpy_w(g_ji, w, ki, g_q + j * P, C, D);
-      }
-      if (g_k) {
-        axpy_w(g_ij, w, qi, g_k + j * P, C, D);
-        axpy_w(g_ji, w, qj, g_k + i * P, C, D);
-      }
-      if (g_val || g_pos) {
-        channel_products(qi, kj, C, D, p_ij);
-        channel_products(qj, ki, C, D, p_ji);
-        if (g_val) {
-          axpy(dot(p_ij, w, D), gyi, g_val + j * V, V);
-          axpy(dot(p_ji, w, D), gyj, g_val + i * V, V);
-        }
-        if (g_pos) {
-          const T *wd = rows.wd.data() + e * D;
-          const double dA_ij = double(dot(p_ij, wd, D)), dA_ji = double(dot(p_ji, wd, D));
-          const double f = (double(g_ij) * dA_ij + double(g_ji) * dA_ji) * table.inv_r[e];
-          for (int c = 0; c < 3; c++) {
-            g_pos[3 * i + c] += T(f * d[c]);
-            g_pos[3 * j + c] -= T(f * d[c]);
-          }
-        }
-      }
-    }
-  }
-}
-
-// ------------------------------------------------------------------ the grid sums' rotation
-// (layout [c][t][g][k], see efa_kernels.h)
-
 // sin and cos of x (|x| < 2^20 rad) to ~1 ulp, branch-free so that `omp simd` vectorises it:
 // x = j π/2 + r (Cody–Waite, π/2 in three parts), the fdlibm polynomials on |r| ≤ π/4, and
 // the quadrant j mod 4 choosing signs and swapping sin and cos
@@ -461,6 +194,341 @@ MLIP_ATTN_INLINE void sincos_reduced(double x, double &s_out, double &c_out)
   s_out = (j & 2) ? -s : s;
   c_out = ((j + 1) & 2) ? -c : c;
 }
+
+// ------------------------------------------------------------------ the switched exact form
+// (efa_kernels.h, PairTiles). Row atom i against a column tile J of kLanes atoms, the tile's
+// atoms in the lanes: distances, the weights W_k = S sinc(ω_k r) (and dW_k/dr) in float64, the
+// channel products, and the sums over a row's partners kept per lane (in registers, or in
+// small L1-resident accumulators [channel][lane]) and reduced once per row. Each row's outputs
+// are its own: a pair (i, j) is visited from both ends, and every visit writes only row i.
+
+// kLanes values of T as one GCC vector (one or two registers; the compiler splits it where the
+// clone's registers are narrower)
+template <typename T> struct LaneVector {
+  typedef T type __attribute__((vector_size(kLanes * sizeof(T))));
+};
+template <typename T> using Lane = typename LaneVector<T>::type;
+
+template <typename T> MLIP_ATTN_INLINE Lane<T> load_lanes(const T *p)
+{
+  Lane<T> v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <typename T> MLIP_ATTN_INLINE void store_lanes(T *p, Lane<T> v)
+{
+  __builtin_memcpy(p, &v, sizeof v);
+}
+
+// W_k = S(r) sinc(ω_k r) into ws[k·L + l] and (wd not nullptr) dW_k/dr into wd, for the
+// lanes' distances r (inv_r = 1/r, 0 at r = 0, where W_k = 1 and dW_k/dr = 0); branch-free over
+// the lanes (`sincos_reduced`), one sincos per lane for arithmetic frequencies
+MLIP_ATTN_INLINE void pair_weights(const Frequencies &f, int64_t K, double r_max, const double *r,
+                                   const double *inv_r, double *ws, double *wd)
+{
+  constexpr int64_t L = kLanes;
+  double S[L], dS[L], c[L], s[L], cd[L], sd[L];
+  if (r_max > 0.0) {   // the C² switch from r_max/2 to r_max (switch_of, without branches)
+    const double r_on = 0.5 * r_max, inv_width = 1.0 / (r_max - r_on);
+#pragma omp simd
+    for (int64_t l = 0; l < L; l++) {
+      const double u = (r[l] - r_on) * inv_width, t = u < 0.0 ? 0.0 : (u > 1.0 ? 1.0 : u);
+      S[l] = 1.0 - t * t * t * (t * (6.0 * t - 15.0) + 10.0);
+      dS[l] = -30.0 * t * t * (1.0 - t) * (1.0 - t) * inv_width;
+    }
+  } else {
+    for (int64_t l = 0; l < L; l++) {
+      S[l] = 1.0;
+      dS[l] = 0.0;
+    }
+  }
+  const bool recursion = f.arithmetic && K > 1;
+  if (recursion) {
+    const double d = f.omega[1] - f.omega[0], w0 = f.omega[0];
+    const bool zero = f.start == Frequencies::Start::zero,
+               step = f.start == Frequencies::Start::step;
+#pragma omp simd
+    for (int64_t l = 0; l < L; l++) {
+      sincos_reduced(d * r[l], sd[l], cd[l]);
+      c[l] = zero ? 1.0 : cd[l];
+      s[l] = zero ? 0.0 : sd[l];
+    }
+    if (!zero && !step) {
+#pragma omp simd
+      for (int64_t l = 0; l < L; l++) sincos_reduced(w0 * r[l], s[l], c[l]);
+    }
+  }
+  for (int64_t k = 0; k < K; k++) {
+    const double w = f.omega[k], iw = f.inverse[k];
+    if (recursion && k > 0) {
+#pragma omp simd
+      for (int64_t l = 0; l < L; l++) {
+        const double cn = c[l] * cd[l] - s[l] * sd[l], sn = s[l] * cd[l] + c[l] * sd[l];
+        c[l] = cn;
+        s[l] = sn;
+      }
+    } else if (!recursion) {
+#pragma omp simd
+      for (int64_t l = 0; l < L; l++) sincos_reduced(w * r[l], s[l], c[l]);
+    }
+    double *wk = ws + k * L, *dk = wd ? wd + k * L : nullptr;
+#pragma omp simd
+    for (int64_t l = 0; l < L; l++) {
+      const double x = w * r[l], x2 = x * x;
+      const bool small = x2 < 1e-4;
+      // the series' divisions as products (vector divisions are slow; ≤ 1 ulp apart)
+      const double sinc = small ? 1.0 - x2 * (1.0 / 6.0) + x2 * x2 * (1.0 / 120.0)
+                                      - x2 * x2 * x2 * (1.0 / 5040.0)
+                                : s[l] * iw * inv_r[l];
+      wk[l] = S[l] * sinc;
+    }
+    if (dk) {
+#pragma omp simd
+      for (int64_t l = 0; l < L; l++) {
+        const double x = w * r[l], x2 = x * x;
+        const bool small = x2 < 1e-4;
+        const double sinc = small ? 1.0 - x2 * (1.0 / 6.0) + x2 * x2 * (1.0 / 120.0)
+                                        - x2 * x2 * x2 * (1.0 / 5040.0)
+                                  : s[l] * iw * inv_r[l];
+        const double dsinc = small ? w * x * (-1.0 / 3.0 + x2 * (1.0 / 30.0)
+                                              - x2 * x2 * (1.0 / 840.0))
+                                   : (c[l] - sinc) * inv_r[l];
+        dk[l] = dS[l] * sinc + S[l] * dsinc;
+      }
+    }
+  }
+}
+
+// r_i − r_j per lane (d, [3][L]), r and 1/r (0 at r = 0) of row atom xi against tile xT
+template <typename T>
+MLIP_ATTN_INLINE void lane_distances(const T *xi, const T *xT, double *d, double *r, double *inv_r)
+{
+  constexpr int64_t L = kLanes;
+  const double x0 = double(xi[0]), x1 = double(xi[1]), x2 = double(xi[2]);
+#pragma omp simd
+  for (int64_t l = 0; l < L; l++) {
+    d[l] = x0 - double(xT[l]);
+    d[L + l] = x1 - double(xT[L + l]);
+    d[2 * L + l] = x2 - double(xT[2 * L + l]);
+    const double r2 = d[l] * d[l] + d[L + l] * d[L + l] + d[2 * L + l] * d[2 * L + l];
+    r[l] = std::sqrt(r2);
+    inv_r[l] = r2 > 0.0 ? 1.0 / r[l] : 0.0;
+  }
+}
+
+// out[k] = Σ_c Σ_t a[c·D + 2k + t] bT[(c·D + 2k + t)·L + ·] for k < K (out: K lanes vectors):
+// every frequency's channel products, a row's features against a tile's, per lane
+template <typename T>
+MLIP_ATTN_INLINE void pair_products(const T *a, const T *bT, int64_t C, int64_t K, Lane<T> *out)
+{
+  constexpr int64_t L = kLanes;
+  const int64_t D = 2 * K;
+  for (int64_t k = 0; k < K; k++) {   // register sums, two chains per frequency
+    Lane<T> s0 = {}, s1 = {};
+    for (int64_t ch = 0; ch < C; ch++) {
+      const int64_t e = ch * D + 2 * k;
+      s0 += a[e] * load_lanes(bT + e * L);
+      s1 += a[e + 1] * load_lanes(bT + (e + 1) * L);
+    }
+    out[k] = s0 + s1;
+  }
+}
+
+// Σ_v a[v] bT[v·L + ·]
+template <typename T> MLIP_ATTN_INLINE Lane<T> lane_dots(const T *a, const T *bT, int64_t V)
+{
+  constexpr int64_t L = kLanes;
+  Lane<T> part[4] = {};   // four independent chains
+  int64_t v = 0;
+  for (; v + 4 <= V; v += 4)
+    for (int64_t u = 0; u < 4; u++) part[u] += a[v + u] * load_lanes(bT + (v + u) * L);
+  for (; v < V; v++) part[0] += a[v] * load_lanes(bT + v * L);
+  return (part[0] + part[1]) + (part[2] + part[3]);
+}
+
+// acc[c·L + ·] += w bT[c·L + ·] for n channels c
+template <typename T>
+MLIP_ATTN_INLINE void lane_axpy(Lane<T> w, const T *bT, int64_t n, T *acc)
+{
+  constexpr int64_t L = kLanes;
+  for (int64_t c = 0; c < n; c++)
+    store_lanes(acc + c * L, load_lanes(acc + c * L) + w * load_lanes(bT + c * L));
+}
+
+// acc[0 : V] += Σ_l a[l] rows[l·V : (l + 1)·V]: the lanes' rows (a tile's features, row-major)
+// weighted by the lanes of a, V in chunks of kLanes held in a register across the lanes
+template <typename T>
+MLIP_ATTN_INLINE void rows_axpy(Lane<T> a, const T *rows, int64_t V, T *acc)
+{
+  constexpr int64_t L = kLanes;
+  T w[L];   // broadcast from memory: one load each, no lane extraction
+  store_lanes(w, a);
+  int64_t v = 0;
+  for (; v + 4 * L <= V; v += 4 * L) {   // four chunks, two chains each: eight independent sums
+    Lane<T> even[4] = {}, odd[4] = {};
+    for (int64_t l = 0; l < L; l += 2)
+      for (int64_t u = 0; u < 4; u++) {
+        even[u] += w[l] * load_lanes(rows + l * V + v + u * L);
+        odd[u] += w[l + 1] * load_lanes(rows + (l + 1) * V + v + u * L);
+      }
+    for (int64_t u = 0; u < 4; u++)
+      store_lanes(acc + v + u * L, load_lanes(acc + v + u * L) + (even[u] + odd[u]));
+  }
+  for (; v + L <= V; v += L) {
+    Lane<T> even = {}, odd = {};
+    for (int64_t l = 0; l < L; l += 2) {
+      even += w[l] * load_lanes(rows + l * V + v);
+      odd += w[l + 1] * load_lanes(rows + (l + 1) * V + v);
+    }
+    store_lanes(acc + v, load_lanes(acc + v) + (even + odd));
+  }
+  for (; v < V; v++) {
+    T sum = acc[v];
+    for (int64_t l = 0; l < L; l++) sum += w[l] * rows[l * V + v];
+    acc[v] = sum;
+  }
+}
+
+// the lanes of W (float64) as T
+template <typename T> MLIP_ATTN_INLINE Lane<T> lanes_of(const double *w)
+{
+  return __builtin_convertvector(load_lanes(w), Lane<T>);
+}
+
+// out[c] = Σ_l acc[c·L + l] for n channels
+template <typename T> MLIP_ATTN_INLINE void lane_sums(const T *acc, int64_t n, T *out)
+{
+  constexpr int64_t L = kLanes;
+  for (int64_t c = 0; c < n; c++) {
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t l = 0; l < L; l++) sum += acc[c * L + l];
+    out[c] = sum;
+  }
+}
+
+template <typename T>
+MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, const PairTiles<T> &tiles,
+                                         int64_t begin, int64_t end, T *y)
+{
+  constexpr int64_t L = kLanes;
+  const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
+  std::vector<double> ws(K * L);
+  double d[3 * L], r[L], inv_r[L];
+  Lane<T> prod[kMaxK];
+  for (int64_t I = begin; I < end; I++) {
+    for (int64_t slot = 0; slot < L; slot++) {
+      const int64_t i = tiles.atoms[I * L + slot];
+      if (i >= 0) std::fill(y + i * V, y + (i + 1) * V, T(0));
+    }
+    // column tiles outside, the row tile's atoms inside: a column tile's data is read from
+    // memory once per row tile and then from L1
+    for (int64_t n = tiles.start[I]; n < tiles.start[I + 1]; n++) {
+      const int64_t J = tiles.nbr[n];
+      const T *kT = tiles.k.data() + J * P * L, *xT = tiles.x.data() + J * 3 * L;
+      const T *vR = tiles.v_rows.data() + J * L * V;
+      for (int64_t slot = 0; slot < L; slot++) {
+        const int64_t i = tiles.atoms[I * L + slot];
+        if (i < 0) continue;
+        lane_distances(p.positions + 3 * i, xT, d, r, inv_r);
+        pair_weights(*p.freq, K, p.r_max, r, inv_r, ws.data(), nullptr);
+        pair_products(p.q + i * P, kT, C, K, prod);   // ⟨q_i, k_j⟩_k
+        Lane<T> a = {};
+        for (int64_t k = 0; k < K; k++) a += lanes_of<T>(ws.data() + k * L) * prod[k];   // A_ij
+        rows_axpy(a, vR, V, y + i * V);   // y_i += Σ_j A_ij v_j
+      }
+    }
+  }
+}
+
+template <typename T>
+MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> &tiles,
+                                          int64_t begin, int64_t end, const T *g_y, T *g_q,
+                                          T *g_k, T *g_val, T *g_pos)
+{
+  constexpr int64_t L = kLanes, R = kBackwardRows;
+  const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
+  // per-lane sums of R rows at a time ([row][channel][lane]); a column tile's data is read from
+  // memory once per R rows and then from L1
+  std::vector<T> aq(g_q ? R * P * L : 0), ak(g_k ? R * P * L : 0);
+  std::vector<double> ws(K * L), wd(g_pos ? K * L : 0), gp(R * 3 * L);
+  double d[3 * L], r[L], inv_r[L];
+  Lane<T> p_ij[kMaxK], p_ji[kMaxK];
+  for (int64_t I = begin; I < end; I++)
+    for (int64_t first = 0; first < L; first += R) {
+      std::fill(aq.begin(), aq.end(), T(0));
+      std::fill(ak.begin(), ak.end(), T(0));
+      std::fill(gp.begin(), gp.end(), 0.0);
+      for (int64_t slot = first; slot < first + R; slot++) {
+        const int64_t i = tiles.atoms[I * L + slot];
+        if (g_val && i >= 0) std::fill(g_val + i * V, g_val + (i + 1) * V, T(0));
+      }
+      for (int64_t n = tiles.start[I]; n < tiles.start[I + 1]; n++) {
+        const int64_t J = tiles.nbr[n];
+        const T *kT = tiles.k.data() + J * P * L, *qT = tiles.q.data() + J * P * L;
+        const T *vT = tiles.v.data() + J * V * L, *gT = tiles.g.data() + J * V * L;
+        const T *gR = tiles.g_rows.data() + J * L * V, *xT = tiles.x.data() + J * 3 * L;
+        for (int64_t row = 0; row < R; row++) {
+          const int64_t i = tiles.atoms[I * L + first + row];
+          if (i < 0) continue;
+          const T *qi = p.q + i * P, *ki = p.k + i * P, *vi = p.val + i * V, *gyi = g_y + i * V;
+          T *aqi = g_q ? aq.data() + row * P * L : nullptr, *aki = g_k ? ak.data() + row * P * L : nullptr;
+          double *gpi = gp.data() + row * 3 * L;
+          lane_distances(p.positions + 3 * i, xT, d, r, inv_r);
+          pair_weights(*p.freq, K, p.r_max, r, inv_r, ws.data(), g_pos ? wd.data() : nullptr);
+          const Lane<T> g_ij = lane_dots(gyi, vT, V);   // dL/dA_ij = g_y_i · v_j
+          const Lane<T> g_ji = lane_dots(vi, gT, V);    // dL/dA_ji = g_y_j · v_i
+          Lane<T> a_ji = {}, dA = {};
+          if (g_val || g_pos) pair_products(ki, qT, C, K, p_ji);   // ⟨q_j, k_i⟩_k
+          if (g_pos) pair_products(qi, kT, C, K, p_ij);            // ⟨q_i, k_j⟩_k
+          for (int64_t k = 0; k < K; k++) {
+            const Lane<T> wk = lanes_of<T>(ws.data() + k * L);
+            if (g_q) {   // g_q_i += Σ_j g_ij W_k k_j
+              const Lane<T> w = g_ij * wk;
+              for (int64_t ch = 0; ch < C; ch++)
+                lane_axpy<T>(w, kT + (ch * D + 2 * k) * L, 2, aqi + (ch * D + 2 * k) * L);
+            }
+            if (g_k) {   // g_k_i += Σ_j g_ji W_k q_j
+              const Lane<T> w = g_ji * wk;
+              for (int64_t ch = 0; ch < C; ch++)
+                lane_axpy<T>(w, qT + (ch * D + 2 * k) * L, 2, aki + (ch * D + 2 * k) * L);
+            }
+            if (g_val || g_pos) a_ji += wk * p_ji[k];
+            if (g_pos)   // dA_ij/dr, dA_ji/dr weighted by their gradients
+              dA += lanes_of<T>(wd.data() + k * L) * (g_ij * p_ij[k] + g_ji * p_ji[k]);
+          }
+          if (g_val) rows_axpy(a_ji, gR, V, g_val + i * V);   // g_val_i += Σ_j A_ji g_y_j
+          if (g_pos) {   // g_r_i += Σ_j (g_ij dA_ij/dr + g_ji dA_ji/dr) (r_i − r_j)/r
+            double f[L];
+            store_lanes(f, __builtin_convertvector(dA, Lane<double>));
+#pragma omp simd
+            for (int64_t l = 0; l < L; l++) {
+              const double fl = f[l] * inv_r[l];
+              gpi[l] += fl * d[l];
+              gpi[L + l] += fl * d[L + l];
+              gpi[2 * L + l] += fl * d[2 * L + l];
+            }
+          }
+        }
+      }
+      for (int64_t row = 0; row < R; row++) {
+        const int64_t i = tiles.atoms[I * L + first + row];
+        if (i < 0) continue;
+        if (g_q) lane_sums(aq.data() + row * P * L, P, g_q + i * P);
+        if (g_k) lane_sums(ak.data() + row * P * L, P, g_k + i * P);
+        if (g_pos)
+          for (int c = 0; c < 3; c++) {
+            double sum = 0.0;
+            for (int64_t l = 0; l < L; l++) sum += gp[(row * 3 + c) * L + l];
+            g_pos[3 * i + c] = T(sum);
+          }
+      }
+    }
+}
+
+// ------------------------------------------------------------------ the grid sums' rotation
+// (layout [c][t][g][k], see efa_kernels.h)
 
 // One atom's table, layout [k][g]: Ct[k G + g] = s_g cos θ, St[k G + g] = s_g sin θ,
 // θ = ω_k t_g, t_g = u_g · r; vectorised over the grid directions. Arithmetic frequencies take
@@ -636,11 +704,13 @@ MLIP_ATTN_DISPATCH(grid_rotate, (const Rotation<T> &r, int64_t b, int64_t e, T *
 MLIP_ATTN_DISPATCH(grid_rotate_backward,
                    (const Rotation<T> &r, int64_t b, int64_t e, const T *g, T *gx, T *gc, T *rows),
                    (r, b, e, g, gx, gc, rows))
-MLIP_ATTN_DISPATCH(pairs_forward, (const Pairs<T> &p, int64_t b, int64_t e, T *y), (p, b, e, y))
+MLIP_ATTN_DISPATCH(pairs_forward,
+                   (const Pairs<T> &p, const PairTiles<T> &t, int64_t b, int64_t e, T *y),
+                   (p, t, b, e, y))
 MLIP_ATTN_DISPATCH(pairs_backward,
-                   (const Pairs<T> &p, int64_t b, int64_t e, const T *gy, T *gq, T *gk,
-                    T *gv, T *gp),
-                   (p, b, e, gy, gq, gk, gv, gp))
+                   (const Pairs<T> &p, const PairTiles<T> &t, int64_t b, int64_t e, const T *gy,
+                    T *gq, T *gk, T *gv, T *gp),
+                   (p, t, b, e, gy, gq, gk, gv, gp))
 
 }    // namespace
 
@@ -685,16 +755,126 @@ void grid_rotate_backward(const Rotation<T> &grid, int64_t begin, int64_t end, c
 }
 
 template <typename T>
-void pairs_forward(const Pairs<T> &p, int64_t begin, int64_t end, T *y)
+void pairs_forward(const Pairs<T> &p, const PairTiles<T> &tiles, int64_t begin, int64_t end, T *y)
 {
-  pairs_forward_any<T>(p, begin, end, y);
+  pairs_forward_any<T>(p, tiles, begin, end, y);
 }
 
 template <typename T>
-void pairs_backward(const Pairs<T> &p, int64_t begin, int64_t end, const T *g_y, T *g_q, T *g_k,
-                    T *g_val, T *g_pos)
+void pairs_backward(const Pairs<T> &p, const PairTiles<T> &tiles, int64_t begin, int64_t end,
+                    const T *g_y, T *g_q, T *g_k, T *g_val, T *g_pos)
 {
-  pairs_backward_any<T>(p, begin, end, g_y, g_q, g_k, g_val, g_pos);
+  pairs_backward_any<T>(p, tiles, begin, end, g_y, g_q, g_k, g_val, g_pos);
+}
+
+// 30-bit Morton code of a position quantised to 1,024 steps per axis of its structure's box
+MLIP_ATTN_INLINE uint64_t spread_bits(uint64_t v)
+{
+  v &= 0x3ff;
+  v = (v | (v << 16)) & 0x30000ff;
+  v = (v | (v << 8)) & 0x300f00f;
+  v = (v | (v << 4)) & 0x30c30c3;
+  v = (v | (v << 2)) & 0x9249249;
+  return v;
+}
+
+template <typename T>
+PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g_y)
+{
+  constexpr int64_t L = kPairLanes;
+  const int64_t P = p.C * p.D, V = p.V;
+  // atoms sorted by structure, then along a Morton curve: a tile's atoms lie close together
+  std::vector<double> lo(3 * B, 1e300), hi(3 * B, -1e300);
+  for (int64_t i = 0; i < N; i++)
+    for (int d = 0; d < 3; d++) {
+      lo[3 * p.batch[i] + d] = std::min(lo[3 * p.batch[i] + d], double(p.positions[3 * i + d]));
+      hi[3 * p.batch[i] + d] = std::max(hi[3 * p.batch[i] + d], double(p.positions[3 * i + d]));
+    }
+  std::vector<uint64_t> key(N);
+  for (int64_t i = 0; i < N; i++) {
+    const int64_t b = p.batch[i];
+    uint64_t code = 0;
+    for (int d = 0; d < 3; d++) {
+      const double span = hi[3 * b + d] - lo[3 * b + d];
+      const double u = span > 0.0 ? (double(p.positions[3 * i + d]) - lo[3 * b + d]) / span : 0.0;
+      code |= spread_bits(uint64_t(std::min(1023.0, std::max(0.0, u * 1024.0)))) << d;
+    }
+    key[i] = code;
+  }
+  std::vector<int64_t> order(N);
+  for (int64_t i = 0; i < N; i++) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return p.batch[a] != p.batch[b] ? p.batch[a] < p.batch[b] : key[a] < key[b];
+  });
+  // tiles: runs of at most L sorted atoms of one structure, padded with −1
+  PairTiles<T> t;
+  std::vector<int64_t> structure;
+  std::vector<double> box;   // (tiles, 6): lower and upper corner
+  for (int64_t s = 0; s < N;) {
+    int64_t e = s + 1;
+    while (e < N && e - s < L && p.batch[order[e]] == p.batch[order[s]]) e++;
+    double b[6] = {1e300, 1e300, 1e300, -1e300, -1e300, -1e300};
+    for (int64_t a = s; a < e; a++)
+      for (int d = 0; d < 3; d++) {
+        b[d] = std::min(b[d], double(p.positions[3 * order[a] + d]));
+        b[3 + d] = std::max(b[3 + d], double(p.positions[3 * order[a] + d]));
+      }
+    for (int64_t a = 0; a < L; a++) t.atoms.push_back(s + a < e ? order[s + a] : -1);
+    structure.push_back(p.batch[order[s]]);
+    box.insert(box.end(), b, b + 6);
+    s = e;
+  }
+  t.count = int64_t(structure.size());
+  // each row tile's column tiles: its structure's tiles whose boxes come within r_max
+  t.start.assign(t.count + 1, 0);
+  for (int64_t I = 0; I < t.count; I++) {
+    for (int64_t J = 0; J < t.count; J++) {
+      if (structure[J] != structure[I]) continue;
+      if (p.r_max > 0.0) {
+        double gap2 = 0.0;
+        for (int d = 0; d < 3; d++) {
+          const double gap = std::max({0.0, box[6 * J + d] - box[6 * I + 3 + d],
+                                       box[6 * I + d] - box[6 * J + 3 + d]});
+          gap2 += gap * gap;
+        }
+        if (gap2 >= p.r_max * p.r_max) continue;   // S = 0 for every pair of the two tiles
+      }
+      t.nbr.push_back(J);
+    }
+    t.start[I + 1] = int64_t(t.nbr.size());
+  }
+  // the tiles' features transposed, [channel][lane]; padding lanes: zero features and the
+  // position of the tile's first atom (finite distances; their products are zero)
+  auto pack = [&](const T *src, int64_t width, std::vector<T> &out) {
+    out.assign(t.count * width * L, T(0));
+    for (int64_t J = 0; J < t.count; J++)
+      for (int64_t l = 0; l < L; l++) {
+        const int64_t j = t.atoms[J * L + l];
+        if (j < 0) continue;
+        for (int64_t c = 0; c < width; c++) out[(J * width + c) * L + l] = src[j * width + c];
+      }
+  };
+  pack(p.positions, 3, t.x);
+  for (int64_t J = 0; J < t.count; J++)
+    for (int64_t l = 0; l < L; l++)
+      if (t.atoms[J * L + l] < 0)
+        for (int d = 0; d < 3; d++) t.x[(J * 3 + d) * L + l] = t.x[(J * 3 + d) * L];
+  // and row-major, [lane][channel] (zero rows in padding lanes)
+  auto rows = [&](const T *src, int64_t width, std::vector<T> &out) {
+    out.assign(t.count * L * width, T(0));
+    for (int64_t a = 0; a < t.count * L; a++)
+      if (t.atoms[a] >= 0) std::copy(src + t.atoms[a] * width, src + (t.atoms[a] + 1) * width,
+                                     out.begin() + a * width);
+  };
+  pack(p.k, P, t.k);
+  rows(p.val, V, t.v_rows);
+  if (g_y) {
+    pack(p.q, P, t.q);
+    pack(p.val, V, t.v);
+    pack(g_y, V, t.g);
+    rows(g_y, V, t.g_rows);
+  }
+  return t;
 }
 
 template <typename T>
@@ -761,9 +941,11 @@ Cells build_cells(const T *positions, const int64_t *batch, int64_t N, int64_t B
   template void grid_rotate_backward<T>(const Rotation<T> &, int64_t, int64_t, const T *, T *,  \
                                         T *, T *);                                          \
   template Cells build_cells<T>(const T *, const int64_t *, int64_t, int64_t, double);      \
-  template void pairs_forward<T>(const Pairs<T> &, int64_t, int64_t, T *);                  \
-  template void pairs_backward<T>(const Pairs<T> &, int64_t, int64_t, const T *, T *, T *,  \
-                                  T *, T *);
+  template PairTiles<T> plan_pair_tiles<T>(const Pairs<T> &, int64_t, int64_t, const T *);   \
+  template void pairs_forward<T>(const Pairs<T> &, const PairTiles<T> &, int64_t, int64_t,    \
+                                 T *);                                                       \
+  template void pairs_backward<T>(const Pairs<T> &, const PairTiles<T> &, int64_t, int64_t,   \
+                                  const T *, T *, T *, T *, T *);
 MLIP_ATTN_INSTANTIATE(float)
 MLIP_ATTN_INSTANTIATE(double)
 

@@ -11,14 +11,15 @@
  *    r = |r_m − r_n| < r_max (n = m included),
  *        A_mn = S(r) Σ_k sinc(ω_k r) Σ_c Σ_t q[m, c, 2k+t] k[n, c, 2k+t],   y_m = Σ_n A_mn v_n,
  *    S the C² switch from r_max/2 to r_max (mlip_attn/nn/switching.py); r_max ≤ 0: every pair
- *    of the structure and S = 1 (the unswitched exact form). Pairs are found with a cell list
- *    (cells ≥ r_max wide) and never stored: O(N) memory, O(pairs·(C·D + V)) time; the N×N×K
- *    tensors of the ATen form are never formed. Each unordered pair is visited once (one
- *    sincos, one switch) and gives both directions; first derivatives g_q, g_k, g_v, g_r.
+ *    of the structure and S = 1 (the unswitched exact form). Atoms go in tiles of 16 along a
+ *    Morton curve; a row atom meets a column tile whose box comes within r_max with the tile's
+ *    atoms in the vector lanes (PairTiles), so the loops vectorise over partners and nothing
+ *    per pair is stored: O(N) memory, O(pairs·(C·D + V)) time; the N×N×K tensors of the ATen
+ *    form are never formed. Every pair is visited from both ends, each visit writing only its
+ *    own row (no per-thread buffers); first derivatives g_q, g_k, g_v, g_r.
  *
- * Every function works on a range of atoms [begin, end). The rotation writes only those atoms'
- * rows; the pair loops also add into their partners' rows, so the caller (efa_ops.cpp) gives
- * each thread zeroed buffers of its own and sums them. Layouts row-major and contiguous. Angles, sinc and
+ * Every function works on a range of atoms [begin, end) (the pair loops: of row tiles) and
+ * writes only those atoms' rows. Layouts row-major and contiguous. Angles, sinc and
  * switch values are computed in float64 for either T. No torch in here (-O3, AVX2 / AVX-512
  * clones chosen at run time).
  */
@@ -91,19 +92,39 @@ template <typename T> struct Pairs {
   const T *q = nullptr, *k = nullptr;    // (N, C·D)
   const T *val = nullptr;                // (N, V)
   const T *positions = nullptr;          // (N, 3) Å
-  const int64_t *batch = nullptr;        // (N,)
+  const int64_t *batch = nullptr;        // (N,), any order
   const Frequencies *freq = nullptr;     // K = D / 2
-  const Cells *cells = nullptr;
   double r_max = 0.0;                    // ≤ 0: no switch, every pair of a structure
   int64_t C = 0, D = 0, V = 0;
 };
 
-// y (N, V), zeroed by the caller: summed into (the range's atoms and their partners)
-template <typename T> void pairs_forward(const Pairs<T> &p, int64_t begin, int64_t end, T *y);
-// g_y (N, V) -> g_q, g_k (N, C·D), g_val (N, V), g_positions (N, 3), zeroed by the caller and
-// summed into, each nullptr if not wanted
-template <typename T> void pairs_backward(const Pairs<T> &p, int64_t begin, int64_t end,
-                                          const T *g_y, T *g_q, T *g_k, T *g_val, T *g_pos);
+// The pair loops' plan: atoms sorted by structure and along a Morton curve into tiles of
+// kPairLanes (the lanes of the loops), each row tile with the column tiles of its structure
+// whose bounding boxes come within r_max (all of them for r_max ≤ 0), and the tiles'
+// positions and features transposed to [channel][lane] (zero in padding lanes). O(N) memory
+// (the tile pairs, O(tiles²) to find, are the only list). A pair (i, j) is visited from row i
+// and from row j; every visit writes its row only, so ranges of row tiles run in parallel.
+constexpr int64_t kPairLanes = 16;
+template <typename T> struct PairTiles {
+  int64_t count = 0;
+  std::vector<int64_t> atoms;         // (count · kPairLanes), −1 in padding lanes
+  std::vector<int64_t> start, nbr;    // CSR: row tile I's column tiles nbr[start[I] : start[I + 1]]
+  std::vector<T> x, q, k, v, g;       // per tile (3 | C·D | C·D | V | V) × kPairLanes; q, v and
+                                      // g (g_y) only for a backward
+  std::vector<T> v_rows, g_rows;      // per tile kPairLanes × V, row-major; g_rows: backward
+};
+// g_y (N, V) for a backward, else nullptr
+template <typename T> PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B,
+                                                   const T *g_y);
+
+// y (N, V): the rows of the atoms in row tiles [begin, end) written
+template <typename T> void pairs_forward(const Pairs<T> &p, const PairTiles<T> &tiles,
+                                         int64_t begin, int64_t end, T *y);
+// g_y (N, V) -> g_q, g_k (N, C·D), g_val (N, V), g_positions (N, 3): the rows of the atoms in
+// row tiles [begin, end) written, each nullptr if not wanted (the plan made with g_y)
+template <typename T> void pairs_backward(const Pairs<T> &p, const PairTiles<T> &tiles,
+                                          int64_t begin, int64_t end, const T *g_y, T *g_q,
+                                          T *g_k, T *g_val, T *g_pos);
 
 }    // namespace mlip_attn_efa
 

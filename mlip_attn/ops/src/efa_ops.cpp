@@ -229,11 +229,10 @@ std::tuple<Tensor, Tensor> rotate_backward(const Tensor &grad, const Tensor &x,
 
 template <typename T>
 efa::Pairs<T> pairs_of(const Tensor &q, const Tensor &k, const Tensor &val, const Tensor &pos,
-                       const Tensor &batch, const efa::Frequencies &freq, const efa::Cells &cells,
-                       double r_max)
+                       const Tensor &batch, const efa::Frequencies &freq, double r_max)
 {
   return efa::Pairs<T>{q.data_ptr<T>(), k.data_ptr<T>(), val.data_ptr<T>(), pos.data_ptr<T>(),
-                       batch.data_ptr<int64_t>(), &freq, &cells, r_max, q.size(1), q.size(2),
+                       batch.data_ptr<int64_t>(), &freq, r_max, q.size(1), q.size(2),
                        val.size(1)};
 }
 
@@ -262,18 +261,18 @@ Tensor pairs_forward(const Tensor &q, const Tensor &k, const Tensor &val,
   const Tensor vc = val.to(q.dtype()).contiguous(), pc = positions.to(q.dtype()).contiguous();
   const Tensor bc = batch.to(at::kLong).contiguous();
   const int64_t N = q.size(0), B = N > 0 ? bc.max().item<int64_t>() + 1 : 0;
+  TORCH_CHECK(N == 0 || bc.min().item<int64_t>() >= 0,
+              "mlip_attn::efa_pair_attention: batch entries must be >= 0");
   const efa::Frequencies freq(doubles(omega));
-  const int64_t slots = at::get_num_threads();
-  Tensor y = at::zeros({slots, N, val.size(1)}, q.options());   // one buffer per thread
+  Tensor y = at::empty({N, val.size(1)}, q.options());   // every row written by its tile
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention", [&] {
-    const efa::Cells cells = efa::build_cells<scalar_t>(pc.data_ptr<scalar_t>(),
-                                                        bc.data_ptr<int64_t>(), N, B, r_max);
-    const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, cells, r_max);
-    at::parallel_for(0, N, 8, [&](int64_t b, int64_t e) {
-      efa::pairs_forward(p, b, e, y[at::get_thread_num()].data_ptr<scalar_t>());
+    const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, r_max);
+    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, nullptr);
+    at::parallel_for(0, tiles.count, 1, [&](int64_t b, int64_t e) {
+      efa::pairs_forward(p, tiles, b, e, y.data_ptr<scalar_t>());
     });
   });
-  return slots == 1 ? y[0] : y.sum(0);
+  return y;
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
@@ -300,35 +299,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
   const Tensor gc = g_y.to(q.dtype()).contiguous(), bc = batch.to(at::kLong).contiguous();
   const int64_t N = q.size(0), B = N > 0 ? bc.max().item<int64_t>() + 1 : 0;
   const efa::Frequencies freq(doubles(omega));
-  // one zeroed buffer per thread (the loops add into partners' rows), summed afterwards
-  const int64_t slots = at::get_num_threads(), P = q.size(1) * q.size(2);
-  auto buffer = [&](int64_t need, int64_t width) {
-    return need ? at::zeros({slots, N, width}, q.options()) : empty;
+  const int64_t P = q.size(1) * q.size(2);
+  auto rows = [&](int64_t need, int64_t width) {   // every row written by its tile
+    return need ? at::empty({N, width}, q.options()) : empty;
   };
-  Tensor g_q = buffer(needs[0], P), g_k = buffer(needs[1], P), g_v = buffer(needs[2], val.size(1));
-  Tensor g_p = buffer(needs[3], 3);
+  Tensor g_q = rows(needs[0], P), g_k = rows(needs[1], P), g_v = rows(needs[2], val.size(1));
+  Tensor g_p = rows(needs[3], 3);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention_backward", [&] {
-    const efa::Cells cells = efa::build_cells<scalar_t>(pc.data_ptr<scalar_t>(),
-                                                        bc.data_ptr<int64_t>(), N, B, r_max);
-    const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, cells, r_max);
+    const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, r_max);
     const scalar_t *gy = gc.data_ptr<scalar_t>();
-    at::parallel_for(0, N, 8, [&](int64_t b, int64_t e) {
-      const int64_t t = at::get_thread_num();
-      auto ptr = [&](Tensor &x, int64_t need) {
-        return need ? x[t].data_ptr<scalar_t>() : nullptr;
-      };
-      efa::pairs_backward(p, b, e, gy, ptr(g_q, needs[0]), ptr(g_k, needs[1]),
+    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, gy);
+    auto ptr = [&](Tensor &x, int64_t need) { return need ? x.data_ptr<scalar_t>() : nullptr; };
+    at::parallel_for(0, tiles.count, 1, [&](int64_t b, int64_t e) {
+      efa::pairs_backward(p, tiles, b, e, gy, ptr(g_q, needs[0]), ptr(g_k, needs[1]),
                           ptr(g_v, needs[2]), ptr(g_p, needs[3]));
     });
   });
-  auto total = [&](const Tensor &x, int64_t need) {
-    return !need ? empty : (slots == 1 ? x[0] : x.sum(0));
-  };
-  auto shaped = [&](const Tensor &x, int64_t need) {
-    return need ? total(x, 1).view(q.sizes()) : empty;
-  };
-  return {shaped(g_q, needs[0]), shaped(g_k, needs[1]),
-          total(g_v, needs[2]), needs[3] ? total(g_p, 1).to(positions.dtype()) : empty};
+  auto shaped = [&](const Tensor &x, int64_t need) { return need ? x.view(q.sizes()) : empty; };
+  return {shaped(g_q, needs[0]), shaped(g_k, needs[1]), needs[2] ? g_v : empty,
+          needs[3] ? g_p.to(positions.dtype()) : empty};
 }
 
 // ------------------------------------------------------------------ the Lebedev form's grid
@@ -537,7 +526,8 @@ std::tuple<Tensor, Tensor, Tensor> grid_apply_backward(
   }
   const GridInputs in(q, centred, dirs, omega, scale, batch);
   const Tensor gy = g_y.to(q.dtype()).contiguous();
-  const Tensor St = sums.to(q.dtype()).transpose(1, 2).contiguous();   // (B, V, P)
+  // (B, V, P) as a transposed view: MKL takes the transpose, no copy of S
+  const Tensor St = sums.to(q.dtype()).contiguous().transpose(1, 2);
   const int64_t N = q.size(0), B = St.size(0), P = St.size(2), slots = at::get_num_threads();
   const auto tiles = grid_tiles(in.batch, B);
   Tensor g_q = needs[0] ? at::empty_like(in.x) : empty;
@@ -576,7 +566,7 @@ std::tuple<Tensor, Tensor, Tensor> grid_sums_backward(
   }
   const GridInputs in(k, centred, dirs, omega, scale, batch);
   const Tensor gS = g_sums.to(k.dtype()).contiguous(), vc = val.to(k.dtype()).contiguous();
-  const Tensor gSt = needs[0] || needs[1] ? gS.transpose(1, 2).contiguous() : gS;   // (B, V, P)
+  const Tensor gSt = gS.transpose(1, 2);   // (B, V, P), a view: MKL takes the transpose
   const int64_t N = k.size(0), P = gS.size(1);
   const auto tiles = grid_tiles(in.batch, gS.size(0));
   Tensor g_k = needs[0] ? at::empty_like(in.x) : empty;
