@@ -224,9 +224,13 @@ def test_pair_attention_equals_the_dense_form(ops, r_max, physics):
     """Within r_max (several cells at 3 Å), unswitched (r_max = 0) and beyond every distance;
     two structures: values and all four gradients equal the dense N×N×K form to 1e-12."""
     q, k, val, pos, batch = pair_inputs()
-    omega = omega_of(q.shape[2], physics)
+    assert_pairs_equal_dense(q, k, val, pos, batch, omega_of(q.shape[2], physics), r_max)
+
+
+def assert_pairs_equal_dense(q, k, val, pos, batch, omega, r_max):
+    """efa_pair_attention's values and all four gradients equal the dense form to 1e-12."""
     got = torch.ops.mlip_attn.efa_pair_attention(q, k, val, pos, batch, omega, r_max)
-    want = _dense_attention(q, k, val, pos, omega, batch, 2, r_max)
+    want = _dense_attention(q, k, val, pos, omega, batch, int(batch.max()) + 1, r_max)
     scaled_close(got, want, 1e-12)
     g = torch.randn_like(want)
     for a, b in zip(torch.autograd.grad(got, (q, k, val, pos), g),
@@ -244,15 +248,7 @@ def test_pair_attention_over_many_tiles_and_interleaved_structures(ops, r_max):
         pos[18:37, 0] += 40.0
     order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(1))
     q, k, val, pos = (t.detach()[order].requires_grad_(True) for t in (q, k, val, pos))
-    batch = batch[order]
-    omega = omega_of(q.shape[2])
-    got = torch.ops.mlip_attn.efa_pair_attention(q, k, val, pos, batch, omega, r_max)
-    want = _dense_attention(q, k, val, pos, omega, batch, 3, r_max)
-    scaled_close(got, want, 1e-12)
-    g = torch.randn_like(want)
-    for a, b in zip(torch.autograd.grad(got, (q, k, val, pos), g),
-                    torch.autograd.grad(want, (q, k, val, pos), g)):
-        scaled_close(a, b, 1e-12)
+    assert_pairs_equal_dense(q, k, val, pos, batch[order], omega_of(q.shape[2]), r_max)
 
 
 @pytest.mark.parametrize("r_max", [0.0, 5.0])

@@ -195,6 +195,26 @@ MLIP_ATTN_INLINE void sincos_reduced(double x, double &s_out, double &c_out)
   c_out = ((j + 1) & 2) ? -c : c;
 }
 
+// the angle-addition step to the next arithmetic frequency, n values in place:
+// (c, s) ← (c cd − s sd, s cd + c sd)
+MLIP_ATTN_INLINE void next_angles(double *c, double *s, const double *cd, const double *sd,
+                                  int64_t n)
+{
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) {
+    const double cn = c[i] * cd[i] - s[i] * sd[i], sn = s[i] * cd[i] + c[i] * sd[i];
+    c[i] = cn;
+    s[i] = sn;
+  }
+}
+
+// s, c = sin, cos(w t) for n values of t
+MLIP_ATTN_INLINE void sincos_of(double w, const double *t, double *s, double *c, int64_t n)
+{
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) sincos_reduced(w * t[i], s[i], c[i]);
+}
+
 // ------------------------------------------------------------------ the switched exact form
 // (efa_kernels.h, PairTiles). Row atom i against a column tile J of kLanes atoms, the tile's
 // atoms in the lanes: distances, the weights W_k = S sinc(ω_k r) (and dW_k/dr) in float64, the
@@ -254,24 +274,12 @@ MLIP_ATTN_INLINE void pair_weights(const Frequencies &f, int64_t K, double r_max
       c[l] = zero ? 1.0 : cd[l];
       s[l] = zero ? 0.0 : sd[l];
     }
-    if (!zero && !step) {
-#pragma omp simd
-      for (int64_t l = 0; l < L; l++) sincos_reduced(w0 * r[l], s[l], c[l]);
-    }
+    if (!zero && !step) sincos_of(w0, r, s, c, L);
   }
   for (int64_t k = 0; k < K; k++) {
     const double w = f.omega[k], iw = f.inverse[k];
-    if (recursion && k > 0) {
-#pragma omp simd
-      for (int64_t l = 0; l < L; l++) {
-        const double cn = c[l] * cd[l] - s[l] * sd[l], sn = s[l] * cd[l] + c[l] * sd[l];
-        c[l] = cn;
-        s[l] = sn;
-      }
-    } else if (!recursion) {
-#pragma omp simd
-      for (int64_t l = 0; l < L; l++) sincos_reduced(w * r[l], s[l], c[l]);
-    }
+    if (recursion && k > 0) next_angles(c, s, cd, sd, L);
+    else if (!recursion) sincos_of(w, r, s, c, L);
     double *wk = ws + k * L, *dk = wd ? wd + k * L : nullptr;
 #pragma omp simd
     for (int64_t l = 0; l < L; l++) {
@@ -282,15 +290,7 @@ MLIP_ATTN_INLINE void pair_weights(const Frequencies &f, int64_t K, double r_max
                                       - x2 * x2 * x2 * (1.0 / 5040.0)
                                 : s[l] * iw * inv_r[l];
       wk[l] = S[l] * sinc;
-    }
-    if (dk) {
-#pragma omp simd
-      for (int64_t l = 0; l < L; l++) {
-        const double x = w * r[l], x2 = x * x;
-        const bool small = x2 < 1e-4;
-        const double sinc = small ? 1.0 - x2 * (1.0 / 6.0) + x2 * x2 * (1.0 / 120.0)
-                                        - x2 * x2 * x2 * (1.0 / 5040.0)
-                                  : s[l] * iw * inv_r[l];
+      if (dk) {   // the same for every lane: the loop is split on it, not branched per lane
         const double dsinc = small ? w * x * (-1.0 / 3.0 + x2 * (1.0 / 30.0)
                                               - x2 * x2 * (1.0 / 840.0))
                                    : (c[l] - sinc) * inv_r[l];
@@ -555,25 +555,13 @@ MLIP_ATTN_INLINE void grid_table(const Rotation<T> &grid, const T *r, double *wo
       c[g] = zero ? 1.0 : cd[g];
       s[g] = zero ? 0.0 : sd[g];
     }
-    if (!zero && !step) {   // ω_0 = any
-#pragma omp simd
-      for (int64_t g = 0; g < G; g++) sincos_reduced(w0 * t[g], s[g], c[g]);
-    }
+    if (!zero && !step) sincos_of(w0, t, s, c, G);   // ω_0 = any
   }
   for (int64_t k = 0; k < K; k++) {
     T *ck = Ct + k * G, *sk = St + k * G;
     const double wk = f.omega[k];
-    if (recursion && k > 0) {
-#pragma omp simd
-      for (int64_t g = 0; g < G; g++) {
-        const double cn = c[g] * cd[g] - s[g] * sd[g], sn = s[g] * cd[g] + c[g] * sd[g];
-        c[g] = cn;
-        s[g] = sn;
-      }
-    } else if (!recursion) {
-#pragma omp simd
-      for (int64_t g = 0; g < G; g++) sincos_reduced(wk * t[g], s[g], c[g]);
-    }
+    if (recursion && k > 0) next_angles(c, s, cd, sd, G);
+    else if (!recursion) sincos_of(wk, t, s, c, G);
 #pragma omp simd
     for (int64_t g = 0; g < G; g++) {
       ck[g] = T(w[g] * c[g]);
