@@ -43,23 +43,6 @@ MLIP_ATTN_INLINE void angles(const Frequencies &f, int64_t K, double t, double *
   for (int64_t k = 0; k < K; k++) ::sincos(f.omega[k] * t, &s[k], &c[k]);
 }
 
-// the C² switch S(r) from r_max/2 to r_max and dS/dr (r_max ≤ 0: 1 and 0)
-MLIP_ATTN_INLINE void switch_of(double r, double r_max, double &S, double &dS)
-{
-  S = 1.0;
-  dS = 0.0;
-  if (r_max <= 0.0) return;
-  const double r_on = 0.5 * r_max, width = r_max - r_on;
-  const double t = (r - r_on) / width;
-  if (t <= 0.0) return;
-  if (t >= 1.0) {
-    S = 0.0;
-    return;
-  }
-  S = 1.0 - t * t * t * (t * (6.0 * t - 15.0) + 10.0);
-  dS = -30.0 * t * t * (1.0 - t) * (1.0 - t) / width;
-}
-
 // per grid direction: CC[e] = s cos θ_k, SS[e] = ∓ s sin θ_k (− for e = 2k, + for 2k + 1),
 // so out[e] = x[e] CC[e] + x[e ^ 1] SS[e]; for the backward SN[e] = s sin θ_k and
 // TT[e] = ∓ s cos θ_k (dSS/dθ), dout[e]/dθ = −x[e] SN[e] + x[e ^ 1] TT[e]
@@ -249,7 +232,7 @@ MLIP_ATTN_INLINE void pair_weights(const Frequencies &f, int64_t K, double r_max
 {
   constexpr int64_t L = kLanes;
   double S[L], dS[L], c[L], s[L], cd[L], sd[L];
-  if (r_max > 0.0) {   // the C² switch from r_max/2 to r_max (switch_of, without branches)
+  if (r_max > 0.0) {   // the C² switch from r_max/2 to r_max (mlip_attn/nn/switching.py)
     const double r_on = 0.5 * r_max, inv_width = 1.0 / (r_max - r_on);
 #pragma omp simd
     for (int64_t l = 0; l < L; l++) {
@@ -855,12 +838,13 @@ PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g
                                      out.begin() + a * width);
   };
   pack(p.k, P, t.k);
-  rows(p.val, V, t.v_rows);
   if (g_y) {
     pack(p.q, P, t.q);
     pack(p.val, V, t.v);
     pack(g_y, V, t.g);
     rows(g_y, V, t.g_rows);
+  } else {
+    rows(p.val, V, t.v_rows);
   }
   return t;
 }

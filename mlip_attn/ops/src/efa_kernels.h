@@ -111,7 +111,8 @@ template <typename T> struct PairTiles {
   std::vector<int64_t> start, nbr;    // CSR: row tile I's column tiles nbr[start[I] : start[I + 1]]
   std::vector<T> x, q, k, v, g;       // per tile (3 | C·D | C·D | V | V) × kPairLanes; q, v and
                                       // g (g_y) only for a backward
-  std::vector<T> v_rows, g_rows;      // per tile kPairLanes × V, row-major; g_rows: backward
+  std::vector<T> v_rows, g_rows;      // per tile kPairLanes × V, row-major: v_rows for a
+                                      // forward, g_rows (g_y) for a backward
 };
 // g_y (N, V) for a backward, else nullptr
 template <typename T> PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B,

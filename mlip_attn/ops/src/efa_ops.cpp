@@ -249,6 +249,8 @@ void check_pairs(const Tensor &q, const Tensor &k, const Tensor &val, const Tens
               ", ", positions.sizes(), ", ", batch.sizes(), ", ", omega.sizes());
   TORCH_CHECK(q.size(1) * q.size(2) <= 1024, "mlip_attn::efa_pair_attention: at most 1,024 "
               "query channels per atom, got ", q.size(1) * q.size(2));
+  TORCH_CHECK(batch.numel() == 0 || batch.min().item<int64_t>() >= 0,
+              "mlip_attn::efa_pair_attention: batch entries must be >= 0");
 }
 
 Tensor pairs_forward(const Tensor &q, const Tensor &k, const Tensor &val,
@@ -261,8 +263,6 @@ Tensor pairs_forward(const Tensor &q, const Tensor &k, const Tensor &val,
   const Tensor vc = val.to(q.dtype()).contiguous(), pc = positions.to(q.dtype()).contiguous();
   const Tensor bc = batch.to(at::kLong).contiguous();
   const int64_t N = q.size(0), B = N > 0 ? bc.max().item<int64_t>() + 1 : 0;
-  TORCH_CHECK(N == 0 || bc.min().item<int64_t>() >= 0,
-              "mlip_attn::efa_pair_attention: batch entries must be >= 0");
   const efa::Frequencies freq(doubles(omega));
   Tensor y = at::empty({N, val.size(1)}, q.options());   // every row written by its tile
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention", [&] {
