@@ -239,16 +239,18 @@ def assert_pairs_equal_dense(q, k, val, pos, batch, omega, r_max):
 
 
 @pytest.mark.parametrize("r_max", [0.0, 2.5, 9.0])
-def test_pair_attention_over_many_tiles_and_interleaved_structures(ops, r_max):
+@pytest.mark.parametrize("c, d, scale", [(4, 8, 0.4), (1, 132, 0.02)])
+def test_pair_attention_over_many_tiles_and_interleaved_structures(ops, r_max, c, d, scale):
     """Structures of 37, 16 and 1 atoms whose atoms are interleaved in the batch (not
     consecutive); the first in two clusters 40 Å apart, so that with r_max > 0 whole tile pairs
-    lie beyond r_max (the plan skips them): values and gradients equal the dense form."""
-    q, k, val, pos, batch = pair_inputs(sizes=(37, 16, 1), c=4, d=8, v=20, spread=2.0, seed=3)
+    lie beyond r_max (the plan skips them): values and gradients equal the dense form, on the
+    fused loops (d = 8) and on the ATen form's pair list from the same tiles (d = 132)."""
+    q, k, val, pos, batch = pair_inputs(sizes=(37, 16, 1), c=c, d=d, v=20, spread=2.0, seed=3)
     with torch.no_grad():
         pos[18:37, 0] += 40.0
     order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(1))
     q, k, val, pos = (t.detach()[order].requires_grad_(True) for t in (q, k, val, pos))
-    assert_pairs_equal_dense(q, k, val, pos, batch[order], omega_of(q.shape[2]), r_max)
+    assert_pairs_equal_dense(q, k, val, pos, batch[order], omega_of(d, scale=scale), r_max)
 
 
 @pytest.mark.parametrize("r_max", [0.0, 5.0])

@@ -750,24 +750,24 @@ MLIP_ATTN_INLINE uint64_t spread_bits(uint64_t v)
 }
 
 template <typename T>
-PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g_y)
+TileGeometry pair_tile_geometry(const T *positions, const int64_t *batch, int64_t N, int64_t B,
+                                double r_max)
 {
   constexpr int64_t L = kPairLanes;
-  const int64_t P = p.C * p.D, V = p.V;
   // atoms sorted by structure, then along a Morton curve: a tile's atoms lie close together
   std::vector<double> lo(3 * B, 1e300), hi(3 * B, -1e300);
   for (int64_t i = 0; i < N; i++)
     for (int d = 0; d < 3; d++) {
-      lo[3 * p.batch[i] + d] = std::min(lo[3 * p.batch[i] + d], double(p.positions[3 * i + d]));
-      hi[3 * p.batch[i] + d] = std::max(hi[3 * p.batch[i] + d], double(p.positions[3 * i + d]));
+      lo[3 * batch[i] + d] = std::min(lo[3 * batch[i] + d], double(positions[3 * i + d]));
+      hi[3 * batch[i] + d] = std::max(hi[3 * batch[i] + d], double(positions[3 * i + d]));
     }
   std::vector<uint64_t> key(N);
   for (int64_t i = 0; i < N; i++) {
-    const int64_t b = p.batch[i];
+    const int64_t b = batch[i];
     uint64_t code = 0;
     for (int d = 0; d < 3; d++) {
       const double span = hi[3 * b + d] - lo[3 * b + d];
-      const double u = span > 0.0 ? (double(p.positions[3 * i + d]) - lo[3 * b + d]) / span : 0.0;
+      const double u = span > 0.0 ? (double(positions[3 * i + d]) - lo[3 * b + d]) / span : 0.0;
       code |= spread_bits(uint64_t(std::min(1023.0, std::max(0.0, u * 1024.0)))) << d;
     }
     key[i] = code;
@@ -775,23 +775,23 @@ PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g
   std::vector<int64_t> order(N);
   for (int64_t i = 0; i < N; i++) order[i] = i;
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return p.batch[a] != p.batch[b] ? p.batch[a] < p.batch[b] : key[a] < key[b];
+    return batch[a] != batch[b] ? batch[a] < batch[b] : key[a] < key[b];
   });
   // tiles: runs of at most L sorted atoms of one structure, padded with −1
-  PairTiles<T> t;
+  TileGeometry t;
   std::vector<int64_t> structure;
   std::vector<double> box;   // (tiles, 6): lower and upper corner
   for (int64_t s = 0; s < N;) {
     int64_t e = s + 1;
-    while (e < N && e - s < L && p.batch[order[e]] == p.batch[order[s]]) e++;
+    while (e < N && e - s < L && batch[order[e]] == batch[order[s]]) e++;
     double b[6] = {1e300, 1e300, 1e300, -1e300, -1e300, -1e300};
     for (int64_t a = s; a < e; a++)
       for (int d = 0; d < 3; d++) {
-        b[d] = std::min(b[d], double(p.positions[3 * order[a] + d]));
-        b[3 + d] = std::max(b[3 + d], double(p.positions[3 * order[a] + d]));
+        b[d] = std::min(b[d], double(positions[3 * order[a] + d]));
+        b[3 + d] = std::max(b[3 + d], double(positions[3 * order[a] + d]));
       }
     for (int64_t a = 0; a < L; a++) t.atoms.push_back(s + a < e ? order[s + a] : -1);
-    structure.push_back(p.batch[order[s]]);
+    structure.push_back(batch[order[s]]);
     box.insert(box.end(), b, b + 6);
     s = e;
   }
@@ -801,19 +801,29 @@ PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g
   for (int64_t I = 0; I < t.count; I++) {
     for (int64_t J = 0; J < t.count; J++) {
       if (structure[J] != structure[I]) continue;
-      if (p.r_max > 0.0) {
+      if (r_max > 0.0) {
         double gap2 = 0.0;
         for (int d = 0; d < 3; d++) {
           const double gap = std::max({0.0, box[6 * J + d] - box[6 * I + 3 + d],
                                        box[6 * I + d] - box[6 * J + 3 + d]});
           gap2 += gap * gap;
         }
-        if (gap2 >= p.r_max * p.r_max) continue;   // S = 0 for every pair of the two tiles
+        if (gap2 >= r_max * r_max) continue;   // S = 0 for every pair of the two tiles
       }
       t.nbr.push_back(J);
     }
     t.start[I + 1] = int64_t(t.nbr.size());
   }
+  return t;
+}
+
+template <typename T>
+PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g_y)
+{
+  constexpr int64_t L = kPairLanes;
+  const int64_t P = p.C * p.D, V = p.V;
+  PairTiles<T> t;
+  static_cast<TileGeometry &>(t) = pair_tile_geometry(p.positions, p.batch, N, B, p.r_max);
   // the tiles' features transposed, [channel][lane]; padding lanes: zero features and the
   // position of the tile's first atom (finite distances; their products are zero)
   auto pack = [&](const T *src, int64_t width, std::vector<T> &out) {
@@ -849,62 +859,6 @@ PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g
   return t;
 }
 
-template <typename T>
-Cells build_cells(const T *positions, const int64_t *batch, int64_t N, int64_t B, double r_max)
-{
-  Cells cl;
-  std::vector<double> lo(3 * B, 1e300), hi(3 * B, -1e300);
-  std::vector<int64_t> count(B, 0);
-  for (int64_t i = 0; i < N; i++) {
-    const int64_t b = batch[i];
-    count[b]++;
-    for (int d = 0; d < 3; d++) {
-      lo[3 * b + d] = std::min(lo[3 * b + d], double(positions[3 * i + d]));
-      hi[3 * b + d] = std::max(hi[3 * b + d], double(positions[3 * i + d]));
-    }
-  }
-  cl.structure_offset.assign(B, 0);
-  cl.dims.assign(3 * B, 1);
-  std::vector<double> width(3 * B, 1.0);
-  int64_t total = 0;
-  for (int64_t b = 0; b < B; b++) {
-    // cells at least r_max wide (so partners within r_max are in adjacent cells), at most
-    // ~2 per atom along each axis's cube root (no empty grid for a sparse structure)
-    const int64_t cap = std::max<int64_t>(1, int64_t(std::cbrt(double(count[b]))) * 2);
-    for (int d = 0; d < 3; d++) {
-      const double L = count[b] > 0 ? hi[3 * b + d] - lo[3 * b + d] : 0.0;
-      int64_t n = 1;
-      if (r_max > 0.0 && L > r_max) n = std::min<int64_t>(int64_t(L / r_max), cap);
-      cl.dims[3 * b + d] = n;
-      width[3 * b + d] = n > 1 ? L / double(n) : 1.0;
-    }
-    cl.structure_offset[b] = total;
-    total += cl.dims[3 * b] * cl.dims[3 * b + 1] * cl.dims[3 * b + 2];
-  }
-  cl.atom_cell.assign(3 * N, 0);
-  cl.start.assign(total + 1, 0);
-  std::vector<int64_t> cell_of(N);
-  for (int64_t i = 0; i < N; i++) {
-    const int64_t b = batch[i];
-    int64_t idx[3];
-    for (int d = 0; d < 3; d++) {
-      const int64_t n = cl.dims[3 * b + d];
-      idx[d] = n > 1 ? std::min<int64_t>(n - 1, int64_t((double(positions[3 * i + d])
-                                                          - lo[3 * b + d]) / width[3 * b + d]))
-                     : 0;
-      cl.atom_cell[3 * i + d] = idx[d];
-    }
-    cell_of[i] = cl.structure_offset[b]
-                 + (idx[0] * cl.dims[3 * b + 1] + idx[1]) * cl.dims[3 * b + 2] + idx[2];
-    cl.start[cell_of[i] + 1]++;
-  }
-  for (int64_t c = 0; c < total; c++) cl.start[c + 1] += cl.start[c];
-  cl.atoms.assign(N, 0);
-  std::vector<int64_t> fill(cl.start.begin(), cl.start.end() - 1);
-  for (int64_t i = 0; i < N; i++) cl.atoms[fill[cell_of[i]]++] = i;
-  return cl;
-}
-
 #define MLIP_ATTN_INSTANTIATE(T)                                                            \
   template void rotate_forward<T>(const Rotation<T> &, int64_t, int64_t, T *);              \
   template void rotate_backward<T>(const Rotation<T> &, int64_t, int64_t, const T *, T *,   \
@@ -912,7 +866,8 @@ Cells build_cells(const T *positions, const int64_t *batch, int64_t N, int64_t B
   template void grid_rotate<T>(const Rotation<T> &, int64_t, int64_t, T *);                   \
   template void grid_rotate_backward<T>(const Rotation<T> &, int64_t, int64_t, const T *, T *,  \
                                         T *, T *);                                          \
-  template Cells build_cells<T>(const T *, const int64_t *, int64_t, int64_t, double);      \
+  template TileGeometry pair_tile_geometry<T>(const T *, const int64_t *, int64_t, int64_t,  \
+                                              double);                                      \
   template PairTiles<T> plan_pair_tiles<T>(const Pairs<T> &, int64_t, int64_t, const T *);   \
   template void pairs_forward<T>(const Pairs<T> &, const PairTiles<T> &, int64_t, int64_t,    \
                                  T *);                                                       \

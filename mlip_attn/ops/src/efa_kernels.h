@@ -76,18 +76,6 @@ template <typename T> void grid_rotate(const Rotation<T> &grid, int64_t begin, i
 template <typename T> void grid_rotate_backward(const Rotation<T> &grid, int64_t begin, int64_t end,
                                                 const T *grad, T *g_x, T *g_centred, T *rows);
 
-// Atoms sorted into cells ≥ r_max wide, per structure: the candidate partners of an atom are
-// the atoms of its structure in the 27 cells around its own.
-struct Cells {
-  std::vector<int64_t> structure_offset;  // (B,) first cell of each structure
-  std::vector<int64_t> dims;              // (B, 3)
-  std::vector<int64_t> atom_cell;         // (N, 3) cell coordinates of each atom
-  std::vector<int64_t> start;             // (cells + 1) CSR into `atoms`
-  std::vector<int64_t> atoms;             // (N,) atom indices sorted by cell
-};
-template <typename T> Cells build_cells(const T *positions, const int64_t *batch, int64_t N,
-                                        int64_t B, double r_max);
-
 template <typename T> struct Pairs {
   const T *q = nullptr, *k = nullptr;    // (N, C·D)
   const T *val = nullptr;                // (N, V)
@@ -105,10 +93,15 @@ template <typename T> struct Pairs {
 // (the tile pairs, O(tiles²) to find, are the only list). A pair (i, j) is visited from row i
 // and from row j; every visit writes its row only, so ranges of row tiles run in parallel.
 constexpr int64_t kPairLanes = 16;
-template <typename T> struct PairTiles {
+struct TileGeometry {
   int64_t count = 0;
   std::vector<int64_t> atoms;         // (count · kPairLanes), −1 in padding lanes
   std::vector<int64_t> start, nbr;    // CSR: row tile I's column tiles nbr[start[I] : start[I + 1]]
+};
+// the tiles and their pairs within r_max (also the ATen form's pair list, efa_ops.cpp)
+template <typename T> TileGeometry pair_tile_geometry(const T *positions, const int64_t *batch,
+                                                      int64_t N, int64_t B, double r_max);
+template <typename T> struct PairTiles : TileGeometry {
   std::vector<T> x, q, k, v, g;       // per tile (3 | C·D | C·D | V | V) × kPairLanes; q, v and
                                       // g (g_y) only for a backward
   std::vector<T> v_rows, g_rows;      // per tile kPairLanes × V, row-major: v_rows for a

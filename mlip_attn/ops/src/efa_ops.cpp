@@ -61,33 +61,33 @@ Tensor rotate_aten(const Tensor &x, const Tensor &centred, const Tensor &dirs,
   return rotated.reshape_symint({n, dirs.sym_size(0) * c * d});
 }
 
-// every ordered pair (i, j) of one structure within r_max (i = j included), from the cells
+// every ordered pair (i, j) of one structure within r_max (i = j included), from the tiles of
+// the fused loops (efa_kernels.h, pair_tile_geometry)
 std::pair<Tensor, Tensor> pair_list(const Tensor &positions, const Tensor &batch, double r_max)
 {
   const Tensor pos = positions.detach().to(at::kCPU, at::kDouble).contiguous();
   const Tensor b = batch.to(at::kCPU, at::kLong).contiguous();
   const int64_t N = pos.size(0), B = N > 0 ? b.max().item<int64_t>() + 1 : 0;
-  const efa::Cells cells = efa::build_cells<double>(pos.data_ptr<double>(),
-                                                    b.data_ptr<int64_t>(), N, B, r_max);
   const double *p = pos.data_ptr<double>();
-  const int64_t *bb = b.data_ptr<int64_t>();
+  const efa::TileGeometry tiles =
+      efa::pair_tile_geometry<double>(p, b.data_ptr<int64_t>(), N, B, r_max);
+  constexpr int64_t L = efa::kPairLanes;
   std::vector<int64_t> I, J;
-  for (int64_t i = 0; i < N; i++) {
-    const int64_t *dims = cells.dims.data() + 3 * bb[i], *own = cells.atom_cell.data() + 3 * i;
-    for (int64_t x = std::max<int64_t>(own[0] - 1, 0); x <= std::min(own[0] + 1, dims[0] - 1); x++)
-      for (int64_t y = std::max<int64_t>(own[1] - 1, 0); y <= std::min(own[1] + 1, dims[1] - 1); y++)
-        for (int64_t z = std::max<int64_t>(own[2] - 1, 0); z <= std::min(own[2] + 1, dims[2] - 1); z++) {
-          const int64_t cell = cells.structure_offset[bb[i]] + (x * dims[1] + y) * dims[2] + z;
-          for (int64_t a = cells.start[cell]; a < cells.start[cell + 1]; a++) {
-            const int64_t j = cells.atoms[a];
-            double r2 = 0.0;
-            for (int d = 0; d < 3; d++) r2 += (p[3 * i + d] - p[3 * j + d]) * (p[3 * i + d] - p[3 * j + d]);
-            if (r_max > 0.0 && r2 >= r_max * r_max) continue;
-            I.push_back(i);
-            J.push_back(j);
-          }
+  for (int64_t row = 0; row < tiles.count; row++)
+    for (int64_t n = tiles.start[row]; n < tiles.start[row + 1]; n++)
+      for (int64_t a = 0; a < L; a++) {
+        const int64_t i = tiles.atoms[row * L + a];
+        if (i < 0) continue;
+        for (int64_t c = 0; c < L; c++) {
+          const int64_t j = tiles.atoms[tiles.nbr[n] * L + c];
+          if (j < 0) continue;
+          double r2 = 0.0;
+          for (int d = 0; d < 3; d++) r2 += (p[3 * i + d] - p[3 * j + d]) * (p[3 * i + d] - p[3 * j + d]);
+          if (r_max > 0.0 && r2 >= r_max * r_max) continue;
+          I.push_back(i);
+          J.push_back(j);
         }
-  }
+      }
   auto as_tensor = [&](std::vector<int64_t> &v) {
     return torch::tensor(v, torch::kLong).to(positions.device());
   };
