@@ -224,6 +224,35 @@ template <typename T> MLIP_ATTN_INLINE void store_lanes(T *p, Lane<T> v)
   __builtin_memcpy(p, &v, sizeof v);
 }
 
+// W_k = S sinc(ω_k r) into wk and (dk not nullptr) dW_k/dr into dk for the lanes, given sin
+// and cos of ω_k r (s, c) and the switch (S, dS). Series: the lanes with (ω_k r)² < 1e-4 take
+// the series of sinc (the quotient s / (ω r) is 0/0 at r = 0 or ω = 0, and its derivative
+// cancels for small ω r); without Series every lane takes the quotient (callers choose it only
+// where no lane is that small)
+template <bool Series>
+MLIP_ATTN_INLINE void frequency_weights(double w, double iw, const double *r, const double *inv_r,
+                                        const double *S, const double *dS, const double *s,
+                                        const double *c, double *wk, double *dk)
+{
+  constexpr int64_t L = kLanes;
+#pragma omp simd
+  for (int64_t l = 0; l < L; l++) {
+    const double x = w * r[l], x2 = x * x;
+    const bool small = Series && x2 < 1e-4;
+    // the series' divisions as products (vector divisions are slow; ≤ 1 ulp apart)
+    const double sinc = small ? 1.0 - x2 * (1.0 / 6.0) + x2 * x2 * (1.0 / 120.0)
+                                    - x2 * x2 * x2 * (1.0 / 5040.0)
+                              : s[l] * iw * inv_r[l];
+    wk[l] = S[l] * sinc;
+    if (dk) {   // the same for every lane: the loop is split on it, not branched per lane
+      const double dsinc = small ? w * x * (-1.0 / 3.0 + x2 * (1.0 / 30.0)
+                                            - x2 * x2 * (1.0 / 840.0))
+                                 : (c[l] - sinc) * inv_r[l];
+      dk[l] = dS[l] * sinc + S[l] * dsinc;
+    }
+  }
+}
+
 // W_k = S(r) sinc(ω_k r) into ws[k·L + l] and (wd not nullptr) dW_k/dr into wd, for the
 // lanes' distances r (inv_r = 1/r, 0 at r = 0, where W_k = 1 and dW_k/dr = 0); branch-free over
 // the lanes (`sincos_reduced`), one sincos per lane for arithmetic frequencies
@@ -246,6 +275,9 @@ MLIP_ATTN_INLINE void pair_weights(const Frequencies &f, int64_t K, double r_max
       dS[l] = 0.0;
     }
   }
+  double r_min = r[0];   // the lanes' shortest distance: whether any needs the series
+#pragma omp simd reduction(min : r_min)
+  for (int64_t l = 0; l < L; l++) r_min = std::min(r_min, r[l]);
   const bool recursion = f.arithmetic && K > 1;
   if (recursion) {
     const double d = f.omega[1] - f.omega[0], w0 = f.omega[0];
@@ -260,26 +292,14 @@ MLIP_ATTN_INLINE void pair_weights(const Frequencies &f, int64_t K, double r_max
     if (!zero && !step) sincos_of(w0, r, s, c, L);
   }
   for (int64_t k = 0; k < K; k++) {
-    const double w = f.omega[k], iw = f.inverse[k];
+    const double w = f.omega[k], iw = f.inverse[k], x_min = w * r_min;
     if (recursion && k > 0) next_angles(c, s, cd, sd, L);
     else if (!recursion) sincos_of(w, r, s, c, L);
     double *wk = ws + k * L, *dk = wd ? wd + k * L : nullptr;
-#pragma omp simd
-    for (int64_t l = 0; l < L; l++) {
-      const double x = w * r[l], x2 = x * x;
-      const bool small = x2 < 1e-4;
-      // the series' divisions as products (vector divisions are slow; ≤ 1 ulp apart)
-      const double sinc = small ? 1.0 - x2 * (1.0 / 6.0) + x2 * x2 * (1.0 / 120.0)
-                                      - x2 * x2 * x2 * (1.0 / 5040.0)
-                                : s[l] * iw * inv_r[l];
-      wk[l] = S[l] * sinc;
-      if (dk) {   // the same for every lane: the loop is split on it, not branched per lane
-        const double dsinc = small ? w * x * (-1.0 / 3.0 + x2 * (1.0 / 30.0)
-                                              - x2 * x2 * (1.0 / 840.0))
-                                   : (c[l] - sinc) * inv_r[l];
-        dk[l] = dS[l] * sinc + S[l] * dsinc;
-      }
-    }
+    if (x_min * x_min < 1e-4)
+      frequency_weights<true>(w, iw, r, inv_r, S, dS, s, c, wk, dk);
+    else
+      frequency_weights<false>(w, iw, r, inv_r, S, dS, s, c, wk, dk);
   }
 }
 
