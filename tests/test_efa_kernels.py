@@ -262,19 +262,22 @@ def test_pair_attention_first_and_second_derivatives(ops, r_max):
     assert torch.autograd.gradgradcheck(f, (q, k, val, pos))
 
 
-def test_pair_attention_on_two_threads_equals_one(ops):
-    """Threads take ranges of row tiles; each writes only its own rows."""
+@pytest.mark.parametrize("threads", [2, 3])
+def test_pair_attention_on_more_threads_equals_one(ops, threads):
+    """Threads take shares of the row tiles; each share writes its rows and adds its partners'
+    terms into column sums of its own, summed into the outputs afterwards (3: shares of
+    unequal tile counts)."""
     q, k, val, pos, batch = pair_inputs(sizes=(120, 80), spread=5.0)
     omega = omega_of(q.shape[2])
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
     results = []
     try:
-        for n in (1, 2):
+        for n in (1, threads):
             torch.set_num_threads(n)
             y = torch.ops.mlip_attn.efa_pair_attention(q, k, val, pos, batch, omega, 6.0)
             results.append((y, *torch.autograd.grad(y.square().sum(), (q, k, val, pos))))
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     for a, b in zip(*results):
         scaled_close(a, b, 1e-13)
 

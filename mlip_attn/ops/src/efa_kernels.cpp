@@ -411,35 +411,94 @@ template <typename T> MLIP_ATTN_INLINE void lane_sums(const T *acc, int64_t n, T
   }
 }
 
-template <typename T>
-MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, const PairTiles<T> &tiles,
-                                         int64_t begin, int64_t end, T *y)
+// acc[c·L + ·] += Σ_r x[r][c] w[r·L + ·] for n channels c, R rows: the rows' features x spread over
+// the lanes' partners with the rows' lane weights w, each sum loaded and stored once
+template <typename T, int64_t R>
+MLIP_ATTN_INLINE void lane_outer(const T *const *x, int64_t offset, const T *w, int64_t n, T *acc)
 {
   constexpr int64_t L = kLanes;
+  Lane<T> wr[R];
+  for (int64_t r = 0; r < R; r++) wr[r] = load_lanes(w + r * L);
+  for (int64_t c = 0; c < n; c++) {
+    Lane<T> sum = load_lanes(acc + c * L);
+    for (int64_t r = 0; r < R; r++) sum += x[r][offset + c] * wr[r];
+    store_lanes(acc + c * L, sum);
+  }
+}
+
+// the atoms of row tile I's slots [first, first + R): rows[r] (−1 for padding), and
+// features[r] their rows of x (N, width), padding slots pointing at a valid row (their lane
+// weights are zero); false if all are padding
+template <typename T, int64_t R>
+MLIP_ATTN_INLINE bool block_rows(const TileGeometry &tiles, int64_t I, int64_t first,
+                                 int64_t *rows)
+{
+  bool any = false;
+  for (int64_t r = 0; r < R; r++) {
+    rows[r] = tiles.atoms[I * kLanes + first + r];
+    any = any || rows[r] >= 0;
+  }
+  return any;
+}
+
+template <typename T, int64_t R>
+MLIP_ATTN_INLINE void block_features(const int64_t *rows, const T *x, int64_t width,
+                                     const T **out)
+{
+  int64_t valid = 0;
+  for (int64_t r = 0; r < R; r++) if (rows[r] >= 0) valid = rows[r];
+  for (int64_t r = 0; r < R; r++) out[r] = x + (rows[r] >= 0 ? rows[r] : valid) * width;
+}
+
+template <typename T>
+MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, const PairTiles<T> &tiles,
+                                         int64_t share, T *y, T *columns)
+{
+  constexpr int64_t L = kLanes, R = kBackwardRows;
   const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
   std::vector<double> ws(K * L);
   double d[3 * L], r[L], inv_r[L];
   Lane<T> prod[kMaxK];
-  for (int64_t I = begin; I < end; I++) {
+  T a_ji[R * L];   // the block's A_ji, [row][lane]
+  int64_t rows[R];
+  const T *v_rows[R];
+  for (int64_t I = tiles.share_start[share]; I < tiles.share_start[share + 1]; I++) {
     for (int64_t slot = 0; slot < L; slot++) {
       const int64_t i = tiles.atoms[I * L + slot];
       if (i >= 0) std::fill(y + i * V, y + (i + 1) * V, T(0));
     }
-    // column tiles outside, the row tile's atoms inside: a column tile's data is read from
-    // memory once per row tile and then from L1
+    // column tiles outside, the row tile's atoms inside in blocks of R: a column tile's data
+    // is read from memory once per row tile and then from L1
     for (int64_t n = tiles.start[I]; n < tiles.start[I + 1]; n++) {
       const int64_t J = tiles.nbr[n];
-      const T *kT = tiles.k.data() + J * P * L, *xT = tiles.x.data() + J * 3 * L;
-      const T *vR = tiles.v_rows.data() + J * L * V;
-      for (int64_t slot = 0; slot < L; slot++) {
-        const int64_t i = tiles.atoms[I * L + slot];
-        if (i < 0) continue;
-        lane_distances(p.positions + 3 * i, xT, d, r, inv_r);
-        pair_weights(*p.freq, K, p.r_max, r, inv_r, ws.data(), nullptr);
-        pair_products(p.q + i * P, kT, C, K, prod);   // ⟨q_i, k_j⟩_k
-        Lane<T> a = {};
-        for (int64_t k = 0; k < K; k++) a += lanes_of<T>(ws.data() + k * L) * prod[k];   // A_ij
-        rows_axpy(a, vR, V, y + i * V);   // y_i += Σ_j A_ij v_j
+      if (J < I) continue;   // this pair of tiles is J's
+      // J > I: each pair once, the partners' sums y_j += A_ji v_i into J's column sums
+      T *col = J > I ? columns + tiles.slot[n] * V * L : nullptr;
+      const T *kT = tiles.k.data() + J * P * L, *qT = tiles.q.data() + J * P * L;
+      const T *xT = tiles.x.data() + J * 3 * L, *vR = tiles.v_rows.data() + J * L * V;
+      for (int64_t first = 0; first < L; first += R) {
+        if (!block_rows<T, R>(tiles, I, first, rows)) continue;
+        for (int64_t row = 0; row < R; row++) {
+          const int64_t i = rows[row];
+          std::fill(a_ji + row * L, a_ji + (row + 1) * L, T(0));
+          if (i < 0) continue;
+          lane_distances(p.positions + 3 * i, xT, d, r, inv_r);
+          pair_weights(*p.freq, K, p.r_max, r, inv_r, ws.data(), nullptr);
+          pair_products(p.q + i * P, kT, C, K, prod);   // ⟨q_i, k_j⟩_k
+          Lane<T> a = {};
+          for (int64_t k = 0; k < K; k++) a += lanes_of<T>(ws.data() + k * L) * prod[k];   // A_ij
+          rows_axpy(a, vR, V, y + i * V);   // y_i += Σ_j A_ij v_j
+          if (col) {
+            pair_products(p.k + i * P, qT, C, K, prod);   // ⟨q_j, k_i⟩_k
+            Lane<T> aji = {};
+            for (int64_t k = 0; k < K; k++) aji += lanes_of<T>(ws.data() + k * L) * prod[k];
+            store_lanes(a_ji + row * L, aji);
+          }
+        }
+        if (col) {   // y_j += Σ_i A_ji v_i over the block's rows
+          block_features<T, R>(rows, p.val, V, v_rows);
+          lane_outer<T, R>(v_rows, 0, a_ji, V, col);
+        }
       }
     }
   }
@@ -447,34 +506,56 @@ MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, const PairTiles<T> &
 
 template <typename T>
 MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> &tiles,
-                                          int64_t begin, int64_t end, const T *g_y, T *g_q,
-                                          T *g_k, T *g_val, T *g_pos)
+                                          int64_t share, const T *g_y, T *g_q, T *g_k,
+                                          T *g_val, T *g_pos, T *columns,
+                                          double *column_positions)
 {
   constexpr int64_t L = kLanes, R = kBackwardRows;
-  const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
+  const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D, W = 2 * P + V;
   // per-lane sums of R rows at a time ([row][channel][lane]); a column tile's data is read from
   // memory once per R rows and then from L1
   std::vector<T> aq(g_q ? R * P * L : 0), ak(g_k ? R * P * L : 0);
   std::vector<double> ws(K * L), wd(g_pos ? K * L : 0), gp(R * 3 * L);
   double d[3 * L], r[L], inv_r[L];
   Lane<T> p_ij[kMaxK], p_ji[kMaxK];
-  for (int64_t I = begin; I < end; I++)
+  // the block's lane weights for the partners' sums: [k][row][lane] g_ji W_k, g_ij W_k;
+  // [row][lane] A_ij
+  std::vector<T> w_ji(K * R * L), w_ij(K * R * L), a_ij(R * L);
+  int64_t rows[R];
+  const T *q_rows[R], *k_rows[R], *g_rows[R];
+  for (int64_t I = tiles.share_start[share]; I < tiles.share_start[share + 1]; I++)
     for (int64_t first = 0; first < L; first += R) {
+      if (!block_rows<T, R>(tiles, I, first, rows)) continue;
+      block_features<T, R>(rows, p.q, P, q_rows);
+      block_features<T, R>(rows, p.k, P, k_rows);
+      block_features<T, R>(rows, g_y, V, g_rows);
       std::fill(aq.begin(), aq.end(), T(0));
       std::fill(ak.begin(), ak.end(), T(0));
       std::fill(gp.begin(), gp.end(), 0.0);
-      for (int64_t slot = first; slot < first + R; slot++) {
-        const int64_t i = tiles.atoms[I * L + slot];
-        if (g_val && i >= 0) std::fill(g_val + i * V, g_val + (i + 1) * V, T(0));
-      }
+      for (int64_t row = 0; row < R; row++)
+        if (g_val && rows[row] >= 0) std::fill(g_val + rows[row] * V, g_val + (rows[row] + 1) * V, T(0));
       for (int64_t n = tiles.start[I]; n < tiles.start[I + 1]; n++) {
         const int64_t J = tiles.nbr[n];
+        if (J < I) continue;   // this pair of tiles is J's
+        // J > I: each pair once, the partners' gradients into J's column sums
+        // ([g_q | g_k | g_val][lane], g_r apart in float64)
+        const bool both = J > I;
+        T *cq = both ? columns + tiles.slot[n] * W * L : nullptr;
+        T *ck = both ? cq + P * L : nullptr, *cv = both ? cq + 2 * P * L : nullptr;
+        double *cp = both ? column_positions + tiles.slot[n] * 3 * L : nullptr;
         const T *kT = tiles.k.data() + J * P * L, *qT = tiles.q.data() + J * P * L;
         const T *vT = tiles.v.data() + J * V * L, *gT = tiles.g.data() + J * V * L;
         const T *gR = tiles.g_rows.data() + J * L * V, *xT = tiles.x.data() + J * 3 * L;
         for (int64_t row = 0; row < R; row++) {
-          const int64_t i = tiles.atoms[I * L + first + row];
-          if (i < 0) continue;
+          const int64_t i = rows[row];
+          if (i < 0) {   // zero weights: padding rows add nothing to the partners' sums
+            std::fill(a_ij.begin() + row * L, a_ij.begin() + (row + 1) * L, T(0));
+            for (int64_t k = 0; k < K; k++) {
+              std::fill(w_ij.begin() + (k * R + row) * L, w_ij.begin() + (k * R + row + 1) * L, T(0));
+              std::fill(w_ji.begin() + (k * R + row) * L, w_ji.begin() + (k * R + row + 1) * L, T(0));
+            }
+            continue;
+          }
           const T *qi = p.q + i * P, *ki = p.k + i * P, *vi = p.val + i * V, *gyi = g_y + i * V;
           T *aqi = g_q ? aq.data() + row * P * L : nullptr, *aki = g_k ? ak.data() + row * P * L : nullptr;
           double *gpi = gp.data() + row * 3 * L;
@@ -482,27 +563,27 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
           pair_weights(*p.freq, K, p.r_max, r, inv_r, ws.data(), g_pos ? wd.data() : nullptr);
           const Lane<T> g_ij = lane_dots(gyi, vT, V);   // dL/dA_ij = g_y_i · v_j
           const Lane<T> g_ji = lane_dots(vi, gT, V);    // dL/dA_ji = g_y_j · v_i
-          Lane<T> a_ji = {}, dA = {};
+          Lane<T> a_ji = {}, aij = {}, dA = {};
           if (g_val || g_pos) pair_products(ki, qT, C, K, p_ji);   // ⟨q_j, k_i⟩_k
-          if (g_pos) pair_products(qi, kT, C, K, p_ij);            // ⟨q_i, k_j⟩_k
+          if (g_pos || (both && g_val)) pair_products(qi, kT, C, K, p_ij);   // ⟨q_i, k_j⟩_k
           for (int64_t k = 0; k < K; k++) {
             const Lane<T> wk = lanes_of<T>(ws.data() + k * L);
-            if (g_q) {   // g_q_i += Σ_j g_ij W_k k_j
-              const Lane<T> w = g_ij * wk;
-              for (int64_t ch = 0; ch < C; ch++)
-                lane_axpy<T>(w, kT + (ch * D + 2 * k) * L, 2, aqi + (ch * D + 2 * k) * L);
-            }
-            if (g_k) {   // g_k_i += Σ_j g_ji W_k q_j
-              const Lane<T> w = g_ji * wk;
-              for (int64_t ch = 0; ch < C; ch++)
-                lane_axpy<T>(w, qT + (ch * D + 2 * k) * L, 2, aki + (ch * D + 2 * k) * L);
+            const Lane<T> wij = g_ij * wk, wji = g_ji * wk;
+            store_lanes(w_ij.data() + (k * R + row) * L, wij);
+            store_lanes(w_ji.data() + (k * R + row) * L, wji);
+            for (int64_t ch = 0; ch < C; ch++) {
+              const int64_t e = ch * D + 2 * k;
+              if (g_q) lane_axpy<T>(wij, kT + e * L, 2, aqi + e * L);   // g_q_i += Σ_j g_ij W_k k_j
+              if (g_k) lane_axpy<T>(wji, qT + e * L, 2, aki + e * L);   // g_k_i += Σ_j g_ji W_k q_j
             }
             if (g_val || g_pos) a_ji += wk * p_ji[k];
+            if (both && g_val) aij += wk * p_ij[k];
             if (g_pos)   // dA_ij/dr, dA_ji/dr weighted by their gradients
               dA += lanes_of<T>(wd.data() + k * L) * (g_ij * p_ij[k] + g_ji * p_ji[k]);
           }
+          store_lanes(a_ij.data() + row * L, aij);
           if (g_val) rows_axpy(a_ji, gR, V, g_val + i * V);   // g_val_i += Σ_j A_ji g_y_j
-          if (g_pos) {   // g_r_i += Σ_j (g_ij dA_ij/dr + g_ji dA_ji/dr) (r_i − r_j)/r
+          if (g_pos) {   // g_r_i += Σ_j (g_ij dA_ij/dr + g_ji dA_ji/dr) (r_i − r_j)/r; g_r_j −= each
             double f[L];
             store_lanes(f, __builtin_convertvector(dA, Lane<double>));
 #pragma omp simd
@@ -512,11 +593,29 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
               gpi[L + l] += fl * d[L + l];
               gpi[2 * L + l] += fl * d[2 * L + l];
             }
+            if (both)
+#pragma omp simd
+              for (int64_t l = 0; l < L; l++) {
+                const double fl = f[l] * inv_r[l];
+                cp[l] -= fl * d[l];
+                cp[L + l] -= fl * d[L + l];
+                cp[2 * L + l] -= fl * d[2 * L + l];
+              }
           }
+        }
+        if (both) {   // the partners' sums over the block's rows
+          for (int64_t k = 0; k < K; k++)
+            for (int64_t ch = 0; ch < C; ch++) {
+              const int64_t e = ch * D + 2 * k;
+              // g_q_j += Σ_i g_ji W_k k_i;  g_k_j += Σ_i g_ij W_k q_i
+              if (g_q) lane_outer<T, R>(k_rows, e, w_ji.data() + k * R * L, 2, cq + e * L);
+              if (g_k) lane_outer<T, R>(q_rows, e, w_ij.data() + k * R * L, 2, ck + e * L);
+            }
+          if (g_val) lane_outer<T, R>(g_rows, 0, a_ij.data(), V, cv);   // g_val_j += Σ_i A_ij g_y_i
         }
       }
       for (int64_t row = 0; row < R; row++) {
-        const int64_t i = tiles.atoms[I * L + first + row];
+        const int64_t i = rows[row];
         if (i < 0) continue;
         if (g_q) lane_sums(aq.data() + row * P * L, P, g_q + i * P);
         if (g_k) lane_sums(ak.data() + row * P * L, P, g_k + i * P);
@@ -696,12 +795,12 @@ MLIP_ATTN_DISPATCH(grid_rotate_backward,
                    (const Rotation<T> &r, int64_t b, int64_t e, const T *g, T *gx, T *gc, T *rows),
                    (r, b, e, g, gx, gc, rows))
 MLIP_ATTN_DISPATCH(pairs_forward,
-                   (const Pairs<T> &p, const PairTiles<T> &t, int64_t b, int64_t e, T *y),
-                   (p, t, b, e, y))
+                   (const Pairs<T> &p, const PairTiles<T> &t, int64_t s, T *y, T *cols),
+                   (p, t, s, y, cols))
 MLIP_ATTN_DISPATCH(pairs_backward,
-                   (const Pairs<T> &p, const PairTiles<T> &t, int64_t b, int64_t e, const T *gy,
-                    T *gq, T *gk, T *gv, T *gp),
-                   (p, t, b, e, gy, gq, gk, gv, gp))
+                   (const Pairs<T> &p, const PairTiles<T> &t, int64_t s, const T *gy, T *gq,
+                    T *gk, T *gv, T *gp, T *cols, double *col_pos),
+                   (p, t, s, gy, gq, gk, gv, gp, cols, col_pos))
 
 }    // namespace
 
@@ -746,16 +845,34 @@ void grid_rotate_backward(const Rotation<T> &grid, int64_t begin, int64_t end, c
 }
 
 template <typename T>
-void pairs_forward(const Pairs<T> &p, const PairTiles<T> &tiles, int64_t begin, int64_t end, T *y)
+void pairs_forward(const Pairs<T> &p, const PairTiles<T> &tiles, int64_t share, T *y, T *columns)
 {
-  pairs_forward_any<T>(p, tiles, begin, end, y);
+  pairs_forward_any<T>(p, tiles, share, y, columns);
 }
 
 template <typename T>
-void pairs_backward(const Pairs<T> &p, const PairTiles<T> &tiles, int64_t begin, int64_t end,
-                    const T *g_y, T *g_q, T *g_k, T *g_val, T *g_pos)
+void pairs_backward(const Pairs<T> &p, const PairTiles<T> &tiles, int64_t share, const T *g_y,
+                    T *g_q, T *g_k, T *g_val, T *g_pos, T *columns, double *column_positions)
 {
-  pairs_backward_any<T>(p, tiles, begin, end, g_y, g_q, g_k, g_val, g_pos);
+  pairs_backward_any<T>(p, tiles, share, g_y, g_q, g_k, g_val, g_pos, columns, column_positions);
+}
+
+template <typename T, typename S>
+void add_column_sums(const PairTiles<T> &tiles, const S *sums, int64_t stride, int64_t offset,
+                     int64_t width, int64_t begin, int64_t end, T *out)
+{
+  constexpr int64_t L = kPairLanes;
+  for (int64_t J = begin; J < end; J++)
+    for (int64_t l = 0; l < L; l++) {
+      const int64_t j = tiles.atoms[J * L + l];
+      if (j < 0) continue;
+      for (int64_t c = 0; c < width; c++) {
+        S sum = S(out[j * width + c]);
+        for (int64_t n = tiles.tile_slot_start[J]; n < tiles.tile_slot_start[J + 1]; n++)
+          sum += sums[(tiles.tile_slots[n] * stride + offset + c) * L + l];
+        out[j * width + c] = T(sum);
+      }
+    }
 }
 
 // 30-bit Morton code of a position quantised to 1,024 steps per axis of its structure's box
@@ -837,13 +954,57 @@ TileGeometry pair_tile_geometry(const T *positions, const int64_t *batch, int64_
   return t;
 }
 
+// The shares of the pair loops and their column sums' slots (PairTiles). A row tile I takes the
+// tile pairs (I, J ≥ I); shares are runs of row tiles with about equal numbers of them
+static void plan_shares(const TileGeometry &t, PairSchedule &s, int64_t shares)
+{
+  shares = std::max<int64_t>(1, std::min(shares, t.count));
+  std::vector<int64_t> work(t.count + 1, 0);   // prefix sums of the tile pairs each row takes
+  for (int64_t I = 0; I < t.count; I++) {
+    int64_t own = 0;
+    for (int64_t n = t.start[I]; n < t.start[I + 1]; n++) own += t.nbr[n] >= I;
+    work[I + 1] = work[I] + own;
+  }
+  s.share_start.assign(shares + 1, t.count);
+  s.share_start[0] = 0;
+  for (int64_t sh = 1, I = 0; sh < shares; sh++) {   // the first row tile past sh/shares of it
+    while (I < t.count && work[I] * shares < work[t.count] * sh) I++;
+    s.share_start[sh] = I;
+  }
+  // a slot per (share, column tile J above a row tile of the share)
+  s.slot.assign(t.nbr.size(), -1);
+  std::vector<int64_t> owner(t.count, -1), slot_of(t.count, -1), slot_tile;
+  for (int64_t sh = 0; sh < shares; sh++)
+    for (int64_t I = s.share_start[sh]; I < s.share_start[sh + 1]; I++)
+      for (int64_t n = t.start[I]; n < t.start[I + 1]; n++) {
+        const int64_t J = t.nbr[n];
+        if (J <= I) continue;
+        if (owner[J] != sh) {
+          owner[J] = sh;
+          slot_of[J] = int64_t(slot_tile.size());
+          slot_tile.push_back(J);
+        }
+        s.slot[n] = slot_of[J];
+      }
+  s.slots = int64_t(slot_tile.size());
+  // each tile's slots (CSR), for adding the sums into the outputs
+  s.tile_slot_start.assign(t.count + 1, 0);
+  for (int64_t J : slot_tile) s.tile_slot_start[J + 1]++;
+  for (int64_t J = 0; J < t.count; J++) s.tile_slot_start[J + 1] += s.tile_slot_start[J];
+  s.tile_slots.resize(slot_tile.size());
+  std::vector<int64_t> fill(s.tile_slot_start.begin(), s.tile_slot_start.end() - 1);
+  for (int64_t g = 0; g < s.slots; g++) s.tile_slots[fill[slot_tile[g]]++] = g;
+}
+
 template <typename T>
-PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g_y)
+PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g_y,
+                             int64_t shares)
 {
   constexpr int64_t L = kPairLanes;
   const int64_t P = p.C * p.D, V = p.V;
   PairTiles<T> t;
   static_cast<TileGeometry &>(t) = pair_tile_geometry(p.positions, p.batch, N, B, p.r_max);
+  plan_shares(t, t, shares);
   // the tiles' features transposed, [channel][lane]; padding lanes: zero features and the
   // position of the tile's first atom (finite distances; their products are zero)
   auto pack = [&](const T *src, int64_t width, std::vector<T> &out) {
@@ -868,8 +1029,8 @@ PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g
                                      out.begin() + a * width);
   };
   pack(p.k, P, t.k);
+  pack(p.q, P, t.q);
   if (g_y) {
-    pack(p.q, P, t.q);
     pack(p.val, V, t.v);
     pack(g_y, V, t.g);
     rows(g_y, V, t.g_rows);
@@ -888,12 +1049,16 @@ PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g
                                         T *, T *);                                          \
   template TileGeometry pair_tile_geometry<T>(const T *, const int64_t *, int64_t, int64_t,  \
                                               double);                                      \
-  template PairTiles<T> plan_pair_tiles<T>(const Pairs<T> &, int64_t, int64_t, const T *);   \
-  template void pairs_forward<T>(const Pairs<T> &, const PairTiles<T> &, int64_t, int64_t,    \
-                                 T *);                                                       \
-  template void pairs_backward<T>(const Pairs<T> &, const PairTiles<T> &, int64_t, int64_t,   \
-                                  const T *, T *, T *, T *, T *);
+  template PairTiles<T> plan_pair_tiles<T>(const Pairs<T> &, int64_t, int64_t, const T *,    \
+                                           int64_t);                                         \
+  template void pairs_forward<T>(const Pairs<T> &, const PairTiles<T> &, int64_t, T *, T *);  \
+  template void pairs_backward<T>(const Pairs<T> &, const PairTiles<T> &, int64_t, const T *, \
+                                  T *, T *, T *, T *, T *, double *);                         \
+  template void add_column_sums<T, double>(const PairTiles<T> &, const double *, int64_t,     \
+                                           int64_t, int64_t, int64_t, int64_t, T *);
 MLIP_ATTN_INSTANTIATE(float)
 MLIP_ATTN_INSTANTIATE(double)
+template void add_column_sums<float, float>(const PairTiles<float> &, const float *, int64_t,
+                                            int64_t, int64_t, int64_t, int64_t, float *);
 
 }    // namespace mlip_attn_efa

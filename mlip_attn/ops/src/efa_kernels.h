@@ -15,8 +15,8 @@
  *    Morton curve; a row atom meets a column tile whose box comes within r_max with the tile's
  *    atoms in the vector lanes (PairTiles), so the loops vectorise over partners and nothing
  *    per pair is stored: O(N) memory, O(pairs·(C·D + V)) time; the N×N×K tensors of the ATen
- *    form are never formed. Every pair is visited from both ends, each visit writing only its
- *    own row (no per-thread buffers); first derivatives g_q, g_k, g_v, g_r.
+ *    form are never formed. Each pair of different tiles is visited once, and the partner's
+ *    terms go into per-share column sums (PairSchedule); first derivatives g_q, g_k, g_v, g_r.
  *
  * Every function works on a range of atoms [begin, end) (the pair loops: of row tiles) and
  * writes only those atoms' rows. Layouts row-major and contiguous. Angles, sinc and
@@ -90,8 +90,14 @@ template <typename T> struct Pairs {
 // kPairLanes (the lanes of the loops), each row tile with the column tiles of its structure
 // whose bounding boxes come within r_max (all of them for r_max ≤ 0), and the tiles'
 // positions and features transposed to [channel][lane] (zero in padding lanes). O(N) memory
-// (the tile pairs, O(tiles²) to find, are the only list). A pair (i, j) is visited from row i
-// and from row j; every visit writes its row only, so ranges of row tiles run in parallel.
+// (the tile pairs, O(tiles²) to find, are the only list).
+//
+// Row tile I takes the tile pairs (I, J ≥ I). Its own tile's pairs (J = I) are visited from
+// both ends; a pair of different tiles (J > I) once, from row i, which writes row i and adds
+// the partner j's terms into column sums [channel][lane] of tile J. The row tiles are dealt
+// into shares (runs of about equal work, one per thread); a share has its own column sums, a
+// slot per column tile it reaches, so shares run in parallel; add_column_sums adds the slots
+// into the outputs once all shares are done. Memory O(N + slots · width).
 constexpr int64_t kPairLanes = 16;
 struct TileGeometry {
   int64_t count = 0;
@@ -101,24 +107,41 @@ struct TileGeometry {
 // the tiles and their pairs within r_max (also the ATen form's pair list, efa_ops.cpp)
 template <typename T> TileGeometry pair_tile_geometry(const T *positions, const int64_t *batch,
                                                       int64_t N, int64_t B, double r_max);
-template <typename T> struct PairTiles : TileGeometry {
-  std::vector<T> x, q, k, v, g;       // per tile (3 | C·D | C·D | V | V) × kPairLanes; q, v and
-                                      // g (g_y) only for a backward
+struct PairSchedule {
+  std::vector<int64_t> share_start;   // share s: row tiles [share_start[s], share_start[s + 1])
+  std::vector<int64_t> slot;          // per tile pair n (as nbr): the column sums' slot of its
+                                      // column tile in its row tile's share; −1 for J ≤ I
+  int64_t slots = 0;
+  std::vector<int64_t> tile_slot_start, tile_slots;   // CSR: tile J's slots
+};
+template <typename T> struct PairTiles : TileGeometry, PairSchedule {
+  std::vector<T> x, q, k, v, g;       // per tile (3 | C·D | C·D | V | V) × kPairLanes; v and g
+                                      // (g_y) only for a backward
   std::vector<T> v_rows, g_rows;      // per tile kPairLanes × V, row-major: v_rows for a
                                       // forward, g_rows (g_y) for a backward
 };
-// g_y (N, V) for a backward, else nullptr
+// g_y (N, V) for a backward, else nullptr; at most `shares` shares (≥ 1, ≤ the tiles)
 template <typename T> PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B,
-                                                   const T *g_y);
+                                                   const T *g_y, int64_t shares);
 
-// y (N, V): the rows of the atoms in row tiles [begin, end) written
+// share s of y (N, V): the rows of its row tiles' atoms written, the partners' terms added to
+// columns (slots, V, kPairLanes), zero beforehand, shared by all shares (each its own slots)
 template <typename T> void pairs_forward(const Pairs<T> &p, const PairTiles<T> &tiles,
-                                         int64_t begin, int64_t end, T *y);
-// g_y (N, V) -> g_q, g_k (N, C·D), g_val (N, V), g_positions (N, 3): the rows of the atoms in
-// row tiles [begin, end) written, each nullptr if not wanted (the plan made with g_y)
+                                         int64_t share, T *y, T *columns);
+// share s of g_y (N, V) -> g_q, g_k (N, C·D), g_val (N, V), g_positions (N, 3): the rows of its
+// row tiles' atoms written, each nullptr if not wanted (the plan made with g_y); the partners'
+// terms added to columns (slots, 2·C·D + V, kPairLanes) ([g_q | g_k | g_val]) and
+// column_positions (slots, 3, kPairLanes), zero beforehand
 template <typename T> void pairs_backward(const Pairs<T> &p, const PairTiles<T> &tiles,
-                                          int64_t begin, int64_t end, const T *g_y, T *g_q,
-                                          T *g_k, T *g_val, T *g_pos);
+                                          int64_t share, const T *g_y, T *g_q, T *g_k,
+                                          T *g_val, T *g_pos, T *columns,
+                                          double *column_positions);
+// out (N, width) += the column sums: channels [offset, offset + width) of sums (slots, stride,
+// kPairLanes), for the atoms of tiles [begin, end)
+template <typename T, typename S> void add_column_sums(const PairTiles<T> &tiles, const S *sums,
+                                                       int64_t stride, int64_t offset,
+                                                       int64_t width, int64_t begin,
+                                                       int64_t end, T *out);
 
 }    // namespace mlip_attn_efa
 

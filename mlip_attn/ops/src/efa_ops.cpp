@@ -267,9 +267,15 @@ Tensor pairs_forward(const Tensor &q, const Tensor &k, const Tensor &val,
   Tensor y = at::empty({N, val.size(1)}, q.options());   // every row written by its tile
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention", [&] {
     const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, r_max);
-    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, nullptr);
-    at::parallel_for(0, tiles.count, 1, [&](int64_t b, int64_t e) {
-      efa::pairs_forward(p, tiles, b, e, y.data_ptr<scalar_t>());
+    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, nullptr, at::get_num_threads());
+    const int64_t V = val.size(1);
+    std::vector<scalar_t> columns(tiles.slots * V * efa::kPairLanes, scalar_t(0));
+    scalar_t *out = y.data_ptr<scalar_t>();
+    at::parallel_for(0, int64_t(tiles.share_start.size()) - 1, 1, [&](int64_t b, int64_t e) {
+      for (int64_t s = b; s < e; s++) efa::pairs_forward(p, tiles, s, out, columns.data());
+    });
+    at::parallel_for(0, tiles.count, 1, [&](int64_t b, int64_t e) {   // the partners' sums
+      efa::add_column_sums(tiles, columns.data(), V, 0, V, b, e, out);
     });
   });
   return y;
@@ -308,11 +314,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention_backward", [&] {
     const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, r_max);
     const scalar_t *gy = gc.data_ptr<scalar_t>();
-    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, gy);
+    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, gy, at::get_num_threads());
     auto ptr = [&](Tensor &x, int64_t need) { return need ? x.data_ptr<scalar_t>() : nullptr; };
-    at::parallel_for(0, tiles.count, 1, [&](int64_t b, int64_t e) {
-      efa::pairs_backward(p, tiles, b, e, gy, ptr(g_q, needs[0]), ptr(g_k, needs[1]),
-                          ptr(g_v, needs[2]), ptr(g_p, needs[3]));
+    scalar_t *gq = ptr(g_q, needs[0]), *gk = ptr(g_k, needs[1]), *gv = ptr(g_v, needs[2]),
+             *gp = ptr(g_p, needs[3]);
+    const int64_t L = efa::kPairLanes, V = val.size(1), W = 2 * P + V;
+    std::vector<scalar_t> columns(tiles.slots * W * L, scalar_t(0));
+    std::vector<double> column_positions(gp ? tiles.slots * 3 * L : 0, 0.0);
+    at::parallel_for(0, int64_t(tiles.share_start.size()) - 1, 1, [&](int64_t b, int64_t e) {
+      for (int64_t s = b; s < e; s++)
+        efa::pairs_backward(p, tiles, s, gy, gq, gk, gv, gp, columns.data(),
+                            column_positions.data());
+    });
+    at::parallel_for(0, tiles.count, 1, [&](int64_t b, int64_t e) {   // the partners' sums
+      if (gq) efa::add_column_sums(tiles, columns.data(), W, 0, P, b, e, gq);
+      if (gk) efa::add_column_sums(tiles, columns.data(), W, P, P, b, e, gk);
+      if (gv) efa::add_column_sums(tiles, columns.data(), W, 2 * P, V, b, e, gv);
+      if (gp) efa::add_column_sums(tiles, column_positions.data(), 3, 0, 3, b, e, gp);
     });
   });
   auto shaped = [&](const Tensor &x, int64_t need) { return need ? x.view(q.sizes()) : empty; };
