@@ -253,6 +253,22 @@ def test_pair_attention_over_many_tiles_and_interleaved_structures(ops, r_max, c
     assert_pairs_equal_dense(q, k, val, pos, batch[order], omega_of(d, scale=scale), r_max)
 
 
+@pytest.mark.parametrize("wanted", [(0,), (1,), (2,), (3,), (2, 3), (0, 1, 3)])
+def test_pair_attention_gradients_of_some_inputs(ops, wanted):
+    """Only some of q, k, val, positions need gradients (the backward op's `needs`): each wanted
+    gradient equals the dense form's, across tiles whose pairs are visited from one end."""
+    q, k, val, pos, batch = pair_inputs(sizes=(40, 9), c=4, d=8, v=20, spread=2.0, seed=5)
+    inputs = [t.detach().requires_grad_(i in wanted) for i, t in enumerate((q, k, val, pos))]
+    omega = omega_of(8)
+    got = torch.ops.mlip_attn.efa_pair_attention(*inputs, batch, omega, 6.0)
+    want = _dense_attention(*inputs, omega, batch, 2, 6.0)
+    scaled_close(got, want, 1e-12)
+    g = torch.randn_like(want)
+    chosen = [inputs[i] for i in wanted]
+    for a, b in zip(torch.autograd.grad(got, chosen, g), torch.autograd.grad(want, chosen, g)):
+        scaled_close(a, b, 1e-12)
+
+
 @pytest.mark.parametrize("r_max", [0.0, 5.0])
 def test_pair_attention_first_and_second_derivatives(ops, r_max):
     q, k, val, pos, batch = pair_inputs(sizes=(5, 3), c=2, d=4, v=3, spread=2.5)

@@ -16,7 +16,7 @@ namespace {
 constexpr int64_t kMaxK = 64;     // frequencies per head (d_qk / 2)
 constexpr int64_t kMaxP = 1024;   // C·D of one atom's queries / keys
 constexpr int64_t kLanes = kPairLanes;
-constexpr int64_t kBackwardRows = 4;   // rows of a backward's block (divides kLanes)
+constexpr int64_t kBlockRows = 4;   // rows of a block (divides kLanes)
 
 // cos/sin(ω_k t), k < K, into c, s
 MLIP_ATTN_INLINE void angles(const Frequencies &f, int64_t K, double t, double *c, double *s)
@@ -202,8 +202,10 @@ MLIP_ATTN_INLINE void sincos_of(double w, const double *t, double *s, double *c,
 // (efa_kernels.h, PairTiles). Row atom i against a column tile J of kLanes atoms, the tile's
 // atoms in the lanes: distances, the weights W_k = S sinc(ω_k r) (and dW_k/dr) in float64, the
 // channel products, and the sums over a row's partners kept per lane (in registers, or in
-// small L1-resident accumulators [channel][lane]) and reduced once per row. Each row's outputs
-// are its own: a pair (i, j) is visited from both ends, and every visit writes only row i.
+// small L1-resident accumulators [channel][lane]) and reduced once per row. A pair of
+// different tiles (J > I) is visited once, from row i: the partner j's terms go into J's
+// column sums [channel][lane] of the share, summed over a block of kBlockRows rows before
+// each load and store (`lane_outer`); a tile's own pairs are visited from both ends.
 
 // kLanes values of T as one GCC vector (one or two registers; the compiler splits it where the
 // clone's registers are narrower)
@@ -454,7 +456,7 @@ template <typename T>
 MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, const PairTiles<T> &tiles,
                                          int64_t share, T *y, T *columns)
 {
-  constexpr int64_t L = kLanes, R = kBackwardRows;
+  constexpr int64_t L = kLanes, R = kBlockRows;
   const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
   std::vector<double> ws(K * L);
   double d[3 * L], r[L], inv_r[L];
@@ -510,7 +512,7 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
                                           T *g_val, T *g_pos, T *columns,
                                           double *column_positions)
 {
-  constexpr int64_t L = kLanes, R = kBackwardRows;
+  constexpr int64_t L = kLanes, R = kBlockRows;
   const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D, W = 2 * P + V;
   // per-lane sums of R rows at a time ([row][channel][lane]); a column tile's data is read from
   // memory once per R rows and then from L1

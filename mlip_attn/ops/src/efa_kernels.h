@@ -14,12 +14,13 @@
  *    of the structure and S = 1 (the unswitched exact form). Atoms go in tiles of 16 along a
  *    Morton curve; a row atom meets a column tile whose box comes within r_max with the tile's
  *    atoms in the vector lanes (PairTiles), so the loops vectorise over partners and nothing
- *    per pair is stored: O(N) memory, O(pairs·(C·D + V)) time; the N×N×K tensors of the ATen
+ *    per pair is stored: O(N) memory (and the shares' column sums, one slot per share and
+ *    column tile it reaches), O(pairs·(C·D + V)) time; the N×N×K tensors of the ATen
  *    form are never formed. Each pair of different tiles is visited once, and the partner's
  *    terms go into per-share column sums (PairSchedule); first derivatives g_q, g_k, g_v, g_r.
  *
- * Every function works on a range of atoms [begin, end) (the pair loops: of row tiles) and
- * writes only those atoms' rows. Layouts row-major and contiguous. Angles, sinc and
+ * The rotations work on a range of atoms [begin, end) and write only those atoms' rows; the
+ * pair loops on a share of the row tiles (PairSchedule). Layouts row-major and contiguous. Angles, sinc and
  * switch values are computed in float64 for either T. No torch in here (-O3, AVX2 / AVX-512
  * clones chosen at run time).
  */
