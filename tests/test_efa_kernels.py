@@ -307,6 +307,15 @@ def test_pair_attention_aten_form_beyond_the_fused_width(ops):
     assert torch.autograd.gradcheck(f, (q, k, val, pos))
 
 
+def test_pair_attention_aten_form_over_chunks_of_pairs(ops):
+    """The ATen form (GPU tensors, or channels beyond the fused loops) takes its pair list in
+    chunks of 2^23 / (C·D) pairs (63,550 at 132 channels): 270 atoms, every pair attending, is
+    two chunks; values and gradients equal the dense form."""
+    q, k, val, pos, batch = pair_inputs(sizes=(270,), c=1, d=132, v=3, spread=3.0, seed=2)
+    assert 270 ** 2 > 2 ** 23 // 132
+    assert_pairs_equal_dense(q, k, val, pos, batch, omega_of(132, scale=0.02), 0.0)
+
+
 def test_bad_shapes_are_clear_errors(ops):
     q, k, val, pos, batch = pair_inputs()
     with pytest.raises(RuntimeError, match="efa_pair_attention: q, k"):

@@ -10,7 +10,8 @@
  *   efa_pair_attention_backward(g_y, q, k, val, positions, batch, omega, r_max, needs[4])
  *       -> (g_q, g_k, g_val, g_positions).
  *
- * On the CPU the fused loops of efa_kernels.cpp; elsewhere the same maths in ATen operations.
+ * On the CPU the fused loops of efa_kernels.cpp; elsewhere the same maths in ATen operations
+ * (the pair attention over chunks of its pair list, for bounded memory).
  * Forward and backward are separate ops called through the dispatcher below autograd, so a
  * tracer (torch.export) records them as graph nodes (fake kernels: mlip_attn/ops/fake.py). A
  * gradient not asked for comes back as an empty (0,) tensor. The backward is first order; when
@@ -24,6 +25,7 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <functional>
 #include <vector>
 
 #include "efa_kernels.h"
@@ -61,9 +63,13 @@ Tensor rotate_aten(const Tensor &x, const Tensor &centred, const Tensor &dirs,
   return rotated.reshape_symint({n, dirs.sym_size(0) * c * d});
 }
 
-// every ordered pair (i, j) of one structure within r_max (i = j included), from the tiles of
-// the fused loops (efa_kernels.h, pair_tile_geometry)
-std::pair<Tensor, Tensor> pair_list(const Tensor &positions, const Tensor &batch, double r_max)
+// The ATen form's pairs: every ordered pair (i, j) of one structure within r_max (i = j
+// included), from the tiles of the fused loops (efa_kernels.h, pair_tile_geometry), handed to
+// `each(I, J)` (int64 on the positions' device) in chunks of at most max_pairs: the list and
+// the ATen form's per-pair tensors stay bounded (10⁸ pairs at 10,000 atoms would take 1.6 GB
+// of indices and 26 GB of products at once)
+void for_pair_chunks(const Tensor &positions, const Tensor &batch, double r_max,
+                     int64_t max_pairs, const std::function<void(const Tensor &, const Tensor &)> &each)
 {
   const Tensor pos = positions.detach().to(at::kCPU, at::kDouble).contiguous();
   const Tensor b = batch.to(at::kCPU, at::kLong).contiguous();
@@ -73,11 +79,19 @@ std::pair<Tensor, Tensor> pair_list(const Tensor &positions, const Tensor &batch
       efa::pair_tile_geometry<double>(p, b.data_ptr<int64_t>(), N, B, r_max);
   constexpr int64_t L = efa::kPairLanes;
   std::vector<int64_t> I, J;
+  auto emit = [&] {
+    if (I.empty()) return;
+    each(torch::tensor(I, torch::kLong).to(positions.device()),
+         torch::tensor(J, torch::kLong).to(positions.device()));
+    I.clear();
+    J.clear();
+  };
   for (int64_t row = 0; row < tiles.count; row++)
     for (int64_t n = tiles.start[row]; n < tiles.start[row + 1]; n++)
       for (int64_t a = 0; a < L; a++) {
         const int64_t i = tiles.atoms[row * L + a];
         if (i < 0) continue;
+        if (int64_t(I.size()) + L > max_pairs) emit();
         for (int64_t c = 0; c < L; c++) {
           const int64_t j = tiles.atoms[tiles.nbr[n] * L + c];
           if (j < 0) continue;
@@ -88,10 +102,15 @@ std::pair<Tensor, Tensor> pair_list(const Tensor &positions, const Tensor &batch
           J.push_back(j);
         }
       }
-  auto as_tensor = [&](std::vector<int64_t> &v) {
-    return torch::tensor(v, torch::kLong).to(positions.device());
-  };
-  return {as_tensor(I), as_tensor(J)};
+  emit();
+}
+
+// elements of one chunk's (pairs, C·D) products in the ATen form: 32 MB in float32
+constexpr int64_t kAtenChunkElements = int64_t(1) << 23;
+
+int64_t chunk_pairs(const Tensor &q)
+{
+  return std::max<int64_t>(efa::kPairLanes, kAtenChunkElements / std::max<int64_t>(1, q.size(1) * q.size(2)));
 }
 
 Tensor sinc_sq(const Tensor &x2)
@@ -102,10 +121,11 @@ Tensor sinc_sq(const Tensor &x2)
   return at::where(small, series, at::sin(x) / x);
 }
 
-Tensor pairs_aten(const Tensor &q, const Tensor &k, const Tensor &val, const Tensor &positions,
-                  const Tensor &batch, const Tensor &omega, double r_max)
+// Σ over the pairs (I, J) of A_IJ v_J into rows I of y (N, V): the ATen form of one chunk
+Tensor pairs_aten_add(const Tensor &y, const Tensor &q, const Tensor &k, const Tensor &val,
+                      const Tensor &positions, const Tensor &omega, double r_max,
+                      const Tensor &I, const Tensor &J)
 {
-  const auto [I, J] = pair_list(positions, batch, r_max);
   const int64_t E = I.size(0), C = q.size(1), D = q.size(2);
   const Tensor qk = (q.index_select(0, I) * k.index_select(0, J))
                         .reshape({E, C, D / 2, 2}).sum(at::IntArrayRef{1, 3});   // (E, K)
@@ -119,8 +139,47 @@ Tensor pairs_aten(const Tensor &q, const Tensor &k, const Tensor &val, const Ten
     const Tensor S = 1.0 - t * t * t * (t * (6.0 * t - 15.0) + 10.0);
     att = att * at::where(r2 > 0, S, at::ones_like(S));
   }
-  return at::zeros({q.size(0), val.size(1)}, val.options())
-      .index_add(0, I, att.unsqueeze(-1) * val.index_select(0, J));
+  return y.index_add(0, I, att.unsqueeze(-1) * val.index_select(0, J));
+}
+
+// the ATen form (devices without the fused loops, or channels beyond them): differentiable,
+// over chunks of the pair list
+Tensor pairs_aten(const Tensor &q, const Tensor &k, const Tensor &val, const Tensor &positions,
+                  const Tensor &batch, const Tensor &omega, double r_max)
+{
+  Tensor y = at::zeros({q.size(0), val.size(1)}, val.options());
+  for_pair_chunks(positions, batch, r_max, chunk_pairs(q), [&](const Tensor &I, const Tensor &J) {
+    y = pairs_aten_add(y, q, k, val, positions, omega, r_max, I, J);
+  });
+  return y;
+}
+
+variable_list aten_gradients(const std::function<Tensor(const variable_list &)> &forward,
+                             const variable_list &inputs, const Tensor &grad,
+                             const std::vector<bool> &needs, bool create_graph);
+
+// the ATen form's first derivatives (not differentiable), chunk by chunk: each chunk's graph is
+// freed before the next, so memory stays at one chunk's
+variable_list pairs_aten_gradients(const Tensor &g_y, const Tensor &q, const Tensor &k,
+                                   const Tensor &val, const Tensor &positions,
+                                   const Tensor &batch, const Tensor &omega, double r_max,
+                                   const std::vector<bool> &needs)
+{
+  const variable_list inputs{q, k, val, positions};
+  variable_list total(4);
+  for_pair_chunks(positions, batch, r_max, chunk_pairs(q), [&](const Tensor &I, const Tensor &J) {
+    const variable_list g = aten_gradients(
+        [&](const variable_list &in) {
+          return pairs_aten_add(at::zeros({in[0].size(0), in[2].size(1)}, in[2].options()),
+                                in[0], in[1], in[2], in[3], omega, r_max, I, J);
+        },
+        inputs, g_y, needs, false);
+    for (size_t a = 0; a < 4; a++)
+      if (g[a].defined()) total[a] = total[a].defined() ? total[a] + g[a] : g[a];
+  });
+  for (size_t a = 0; a < 4; a++)   // no pairs: zero gradients
+    if (needs[a] && !total[a].defined()) total[a] = at::zeros_like(inputs[a]);
+  return total;
 }
 
 // ------------------------------------------------------------------ the ops' kernels
@@ -291,12 +350,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
   check_pairs(q, k, val, positions, batch, omega);
   const Tensor empty = at::empty({0}, q.options());
   if (!fused(q)) {
-    const variable_list g = aten_gradients(
-        [&](const variable_list &in) {
-          return pairs_aten(in[0], in[1], in[2], in[3], batch, omega, r_max);
-        },
-        {q, k, val, positions}, g_y, {needs[0] != 0, needs[1] != 0, needs[2] != 0, needs[3] != 0},
-        false);
+    const variable_list g = pairs_aten_gradients(
+        g_y, q, k, val, positions, batch, omega, r_max,
+        {needs[0] != 0, needs[1] != 0, needs[2] != 0, needs[3] != 0});
     return {g[0].defined() ? g[0] : empty, g[1].defined() ? g[1] : empty,
             g[2].defined() ? g[2] : empty, g[3].defined() ? g[3] : empty};
   }
