@@ -278,11 +278,14 @@ def test_pair_attention_first_and_second_derivatives(ops, r_max):
     assert torch.autograd.gradgradcheck(f, (q, k, val, pos))
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_pair_attention_on_more_threads_equals_one(ops, threads):
+@pytest.mark.parametrize("threads, columns_mb", [(2, None), (3, None), (3, "0")])
+def test_pair_attention_on_more_threads_equals_one(ops, threads, columns_mb, monkeypatch):
     """Threads take shares of the row tiles; each share writes its rows and adds its partners'
     terms into column sums of its own, summed into the outputs afterwards (3: shares of
-    unequal tile counts)."""
+    unequal tile counts; MLIP_ATTN_PAIR_COLUMNS_MB=0: no room for column sums beyond one
+    share's, so one share takes every row tile)."""
+    if columns_mb is not None:
+        monkeypatch.setenv("MLIP_ATTN_PAIR_COLUMNS_MB", columns_mb)
     q, k, val, pos, batch = pair_inputs(sizes=(120, 80), spread=5.0)
     omega = omega_of(q.shape[2])
     before = torch.get_num_threads()
@@ -296,6 +299,8 @@ def test_pair_attention_on_more_threads_equals_one(ops, threads):
         torch.set_num_threads(before)
     for a, b in zip(*results):
         scaled_close(a, b, 1e-13)
+    # one share sums in one thread's order; several shares add their column sums apart
+    assert all(torch.equal(a, b) for a, b in zip(*results)) == (columns_mb == "0")
 
 
 def test_pair_attention_aten_form_beyond_the_fused_width(ops):

@@ -464,6 +464,8 @@ MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, const PairTiles<T> &
   T a_ji[R * L];   // the block's A_ji, [row][lane]
   int64_t rows[R];
   const T *v_rows[R];
+  std::fill(columns + tiles.share_slot_start[share] * V * L,   // this share's column sums
+            columns + tiles.share_slot_start[share + 1] * V * L, T(0));
   for (int64_t I = tiles.share_start[share]; I < tiles.share_start[share + 1]; I++) {
     for (int64_t slot = 0; slot < L; slot++) {
       const int64_t i = tiles.atoms[I * L + slot];
@@ -513,7 +515,8 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
                                           double *column_positions)
 {
   constexpr int64_t L = kLanes, R = kBlockRows;
-  const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D, W = 2 * P + V;
+  const int64_t C = p.C, D = p.D, K = D / 2, V = p.V, P = C * D;
+  const int64_t at_k = g_q ? P : 0, at_v = at_k + (g_k ? P : 0), W = at_v + (g_val ? V : 0);
   // per-lane sums of R rows at a time ([row][channel][lane]); a column tile's data is read from
   // memory once per R rows and then from L1
   std::vector<T> aq(g_q ? R * P * L : 0), ak(g_k ? R * P * L : 0);
@@ -525,6 +528,9 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
   std::vector<T> w_ji(K * R * L), w_ij(K * R * L), a_ij(R * L);
   int64_t rows[R];
   const T *q_rows[R], *k_rows[R], *g_rows[R];
+  const int64_t first_slot = tiles.share_slot_start[share], end_slot = tiles.share_slot_start[share + 1];
+  std::fill(columns + first_slot * W * L, columns + end_slot * W * L, T(0));   // this share's
+  if (g_pos) std::fill(column_positions + first_slot * 3 * L, column_positions + end_slot * 3 * L, 0.0);
   for (int64_t I = tiles.share_start[share]; I < tiles.share_start[share + 1]; I++)
     for (int64_t first = 0; first < L; first += R) {
       if (!block_rows<T, R>(tiles, I, first, rows)) continue;
@@ -540,11 +546,12 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
         const int64_t J = tiles.nbr[n];
         if (J < I) continue;   // this pair of tiles is J's
         // J > I: each pair once, the partners' gradients into J's column sums
-        // ([g_q | g_k | g_val][lane], g_r apart in float64)
+        // ([g_q | g_k | g_val][lane], the wanted ones; g_r apart in float64)
         const bool both = J > I;
-        T *cq = both ? columns + tiles.slot[n] * W * L : nullptr;
-        T *ck = both ? cq + P * L : nullptr, *cv = both ? cq + 2 * P * L : nullptr;
-        double *cp = both ? column_positions + tiles.slot[n] * 3 * L : nullptr;
+        T *col = both ? columns + tiles.slot[n] * W * L : nullptr;
+        T *cq = both && g_q ? col : nullptr, *ck = both && g_k ? col + at_k * L : nullptr;
+        T *cv = both && g_val ? col + at_v * L : nullptr;
+        double *cp = both && g_pos ? column_positions + tiles.slot[n] * 3 * L : nullptr;
         const T *kT = tiles.k.data() + J * P * L, *qT = tiles.q.data() + J * P * L;
         const T *vT = tiles.v.data() + J * V * L, *gT = tiles.g.data() + J * V * L;
         const T *gR = tiles.g_rows.data() + J * L * V, *xT = tiles.x.data() + J * 3 * L;
@@ -864,17 +871,21 @@ void add_column_sums(const PairTiles<T> &tiles, const S *sums, int64_t stride, i
                      int64_t width, int64_t begin, int64_t end, T *out)
 {
   constexpr int64_t L = kPairLanes;
-  for (int64_t J = begin; J < end; J++)
+  std::vector<S> acc(width * L);
+  for (int64_t J = begin; J < end; J++) {
+    if (tiles.tile_slot_start[J] == tiles.tile_slot_start[J + 1]) continue;
+    std::fill(acc.begin(), acc.end(), S(0));
+    for (int64_t n = tiles.tile_slot_start[J]; n < tiles.tile_slot_start[J + 1]; n++) {
+      const S *slot = sums + (tiles.tile_slots[n] * stride + offset) * L;   // [channel][lane]
+#pragma omp simd
+      for (int64_t e = 0; e < width * L; e++) acc[e] += slot[e];
+    }
     for (int64_t l = 0; l < L; l++) {
       const int64_t j = tiles.atoms[J * L + l];
       if (j < 0) continue;
-      for (int64_t c = 0; c < width; c++) {
-        S sum = S(out[j * width + c]);
-        for (int64_t n = tiles.tile_slot_start[J]; n < tiles.tile_slot_start[J + 1]; n++)
-          sum += sums[(tiles.tile_slots[n] * stride + offset + c) * L + l];
-        out[j * width + c] = T(sum);
-      }
+      for (int64_t c = 0; c < width; c++) out[j * width + c] = T(S(out[j * width + c]) + acc[c * L + l]);
     }
+  }
 }
 
 // 30-bit Morton code of a position quantised to 1,024 steps per axis of its structure's box
@@ -957,8 +968,9 @@ TileGeometry pair_tile_geometry(const T *positions, const int64_t *batch, int64_
 }
 
 // The shares of the pair loops and their column sums' slots (PairTiles). A row tile I takes the
-// tile pairs (I, J ≥ I); shares are runs of row tiles with about equal numbers of them
-static void plan_shares(const TileGeometry &t, PairSchedule &s, int64_t shares)
+// tile pairs (I, J ≥ I); shares are runs of row tiles with about equal numbers of them; their
+// slots are numbered share by share. Returns the number of slots.
+static int64_t plan_shares(const TileGeometry &t, PairSchedule &s, int64_t shares)
 {
   shares = std::max<int64_t>(1, std::min(shares, t.count));
   std::vector<int64_t> work(t.count + 1, 0);   // prefix sums of the tile pairs each row takes
@@ -975,8 +987,9 @@ static void plan_shares(const TileGeometry &t, PairSchedule &s, int64_t shares)
   }
   // a slot per (share, column tile J above a row tile of the share)
   s.slot.assign(t.nbr.size(), -1);
+  s.share_slot_start.assign(shares + 1, 0);
   std::vector<int64_t> owner(t.count, -1), slot_of(t.count, -1), slot_tile;
-  for (int64_t sh = 0; sh < shares; sh++)
+  for (int64_t sh = 0; sh < shares; sh++) {
     for (int64_t I = s.share_start[sh]; I < s.share_start[sh + 1]; I++)
       for (int64_t n = t.start[I]; n < t.start[I + 1]; n++) {
         const int64_t J = t.nbr[n];
@@ -988,6 +1001,8 @@ static void plan_shares(const TileGeometry &t, PairSchedule &s, int64_t shares)
         }
         s.slot[n] = slot_of[J];
       }
+    s.share_slot_start[sh + 1] = int64_t(slot_tile.size());
+  }
   s.slots = int64_t(slot_tile.size());
   // each tile's slots (CSR), for adding the sums into the outputs
   s.tile_slot_start.assign(t.count + 1, 0);
@@ -996,17 +1011,19 @@ static void plan_shares(const TileGeometry &t, PairSchedule &s, int64_t shares)
   s.tile_slots.resize(slot_tile.size());
   std::vector<int64_t> fill(s.tile_slot_start.begin(), s.tile_slot_start.end() - 1);
   for (int64_t g = 0; g < s.slots; g++) s.tile_slots[fill[slot_tile[g]]++] = g;
+  return s.slots;
 }
 
 template <typename T>
 PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g_y,
-                             int64_t shares)
+                             int64_t shares, int64_t max_slots)
 {
   constexpr int64_t L = kPairLanes;
   const int64_t P = p.C * p.D, V = p.V;
   PairTiles<T> t;
   static_cast<TileGeometry &>(t) = pair_tile_geometry(p.positions, p.batch, N, B, p.r_max);
-  plan_shares(t, t, shares);
+  // fewer shares (each reaching the same column tiles) until the column sums fit
+  while (plan_shares(t, t, shares) > max_slots && shares > 1) shares = std::min(shares, t.count) / 2;
   // the tiles' features transposed, [channel][lane]; padding lanes: zero features and the
   // position of the tile's first atom (finite distances; their products are zero)
   auto pack = [&](const T *src, int64_t width, std::vector<T> &out) {
@@ -1052,7 +1069,7 @@ PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g
   template TileGeometry pair_tile_geometry<T>(const T *, const int64_t *, int64_t, int64_t,  \
                                               double);                                      \
   template PairTiles<T> plan_pair_tiles<T>(const Pairs<T> &, int64_t, int64_t, const T *,    \
-                                           int64_t);                                         \
+                                           int64_t, int64_t);                                \
   template void pairs_forward<T>(const Pairs<T> &, const PairTiles<T> &, int64_t, T *, T *);  \
   template void pairs_backward<T>(const Pairs<T> &, const PairTiles<T> &, int64_t, const T *, \
                                   T *, T *, T *, T *, T *, double *);                         \

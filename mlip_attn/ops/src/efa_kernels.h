@@ -112,6 +112,7 @@ struct PairSchedule {
   std::vector<int64_t> share_start;   // share s: row tiles [share_start[s], share_start[s + 1])
   std::vector<int64_t> slot;          // per tile pair n (as nbr): the column sums' slot of its
                                       // column tile in its row tile's share; −1 for J ≤ I
+  std::vector<int64_t> share_slot_start;   // share s: slots [share_slot_start[s], … [s + 1])
   int64_t slots = 0;
   std::vector<int64_t> tile_slot_start, tile_slots;   // CSR: tile J's slots
 };
@@ -121,18 +122,22 @@ template <typename T> struct PairTiles : TileGeometry, PairSchedule {
   std::vector<T> v_rows, g_rows;      // per tile kPairLanes × V, row-major: v_rows for a
                                       // forward, g_rows (g_y) for a backward
 };
-// g_y (N, V) for a backward, else nullptr; at most `shares` shares (≥ 1, ≤ the tiles)
+// g_y (N, V) for a backward, else nullptr; at most `shares` shares (≥ 1, ≤ the tiles), fewer
+// where the column sums would take more than max_slots slots (one share takes any number)
 template <typename T> PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B,
-                                                   const T *g_y, int64_t shares);
+                                                   const T *g_y, int64_t shares,
+                                                   int64_t max_slots);
 
-// share s of y (N, V): the rows of its row tiles' atoms written, the partners' terms added to
-// columns (slots, V, kPairLanes), zero beforehand, shared by all shares (each its own slots)
+// share s of y (N, V): the rows of its row tiles' atoms written, the partners' terms into
+// columns (slots, V, kPairLanes), shared by all shares, each share zeroing and filling its own
+// slots
 template <typename T> void pairs_forward(const Pairs<T> &p, const PairTiles<T> &tiles,
                                          int64_t share, T *y, T *columns);
 // share s of g_y (N, V) -> g_q, g_k (N, C·D), g_val (N, V), g_positions (N, 3): the rows of its
 // row tiles' atoms written, each nullptr if not wanted (the plan made with g_y); the partners'
-// terms added to columns (slots, 2·C·D + V, kPairLanes) ([g_q | g_k | g_val]) and
-// column_positions (slots, 3, kPairLanes), zero beforehand
+// terms into columns (slots, W, kPairLanes), [g_q | g_k | g_val] of the wanted ones only
+// (W = C·D·(g_q? + g_k?) + V·g_val?), and column_positions (slots, 3, kPairLanes) if g_pos,
+// each share zeroing and filling its own slots
 template <typename T> void pairs_backward(const Pairs<T> &p, const PairTiles<T> &tiles,
                                           int64_t share, const T *g_y, T *g_q, T *g_k,
                                           T *g_val, T *g_pos, T *columns,

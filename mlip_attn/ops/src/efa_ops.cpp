@@ -25,7 +25,9 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <cstdlib>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "efa_kernels.h"
@@ -105,12 +107,22 @@ void for_pair_chunks(const Tensor &positions, const Tensor &batch, double r_max,
   emit();
 }
 
-// elements of one chunk's (pairs, C·D) products in the ATen form: 32 MB in float32
+// elements of one chunk's per-pair tensors in the ATen form: 32 MB in float32
 constexpr int64_t kAtenChunkElements = int64_t(1) << 23;
 
-int64_t chunk_pairs(const Tensor &q)
+// pairs per chunk: its (pairs, C·D) products and (pairs, V) values within kAtenChunkElements
+int64_t chunk_pairs(const Tensor &q, const Tensor &val)
 {
-  return std::max<int64_t>(efa::kPairLanes, kAtenChunkElements / std::max<int64_t>(1, q.size(1) * q.size(2)));
+  const int64_t width = std::max<int64_t>({1, q.size(1) * q.size(2), val.size(1)});
+  return std::max<int64_t>(efa::kPairLanes, kAtenChunkElements / width);
+}
+
+// memory of the fused pair loops' column sums (the shares' partner terms), bytes:
+// MLIP_ATTN_PAIR_COLUMNS_MB (default 256); fewer shares (threads) beyond it, one at least
+int64_t column_bytes()
+{
+  const char *mb = std::getenv("MLIP_ATTN_PAIR_COLUMNS_MB");
+  return int64_t(std::max(0LL, mb ? std::atoll(mb) : 256LL)) << 20;
 }
 
 Tensor sinc_sq(const Tensor &x2)
@@ -148,7 +160,7 @@ Tensor pairs_aten(const Tensor &q, const Tensor &k, const Tensor &val, const Ten
                   const Tensor &batch, const Tensor &omega, double r_max)
 {
   Tensor y = at::zeros({q.size(0), val.size(1)}, val.options());
-  for_pair_chunks(positions, batch, r_max, chunk_pairs(q), [&](const Tensor &I, const Tensor &J) {
+  for_pair_chunks(positions, batch, r_max, chunk_pairs(q, val), [&](const Tensor &I, const Tensor &J) {
     y = pairs_aten_add(y, q, k, val, positions, omega, r_max, I, J);
   });
   return y;
@@ -167,7 +179,7 @@ variable_list pairs_aten_gradients(const Tensor &g_y, const Tensor &q, const Ten
 {
   const variable_list inputs{q, k, val, positions};
   variable_list total(4);
-  for_pair_chunks(positions, batch, r_max, chunk_pairs(q), [&](const Tensor &I, const Tensor &J) {
+  for_pair_chunks(positions, batch, r_max, chunk_pairs(q, val), [&](const Tensor &I, const Tensor &J) {
     const variable_list g = aten_gradients(
         [&](const variable_list &in) {
           return pairs_aten_add(at::zeros({in[0].size(0), in[2].size(1)}, in[2].options()),
@@ -326,15 +338,17 @@ Tensor pairs_forward(const Tensor &q, const Tensor &k, const Tensor &val,
   Tensor y = at::empty({N, val.size(1)}, q.options());   // every row written by its tile
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention", [&] {
     const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, r_max);
-    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, nullptr, at::get_num_threads());
-    const int64_t V = val.size(1);
-    std::vector<scalar_t> columns(tiles.slots * V * efa::kPairLanes, scalar_t(0));
+    const int64_t V = val.size(1), slot = V * efa::kPairLanes;
+    const auto tiles = efa::plan_pair_tiles<scalar_t>(
+        p, N, B, nullptr, at::get_num_threads(),
+        column_bytes() / std::max<int64_t>(1, slot * int64_t(sizeof(scalar_t))));
+    std::unique_ptr<scalar_t[]> columns(new scalar_t[tiles.slots * slot]);   // zeroed per share
     scalar_t *out = y.data_ptr<scalar_t>();
     at::parallel_for(0, int64_t(tiles.share_start.size()) - 1, 1, [&](int64_t b, int64_t e) {
-      for (int64_t s = b; s < e; s++) efa::pairs_forward(p, tiles, s, out, columns.data());
+      for (int64_t s = b; s < e; s++) efa::pairs_forward(p, tiles, s, out, columns.get());
     });
     at::parallel_for(0, tiles.count, 1, [&](int64_t b, int64_t e) {   // the partners' sums
-      efa::add_column_sums(tiles, columns.data(), V, 0, V, b, e, out);
+      efa::add_column_sums(tiles, columns.get(), V, 0, V, b, e, out);
     });
   });
   return y;
@@ -370,23 +384,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "efa_pair_attention_backward", [&] {
     const auto p = pairs_of<scalar_t>(qc, kc, vc, pc, bc, freq, r_max);
     const scalar_t *gy = gc.data_ptr<scalar_t>();
-    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, gy, at::get_num_threads());
     auto ptr = [&](Tensor &x, int64_t need) { return need ? x.data_ptr<scalar_t>() : nullptr; };
     scalar_t *gq = ptr(g_q, needs[0]), *gk = ptr(g_k, needs[1]), *gv = ptr(g_v, needs[2]),
              *gp = ptr(g_p, needs[3]);
-    const int64_t L = efa::kPairLanes, V = val.size(1), W = 2 * P + V;
-    std::vector<scalar_t> columns(tiles.slots * W * L, scalar_t(0));
-    std::vector<double> column_positions(gp ? tiles.slots * 3 * L : 0, 0.0);
+    // the column sums of the wanted gradients, [g_q | g_k | g_val] (efa_kernels.h)
+    const int64_t L = efa::kPairLanes, V = val.size(1);
+    const int64_t at_k = gq ? P : 0, at_v = at_k + (gk ? P : 0), W = at_v + (gv ? V : 0);
+    const int64_t slot_bytes = W * L * int64_t(sizeof(scalar_t)) + (gp ? 3 * L * 8 : 0);
+    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, gy, at::get_num_threads(),
+                                                      column_bytes() / std::max<int64_t>(1, slot_bytes));
+    std::unique_ptr<scalar_t[]> columns(new scalar_t[tiles.slots * W * L]);   // zeroed per share
+    std::unique_ptr<double[]> column_positions(new double[gp ? tiles.slots * 3 * L : 0]);
     at::parallel_for(0, int64_t(tiles.share_start.size()) - 1, 1, [&](int64_t b, int64_t e) {
       for (int64_t s = b; s < e; s++)
-        efa::pairs_backward(p, tiles, s, gy, gq, gk, gv, gp, columns.data(),
-                            column_positions.data());
+        efa::pairs_backward(p, tiles, s, gy, gq, gk, gv, gp, columns.get(),
+                            column_positions.get());
     });
     at::parallel_for(0, tiles.count, 1, [&](int64_t b, int64_t e) {   // the partners' sums
-      if (gq) efa::add_column_sums(tiles, columns.data(), W, 0, P, b, e, gq);
-      if (gk) efa::add_column_sums(tiles, columns.data(), W, P, P, b, e, gk);
-      if (gv) efa::add_column_sums(tiles, columns.data(), W, 2 * P, V, b, e, gv);
-      if (gp) efa::add_column_sums(tiles, column_positions.data(), 3, 0, 3, b, e, gp);
+      if (gq) efa::add_column_sums(tiles, columns.get(), W, 0, P, b, e, gq);
+      if (gk) efa::add_column_sums(tiles, columns.get(), W, at_k, P, b, e, gk);
+      if (gv) efa::add_column_sums(tiles, columns.get(), W, at_v, V, b, e, gv);
+      if (gp) efa::add_column_sums(tiles, column_positions.get(), 3, 0, 3, b, e, gp);
     });
   });
   auto shaped = [&](const Tensor &x, int64_t need) { return need ? x.view(q.sizes()) : empty; };
