@@ -238,13 +238,14 @@ def assert_pairs_equal_dense(q, k, val, pos, batch, omega, r_max):
         scaled_close(a, b, 1e-12)
 
 
-@pytest.mark.parametrize("r_max", [0.0, 2.5, 9.0])
+@pytest.mark.parametrize("r_max", [0.0, 1e-200, 2.5, 9.0])
 @pytest.mark.parametrize("c, d, scale", [(4, 8, 0.4), (1, 132, 0.02)])
 def test_pair_attention_over_many_tiles_and_interleaved_structures(ops, r_max, c, d, scale):
     """Structures of 37, 16 and 1 atoms whose atoms are interleaved in the batch (not
     consecutive); the first in two clusters 40 Å apart, so that with r_max > 0 whole tile pairs
     lie beyond r_max (the plan skips them): values and gradients equal the dense form, on the
-    fused loops (d = 8) and on the ATen form's pair list from the same tiles (d = 132)."""
+    fused loops (d = 8) and on the ATen form's pair list from the same tiles (d = 132).
+    r_max = 1e-200 (its square underflows to 0): only each atom with itself."""
     q, k, val, pos, batch = pair_inputs(sizes=(37, 16, 1), c=c, d=d, v=20, spread=2.0, seed=3)
     with torch.no_grad():
         pos[18:37, 0] += 40.0

@@ -958,7 +958,8 @@ TileGeometry pair_tile_geometry(const T *positions, const int64_t *batch, int64_
                                        box[6 * I + d] - box[6 * J + 3 + d]});
           gap2 += gap * gap;
         }
-        if (gap2 >= r_max * r_max) continue;   // S = 0 for every pair of the two tiles
+        // S = 0 for every pair of the two tiles (touching boxes stay: r_max² may underflow)
+        if (gap2 > 0.0 && gap2 >= r_max * r_max) continue;
       }
       t.nbr.push_back(J);
     }

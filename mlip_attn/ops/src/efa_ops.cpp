@@ -99,7 +99,7 @@ void for_pair_chunks(const Tensor &positions, const Tensor &batch, double r_max,
           if (j < 0) continue;
           double r2 = 0.0;
           for (int d = 0; d < 3; d++) r2 += (p[3 * i + d] - p[3 * j + d]) * (p[3 * i + d] - p[3 * j + d]);
-          if (r_max > 0.0 && r2 >= r_max * r_max) continue;
+          if (r_max > 0.0 && r2 > 0.0 && r2 >= r_max * r_max) continue;   // S = 0 (r = 0: S = 1)
           I.push_back(i);
           J.push_back(j);
         }
