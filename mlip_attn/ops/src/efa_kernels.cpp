@@ -413,8 +413,8 @@ template <typename T> MLIP_ATTN_INLINE void lane_sums(const T *acc, int64_t n, T
   }
 }
 
-// acc[c·L + ·] += Σ_r x[r][c] w[r·L + ·] for n channels c, R rows: the rows' features x spread over
-// the lanes' partners with the rows' lane weights w, each sum loaded and stored once
+// acc[c·L + ·] += Σ_r x[r][c] w[r·L + ·] for n channels c, R rows: the rows' features x
+// spread over the lanes' partners with the rows' lane weights w, each sum loaded and stored once
 template <typename T, int64_t R>
 MLIP_ATTN_INLINE void lane_outer(const T *const *x, int64_t offset, const T *w, int64_t n, T *acc)
 {
@@ -528,9 +528,11 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
   std::vector<T> w_ji(K * R * L), w_ij(K * R * L), a_ij(R * L);
   int64_t rows[R];
   const T *q_rows[R], *k_rows[R], *g_rows[R];
-  const int64_t first_slot = tiles.share_slot_start[share], end_slot = tiles.share_slot_start[share + 1];
+  const int64_t first_slot = tiles.share_slot_start[share];
+  const int64_t end_slot = tiles.share_slot_start[share + 1];
   std::fill(columns + first_slot * W * L, columns + end_slot * W * L, T(0));   // this share's
-  if (g_pos) std::fill(column_positions + first_slot * 3 * L, column_positions + end_slot * 3 * L, 0.0);
+  if (g_pos)
+    std::fill(column_positions + first_slot * 3 * L, column_positions + end_slot * 3 * L, 0.0);
   for (int64_t I = tiles.share_start[share]; I < tiles.share_start[share + 1]; I++)
     for (int64_t first = 0; first < L; first += R) {
       if (!block_rows<T, R>(tiles, I, first, rows)) continue;
@@ -541,7 +543,8 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
       std::fill(ak.begin(), ak.end(), T(0));
       std::fill(gp.begin(), gp.end(), 0.0);
       for (int64_t row = 0; row < R; row++)
-        if (g_val && rows[row] >= 0) std::fill(g_val + rows[row] * V, g_val + (rows[row] + 1) * V, T(0));
+        if (g_val && rows[row] >= 0)
+          std::fill(g_val + rows[row] * V, g_val + (rows[row] + 1) * V, T(0));
       for (int64_t n = tiles.start[I]; n < tiles.start[I + 1]; n++) {
         const int64_t J = tiles.nbr[n];
         if (J < I) continue;   // this pair of tiles is J's
@@ -560,13 +563,15 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
           if (i < 0) {   // zero weights: padding rows add nothing to the partners' sums
             std::fill(a_ij.begin() + row * L, a_ij.begin() + (row + 1) * L, T(0));
             for (int64_t k = 0; k < K; k++) {
-              std::fill(w_ij.begin() + (k * R + row) * L, w_ij.begin() + (k * R + row + 1) * L, T(0));
-              std::fill(w_ji.begin() + (k * R + row) * L, w_ji.begin() + (k * R + row + 1) * L, T(0));
+              const int64_t at = (k * R + row) * L;
+              std::fill(w_ij.begin() + at, w_ij.begin() + at + L, T(0));
+              std::fill(w_ji.begin() + at, w_ji.begin() + at + L, T(0));
             }
             continue;
           }
           const T *qi = p.q + i * P, *ki = p.k + i * P, *vi = p.val + i * V, *gyi = g_y + i * V;
-          T *aqi = g_q ? aq.data() + row * P * L : nullptr, *aki = g_k ? ak.data() + row * P * L : nullptr;
+          T *aqi = g_q ? aq.data() + row * P * L : nullptr;
+          T *aki = g_k ? ak.data() + row * P * L : nullptr;
           double *gpi = gp.data() + row * 3 * L;
           lane_distances(p.positions + 3 * i, xT, d, r, inv_r);
           pair_weights(*p.freq, K, p.r_max, r, inv_r, ws.data(), g_pos ? wd.data() : nullptr);
@@ -582,8 +587,9 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
             store_lanes(w_ji.data() + (k * R + row) * L, wji);
             for (int64_t ch = 0; ch < C; ch++) {
               const int64_t e = ch * D + 2 * k;
-              if (g_q) lane_axpy<T>(wij, kT + e * L, 2, aqi + e * L);   // g_q_i += Σ_j g_ij W_k k_j
-              if (g_k) lane_axpy<T>(wji, qT + e * L, 2, aki + e * L);   // g_k_i += Σ_j g_ji W_k q_j
+              // g_q_i += Σ_j g_ij W_k k_j;  g_k_i += Σ_j g_ji W_k q_j
+              if (g_q) lane_axpy<T>(wij, kT + e * L, 2, aqi + e * L);
+              if (g_k) lane_axpy<T>(wji, qT + e * L, 2, aki + e * L);
             }
             if (g_val || g_pos) a_ji += wk * p_ji[k];
             if (both && g_val) aij += wk * p_ij[k];
@@ -592,7 +598,8 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
           }
           store_lanes(a_ij.data() + row * L, aij);
           if (g_val) rows_axpy(a_ji, gR, V, g_val + i * V);   // g_val_i += Σ_j A_ji g_y_j
-          if (g_pos) {   // g_r_i += Σ_j (g_ij dA_ij/dr + g_ji dA_ji/dr) (r_i − r_j)/r; g_r_j −= each
+          // g_r_i += Σ_j (g_ij dA_ij/dr + g_ji dA_ji/dr) (r_i − r_j)/r; g_r_j −= each term
+          if (g_pos) {
             double f[L];
             store_lanes(f, __builtin_convertvector(dA, Lane<double>));
 #pragma omp simd
@@ -620,7 +627,8 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
               if (g_q) lane_outer<T, R>(k_rows, e, w_ji.data() + k * R * L, 2, cq + e * L);
               if (g_k) lane_outer<T, R>(q_rows, e, w_ij.data() + k * R * L, 2, ck + e * L);
             }
-          if (g_val) lane_outer<T, R>(g_rows, 0, a_ij.data(), V, cv);   // g_val_j += Σ_i A_ij g_y_i
+          // g_val_j += Σ_i A_ij g_y_i
+          if (g_val) lane_outer<T, R>(g_rows, 0, a_ij.data(), V, cv);
         }
       }
       for (int64_t row = 0; row < R; row++) {
@@ -883,7 +891,8 @@ void add_column_sums(const PairTiles<T> &tiles, const S *sums, int64_t stride, i
     for (int64_t l = 0; l < L; l++) {
       const int64_t j = tiles.atoms[J * L + l];
       if (j < 0) continue;
-      for (int64_t c = 0; c < width; c++) out[j * width + c] = T(S(out[j * width + c]) + acc[c * L + l]);
+      for (int64_t c = 0; c < width; c++)
+        out[j * width + c] = T(S(out[j * width + c]) + acc[c * L + l]);
     }
   }
 }
@@ -1024,7 +1033,8 @@ PairTiles<T> plan_pair_tiles(const Pairs<T> &p, int64_t N, int64_t B, const T *g
   PairTiles<T> t;
   static_cast<TileGeometry &>(t) = pair_tile_geometry(p.positions, p.batch, N, B, p.r_max);
   // fewer shares (each reaching the same column tiles) until the column sums fit
-  while (plan_shares(t, t, shares) > max_slots && shares > 1) shares = std::min(shares, t.count) / 2;
+  while (plan_shares(t, t, shares) > max_slots && shares > 1)
+    shares = std::min(shares, t.count) / 2;
   // the tiles' features transposed, [channel][lane]; padding lanes: zero features and the
   // position of the tile's first atom (finite distances; their products are zero)
   auto pack = [&](const T *src, int64_t width, std::vector<T> &out) {

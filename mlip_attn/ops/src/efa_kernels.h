@@ -20,9 +20,9 @@
  *    terms go into per-share column sums (PairSchedule); first derivatives g_q, g_k, g_v, g_r.
  *
  * The rotations work on a range of atoms [begin, end) and write only those atoms' rows; the
- * pair loops on a share of the row tiles (PairSchedule). Layouts row-major and contiguous. Angles, sinc and
- * switch values are computed in float64 for either T. No torch in here (-O3, AVX2 / AVX-512
- * clones chosen at run time).
+ * pair loops on a share of the row tiles (PairSchedule). Layouts row-major and contiguous.
+ * Angles, sinc and switch values are computed in float64 for either T. No torch in here
+ * (-O3, AVX2 / AVX-512 clones chosen at run time).
  */
 #ifndef MLIP_ATTN_EFA_KERNELS_H
 #define MLIP_ATTN_EFA_KERNELS_H

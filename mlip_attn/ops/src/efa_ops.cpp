@@ -70,8 +70,9 @@ Tensor rotate_aten(const Tensor &x, const Tensor &centred, const Tensor &dirs,
 // `each(I, J)` (int64 on the positions' device) in chunks of at most max_pairs: the list and
 // the ATen form's per-pair tensors stay bounded (10⁸ pairs at 10,000 atoms would take 1.6 GB
 // of indices and 26 GB of products at once)
+using PairChunk = std::function<void(const Tensor &, const Tensor &)>;
 void for_pair_chunks(const Tensor &positions, const Tensor &batch, double r_max,
-                     int64_t max_pairs, const std::function<void(const Tensor &, const Tensor &)> &each)
+                     int64_t max_pairs, const PairChunk &each)
 {
   const Tensor pos = positions.detach().to(at::kCPU, at::kDouble).contiguous();
   const Tensor b = batch.to(at::kCPU, at::kLong).contiguous();
@@ -99,7 +100,7 @@ void for_pair_chunks(const Tensor &positions, const Tensor &batch, double r_max,
           if (j < 0) continue;
           double r2 = 0.0;
           for (int d = 0; d < 3; d++) r2 += (p[3 * i + d] - p[3 * j + d]) * (p[3 * i + d] - p[3 * j + d]);
-          if (r_max > 0.0 && r2 > 0.0 && r2 >= r_max * r_max) continue;   // S = 0 (r = 0: S = 1)
+          if (r_max > 0.0 && r2 > 0.0 && r2 >= r_max * r_max) continue;   // S = 0 (r = 0: 1)
           I.push_back(i);
           J.push_back(j);
         }
@@ -160,9 +161,10 @@ Tensor pairs_aten(const Tensor &q, const Tensor &k, const Tensor &val, const Ten
                   const Tensor &batch, const Tensor &omega, double r_max)
 {
   Tensor y = at::zeros({q.size(0), val.size(1)}, val.options());
-  for_pair_chunks(positions, batch, r_max, chunk_pairs(q, val), [&](const Tensor &I, const Tensor &J) {
+  auto add = [&](const Tensor &I, const Tensor &J) {
     y = pairs_aten_add(y, q, k, val, positions, omega, r_max, I, J);
-  });
+  };
+  for_pair_chunks(positions, batch, r_max, chunk_pairs(q, val), add);
   return y;
 }
 
@@ -179,7 +181,7 @@ variable_list pairs_aten_gradients(const Tensor &g_y, const Tensor &q, const Ten
 {
   const variable_list inputs{q, k, val, positions};
   variable_list total(4);
-  for_pair_chunks(positions, batch, r_max, chunk_pairs(q, val), [&](const Tensor &I, const Tensor &J) {
+  auto add = [&](const Tensor &I, const Tensor &J) {
     const variable_list g = aten_gradients(
         [&](const variable_list &in) {
           return pairs_aten_add(at::zeros({in[0].size(0), in[2].size(1)}, in[2].options()),
@@ -188,7 +190,8 @@ variable_list pairs_aten_gradients(const Tensor &g_y, const Tensor &q, const Ten
         inputs, g_y, needs, false);
     for (size_t a = 0; a < 4; a++)
       if (g[a].defined()) total[a] = total[a].defined() ? total[a] + g[a] : g[a];
-  });
+  };
+  for_pair_chunks(positions, batch, r_max, chunk_pairs(q, val), add);
   for (size_t a = 0; a < 4; a++)   // no pairs: zero gradients
     if (needs[a] && !total[a].defined()) total[a] = at::zeros_like(inputs[a]);
   return total;
@@ -391,8 +394,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> pairs_backward(
     const int64_t L = efa::kPairLanes, V = val.size(1);
     const int64_t at_k = gq ? P : 0, at_v = at_k + (gk ? P : 0), W = at_v + (gv ? V : 0);
     const int64_t slot_bytes = W * L * int64_t(sizeof(scalar_t)) + (gp ? 3 * L * 8 : 0);
-    const auto tiles = efa::plan_pair_tiles<scalar_t>(p, N, B, gy, at::get_num_threads(),
-                                                      column_bytes() / std::max<int64_t>(1, slot_bytes));
+    const int64_t max_slots = column_bytes() / std::max<int64_t>(1, slot_bytes);
+    const auto tiles =
+        efa::plan_pair_tiles<scalar_t>(p, N, B, gy, at::get_num_threads(), max_slots);
     std::unique_ptr<scalar_t[]> columns(new scalar_t[tiles.slots * W * L]);   // zeroed per share
     std::unique_ptr<double[]> column_positions(new double[gp ? tiles.slots * 3 * L : 0]);
     at::parallel_for(0, int64_t(tiles.share_start.size()) - 1, 1, [&](int64_t b, int64_t e) {
