@@ -198,6 +198,23 @@ MLIP_ATTN_INLINE void sincos_of(double w, const double *t, double *s, double *c,
   for (int64_t i = 0; i < n; i++) sincos_reduced(w * t[i], s[i], c[i]);
 }
 
+// the start of the angle-addition recursion over arithmetic ω_k = ω_0 + k Δ for n values of t:
+// cos/sin of ω_0 t into c, s and of Δ t into cd, sd (`next_angles` then steps k → k + 1)
+MLIP_ATTN_INLINE void first_angles(const Frequencies &f, const double *t, int64_t n, double *c,
+                                   double *s, double *cd, double *sd)
+{
+  const double d = f.omega[1] - f.omega[0], w0 = f.omega[0];
+  const bool zero = f.start == Frequencies::Start::zero,
+             step = f.start == Frequencies::Start::step;
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) {
+    sincos_reduced(d * t[i], sd[i], cd[i]);
+    c[i] = zero ? 1.0 : cd[i];
+    s[i] = zero ? 0.0 : sd[i];
+  }
+  if (!zero && !step) sincos_of(w0, t, s, c, n);   // ω_0 = any
+}
+
 // ------------------------------------------------------------------ the switched exact form
 // (efa_kernels.h, PairTiles). Row atom i against a column tile J of kLanes atoms, the tile's
 // atoms in the lanes: distances, the weights W_k = S sinc(ω_k r) (and dW_k/dr) in float64, the
@@ -281,18 +298,7 @@ MLIP_ATTN_INLINE void pair_weights(const Frequencies &f, int64_t K, double r_max
 #pragma omp simd reduction(min : r_min)
   for (int64_t l = 0; l < L; l++) r_min = std::min(r_min, r[l]);
   const bool recursion = f.arithmetic && K > 1;
-  if (recursion) {
-    const double d = f.omega[1] - f.omega[0], w0 = f.omega[0];
-    const bool zero = f.start == Frequencies::Start::zero,
-               step = f.start == Frequencies::Start::step;
-#pragma omp simd
-    for (int64_t l = 0; l < L; l++) {
-      sincos_reduced(d * r[l], sd[l], cd[l]);
-      c[l] = zero ? 1.0 : cd[l];
-      s[l] = zero ? 0.0 : sd[l];
-    }
-    if (!zero && !step) sincos_of(w0, r, s, c, L);
-  }
+  if (recursion) first_angles(f, r, L, c, s, cd, sd);
   for (int64_t k = 0; k < K; k++) {
     const double w = f.omega[k], iw = f.inverse[k], x_min = w * r_min;
     if (recursion && k > 0) next_angles(c, s, cd, sd, L);
@@ -664,18 +670,7 @@ MLIP_ATTN_INLINE void grid_table(const Rotation<T> &grid, const T *r, double *wo
 #pragma omp simd
   for (int64_t g = 0; g < G; g++) t[g] = u[3 * g] * r0 + u[3 * g + 1] * r1 + u[3 * g + 2] * r2;
   const bool recursion = f.arithmetic && K > 1;
-  if (recursion) {
-    const double d = f.omega[1] - f.omega[0], w0 = f.omega[0];
-    const bool zero = f.start == Frequencies::Start::zero,
-               step = f.start == Frequencies::Start::step;
-#pragma omp simd
-    for (int64_t g = 0; g < G; g++) {
-      sincos_reduced(d * t[g], sd[g], cd[g]);
-      c[g] = zero ? 1.0 : cd[g];
-      s[g] = zero ? 0.0 : sd[g];
-    }
-    if (!zero && !step) sincos_of(w0, t, s, c, G);   // ω_0 = any
-  }
+  if (recursion) first_angles(f, t, G, c, s, cd, sd);
   for (int64_t k = 0; k < K; k++) {
     T *ck = Ct + k * G, *sk = St + k * G;
     const double wk = f.omega[k];
