@@ -434,10 +434,9 @@ MLIP_ATTN_INLINE void lane_outer(const T *const *x, int64_t offset, const T *w, 
   }
 }
 
-// the atoms of row tile I's slots [first, first + R): rows[r] (−1 for padding), and
-// features[r] their rows of x (N, width), padding slots pointing at a valid row (their lane
-// weights are zero); false if all are padding
-template <typename T, int64_t R>
+// the atoms of row tile I's slots [first, first + R) into rows (−1 for padding); false if
+// all are padding
+template <int64_t R>
 MLIP_ATTN_INLINE bool block_rows(const TileGeometry &tiles, int64_t I, int64_t first,
                                  int64_t *rows)
 {
@@ -449,6 +448,8 @@ MLIP_ATTN_INLINE bool block_rows(const TileGeometry &tiles, int64_t I, int64_t f
   return any;
 }
 
+// out[r]: row rows[r] of x (N, width); a padding row points at a valid one (its lane weights
+// are zero)
 template <typename T, int64_t R>
 MLIP_ATTN_INLINE void block_features(const int64_t *rows, const T *x, int64_t width,
                                      const T **out)
@@ -487,7 +488,7 @@ MLIP_ATTN_INLINE void pairs_forward_impl(const Pairs<T> &p, const PairTiles<T> &
       const T *kT = tiles.k.data() + J * P * L, *qT = tiles.q.data() + J * P * L;
       const T *xT = tiles.x.data() + J * 3 * L, *vR = tiles.v_rows.data() + J * L * V;
       for (int64_t first = 0; first < L; first += R) {
-        if (!block_rows<T, R>(tiles, I, first, rows)) continue;
+        if (!block_rows<R>(tiles, I, first, rows)) continue;
         for (int64_t row = 0; row < R; row++) {
           const int64_t i = rows[row];
           std::fill(a_ji + row * L, a_ji + (row + 1) * L, T(0));
@@ -541,7 +542,7 @@ MLIP_ATTN_INLINE void pairs_backward_impl(const Pairs<T> &p, const PairTiles<T> 
     std::fill(column_positions + first_slot * 3 * L, column_positions + end_slot * 3 * L, 0.0);
   for (int64_t I = tiles.share_start[share]; I < tiles.share_start[share + 1]; I++)
     for (int64_t first = 0; first < L; first += R) {
-      if (!block_rows<T, R>(tiles, I, first, rows)) continue;
+      if (!block_rows<R>(tiles, I, first, rows)) continue;
       block_features<T, R>(rows, p.q, P, q_rows);
       block_features<T, R>(rows, p.k, P, k_rows);
       block_features<T, R>(rows, g_y, V, g_rows);
